@@ -1,0 +1,3 @@
+//! Media plane: sans-IO RTP cores and the io_uring workers that run them.
+
+pub mod codec;
