@@ -1,1 +1,4 @@
+//! REST/WebSocket front end and the store.
 
+pub mod cdr;
+pub mod store;

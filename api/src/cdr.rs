@@ -1,0 +1,404 @@
+//! CDR write-behind: signalling pushes call-record events into an in-memory
+//! queue that never blocks; a writer task applies them to the store in
+//! batches and keeps them queued while the database is unreachable.
+//!
+//! Contract (implemented below):
+//! - `CdrQueue::push` never blocks and never drops an event.
+//! - `CdrQueue::is_saturated` is true when the depth reached the soft
+//!   capacity; call admission then refuses *new* calls (503) so that the
+//!   queue stays bounded by capacity + the events of calls in progress.
+//! - The writer takes up to `batch_max` events, applies them with
+//!   `Store::apply_cdr_batch` (one transaction), and on failure puts them
+//!   back at the front and retries with exponential backoff.
+//! - Shutdown ([`CdrWriter::shutdown`]) keeps writing until the queue is
+//!   empty or the timeout passes and reports what is left unwritten.
+//!
+//! Delivery is at-least-once: a batch whose commit outcome is unknown is
+//! applied again, which `apply_cdr_batch` makes harmless (idempotent).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntGauge, Registry};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::store::{CdrEvent, Store};
+
+/// The in-memory CDR queue. Cloning is cheap and yields a handle to the
+/// same queue.
+#[derive(Clone)]
+pub struct CdrQueue {
+    inner: Arc<QueueInner>,
+}
+
+struct QueueInner {
+    events: Mutex<VecDeque<CdrEvent>>,
+    /// Wakes the writer when an event arrives (a permit is stored if the
+    /// writer is busy, so no wake-up is lost).
+    notify: Notify,
+    soft_capacity: usize,
+}
+
+impl CdrQueue {
+    /// An empty queue that reports saturation at `soft_capacity` events.
+    /// The capacity is advisory: pushes beyond it still succeed.
+    pub fn new(soft_capacity: usize) -> Self {
+        CdrQueue {
+            inner: Arc::new(QueueInner {
+                events: Mutex::new(VecDeque::new()),
+                notify: Notify::new(),
+                soft_capacity,
+            }),
+        }
+    }
+
+    /// Appends `ev`. Never blocks (beyond a short critical section) and never
+    /// drops: the event stays queued until the writer has committed it.
+    pub fn push(&self, ev: CdrEvent) {
+        self.lock().push_back(ev);
+        self.inner.notify.notify_one();
+    }
+
+    /// Events waiting to be written (not counting a batch being applied).
+    pub fn depth(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when the depth reached the soft capacity: admission should then
+    /// refuse new calls until the writer catches up.
+    pub fn is_saturated(&self) -> bool {
+        self.depth() >= self.inner.soft_capacity
+    }
+
+    /// The soft capacity given to [`CdrQueue::new`].
+    pub fn soft_capacity(&self) -> usize {
+        self.inner.soft_capacity
+    }
+
+    /// A poisoned lock only means another thread panicked while holding
+    /// it; the deque itself is always consistent, so keep using it.
+    fn lock(&self) -> MutexGuard<'_, VecDeque<CdrEvent>> {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take_front(&self, max: usize) -> Vec<CdrEvent> {
+        let mut q = self.lock();
+        let n = max.max(1).min(q.len());
+        q.drain(..n).collect()
+    }
+
+    /// Puts `batch` back at the front, in its original order.
+    fn requeue_front(&self, batch: Vec<CdrEvent>) {
+        let mut q = self.lock();
+        for ev in batch.into_iter().rev() {
+            q.push_front(ev);
+        }
+    }
+}
+
+impl fmt::Debug for CdrQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CdrQueue")
+            .field("depth", &self.depth())
+            .field("soft_capacity", &self.inner.soft_capacity)
+            .finish()
+    }
+}
+
+/// Metrics of the CDR writer.
+#[derive(Clone, Debug)]
+pub struct CdrMetrics {
+    /// `gateway_store_queue_depth`: events waiting in the queue.
+    pub queue_depth: IntGauge,
+    /// `gateway_cdr_events_written_total`: events committed to the store.
+    pub written: IntCounter,
+    /// `gateway_store_write_failures_total`: failed batch attempts.
+    pub write_failures: IntCounter,
+}
+
+impl CdrMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(CdrMetrics {
+            queue_depth: IntGauge::new(
+                "gateway_store_queue_depth",
+                "CDR events waiting to be written to the store",
+            )?,
+            written: IntCounter::new(
+                "gateway_cdr_events_written_total",
+                "CDR events committed to the store",
+            )?,
+            write_failures: IntCounter::new(
+                "gateway_store_write_failures_total",
+                "Failed attempts to write a batch of CDR events",
+            )?,
+        })
+    }
+
+    /// Creates the metrics and registers them in `reg` (fails if already
+    /// registered there).
+    pub fn register(reg: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self::new()?;
+        reg.register(Box::new(m.queue_depth.clone()))?;
+        reg.register(Box::new(m.written.clone()))?;
+        reg.register(Box::new(m.write_failures.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics registered nowhere (tests, tools).
+    pub fn unregistered() -> Self {
+        Self::new().expect("static metric names and help texts are valid")
+    }
+}
+
+/// Tuning of the writer task.
+#[derive(Clone, Debug)]
+pub struct CdrWriterConfig {
+    /// Most events applied in one transaction.
+    pub batch_max: usize,
+    /// After waking on an idle queue, how long to wait for more events so
+    /// that a burst goes in one batch.
+    pub linger: Duration,
+    /// First delay after a failed batch; doubles per failure…
+    pub retry_initial: Duration,
+    /// …up to this.
+    pub retry_max: Duration,
+}
+
+impl Default for CdrWriterConfig {
+    fn default() -> Self {
+        CdrWriterConfig {
+            batch_max: 500,
+            linger: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Handle of the writer task started by [`spawn_writer`].
+///
+/// Dropping it without calling [`CdrWriter::shutdown`] leaves the task
+/// running detached until the runtime stops.
+#[derive(Debug)]
+pub struct CdrWriter {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+/// What the handle and the task share: the queue and the shutdown request.
+#[derive(Debug)]
+struct Shared {
+    queue: CdrQueue,
+    /// Set once by `shutdown`: write until the queue is empty or this.
+    deadline: Mutex<Option<Instant>>,
+    stop: Notify,
+}
+
+impl Shared {
+    fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Extra time `shutdown` waits past its deadline for the task to notice
+/// it before aborting the task.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+impl CdrWriter {
+    /// Stops the writer: it keeps writing until the queue is empty or
+    /// `timeout` has passed (an attempt still running then is cut off and
+    /// its batch counted as unwritten, though it may have committed).
+    /// Returns the number of events left unwritten in the queue, 0 when
+    /// everything was flushed. Events pushed later stay in the queue.
+    pub async fn shutdown(self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(deadline);
+        self.shared.stop.notify_one();
+        let mut task = self.task;
+        if tokio::time::timeout_at(deadline + SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            // Only reached if the store call ignores cancellation for long;
+            // the in-flight guard puts its batch back when the task drops.
+            task.abort();
+            let _ = task.await;
+        }
+        self.shared.queue.depth()
+    }
+}
+
+/// Starts the writer task on the current tokio runtime. It takes events
+/// from the front of `queue`, up to `cfg.batch_max` at a time, and applies
+/// them with [`Store::apply_cdr_batch`]. A failed batch goes back to the
+/// front of the queue (order kept) and is retried after an exponential
+/// backoff (`retry_initial` doubling up to `retry_max`); a warning is logged
+/// once per outage, and once more when writes recover.
+pub fn spawn_writer(
+    store: Arc<dyn Store>,
+    queue: CdrQueue,
+    cfg: CdrWriterConfig,
+    metrics: CdrMetrics,
+) -> CdrWriter {
+    let shared = Arc::new(Shared {
+        queue,
+        deadline: Mutex::new(None),
+        stop: Notify::new(),
+    });
+    let task = tokio::spawn(run(store, shared.clone(), cfg, metrics));
+    CdrWriter { shared, task }
+}
+
+/// A batch taken from the queue. Unless marked written, it goes back to
+/// the front of the queue when dropped — also when the task is aborted
+/// mid-write — so no event can leave the queue without being committed.
+struct InFlight<'a> {
+    queue: &'a CdrQueue,
+    events: Vec<CdrEvent>,
+}
+
+impl InFlight<'_> {
+    fn written(mut self) {
+        self.events.clear();
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.events.is_empty() {
+            self.queue.requeue_front(std::mem::take(&mut self.events));
+        }
+    }
+}
+
+/// Runs `fut` unless the shutdown deadline passes first (`None` then).
+async fn until_deadline<F: Future>(shared: &Shared, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let deadline = shared.deadline();
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            _ = sleep_until(deadline) => return None,
+            // A shutdown request: loop to pick up its deadline.
+            _ = shared.stop.notified(), if deadline.is_none() => {}
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn gauge(metrics: &CdrMetrics, queue: &CdrQueue) {
+    metrics
+        .queue_depth
+        .set(i64::try_from(queue.depth()).unwrap_or(i64::MAX));
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    cfg: CdrWriterConfig,
+    metrics: CdrMetrics,
+) {
+    let queue = &shared.queue;
+    let mut backoff = cfg.retry_initial;
+    // Failed attempts in the current outage (0: the store is healthy).
+    let mut failures: u64 = 0;
+    let mut outage_start = Instant::now();
+    // True until the first batch after start or after the queue ran empty.
+    let mut idle = true;
+    loop {
+        gauge(&metrics, queue);
+        let deadline = shared.deadline();
+        if queue.depth() == 0 {
+            if deadline.is_some() {
+                break;
+            }
+            tokio::select! {
+                _ = queue.inner.notify.notified() => idle = true,
+                _ = shared.stop.notified() => {}
+            }
+            continue;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if idle && deadline.is_none() && queue.depth() < cfg.batch_max {
+            // First events after an idle spell: linger so that the rest of
+            // a burst goes in the same batch (a shutdown cuts it short).
+            let _ = until_deadline(&shared, tokio::time::sleep(cfg.linger)).await;
+        }
+        idle = false;
+
+        let batch = InFlight {
+            queue,
+            events: queue.take_front(cfg.batch_max),
+        };
+        gauge(&metrics, queue);
+        let n = batch.events.len();
+        let Some(result) = until_deadline(&shared, store.apply_cdr_batch(&batch.events)).await
+        else {
+            // Cut off by the shutdown deadline: `batch` goes back on drop.
+            break;
+        };
+        match result {
+            Ok(()) => {
+                batch.written();
+                metrics.written.inc_by(n as u64);
+                if failures > 0 {
+                    tracing::info!(
+                        backend = store.backend(),
+                        failures,
+                        outage_ms = outage_start.elapsed().as_millis() as u64,
+                        queued = queue.depth(),
+                        "CDR writes recovered"
+                    );
+                }
+                failures = 0;
+                backoff = cfg.retry_initial;
+            }
+            Err(e) => {
+                drop(batch);
+                metrics.write_failures.inc();
+                if failures == 0 {
+                    outage_start = Instant::now();
+                    tracing::warn!(
+                        backend = store.backend(),
+                        error = %e,
+                        queued = queue.depth(),
+                        "CDR write failed; events stay queued and are retried with backoff"
+                    );
+                } else {
+                    tracing::debug!(error = %e, failures, "CDR write retry failed");
+                }
+                failures += 1;
+                gauge(&metrics, queue);
+                if until_deadline(&shared, tokio::time::sleep(backoff))
+                    .await
+                    .is_none()
+                {
+                    break;
+                }
+                backoff = backoff.saturating_mul(2).min(cfg.retry_max);
+            }
+        }
+    }
+    gauge(&metrics, queue);
+}

@@ -1,0 +1,720 @@
+//! What the two backends share: the SQL text, the row types the queries
+//! decode into, the checked conversions from rows to the model, and the
+//! `Store` implementation itself (the `impl_store!` macro).
+//!
+//! Both backends run the very same statements. Placeholders are written
+//! `$1`, `$2`, …: PostgreSQL's native form, which SQLite (and sqlx-sqlite)
+//! accept as numbered parameters too, repeated uses included.
+//!
+//! Conversions never panic on what the database holds: an unknown enum
+//! string, a number out of range for its Rust type or malformed JSON is
+//! reported as [`StoreError::Corrupt`].
+
+use super::model::*;
+use super::{Result, StoreError};
+
+// ---------------------------------------------------------------- SQL text
+
+pub(crate) const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (id, name) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET name = excluded.name";
+pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name FROM accounts ORDER BY id";
+
+pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
+     (name, source_cidrs, outbound_address, transport, username, password, max_calls) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (name) DO UPDATE SET source_cidrs = excluded.source_cidrs, \
+     outbound_address = excluded.outbound_address, transport = excluded.transport, \
+     username = excluded.username, password = excluded.password, \
+     max_calls = excluded.max_calls";
+pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_address, transport, \
+     username, password, max_calls FROM trunks ORDER BY name";
+pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
+
+pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
+     (pattern, account_id, route, target, dialect, params, trunk, max_calls) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (pattern) DO UPDATE SET account_id = excluded.account_id, \
+     route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
+     params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls";
+pub(crate) const LIST_NUMBERS: &str = "SELECT pattern, account_id, route, target, dialect, \
+     params, trunk, max_calls FROM numbers ORDER BY pattern";
+pub(crate) const DELETE_NUMBER: &str = "DELETE FROM numbers WHERE pattern = $1";
+
+pub(crate) const UPSERT_BLOCKED: &str = "INSERT INTO blocked_numbers \
+     (id, account_id, number_pattern, caller_pattern) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, \
+     number_pattern = excluded.number_pattern, caller_pattern = excluded.caller_pattern";
+pub(crate) const LIST_BLOCKED: &str = "SELECT id, account_id, number_pattern, caller_pattern \
+     FROM blocked_numbers ORDER BY id";
+pub(crate) const DELETE_BLOCKED: &str = "DELETE FROM blocked_numbers WHERE id = $1";
+
+pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
+     (username, account_id, realm, ha1_md5, ha1_sha256) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (username) DO UPDATE SET account_id = excluded.account_id, \
+     realm = excluded.realm, ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256";
+pub(crate) const LIST_SIP_USERS: &str = "SELECT username, account_id, realm, ha1_md5, \
+     ha1_sha256 FROM sip_users ORDER BY username";
+
+pub(crate) const UPSERT_REGISTRATION: &str = "INSERT INTO registrations \
+     (username, contact, expires_at, source, transport, call_id, cseq) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (username, contact) DO UPDATE SET expires_at = excluded.expires_at, \
+     source = excluded.source, transport = excluded.transport, \
+     call_id = excluded.call_id, cseq = excluded.cseq";
+pub(crate) const DELETE_REGISTRATION: &str =
+    "DELETE FROM registrations WHERE username = $1 AND contact = $2";
+pub(crate) const LIST_REGISTRATIONS: &str = "SELECT username, contact, expires_at, source, \
+     transport, call_id, cseq FROM registrations WHERE expires_at > $1 \
+     ORDER BY username, contact";
+
+/// The columns of [`CallRow`], in order. `sip_status` is an INTEGER column;
+/// it is read as BIGINT so that both backends decode it as `i64`.
+macro_rules! call_columns {
+    () => {
+        "id, account_id, direction, from_number, to_number, trunk, sip_call_id, \
+         invite_at, answer_at, end_at, end_cause, CAST(sip_status AS BIGINT) AS sip_status, \
+         duration_ms, media_mode"
+    };
+}
+
+/// `Started`: insert the row, or leave an existing one alone.
+pub(crate) const INSERT_CALL: &str = "INSERT INTO calls \
+     (id, account_id, direction, from_number, to_number, trunk, sip_call_id, invite_at, \
+     answer_at, end_at, end_cause, sip_status, duration_ms, media_mode) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     ON CONFLICT (id) DO NOTHING";
+/// `Answered`: the first answer time wins.
+pub(crate) const ANSWER_CALL: &str =
+    "UPDATE calls SET answer_at = COALESCE(answer_at, $1) WHERE id = $2";
+/// `Ended`: the first end wins; a repeated `Ended` changes nothing.
+pub(crate) const END_CALL: &str = "UPDATE calls SET end_at = $1, end_cause = $2, \
+     sip_status = $3, duration_ms = $4 WHERE id = $5 AND end_at IS NULL";
+pub(crate) const GET_CALL: &str = concat!("SELECT ", call_columns!(), " FROM calls WHERE id = $1");
+/// `$1` = now (Unix ms). Keeps a final status already recorded, else 500;
+/// answered calls are charged up to now (never negative).
+pub(crate) const CLOSE_INTERRUPTED: &str = "UPDATE calls SET end_at = $1, \
+     end_cause = 'interrupted', sip_status = COALESCE(sip_status, 500), \
+     duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
+     ELSE $1 - answer_at END \
+     WHERE end_at IS NULL";
+
+pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages \
+     (id, account_id, direction, from_number, to_number, body, status, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(crate) const LIST_MESSAGES: &str = "SELECT id, account_id, direction, from_number, \
+     to_number, body, status, created_at FROM messages WHERE account_id = $1 \
+     ORDER BY created_at DESC, id DESC LIMIT $2";
+
+/// Page size used when a listing asks for 0 rows.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest page a listing returns.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// 0 means [`DEFAULT_LIMIT`]; anything above [`MAX_LIMIT`] is capped.
+pub(crate) fn clamp_limit(limit: u32) -> i64 {
+    i64::from(match limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    })
+}
+
+/// A bind value of a query built at run time.
+#[derive(Debug)]
+pub(crate) enum Arg<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// Builds the `list_calls` query for `f`: newest first by (invite_at, id).
+///
+/// The cursor `before_id` selects rows whose (invite_at, id) sorts before
+/// that of the cursor row; an id that names no row yields an empty page.
+pub(crate) fn list_calls_query(f: &CallFilter) -> (String, Vec<Arg<'_>>) {
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        call_columns!(),
+        " FROM calls WHERE TRUE"
+    ));
+    let mut args = Vec::new();
+    // Appends `clause` with its `$?` numbered after the args so far.
+    fn push<'a>(sql: &mut String, args: &mut Vec<Arg<'a>>, clause: &str, arg: Arg<'a>) {
+        args.push(arg);
+        let n = args.len();
+        sql.push_str(&clause.replace("$?", &format!("${n}")));
+    }
+    if let Some(a) = &f.account_id {
+        push(&mut sql, &mut args, " AND account_id = $?", Arg::Text(a));
+    }
+    if let Some(d) = f.direction {
+        push(
+            &mut sql,
+            &mut args,
+            " AND direction = $?",
+            Arg::Text(d.as_str()),
+        );
+    }
+    if let Some(from) = &f.from_number {
+        push(
+            &mut sql,
+            &mut args,
+            " AND from_number = $?",
+            Arg::Text(from),
+        );
+    }
+    if let Some(to) = &f.to_number {
+        push(&mut sql, &mut args, " AND to_number = $?", Arg::Text(to));
+    }
+    if let Some(cursor) = &f.before_id {
+        push(
+            &mut sql,
+            &mut args,
+            " AND (invite_at, id) < (SELECT c.invite_at, c.id FROM calls c WHERE c.id = $?)",
+            Arg::Text(cursor),
+        );
+    }
+    match f.active {
+        Some(true) => sql.push_str(" AND end_at IS NULL"),
+        Some(false) => sql.push_str(" AND end_at IS NOT NULL"),
+        None => {}
+    }
+    sql.push_str(" ORDER BY invite_at DESC, id DESC");
+    push(
+        &mut sql,
+        &mut args,
+        " LIMIT $?",
+        Arg::Int(clamp_limit(f.limit)),
+    );
+    (sql, args)
+}
+
+// ---------------------------------------------------------------- rows
+
+pub(crate) type AccountRow = (String, String);
+pub(crate) type TrunkRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+pub(crate) type NumberRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+pub(crate) type BlockedRow = (String, String, Option<String>, String);
+pub(crate) type SipUserRow = (String, String, String, String, String);
+pub(crate) type RegistrationRow = (String, String, i64, String, String, String, i64);
+pub(crate) type CallRow = (
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    String,
+);
+pub(crate) type MessageRow = (String, String, String, String, String, String, String, i64);
+
+fn corrupt(table: &'static str, column: &'static str, value: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        column,
+        value: value.to_string(),
+    }
+}
+
+/// `i64` column → narrower unsigned Rust integer, or `Corrupt`.
+fn narrow<T: TryFrom<i64>>(table: &'static str, column: &'static str, v: i64) -> Result<T> {
+    T::try_from(v).map_err(|_| corrupt(table, column, v))
+}
+
+fn narrow_opt<T: TryFrom<i64>>(
+    table: &'static str,
+    column: &'static str,
+    v: Option<i64>,
+) -> Result<Option<T>> {
+    v.map(|v| narrow(table, column, v)).transpose()
+}
+
+fn direction(table: &'static str, s: String) -> Result<Direction> {
+    Direction::parse(&s).ok_or_else(|| corrupt(table, "direction", s))
+}
+
+pub(crate) fn account_from_row((id, name): AccountRow) -> Result<Account> {
+    Ok(Account { id, name })
+}
+
+/// Trunk source networks are stored as a JSON array of strings.
+pub(crate) fn encode_cidrs(cidrs: &[String]) -> String {
+    // Serializing a slice of strings cannot fail.
+    serde_json::to_string(cidrs).unwrap_or_else(|_| "[]".to_string())
+}
+
+pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
+    let (name, cidrs, outbound_address, transport, username, password, max_calls) = r;
+    let source_cidrs =
+        serde_json::from_str(&cidrs).map_err(|_| corrupt("trunks", "source_cidrs", cidrs))?;
+    Ok(Trunk {
+        name,
+        source_cidrs,
+        outbound_address,
+        transport,
+        username,
+        password,
+        max_calls: narrow_opt("trunks", "max_calls", max_calls)?,
+    })
+}
+
+pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
+    let (pattern, account_id, route, target, dialect, params, trunk, max_calls) = r;
+    let route = RouteKind::parse(&route).ok_or_else(|| corrupt("numbers", "route", route))?;
+    Ok(Number {
+        pattern,
+        account_id,
+        route,
+        target,
+        dialect,
+        params,
+        trunk,
+        max_calls: narrow_opt("numbers", "max_calls", max_calls)?,
+    })
+}
+
+pub(crate) fn blocked_from_row(r: BlockedRow) -> Result<BlockedNumber> {
+    let (id, account_id, number_pattern, caller_pattern) = r;
+    Ok(BlockedNumber {
+        id,
+        account_id,
+        number_pattern,
+        caller_pattern,
+    })
+}
+
+pub(crate) fn sip_user_from_row(r: SipUserRow) -> Result<SipUser> {
+    let (username, account_id, realm, ha1_md5, ha1_sha256) = r;
+    Ok(SipUser {
+        username,
+        account_id,
+        realm,
+        ha1_md5,
+        ha1_sha256,
+    })
+}
+
+pub(crate) fn registration_from_row(r: RegistrationRow) -> Result<Registration> {
+    let (username, contact, expires_at, source, transport, call_id, cseq) = r;
+    Ok(Registration {
+        username,
+        contact,
+        expires_at,
+        source,
+        transport,
+        call_id,
+        cseq: narrow("registrations", "cseq", cseq)?,
+    })
+}
+
+pub(crate) fn call_from_row(r: CallRow) -> Result<CallRecord> {
+    let (
+        id,
+        account_id,
+        dir,
+        from_number,
+        to_number,
+        trunk,
+        sip_call_id,
+        invite_at,
+        answer_at,
+        end_at,
+        end_cause,
+        sip_status,
+        duration_ms,
+        media_mode,
+    ) = r;
+    Ok(CallRecord {
+        id,
+        account_id,
+        direction: direction("calls", dir)?,
+        from_number,
+        to_number,
+        trunk,
+        sip_call_id,
+        invite_at,
+        answer_at,
+        end_at,
+        end_cause,
+        sip_status: narrow_opt("calls", "sip_status", sip_status)?,
+        duration_ms,
+        media_mode,
+    })
+}
+
+pub(crate) fn message_from_row(r: MessageRow) -> Result<MessageRecord> {
+    let (id, account_id, dir, from_number, to_number, body, status, created_at) = r;
+    Ok(MessageRecord {
+        id,
+        account_id,
+        direction: direction("messages", dir)?,
+        from_number,
+        to_number,
+        body,
+        status,
+        created_at,
+    })
+}
+
+pub(crate) fn collect<R, T>(rows: Vec<R>, f: fn(R) -> Result<T>) -> Result<Vec<T>> {
+    rows.into_iter().map(f).collect()
+}
+
+// ---------------------------------------------------------------- Store
+
+/// Implements [`Store`](super::Store) for a backend struct with a `pool`
+/// field (`sqlx::Pool<DB>`); `$backend` is what `Store::backend` returns.
+/// The body is backend-neutral: the same SQL, binds and row types serve
+/// SQLite and PostgreSQL.
+macro_rules! impl_store {
+    ($ty:ty, $backend:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $ty {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn upsert_account(
+                &self,
+                a: &$crate::store::Account,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::UPSERT_ACCOUNT)
+                    .bind(&a.id)
+                    .bind(&a.name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_accounts(&self) -> $crate::store::Result<Vec<$crate::store::Account>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::AccountRow>(
+                    $crate::store::common::LIST_ACCOUNTS,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::account_from_row)
+            }
+
+            async fn upsert_trunk(&self, t: &$crate::store::Trunk) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::UPSERT_TRUNK)
+                    .bind(&t.name)
+                    .bind($crate::store::common::encode_cidrs(&t.source_cidrs))
+                    .bind(t.outbound_address.as_deref())
+                    .bind(&t.transport)
+                    .bind(t.username.as_deref())
+                    .bind(t.password.as_deref())
+                    .bind(t.max_calls.map(i64::from))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_trunks(&self) -> $crate::store::Result<Vec<$crate::store::Trunk>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::TrunkRow>(
+                    $crate::store::common::LIST_TRUNKS,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::trunk_from_row)
+            }
+
+            async fn delete_trunk(&self, name: &str) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::DELETE_TRUNK)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn upsert_number(&self, n: &$crate::store::Number) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::UPSERT_NUMBER)
+                    .bind(&n.pattern)
+                    .bind(&n.account_id)
+                    .bind(n.route.as_str())
+                    .bind(n.target.as_deref())
+                    .bind(n.dialect.as_deref())
+                    .bind(n.params.as_deref())
+                    .bind(n.trunk.as_deref())
+                    .bind(n.max_calls.map(i64::from))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_numbers(&self) -> $crate::store::Result<Vec<$crate::store::Number>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::NumberRow>(
+                    $crate::store::common::LIST_NUMBERS,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::number_from_row)
+            }
+
+            async fn delete_number(&self, pattern: &str) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::DELETE_NUMBER)
+                    .bind(pattern)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn upsert_blocked(
+                &self,
+                b: &$crate::store::BlockedNumber,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::UPSERT_BLOCKED)
+                    .bind(&b.id)
+                    .bind(&b.account_id)
+                    .bind(b.number_pattern.as_deref())
+                    .bind(&b.caller_pattern)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_blocked(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::BlockedNumber>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::BlockedRow>(
+                    $crate::store::common::LIST_BLOCKED,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::blocked_from_row)
+            }
+
+            async fn delete_blocked(&self, id: &str) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::DELETE_BLOCKED)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn upsert_sip_user(
+                &self,
+                u: &$crate::store::SipUser,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::UPSERT_SIP_USER)
+                    .bind(&u.username)
+                    .bind(&u.account_id)
+                    .bind(&u.realm)
+                    .bind(&u.ha1_md5)
+                    .bind(&u.ha1_sha256)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_sip_users(&self) -> $crate::store::Result<Vec<$crate::store::SipUser>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::SipUserRow>(
+                    $crate::store::common::LIST_SIP_USERS,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::sip_user_from_row)
+            }
+
+            async fn upsert_registration(
+                &self,
+                r: &$crate::store::Registration,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::UPSERT_REGISTRATION)
+                    .bind(&r.username)
+                    .bind(&r.contact)
+                    .bind(r.expires_at)
+                    .bind(&r.source)
+                    .bind(&r.transport)
+                    .bind(&r.call_id)
+                    .bind(i64::from(r.cseq))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_registration(
+                &self,
+                username: &str,
+                contact: &str,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::DELETE_REGISTRATION)
+                    .bind(username)
+                    .bind(contact)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_registrations(
+                &self,
+                now_ms: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::Registration>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::RegistrationRow>(
+                    $crate::store::common::LIST_REGISTRATIONS,
+                )
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::registration_from_row)
+            }
+
+            /// One transaction, events in order. `Started` inserts or does
+            /// nothing, `Answered` keeps the first answer time, `Ended` only
+            /// closes an open row — so re-applying a batch (after a failed
+            /// commit whose outcome is unknown) changes nothing.
+            ///
+            /// An `Answered`/`Ended` whose row does not exist updates
+            /// nothing. That cannot lose an event in practice: the queue is
+            /// FIFO and a call's `Started` is pushed before its other
+            /// events, so it is applied in the same or an earlier batch.
+            async fn apply_cdr_batch(
+                &self,
+                events: &[$crate::store::CdrEvent],
+            ) -> $crate::store::Result<()> {
+                use $crate::store::CdrEvent;
+                let mut tx = self.pool.begin().await?;
+                for ev in events {
+                    match ev {
+                        CdrEvent::Started(c) => {
+                            sqlx::query($crate::store::common::INSERT_CALL)
+                                .bind(&c.id)
+                                .bind(c.account_id.as_deref())
+                                .bind(c.direction.as_str())
+                                .bind(&c.from_number)
+                                .bind(&c.to_number)
+                                .bind(c.trunk.as_deref())
+                                .bind(&c.sip_call_id)
+                                .bind(c.invite_at)
+                                .bind(c.answer_at)
+                                .bind(c.end_at)
+                                .bind(c.end_cause.as_deref())
+                                .bind(c.sip_status.map(i32::from))
+                                .bind(c.duration_ms)
+                                .bind(&c.media_mode)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        CdrEvent::Answered { id, at } => {
+                            sqlx::query($crate::store::common::ANSWER_CALL)
+                                .bind(*at)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        CdrEvent::Ended {
+                            id,
+                            at,
+                            cause,
+                            sip_status,
+                            duration_ms,
+                        } => {
+                            sqlx::query($crate::store::common::END_CALL)
+                                .bind(*at)
+                                .bind(cause)
+                                .bind(i32::from(*sip_status))
+                                .bind(*duration_ms)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_call(
+                &self,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::CallRecord>> {
+                let row = sqlx::query_as::<_, $crate::store::common::CallRow>(
+                    $crate::store::common::GET_CALL,
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map($crate::store::common::call_from_row).transpose()
+            }
+
+            async fn list_calls(
+                &self,
+                filter: &$crate::store::CallFilter,
+            ) -> $crate::store::Result<Vec<$crate::store::CallRecord>> {
+                let (sql, args) = $crate::store::common::list_calls_query(filter);
+                let mut q = sqlx::query_as::<_, $crate::store::common::CallRow>(&sql);
+                for arg in args {
+                    q = match arg {
+                        $crate::store::common::Arg::Text(s) => q.bind(s),
+                        $crate::store::common::Arg::Int(i) => q.bind(i),
+                    };
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                $crate::store::common::collect(rows, $crate::store::common::call_from_row)
+            }
+
+            async fn close_interrupted_calls(&self, now_ms: i64) -> $crate::store::Result<u64> {
+                let r = sqlx::query($crate::store::common::CLOSE_INTERRUPTED)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn insert_message(
+                &self,
+                m: &$crate::store::MessageRecord,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::INSERT_MESSAGE)
+                    .bind(&m.id)
+                    .bind(&m.account_id)
+                    .bind(m.direction.as_str())
+                    .bind(&m.from_number)
+                    .bind(&m.to_number)
+                    .bind(&m.body)
+                    .bind(&m.status)
+                    .bind(m.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_messages(
+                &self,
+                account_id: &str,
+                limit: u32,
+            ) -> $crate::store::Result<Vec<$crate::store::MessageRecord>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::MessageRow>(
+                    $crate::store::common::LIST_MESSAGES,
+                )
+                .bind(account_id)
+                .bind($crate::store::common::clamp_limit(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::message_from_row)
+            }
+        }
+    };
+}
+pub(crate) use impl_store;

@@ -1,0 +1,97 @@
+//! The store: one trait, two sqlx backends (SQLite embedded, PostgreSQL).
+
+mod common;
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+
+pub use common::{DEFAULT_LIMIT, MAX_LIMIT};
+pub use model::*;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid stored value in {table}.{column}: {value}")]
+    Corrupt {
+        table: &'static str,
+        column: &'static str,
+        value: String,
+    },
+    #[error("unsupported database URL {0:?} (expected sqlite:… or postgres://…)")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Everything the daemon and the API persist.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Backend name for logs and metrics ("sqlite" | "postgres").
+    fn backend(&self) -> &'static str;
+
+    async fn upsert_account(&self, a: &Account) -> Result<()>;
+    async fn list_accounts(&self) -> Result<Vec<Account>>;
+
+    async fn upsert_trunk(&self, t: &Trunk) -> Result<()>;
+    async fn list_trunks(&self) -> Result<Vec<Trunk>>;
+    async fn delete_trunk(&self, name: &str) -> Result<bool>;
+
+    async fn upsert_number(&self, n: &Number) -> Result<()>;
+    async fn list_numbers(&self) -> Result<Vec<Number>>;
+    async fn delete_number(&self, pattern: &str) -> Result<bool>;
+
+    async fn upsert_blocked(&self, b: &BlockedNumber) -> Result<()>;
+    async fn list_blocked(&self) -> Result<Vec<BlockedNumber>>;
+    async fn delete_blocked(&self, id: &str) -> Result<bool>;
+
+    async fn upsert_sip_user(&self, u: &SipUser) -> Result<()>;
+    async fn list_sip_users(&self) -> Result<Vec<SipUser>>;
+
+    /// Inserts or refreshes the binding (username, contact).
+    async fn upsert_registration(&self, r: &Registration) -> Result<()>;
+    async fn delete_registration(&self, username: &str, contact: &str) -> Result<()>;
+    /// Bindings that have not lapsed at `now_ms`.
+    async fn list_registrations(&self, now_ms: i64) -> Result<Vec<Registration>>;
+
+    /// Applies CDR events in order in one transaction. Idempotent: a batch
+    /// applied twice leaves the same rows (`Started` never overwrites,
+    /// the first `Answered` and the first `Ended` win).
+    ///
+    /// An `Answered`/`Ended` for a call that has no row yet changes nothing,
+    /// so a call's `Started` must be applied first, in the same or an
+    /// earlier batch — which the FIFO [`crate::cdr::CdrQueue`] guarantees
+    /// when the `Started` is pushed first.
+    async fn apply_cdr_batch(&self, events: &[CdrEvent]) -> Result<()>;
+    async fn get_call(&self, id: &str) -> Result<Option<CallRecord>>;
+    /// Calls matching `filter`, newest first by (invite_at, id); at most
+    /// `filter.limit` rows ([`DEFAULT_LIMIT`] for 0, capped at
+    /// [`MAX_LIMIT`]). With `before_id`, the rows that sort after that call
+    /// (the next page); an unknown `before_id` gives an empty page.
+    async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>>;
+    /// Closes calls left open by a crash as `interrupted`; returns how many.
+    /// `end_at` = `now_ms`, `sip_status` kept if set else 500, `duration_ms`
+    /// = `now_ms - answer_at` for answered calls (never negative), else 0.
+    async fn close_interrupted_calls(&self, now_ms: i64) -> Result<u64>;
+
+    async fn insert_message(&self, m: &MessageRecord) -> Result<()>;
+    /// Messages of the account, newest first; `limit` as for `list_calls`.
+    async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>>;
+}
+
+/// Opens the store named by `url` (`sqlite://path` or `postgres://…`) and
+/// runs its migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}

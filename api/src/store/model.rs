@@ -1,0 +1,202 @@
+//! Rows of the store, one definition shared by the daemon, the API and both
+//! SQL backends. Times are Unix milliseconds (UTC) in both databases.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+}
+
+/// A carrier: where it sends from, where we send to, how we authenticate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trunk {
+    /// Unique name, used as the id ("local", "telnyx-east").
+    pub name: String,
+    /// Source networks the carrier sends from (CIDR strings).
+    pub source_cidrs: Vec<String>,
+    /// Where outbound requests go, as a SIP URI `host[:port]` (`None`: inbound only).
+    pub outbound_address: Option<String>,
+    /// "udp" | "tcp" | "tls".
+    pub transport: String,
+    /// Digest credentials for outbound requests the carrier challenges.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Concurrent calls allowed on this trunk (`None`: unlimited).
+    pub max_calls: Option<u32>,
+}
+
+/// What a number does with a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteKind {
+    Echo,
+    Stream,
+    Forward,
+}
+
+impl RouteKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RouteKind::Echo => "echo",
+            RouteKind::Stream => "stream",
+            RouteKind::Forward => "forward",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RouteKind> {
+        match s {
+            "echo" => Some(RouteKind::Echo),
+            "stream" => Some(RouteKind::Stream),
+            "forward" => Some(RouteKind::Forward),
+            _ => None,
+        }
+    }
+}
+
+/// An E.164 DID (`+15550001234`) or a prefix pattern (`+1555000*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Number {
+    pub pattern: String,
+    pub account_id: String,
+    pub route: RouteKind,
+    /// Stream URL (route stream) or target URI (route forward).
+    pub target: Option<String>,
+    /// Stream dialect ("twilio" | "pcm").
+    pub dialect: Option<String>,
+    /// Extra parameters passed to the AI (JSON object text).
+    pub params: Option<String>,
+    /// Trunk used for forwarding.
+    pub trunk: Option<String>,
+    /// Concurrent calls allowed on this number (`None`: unlimited).
+    pub max_calls: Option<u32>,
+}
+
+/// A blocked caller pattern (E.164 or prefix with `*`), for a whole account
+/// or for one number of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedNumber {
+    pub id: String,
+    pub account_id: String,
+    /// `None`: every number of the account.
+    pub number_pattern: Option<String>,
+    pub caller_pattern: String,
+}
+
+/// A SIP user that registers. Only digests of the password are stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipUser {
+    pub username: String,
+    pub account_id: String,
+    pub realm: String,
+    /// H(username:realm:password) with MD5 (hex).
+    pub ha1_md5: String,
+    /// H(username:realm:password) with SHA-256 (hex).
+    pub ha1_sha256: String,
+}
+
+/// A registrar binding (RFC 3261 §10.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub username: String,
+    pub contact: String,
+    /// Unix ms when the binding lapses.
+    pub expires_at: i64,
+    /// Where the REGISTER came from (ip:port), used to reach the user.
+    pub source: String,
+    pub transport: String,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "inbound" => Some(Direction::Inbound),
+            "outbound" => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+}
+
+/// The call detail record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Our call id ("CA" + 32 hex digits).
+    pub id: String,
+    pub account_id: Option<String>,
+    pub direction: Direction,
+    pub from_number: String,
+    pub to_number: String,
+    pub trunk: Option<String>,
+    /// The SIP Call-ID of the leg that created the call.
+    pub sip_call_id: String,
+    pub invite_at: i64,
+    pub answer_at: Option<i64>,
+    pub end_at: Option<i64>,
+    /// "normal", "caller_hangup", "canceled", "rejected", "interrupted", ...
+    pub end_cause: Option<String>,
+    /// Final SIP status of the INVITE (200 for answered calls).
+    pub sip_status: Option<u16>,
+    /// Answered duration in ms (0 for unanswered calls).
+    pub duration_ms: Option<i64>,
+    /// "echo", "stream", "forward", or "none" for rejected calls.
+    pub media_mode: String,
+}
+
+/// A change to a call record; applied in order, idempotently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CdrEvent {
+    /// The INVITE arrived: insert the row (no-op if it exists).
+    Started(CallRecord),
+    Answered {
+        id: String,
+        at: i64,
+    },
+    Ended {
+        id: String,
+        at: i64,
+        cause: String,
+        sip_status: u16,
+        duration_ms: i64,
+    },
+}
+
+/// Filter for call listings.
+#[derive(Clone, Debug, Default)]
+pub struct CallFilter {
+    pub account_id: Option<String>,
+    pub direction: Option<Direction>,
+    pub from_number: Option<String>,
+    pub to_number: Option<String>,
+    /// Only calls not yet ended.
+    pub active: Option<bool>,
+    /// Page after this id (cursor), newest first.
+    pub before_id: Option<String>,
+    pub limit: u32,
+}
+
+/// An SMS (SIP MESSAGE or REST).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub account_id: String,
+    pub direction: Direction,
+    pub from_number: String,
+    pub to_number: String,
+    pub body: String,
+    /// "queued" | "sent" | "failed" | "received".
+    pub status: String,
+    pub created_at: i64,
+}

@@ -1,0 +1,51 @@
+//! PostgreSQL backend, for deployments with several nodes or an existing
+//! database server.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::Result;
+use super::common::impl_store;
+
+/// Store on a PostgreSQL server.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+const MAX_CONNECTIONS: u32 = 8;
+/// How long a query waits for a connection. While the server is down every
+/// call fails after at most this long, which bounds how long the CDR writer
+/// and the API block on an outage.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…` or `postgresql://…`) and runs the
+    /// migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts: PgConnectOptions = url.parse()?;
+        Self::connect_with(opts).await
+    }
+
+    /// Like [`PgStore::open`] with options built by the caller, e.g. with a
+    /// `search_path` (`opts.options([("search_path", "tenant")])`): the
+    /// migrations then create their tables in that schema.
+    pub async fn connect_with(opts: PgConnectOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// The connection pool, for callers that need a query the trait lacks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl_store!(PgStore, "postgres");

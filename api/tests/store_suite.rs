@@ -1,0 +1,953 @@
+//! One suite of store tests, run against SQLite (a temporary file) and
+//! against PostgreSQL (`TEST_DATABASE_URL`, one fresh schema per test).
+//!
+//! Without `TEST_DATABASE_URL` the PostgreSQL tests fail, unless
+//! `GATEWAY_TEST_SKIP_PG=1` is set (they then print that they were skipped).
+
+mod common;
+
+use std::sync::Arc;
+
+use api::store::postgres::PgStore;
+use api::store::sqlite::SqliteStore;
+use api::store::*;
+use common::{call, call_id};
+
+/// Raw SQL access to the database behind a store (to plant corrupt rows).
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Pg(sqlx::PgPool),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(p) => sqlx::query(sql).execute(p).await.map(drop),
+            Raw::Pg(p) => sqlx::query(sql).execute(p).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("raw SQL {sql:?}: {e}"));
+    }
+}
+
+// ------------------------------------------------------------------ suite
+
+async fn accounts_roundtrip(s: Arc<dyn Store>) {
+    assert!(s.list_accounts().await.unwrap().is_empty());
+    let b = Account {
+        id: "acc-b".into(),
+        name: "Bravo".into(),
+    };
+    let a = Account {
+        id: "acc-a".into(),
+        name: "Alpha".into(),
+    };
+    s.upsert_account(&b).await.unwrap();
+    s.upsert_account(&a).await.unwrap();
+    assert_eq!(s.list_accounts().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let a2 = Account {
+        name: "Alpha Renamed".into(),
+        ..a
+    };
+    s.upsert_account(&a2).await.unwrap();
+    assert_eq!(s.list_accounts().await.unwrap(), vec![a2, b]);
+}
+
+async fn trunks_roundtrip(s: Arc<dyn Store>) {
+    let full = Trunk {
+        name: "telnyx-east".into(),
+        source_cidrs: vec!["192.0.2.0/24".into(), "2001:db8::/32".into()],
+        outbound_address: Some("sip.example.net:5060".into()),
+        transport: "udp".into(),
+        username: Some("user".into()),
+        password: Some("p@ss'\"word".into()),
+        max_calls: Some(u32::MAX),
+    };
+    let bare = Trunk {
+        name: "local".into(),
+        source_cidrs: vec![],
+        outbound_address: None,
+        transport: "tcp".into(),
+        username: None,
+        password: None,
+        max_calls: None,
+    };
+    s.upsert_trunk(&full).await.unwrap();
+    s.upsert_trunk(&bare).await.unwrap();
+    assert_eq!(
+        s.list_trunks().await.unwrap(),
+        vec![bare.clone(), full.clone()]
+    );
+
+    let updated = Trunk {
+        source_cidrs: vec!["198.51.100.7/32".into()],
+        outbound_address: None,
+        transport: "tls".into(),
+        username: None,
+        password: None,
+        max_calls: Some(0),
+        ..full.clone()
+    };
+    s.upsert_trunk(&updated).await.unwrap();
+    assert_eq!(s.list_trunks().await.unwrap(), vec![bare.clone(), updated]);
+
+    assert!(s.delete_trunk("telnyx-east").await.unwrap());
+    assert!(!s.delete_trunk("telnyx-east").await.unwrap());
+    assert_eq!(s.list_trunks().await.unwrap(), vec![bare]);
+}
+
+async fn numbers_roundtrip(s: Arc<dyn Store>) {
+    let echo = Number {
+        pattern: "+15550001234".into(),
+        account_id: "acc-a".into(),
+        route: RouteKind::Echo,
+        target: None,
+        dialect: None,
+        params: None,
+        trunk: None,
+        max_calls: None,
+    };
+    let stream = Number {
+        pattern: "+1555000*".into(),
+        account_id: "acc-a".into(),
+        route: RouteKind::Stream,
+        target: Some("wss://ai.example/stream".into()),
+        dialect: Some("twilio".into()),
+        params: Some(r#"{"voice":"x"}"#.into()),
+        trunk: None,
+        max_calls: Some(10),
+    };
+    let fwd = Number {
+        pattern: "+4930123".into(),
+        account_id: "acc-b".into(),
+        route: RouteKind::Forward,
+        target: Some("sip:+4930999@carrier".into()),
+        dialect: None,
+        params: None,
+        trunk: Some("telnyx-east".into()),
+        max_calls: Some(1),
+    };
+    for n in [&echo, &stream, &fwd] {
+        s.upsert_number(n).await.unwrap();
+    }
+    // Ordered by pattern (byte order: '*' < '0').
+    assert_eq!(
+        s.list_numbers().await.unwrap(),
+        vec![stream.clone(), echo.clone(), fwd.clone()]
+    );
+
+    let echo2 = Number {
+        account_id: "acc-b".into(),
+        route: RouteKind::Forward,
+        target: Some("sip:x@y".into()),
+        trunk: Some("local".into()),
+        max_calls: Some(3),
+        ..echo.clone()
+    };
+    s.upsert_number(&echo2).await.unwrap();
+    assert_eq!(
+        s.list_numbers().await.unwrap(),
+        vec![stream.clone(), echo2, fwd.clone()]
+    );
+
+    assert!(s.delete_number("+15550001234").await.unwrap());
+    assert!(!s.delete_number("+15550001234").await.unwrap());
+    assert_eq!(s.list_numbers().await.unwrap(), vec![stream, fwd]);
+}
+
+async fn blocked_roundtrip(s: Arc<dyn Store>) {
+    let whole = BlockedNumber {
+        id: "b1".into(),
+        account_id: "acc-a".into(),
+        number_pattern: None,
+        caller_pattern: "+1900*".into(),
+    };
+    let one = BlockedNumber {
+        id: "b2".into(),
+        account_id: "acc-a".into(),
+        number_pattern: Some("+15550001234".into()),
+        caller_pattern: "+15557770000".into(),
+    };
+    s.upsert_blocked(&one).await.unwrap();
+    s.upsert_blocked(&whole).await.unwrap();
+    assert_eq!(
+        s.list_blocked().await.unwrap(),
+        vec![whole.clone(), one.clone()]
+    );
+
+    let whole2 = BlockedNumber {
+        number_pattern: Some("+15550009999".into()),
+        caller_pattern: "+1800*".into(),
+        ..whole
+    };
+    s.upsert_blocked(&whole2).await.unwrap();
+    assert_eq!(s.list_blocked().await.unwrap(), vec![whole2, one.clone()]);
+
+    assert!(s.delete_blocked("b1").await.unwrap());
+    assert!(!s.delete_blocked("b1").await.unwrap());
+    assert_eq!(s.list_blocked().await.unwrap(), vec![one]);
+}
+
+async fn sip_users_roundtrip(s: Arc<dyn Store>) {
+    let bob = SipUser {
+        username: "bob".into(),
+        account_id: "acc-a".into(),
+        realm: "gw.example".into(),
+        ha1_md5: "0".repeat(32),
+        ha1_sha256: "1".repeat(64),
+    };
+    let alice = SipUser {
+        username: "alice".into(),
+        ..bob.clone()
+    };
+    s.upsert_sip_user(&bob).await.unwrap();
+    s.upsert_sip_user(&alice).await.unwrap();
+    assert_eq!(
+        s.list_sip_users().await.unwrap(),
+        vec![alice.clone(), bob.clone()]
+    );
+
+    let bob2 = SipUser {
+        account_id: "acc-b".into(),
+        realm: "other.example".into(),
+        ha1_md5: "a".repeat(32),
+        ha1_sha256: "b".repeat(64),
+        ..bob
+    };
+    s.upsert_sip_user(&bob2).await.unwrap();
+    assert_eq!(s.list_sip_users().await.unwrap(), vec![alice, bob2]);
+}
+
+async fn registrations_expiry_and_delete(s: Arc<dyn Store>) {
+    let now = 1_700_000_000_000;
+    let reg = |user: &str, contact: &str, expires_at: i64, cseq: u32| Registration {
+        username: user.into(),
+        contact: contact.into(),
+        expires_at,
+        source: "203.0.113.5:5060".into(),
+        transport: "udp".into(),
+        call_id: format!("{user}-{contact}"),
+        cseq,
+    };
+    let live = reg("alice", "sip:alice@203.0.113.5", now + 60_000, 1);
+    let lapsed = reg("alice", "sip:alice@10.0.0.1", now - 1, 7);
+    let at_now = reg("bob", "sip:bob@203.0.113.9", now, 3);
+    let bob_live = reg("bob", "sip:bob@203.0.113.10", now + 1, u32::MAX);
+    for r in [&live, &lapsed, &at_now, &bob_live] {
+        s.upsert_registration(r).await.unwrap();
+    }
+    // A binding lapses at expires_at: only expires_at > now is listed.
+    assert_eq!(
+        s.list_registrations(now).await.unwrap(),
+        vec![live.clone(), bob_live.clone()]
+    );
+    assert_eq!(s.list_registrations(now - 10).await.unwrap().len(), 4);
+
+    // Refresh in place: the lapsed binding comes back with new values.
+    let refreshed = Registration {
+        expires_at: now + 3_600_000,
+        source: "198.51.100.1:5070".into(),
+        transport: "tcp".into(),
+        call_id: "new-call-id".into(),
+        cseq: 8,
+        ..lapsed
+    };
+    s.upsert_registration(&refreshed).await.unwrap();
+    assert_eq!(
+        s.list_registrations(now).await.unwrap(),
+        vec![refreshed.clone(), live.clone(), bob_live.clone()]
+    );
+
+    s.delete_registration("alice", "sip:alice@203.0.113.5")
+        .await
+        .unwrap();
+    // Deleting what is not there is not an error.
+    s.delete_registration("alice", "sip:nobody@nowhere")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.list_registrations(now).await.unwrap(),
+        vec![refreshed, bob_live]
+    );
+}
+
+async fn cdr_batch_lifecycle_is_idempotent(s: Arc<dyn Store>) {
+    let t = 1_700_000_000_000;
+    let a = call(1, Some("acc-a"), Direction::Inbound, t);
+    let b = CallRecord {
+        trunk: None,
+        account_id: None,
+        media_mode: "none".into(),
+        ..call(2, None, Direction::Outbound, t + 5)
+    };
+    let batch = vec![
+        CdrEvent::Started(a.clone()),
+        CdrEvent::Started(b.clone()),
+        CdrEvent::Answered {
+            id: a.id.clone(),
+            at: t + 1_000,
+        },
+        CdrEvent::Ended {
+            id: a.id.clone(),
+            at: t + 61_000,
+            cause: "caller_hangup".into(),
+            sip_status: 200,
+            duration_ms: 60_000,
+        },
+        CdrEvent::Ended {
+            id: b.id.clone(),
+            at: t + 2_000,
+            cause: "rejected".into(),
+            sip_status: 486,
+            duration_ms: 0,
+        },
+    ];
+    s.apply_cdr_batch(&batch).await.unwrap();
+
+    let a_done = CallRecord {
+        answer_at: Some(t + 1_000),
+        end_at: Some(t + 61_000),
+        end_cause: Some("caller_hangup".into()),
+        sip_status: Some(200),
+        duration_ms: Some(60_000),
+        ..a.clone()
+    };
+    let b_done = CallRecord {
+        end_at: Some(t + 2_000),
+        end_cause: Some("rejected".into()),
+        sip_status: Some(486),
+        duration_ms: Some(0),
+        ..b.clone()
+    };
+    assert_eq!(s.get_call(&a.id).await.unwrap(), Some(a_done.clone()));
+    assert_eq!(s.get_call(&b.id).await.unwrap(), Some(b_done.clone()));
+    assert_eq!(s.get_call(&call_id(99)).await.unwrap(), None);
+
+    // The same batch again (a retry after an unknown commit outcome).
+    let before = s.list_calls(&CallFilter::default()).await.unwrap();
+    s.apply_cdr_batch(&batch).await.unwrap();
+    assert_eq!(s.list_calls(&CallFilter::default()).await.unwrap(), before);
+
+    // Later events never rewrite what the first ones recorded.
+    s.apply_cdr_batch(&[
+        CdrEvent::Started(CallRecord {
+            from_number: "+19999999999".into(),
+            ..a.clone()
+        }),
+        CdrEvent::Answered {
+            id: a.id.clone(),
+            at: t + 5_000,
+        },
+        CdrEvent::Ended {
+            id: a.id.clone(),
+            at: t + 99_000,
+            cause: "normal".into(),
+            sip_status: 503,
+            duration_ms: 1,
+        },
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.get_call(&a.id).await.unwrap(), Some(a_done));
+
+    // Events of one call spread over several batches; an empty batch.
+    s.apply_cdr_batch(&[]).await.unwrap();
+    let c = call(3, Some("acc-a"), Direction::Inbound, t + 10);
+    s.apply_cdr_batch(&[CdrEvent::Started(c.clone())])
+        .await
+        .unwrap();
+    assert_eq!(s.get_call(&c.id).await.unwrap(), Some(c.clone()));
+    s.apply_cdr_batch(&[CdrEvent::Answered {
+        id: c.id.clone(),
+        at: t + 20,
+    }])
+    .await
+    .unwrap();
+    s.apply_cdr_batch(&[CdrEvent::Ended {
+        id: c.id.clone(),
+        at: t + 30,
+        cause: "normal".into(),
+        sip_status: 200,
+        duration_ms: 10,
+    }])
+    .await
+    .unwrap();
+    let c_row = s.get_call(&c.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            c_row.answer_at,
+            c_row.end_at,
+            c_row.duration_ms,
+            c_row.sip_status
+        ),
+        (Some(t + 20), Some(t + 30), Some(10), Some(200))
+    );
+
+    // A Started that already carries final values is stored as given.
+    let d = CallRecord {
+        answer_at: Some(t + 1),
+        end_at: Some(t + 2),
+        end_cause: Some("normal".into()),
+        sip_status: Some(u16::MAX),
+        duration_ms: Some(1),
+        ..call(4, None, Direction::Outbound, t)
+    };
+    s.apply_cdr_batch(&[CdrEvent::Started(d.clone())])
+        .await
+        .unwrap();
+    assert_eq!(s.get_call(&d.id).await.unwrap(), Some(d));
+}
+
+/// A batch that fails part-way leaves nothing behind (one transaction).
+async fn cdr_batch_is_atomic(s: Arc<dyn Store>, raw: Raw) {
+    let t = 1_700_000_000_000;
+    let a = call(10, None, Direction::Inbound, t);
+    let mut b = call(11, None, Direction::Inbound, t);
+    let mut c = call(12, None, Direction::Inbound, t);
+    b.sip_call_id = "same".into();
+    c.sip_call_id = "same".into();
+    // Fault injection that works on both backends: a partial unique index
+    // that makes the third insert of the batch fail.
+    raw.exec(&format!(
+        "CREATE UNIQUE INDEX calls_fault ON calls (sip_call_id) WHERE id = '{}' OR id = '{}'",
+        b.id, c.id
+    ))
+    .await;
+    let first = CdrEvent::Started(a.clone());
+    let r = s
+        .apply_cdr_batch(&[first.clone(), CdrEvent::Started(b), CdrEvent::Started(c)])
+        .await;
+    assert!(matches!(r, Err(StoreError::Db(_))), "{r:?}");
+    assert_eq!(s.get_call(&a.id).await.unwrap(), None, "rolled back");
+    assert!(
+        s.list_calls(&CallFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    raw.exec("DROP INDEX calls_fault").await;
+    s.apply_cdr_batch(&[first]).await.unwrap();
+    assert_eq!(s.get_call(&a.id).await.unwrap(), Some(a));
+}
+
+/// Calls used by the listing tests: ties on invite_at (sorted by id then),
+/// two accounts and one without, both directions, some ended.
+fn listing_fixture(t: i64) -> Vec<CallRecord> {
+    (0..25u64)
+        .map(|i| {
+            let account = match i % 3 {
+                0 => Some("acc-a"),
+                1 => Some("acc-b"),
+                _ => None,
+            };
+            let dir = if i % 4 == 0 {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            };
+            let mut c = call(i, account, dir, t + (i / 3) as i64);
+            c.from_number = format!("+1555000000{}", i % 5);
+            c.to_number = format!("+1666000000{}", i % 2);
+            if i % 3 == 1 {
+                c.end_at = Some(t + 100);
+                c.end_cause = Some("normal".into());
+                c.sip_status = Some(200);
+                c.duration_ms = Some(0);
+            }
+            c
+        })
+        .collect()
+}
+
+fn newest_first(mut v: Vec<CallRecord>) -> Vec<CallRecord> {
+    v.sort_by(|a, b| (b.invite_at, &b.id).cmp(&(a.invite_at, &a.id)));
+    v
+}
+
+async fn list_calls_filters_and_pages(s: Arc<dyn Store>) {
+    let t = 1_700_000_000_000;
+    let calls = listing_fixture(t);
+    let events: Vec<_> = calls.iter().cloned().map(CdrEvent::Started).collect();
+    s.apply_cdr_batch(&events).await.unwrap();
+
+    let check = |f: CallFilter, keep: &dyn Fn(&CallRecord) -> bool| {
+        let want = newest_first(calls.iter().filter(|c| keep(c)).cloned().collect());
+        let s = s.clone();
+        async move {
+            let got = s.list_calls(&f).await.unwrap();
+            assert!(!want.is_empty(), "fixture covers {f:?}");
+            assert_eq!(got, want, "filter {f:?}");
+        }
+    };
+    check(CallFilter::default(), &|_| true).await;
+    check(
+        CallFilter {
+            account_id: Some("acc-a".into()),
+            ..Default::default()
+        },
+        &|c| c.account_id.as_deref() == Some("acc-a"),
+    )
+    .await;
+    check(
+        CallFilter {
+            direction: Some(Direction::Outbound),
+            ..Default::default()
+        },
+        &|c| c.direction == Direction::Outbound,
+    )
+    .await;
+    check(
+        CallFilter {
+            from_number: Some("+15550000003".into()),
+            ..Default::default()
+        },
+        &|c| c.from_number == "+15550000003",
+    )
+    .await;
+    check(
+        CallFilter {
+            to_number: Some("+16660000001".into()),
+            ..Default::default()
+        },
+        &|c| c.to_number == "+16660000001",
+    )
+    .await;
+    check(
+        CallFilter {
+            active: Some(true),
+            ..Default::default()
+        },
+        &|c| c.end_at.is_none(),
+    )
+    .await;
+    check(
+        CallFilter {
+            active: Some(false),
+            ..Default::default()
+        },
+        &|c| c.end_at.is_some(),
+    )
+    .await;
+    check(
+        CallFilter {
+            account_id: Some("acc-b".into()),
+            direction: Some(Direction::Inbound),
+            active: Some(false),
+            to_number: Some("+16660000000".into()),
+            ..Default::default()
+        },
+        &|c| {
+            c.account_id.as_deref() == Some("acc-b")
+                && c.direction == Direction::Inbound
+                && c.end_at.is_some()
+                && c.to_number == "+16660000000"
+        },
+    )
+    .await;
+    let none = s
+        .list_calls(&CallFilter {
+            account_id: Some("nobody".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    // Cursor pagination, page size 4, through ties on invite_at.
+    for filter in [
+        CallFilter::default(),
+        CallFilter {
+            direction: Some(Direction::Inbound),
+            ..Default::default()
+        },
+    ] {
+        let want = s.list_calls(&filter).await.unwrap();
+        let mut got = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = s
+                .list_calls(&CallFilter {
+                    before_id: cursor.clone(),
+                    limit: 4,
+                    ..filter.clone()
+                })
+                .await
+                .unwrap();
+            assert!(page.len() <= 4);
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.id.clone());
+            got.extend(page);
+        }
+        assert_eq!(got, want, "pages of {filter:?}");
+    }
+    // A cursor that names no call yields an empty page.
+    let page = s
+        .list_calls(&CallFilter {
+            before_id: Some("CAnope".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.is_empty());
+}
+
+async fn list_calls_limits(s: Arc<dyn Store>) {
+    let t = 1_700_000_000_000;
+    let events: Vec<_> = (0..1005u64)
+        .map(|i| CdrEvent::Started(call(i, Some("acc-a"), Direction::Inbound, t + i as i64)))
+        .collect();
+    s.apply_cdr_batch(&events).await.unwrap();
+    let n = |limit| {
+        let s = s.clone();
+        async move {
+            s.list_calls(&CallFilter {
+                limit,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+        }
+    };
+    assert_eq!(n(0).await, DEFAULT_LIMIT as usize);
+    assert_eq!(n(7).await, 7);
+    assert_eq!(n(1000).await, 1000);
+    assert_eq!(n(u32::MAX).await, MAX_LIMIT as usize);
+    let first = s.list_calls(&CallFilter::default()).await.unwrap();
+    assert_eq!(first[0].id, call_id(1004), "newest first");
+}
+
+async fn close_interrupted_calls_closes_open_rows(s: Arc<dyn Store>) {
+    let t = 1_700_000_000_000;
+    let now = t + 90_000;
+    let ringing = call(1, None, Direction::Inbound, t);
+    let answered = call(2, None, Direction::Inbound, t);
+    let ended = call(3, None, Direction::Inbound, t);
+    // Open, with a provisional status already recorded.
+    let with_status = CallRecord {
+        sip_status: Some(183),
+        ..call(4, None, Direction::Outbound, t)
+    };
+    // Answered "after" now (clock skew): never a negative duration.
+    let future = call(5, None, Direction::Inbound, t);
+    s.apply_cdr_batch(&[
+        CdrEvent::Started(ringing.clone()),
+        CdrEvent::Started(answered.clone()),
+        CdrEvent::Started(ended.clone()),
+        CdrEvent::Started(with_status.clone()),
+        CdrEvent::Started(future.clone()),
+        CdrEvent::Answered {
+            id: answered.id.clone(),
+            at: t + 30_000,
+        },
+        CdrEvent::Answered {
+            id: ended.id.clone(),
+            at: t + 1_000,
+        },
+        CdrEvent::Ended {
+            id: ended.id.clone(),
+            at: t + 2_000,
+            cause: "normal".into(),
+            sip_status: 200,
+            duration_ms: 1_000,
+        },
+        CdrEvent::Answered {
+            id: future.id.clone(),
+            at: now + 5,
+        },
+    ])
+    .await
+    .unwrap();
+    let ended_before = s.get_call(&ended.id).await.unwrap();
+
+    assert_eq!(s.close_interrupted_calls(now).await.unwrap(), 4);
+    let get = |id: String| {
+        let s = s.clone();
+        async move { s.get_call(&id).await.unwrap().unwrap() }
+    };
+    let r = get(ringing.id.clone()).await;
+    assert_eq!(
+        (
+            r.end_at,
+            r.end_cause.as_deref(),
+            r.sip_status,
+            r.duration_ms
+        ),
+        (Some(now), Some("interrupted"), Some(500), Some(0))
+    );
+    let r = get(answered.id.clone()).await;
+    assert_eq!(
+        (
+            r.end_at,
+            r.end_cause.as_deref(),
+            r.sip_status,
+            r.duration_ms
+        ),
+        (Some(now), Some("interrupted"), Some(500), Some(60_000))
+    );
+    let r = get(with_status.id.clone()).await;
+    assert_eq!((r.sip_status, r.duration_ms), (Some(183), Some(0)));
+    let r = get(future.id.clone()).await;
+    assert_eq!(r.duration_ms, Some(0));
+    assert_eq!(s.get_call(&ended.id).await.unwrap(), ended_before);
+
+    // Nothing left open.
+    assert_eq!(s.close_interrupted_calls(now + 1).await.unwrap(), 0);
+    let open = s
+        .list_calls(&CallFilter {
+            active: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(open.is_empty());
+}
+
+async fn messages_insert_and_list(s: Arc<dyn Store>) {
+    let msg = |id: &str, account: &str, dir, at| MessageRecord {
+        id: id.into(),
+        account_id: account.into(),
+        direction: dir,
+        from_number: "+15550001111".into(),
+        to_number: "+15550002222".into(),
+        body: format!("hello ünïcode ✓ '{id}'"),
+        status: "queued".into(),
+        created_at: at,
+    };
+    let m1 = msg("SM1", "acc-a", Direction::Outbound, 100);
+    let m2 = msg("SM2", "acc-a", Direction::Inbound, 300);
+    let m3 = msg("SM3", "acc-a", Direction::Outbound, 200);
+    let other = msg("SM4", "acc-b", Direction::Inbound, 400);
+    for m in [&m1, &m2, &m3, &other] {
+        s.insert_message(m).await.unwrap();
+    }
+    assert_eq!(
+        s.list_messages("acc-a", 0).await.unwrap(),
+        vec![m2.clone(), m3.clone(), m1.clone()]
+    );
+    assert_eq!(s.list_messages("acc-a", 2).await.unwrap(), vec![m2, m3]);
+    assert_eq!(s.list_messages("acc-b", 10).await.unwrap(), vec![other]);
+    assert!(s.list_messages("acc-c", 10).await.unwrap().is_empty());
+    // Ids are unique.
+    let dup = s.insert_message(&m1).await;
+    assert!(matches!(dup, Err(StoreError::Db(_))), "{dup:?}");
+}
+
+fn assert_corrupt<T: std::fmt::Debug>(
+    r: Result<T>,
+    want_table: &str,
+    want_column: &str,
+    want_value: &str,
+) {
+    match r {
+        Err(StoreError::Corrupt {
+            table,
+            column,
+            value,
+        }) => assert_eq!(
+            (table, column, value.as_str()),
+            (want_table, want_column, want_value)
+        ),
+        other => panic!("expected Corrupt({want_table}.{want_column}), got {other:?}"),
+    }
+}
+
+async fn corrupt_rows_are_reported(s: Arc<dyn Store>, raw: Raw) {
+    raw.exec("INSERT INTO numbers (pattern, account_id, route) VALUES ('+1', 'acc', 'teleport')")
+        .await;
+    assert_corrupt(s.list_numbers().await, "numbers", "route", "teleport");
+    raw.exec("UPDATE numbers SET route = 'echo', max_calls = 4294967296")
+        .await;
+    assert_corrupt(s.list_numbers().await, "numbers", "max_calls", "4294967296");
+    raw.exec("UPDATE numbers SET max_calls = -1").await;
+    assert_corrupt(s.list_numbers().await, "numbers", "max_calls", "-1");
+
+    raw.exec("INSERT INTO trunks (name, source_cidrs, transport) VALUES ('t', 'not json', 'udp')")
+        .await;
+    assert_corrupt(s.list_trunks().await, "trunks", "source_cidrs", "not json");
+
+    raw.exec(
+        "INSERT INTO registrations (username, contact, expires_at, source, transport, call_id, cseq) \
+         VALUES ('u', 'c', 10, 's', 'udp', 'x', -5)",
+    )
+    .await;
+    assert_corrupt(s.list_registrations(0).await, "registrations", "cseq", "-5");
+
+    raw.exec(
+        "INSERT INTO calls (id, direction, from_number, to_number, sip_call_id, invite_at, media_mode) \
+         VALUES ('CAbad', 'sideways', '+1', '+2', 'x', 1, 'echo')",
+    )
+    .await;
+    assert_corrupt(s.get_call("CAbad").await, "calls", "direction", "sideways");
+    assert_corrupt(
+        s.list_calls(&CallFilter::default()).await,
+        "calls",
+        "direction",
+        "sideways",
+    );
+    raw.exec("UPDATE calls SET direction = 'inbound', sip_status = 70000 WHERE id = 'CAbad'")
+        .await;
+    assert_corrupt(s.get_call("CAbad").await, "calls", "sip_status", "70000");
+
+    raw.exec(
+        "INSERT INTO messages (id, account_id, direction, from_number, to_number, body, status, created_at) \
+         VALUES ('SMbad', 'acc', 'up', '+1', '+2', 'b', 'sent', 1)",
+    )
+    .await;
+    assert_corrupt(
+        s.list_messages("acc", 0).await,
+        "messages",
+        "direction",
+        "up",
+    );
+}
+
+// ------------------------------------------------------------------ backends
+
+/// A fresh SQLite store in a temporary directory (kept alive by the guard);
+/// the file lives in a subdirectory that `open` has to create.
+async fn sqlite_store() -> (Arc<dyn Store>, Raw, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/dir/gateway.db", dir.path().display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    let raw = Raw::Sqlite(store.pool().clone());
+    (Arc::new(store), raw, dir)
+}
+
+/// Generates one `#[tokio::test]` per suite function and backend.
+macro_rules! suite {
+    (store: [$($name:ident),* $(,)?], raw: [$($raw_name:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _raw, _dir) = super::sqlite_store().await;
+                    super::$name(store).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $raw_name() {
+                    let (store, raw, _dir) = super::sqlite_store().await;
+                    super::$raw_name(store, raw).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            use super::*;
+
+            /// A store on a fresh schema, opened through its URL (so
+            /// `api::store::open` is what is tested), or `None` when the
+            /// PostgreSQL tests are skipped.
+            async fn pg_store() -> Option<(Arc<dyn Store>, common::PgSchema)> {
+                let url = common::pg_url()?;
+                let schema = common::PgSchema::create(&url).await;
+                let store = api::store::open(&schema.url).await.unwrap();
+                assert_eq!(store.backend(), "postgres");
+                Some((store, schema))
+            }
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some((store, schema)) = pg_store().await else { return };
+                    super::$name(store).await;
+                    schema.drop().await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $raw_name() {
+                    let Some((store, schema)) = pg_store().await else { return };
+                    super::$raw_name(store, Raw::Pg(schema.raw.clone())).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
+}
+
+suite! {
+    store: [
+        accounts_roundtrip,
+        trunks_roundtrip,
+        numbers_roundtrip,
+        blocked_roundtrip,
+        sip_users_roundtrip,
+        registrations_expiry_and_delete,
+        cdr_batch_lifecycle_is_idempotent,
+        list_calls_filters_and_pages,
+        list_calls_limits,
+        close_interrupted_calls_closes_open_rows,
+        messages_insert_and_list,
+    ],
+    raw: [
+        cdr_batch_is_atomic,
+        corrupt_rows_are_reported,
+    ],
+}
+
+// ------------------------------------------------------------------ SQLite only
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        format!("sqlite://{}/a/b/gw.db", dir.path().display()),
+        format!("sqlite:{}/c/gw.db", dir.path().display()),
+    ] {
+        let s = api::store::open(&url).await.unwrap();
+        assert_eq!(s.backend(), "sqlite");
+        s.upsert_account(&Account {
+            id: "x".into(),
+            name: "X".into(),
+        })
+        .await
+        .unwrap();
+        drop(s);
+        let s = api::store::open(&url).await.unwrap();
+        assert_eq!(s.list_accounts().await.unwrap().len(), 1, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_file_uses_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}/gw.db", dir.path().display()))
+        .await
+        .unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sync, 1, "NORMAL");
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_store_works() {
+    let s = api::store::open("sqlite::memory:").await.unwrap();
+    accounts_roundtrip(s.clone()).await;
+    // The data outlives idle time on its single connection.
+    assert_eq!(s.list_accounts().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    for url in ["mysql://x", "", "sqlite", "http://x"] {
+        let r = api::store::open(url).await;
+        assert!(
+            matches!(r, Err(StoreError::UnsupportedUrl(_))),
+            "{url}: {:?}",
+            r.err()
+        );
+    }
+    let r = PgStore::open("postgres://127.0.0.1:1/none").await;
+    assert!(matches!(r, Err(StoreError::Db(_))));
+}
