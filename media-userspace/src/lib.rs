@@ -1,3 +1,11 @@
-//! Media plane: sans-IO RTP cores and the io_uring workers that run them.
+//! Media plane: sans-IO RTP cores (latching, echo) and the io_uring
+//! workers that run them.
 
 pub mod codec;
+pub mod control;
+pub mod echo;
+pub mod engine;
+pub mod latch;
+pub mod ports;
+pub mod rtp;
+pub mod xdp;

@@ -1,0 +1,65 @@
+//! Commands from call control to the media plane and the events it reports
+//! back. One definition, used by the SIP daemon and the workers.
+
+use crate::codec::Codec;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Identifies one media leg (one RTP socket pair) for its whole life.
+pub type LegId = u64;
+
+/// What a leg does with the audio it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegMode {
+    /// Return the caller's RTP to the caller (line-test number).
+    Echo,
+}
+
+/// The negotiated stream parameters a leg needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LegMedia {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub telephone_event: Option<u8>,
+    pub ptime_ms: u32,
+    /// Where the SDP says to send; latching may override it.
+    pub remote: Option<SocketAddr>,
+    /// Whether we may send (false when the peer holds the call).
+    pub send: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// Allocate a port pair, bind it and start the leg.
+    Open {
+        leg: LegId,
+        mode: LegMode,
+        media: LegMedia,
+        /// No packet for this long: report [`MediaEvent::Timeout`].
+        timeout: Duration,
+    },
+    /// A re-INVITE or UPDATE changed the stream (hold, new address).
+    Update {
+        leg: LegId,
+        media: LegMedia,
+    },
+    Close {
+        leg: LegId,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    Opened {
+        leg: LegId,
+        local: SocketAddr,
+    },
+    Failed {
+        leg: LegId,
+        reason: String,
+    },
+    /// No RTP arrived for the configured time.
+    Timeout {
+        leg: LegId,
+    },
+}

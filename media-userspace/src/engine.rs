@@ -1,0 +1,446 @@
+//! The media engine edge: worker threads that own the RTP sockets and run
+//! the sans-IO leg cores. Each worker is a tokio-uring (io_uring) runtime;
+//! where the kernel refuses io_uring (seccomp, old kernels) the same
+//! workers run on plain tokio sockets, so media always works.
+
+use crate::control::{LegId, LegMedia, LegMode, MediaCommand, MediaEvent};
+use crate::echo::EchoLeg;
+use crate::ports::PortAllocator;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Datagram buffer: larger than any RTP packet we accept.
+const BUF_LEN: usize = 2048;
+/// How many ports a leg tries before reporting failure.
+const BIND_ATTEMPTS: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    IoUring,
+    Tokio,
+}
+
+impl Backend {
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::IoUring => "io_uring",
+            Backend::Tokio => "tokio",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Address RTP sockets bind to.
+    pub bind_ip: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub workers: usize,
+    /// Use io_uring when the kernel allows it.
+    pub prefer_io_uring: bool,
+}
+
+/// Process-wide media counters (exported to Prometheus by the daemon).
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub legs_active: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub malformed: AtomicU64,
+    pub rejected_source: AtomicU64,
+    pub bind_failures: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot start media worker thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+enum LegCtl {
+    Update(LegMedia),
+    Close,
+}
+
+struct OpenLeg {
+    leg: LegId,
+    mode: LegMode,
+    media: LegMedia,
+    timeout: Duration,
+    ctl: mpsc::UnboundedReceiver<LegCtl>,
+}
+
+struct Inner {
+    workers: Vec<mpsc::UnboundedSender<OpenLeg>>,
+    legs: Mutex<HashMap<LegId, mpsc::UnboundedSender<LegCtl>>>,
+    backend: Backend,
+    stats: Arc<MediaStats>,
+}
+
+/// Handle to the media workers. Cheap to clone.
+#[derive(Clone)]
+pub struct MediaEngine {
+    inner: Arc<Inner>,
+}
+
+/// Shared by the workers of one engine.
+struct Shared {
+    cfg: EngineConfig,
+    ports: Mutex<PortAllocator>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    stats: Arc<MediaStats>,
+}
+
+fn io_uring_available() -> bool {
+    io_uring::IoUring::new(8).is_ok()
+}
+
+impl MediaEngine {
+    /// Starts `cfg.workers` threads. Events (opened, failed, timeout) go to
+    /// `events`.
+    pub fn start(
+        cfg: EngineConfig,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Result<MediaEngine, EngineError> {
+        let backend = if cfg.prefer_io_uring && io_uring_available() {
+            Backend::IoUring
+        } else {
+            Backend::Tokio
+        };
+        let stats = Arc::new(MediaStats::default());
+        let shared = Arc::new(Shared {
+            ports: Mutex::new(PortAllocator::new(cfg.port_min, cfg.port_max)),
+            cfg: cfg.clone(),
+            events,
+            stats: stats.clone(),
+        });
+        let mut workers = Vec::new();
+        for i in 0..cfg.workers.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || run_worker(backend, shared, rx))?;
+            workers.push(tx);
+        }
+        Ok(MediaEngine {
+            inner: Arc::new(Inner {
+                workers,
+                legs: Mutex::new(HashMap::new()),
+                backend,
+                stats,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    pub fn stats(&self) -> &Arc<MediaStats> {
+        &self.inner.stats
+    }
+
+    /// Executes a command; never blocks.
+    pub fn command(&self, cmd: MediaCommand) {
+        let mut legs = self.inner.legs.lock().unwrap_or_else(|e| e.into_inner());
+        match cmd {
+            MediaCommand::Open {
+                leg,
+                mode,
+                media,
+                timeout,
+            } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                legs.insert(leg, tx);
+                let w = &self.inner.workers[(leg as usize) % self.inner.workers.len()];
+                let _ = w.send(OpenLeg {
+                    leg,
+                    mode,
+                    media,
+                    timeout,
+                    ctl: rx,
+                });
+            }
+            MediaCommand::Update { leg, media } => {
+                if let Some(tx) = legs.get(&leg) {
+                    let _ = tx.send(LegCtl::Update(media));
+                }
+            }
+            MediaCommand::Close { leg } => {
+                if let Some(tx) = legs.remove(&leg) {
+                    let _ = tx.send(LegCtl::Close);
+                }
+            }
+        }
+    }
+
+    pub fn active_legs(&self) -> usize {
+        self.inner.legs.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+fn run_worker(backend: Backend, shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<OpenLeg>) {
+    match backend {
+        Backend::IoUring => match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+            Ok(rt) => rt.block_on(uring::worker(shared, rx)),
+            Err(e) => {
+                tracing::error!(error = %e, "io_uring runtime failed to start on this worker; using tokio sockets");
+                tokio_worker(shared, rx);
+            }
+        },
+        Backend::Tokio => tokio_worker(shared, rx),
+    }
+}
+
+fn tokio_worker(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<OpenLeg>) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, plain::worker(shared, rx));
+        }
+        Err(e) => tracing::error!(error = %e, "media worker runtime failed to start"),
+    }
+}
+
+/// Binds an RTP socket on a free port of the range.
+fn bind_leg_socket(shared: &Shared) -> Option<(std::net::UdpSocket, u16)> {
+    for _ in 0..BIND_ATTEMPTS {
+        let port = shared.ports.lock().ok()?.allocate()?;
+        let addr = SocketAddr::new(shared.cfg.bind_ip, port);
+        match std::net::UdpSocket::bind(addr) {
+            Ok(s) => {
+                if s.set_nonblocking(true).is_ok() {
+                    return Some((s, port));
+                }
+            }
+            Err(e) => {
+                shared.stats.bind_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%addr, error = %e, "RTP port busy, trying another");
+            }
+        }
+        // Busy ports go to the back of the queue.
+        if let Ok(mut p) = shared.ports.lock() {
+            p.release(port);
+        }
+    }
+    None
+}
+
+/// The per-leg state both backends drive.
+struct LegRun {
+    leg: LegId,
+    core: EchoLeg,
+    timeout: Duration,
+    opened: Instant,
+    published: crate::echo::LegCounters,
+}
+
+impl LegRun {
+    fn new(open: &OpenLeg) -> LegRun {
+        let LegMode::Echo = open.mode;
+        LegRun {
+            leg: open.leg,
+            core: EchoLeg::new(&open.media, rand::random()),
+            timeout: open.timeout,
+            opened: Instant::now(),
+            published: Default::default(),
+        }
+    }
+
+    fn idle_deadline(&self) -> Instant {
+        self.core.last_rx().unwrap_or(self.opened) + self.timeout
+    }
+
+    /// Adds this leg's counter deltas to the process totals.
+    fn publish(&mut self, stats: &MediaStats) {
+        let c = self.core.counters;
+        let p = self.published;
+        stats
+            .rx_packets
+            .fetch_add(c.rx_packets - p.rx_packets, Ordering::Relaxed);
+        stats
+            .rx_bytes
+            .fetch_add(c.rx_bytes - p.rx_bytes, Ordering::Relaxed);
+        stats
+            .tx_packets
+            .fetch_add(c.tx_packets - p.tx_packets, Ordering::Relaxed);
+        stats
+            .tx_bytes
+            .fetch_add(c.tx_bytes - p.tx_bytes, Ordering::Relaxed);
+        stats
+            .malformed
+            .fetch_add(c.malformed - p.malformed, Ordering::Relaxed);
+        stats
+            .rejected_source
+            .fetch_add(c.rejected_source - p.rejected_source, Ordering::Relaxed);
+        self.published = c;
+    }
+}
+
+enum LegEnd {
+    Closed,
+    TimedOut,
+}
+
+fn finish_leg(shared: &Shared, run: &mut LegRun, port: u16, end: LegEnd) {
+    run.publish(&shared.stats);
+    shared.stats.legs_active.fetch_sub(1, Ordering::Relaxed);
+    if let Ok(mut p) = shared.ports.lock() {
+        p.release(port);
+    }
+    if let LegEnd::TimedOut = end {
+        let _ = shared.events.send(MediaEvent::Timeout { leg: run.leg });
+    }
+}
+
+fn start_leg(shared: &Shared, open: &OpenLeg) -> Option<(std::net::UdpSocket, u16)> {
+    match bind_leg_socket(shared) {
+        Some((s, port)) => {
+            shared.stats.legs_active.fetch_add(1, Ordering::Relaxed);
+            let _ = shared.events.send(MediaEvent::Opened {
+                leg: open.leg,
+                local: SocketAddr::new(shared.cfg.bind_ip, port),
+            });
+            Some((s, port))
+        }
+        None => {
+            let _ = shared.events.send(MediaEvent::Failed {
+                leg: open.leg,
+                reason: "no RTP port could be bound".into(),
+            });
+            None
+        }
+    }
+}
+
+/// Publish counters at least this often while packets flow.
+const PUBLISH_EVERY: u64 = 64;
+
+mod uring {
+    use super::*;
+
+    pub(super) async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<OpenLeg>) {
+        while let Some(open) = rx.recv().await {
+            let Some((sock, port)) = start_leg(&shared, &open) else {
+                continue;
+            };
+            let shared = shared.clone();
+            tokio_uring::spawn(async move {
+                let sock = tokio_uring::net::UdpSocket::from_std(sock);
+                leg(shared, sock, port, open).await;
+            });
+        }
+    }
+
+    async fn leg(
+        shared: Arc<Shared>,
+        sock: tokio_uring::net::UdpSocket,
+        port: u16,
+        mut open: OpenLeg,
+    ) {
+        let mut run = LegRun::new(&open);
+        let mut buf = vec![0u8; BUF_LEN];
+        let end = loop {
+            let deadline = tokio::time::Instant::from_std(run.idle_deadline());
+            tokio::select! {
+                biased;
+                ctl = open.ctl.recv() => match ctl {
+                    Some(LegCtl::Update(m)) => {
+                        run.core.update(&m);
+                        // The in-flight receive was dropped with its buffer.
+                        buf = vec![0u8; BUF_LEN];
+                    }
+                    Some(LegCtl::Close) | None => break LegEnd::Closed,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= run.idle_deadline() {
+                        break LegEnd::TimedOut;
+                    }
+                    buf = vec![0u8; BUF_LEN];
+                }
+                (res, b) = sock.recv_from(buf) => {
+                    buf = b;
+                    let Ok((n, from)) = res else { continue };
+                    if let Some(to) = run.core.on_datagram(Instant::now(), from, &mut buf[..n]) {
+                        use tokio_uring::buf::BoundedBuf;
+                        let (_, slice) = sock.send_to(buf.slice(..n), to).await;
+                        buf = slice.into_inner();
+                    }
+                    if run.core.counters.rx_packets.is_multiple_of(PUBLISH_EVERY) {
+                        run.publish(&shared.stats);
+                    }
+                }
+            }
+        };
+        // A receive dropped by `select!` stays queued in the ring and holds
+        // the socket (and its port) open until a datagram completes it.
+        // Shutting the socket down completes it now, so the fd closes when
+        // `sock` drops and the port can be bound again.
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the fd is owned by `sock`, which is alive here.
+            unsafe {
+                libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
+        drop(sock);
+        finish_leg(&shared, &mut run, port, end);
+    }
+}
+
+mod plain {
+    use super::*;
+
+    pub(super) async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<OpenLeg>) {
+        while let Some(open) = rx.recv().await {
+            let Some((sock, port)) = start_leg(&shared, &open) else {
+                continue;
+            };
+            let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else {
+                continue;
+            };
+            let shared = shared.clone();
+            tokio::task::spawn_local(leg(shared, sock, port, open));
+        }
+    }
+
+    async fn leg(shared: Arc<Shared>, sock: tokio::net::UdpSocket, port: u16, mut open: OpenLeg) {
+        let mut run = LegRun::new(&open);
+        let mut buf = vec![0u8; BUF_LEN];
+        let end = loop {
+            let deadline = tokio::time::Instant::from_std(run.idle_deadline());
+            tokio::select! {
+                biased;
+                ctl = open.ctl.recv() => match ctl {
+                    Some(LegCtl::Update(m)) => run.core.update(&m),
+                    Some(LegCtl::Close) | None => break LegEnd::Closed,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= run.idle_deadline() {
+                        break LegEnd::TimedOut;
+                    }
+                }
+                res = sock.recv_from(&mut buf) => {
+                    let Ok((n, from)) = res else { continue };
+                    if let Some(to) = run.core.on_datagram(Instant::now(), from, &mut buf[..n]) {
+                        let _ = sock.send_to(&buf[..n], to).await;
+                    }
+                    if run.core.counters.rx_packets.is_multiple_of(PUBLISH_EVERY) {
+                        run.publish(&shared.stats);
+                    }
+                }
+            }
+        };
+        finish_leg(&shared, &mut run, port, end);
+    }
+}
