@@ -1,4 +1,11 @@
 //! The voice gateway's SIP daemon: signalling, call control and the glue to
 //! media, storage and the API.
 
+pub mod config;
+pub mod core;
+pub mod daemon;
+pub mod metrics;
+pub mod metrics_http;
+pub mod routing;
 pub mod sip;
+pub mod transport;

@@ -1,1 +1,95 @@
-fn main() {}
+//! `sip-daemon`: the voice gateway's SIP server and media appliance.
+
+use anyhow::Context;
+use clap::Parser;
+use sip_daemon::config::Config;
+use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sip-daemon",
+    version,
+    about = "SIP gateway between carriers and AI agents"
+)]
+struct Args {
+    /// Run with this TOML configuration file.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    config: Option<PathBuf>,
+    /// Validate this configuration file and exit (0 when valid).
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(path) = args.check_config {
+        let cfg = Config::load(&path)?;
+        let listeners = cfg.listeners().map_err(anyhow::Error::msg)?;
+        println!(
+            "{}: ok ({} listeners, {} trunks, {} numbers, {} SIP users, store {})",
+            path.display(),
+            listeners.len(),
+            cfg.trunks.len(),
+            cfg.numbers.len(),
+            cfg.sip_users.len(),
+            redact(&cfg.store_url())
+        );
+        return Ok(());
+    }
+    let Some(path) = args.config else {
+        anyhow::bail!("nothing to do: pass --config FILE (or --check-config FILE)");
+    };
+    let cfg = Config::load(&path)?;
+    init_logging(&cfg);
+    tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sip")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let registry = prometheus::Registry::new();
+        if let Some(addr) = cfg.api.listen {
+            let reg = registry.clone();
+            tokio::spawn(async move {
+                if let Err(e) = sip_daemon::metrics_http::serve(addr, reg).await {
+                    tracing::error!(%addr, error = %e, "metrics listener failed");
+                }
+            });
+        }
+        let (_keep, shutdown) = tokio::sync::mpsc::channel(1);
+        sip_daemon::daemon::run(cfg, registry, None, shutdown).await
+    })?;
+    Ok(())
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if cfg.log.format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Hides a password in a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let cred = &url[s + 3..at];
+            match cred.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

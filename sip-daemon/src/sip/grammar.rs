@@ -132,9 +132,7 @@ impl Params {
                     rest = r.trim_start_matches([' ', '\t']);
                     Some(v)
                 } else {
-                    let end = after_eq
-                        .find(|c: char| c == ';' || c == ' ' || c == '\t')
-                        .unwrap_or(after_eq.len());
+                    let end = after_eq.find([';', ' ', '\t']).unwrap_or(after_eq.len());
                     let v = &after_eq[..end];
                     if v.is_empty() {
                         return Err("empty parameter value");

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod digest;
+pub mod framer;
 pub mod grammar;
 pub mod header;
 pub mod headers_typed;

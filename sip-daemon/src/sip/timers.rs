@@ -24,6 +24,14 @@ impl Default for TimerConfig {
 }
 
 impl TimerConfig {
+    /// RFC 3261 defaults with another T1 (T2 and T4 keep their values).
+    pub fn with_t1(t1: Duration) -> TimerConfig {
+        TimerConfig {
+            t1,
+            ..TimerConfig::default()
+        }
+    }
+
     /// Timers B, F, H, J, L, M: 64*T1.
     pub fn t64(&self) -> Duration {
         self.t1 * 64

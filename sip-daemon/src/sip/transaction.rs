@@ -76,6 +76,11 @@ impl ServerTransaction {
         self.last_status
     }
 
+    /// The last response sent (the TU retransmits a 2xx from here).
+    pub fn last_response(&self) -> Option<&Bytes> {
+        self.last_response.as_ref()
+    }
+
     pub fn has_final(&self) -> bool {
         self.last_status >= 200
     }
@@ -92,10 +97,7 @@ impl ServerTransaction {
     /// The TU sends a response through the transaction. Returns false (and
     /// sends nothing) when the state forbids it, e.g. a second final.
     pub fn respond(&mut self, now: Instant, status: u16, bytes: Bytes) -> bool {
-        let allowed = match self.state {
-            ServerState::Trying | ServerState::Proceeding => true,
-            _ => false,
-        };
+        let allowed = matches!(self.state, ServerState::Trying | ServerState::Proceeding);
         if !allowed {
             return false;
         }

@@ -1,0 +1,532 @@
+//! The daemon's TOML configuration. Every key is documented in README.md
+//! ("Configuration"); unknown keys are errors so a typo never silently
+//! falls back to a default.
+
+use crate::core::CoreConfig;
+use crate::core::registrar::RegistrarConfig;
+use crate::routing::{Pattern, RoutingTable};
+use crate::sip::digest;
+use crate::sip::timers::TimerConfig;
+use crate::sip::transport::TransportKind;
+use api::store::{Account, BlockedNumber, Number, RouteKind, SipUser, Trunk};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Toml {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {problems}")]
+    Invalid { path: String, problems: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sip: SipSection,
+    #[serde(default)]
+    pub media: MediaSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub accounts: Vec<AccountEntry>,
+    #[serde(default)]
+    pub trunks: Vec<TrunkEntry>,
+    #[serde(default)]
+    pub numbers: Vec<NumberEntry>,
+    #[serde(default)]
+    pub blocked: Vec<BlockedEntry>,
+    #[serde(default)]
+    pub sip_users: Vec<SipUserEntry>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// Listeners as `udp:IP:PORT` / `tcp:IP:PORT` (IPv6: `udp:[::1]:5060`).
+    pub listen: Vec<String>,
+    /// Address written in Via/Contact/SDP when a listener is bound to
+    /// 0.0.0.0 or ::.
+    pub advertised_ip: Option<IpAddr>,
+    pub server_name: Option<String>,
+    pub realm: String,
+    /// Secret for stateless digest nonces; share it between nodes.
+    pub auth_secret: String,
+    pub nonce_lifetime_secs: u64,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    /// RFC 4028 Min-SE.
+    pub min_session_expires: u32,
+    /// RFC 3261 T1 in ms.
+    pub t1_ms: u64,
+    /// Largest message accepted on any transport (bytes).
+    pub max_message_size: usize,
+    /// Close an idle TCP connection after this many seconds.
+    pub tcp_idle_timeout_secs: u64,
+    /// Inbound TCP connections held at once.
+    pub max_tcp_connections: usize,
+    /// On SIGTERM/SIGINT: wait this long for calls to end, then hang up.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
+            advertised_ip: None,
+            server_name: None,
+            realm: "voice-gateway".into(),
+            auth_secret: String::new(),
+            nonce_lifetime_secs: 300,
+            min_expires: 60,
+            max_expires: 3600,
+            min_session_expires: 90,
+            t1_ms: 500,
+            max_message_size: 65_535,
+            tcp_idle_timeout_secs: 300,
+            max_tcp_connections: 4096,
+            drain_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Address RTP sockets bind to.
+    pub bind_ip: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Media worker threads (0: one per CPU).
+    pub workers: usize,
+    /// Use io_uring when the kernel allows it (else plain sockets).
+    pub io_uring: bool,
+    /// End a call when no RTP arrives for this many seconds.
+    pub timeout_secs: u64,
+    /// Kernel fast path for relayed legs: "auto" | "on" | "off".
+    pub xdp: String,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            bind_ip: IpAddr::from([0, 0, 0, 0]),
+            port_min: 20_000,
+            port_max: 40_000,
+            workers: 0,
+            io_uring: true,
+            timeout_secs: 60,
+            xdp: "auto".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sqlite://path` (created if missing) or `postgres://…`; the
+    /// DATABASE_URL environment variable overrides it.
+    pub url: String,
+    /// CDR events held in memory while the database is unreachable before
+    /// new calls are refused with 503.
+    pub cdr_queue_capacity: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            url: "sqlite://./data/gateway.db".into(),
+            cdr_queue_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// HTTP listener for the REST API and /metrics.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// tracing filter, e.g. "info" or "sip_daemon=debug"; RUST_LOG overrides.
+    pub level: String,
+    /// "text" | "json".
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountEntry {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkEntry {
+    pub name: String,
+    #[serde(default)]
+    pub source_cidrs: Vec<String>,
+    #[serde(default)]
+    pub outbound_address: Option<String>,
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub max_calls: Option<u32>,
+}
+
+fn default_transport() -> String {
+    "udp".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberEntry {
+    pub pattern: String,
+    pub account: String,
+    pub route: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub dialect: Option<String>,
+    #[serde(default)]
+    pub params: Option<toml::Table>,
+    #[serde(default)]
+    pub trunk: Option<String>,
+    #[serde(default)]
+    pub max_calls: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockedEntry {
+    pub account: String,
+    /// Blocked caller (E.164 or prefix with `*`).
+    pub caller: String,
+    /// Only for this number pattern of the account.
+    #[serde(default)]
+    pub number: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipUserEntry {
+    pub username: String,
+    pub account: String,
+    pub password: String,
+}
+
+/// A SIP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub transport: TransportKind,
+    pub addr: SocketAddr,
+}
+
+/// The rows the config file puts into the store at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct Provisioning {
+    pub accounts: Vec<Account>,
+    pub trunks: Vec<Trunk>,
+    pub numbers: Vec<Number>,
+    pub blocked: Vec<BlockedNumber>,
+    pub sip_users: Vec<SipUser>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Toml {
+            path: p.clone(),
+            source,
+        })?;
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: p,
+                problems: problems.join("; "),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Everything wrong with the file that TOML typing cannot catch.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = self.listeners() {
+            out.push(e);
+        }
+        if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {
+            out.push("sip.min_expires must be > 0 and <= sip.max_expires".into());
+        }
+        if self.sip.max_message_size < 1500 {
+            out.push("sip.max_message_size must be at least 1500".into());
+        }
+        if self.media.port_min == 0 || self.media.port_min >= self.media.port_max {
+            out.push("media.port_min must be > 0 and < media.port_max".into());
+        }
+        if !matches!(self.media.xdp.as_str(), "auto" | "on" | "off") {
+            out.push(format!(
+                "media.xdp: expected auto, on or off, got {:?}",
+                self.media.xdp
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            out.push(format!(
+                "log.format: expected text or json, got {:?}",
+                self.log.format
+            ));
+        }
+        let accounts: Vec<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
+        let trunks: Vec<&str> = self.trunks.iter().map(|t| t.name.as_str()).collect();
+        for t in &self.trunks {
+            if !matches!(t.transport.as_str(), "udp" | "tcp" | "tls") {
+                out.push(format!(
+                    "trunk {}: transport must be udp, tcp or tls",
+                    t.name
+                ));
+            }
+        }
+        for n in &self.numbers {
+            if Pattern::parse(&n.pattern).is_none() {
+                out.push(format!(
+                    "number {:?}: not an E.164 number or prefix pattern",
+                    n.pattern
+                ));
+            }
+            if !accounts.contains(&n.account.as_str()) {
+                out.push(format!(
+                    "number {:?}: unknown account {:?}",
+                    n.pattern, n.account
+                ));
+            }
+            match RouteKind::parse(&n.route) {
+                None => out.push(format!(
+                    "number {:?}: route must be echo, stream or forward",
+                    n.pattern
+                )),
+                Some(RouteKind::Stream | RouteKind::Forward) if n.target.is_none() => out.push(
+                    format!("number {:?}: route {} needs a target", n.pattern, n.route),
+                ),
+                _ => {}
+            }
+            if let Some(t) = &n.trunk
+                && !trunks.contains(&t.as_str())
+            {
+                out.push(format!("number {:?}: unknown trunk {t:?}", n.pattern));
+            }
+        }
+        for b in &self.blocked {
+            if Pattern::parse(&b.caller).is_none() {
+                out.push(format!(
+                    "blocked caller {:?}: not an E.164 number or prefix pattern",
+                    b.caller
+                ));
+            }
+            if !accounts.contains(&b.account.as_str()) {
+                out.push(format!(
+                    "blocked caller {:?}: unknown account {:?}",
+                    b.caller, b.account
+                ));
+            }
+        }
+        for u in &self.sip_users {
+            if !accounts.contains(&u.account.as_str()) {
+                out.push(format!(
+                    "sip user {:?}: unknown account {:?}",
+                    u.username, u.account
+                ));
+            }
+        }
+        let prov = self.provisioning();
+        let (_, routing_problems) =
+            RoutingTable::build(prov.trunks, prov.numbers, prov.blocked, prov.sip_users);
+        out.extend(routing_problems);
+        out
+    }
+
+    pub fn listeners(&self) -> Result<Vec<Listener>, String> {
+        self.sip
+            .listen
+            .iter()
+            .map(|l| {
+                let (t, addr) = l.split_once(':').ok_or_else(|| {
+                    format!("sip.listen {l:?}: expected udp:IP:PORT or tcp:IP:PORT")
+                })?;
+                let transport = match t {
+                    "udp" => TransportKind::Udp,
+                    "tcp" => TransportKind::Tcp,
+                    _ => {
+                        return Err(format!(
+                            "sip.listen {l:?}: transport must be udp or tcp (tls comes later)"
+                        ));
+                    }
+                };
+                let addr: SocketAddr = addr
+                    .parse()
+                    .map_err(|_| format!("sip.listen {l:?}: {addr:?} is not IP:PORT"))?;
+                Ok(Listener { transport, addr })
+            })
+            .collect()
+    }
+
+    /// The store URL: DATABASE_URL wins over the file.
+    pub fn store_url(&self) -> String {
+        std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| self.store.url.clone())
+    }
+
+    pub fn core_config(&self) -> CoreConfig {
+        let mut c = CoreConfig {
+            timers: TimerConfig::with_t1(Duration::from_millis(self.sip.t1_ms.max(1))),
+            ..CoreConfig::default()
+        };
+        if let Some(s) = &self.sip.server_name {
+            c.server_name = s.clone();
+        }
+        c.registrar = RegistrarConfig {
+            realm: self.sip.realm.clone(),
+            min_expires: self.sip.min_expires,
+            max_expires: self.sip.max_expires,
+            default_expires: self.sip.max_expires,
+        };
+        if !self.sip.auth_secret.is_empty() {
+            c.auth_secret = self.sip.auth_secret.as_bytes().to_vec();
+        }
+        c.nonce_lifetime_secs = self.sip.nonce_lifetime_secs;
+        c.min_se = self.sip.min_session_expires;
+        c.advertised_ip = self.advertised_ip();
+        c.media_timeout = Duration::from_secs(self.media.timeout_secs.max(1));
+        c
+    }
+
+    pub fn advertised_ip(&self) -> IpAddr {
+        if let Some(ip) = self.sip.advertised_ip {
+            return ip;
+        }
+        self.listeners()
+            .ok()
+            .and_then(|ls| {
+                ls.iter()
+                    .map(|l| l.addr.ip())
+                    .find(|ip| !ip.is_unspecified())
+            })
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// Store rows defined by the file.
+    pub fn provisioning(&self) -> Provisioning {
+        let realm = &self.sip.realm;
+        Provisioning {
+            accounts: self
+                .accounts
+                .iter()
+                .map(|a| Account {
+                    id: a.id.clone(),
+                    name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+                })
+                .collect(),
+            trunks: self
+                .trunks
+                .iter()
+                .map(|t| Trunk {
+                    name: t.name.clone(),
+                    source_cidrs: t.source_cidrs.clone(),
+                    outbound_address: t.outbound_address.clone(),
+                    transport: t.transport.clone(),
+                    username: t.username.clone(),
+                    password: t.password.clone(),
+                    max_calls: t.max_calls,
+                })
+                .collect(),
+            numbers: self
+                .numbers
+                .iter()
+                .filter_map(|n| {
+                    Some(Number {
+                        pattern: n.pattern.clone(),
+                        account_id: n.account.clone(),
+                        route: RouteKind::parse(&n.route)?,
+                        target: n.target.clone(),
+                        dialect: n.dialect.clone(),
+                        params: n
+                            .params
+                            .as_ref()
+                            .and_then(|p| serde_json::to_string(p).ok()),
+                        trunk: n.trunk.clone(),
+                        max_calls: n.max_calls,
+                    })
+                })
+                .collect(),
+            blocked: self
+                .blocked
+                .iter()
+                .map(|b| BlockedNumber {
+                    id: format!(
+                        "cfg:{}:{}:{}",
+                        b.account,
+                        b.number.as_deref().unwrap_or("*all*"),
+                        b.caller
+                    ),
+                    account_id: b.account.clone(),
+                    number_pattern: b.number.clone(),
+                    caller_pattern: b.caller.clone(),
+                })
+                .collect(),
+            sip_users: self
+                .sip_users
+                .iter()
+                .map(|u| SipUser {
+                    username: u.username.clone(),
+                    account_id: u.account.clone(),
+                    realm: realm.clone(),
+                    ha1_md5: digest::ha1(digest::Algorithm::Md5, &u.username, realm, &u.password),
+                    ha1_sha256: digest::ha1(
+                        digest::Algorithm::Sha256,
+                        &u.username,
+                        realm,
+                        &u.password,
+                    ),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,976 @@
+//! Calls: the INVITE server side (RFC 3261 §13.3), 2xx retransmission until
+//! ACK (§13.3.1.4), CANCEL (§9.2), BYE (§15), re-INVITE and UPDATE (§14,
+//! RFC 3311) with hold/unhold, and RFC 4028 session timers.
+
+use super::dialog::Dialog;
+use super::*;
+use crate::routing::normalize_e164;
+use crate::sip::grammar;
+use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
+use crate::sip::transaction::{ClientTransaction, ServerState};
+use api::store::{CallRecord, Direction, RouteKind};
+use media_userspace::control::{LegMedia, LegMode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallState {
+    /// INVITE accepted, waiting for the media leg to open.
+    AwaitingMedia,
+    /// 2xx sent, waiting for the ACK.
+    Answered,
+    Confirmed,
+}
+
+/// 2xx retransmission state (§13.3.1.4): T1 doubling to T2, for 64*T1.
+#[derive(Debug)]
+pub struct OkRetransmit {
+    bytes: Bytes,
+    next: Option<Instant>,
+    interval: Duration,
+    give_up: Instant,
+}
+
+/// RFC 4028 session timer state.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTimer {
+    pub interval: u32,
+    pub we_refresh: bool,
+    /// When we send the next refresh (we_refresh) or give up (otherwise).
+    pub due: Instant,
+}
+
+impl SessionTimer {
+    fn start(now: Instant, interval: u32, we_refresh: bool) -> SessionTimer {
+        let secs = if we_refresh {
+            interval / 2
+        } else {
+            // §10: BYE min(32, interval/3) seconds before expiry.
+            interval - (interval / 3).min(32)
+        };
+        SessionTimer {
+            interval,
+            we_refresh,
+            due: now + Duration::from_secs(u64::from(secs)),
+        }
+    }
+
+    fn header(&self) -> String {
+        format!(
+            "{};refresher={}",
+            self.interval,
+            if self.we_refresh { "uas" } else { "uac" }
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct Call {
+    pub handle: u64,
+    pub sid: String,
+    pub state: CallState,
+    /// The INVITE server transaction, until it is terminated.
+    pub invite_txn: Option<u64>,
+    pub dialog: Dialog,
+    pub number_pattern: Option<String>,
+    pub trunk: Option<String>,
+    pub media_open: bool,
+    /// The caller's offer (None: late offer, ours goes in the 2xx).
+    pub offer: Option<SessionDescription>,
+    pub local_sdp: Option<SessionDescription>,
+    pub negotiated: Option<NegotiatedAudio>,
+    pub invite_at: Instant,
+    pub answered_at: Option<Instant>,
+    pub ok: Option<OkRetransmit>,
+    /// Our 2xx carried an offer; the ACK brings the answer.
+    pub ack_offer_pending: bool,
+    pub session: Option<SessionTimer>,
+    /// A re-INVITE being answered.
+    pub reinvite_txn: Option<u64>,
+    pub callee_user: Option<String>,
+}
+
+impl Call {
+    fn next_deadline(&self) -> Option<Instant> {
+        let ok = self.ok.as_ref().map(|o| match o.next {
+            Some(n) => n.min(o.give_up),
+            None => o.give_up,
+        });
+        let st = self.session.map(|s| s.due);
+        match (ok, st) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Session-Expires: delta-seconds *(;param) (RFC 4028 §4).
+fn parse_session_expires(v: &str) -> Option<(u32, Option<String>)> {
+    let (delta, params) = match v.find(';') {
+        Some(i) => (&v[..i], &v[i..]),
+        None => (v, ""),
+    };
+    let delta = grammar::parse_decimal(delta, u32::MAX as u64)? as u32;
+    let params = grammar::Params::parse(params).ok()?;
+    Some((
+        delta,
+        params.value("refresher").map(|r| r.to_ascii_lowercase()),
+    ))
+}
+
+/// An SDP offer from us with every codec we allow plus telephone-event.
+fn local_offer(cfg: &CoreConfig, local: &LocalMedia) -> SessionDescription {
+    let mut formats: Vec<String> = cfg
+        .codecs
+        .iter()
+        .map(|c| c.static_payload_type().to_string())
+        .collect();
+    formats.push("101".into());
+    let mut rtpmaps: Vec<sdp::RtpMap> = cfg
+        .codecs
+        .iter()
+        .map(|c| sdp::RtpMap {
+            payload_type: c.static_payload_type(),
+            encoding: c.encoding_name().into(),
+            clock_rate: c.rtp_clock_rate(),
+        })
+        .collect();
+    rtpmaps.push(sdp::RtpMap {
+        payload_type: 101,
+        encoding: "telephone-event".into(),
+        clock_rate: 8000,
+    });
+    SessionDescription {
+        origin_user: "-".into(),
+        session_id: local.session_id,
+        session_version: local.session_version,
+        origin_addr: local.addr.to_string(),
+        session_name: "-".into(),
+        connection: Some(local.addr),
+        direction: None,
+        media: vec![sdp::MediaDescription {
+            media: "audio".into(),
+            port: local.port,
+            proto: "RTP/AVP".into(),
+            formats,
+            connection: None,
+            rtpmaps,
+            fmtps: vec![(101, "0-16".into())],
+            ptime: Some(20),
+            direction: Some(sdp::Direction::SendRecv),
+        }],
+    }
+}
+
+fn leg_media(n: &NegotiatedAudio) -> LegMedia {
+    LegMedia {
+        codec: n.codec,
+        payload_type: n.payload_type,
+        telephone_event: n.telephone_event,
+        ptime_ms: n.ptime,
+        remote: n.remote,
+        send: n.direction.sends(),
+    }
+}
+
+/// Reads the answer to our offer (from an ACK) against what we offered.
+fn negotiated_from_answer(
+    answer: &SessionDescription,
+    cfg: &CoreConfig,
+) -> Option<NegotiatedAudio> {
+    let m = answer
+        .media
+        .iter()
+        .find(|m| m.media == "audio" && m.port != 0)?;
+    let pt: u8 = m.formats.first()?.parse().ok()?;
+    let codec = m
+        .rtpmaps
+        .iter()
+        .find(|r| r.payload_type == pt)
+        .and_then(|r| Codec::from_rtpmap(&r.encoding, r.clock_rate))
+        .or_else(|| Codec::from_static_payload_type(pt))
+        .filter(|c| cfg.codecs.contains(c))?;
+    let remote = m
+        .connection
+        .or(answer.connection)
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| SocketAddr::new(ip, m.port));
+    let dir = m
+        .direction
+        .or(answer.direction)
+        .unwrap_or(sdp::Direction::SendRecv);
+    Some(NegotiatedAudio {
+        remote,
+        codec,
+        payload_type: pt,
+        telephone_event: m
+            .rtpmaps
+            .iter()
+            .find(|r| r.encoding.eq_ignore_ascii_case("telephone-event"))
+            .map(|r| r.payload_type),
+        ptime: m.ptime.unwrap_or(20),
+        direction: dir.reverse(),
+    })
+}
+
+impl Core {
+    fn unix_ms(&self, now: Instant) -> i64 {
+        self.clock.unix_ms(now)
+    }
+
+    fn schedule_call(&mut self, h: u64) {
+        if let Some(at) = self.calls.get(&h).and_then(Call::next_deadline) {
+            self.schedule(at, TimerRef::Call(h));
+        }
+    }
+
+    /// Rejects a new INVITE and closes its CDR.
+    fn reject_invite(
+        &mut self,
+        now: Instant,
+        id: u64,
+        sid: Option<&str>,
+        status: u16,
+        cause: &str,
+        extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
+    ) {
+        self.metrics.reject(cause);
+        let tag = self.new_tag();
+        self.respond(now, id, status, None, Some(&tag), extra);
+        if let Some(sid) = sid {
+            self.out.push_back(Output::Cdr(CdrEvent::Ended {
+                id: sid.to_string(),
+                at: self.unix_ms(now),
+                cause: cause.to_string(),
+                sip_status: status,
+                duration_ms: 0,
+            }));
+            self.metrics
+                .calls
+                .with_label_values(&["inbound", cause])
+                .inc();
+        }
+    }
+
+    pub(super) fn on_invite(&mut self, now: Instant, id: u64, peer: Peer) {
+        let req = self.request(id).clone();
+        self.respond(now, id, 100, None, None, |b| b);
+        if self.draining {
+            return self.reject_invite(now, id, None, 503, "draining", |b| {
+                b.header(HeaderName::RetryAfter, "30")
+            });
+        }
+        if self.cdr_saturated {
+            return self.reject_invite(now, id, None, 503, "store_backlog", |b| {
+                b.header(HeaderName::RetryAfter, "5")
+            });
+        }
+        let routing = self.routing.clone();
+        let trunk = routing
+            .trunk_for_source(peer.remote.ip())
+            .map(|t| t.trunk.clone());
+        let source_user = if trunk.is_none() {
+            self.registrar
+                .user_at(peer.remote, self.unix_ms(now))
+                .map(str::to_string)
+        } else {
+            None
+        };
+        let dialed_raw = req
+            .uri
+            .user
+            .clone()
+            .or_else(|| req.core.to.uri.user.clone())
+            .unwrap_or_default();
+        let dialed = normalize_e164(&dialed_raw);
+        let caller_raw = req
+            .core
+            .from
+            .uri
+            .user
+            .clone()
+            .unwrap_or_else(|| "anonymous".into());
+        let caller = normalize_e164(&caller_raw).unwrap_or(caller_raw);
+        let number = dialed.as_deref().and_then(|d| routing.number(d)).cloned();
+        let account = number.as_ref().map(|n| n.account_id.clone()).or_else(|| {
+            source_user
+                .as_deref()
+                .and_then(|u| routing.user(u))
+                .map(|u| u.account_id.clone())
+        });
+        let sid = self.new_call_sid();
+        self.out
+            .push_back(Output::Cdr(CdrEvent::Started(CallRecord {
+                id: sid.clone(),
+                account_id: account,
+                direction: Direction::Inbound,
+                from_number: caller.clone(),
+                to_number: dialed.clone().unwrap_or(dialed_raw),
+                trunk: trunk.as_ref().map(|t| t.name.clone()),
+                sip_call_id: req.core.call_id.clone(),
+                invite_at: self.unix_ms(now),
+                answer_at: None,
+                end_at: None,
+                end_cause: None,
+                sip_status: None,
+                duration_ms: None,
+                media_mode: number
+                    .as_ref()
+                    .map_or("none", |n| n.route.as_str())
+                    .to_string(),
+            })));
+        let Some(number) = number else {
+            return self.reject_invite(now, id, Some(&sid), 404, "not_found", |b| b);
+        };
+        if routing.is_blocked(&number.account_id, &number.pattern, &caller) {
+            return self.reject_invite(now, id, Some(&sid), 603, "blocked", |b| b);
+        }
+        let number_busy = number.max_calls.is_some_and(|m| {
+            self.active_by_number
+                .get(&number.pattern)
+                .copied()
+                .unwrap_or(0)
+                >= m
+        });
+        let trunk_busy = trunk.as_ref().is_some_and(|t| {
+            t.max_calls
+                .is_some_and(|m| self.active_by_trunk.get(&t.name).copied().unwrap_or(0) >= m)
+        });
+        if number_busy || trunk_busy {
+            return self.reject_invite(now, id, Some(&sid), 486, "capacity", |b| b);
+        }
+        if number.route != RouteKind::Echo {
+            // Stream and forward routes arrive with later work.
+            return self.reject_invite(now, id, Some(&sid), 480, "route_unavailable", |b| b);
+        }
+        // RFC 4028: Session-Expires below our minimum gets 422.
+        let se = req
+            .headers
+            .get(&HeaderName::SessionExpires)
+            .map(parse_session_expires);
+        let session = match se {
+            Some(None) => {
+                return self.reject_invite(now, id, Some(&sid), 400, "malformed", |b| b);
+            }
+            Some(Some((delta, _))) if delta < self.cfg.min_se => {
+                let min = self.cfg.min_se.to_string();
+                return self.reject_invite(now, id, Some(&sid), 422, "session_interval", |b| {
+                    b.header(HeaderName::MinSe, min)
+                });
+            }
+            Some(Some((delta, refresher))) => {
+                let uac_timer = req
+                    .supported()
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case("timer"));
+                let we_refresh = !uac_timer || refresher.as_deref() == Some("uas");
+                Some(SessionTimer::start(now, delta, we_refresh))
+            }
+            None => None,
+        };
+        let offer = if req.body.is_empty() {
+            None
+        } else {
+            match parse_sdp(&req.body) {
+                Ok(o) => Some(o),
+                Err(why) => {
+                    let phrase = format!("Bad Request ({why})");
+                    self.metrics.reject("malformed_sdp");
+                    let tag = self.new_tag();
+                    self.respond(now, id, 400, Some(&phrase), Some(&tag), |b| b);
+                    self.out.push_back(Output::Cdr(CdrEvent::Ended {
+                        id: sid.clone(),
+                        at: self.unix_ms(now),
+                        cause: "malformed_sdp".into(),
+                        sip_status: 400,
+                        duration_ms: 0,
+                    }));
+                    self.metrics
+                        .calls
+                        .with_label_values(&["inbound", "malformed_sdp"])
+                        .inc();
+                    return;
+                }
+            }
+        };
+        let probe = LocalMedia {
+            addr: self.cfg.advertised_ip,
+            port: 0,
+            session_id: 0,
+            session_version: 0,
+        };
+        let negotiated = match &offer {
+            Some(o) => match sdp::answer(o, &probe, &self.cfg.codecs) {
+                Ok((_, n)) => Some(n),
+                Err(OfferAnswerError::NotAcceptable) => {
+                    return self.reject_invite(now, id, Some(&sid), 488, "not_acceptable", |b| {
+                        b.header(
+                            HeaderName::Warning,
+                            "304 voice-gateway \"Media type not available\"",
+                        )
+                    });
+                }
+            },
+            None => None,
+        };
+        let local_tag = self.new_tag();
+        let handle = self.new_id();
+        let dialog = Dialog::from_invite(&req, &local_tag, peer);
+        self.dialogs.insert(dialog.key.clone(), handle);
+        if let Some(e) = self.txns.server.get_mut(&id) {
+            e.call = Some(handle);
+        }
+        *self
+            .active_by_number
+            .entry(number.pattern.clone())
+            .or_default() += 1;
+        if let Some(t) = &trunk {
+            *self.active_by_trunk.entry(t.name.clone()).or_default() += 1;
+        }
+        let media = negotiated.as_ref().map(leg_media).unwrap_or(LegMedia {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: None,
+            ptime_ms: 20,
+            remote: None,
+            send: true,
+        });
+        self.calls.insert(
+            handle,
+            Call {
+                handle,
+                sid,
+                state: CallState::AwaitingMedia,
+                invite_txn: Some(id),
+                dialog,
+                number_pattern: Some(number.pattern.clone()),
+                trunk: trunk.map(|t| t.name),
+                media_open: false,
+                offer,
+                local_sdp: None,
+                negotiated,
+                invite_at: now,
+                answered_at: None,
+                ok: None,
+                ack_offer_pending: false,
+                session,
+                reinvite_txn: None,
+                callee_user: req.uri.user.clone(),
+            },
+        );
+        self.metrics.calls_active.set(self.calls.len() as i64);
+        self.out.push_back(Output::Media(MediaCommand::Open {
+            leg: handle,
+            mode: LegMode::Echo,
+            media,
+            timeout: self.cfg.media_timeout,
+        }));
+    }
+
+    pub(super) fn on_media_opened(&mut self, now: Instant, h: u64, local: SocketAddr) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            // The call ended while the leg was opening.
+            self.out
+                .push_back(Output::Media(MediaCommand::Close { leg: h }));
+            return;
+        };
+        call.media_open = true;
+        if call.state != CallState::AwaitingMedia {
+            return;
+        }
+        let Some(txn) = call.invite_txn else { return };
+        let lm = LocalMedia {
+            addr: self.cfg.advertised_ip,
+            port: local.port(),
+            session_id: h,
+            session_version: 1,
+        };
+        let sdp = match &call.offer {
+            Some(o) => match sdp::answer(o, &lm, &self.cfg.codecs) {
+                Ok((a, _)) => a,
+                Err(_) => return,
+            },
+            None => {
+                call.ack_offer_pending = true;
+                local_offer(&self.cfg, &lm)
+            }
+        };
+        call.local_sdp = Some(sdp.clone());
+        let body = sdp.encode();
+        let tag = call.dialog.key.local_tag.clone();
+        let session = call.session;
+        let peer = call.dialog.peer;
+        let user = call.callee_user.clone();
+        let sid = call.sid.clone();
+        let contact = self.contact_for(&peer, user.as_deref());
+        self.respond(now, txn, 200, None, Some(&tag), |mut b| {
+            b = b
+                .header(HeaderName::Contact, contact)
+                .header(HeaderName::Allow, ALLOW)
+                .header(HeaderName::Supported, SUPPORTED.join(", "));
+            if let Some(s) = session {
+                b = b.header(HeaderName::SessionExpires, s.header());
+                if !s.we_refresh {
+                    b = b.header(HeaderName::Require, "timer");
+                }
+            }
+            b.body("application/sdp", body)
+        });
+        self.after_2xx(now, h, txn);
+        if let Some(call) = self.calls.get_mut(&h) {
+            call.state = CallState::Answered;
+            call.answered_at = Some(now);
+        }
+        let at = self.unix_ms(now);
+        self.out
+            .push_back(Output::Cdr(CdrEvent::Answered { id: sid, at }));
+        self.schedule_call(h);
+    }
+
+    /// Starts 2xx retransmission (unreliable transports) and the ACK wait.
+    fn after_2xx(&mut self, now: Instant, h: u64, txn: u64) {
+        let last = self
+            .txns
+            .server
+            .get(&txn)
+            .and_then(|e| e.txn.last_response().cloned());
+        let t = self.cfg.timers;
+        if let Some(call) = self.calls.get_mut(&h) {
+            let reliable = call.dialog.peer.transport.is_reliable();
+            call.ok = last.map(|bytes| OkRetransmit {
+                bytes,
+                next: (!reliable).then(|| now + t.t1),
+                interval: t.t1,
+                give_up: now + t.t64(),
+            });
+        }
+    }
+
+    pub(super) fn on_media_failed(&mut self, now: Instant, h: u64, reason: &str) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        tracing::warn!(call = %call.sid, reason, "media leg failed to open");
+        if let Some(txn) = call.invite_txn
+            && call.state == CallState::AwaitingMedia
+        {
+            let tag = call.dialog.key.local_tag.clone();
+            self.metrics.reject("media");
+            self.respond(
+                now,
+                txn,
+                503,
+                Some("Service Unavailable (no media port)"),
+                Some(&tag),
+                |b| b,
+            );
+            self.end_call(now, h, "media_failed", 503);
+        } else {
+            self.hangup(now, h, "media_failed");
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, now: Instant, id: u64) {
+        let (invite_key, cancel_tag) = {
+            let r = self.request(id);
+            (TxnKey::invite_of(r), r.to_tag().map(str::to_string))
+        };
+        let _ = cancel_tag;
+        let Some(&inv) = self.txns.server_index.get(&invite_key) else {
+            return self.reply(now, id, 481, None);
+        };
+        let (has_final, call) = match self.txns.server.get(&inv) {
+            Some(e) => (e.txn.has_final(), e.call),
+            None => (true, None),
+        };
+        let tag = call
+            .and_then(|h| self.calls.get(&h))
+            .map(|c| c.dialog.key.local_tag.clone())
+            .unwrap_or_else(|| self.new_tag());
+        self.respond(now, id, 200, None, Some(&tag), |b| b);
+        if has_final {
+            return;
+        }
+        // §9.2: the INVITE is answered 487.
+        self.respond(now, inv, 487, None, Some(&tag), |b| b);
+        if let Some(h) = call {
+            self.end_call(now, h, "canceled", 487);
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, ack: Request) {
+        // ACK for a non-2xx final: absorbed by the INVITE transaction.
+        let key = TxnKey::invite_of(&ack);
+        if let Some(&id) = self.txns.server_index.get(&key)
+            && let Some(e) = self.txns.server.get_mut(&id)
+            && e.txn.state() == ServerState::Completed
+        {
+            e.txn.on_ack(now);
+            if let Some(at) = e.txn.next_deadline() {
+                self.schedule(at, TimerRef::Server(id));
+            }
+            return;
+        }
+        // ACK for a 2xx: end to end, matched to the dialog (§13.3.1.4).
+        let Some(h) = self.dialog_of(&ack) else {
+            return;
+        };
+        let cfg = self.cfg.clone();
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        call.ok = None;
+        if call.state == CallState::Answered {
+            call.state = CallState::Confirmed;
+        }
+        if call.ack_offer_pending {
+            call.ack_offer_pending = false;
+            match parse_sdp(&ack.body)
+                .ok()
+                .and_then(|a| negotiated_from_answer(&a, &cfg))
+            {
+                Some(n) => {
+                    let media = leg_media(&n);
+                    call.negotiated = Some(n);
+                    self.out
+                        .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
+                }
+                None => {
+                    // §13.3.1.4: an unusable answer in the ACK ends the call.
+                    tracing::info!(call = %call.sid, "ACK carried no usable SDP answer");
+                    self.hangup(now, h, "not_acceptable");
+                    return;
+                }
+            }
+        }
+        self.schedule_call(h);
+    }
+
+    fn dialog_of(&self, req: &Request) -> Option<u64> {
+        let key = DialogKey {
+            call_id: req.core.call_id.clone(),
+            local_tag: req.to_tag()?.to_string(),
+            remote_tag: req.from_tag().unwrap_or("").to_string(),
+        };
+        self.dialogs.get(&key).copied()
+    }
+
+    pub(super) fn on_in_dialog(&mut self, now: Instant, id: u64, _peer: Peer) {
+        let Some(h) = self.dialog_of(self.request(id)) else {
+            self.metrics.reject("no_dialog");
+            return self.reply(now, id, 481, None);
+        };
+        let method = self.request(id).method.clone();
+        let req_cseq_ok = {
+            let req = self.request(id).clone();
+            self.calls
+                .get_mut(&h)
+                .map(|c| c.dialog.accept_remote_cseq(&req).is_ok())
+                .unwrap_or(false)
+        };
+        let tag = match self.calls.get(&h) {
+            Some(c) => c.dialog.key.local_tag.clone(),
+            None => return self.reply(now, id, 481, None),
+        };
+        if !req_cseq_ok {
+            return self.respond(
+                now,
+                id,
+                500,
+                Some("Server Internal Error (CSeq out of order)"),
+                Some(&tag),
+                |b| b,
+            );
+        }
+        if let Some(e) = self.txns.server.get_mut(&id) {
+            e.call = Some(h);
+        }
+        match method {
+            Method::Bye => {
+                self.respond(now, id, 200, None, Some(&tag), |b| b);
+                self.end_call(now, h, "caller_hangup", 200);
+            }
+            Method::Invite | Method::Update => self.on_session_update(now, id, h, &tag),
+            Method::Options => self.respond(now, id, 200, None, Some(&tag), Self::capabilities),
+            Method::Info => self.respond(now, id, 200, None, Some(&tag), |b| b),
+            _ => self.respond(now, id, 405, None, Some(&tag), |b| {
+                b.header(HeaderName::Allow, ALLOW)
+            }),
+        }
+    }
+
+    /// re-INVITE or UPDATE: a new offer (hold/unhold, new address), an
+    /// empty re-INVITE (we offer), or a session refresh.
+    fn on_session_update(&mut self, now: Instant, id: u64, h: u64, tag: &str) {
+        let req = self.request(id).clone();
+        let is_invite = req.method == Method::Invite;
+        let cfg = self.cfg.clone();
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if is_invite && (call.reinvite_txn.is_some() || call.state == CallState::AwaitingMedia) {
+            // §14.2: an INVITE while another is in progress.
+            return self.respond(now, id, 500, None, Some(tag), |b| {
+                b.header(HeaderName::RetryAfter, "2")
+            });
+        }
+        call.dialog.refresh_target(&req);
+        let se = req
+            .headers
+            .get(&HeaderName::SessionExpires)
+            .and_then(parse_session_expires);
+        if let Some((delta, refresher)) = se {
+            if delta < cfg.min_se {
+                let min = cfg.min_se.to_string();
+                return self.respond(now, id, 422, None, Some(tag), |b| {
+                    b.header(HeaderName::MinSe, min)
+                });
+            }
+            let uac_timer = req
+                .supported()
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("timer"));
+            call.session = Some(SessionTimer::start(
+                now,
+                delta,
+                !uac_timer || refresher.as_deref() == Some("uas"),
+            ));
+        } else if let Some(s) = call.session {
+            call.session = Some(SessionTimer::start(now, s.interval, s.we_refresh));
+        }
+        let Some(prev) = call.local_sdp.clone() else {
+            return self.respond(now, id, 491, None, Some(tag), |b| b);
+        };
+        let lm = LocalMedia {
+            addr: cfg.advertised_ip,
+            port: prev
+                .media
+                .iter()
+                .find(|m| m.port != 0)
+                .map_or(0, |m| m.port),
+            session_id: prev.session_id,
+            session_version: prev.session_version + 1,
+        };
+        let (sdp_out, offer_pending) = if req.body.is_empty() {
+            if is_invite {
+                (Some(local_offer(&cfg, &lm)), true)
+            } else {
+                (None, false)
+            }
+        } else {
+            let offer = match parse_sdp(&req.body) {
+                Ok(o) => o,
+                Err(why) => {
+                    let phrase = format!("Bad Request ({why})");
+                    return self.respond(now, id, 400, Some(&phrase), Some(tag), |b| b);
+                }
+            };
+            match sdp::answer(&offer, &lm, &cfg.codecs) {
+                Ok((answer, n)) => {
+                    let media = leg_media(&n);
+                    call.negotiated = Some(n);
+                    self.out
+                        .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
+                    (Some(answer), false)
+                }
+                Err(OfferAnswerError::NotAcceptable) => {
+                    // The old session stays in place (RFC 3264 §8).
+                    return self.respond(now, id, 488, None, Some(tag), |b| b);
+                }
+            }
+        };
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if let Some(s) = &sdp_out {
+            call.local_sdp = Some(s.clone());
+        }
+        call.ack_offer_pending = offer_pending;
+        let session = call.session;
+        let peer = call.dialog.peer;
+        let user = call.callee_user.clone();
+        if is_invite {
+            call.reinvite_txn = Some(id);
+        }
+        let contact = self.contact_for(&peer, user.as_deref());
+        self.respond(now, id, 200, None, Some(tag), |mut b| {
+            b = b
+                .header(HeaderName::Contact, contact)
+                .header(HeaderName::Allow, ALLOW)
+                .header(HeaderName::Supported, SUPPORTED.join(", "));
+            if let Some(s) = session {
+                b = b.header(HeaderName::SessionExpires, s.header());
+                if !s.we_refresh {
+                    b = b.header(HeaderName::Require, "timer");
+                }
+            }
+            match sdp_out {
+                Some(s) => b.body("application/sdp", s.encode()),
+                None => b,
+            }
+        });
+        if is_invite {
+            self.after_2xx(now, h, id);
+            if let Some(c) = self.calls.get_mut(&h) {
+                c.reinvite_txn = None;
+                if c.state == CallState::Confirmed {
+                    c.state = CallState::Answered;
+                }
+            }
+        }
+        self.schedule_call(h);
+    }
+
+    pub(super) fn call_timer(&mut self, now: Instant, h: u64) {
+        let t2 = self.cfg.timers.t2;
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let mut resend = None;
+        let mut hangup = None;
+        let mut refresh = false;
+        if let Some(ok) = call.ok.as_mut() {
+            if now >= ok.give_up {
+                // §13.3.1.4: no ACK within 64*T1 ends the dialog with a BYE.
+                hangup = Some("ack_timeout");
+                call.ok = None;
+            } else if let Some(n) = ok.next
+                && now >= n
+            {
+                ok.interval = (ok.interval * 2).min(t2);
+                ok.next = Some(now + ok.interval);
+                resend = Some(ok.bytes.clone());
+            }
+        }
+        if hangup.is_none()
+            && let Some(s) = call.session
+            && now >= s.due
+        {
+            if s.we_refresh {
+                refresh = true;
+                call.session = Some(SessionTimer::start(now, s.interval, true));
+            } else {
+                hangup = Some("session_timer");
+            }
+        }
+        let peer = call.dialog.peer;
+        if let Some(b) = resend {
+            self.transmit(peer, b);
+        }
+        if let Some(cause) = hangup {
+            self.hangup(now, h, cause);
+            return;
+        }
+        if refresh {
+            self.send_in_dialog(now, h, Method::Update);
+        }
+        self.schedule_call(h);
+    }
+
+    /// Sends a request inside the call's dialog through a client transaction.
+    fn send_in_dialog(&mut self, now: Instant, h: u64, method: Method) {
+        let Some(peer) = self.calls.get(&h).map(|c| c.dialog.peer) else {
+            return;
+        };
+        let (via, branch) = self.our_via(&peer);
+        let server = self.cfg.server_name.clone();
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let mut b = call.dialog.request(method.clone(), &via, &server);
+        if method == Method::Update
+            && let Some(s) = call.session
+        {
+            b = b
+                .header(HeaderName::SessionExpires, s.header())
+                .header(HeaderName::Supported, "timer");
+        }
+        let bytes = Bytes::from(b.encode());
+        let kind = if method == Method::Invite {
+            TxnKind::Invite
+        } else {
+            TxnKind::NonInvite
+        };
+        let txn = ClientTransaction::new(
+            now,
+            kind,
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+        );
+        let deadline = txn.next_deadline();
+        let id = self.new_id();
+        self.txns.insert_client(
+            id,
+            txns::ClientEntry {
+                txn,
+                branch,
+                peer,
+                purpose: txns::ClientPurpose::Bye,
+            },
+        );
+        self.transmit(peer, bytes);
+        if let Some(at) = deadline {
+            self.schedule(at, TimerRef::Client(id));
+        }
+    }
+
+    /// Ends a call from our side: BYE once answered, an error before.
+    pub(super) fn hangup(&mut self, now: Instant, h: u64, cause: &str) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        if call.state == CallState::AwaitingMedia {
+            if let Some(txn) = call.invite_txn {
+                let tag = call.dialog.key.local_tag.clone();
+                self.respond(now, txn, 503, None, Some(&tag), |b| {
+                    b.header(HeaderName::RetryAfter, "30")
+                });
+            }
+            self.end_call(now, h, cause, 503);
+            return;
+        }
+        self.send_in_dialog(now, h, Method::Bye);
+        self.end_call(now, h, cause, 200);
+    }
+
+    /// Removes the call, closes its media and its record.
+    pub(super) fn end_call(&mut self, now: Instant, h: u64, cause: &str, status: u16) {
+        let Some(call) = self.calls.remove(&h) else {
+            return;
+        };
+        self.dialogs.remove(&call.dialog.key);
+        if let Some(p) = &call.number_pattern
+            && let Some(n) = self.active_by_number.get_mut(p)
+        {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(t) = &call.trunk
+            && let Some(n) = self.active_by_trunk.get_mut(t)
+        {
+            *n = n.saturating_sub(1);
+        }
+        // The leg may still be opening; Close is idempotent at the edge.
+        self.out
+            .push_back(Output::Media(MediaCommand::Close { leg: h }));
+        let duration_ms = call
+            .answered_at
+            .map_or(0, |a| now.saturating_duration_since(a).as_millis() as i64);
+        let at = self.unix_ms(now);
+        self.out.push_back(Output::Cdr(CdrEvent::Ended {
+            id: call.sid.clone(),
+            at,
+            cause: cause.to_string(),
+            sip_status: if call.answered_at.is_some() {
+                200
+            } else {
+                status
+            },
+            duration_ms,
+        }));
+        self.metrics
+            .calls
+            .with_label_values(&["inbound", cause])
+            .inc();
+        self.metrics.calls_active.set(self.calls.len() as i64);
+        tracing::debug!(call = %call.sid, cause, duration_ms, "call ended");
+    }
+}

@@ -1,0 +1,831 @@
+//! The signalling core: a sans-IO SIP user agent server and B2BUA.
+//!
+//! Fed with parsed messages, media events and the current time; returns
+//! [`Output`]s (bytes to send, media commands, CDR and registration
+//! changes) and its next deadline. It never touches a socket, the clock or
+//! the database, so every flow is testable on virtual time.
+
+pub mod call;
+pub mod dialog;
+pub mod registrar;
+pub mod txns;
+
+use crate::metrics::{Metrics, status_class};
+use crate::routing::RoutingTable;
+use crate::sip::build::{self, MessageBuilder};
+use crate::sip::digest::NonceSigner;
+use crate::sip::header::HeaderName;
+use crate::sip::parse::ParseError;
+use crate::sip::sdp::SessionDescription;
+use crate::sip::timers::TimerConfig;
+use crate::sip::transaction::{ServerTransaction, TimerEvent, TxnKind};
+use crate::sip::transport::{Peer, Transmit, TransportKind};
+use crate::sip::{Method, Request, Response, SipMessage};
+use api::store::{CdrEvent, Registration};
+use bytes::Bytes;
+use call::Call;
+use dialog::DialogKey;
+use media_userspace::codec::Codec;
+use media_userspace::control::{MediaCommand, MediaEvent};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use registrar::{RegisterOutcome, Registrar, RegistrarConfig, RegistrationChange};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use txns::{MergeKey, ServerEntry, TxnKey, TxnTables};
+
+/// Methods we implement (Allow header, §20.5).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
+/// Option tags we support (Supported header, §20.37; RFC 4028 "timer").
+pub const SUPPORTED: &[&str] = &["timer"];
+/// Bodies we understand.
+pub const ACCEPT: &str = "application/sdp";
+
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub timers: TimerConfig,
+    /// Server / User-Agent header value.
+    pub server_name: String,
+    pub registrar: RegistrarConfig,
+    /// Key for stateless digest nonces (shared by nodes of one cluster).
+    pub auth_secret: Vec<u8>,
+    pub nonce_lifetime_secs: u64,
+    /// RFC 4028 Min-SE we accept.
+    pub min_se: u32,
+    /// Codecs we answer with, in no particular order (the offer decides).
+    pub codecs: Vec<Codec>,
+    /// Address written into SDP and used when a listener is bound to an
+    /// unspecified address.
+    pub advertised_ip: IpAddr,
+    /// End a call when no RTP arrives for this long.
+    pub media_timeout: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            timers: TimerConfig::default(),
+            server_name: concat!("voice-gateway/", env!("CARGO_PKG_VERSION")).into(),
+            registrar: RegistrarConfig {
+                realm: "voice-gateway".into(),
+                min_expires: 60,
+                max_expires: 3600,
+                default_expires: 3600,
+            },
+            auth_secret: b"change-me".to_vec(),
+            nonce_lifetime_secs: 300,
+            min_se: 90,
+            codecs: Codec::ALL.to_vec(),
+            advertised_ip: IpAddr::from([127, 0, 0, 1]),
+            media_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the core asks the edges to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Transmit(Transmit),
+    Media(MediaCommand),
+    Cdr(CdrEvent),
+    Registration(RegistrationChange),
+}
+
+/// Maps the core's monotonic time to wall-clock time for records.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    pub base: Instant,
+    pub base_unix_ms: i64,
+}
+
+impl WallClock {
+    pub fn unix_ms(&self, now: Instant) -> i64 {
+        self.base_unix_ms + now.saturating_duration_since(self.base).as_millis() as i64
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(u64),
+    Client(u64),
+    Call(u64),
+    Sweep,
+}
+
+/// Interval of registrar sweeps.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Core {
+    cfg: CoreConfig,
+    routing: Arc<RoutingTable>,
+    metrics: Metrics,
+    clock: WallClock,
+    rng: SmallRng,
+    next_id: u64,
+    txns: TxnTables,
+    calls: HashMap<u64, Call>,
+    dialogs: HashMap<DialogKey, u64>,
+    registrar: Registrar,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Output>,
+    draining: bool,
+    cdr_saturated: bool,
+    active_by_number: HashMap<String, u32>,
+    active_by_trunk: HashMap<String, u32>,
+}
+
+impl Core {
+    pub fn new(
+        cfg: CoreConfig,
+        routing: Arc<RoutingTable>,
+        metrics: Metrics,
+        clock: WallClock,
+        seed: u64,
+    ) -> Core {
+        let signer = NonceSigner::new(&cfg.auth_secret, cfg.nonce_lifetime_secs);
+        let registrar = Registrar::new(cfg.registrar.clone(), signer);
+        let mut core = Core {
+            cfg,
+            routing,
+            metrics,
+            clock,
+            rng: SmallRng::seed_from_u64(seed),
+            next_id: 1,
+            txns: TxnTables::default(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            registrar,
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            draining: false,
+            cdr_saturated: false,
+            active_by_number: HashMap::new(),
+            active_by_trunk: HashMap::new(),
+        };
+        core.schedule(clock.base + SWEEP_EVERY, TimerRef::Sweep);
+        core
+    }
+
+    /// Replaces the routing table (after a store change).
+    pub fn set_routing(&mut self, routing: Arc<RoutingTable>) {
+        self.routing = routing;
+    }
+
+    pub fn load_registrations(&mut self, regs: Vec<Registration>) {
+        self.registrar.load(regs);
+        self.metrics
+            .registrations_active
+            .set(self.registrar.count() as i64);
+    }
+
+    /// The CDR queue is (no longer) over capacity: new calls are refused
+    /// while it is, so no record is ever dropped.
+    pub fn set_cdr_saturated(&mut self, saturated: bool) {
+        self.cdr_saturated = saturated;
+    }
+
+    /// Stop accepting new calls (SIGTERM); calls in progress continue.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Hangs up every call (end of a drain).
+    pub fn hangup_all(&mut self, now: Instant, cause: &str) {
+        let handles: Vec<u64> = self.calls.keys().copied().collect();
+        for h in handles {
+            self.hangup(now, h, cause);
+        }
+    }
+
+    /// Transactions still running (a drain waits for BYEs to finish).
+    pub fn transactions(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Requests we sent that still await their final response (a drain
+    /// waits for the BYEs of calls it hung up).
+    pub fn pending_requests(&self) -> usize {
+        self.txns.client.len()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    // ---- inputs -----------------------------------------------------------
+
+    /// A message (or a parse failure) arrived from `peer`.
+    pub fn handle_inbound(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        msg: Result<SipMessage, ParseError>,
+    ) {
+        match msg {
+            Ok(SipMessage::Request(r)) => self.on_request(now, peer, r),
+            Ok(SipMessage::Response(r)) => self.on_response(now, r),
+            Err(e) => self.on_parse_error(peer, e),
+        }
+    }
+
+    pub fn handle_media(&mut self, now: Instant, ev: MediaEvent) {
+        match ev {
+            MediaEvent::Opened { leg, local } => self.on_media_opened(now, leg, local),
+            MediaEvent::Failed { leg, reason } => self.on_media_failed(now, leg, &reason),
+            MediaEvent::Timeout { leg } => {
+                if self.calls.contains_key(&leg) {
+                    self.hangup(now, leg, "media_timeout");
+                }
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, r))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match r {
+                TimerRef::Server(id) => self.server_timer(now, id),
+                TimerRef::Client(id) => self.client_timer(now, id),
+                TimerRef::Call(h) => self.call_timer(now, h),
+                TimerRef::Sweep => {
+                    let now_ms = self.clock.unix_ms(now);
+                    self.registrar.sweep(now_ms);
+                    self.metrics
+                        .registrations_active
+                        .set(self.registrar.count() as i64);
+                    self.schedule(now + SWEEP_EVERY, TimerRef::Sweep);
+                }
+            }
+        }
+        self.metrics.transactions_active.set(self.txns.len() as i64);
+    }
+
+    // ---- helpers ----------------------------------------------------------
+
+    fn schedule(&mut self, at: Instant, r: TimerRef) {
+        self.timers.push(Reverse((at, r)));
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn random_hex(&mut self, bytes: usize) -> String {
+        let mut out = String::with_capacity(bytes * 2);
+        for _ in 0..bytes {
+            let b: u8 = self.rng.random();
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+
+    fn new_tag(&mut self) -> String {
+        self.random_hex(8)
+    }
+
+    fn new_branch(&mut self) -> String {
+        format!("z9hG4bK{}", self.random_hex(8))
+    }
+
+    /// Twilio-style call id: "CA" + 32 hex digits.
+    fn new_call_sid(&mut self) -> String {
+        format!("CA{}", self.random_hex(16))
+    }
+
+    fn transmit(&mut self, peer: Peer, bytes: Bytes) {
+        self.out
+            .push_back(Output::Transmit(Transmit { peer, bytes }));
+    }
+
+    /// Host for our Via / Contact on the listener `local`.
+    fn local_host(&self, local: SocketAddr) -> String {
+        let ip = if local.ip().is_unspecified() {
+            self.cfg.advertised_ip
+        } else {
+            local.ip()
+        };
+        match ip {
+            IpAddr::V4(a) => format!("{a}:{}", local.port()),
+            IpAddr::V6(a) => format!("[{a}]:{}", local.port()),
+        }
+    }
+
+    fn our_via(&mut self, peer: &Peer) -> (String, String) {
+        let branch = self.new_branch();
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            peer.transport.via_token(),
+            self.local_host(peer.local)
+        );
+        (via, branch)
+    }
+
+    fn contact_for(&self, peer: &Peer, user: Option<&str>) -> String {
+        let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+        let transport = match peer.transport {
+            TransportKind::Udp => String::new(),
+            t => format!(";transport={}", t.label()),
+        };
+        format!("<sip:{user}{}{transport}>", self.local_host(peer.local))
+    }
+
+    /// Where responses to a request from `peer` go (§18.2.2, RFC 3581):
+    /// streams answer on the same connection; datagrams go to the source
+    /// address when `rport` asked for it, else to the source IP and the
+    /// Via port.
+    fn response_peer(peer: Peer, req: &Request) -> Peer {
+        if peer.transport.is_reliable() {
+            return peer;
+        }
+        let via = req.core.top_via();
+        if via.params.has("rport") {
+            return peer;
+        }
+        Peer {
+            remote: SocketAddr::new(peer.remote.ip(), via.port.unwrap_or(5060)),
+            ..peer
+        }
+    }
+
+    /// Adds `received` and `rport` to the top Via of a response (§18.2.1,
+    /// RFC 3581 §4).
+    fn stamp_via(b: &mut MessageBuilder, source: SocketAddr, req: &Request) {
+        let via = req.core.top_via();
+        let mut extra = String::new();
+        let sent_by_ip = via.host.ip();
+        if sent_by_ip != Some(source.ip()) {
+            extra.push_str(&format!(";received={}", source.ip()));
+        }
+        let rport_flag = matches!(via.params.get("rport"), Some(None));
+        if let Some(first) = b.headers.0.iter_mut().find(|h| h.name == HeaderName::Via) {
+            // Only the first element of the first Via line is ours to stamp.
+            let (head, tail) = match crate::sip::grammar::split_commas(&first.value).len() {
+                1 => (first.value.clone(), String::new()),
+                _ => {
+                    let parts = crate::sip::grammar::split_commas(&first.value);
+                    (parts[0].to_string(), format!(", {}", parts[1..].join(", ")))
+                }
+            };
+            let mut head = head;
+            if rport_flag {
+                head = replace_flag_rport(&head, source.port());
+            }
+            first.value = format!("{head}{extra}{tail}");
+        }
+    }
+
+    /// Sends a response through server transaction `id`.
+    fn respond(
+        &mut self,
+        now: Instant,
+        id: u64,
+        status: u16,
+        reason: Option<&str>,
+        to_tag: Option<&str>,
+        extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
+    ) {
+        let Some(entry) = self.txns.server.get(&id) else {
+            return;
+        };
+        let Some(req) = entry.request.as_ref() else {
+            return;
+        };
+        let tag = if status > 100 { to_tag } else { None };
+        let mut b = build::response_to(req, status, reason, tag);
+        Self::stamp_via(&mut b, entry.peer.remote, req);
+        b = b.header(HeaderName::Server, self.cfg.server_name.as_str());
+        b = extra(b);
+        let bytes = Bytes::from(b.encode());
+        let peer = entry.peer;
+        let Some(entry) = self.txns.server.get_mut(&id) else {
+            return;
+        };
+        if !entry.txn.respond(now, status, bytes.clone()) {
+            return;
+        }
+        if status >= 200 {
+            entry.request = None;
+        }
+        let deadline = entry.txn.next_deadline();
+        self.metrics
+            .sip_responses
+            .with_label_values(&["sent", status_class(status)])
+            .inc();
+        self.transmit(peer, bytes);
+        if let Some(at) = deadline {
+            self.schedule(at, TimerRef::Server(id));
+        }
+    }
+
+    /// A final response with a random To tag (requests outside any call).
+    fn reply(&mut self, now: Instant, id: u64, status: u16, reason: Option<&str>) {
+        let tag = self.new_tag();
+        self.respond(now, id, status, reason, Some(&tag), |b| b);
+    }
+
+    fn reply_with(
+        &mut self,
+        now: Instant,
+        id: u64,
+        status: u16,
+        extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
+    ) {
+        let tag = self.new_tag();
+        self.respond(now, id, status, None, Some(&tag), extra);
+    }
+
+    fn on_parse_error(&mut self, peer: Peer, e: ParseError) {
+        self.metrics.reject(e.metric_reason());
+        match e {
+            ParseError::Drop(why) => {
+                tracing::debug!(remote = %peer.remote, why, "dropped unparseable message");
+            }
+            ParseError::Reject {
+                status,
+                reason,
+                raw,
+            } => {
+                let tag = self.new_tag();
+                let phrase = format!("{} ({reason})", crate::sip::message::reason_phrase(status));
+                let Some(b) = build::response_to_raw(&raw, status, &phrase, &tag) else {
+                    tracing::debug!(remote = %peer.remote, %reason, "dropped malformed request without the headers to answer it");
+                    return;
+                };
+                let b = b.header(HeaderName::Server, self.cfg.server_name.as_str());
+                self.metrics
+                    .sip_responses
+                    .with_label_values(&["sent", status_class(status)])
+                    .inc();
+                tracing::debug!(remote = %peer.remote, status, %reason, "rejected malformed request");
+                // Stateless: sent to where the request came from.
+                self.transmit(peer, Bytes::from(b.encode()));
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, peer: Peer, req: Request) {
+        self.metrics
+            .sip_requests
+            .with_label_values(&[req.method.metric_label()])
+            .inc();
+        if req.method == Method::Ack {
+            self.on_ack(now, req);
+            return;
+        }
+        let key = TxnKey::for_request(&req);
+        if let Some(&id) = self.txns.server_index.get(&key) {
+            // A retransmission: the transaction answers it (§17.2).
+            if let Some(entry) = self.txns.server.get(&id)
+                && let Some(bytes) = entry.txn.on_request_retransmit()
+            {
+                let p = entry.peer;
+                self.transmit(p, bytes);
+            }
+            return;
+        }
+        let kind = if req.method == Method::Invite {
+            TxnKind::Invite
+        } else {
+            TxnKind::NonInvite
+        };
+        let reliable = peer.transport.is_reliable();
+        let merge_key = (req.to_tag().is_none() && req.method != Method::Cancel)
+            .then(|| MergeKey::for_request(&req));
+        // §8.2.2.2: the same request arriving over another path.
+        let merged = merge_key
+            .as_ref()
+            .is_some_and(|m| self.txns.merge_index.contains_key(m));
+        let id = self.new_id();
+        let method = req.method.clone();
+        self.txns.insert_server(
+            id,
+            ServerEntry {
+                txn: ServerTransaction::new(kind, reliable, self.cfg.timers),
+                key,
+                merge_key: if merged { None } else { merge_key },
+                peer: Self::response_peer(peer, &req),
+                request: Some(req),
+                call: None,
+            },
+        );
+        self.metrics.transactions_active.set(self.txns.len() as i64);
+        if method == Method::Cancel {
+            self.on_cancel(now, id);
+            return;
+        }
+        if merged {
+            self.metrics.reject("loop");
+            self.reply(now, id, 482, None);
+            return;
+        }
+        if let Some(status) = self.check_request(id) {
+            return self.reject_checked(now, id, status);
+        }
+        let (in_dialog, from_ok) = {
+            let r = self.request(id);
+            (r.to_tag().is_some(), self.source_allowed(now, peer))
+        };
+        if in_dialog {
+            self.on_in_dialog(now, id, peer);
+            return;
+        }
+        match method {
+            Method::Register => self.on_register(now, id, peer),
+            Method::Options if from_ok => self.reply_with(now, id, 200, Self::capabilities),
+            Method::Invite if from_ok => self.on_invite(now, id, peer),
+            Method::Options | Method::Invite => {
+                self.metrics.reject("acl");
+                self.reply(now, id, 403, Some("Forbidden (unknown source)"));
+            }
+            // BYE, UPDATE, INFO outside a dialog.
+            _ => self.reply(now, id, 481, None),
+        }
+    }
+
+    fn request(&self, id: u64) -> &Request {
+        // Only called while the request is held (before the final response).
+        self.txns
+            .server
+            .get(&id)
+            .and_then(|e| e.request.as_ref())
+            .expect("server transaction holds its request until answered")
+    }
+
+    /// §8.2 checks in order: method, Max-Forwards, Require, body.
+    fn check_request(&self, id: u64) -> Option<CheckFailure> {
+        let r = self.request(id);
+        match r.method {
+            Method::Extension(_) => return Some(CheckFailure::NotImplemented),
+            Method::Subscribe
+            | Method::Publish
+            | Method::Prack
+            | Method::Refer
+            | Method::Notify
+            | Method::Message => {
+                return Some(CheckFailure::MethodNotAllowed);
+            }
+            _ => {}
+        }
+        if r.max_forwards == Some(0) && r.method != Method::Options && r.to_tag().is_none() {
+            return Some(CheckFailure::TooManyHops);
+        }
+        let unsupported: Vec<String> = r
+            .require()
+            .into_iter()
+            .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .map(str::to_string)
+            .collect();
+        if !unsupported.is_empty() {
+            return Some(CheckFailure::BadExtension(unsupported.join(", ")));
+        }
+        if !r.body.is_empty()
+            && matches!(r.method, Method::Invite | Method::Update | Method::Options)
+        {
+            let ct = r.content_type().unwrap_or("");
+            let mt = ct.split(';').next().unwrap_or("").trim();
+            if !mt.eq_ignore_ascii_case("application/sdp") {
+                return Some(CheckFailure::UnsupportedMedia("Accept", ACCEPT));
+            }
+        }
+        if let Some(enc) = r.headers.get(&HeaderName::ContentEncoding)
+            && !enc.trim().eq_ignore_ascii_case("identity")
+        {
+            return Some(CheckFailure::UnsupportedMedia(
+                "Accept-Encoding",
+                "identity",
+            ));
+        }
+        None
+    }
+
+    fn reject_checked(&mut self, now: Instant, id: u64, f: CheckFailure) {
+        match f {
+            CheckFailure::NotImplemented => {
+                self.metrics.reject("unknown_method");
+                self.reply_with(now, id, 501, |b| b.header(HeaderName::Allow, ALLOW));
+            }
+            CheckFailure::MethodNotAllowed => {
+                self.metrics.reject("method_not_allowed");
+                self.reply_with(now, id, 405, |b| b.header(HeaderName::Allow, ALLOW));
+            }
+            CheckFailure::TooManyHops => {
+                self.metrics.reject("too_many_hops");
+                self.reply(now, id, 483, None);
+            }
+            CheckFailure::BadExtension(tags) => {
+                self.metrics.reject("unsupported_extension");
+                self.reply_with(now, id, 420, |b| b.header(HeaderName::Unsupported, tags));
+            }
+            CheckFailure::UnsupportedMedia(h, v) => {
+                self.metrics.reject("unsupported_media");
+                let name = HeaderName::parse(h);
+                self.reply_with(now, id, 415, |b| b.header(name, v));
+            }
+        }
+    }
+
+    /// Capability headers for OPTIONS (§11.2).
+    fn capabilities(b: MessageBuilder) -> MessageBuilder {
+        b.header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::Accept, ACCEPT)
+            .header(HeaderName::AcceptEncoding, "identity")
+            .header(HeaderName::AcceptLanguage, "en")
+            .header(HeaderName::Supported, SUPPORTED.join(", "))
+    }
+
+    /// A trunk's network or a registered user.
+    fn source_allowed(&self, now: Instant, peer: Peer) -> bool {
+        self.routing.trunk_for_source(peer.remote.ip()).is_some()
+            || self
+                .registrar
+                .user_at(peer.remote, self.clock.unix_ms(now))
+                .is_some()
+    }
+
+    fn on_register(&mut self, now: Instant, id: u64, peer: Peer) {
+        let unix_secs = (self.clock.unix_ms(now) / 1000) as u64;
+        let now_ms = self.clock.unix_ms(now);
+        let routing = self.routing.clone();
+        let outcome = {
+            let req = self.request(id);
+            match self.registrar.authenticate(req, unix_secs, &routing) {
+                Ok(user) => {
+                    let req = req.clone();
+                    self.registrar.register(&req, &user, &peer, now_ms)
+                }
+                Err(o) => o,
+            }
+        };
+        match outcome {
+            RegisterOutcome::Challenge { stale } => {
+                self.metrics.reject("auth");
+                let challenges = self.registrar.challenges(unix_secs, stale);
+                self.reply_with(now, id, 401, |mut b| {
+                    for c in challenges {
+                        b = b.header(HeaderName::WwwAuthenticate, c);
+                    }
+                    b
+                });
+            }
+            RegisterOutcome::IntervalTooBrief { min } => {
+                self.reply_with(now, id, 423, |b| {
+                    b.header(HeaderName::MinExpires, min.to_string())
+                });
+            }
+            RegisterOutcome::Reject(status, reason) => {
+                self.metrics.reject("registrar");
+                let phrase = format!("{} ({reason})", crate::sip::message::reason_phrase(status));
+                self.reply(now, id, status, Some(&phrase));
+            }
+            RegisterOutcome::Ok { bindings, changes } => {
+                for c in changes {
+                    self.out.push_back(Output::Registration(c));
+                }
+                self.metrics
+                    .registrations_active
+                    .set(self.registrar.count() as i64);
+                self.reply_with(now, id, 200, |mut b| {
+                    for (contact, secs) in bindings {
+                        b = b.header(HeaderName::Contact, format!("<{contact}>;expires={secs}"));
+                    }
+                    b
+                });
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, resp: Response) {
+        self.metrics
+            .sip_responses
+            .with_label_values(&["received", status_class(resp.status)])
+            .inc();
+        let Some(branch) = resp.core.top_via().branch() else {
+            return;
+        };
+        let Some(&id) = self.txns.client_index.get(branch) else {
+            tracing::debug!(
+                status = resp.status,
+                "response matches no client transaction"
+            );
+            return;
+        };
+        let Some(entry) = self.txns.client.get_mut(&id) else {
+            return;
+        };
+        let _ = entry.txn.on_response(now, resp.status);
+        let (deadline, done) = (entry.txn.next_deadline(), entry.txn.is_terminated());
+        if let Some(at) = deadline {
+            self.schedule(at, TimerRef::Client(id));
+        }
+        if done {
+            self.txns.remove_client(id);
+        }
+    }
+
+    fn server_timer(&mut self, now: Instant, id: u64) {
+        let Some(entry) = self.txns.server.get_mut(&id) else {
+            return;
+        };
+        match entry.txn.next_deadline() {
+            Some(d) if d <= now => {}
+            _ => return,
+        }
+        let ev = entry.txn.on_timeout(now);
+        let peer = entry.peer;
+        let call = entry.call;
+        let next = entry.txn.next_deadline();
+        let terminated = entry.txn.is_terminated();
+        match ev {
+            TimerEvent::Retransmit(b) => self.transmit(peer, b),
+            TimerEvent::Timeout => {
+                tracing::debug!(id, "no ACK for a final response (Timer H)");
+            }
+            _ => {}
+        }
+        if terminated {
+            self.txns.remove_server(id);
+            if let Some(h) = call
+                && let Some(c) = self.calls.get_mut(&h)
+                && c.invite_txn == Some(id)
+            {
+                c.invite_txn = None;
+            }
+        } else if let Some(at) = next {
+            self.schedule(at, TimerRef::Server(id));
+        }
+    }
+
+    fn client_timer(&mut self, now: Instant, id: u64) {
+        let Some(entry) = self.txns.client.get_mut(&id) else {
+            return;
+        };
+        match entry.txn.next_deadline() {
+            Some(d) if d <= now => {}
+            _ => return,
+        }
+        let ev = entry.txn.on_timeout(now);
+        let peer = entry.peer;
+        let next = entry.txn.next_deadline();
+        let terminated = entry.txn.is_terminated();
+        if let TimerEvent::Retransmit(b) = ev {
+            self.transmit(peer, b);
+        }
+        if terminated {
+            self.txns.remove_client(id);
+        } else if let Some(at) = next {
+            self.schedule(at, TimerRef::Client(id));
+        }
+    }
+}
+
+/// Why a request failed the §8.2 checks.
+enum CheckFailure {
+    NotImplemented,
+    MethodNotAllowed,
+    TooManyHops,
+    BadExtension(String),
+    UnsupportedMedia(&'static str, &'static str),
+}
+
+/// Replaces a valueless `rport` parameter with `rport=<port>`.
+fn replace_flag_rport(via: &str, port: u16) -> String {
+    let mut out = String::with_capacity(via.len() + 8);
+    for (i, part) in via.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        if i > 0 && part.trim().eq_ignore_ascii_case("rport") {
+            out.push_str(&format!("rport={port}"));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Parses an SDP body, mapping errors to a 400 reason.
+pub(crate) fn parse_sdp(body: &[u8]) -> Result<SessionDescription, String> {
+    SessionDescription::parse(body).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,328 @@
+//! The registrar (RFC 3261 §10.3) with digest authentication (RFC 8760:
+//! SHA-256 preferred, MD5 offered; qop=auth; stale nonces). Unknown users
+//! and wrong passwords get the same challenge, so usernames cannot be
+//! enumerated.
+
+use crate::routing::RoutingTable;
+use crate::sip::Request;
+use crate::sip::digest::{
+    Algorithm, Challenge, Credentials, NonceCheck, NonceSigner, constant_time_eq,
+};
+use crate::sip::grammar;
+use crate::sip::header::HeaderName;
+use crate::sip::headers_typed::NameAddr;
+use crate::sip::transport::{Peer, TransportKind};
+use api::store::Registration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug)]
+pub struct RegistrarConfig {
+    pub realm: String,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub contact: String,
+    pub expires_at_ms: i64,
+    pub source: SocketAddr,
+    pub transport: TransportKind,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+/// A change the store must learn about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistrationChange {
+    Upsert(Registration),
+    Delete { username: String, contact: String },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// 401 with challenges (stale=true when only the nonce was old).
+    Challenge { stale: bool },
+    /// 423 Interval Too Brief with Min-Expires.
+    IntervalTooBrief { min: u32 },
+    /// A final error status with a reason.
+    Reject(u16, String),
+    /// 200 OK listing the current bindings as (contact, seconds left).
+    Ok {
+        bindings: Vec<(String, u32)>,
+        changes: Vec<RegistrationChange>,
+    },
+}
+
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    signer: NonceSigner,
+    bindings: HashMap<String, Vec<Binding>>,
+    by_source: HashMap<SocketAddr, String>,
+}
+
+fn transport_label(t: TransportKind) -> &'static str {
+    t.label()
+}
+
+fn parse_transport(s: &str) -> TransportKind {
+    match s {
+        "tcp" => TransportKind::Tcp,
+        "tls" => TransportKind::Tls,
+        _ => TransportKind::Udp,
+    }
+}
+
+impl Registrar {
+    pub fn new(cfg: RegistrarConfig, signer: NonceSigner) -> Registrar {
+        Registrar {
+            cfg,
+            signer,
+            bindings: HashMap::new(),
+            by_source: HashMap::new(),
+        }
+    }
+
+    /// Loads bindings persisted by an earlier run (or another node).
+    pub fn load(&mut self, regs: Vec<Registration>) {
+        for r in regs {
+            let Ok(source) = r.source.parse() else {
+                continue;
+            };
+            let b = Binding {
+                contact: r.contact,
+                expires_at_ms: r.expires_at,
+                source,
+                transport: parse_transport(&r.transport),
+                call_id: r.call_id,
+                cseq: r.cseq,
+            };
+            self.by_source.insert(source, r.username.clone());
+            let list = self.bindings.entry(r.username).or_default();
+            list.retain(|x| x.contact != b.contact);
+            list.push(b);
+        }
+    }
+
+    /// The challenges to send: SHA-256 first, then MD5 (RFC 8760 §2.4).
+    pub fn challenges(&self, unix_secs: u64, stale: bool) -> Vec<String> {
+        let nonce = self.signer.issue(unix_secs);
+        [Algorithm::Sha256, Algorithm::Md5]
+            .into_iter()
+            .map(|algorithm| {
+                Challenge {
+                    realm: self.cfg.realm.clone(),
+                    nonce: nonce.clone(),
+                    algorithm,
+                    qop_auth: true,
+                    stale,
+                    opaque: None,
+                }
+                .encode()
+            })
+            .collect()
+    }
+
+    /// Checks the request's digest credentials against `routing`'s users.
+    /// Returns the authenticated username or the outcome to send.
+    pub fn authenticate(
+        &self,
+        req: &Request,
+        unix_secs: u64,
+        routing: &RoutingTable,
+    ) -> Result<String, RegisterOutcome> {
+        let header = req
+            .headers
+            .get_all(&HeaderName::Authorization)
+            .chain(req.headers.get_all(&HeaderName::ProxyAuthorization))
+            .filter_map(|v| Credentials::parse(v).ok())
+            .find(|c| c.realm == self.cfg.realm);
+        let Some(creds) = header else {
+            return Err(RegisterOutcome::Challenge { stale: false });
+        };
+        let Some(alg) = creds.algorithm() else {
+            return Err(RegisterOutcome::Challenge { stale: false });
+        };
+        let nonce_state = self.signer.check(&creds.nonce, unix_secs);
+        if nonce_state == NonceCheck::Invalid {
+            return Err(RegisterOutcome::Challenge { stale: false });
+        }
+        // Unknown users are checked against a throwaway digest so that the
+        // work and the answer are the same as for a wrong password.
+        let user = routing.user(&creds.username);
+        let ha1 = match (user, alg) {
+            (Some(u), Algorithm::Md5) => u.ha1_md5.clone(),
+            (Some(u), Algorithm::Sha256) => u.ha1_sha256.clone(),
+            (None, a) => a.hash(&format!("{}:{}:", creds.username, self.cfg.realm)),
+        };
+        let expected = creds.expected_response(alg, &ha1, req.method.as_str());
+        let ok = user.is_some()
+            && expected.is_some_and(|e| constant_time_eq(e.as_bytes(), creds.response.as_bytes()));
+        if !ok {
+            return Err(RegisterOutcome::Challenge { stale: false });
+        }
+        if nonce_state == NonceCheck::Stale {
+            return Err(RegisterOutcome::Challenge { stale: true });
+        }
+        if creds.uri != req.uri.as_str() {
+            return Err(RegisterOutcome::Reject(
+                400,
+                "Authorization uri does not match the Request-URI".into(),
+            ));
+        }
+        Ok(creds.username)
+    }
+
+    /// Handles a REGISTER (§10.3 steps 4–8) after authentication.
+    pub fn register(
+        &mut self,
+        req: &Request,
+        username: &str,
+        peer: &Peer,
+        now_ms: i64,
+    ) -> RegisterOutcome {
+        let aor_user = req.core.to.uri.user.as_deref().unwrap_or("");
+        if aor_user != username {
+            return RegisterOutcome::Reject(
+                403,
+                "credentials do not match the address of record".into(),
+            );
+        }
+        let header_expires = req
+            .headers
+            .get(&HeaderName::Expires)
+            .and_then(|v| grammar::parse_decimal(v, u32::MAX as u64))
+            .map(|v| v as u32);
+        let contacts = req.headers.list(&HeaderName::Contact);
+        let mut changes = Vec::new();
+        if contacts.contains(&"*") {
+            // §10.3 step 6: "*" only with Expires: 0 and alone.
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return RegisterOutcome::Reject(
+                    400,
+                    "Contact * needs Expires: 0 and no other contacts".into(),
+                );
+            }
+            for b in self.bindings.remove(username).unwrap_or_default() {
+                self.by_source.remove(&b.source);
+                changes.push(RegistrationChange::Delete {
+                    username: username.to_string(),
+                    contact: b.contact,
+                });
+            }
+            return RegisterOutcome::Ok {
+                bindings: Vec::new(),
+                changes,
+            };
+        }
+        let mut updates = Vec::new();
+        for c in &contacts {
+            let Ok(na) = NameAddr::parse(c) else {
+                return RegisterOutcome::Reject(400, "malformed Contact".into());
+            };
+            let expires = match na.params.value("expires") {
+                Some(v) => match grammar::parse_decimal(v, u32::MAX as u64) {
+                    Some(e) => e as u32,
+                    None => {
+                        return RegisterOutcome::Reject(400, "malformed Contact expires".into());
+                    }
+                },
+                None => header_expires.unwrap_or(self.cfg.default_expires),
+            };
+            if expires != 0 && expires < self.cfg.min_expires {
+                return RegisterOutcome::IntervalTooBrief {
+                    min: self.cfg.min_expires,
+                };
+            }
+            updates.push((
+                na.uri.as_str().to_string(),
+                expires.min(self.cfg.max_expires),
+            ));
+        }
+        let list = self.bindings.entry(username.to_string()).or_default();
+        for (contact, expires) in updates {
+            list.retain(|b| b.contact != contact);
+            if expires == 0 {
+                changes.push(RegistrationChange::Delete {
+                    username: username.to_string(),
+                    contact,
+                });
+                continue;
+            }
+            let b = Binding {
+                contact: contact.clone(),
+                expires_at_ms: now_ms + i64::from(expires) * 1000,
+                source: peer.remote,
+                transport: peer.transport,
+                call_id: req.core.call_id.clone(),
+                cseq: req.core.cseq.seq,
+            };
+            changes.push(RegistrationChange::Upsert(Registration {
+                username: username.to_string(),
+                contact,
+                expires_at: b.expires_at_ms,
+                source: peer.remote.to_string(),
+                transport: transport_label(peer.transport).to_string(),
+                call_id: b.call_id.clone(),
+                cseq: b.cseq,
+            }));
+            list.push(b);
+        }
+        list.retain(|b| b.expires_at_ms > now_ms);
+        let bindings = list
+            .iter()
+            .map(|b| {
+                (
+                    b.contact.clone(),
+                    ((b.expires_at_ms - now_ms).max(0) / 1000) as u32,
+                )
+            })
+            .collect();
+        self.reindex();
+        RegisterOutcome::Ok { bindings, changes }
+    }
+
+    fn reindex(&mut self) {
+        self.by_source.clear();
+        for (user, list) in &self.bindings {
+            for b in list {
+                self.by_source.insert(b.source, user.clone());
+            }
+        }
+    }
+
+    /// Drops lapsed bindings; returns how many.
+    pub fn sweep(&mut self, now_ms: i64) -> usize {
+        let before = self.count();
+        for list in self.bindings.values_mut() {
+            list.retain(|b| b.expires_at_ms > now_ms);
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+        self.reindex();
+        before - self.count()
+    }
+
+    pub fn count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// The registered user sending from `source`, if any.
+    pub fn user_at(&self, source: SocketAddr, now_ms: i64) -> Option<&str> {
+        let user = self.by_source.get(&source)?;
+        self.bindings
+            .get(user)?
+            .iter()
+            .any(|b| b.source == source && b.expires_at_ms > now_ms)
+            .then_some(user.as_str())
+    }
+
+    /// Current bindings of a user (to reach them as a call target).
+    pub fn bindings_of(&self, username: &str, now_ms: i64) -> Vec<&Binding> {
+        self.bindings
+            .get(username)
+            .map(|l| l.iter().filter(|b| b.expires_at_ms > now_ms).collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,153 @@
+//! Transaction matching (RFC 3261 §17.2.3, §8.2.2.2) and the tables of
+//! live transactions.
+
+use crate::sip::headers_typed::Via;
+use crate::sip::transaction::{ClientTransaction, ServerTransaction};
+use crate::sip::transport::Peer;
+use crate::sip::{Method, Request};
+use std::collections::HashMap;
+
+/// Identifies a server transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TxnKey {
+    branch: String,
+    sent_by: String,
+    /// ACK is folded into INVITE (it matches the INVITE transaction).
+    method: Method,
+}
+
+impl TxnKey {
+    pub fn for_request(req: &Request) -> TxnKey {
+        Self::with_method(req, req.method.clone())
+    }
+
+    /// The key of the INVITE a CANCEL or ACK refers to.
+    pub fn invite_of(req: &Request) -> TxnKey {
+        Self::with_method(req, Method::Invite)
+    }
+
+    fn with_method(req: &Request, method: Method) -> TxnKey {
+        let method = if method == Method::Ack {
+            Method::Invite
+        } else {
+            method
+        };
+        let via: &Via = req.core.top_via();
+        let branch = if via.has_rfc3261_branch() {
+            via.branch().unwrap_or_default().to_string()
+        } else {
+            // RFC 2543 peers: match on the request's identifying fields
+            // (§17.2.3, second paragraph), minus the To tag that an ACK adds.
+            format!(
+                "2543|{}|{}|{}",
+                req.core.call_id,
+                req.from_tag().unwrap_or(""),
+                req.core.cseq.seq
+            )
+        };
+        TxnKey {
+            branch,
+            sent_by: via.sent_by().to_ascii_lowercase(),
+            method,
+        }
+    }
+}
+
+/// Identifies a request for merged-request detection (§8.2.2.2).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MergeKey {
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    method: Method,
+}
+
+impl MergeKey {
+    pub fn for_request(req: &Request) -> MergeKey {
+        MergeKey {
+            call_id: req.core.call_id.clone(),
+            from_tag: req.from_tag().unwrap_or("").to_string(),
+            cseq: req.core.cseq.seq,
+            method: req.method.clone(),
+        }
+    }
+}
+
+pub struct ServerEntry {
+    pub txn: ServerTransaction,
+    pub key: TxnKey,
+    pub merge_key: Option<MergeKey>,
+    /// Where responses go (§18.2.2, RFC 3581).
+    pub peer: Peer,
+    /// Kept until the final response is sent (to build it).
+    pub request: Option<Request>,
+    /// The call this INVITE/BYE/... belongs to.
+    pub call: Option<u64>,
+}
+
+/// What a client transaction was started for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientPurpose {
+    /// BYE sent by us; the call is already ended.
+    Bye,
+}
+
+pub struct ClientEntry {
+    pub txn: ClientTransaction,
+    pub branch: String,
+    pub peer: Peer,
+    pub purpose: ClientPurpose,
+}
+
+/// Live transactions, addressed by a numeric id the timer queue uses.
+#[derive(Default)]
+pub struct TxnTables {
+    pub server: HashMap<u64, ServerEntry>,
+    pub server_index: HashMap<TxnKey, u64>,
+    pub merge_index: HashMap<MergeKey, u64>,
+    pub client: HashMap<u64, ClientEntry>,
+    /// Client transactions by branch.
+    pub client_index: HashMap<String, u64>,
+}
+
+impl TxnTables {
+    pub fn insert_server(&mut self, id: u64, entry: ServerEntry) {
+        self.server_index.insert(entry.key.clone(), id);
+        if let Some(m) = &entry.merge_key {
+            self.merge_index.insert(m.clone(), id);
+        }
+        self.server.insert(id, entry);
+    }
+
+    pub fn remove_server(&mut self, id: u64) -> Option<ServerEntry> {
+        let e = self.server.remove(&id)?;
+        if self.server_index.get(&e.key) == Some(&id) {
+            self.server_index.remove(&e.key);
+        }
+        if let Some(m) = &e.merge_key
+            && self.merge_index.get(m) == Some(&id)
+        {
+            self.merge_index.remove(m);
+        }
+        Some(e)
+    }
+
+    pub fn insert_client(&mut self, id: u64, entry: ClientEntry) {
+        self.client_index.insert(entry.branch.clone(), id);
+        self.client.insert(id, entry);
+    }
+
+    pub fn remove_client(&mut self, id: u64) {
+        if let Some(e) = self.client.remove(&id) {
+            self.client_index.remove(&e.branch);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.server.len() + self.client.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

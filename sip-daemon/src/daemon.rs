@@ -1,0 +1,341 @@
+//! The daemon's event loop: the only place where the sans-IO core meets
+//! sockets, the clock, the media workers and the store.
+
+use crate::config::{Config, Listener};
+use crate::core::registrar::RegistrationChange;
+use crate::core::{Core, Output, WallClock};
+use crate::metrics::Metrics;
+use crate::routing::RoutingTable;
+use crate::transport::{Inbound, TransportConfig, Transports};
+use api::cdr::{CdrMetrics, CdrQueue, CdrWriterConfig, spawn_writer};
+use api::store::Store;
+use media_userspace::engine::{EngineConfig, MediaEngine};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("store: {0}")]
+    Store(#[from] api::store::StoreError),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("media: {0}")]
+    Media(#[from] media_userspace::engine::EngineError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("config: {0}")]
+    Config(String),
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Messages waiting for the core; beyond this, datagrams are dropped and
+/// counted (UDP senders retransmit).
+const INBOUND_QUEUE: usize = 32_768;
+/// How often the routing table is re-read from the store, so rows changed
+/// by another node or the API take effect without a restart.
+const ROUTING_RELOAD: Duration = Duration::from_secs(10);
+/// After the drain timeout hangs up the remaining calls, how long their
+/// BYE transactions may take.
+const BYE_GRACE: Duration = Duration::from_secs(5);
+
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes the config file's rows into the store (the store stays the
+/// source of truth: rows created elsewhere are kept).
+pub async fn provision(store: &dyn Store, cfg: &Config) -> Result<(), DaemonError> {
+    let p = cfg.provisioning();
+    for a in &p.accounts {
+        store.upsert_account(a).await?;
+    }
+    for t in &p.trunks {
+        store.upsert_trunk(t).await?;
+    }
+    for n in &p.numbers {
+        store.upsert_number(n).await?;
+    }
+    for b in &p.blocked {
+        store.upsert_blocked(b).await?;
+    }
+    for u in &p.sip_users {
+        store.upsert_sip_user(u).await?;
+    }
+    Ok(())
+}
+
+pub async fn load_routing(store: &dyn Store) -> Result<(RoutingTable, Vec<String>), DaemonError> {
+    Ok(RoutingTable::build(
+        store.list_trunks().await?,
+        store.list_numbers().await?,
+        store.list_blocked().await?,
+        store.list_sip_users().await?,
+    ))
+}
+
+/// What a running daemon reports once it is listening (tests use it).
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub listeners: Vec<Listener>,
+}
+
+/// Runs until SIGTERM/SIGINT (or `shutdown` fires) and the drain ends.
+pub async fn run(
+    cfg: Config,
+    registry: prometheus::Registry,
+    started: Option<tokio::sync::oneshot::Sender<Started>>,
+    mut shutdown: mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
+    let url = cfg.store_url();
+    let store = api::store::open(&url).await?;
+    tracing::info!(backend = store.backend(), "store opened");
+    provision(store.as_ref(), &cfg).await?;
+    let closed = store.close_interrupted_calls(unix_ms_now()).await?;
+    if closed > 0 {
+        tracing::warn!(
+            calls = closed,
+            "closed calls left open by a previous run as interrupted"
+        );
+    }
+    let (routing, problems) = load_routing(store.as_ref()).await?;
+    for p in &problems {
+        tracing::warn!(problem = %p, "skipped store row");
+    }
+    tracing::info!(numbers = routing.number_count(), "routing loaded");
+
+    let metrics = Metrics::new(registry.clone());
+    let cdr_metrics = CdrMetrics::register(&registry)?;
+    let queue = CdrQueue::new(cfg.store.cdr_queue_capacity);
+    let writer = spawn_writer(
+        store.clone(),
+        queue.clone(),
+        CdrWriterConfig::default(),
+        cdr_metrics,
+    );
+
+    let (media_tx, mut media_rx) = mpsc::unbounded_channel();
+    let workers = if cfg.media.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        cfg.media.workers
+    };
+    let engine = MediaEngine::start(
+        EngineConfig {
+            bind_ip: cfg.media.bind_ip,
+            port_min: cfg.media.port_min,
+            port_max: cfg.media.port_max,
+            workers,
+            prefer_io_uring: cfg.media.io_uring,
+        },
+        media_tx,
+    )?;
+    tracing::info!(
+        backend = engine.backend().label(),
+        workers,
+        "media engine started"
+    );
+    crate::metrics::register_media(&registry, engine.stats().clone())?;
+
+    let listeners = cfg.listeners().map_err(DaemonError::Config)?;
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let (transports, bound) = Transports::bind(
+        &listeners,
+        TransportConfig {
+            max_message_size: cfg.sip.max_message_size,
+            tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_secs.max(1)),
+            max_tcp_connections: cfg.sip.max_tcp_connections,
+        },
+        in_tx,
+        metrics.clone(),
+    )
+    .await?;
+    for l in &bound {
+        tracing::info!(transport = l.transport.label(), addr = %l.addr, "SIP listening");
+    }
+
+    let clock = WallClock {
+        base: Instant::now(),
+        base_unix_ms: unix_ms_now(),
+    };
+    let mut core = Core::new(
+        cfg.core_config(),
+        Arc::new(routing),
+        metrics.clone(),
+        clock,
+        rand::random(),
+    );
+    core.load_registrations(store.list_registrations(unix_ms_now()).await?);
+
+    // Registration changes are written behind, like CDRs, but are small
+    // and rare: a plain task with retries.
+    let (reg_tx, reg_rx) = mpsc::unbounded_channel::<RegistrationChange>();
+    tokio::spawn(registration_writer(store.clone(), reg_rx));
+
+    let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
+    tokio::spawn(routing_reloader(store.clone(), routing_tx));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(DaemonError::Signal)?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(DaemonError::Signal)?;
+
+    if let Some(s) = started {
+        let _ = s.send(Started {
+            listeners: bound.clone(),
+        });
+    }
+
+    let drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_secs);
+    let mut drain_deadline: Option<Instant> = None;
+    let mut hung_up_at: Option<Instant> = None;
+    loop {
+        let wake = core
+            .poll_timeout()
+            .into_iter()
+            .chain(drain_deadline)
+            .chain(hung_up_at.map(|t| t + BYE_GRACE))
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = sigterm.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGTERM"),
+            _ = sigint.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGINT"),
+            _ = shutdown.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "shutdown request"),
+            Some(ev) = media_rx.recv() => core.handle_media(Instant::now(), ev),
+            Some(inb) = in_rx.recv() => {
+                let now = Instant::now();
+                core.handle_inbound(now, inb.peer, inb.msg);
+                // Drain what is already queued before the next poll: one
+                // wake-up per burst, not per message.
+                let mut n = 0;
+                while n < 256 {
+                    match in_rx.try_recv() {
+                        Ok(inb) => core.handle_inbound(now, inb.peer, inb.msg),
+                        Err(_) => break,
+                    }
+                    n += 1;
+                    flush(&mut core, &transports, &engine, &queue, &reg_tx);
+                }
+            }
+            Some(table) = routing_rx.recv() => core.set_routing(Arc::new(table)),
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+        }
+        let now = Instant::now();
+        core.handle_timeout(now);
+        flush(&mut core, &transports, &engine, &queue, &reg_tx);
+        core.set_cdr_saturated(queue.is_saturated());
+        metrics.calls_active.set(core.active_calls() as i64);
+
+        if let Some(deadline) = drain_deadline {
+            // Server transactions merely absorbing retransmissions (Timer
+            // J/K) do not hold the process; our own BYEs do.
+            if core.active_calls() == 0 && core.pending_requests() == 0 {
+                break;
+            }
+            if hung_up_at.is_none() && now >= deadline {
+                tracing::warn!(
+                    calls = core.active_calls(),
+                    "drain timeout: hanging up remaining calls"
+                );
+                core.hangup_all(now, "shutdown");
+                hung_up_at = Some(now);
+                flush(&mut core, &transports, &engine, &queue, &reg_tx);
+            }
+            if hung_up_at.is_some_and(|t| now >= t + BYE_GRACE) {
+                break;
+            }
+        }
+    }
+    flush(&mut core, &transports, &engine, &queue, &reg_tx);
+    let unwritten = writer.shutdown(Duration::from_secs(10)).await;
+    if unwritten > 0 {
+        tracing::error!(
+            events = unwritten,
+            "call records not written: the store is unreachable"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duration, why: &str) {
+    if deadline.is_none() {
+        tracing::info!(
+            signal = why,
+            calls = core.active_calls(),
+            timeout_secs = timeout.as_secs(),
+            "draining: refusing new calls"
+        );
+        core.start_drain();
+        *deadline = Some(Instant::now() + timeout);
+    }
+}
+
+fn flush(
+    core: &mut Core,
+    transports: &Transports,
+    engine: &MediaEngine,
+    queue: &CdrQueue,
+    reg_tx: &mpsc::UnboundedSender<RegistrationChange>,
+) {
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Transmit(t) => transports.send(t),
+            Output::Media(cmd) => engine.command(cmd),
+            Output::Cdr(ev) => queue.push(ev),
+            Output::Registration(change) => {
+                let _ = reg_tx.send(change);
+            }
+        }
+    }
+}
+
+async fn registration_writer(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<RegistrationChange>,
+) {
+    while let Some(change) = rx.recv().await {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..8 {
+            let res = match &change {
+                RegistrationChange::Upsert(r) => store.upsert_registration(r).await,
+                RegistrationChange::Delete { username, contact } => {
+                    store.delete_registration(username, contact).await
+                }
+            };
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registration not stored yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn routing_reloader(store: Arc<dyn Store>, tx: mpsc::Sender<RoutingTable>) {
+    let mut tick = tokio::time::interval(ROUTING_RELOAD);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match load_routing(store.as_ref()).await {
+            Ok((table, _)) => {
+                if tx.send(table).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "routing reload failed; keeping the current table")
+            }
+        }
+    }
+}

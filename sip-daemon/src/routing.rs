@@ -1,0 +1,340 @@
+//! The in-memory routing table the signalling core decides with: trunks by
+//! source network, numbers by most specific pattern, blocked callers and SIP
+//! users. Built from store rows; the store is the source of truth and the
+//! table is rebuilt whenever it changes.
+
+use api::store::{BlockedNumber, Number, SipUser, Trunk};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Normalises a dialled or calling number to E.164 (`+` and digits):
+/// visual separators are removed, `00` becomes `+`. `None` when the string
+/// is not a telephone number.
+pub fn normalize_e164(s: &str) -> Option<String> {
+    let s = s.trim();
+    let s = s.strip_prefix("tel:").unwrap_or(s);
+    let (plus, rest) = match s.strip_prefix('+') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let digits: String = rest
+        .chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+        .collect();
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = if !plus {
+        digits
+            .strip_prefix("00")
+            .map(str::to_string)
+            .unwrap_or(digits)
+    } else {
+        digits
+    };
+    Some(format!("+{digits}"))
+}
+
+/// A pattern is an E.164 number or a prefix ending in `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    pub fn parse(p: &str) -> Option<Pattern> {
+        match p.strip_suffix('*') {
+            Some("") => Some(Pattern::Prefix(String::new())),
+            Some(prefix) => {
+                let n = normalize_e164(prefix)?;
+                Some(Pattern::Prefix(n))
+            }
+            None => normalize_e164(p).map(Pattern::Exact),
+        }
+    }
+
+    pub fn matches(&self, number: &str) -> bool {
+        match self {
+            Pattern::Exact(e) => e == number,
+            Pattern::Prefix(p) => number.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TrunkEntry {
+    pub trunk: Trunk,
+    pub nets: Vec<IpNet>,
+}
+
+/// Most-specific-match table of numbers.
+#[derive(Clone, Debug, Default)]
+pub struct NumberTable {
+    exact: HashMap<String, Number>,
+    prefixes: HashMap<String, Number>,
+}
+
+impl NumberTable {
+    pub fn insert(&mut self, n: Number) -> Result<(), String> {
+        match Pattern::parse(&n.pattern) {
+            Some(Pattern::Exact(e)) => {
+                self.exact.insert(e, n);
+            }
+            Some(Pattern::Prefix(p)) => {
+                self.prefixes.insert(p, n);
+            }
+            None => return Err(format!("invalid number pattern {:?}", n.pattern)),
+        }
+        Ok(())
+    }
+
+    /// Exact DID first, then the longest matching prefix.
+    pub fn lookup(&self, e164: &str) -> Option<&Number> {
+        if let Some(n) = self.exact.get(e164) {
+            return Some(n);
+        }
+        (0..=e164.len())
+            .rev()
+            .filter(|i| e164.is_char_boundary(*i))
+            .find_map(|i| self.prefixes.get(&e164[..i]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.prefixes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug)]
+struct BlockEntry {
+    number: Option<Pattern>,
+    caller: Pattern,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RoutingTable {
+    trunks: Vec<TrunkEntry>,
+    numbers: NumberTable,
+    blocked: HashMap<String, Vec<BlockEntry>>,
+    users: HashMap<String, SipUser>,
+}
+
+impl RoutingTable {
+    /// Builds the table; rows that do not parse are skipped and reported so
+    /// one bad row never takes the gateway down.
+    pub fn build(
+        trunks: Vec<Trunk>,
+        numbers: Vec<Number>,
+        blocked: Vec<BlockedNumber>,
+        users: Vec<SipUser>,
+    ) -> (RoutingTable, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut t = RoutingTable::default();
+        for trunk in trunks {
+            let mut nets = Vec::new();
+            for c in &trunk.source_cidrs {
+                match parse_net(c) {
+                    Some(n) => nets.push(n),
+                    None => problems.push(format!("trunk {}: invalid CIDR {c:?}", trunk.name)),
+                }
+            }
+            t.trunks.push(TrunkEntry { trunk, nets });
+        }
+        // Most specific network first, so overlapping trunks resolve
+        // deterministically.
+        t.trunks.sort_by_key(|e| {
+            std::cmp::Reverse(e.nets.iter().map(|n| n.prefix_len()).max().unwrap_or(0))
+        });
+        for n in numbers {
+            if let Err(e) = t.numbers.insert(n) {
+                problems.push(e);
+            }
+        }
+        for b in blocked {
+            let caller = match Pattern::parse(&b.caller_pattern) {
+                Some(p) => p,
+                None => {
+                    problems.push(format!(
+                        "blocked {}: invalid caller pattern {:?}",
+                        b.id, b.caller_pattern
+                    ));
+                    continue;
+                }
+            };
+            let number = match &b.number_pattern {
+                None => None,
+                Some(p) => match Pattern::parse(p) {
+                    Some(p) => Some(p),
+                    None => {
+                        problems.push(format!("blocked {}: invalid number pattern {p:?}", b.id));
+                        continue;
+                    }
+                },
+            };
+            t.blocked
+                .entry(b.account_id.clone())
+                .or_default()
+                .push(BlockEntry { number, caller });
+        }
+        for u in users {
+            t.users.insert(u.username.clone(), u);
+        }
+        (t, problems)
+    }
+
+    /// The trunk whose source networks contain `ip`.
+    pub fn trunk_for_source(&self, ip: IpAddr) -> Option<&TrunkEntry> {
+        let ip = canonical_ip(ip);
+        self.trunks
+            .iter()
+            .find(|e| e.nets.iter().any(|n| n.contains(&ip)))
+    }
+
+    pub fn trunk(&self, name: &str) -> Option<&TrunkEntry> {
+        self.trunks.iter().find(|e| e.trunk.name == name)
+    }
+
+    pub fn number(&self, e164: &str) -> Option<&Number> {
+        self.numbers.lookup(e164)
+    }
+
+    /// Whether `caller` is blocked for `number` of `account`.
+    pub fn is_blocked(&self, account: &str, number_pattern: &str, caller: &str) -> bool {
+        let Some(entries) = self.blocked.get(account) else {
+            return false;
+        };
+        let Some(caller) = normalize_e164(caller) else {
+            return false;
+        };
+        let number = Pattern::parse(number_pattern);
+        entries
+            .iter()
+            .any(|e| e.caller.matches(&caller) && (e.number.is_none() || e.number == number))
+    }
+
+    pub fn user(&self, username: &str) -> Option<&SipUser> {
+        self.users.get(username)
+    }
+
+    pub fn number_count(&self) -> usize {
+        self.numbers.len()
+    }
+}
+
+/// IPv4-mapped IPv6 sources compare as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::store::RouteKind;
+
+    fn number(p: &str, route: RouteKind) -> Number {
+        Number {
+            pattern: p.into(),
+            account_id: "acc".into(),
+            route,
+            target: None,
+            dialect: None,
+            params: None,
+            trunk: None,
+            max_calls: None,
+        }
+    }
+
+    #[test]
+    fn e164_normalisation() {
+        assert_eq!(
+            normalize_e164("+1 (555) 000-1234").as_deref(),
+            Some("+15550001234")
+        );
+        assert_eq!(normalize_e164("0044207").as_deref(), Some("+44207"));
+        assert_eq!(
+            normalize_e164("15550001234").as_deref(),
+            Some("+15550001234")
+        );
+        assert_eq!(normalize_e164("alice"), None);
+        assert_eq!(normalize_e164(""), None);
+    }
+
+    #[test]
+    fn most_specific_number_wins() {
+        let (t, problems) = RoutingTable::build(
+            vec![],
+            vec![
+                number("+1555000*", RouteKind::Echo),
+                number("+15550000002", RouteKind::Forward),
+                number("+1*", RouteKind::Stream),
+                number("*", RouteKind::Stream),
+                number("bogus", RouteKind::Echo),
+            ],
+            vec![],
+            vec![],
+        );
+        assert_eq!(problems.len(), 1);
+        assert_eq!(t.number("+15550000002").unwrap().route, RouteKind::Forward);
+        assert_eq!(t.number("+15550000003").unwrap().route, RouteKind::Echo);
+        assert_eq!(t.number("+15551111111").unwrap().pattern, "+1*");
+        assert_eq!(t.number("+44123").unwrap().pattern, "*");
+    }
+
+    #[test]
+    fn trunks_by_source_and_blocking() {
+        let trunk = Trunk {
+            name: "local".into(),
+            source_cidrs: vec!["127.0.0.0/8".into(), "::1".into(), "nonsense".into()],
+            outbound_address: None,
+            transport: "udp".into(),
+            username: None,
+            password: None,
+            max_calls: None,
+        };
+        let (t, problems) = RoutingTable::build(
+            vec![trunk],
+            vec![],
+            vec![
+                BlockedNumber {
+                    id: "b1".into(),
+                    account_id: "acc".into(),
+                    number_pattern: None,
+                    caller_pattern: "+1900*".into(),
+                },
+                BlockedNumber {
+                    id: "b2".into(),
+                    account_id: "acc".into(),
+                    number_pattern: Some("+15550001".into()),
+                    caller_pattern: "+15551234567".into(),
+                },
+            ],
+            vec![],
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(t.trunk_for_source("127.0.0.5".parse().unwrap()).is_some());
+        assert!(
+            t.trunk_for_source("::ffff:127.0.0.1".parse().unwrap())
+                .is_some()
+        );
+        assert!(t.trunk_for_source("::1".parse().unwrap()).is_some());
+        assert!(t.trunk_for_source("10.0.0.1".parse().unwrap()).is_none());
+        assert!(t.is_blocked("acc", "+1555*", "19005550000"));
+        assert!(t.is_blocked("acc", "+15550001", "+1 555 123 4567"));
+        assert!(!t.is_blocked("acc", "+15550002", "+15551234567"));
+        assert!(!t.is_blocked("other", "+15550001", "+19005550000"));
+    }
+}

@@ -1,0 +1,423 @@
+//! The socket edge of SIP (RFC 3261 §18): UDP and TCP listeners on IPv4
+//! and IPv6. Receivers parse in their own tasks and hand messages to the
+//! core through a bounded channel; [`Transports::send`] never blocks the
+//! core. TLS (a later issue) is one more stream variant beside TCP: the
+//! framing, connection table and reuse rules below are shared.
+
+use crate::config::Listener;
+use crate::metrics::Metrics;
+use crate::sip::SipMessage;
+use crate::sip::framer::{Frame, StreamFramer};
+use crate::sip::parse::{self, Framing, ParseError};
+use crate::sip::transport::{ConnId, Peer, Transmit, TransportKind};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// A message (or why it could not be parsed) and where it came from.
+#[derive(Debug)]
+pub struct Inbound {
+    pub peer: Peer,
+    pub msg: Result<SipMessage, ParseError>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub max_message_size: usize,
+    pub tcp_idle_timeout: Duration,
+    pub max_tcp_connections: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot bind SIP {transport} listener on {addr}: {source}")]
+    Bind {
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Frames queued per TCP connection before it counts as stuck.
+const CONN_QUEUE: usize = 1024;
+
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    remote: SocketAddr,
+}
+
+#[derive(Default)]
+struct ConnTable {
+    by_id: HashMap<ConnId, Conn>,
+    /// §18.1.1/§18.2.2: requests and responses to a remote reuse an open
+    /// connection to it.
+    by_remote: HashMap<SocketAddr, ConnId>,
+}
+
+struct Inner {
+    cfg: TransportConfig,
+    udp: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// Bound TCP listener addresses, used as the local side of outbound
+    /// connections.
+    tcp_local: Vec<SocketAddr>,
+    conns: Mutex<ConnTable>,
+    next_conn: AtomicU64,
+    inbound: mpsc::Sender<Inbound>,
+    metrics: Metrics,
+}
+
+/// Handle to the SIP sockets. Cheap to clone.
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+impl Transports {
+    /// Binds every listener and starts its receive task. Messages go to
+    /// `inbound`; when it is full, datagrams are dropped (and counted)
+    /// rather than queued without bound.
+    pub async fn bind(
+        listeners: &[Listener],
+        cfg: TransportConfig,
+        inbound: mpsc::Sender<Inbound>,
+        metrics: Metrics,
+    ) -> Result<(Transports, Vec<Listener>), TransportError> {
+        let mut udp = HashMap::new();
+        let mut tcp = Vec::new();
+        let mut bound = Vec::new();
+        for l in listeners {
+            match l.transport {
+                TransportKind::Udp => {
+                    let sock = bind_udp(l.addr).map_err(|source| TransportError::Bind {
+                        transport: "udp",
+                        addr: l.addr,
+                        source,
+                    })?;
+                    let local = sock.local_addr().unwrap_or(l.addr);
+                    udp.insert(local, Arc::new(sock));
+                    bound.push(Listener {
+                        transport: TransportKind::Udp,
+                        addr: local,
+                    });
+                }
+                TransportKind::Tcp | TransportKind::Tls => {
+                    let sock = bind_tcp(l.addr).map_err(|source| TransportError::Bind {
+                        transport: "tcp",
+                        addr: l.addr,
+                        source,
+                    })?;
+                    let local = sock.local_addr().unwrap_or(l.addr);
+                    tcp.push((local, sock));
+                    bound.push(Listener {
+                        transport: TransportKind::Tcp,
+                        addr: local,
+                    });
+                }
+            }
+        }
+        let t = Transports {
+            inner: Arc::new(Inner {
+                cfg,
+                udp,
+                tcp_local: tcp.iter().map(|(a, _)| *a).collect(),
+                conns: Mutex::new(ConnTable::default()),
+                next_conn: AtomicU64::new(1),
+                inbound,
+                metrics,
+            }),
+        };
+        for (local, sock) in t.inner.udp.iter() {
+            tokio::spawn(udp_receiver(t.clone(), *local, sock.clone()));
+        }
+        for (local, listener) in tcp {
+            tokio::spawn(tcp_acceptor(t.clone(), local, listener));
+        }
+        Ok((t, bound))
+    }
+
+    /// Sends without blocking the caller.
+    pub fn send(&self, t: Transmit) {
+        match t.peer.transport {
+            TransportKind::Udp => self.send_udp(t),
+            TransportKind::Tcp | TransportKind::Tls => self.send_stream(t),
+        }
+    }
+
+    fn send_udp(&self, t: Transmit) {
+        let sock = self
+            .inner
+            .udp
+            .get(&t.peer.local)
+            .or_else(|| {
+                // A listener on 0.0.0.0 or a peer of the other family.
+                let v6 = t.peer.remote.is_ipv6();
+                self.inner
+                    .udp
+                    .iter()
+                    .find(|(a, _)| a.is_ipv6() == v6)
+                    .map(|(_, s)| s)
+            })
+            .cloned();
+        let Some(sock) = sock else {
+            self.inner.metrics.reject("no_transport");
+            return;
+        };
+        match sock.try_send_to(&t.bytes, t.peer.remote) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::spawn(async move {
+                    let _ = sock.send_to(&t.bytes, t.peer.remote).await;
+                });
+            }
+            Err(e) => tracing::debug!(remote = %t.peer.remote, error = %e, "UDP send failed"),
+        }
+    }
+
+    fn send_stream(&self, t: Transmit) {
+        let existing = {
+            let table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+            t.peer
+                .conn
+                .and_then(|id| table.by_id.get(&id))
+                .or_else(|| {
+                    table
+                        .by_remote
+                        .get(&t.peer.remote)
+                        .and_then(|id| table.by_id.get(id))
+                })
+                .map(|c| c.tx.clone())
+        };
+        match existing {
+            Some(tx) => {
+                if tx.try_send(t.bytes).is_err() {
+                    self.inner.metrics.reject("tcp_backlog");
+                }
+            }
+            None => {
+                // §18.2.2: the connection is gone; open a new one to the
+                // address the response (or request) is for.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    match TcpStream::connect(t.peer.remote).await {
+                        Ok(stream) => {
+                            let local = stream
+                                .local_addr()
+                                .ok()
+                                .or_else(|| me.inner.tcp_local.first().copied())
+                                .unwrap_or(t.peer.local);
+                            let tx = me.adopt_stream(stream, local, t.peer.remote);
+                            let _ = tx.try_send(t.bytes);
+                        }
+                        Err(e) => {
+                            tracing::debug!(remote = %t.peer.remote, error = %e, "TCP connect failed")
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Open stream connections.
+    pub fn connections(&self) -> usize {
+        self.inner.conns.lock().map(|t| t.by_id.len()).unwrap_or(0)
+    }
+
+    /// Registers a connection and starts its reader and writer.
+    fn adopt_stream(
+        &self,
+        stream: TcpStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> mpsc::Sender<Bytes> {
+        let _ = stream.set_nodelay(true);
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        {
+            let mut table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+            table.by_id.insert(
+                id,
+                Conn {
+                    tx: tx.clone(),
+                    remote,
+                },
+            );
+            table.by_remote.insert(remote, id);
+            self.inner
+                .metrics
+                .tcp_connections
+                .set(table.by_id.len() as i64);
+        }
+        let (rd, wr) = stream.into_split();
+        tokio::spawn(stream_writer(wr, rx));
+        tokio::spawn(stream_reader(
+            self.clone(),
+            rd,
+            tx.clone(),
+            id,
+            local,
+            remote,
+        ));
+        tx
+    }
+
+    fn forget(&self, id: ConnId) {
+        let mut table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = table.by_id.remove(&id)
+            && table.by_remote.get(&c.remote) == Some(&id)
+        {
+            table.by_remote.remove(&c.remote);
+        }
+        self.inner
+            .metrics
+            .tcp_connections
+            .set(table.by_id.len() as i64);
+    }
+
+    /// Hands a message to the core; drops it (counted) when the core is
+    /// overloaded so memory stays bounded.
+    fn deliver(&self, peer: Peer, bytes: &[u8], framing: Framing) {
+        let msg = parse::parse(bytes, framing);
+        if self.inner.inbound.try_send(Inbound { peer, msg }).is_err() {
+            self.inner.metrics.reject("overload");
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Bursts of calls arrive faster than one task drains them.
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+async fn udp_receiver(t: Transports, local: SocketAddr, sock: Arc<UdpSocket>) {
+    // §18.1.1: messages up to the largest datagram are accepted over UDP.
+    let mut buf = vec![0u8; t.inner.cfg.max_message_size.max(1500) + 1];
+    loop {
+        let (n, remote) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors surface here on Linux; keep serving.
+                tracing::trace!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        if n > t.inner.cfg.max_message_size {
+            t.inner.metrics.reject("too_large");
+            continue;
+        }
+        let data = &buf[..n];
+        // Keep-alive CRLFs (RFC 5626 §4.4.1).
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            continue;
+        }
+        let peer = Peer {
+            transport: TransportKind::Udp,
+            local,
+            remote,
+            conn: None,
+        };
+        t.deliver(peer, data, Framing::Datagram);
+    }
+}
+
+async fn tcp_acceptor(t: Transports, local: SocketAddr, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                if t.connections() >= t.inner.cfg.max_tcp_connections {
+                    t.inner.metrics.reject("tcp_limit");
+                    drop(stream);
+                    continue;
+                }
+                t.adopt_stream(stream, local, remote);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn stream_writer(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = rx.recv().await {
+        if wr.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn stream_reader(
+    t: Transports,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    tx: mpsc::Sender<Bytes>,
+    id: ConnId,
+    local: SocketAddr,
+    remote: SocketAddr,
+) {
+    let mut framer = StreamFramer::new(t.inner.cfg.max_message_size);
+    let mut buf = vec![0u8; 16 * 1024];
+    let peer = Peer {
+        transport: TransportKind::Tcp,
+        local,
+        remote,
+        conn: Some(id),
+    };
+    'conn: loop {
+        let n = match tokio::time::timeout(t.inner.cfg.tcp_idle_timeout, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                tracing::debug!(%remote, "closing idle SIP TCP connection");
+                break;
+            }
+        };
+        framer.push(&buf[..n]);
+        loop {
+            match framer.next_frame() {
+                Ok(None) => break,
+                Ok(Some(Frame::Ping)) => {
+                    let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                }
+                Ok(Some(Frame::Message(m))) => t.deliver(peer, &m, Framing::Stream),
+                Err(e) => {
+                    // The stream cannot be resynchronised after a framing
+                    // error (§18.3): count it and close.
+                    t.inner.metrics.reject("framing");
+                    tracing::debug!(%remote, error = %e, "closing SIP TCP connection");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    t.forget(id);
+}
