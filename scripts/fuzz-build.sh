@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds every cargo-fuzz target (SIP message, SIP stream framer, SDP).
+# With a number argument, also runs each target that many seconds:
+#   scripts/fuzz-build.sh 60
+set -euo pipefail
+cd "$(dirname "$0")/../sip-daemon"
+NIGHTLY="${GATEWAY_FUZZ_NIGHTLY:-nightly-2026-05-19}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+cargo +"$NIGHTLY" fuzz build --dev
+if [ -n "${1:-}" ]; then
+  for t in $(cargo +"$NIGHTLY" fuzz list); do
+    cargo +"$NIGHTLY" fuzz run --dev "$t" -- -max_total_time="$1" -rss_limit_mb=1024
+  done
+fi

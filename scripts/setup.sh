@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs everything the daemon and the test suite need on a fresh
+# Debian/Ubuntu machine. Idempotent: each step checks before it acts.
+#
+#   scripts/setup.sh daemon   # what `scripts/run-daemon.sh` needs
+#   scripts/setup.sh test     # + SIP peers, PostgreSQL, eBPF toolchain, fuzz
+set -euo pipefail
+what="${1:-test}"
+# The XDP program needs a nightly whose LLVM (22) matches bpf-linker's;
+# a floating `nightly` moves to LLVM 23 and breaks the link.
+NIGHTLY="${GATEWAY_BPF_NIGHTLY:-nightly-2026-05-19}"
+say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_pkgs=(build-essential pkg-config ca-certificates curl iproute2)
+if [ "$what" = "test" ]; then
+  need_pkgs+=(sip-tester kamailio postgresql tshark ethtool bpftool
+              llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
+              prometheus valgrind)
+fi
+missing=()
+for p in "${need_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing apt packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "apt packages present"
+fi
+
+if ! command -v cargo >/dev/null; then
+  say "installing rustup (stable 1.95 per rust-toolchain.toml)"
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install 1.95.0 --profile minimal -c clippy,rustfmt
+
+if [ "$what" = "test" ]; then
+  # The XDP program builds on nightly with rust-src through aya-build.
+  if ! rustup component list --toolchain "$NIGHTLY" --installed 2>/dev/null | grep -q '^rust-src'; then
+    say "installing $NIGHTLY with rust-src (XDP program; LLVM 22)"
+    rustup toolchain install "$NIGHTLY" --profile minimal -c rust-src
+  fi
+  if ! command -v bpf-linker >/dev/null || ! bpf-linker --version 2>/dev/null | grep -q '0.13.0'; then
+    say "building bpf-linker 0.13.0 against LLVM 22 (a few minutes)"
+    PATH=/usr/lib/llvm-22/bin:$PATH cargo +1.95.0 install bpf-linker --version 0.13.0 \
+      --no-default-features --features llvm-22 --locked --quiet
+  fi
+  command -v cargo-nextest >/dev/null || { say "installing cargo-nextest"; cargo install cargo-nextest --locked --quiet; }
+  command -v cargo-fuzz >/dev/null || { say "installing cargo-fuzz"; cargo install cargo-fuzz --locked --quiet; }
+fi
+say "done ($what)"
