@@ -684,7 +684,7 @@ async fn close_interrupted_calls_closes_open_rows(s: Arc<dyn Store>) {
             r.sip_status,
             r.duration_ms
         ),
-        (Some(now), Some("interrupted"), Some(500), Some(60_000))
+        (Some(now), Some("interrupted"), Some(200), Some(60_000))
     );
     let r = get(with_status.id.clone()).await;
     assert_eq!((r.sip_status, r.duration_ms), (Some(183), Some(0)));

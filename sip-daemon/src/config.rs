@@ -65,7 +65,8 @@ pub struct SipSection {
     pub advertised_ip: Option<IpAddr>,
     pub server_name: Option<String>,
     pub realm: String,
-    /// Secret for stateless digest nonces; share it between nodes.
+    /// Secret for stateless digest nonces; share it between nodes. Empty:
+    /// a random secret per process (nonces do not survive a restart).
     pub auth_secret: String,
     pub nonce_lifetime_secs: u64,
     pub min_expires: u32,
@@ -428,7 +429,11 @@ impl Config {
             max_expires: self.sip.max_expires,
             default_expires: self.sip.max_expires,
         };
-        if !self.sip.auth_secret.is_empty() {
+        if self.sip.auth_secret.is_empty() {
+            // Nonces then only verify on this process: fine for one node,
+            // but clustered nodes must share sip.auth_secret.
+            c.auth_secret = rand::random::<[u8; 32]>().to_vec();
+        } else {
             c.auth_secret = self.sip.auth_secret.as_bytes().to_vec();
         }
         c.nonce_lifetime_secs = self.sip.nonce_lifetime_secs;

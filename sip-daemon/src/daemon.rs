@@ -141,6 +141,7 @@ pub async fn run(
         workers,
         "media engine started"
     );
+    log_offload_status(&cfg.media.xdp)?;
     crate::metrics::register_media(&registry, engine.stats().clone())?;
 
     let listeners = cfg.listeners().map_err(DaemonError::Config)?;
@@ -262,6 +263,29 @@ pub async fn run(
         );
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The XDP fast path serves relayed legs (forwarding, a later capability);
+/// echo legs always run in userspace. `on` refuses to start without the
+/// program built in; `auto` says once where media runs.
+fn log_offload_status(mode: &str) -> Result<(), DaemonError> {
+    let built = media_userspace::xdp::program_bytes().is_some();
+    match (mode, built) {
+        ("off", _) => {
+            tracing::info!("XDP offload disabled by media.xdp = \"off\"; media in userspace")
+        }
+        ("on", false) => {
+            return Err(DaemonError::Config(
+                "media.xdp = \"on\" but the XDP program is not built into this binary (install bpf-linker and the pinned nightly: scripts/setup.sh test)".into(),
+            ));
+        }
+        (_, false) => tracing::warn!("XDP program not built into this binary; media in userspace"),
+        (_, true) => tracing::info!(
+            mode,
+            "XDP program built in; relayed legs will be offloaded when forwarding is configured, echo legs stay in userspace"
+        ),
+    }
     Ok(())
 }
 

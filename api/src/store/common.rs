@@ -90,10 +90,12 @@ pub(crate) const ANSWER_CALL: &str =
 pub(crate) const END_CALL: &str = "UPDATE calls SET end_at = $1, end_cause = $2, \
      sip_status = $3, duration_ms = $4 WHERE id = $5 AND end_at IS NULL";
 pub(crate) const GET_CALL: &str = concat!("SELECT ", call_columns!(), " FROM calls WHERE id = $1");
-/// `$1` = now (Unix ms). Keeps a final status already recorded, else 500;
-/// answered calls are charged up to now (never negative).
+/// `$1` = now (Unix ms). Keeps a final status already recorded; else an
+/// answered call's INVITE status was 200, an unanswered one gets 500.
+/// Answered calls are charged up to now (never negative).
 pub(crate) const CLOSE_INTERRUPTED: &str = "UPDATE calls SET end_at = $1, \
-     end_cause = 'interrupted', sip_status = COALESCE(sip_status, 500), \
+     end_cause = 'interrupted', sip_status = COALESCE(sip_status, \
+     CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
      duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
      ELSE $1 - answer_at END \
      WHERE end_at IS NULL";

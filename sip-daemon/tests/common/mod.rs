@@ -8,12 +8,25 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Knobs for [`Daemon::start_opts`].
+#[derive(Default)]
+pub struct Opts<'a> {
+    /// TOML appended after the routing tables.
+    pub extra: &'a str,
+    /// Keys added to the `[sip]` section (use `{port}` for the SIP port).
+    pub sip_extra: &'a str,
+    pub database_url: Option<&'a str>,
+    /// Replaces the listeners (use `{port}` for the SIP port).
+    pub listen: Option<&'a str>,
+}
+
 pub struct Daemon {
     pub child: Option<Child>,
     pub sip_port: u16,
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    pub database_url: Option<String>,
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1.
@@ -32,22 +45,44 @@ impl Daemon {
     /// Starts the daemon with the loopback example's routing and `extra`
     /// TOML appended (more numbers, users...).
     pub fn start(extra: &str) -> Daemon {
-        Self::start_with(extra, None)
+        Self::start_opts(Opts {
+            extra,
+            ..Opts::default()
+        })
     }
 
     pub fn start_with(extra: &str, database_url: Option<&str>) -> Daemon {
+        Self::start_opts(Opts {
+            extra,
+            database_url,
+            ..Opts::default()
+        })
+    }
+
+    pub fn start_opts(o: Opts) -> Daemon {
+        let Opts {
+            extra,
+            sip_extra,
+            database_url,
+            listen,
+        } = o;
         let dir = tempfile::tempdir().expect("tempdir");
         let sip_port = free_port();
         let metrics_port = free_port();
+        let sip_extra = sip_extra.replace("{port}", &sip_port.to_string());
+        let listen = listen
+            .unwrap_or(r#"["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]"#)
+            .replace("{port}", &sip_port.to_string());
         let media_base = 20000 + (sip_port % 100) * 200;
         let cfg = format!(
             r#"
 [sip]
-listen = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]
+listen = {listen}
 realm = "test"
 auth_secret = "test-secret"
 drain_timeout_secs = 5
 t1_ms = 500
+{sip_extra}
 
 [media]
 bind_ip = "127.0.0.1"
@@ -70,7 +105,7 @@ id = "acct"
 
 [[trunks]]
 name = "local"
-source_cidrs = ["127.0.0.0/8"]
+source_cidrs = ["127.0.0.0/8", "::1/128"]
 
 [[numbers]]
 pattern = "+1555000*"
@@ -90,27 +125,69 @@ target = "ws://127.0.0.1:9/stream"
         let cfg_path = dir.path().join("gw.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = dir.path().join("daemon.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sip-daemon"));
-        cmd.arg("--config")
-            .arg(&cfg_path)
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::File::options().append(true).open(&log).unwrap(),
-            ))
-            .env_remove("DATABASE_URL");
-        if let Some(url) = database_url {
-            cmd.env("DATABASE_URL", url);
-        }
-        let child = cmd.spawn().expect("spawn sip-daemon");
-        let d = Daemon {
-            child: Some(child),
+        let mut d = Daemon {
+            child: None,
             sip_port,
             metrics_port,
             dir,
             log,
+            database_url: database_url.map(str::to_string),
         };
-        d.wait_ready();
+        d.spawn();
         d
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sip-daemon"));
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        cmd.arg("--config")
+            .arg(self.dir.path().join("gw.toml"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .env_remove("DATABASE_URL");
+        if let Some(url) = &self.database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        self.child = Some(cmd.spawn().expect("spawn sip-daemon"));
+        self.wait_ready();
+    }
+
+    /// SIGKILL: a crash, nothing flushed or closed.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts the daemon again on the same config and database.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or crash first");
+        self.spawn();
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn sip_addr(&self) -> SocketAddr {
@@ -217,4 +294,120 @@ pub fn options_ping(sock: &UdpSocket, to: SocketAddr, n: u32) -> Option<u16> {
         }
     }
     None
+}
+
+/// A minimal UDP SIP caller (UAC) for end-to-end tests.
+pub struct Caller {
+    pub sip: UdpSocket,
+    pub daemon: SocketAddr,
+    pub call_id: String,
+    pub to_tag: Option<String>,
+}
+
+pub fn recv_status(sock: &UdpSocket, call_id: &str, want: u16) -> String {
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !text.contains(call_id) {
+                continue;
+            }
+            let status: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if status == want {
+                return text;
+            }
+            assert!(status < 200, "expected {want}, got:\n{text}");
+        }
+    }
+    panic!("no {want} for {call_id}");
+}
+
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    })
+}
+
+impl Caller {
+    pub fn new(daemon: SocketAddr, call_id: &str) -> Caller {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Caller {
+            sip,
+            daemon,
+            call_id: call_id.into(),
+            to_tag: None,
+        }
+    }
+
+    pub fn request(&self, method: &str, cseq: u32, branch: &str, body: &str) -> String {
+        let local = self.sip.local_addr().unwrap();
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".into()
+        };
+        format!(
+            "{method} sip:+15550001234@{d} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+14155550100@{local}>;tag=caller1\r\nTo: <sip:+15550001234@{d}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+            d = self.daemon,
+            cid = self.call_id,
+            len = body.len()
+        )
+    }
+
+    /// INVITE with an SDP offer for `sdp_port`; returns the daemon's RTP address.
+    pub fn invite(&mut self, sdp_port: u16) -> SocketAddr {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+        );
+        self.sip
+            .send_to(
+                self.request("INVITE", 1, "inv1", &sdp).as_bytes(),
+                self.daemon,
+            )
+            .unwrap();
+        let ok = recv_status(&self.sip, &self.call_id, 200);
+        let to = header(&ok, "To").unwrap();
+        self.to_tag = Some(
+            to.split(";tag=")
+                .nth(1)
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+        assert!(ok.contains("m=audio "), "200 carries an SDP answer:\n{ok}");
+        assert!(ok.contains("RTP/AVP 0"), "answer keeps PCMU:\n{ok}");
+        let port: u16 = ok
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        self.sip
+            .send_to(self.request("ACK", 1, "ack1", "").as_bytes(), self.daemon)
+            .unwrap();
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    pub fn bye(&self) {
+        self.sip
+            .send_to(self.request("BYE", 2, "bye1", "").as_bytes(), self.daemon)
+            .unwrap();
+        recv_status(&self.sip, &self.call_id, 200);
+    }
 }
