@@ -163,8 +163,10 @@ impl CdrMetrics {
 pub struct CdrWriterConfig {
     /// Most events applied in one transaction.
     pub batch_max: usize,
-    /// After waking on an idle queue, how long to wait for more events so
-    /// that a burst goes in one batch.
+    /// Before each batch smaller than `batch_max`, how long to wait for
+    /// more events, so that steady load goes in few transactions (and a
+    /// call's Started/Answered/Ended fold into one row write). Bounds how
+    /// stale the records are while the store is healthy.
     pub linger: Duration,
     /// First delay after a failed batch; doubles per failure…
     pub retry_initial: Duration,
@@ -176,7 +178,7 @@ impl Default for CdrWriterConfig {
     fn default() -> Self {
         CdrWriterConfig {
             batch_max: 500,
-            linger: Duration::from_millis(20),
+            linger: Duration::from_millis(50),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
         }
@@ -322,8 +324,6 @@ async fn run(
     // Failed attempts in the current outage (0: the store is healthy).
     let mut failures: u64 = 0;
     let mut outage_start = Instant::now();
-    // True until the first batch after start or after the queue ran empty.
-    let mut idle = true;
     loop {
         gauge(&metrics, queue);
         let deadline = shared.deadline();
@@ -332,7 +332,7 @@ async fn run(
                 break;
             }
             tokio::select! {
-                _ = queue.inner.notify.notified() => idle = true,
+                _ = queue.inner.notify.notified() => {}
                 _ = shared.stop.notified() => {}
             }
             continue;
@@ -340,12 +340,11 @@ async fn run(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if idle && deadline.is_none() && queue.depth() < cfg.batch_max {
-            // First events after an idle spell: linger so that the rest of
-            // a burst goes in the same batch (a shutdown cuts it short).
+        if failures == 0 && deadline.is_none() && queue.depth() < cfg.batch_max {
+            // Gather more events into this batch (a shutdown cuts it short;
+            // after a failure the backoff already waited).
             let _ = until_deadline(&shared, tokio::time::sleep(cfg.linger)).await;
         }
-        idle = false;
 
         let batch = InFlight {
             queue,

@@ -39,7 +39,8 @@ kill -TERM "$DPID"; wait "$DPID" || true; DPID=
 sed -e "s|LISTEN|127.0.0.1:15070|g" -e "s|CHILDREN|2|g" bench/peers/kamailio-responder.cfg > "$WORK/kamailio.cfg"
 kamailio -f "$WORK/kamailio.cfg" -DD -E -m 256 -M 32 -P "$WORK/k.pid" > "$WORK/kamailio.log" 2>&1 & KPID=$!
 sleep 2
-kpids=$(pgrep -f "kamailio -f $WORK" | tr '\n' ' ')
+kpids=$(pgrep -f "kamailio -f $WORK" | tr '\n' ' ' || true)
+[ -n "$kpids" ] || { echo "kamailio did not start:"; cat "$WORK/kamailio.log"; exit 1; }
 k0=$(ticks $kpids); run_sipp 15070 "kamailio"; k1=$(ticks $kpids)
 kill -TERM "$KPID"; wait "$KPID" 2>/dev/null || true; KPID=
 

@@ -69,6 +69,10 @@ enum LegCtl {
 }
 
 struct OpenLeg {
+    /// Bound by [`MediaEngine::command`] on the caller's thread; the
+    /// worker takes it.
+    socket: Option<std::net::UdpSocket>,
+    port: u16,
     leg: LegId,
     mode: LegMode,
     media: LegMedia,
@@ -77,6 +81,7 @@ struct OpenLeg {
 }
 
 struct Inner {
+    shared: Arc<Shared>,
     workers: Vec<mpsc::UnboundedSender<OpenLeg>>,
     legs: Mutex<HashMap<LegId, mpsc::UnboundedSender<LegCtl>>>,
     backend: Backend,
@@ -131,6 +136,7 @@ impl MediaEngine {
         }
         Ok(MediaEngine {
             inner: Arc::new(Inner {
+                shared,
                 workers,
                 legs: Mutex::new(HashMap::new()),
                 backend,
@@ -147,8 +153,12 @@ impl MediaEngine {
         &self.inner.stats
     }
 
-    /// Executes a command; never blocks.
-    pub fn command(&self, cmd: MediaCommand) {
+    /// Executes a command; never blocks. `Open` binds the leg's socket
+    /// right here (a few syscalls) and returns `Opened` or `Failed` at
+    /// once, sparing the caller a round trip to the worker thread; the
+    /// worker only runs the leg. Later events (timeouts) arrive on the
+    /// engine's event channel.
+    pub fn command(&self, cmd: MediaCommand) -> Option<MediaEvent> {
         let mut legs = self.inner.legs.lock().unwrap_or_else(|e| e.into_inner());
         match cmd {
             MediaCommand::Open {
@@ -157,26 +167,49 @@ impl MediaEngine {
                 media,
                 timeout,
             } => {
+                let shared = &self.inner.shared;
+                let Some((socket, port)) = bind_leg_socket(shared) else {
+                    return Some(MediaEvent::Failed {
+                        leg,
+                        reason: "no RTP port could be bound".into(),
+                    });
+                };
                 let (tx, rx) = mpsc::unbounded_channel();
-                legs.insert(leg, tx);
                 let w = &self.inner.workers[(leg as usize) % self.inner.workers.len()];
-                let _ = w.send(OpenLeg {
+                let open = OpenLeg {
+                    socket: Some(socket),
+                    port,
                     leg,
                     mode,
                     media,
                     timeout,
                     ctl: rx,
-                });
+                };
+                if w.send(open).is_err() {
+                    release_port(shared, port);
+                    return Some(MediaEvent::Failed {
+                        leg,
+                        reason: "media worker stopped".into(),
+                    });
+                }
+                legs.insert(leg, tx);
+                shared.stats.legs_active.fetch_add(1, Ordering::Relaxed);
+                Some(MediaEvent::Opened {
+                    leg,
+                    local: SocketAddr::new(shared.cfg.bind_ip, port),
+                })
             }
             MediaCommand::Update { leg, media } => {
                 if let Some(tx) = legs.get(&leg) {
                     let _ = tx.send(LegCtl::Update(media));
                 }
+                None
             }
             MediaCommand::Close { leg } => {
                 if let Some(tx) = legs.remove(&leg) {
                     let _ = tx.send(LegCtl::Close);
                 }
+                None
             }
         }
     }
@@ -292,34 +325,18 @@ enum LegEnd {
     TimedOut,
 }
 
-fn finish_leg(shared: &Shared, run: &mut LegRun, port: u16, end: LegEnd) {
-    run.publish(&shared.stats);
-    shared.stats.legs_active.fetch_sub(1, Ordering::Relaxed);
+fn release_port(shared: &Shared, port: u16) {
     if let Ok(mut p) = shared.ports.lock() {
         p.release(port);
     }
-    if let LegEnd::TimedOut = end {
-        let _ = shared.events.send(MediaEvent::Timeout { leg: run.leg });
-    }
 }
 
-fn start_leg(shared: &Shared, open: &OpenLeg) -> Option<(std::net::UdpSocket, u16)> {
-    match bind_leg_socket(shared) {
-        Some((s, port)) => {
-            shared.stats.legs_active.fetch_add(1, Ordering::Relaxed);
-            let _ = shared.events.send(MediaEvent::Opened {
-                leg: open.leg,
-                local: SocketAddr::new(shared.cfg.bind_ip, port),
-            });
-            Some((s, port))
-        }
-        None => {
-            let _ = shared.events.send(MediaEvent::Failed {
-                leg: open.leg,
-                reason: "no RTP port could be bound".into(),
-            });
-            None
-        }
+fn finish_leg(shared: &Shared, run: &mut LegRun, port: u16, end: LegEnd) {
+    run.publish(&shared.stats);
+    shared.stats.legs_active.fetch_sub(1, Ordering::Relaxed);
+    release_port(shared, port);
+    if let LegEnd::TimedOut = end {
+        let _ = shared.events.send(MediaEvent::Timeout { leg: run.leg });
     }
 }
 
@@ -330,8 +347,8 @@ mod uring {
     use super::*;
 
     pub(super) async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<OpenLeg>) {
-        while let Some(open) = rx.recv().await {
-            let Some((sock, port)) = start_leg(&shared, &open) else {
+        while let Some(mut open) = rx.recv().await {
+            let (Some(sock), port) = (open.socket.take(), open.port) else {
                 continue;
             };
             let shared = shared.clone();
@@ -348,52 +365,61 @@ mod uring {
         port: u16,
         mut open: OpenLeg,
     ) {
+        use tokio_uring::buf::BoundedBuf;
         let mut run = LegRun::new(&open);
-        let mut buf = vec![0u8; BUF_LEN];
-        let end = loop {
-            let deadline = tokio::time::Instant::from_std(run.idle_deadline());
-            tokio::select! {
-                biased;
-                ctl = open.ctl.recv() => match ctl {
-                    Some(LegCtl::Update(m)) => {
-                        run.core.update(&m);
-                        // The in-flight receive was dropped with its buffer.
-                        buf = vec![0u8; BUF_LEN];
+        // The socket closes at the end of this block, before its port is
+        // released.
+        let end = {
+            let sock = sock;
+            // One receive stays in flight for the whole life of the leg: a
+            // receive dropped by `select!` would stay queued in the ring,
+            // swallow the next datagram and keep the socket open.
+            let recv = sock.recv_from(vec![0u8; BUF_LEN]);
+            tokio::pin!(recv);
+            let end = loop {
+                let deadline = tokio::time::Instant::from_std(run.idle_deadline());
+                tokio::select! {
+                    biased;
+                    ctl = open.ctl.recv() => match ctl {
+                        Some(LegCtl::Update(m)) => run.core.update(&m),
+                        Some(LegCtl::Close) | None => break LegEnd::Closed,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if Instant::now() >= run.idle_deadline() {
+                            break LegEnd::TimedOut;
+                        }
                     }
-                    Some(LegCtl::Close) | None => break LegEnd::Closed,
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    if Instant::now() >= run.idle_deadline() {
-                        break LegEnd::TimedOut;
+                    (res, mut buf) = &mut recv => {
+                        if let Ok((n, from)) = res
+                            && let Some(to) = run.core.on_datagram(Instant::now(), from, &mut buf[..n])
+                        {
+                            let (_, slice) = sock.send_to(buf.slice(..n), to).await;
+                            buf = slice.into_inner();
+                        }
+                        if run.core.counters.rx_packets.is_multiple_of(PUBLISH_EVERY) {
+                            run.publish(&shared.stats);
+                        }
+                        recv.set(sock.recv_from(buf));
                     }
-                    buf = vec![0u8; BUF_LEN];
                 }
-                (res, b) = sock.recv_from(buf) => {
-                    buf = b;
-                    let Ok((n, from)) = res else { continue };
-                    if let Some(to) = run.core.on_datagram(Instant::now(), from, &mut buf[..n]) {
-                        use tokio_uring::buf::BoundedBuf;
-                        let (_, slice) = sock.send_to(buf.slice(..n), to).await;
-                        buf = slice.into_inner();
-                    }
-                    if run.core.counters.rx_packets.is_multiple_of(PUBLISH_EVERY) {
-                        run.publish(&shared.stats);
-                    }
+            };
+            // Complete the receive still in flight with an empty datagram to
+            // ourselves (cheaper than shutdown(), which makes io_uring re-arm
+            // and retry the receive), so the socket closes when it drops.
+            let to = match sock.local_addr() {
+                Ok(a) if a.ip().is_unspecified() && a.is_ipv4() => {
+                    SocketAddr::from(([127, 0, 0, 1], a.port()))
                 }
-            }
+                Ok(a) if a.ip().is_unspecified() => {
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+                }
+                Ok(a) => a,
+                Err(_) => SocketAddr::new(shared.cfg.bind_ip, port),
+            };
+            let _ = sock.send_to(Vec::<u8>::new(), to).await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), &mut recv).await;
+            end
         };
-        // A receive dropped by `select!` stays queued in the ring and holds
-        // the socket (and its port) open until a datagram completes it.
-        // Shutting the socket down completes it now, so the fd closes when
-        // `sock` drops and the port can be bound again.
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: the fd is owned by `sock`, which is alive here.
-            unsafe {
-                libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR);
-            }
-        }
-        drop(sock);
         finish_leg(&shared, &mut run, port, end);
     }
 }
@@ -402,11 +428,18 @@ mod plain {
     use super::*;
 
     pub(super) async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<OpenLeg>) {
-        while let Some(open) = rx.recv().await {
-            let Some((sock, port)) = start_leg(&shared, &open) else {
+        while let Some(mut open) = rx.recv().await {
+            let (Some(sock), port) = (open.socket.take(), open.port) else {
                 continue;
             };
             let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else {
+                // Not on a runtime with I/O: nothing will serve this leg.
+                shared.stats.legs_active.fetch_sub(1, Ordering::Relaxed);
+                release_port(&shared, port);
+                let _ = shared.events.send(MediaEvent::Failed {
+                    leg: open.leg,
+                    reason: "media worker cannot register the socket".into(),
+                });
                 continue;
             };
             let shared = shared.clone();

@@ -83,6 +83,9 @@ pub struct SipSection {
     pub max_tcp_connections: usize,
     /// On SIGTERM/SIGINT: wait this long for calls to end, then hang up.
     pub drain_timeout_secs: u64,
+    /// Signalling threads: 1 runs transports and the core on one thread
+    /// (the cheapest per call); more spreads parsing and I/O.
+    pub threads: usize,
 }
 
 impl Default for SipSection {
@@ -102,6 +105,7 @@ impl Default for SipSection {
             tcp_idle_timeout_secs: 300,
             max_tcp_connections: 4096,
             drain_timeout_secs: 30,
+            threads: 1,
         }
     }
 }

@@ -312,7 +312,13 @@ fn flush(
     while let Some(out) = core.poll_output() {
         match out {
             Output::Transmit(t) => transports.send(t),
-            Output::Media(cmd) => engine.command(cmd),
+            Output::Media(cmd) => {
+                // Opening a leg answers at once; feeding the answer back
+                // here lets the 200 OK leave in the same turn.
+                if let Some(ev) = engine.command(cmd) {
+                    core.handle_media(Instant::now(), ev);
+                }
+            }
             Output::Cdr(ev) => queue.push(ev),
             Output::Registration(change) => {
                 let _ = reg_tx.send(change);

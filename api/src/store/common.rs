@@ -78,17 +78,30 @@ macro_rules! call_columns {
 }
 
 /// `Started`: insert the row, or leave an existing one alone.
-pub(crate) const INSERT_CALL: &str = "INSERT INTO calls \
+/// `Started` rows (with answers and ends folded in by [`fold`]): insert,
+/// or merge into an existing row with the first-wins rules of the updates
+/// below, so re-applying any batch leaves the same row. The VALUES list
+/// goes between head and merge.
+pub(crate) const INSERT_CALLS_HEAD: &str = "INSERT INTO calls \
      (id, account_id, direction, from_number, to_number, trunk, sip_call_id, invite_at, \
-     answer_at, end_at, end_cause, sip_status, duration_ms, media_mode) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-     ON CONFLICT (id) DO NOTHING";
-/// `Answered`: the first answer time wins.
-pub(crate) const ANSWER_CALL: &str =
-    "UPDATE calls SET answer_at = COALESCE(answer_at, $1) WHERE id = $2";
-/// `Ended`: the first end wins; a repeated `Ended` changes nothing.
-pub(crate) const END_CALL: &str = "UPDATE calls SET end_at = $1, end_cause = $2, \
-     sip_status = $3, duration_ms = $4 WHERE id = $5 AND end_at IS NULL";
+     answer_at, end_at, end_cause, sip_status, duration_ms, media_mode) ";
+pub(crate) const INSERT_CALLS_MERGE: &str = " ON CONFLICT (id) DO UPDATE SET \
+     answer_at = COALESCE(calls.answer_at, excluded.answer_at), \
+     end_cause = CASE WHEN calls.end_at IS NULL THEN excluded.end_cause ELSE calls.end_cause END, \
+     sip_status = CASE WHEN calls.end_at IS NULL THEN COALESCE(excluded.sip_status, calls.sip_status) \
+     ELSE calls.sip_status END, \
+     duration_ms = CASE WHEN calls.end_at IS NULL THEN excluded.duration_ms ELSE calls.duration_ms END, \
+     end_at = COALESCE(calls.end_at, excluded.end_at)";
+/// `Answered` (id, at) rows: the first answer time wins. VALUES columns
+/// are `column1`, `column2`… in both SQLite and PostgreSQL.
+pub(crate) const ANSWER_CALLS_HEAD: &str =
+    "UPDATE calls SET answer_at = COALESCE(calls.answer_at, v.column2) FROM (";
+pub(crate) const ANSWER_CALLS_TAIL: &str = ") AS v WHERE calls.id = v.column1";
+/// `Ended` (id, at, cause, status, duration) rows: the first end wins.
+pub(crate) const END_CALLS_HEAD: &str = "UPDATE calls SET end_at = v.column2, \
+     end_cause = v.column3, sip_status = v.column4, duration_ms = v.column5 FROM (";
+pub(crate) const END_CALLS_TAIL: &str =
+    ") AS v WHERE calls.id = v.column1 AND calls.end_at IS NULL";
 pub(crate) const GET_CALL: &str = concat!("SELECT ", call_columns!(), " FROM calls WHERE id = $1");
 /// `$1` = now (Unix ms). Keeps a final status already recorded; else an
 /// answered call's INVITE status was 200, an unanswered one gets 500.
@@ -391,7 +404,7 @@ pub(crate) fn collect<R, T>(rows: Vec<R>, f: fn(R) -> Result<T>) -> Result<Vec<T
 /// The body is backend-neutral: the same SQL, binds and row types serve
 /// SQLite and PostgreSQL.
 macro_rules! impl_store {
-    ($ty:ty, $backend:literal) => {
+    ($ty:ty, $backend:literal, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $ty {
             fn backend(&self) -> &'static str {
@@ -595,53 +608,54 @@ macro_rules! impl_store {
                 &self,
                 events: &[$crate::store::CdrEvent],
             ) -> $crate::store::Result<()> {
-                use $crate::store::CdrEvent;
+                use $crate::store::common::{ROWS_PER_STATEMENT, fold};
+                let batch = fold(events);
                 let mut tx = self.pool.begin().await?;
-                for ev in events {
-                    match ev {
-                        CdrEvent::Started(c) => {
-                            sqlx::query($crate::store::common::INSERT_CALL)
-                                .bind(&c.id)
-                                .bind(c.account_id.as_deref())
-                                .bind(c.direction.as_str())
-                                .bind(&c.from_number)
-                                .bind(&c.to_number)
-                                .bind(c.trunk.as_deref())
-                                .bind(&c.sip_call_id)
-                                .bind(c.invite_at)
-                                .bind(c.answer_at)
-                                .bind(c.end_at)
-                                .bind(c.end_cause.as_deref())
-                                .bind(c.sip_status.map(i32::from))
-                                .bind(c.duration_ms)
-                                .bind(&c.media_mode)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        CdrEvent::Answered { id, at } => {
-                            sqlx::query($crate::store::common::ANSWER_CALL)
-                                .bind(*at)
-                                .bind(id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        CdrEvent::Ended {
-                            id,
-                            at,
-                            cause,
-                            sip_status,
-                            duration_ms,
-                        } => {
-                            sqlx::query($crate::store::common::END_CALL)
-                                .bind(*at)
-                                .bind(cause)
-                                .bind(i32::from(*sip_status))
-                                .bind(*duration_ms)
-                                .bind(id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                    }
+                // Three multi-row statements per batch instead of one per
+                // event: each statement is a round trip to the driver.
+                for rows in batch.started.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new($crate::store::common::INSERT_CALLS_HEAD);
+                    qb.push_values(rows, |mut b, c| {
+                        b.push_bind(c.id.clone())
+                            .push_bind(c.account_id.clone())
+                            .push_bind(c.direction.as_str())
+                            .push_bind(c.from_number.clone())
+                            .push_bind(c.to_number.clone())
+                            .push_bind(c.trunk.clone())
+                            .push_bind(c.sip_call_id.clone())
+                            .push_bind(c.invite_at)
+                            .push_bind(c.answer_at)
+                            .push_bind(c.end_at)
+                            .push_bind(c.end_cause.clone())
+                            .push_bind(c.sip_status.map(i32::from))
+                            .push_bind(c.duration_ms)
+                            .push_bind(c.media_mode.clone());
+                    });
+                    qb.push($crate::store::common::INSERT_CALLS_MERGE);
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for rows in batch.answered.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new($crate::store::common::ANSWER_CALLS_HEAD);
+                    qb.push_values(rows, |mut b, (id, at)| {
+                        b.push_bind(id.clone()).push_bind(*at);
+                    });
+                    qb.push($crate::store::common::ANSWER_CALLS_TAIL);
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for rows in batch.ended.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new($crate::store::common::END_CALLS_HEAD);
+                    qb.push_values(rows, |mut b, (id, at, cause, status, duration)| {
+                        b.push_bind(id.clone())
+                            .push_bind(*at)
+                            .push_bind(cause.clone())
+                            .push_bind(i32::from(*status))
+                            .push_bind(*duration);
+                    });
+                    qb.push($crate::store::common::END_CALLS_TAIL);
+                    qb.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -720,3 +734,76 @@ macro_rules! impl_store {
     };
 }
 pub(crate) use impl_store;
+
+/// A batch of CDR events folded per call: one `Started` row per call with
+/// its answer and end merged in, and the first `Answered`/`Ended` of calls
+/// whose row came in an earlier batch. Applying it (rows first, then the
+/// updates) leaves the same rows as applying the events one by one,
+/// because `INSERT_CALLS_MERGE` merges with the first-wins rules of the updates.
+#[derive(Debug, Default)]
+pub(crate) struct FoldedBatch {
+    pub started: Vec<crate::store::CallRecord>,
+    /// (id, at)
+    pub answered: Vec<(String, i64)>,
+    /// (id, at, cause, sip_status, duration_ms)
+    pub ended: Vec<(String, i64, String, u16, i64)>,
+}
+
+pub(crate) fn fold(events: &[crate::store::CdrEvent]) -> FoldedBatch {
+    use crate::store::CdrEvent;
+    use std::collections::HashMap;
+    use std::collections::hash_map::Entry;
+    let mut f = FoldedBatch::default();
+    let mut started: HashMap<&str, usize> = HashMap::new();
+    let mut answered: HashMap<&str, ()> = HashMap::new();
+    let mut ended: HashMap<&str, ()> = HashMap::new();
+    for ev in events {
+        match ev {
+            CdrEvent::Started(c) => {
+                if let Entry::Vacant(v) = started.entry(c.id.as_str()) {
+                    v.insert(f.started.len());
+                    f.started.push(c.clone());
+                }
+            }
+            CdrEvent::Answered { id, at } => match started.get(id.as_str()) {
+                Some(&i) => {
+                    let c = &mut f.started[i];
+                    c.answer_at = c.answer_at.or(Some(*at));
+                }
+                None => {
+                    if answered.insert(id.as_str(), ()).is_none() {
+                        f.answered.push((id.clone(), *at));
+                    }
+                }
+            },
+            CdrEvent::Ended {
+                id,
+                at,
+                cause,
+                sip_status,
+                duration_ms,
+            } => match started.get(id.as_str()) {
+                Some(&i) => {
+                    let c = &mut f.started[i];
+                    if c.end_at.is_none() {
+                        c.end_at = Some(*at);
+                        c.end_cause = Some(cause.clone());
+                        c.sip_status = Some(*sip_status);
+                        c.duration_ms = Some(*duration_ms);
+                    }
+                }
+                None => {
+                    if ended.insert(id.as_str(), ()).is_none() {
+                        f.ended
+                            .push((id.clone(), *at, cause.clone(), *sip_status, *duration_ms));
+                    }
+                }
+            },
+        }
+    }
+    f
+}
+
+/// Rows per multi-row statement (14 binds per row stays far below both
+/// databases' parameter limits).
+pub(crate) const ROWS_PER_STATEMENT: usize = 200;

@@ -48,4 +48,4 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, "postgres");
+impl_store!(PgStore, "postgres", sqlx::Postgres);

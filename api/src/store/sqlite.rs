@@ -85,7 +85,7 @@ async fn create_dir(dir: &Path) -> Result<()> {
         .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))
 }
 
-impl_store!(SqliteStore, "sqlite");
+impl_store!(SqliteStore, "sqlite", sqlx::Sqlite);
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
 Supported: timer\r\n\
 Session-Expires: 1800\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 142\r\n\r\n\
+Content-Length: 133\r\n\r\n\
 v=0\r\no=- 1 1 IN IP4 203.0.113.7\r\ns=-\r\nc=IN IP4 203.0.113.7\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n";
 
 const RESPONSE: &str = "SIP/2.0 200 OK\r\n\

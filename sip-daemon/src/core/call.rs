@@ -11,6 +11,10 @@ use crate::sip::transaction::{ClientTransaction, ServerState};
 use api::store::{CallRecord, Direction, RouteKind};
 use media_userspace::control::{LegMedia, LegMode};
 
+/// RFC 3261 §17.2.1: a provisional response is due when the TU has not
+/// answered an INVITE within 200 ms.
+const TRYING_AFTER: Duration = Duration::from_millis(200);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallState {
     /// INVITE accepted, waiting for the media leg to open.
@@ -252,7 +256,9 @@ impl Core {
 
     pub(super) fn on_invite(&mut self, now: Instant, id: u64, peer: Peer) {
         let req = self.request(id).clone();
-        self.respond(now, id, 100, None, None, |b| b);
+        // §17.2.1: 100 Trying only if we have not answered within 200 ms
+        // (an echo call is usually answered well before).
+        self.schedule(now + TRYING_AFTER, TimerRef::Trying(id));
         if self.draining {
             return self.reject_invite(now, id, None, 503, "draining", |b| {
                 b.header(HeaderName::RetryAfter, "30")

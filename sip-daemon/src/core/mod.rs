@@ -112,6 +112,9 @@ enum TimerRef {
     Server(u64),
     Client(u64),
     Call(u64),
+    /// 200 ms after an INVITE: send 100 Trying unless a response left
+    /// already (RFC 3261 §17.2.1).
+    Trying(u64),
     Sweep,
 }
 
@@ -265,6 +268,15 @@ impl Core {
                 TimerRef::Server(id) => self.server_timer(now, id),
                 TimerRef::Client(id) => self.client_timer(now, id),
                 TimerRef::Call(h) => self.call_timer(now, h),
+                TimerRef::Trying(id) => {
+                    let silent =
+                        self.txns.server.get(&id).is_some_and(|e| {
+                            e.request.is_some() && e.txn.last_response().is_none()
+                        });
+                    if silent {
+                        self.respond(now, id, 100, None, None, |b| b);
+                    }
+                }
                 TimerRef::Sweep => {
                     let now_ms = self.clock.unix_ms(now);
                     self.registrar.sweep(now_ms);

@@ -240,7 +240,11 @@ fn to_tag_of(resp: &str) -> String {
 /// Runs INVITE → 200 and returns the 200.
 fn answered_call(h: &mut Harness, call_id: &str, extra: &str) -> String {
     h.recv(&invite("+15550001", call_id, "z9hG4bK-inv1", extra, SDP));
-    assert_eq!(h.statuses(), vec![100]);
+    assert_eq!(
+        h.statuses(),
+        Vec::<u16>::new(),
+        "no 100 when the answer is quick"
+    );
     assert!(matches!(h.media.last(), Some(MediaCommand::Open { .. })));
     h.media_opened(30000);
     let sent = h.take_sent();
@@ -343,6 +347,11 @@ fn invite_retransmission_is_absorbed() {
     let mut h = Harness::new();
     let inv = invite("+15550001", "retx", "z9hG4bK-r1", "", SDP);
     h.recv(&inv);
+    assert_eq!(h.statuses(), Vec::<u16>::new());
+    // §17.2.1: no answer within 200 ms → 100 Trying.
+    h.advance_to(199);
+    assert_eq!(h.statuses(), Vec::<u16>::new());
+    h.advance_to(200);
     assert_eq!(h.statuses(), vec![100]);
     h.recv(&inv);
     assert_eq!(
@@ -383,7 +392,7 @@ fn reliable_transport_has_no_retransmissions() {
         p,
         &invite("+15550001", "tcp1", "z9hG4bK-t1", "", SDP).replace("SIP/2.0/UDP", "SIP/2.0/TCP"),
     );
-    assert_eq!(h.statuses(), vec![100]);
+    assert_eq!(h.statuses(), Vec::<u16>::new());
     h.media_opened(30002);
     let sent: Vec<(Peer, String)> = h.sent.drain(..).collect();
     assert_eq!(sent.len(), 1);
@@ -401,6 +410,7 @@ fn reliable_transport_has_no_retransmissions() {
 fn cancel_before_answer_gives_487() {
     let mut h = Harness::new();
     h.recv(&invite("+15550001", "cxl", "z9hG4bK-c1", "", SDP));
+    h.advance_to(300);
     assert_eq!(h.statuses(), vec![100]);
     h.recv("CANCEL sip:+15550001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-c1;rport\r\nMax-Forwards: 70\r\nFrom: \"Caller\" <sip:+15551230000@127.0.0.1>;tag=caller1\r\nTo: <sip:+15550001@127.0.0.1>\r\nCall-ID: cxl\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(h.statuses(), vec![200, 487]);
@@ -576,7 +586,7 @@ fn unsupported_answers_carry_their_headers() {
 fn merged_request_gets_482() {
     let mut h = Harness::new();
     h.recv(&invite("+15550001", "m1", "z9hG4bK-path1", "", SDP));
-    assert_eq!(h.statuses(), vec![100]);
+    assert_eq!(h.statuses(), Vec::<u16>::new());
     h.recv(&invite("+15550001", "m1", "z9hG4bK-path2", "", SDP));
     assert_eq!(h.statuses(), vec![482]);
     assert_eq!(h.core.active_calls(), 1);
@@ -589,7 +599,7 @@ fn per_number_limit_gives_486() {
     h.recv(
         &invite("+15550009999", "l2", "z9hG4bK-l2", "", SDP).replace("tag=caller1", "tag=caller2"),
     );
-    assert_eq!(h.statuses(), vec![100, 100, 486]);
+    assert_eq!(h.statuses(), vec![486]);
     assert_eq!(h.core.metrics.rejection_count("capacity"), 1);
 }
 
@@ -598,12 +608,12 @@ fn draining_and_store_backlog_refuse_new_calls() {
     let mut h = Harness::new();
     h.core.set_cdr_saturated(true);
     h.recv(&invite("+15550001", "d1", "z9hG4bK-d1", "", SDP));
-    assert_eq!(h.statuses(), vec![100, 503]);
+    assert_eq!(h.statuses(), vec![503]);
     h.core.set_cdr_saturated(false);
     answered_call(&mut h, "d2", "");
     h.core.start_drain();
     h.recv(&invite("+15550001", "d3", "z9hG4bK-d3", "", SDP).replace("tag=caller1", "tag=c3"));
-    assert_eq!(h.statuses(), vec![100, 503]);
+    assert_eq!(h.statuses(), vec![503]);
     assert_eq!(h.core.active_calls(), 1, "the call in progress continues");
     h.core.hangup_all(h.now, "shutdown");
     h.drain();
@@ -676,7 +686,7 @@ fn reinvite_hold_and_unhold() {
 fn late_offer_answered_in_ack() {
     let mut h = Harness::new();
     h.recv(&invite("+15550001", "late", "z9hG4bK-late", "", ""));
-    assert_eq!(h.statuses(), vec![100]);
+    assert_eq!(h.statuses(), Vec::<u16>::new());
     h.media_opened(30010);
     let ok = h.take_sent().pop().unwrap();
     assert!(
@@ -884,7 +894,7 @@ fn registered_user_can_call_from_outside_trunks() {
     );
     assert_eq!(h.statuses(), vec![200]);
     h.recv_from(p, &invite("+15550001", "fromuser", "z9hG4bK-u3", "", SDP));
-    assert_eq!(h.statuses(), vec![100]);
+    assert_eq!(h.statuses(), Vec::<u16>::new());
     match &h.cdr[0] {
         CdrEvent::Started(r) => {
             assert_eq!(r.trunk, None);
