@@ -36,7 +36,12 @@ if ! command -v cargo >/dev/null; then
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
 fi
-rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install 1.95.0 --profile minimal -c clippy,rustfmt
+# The pinned stable toolchain (rust-toolchain.toml) with the lint tools.
+if ! rustup component list --toolchain 1.95.0 --installed 2>/dev/null | grep -q '^clippy' \
+   || ! rustup component list --toolchain 1.95.0 --installed 2>/dev/null | grep -q '^rustfmt'; then
+  say "installing Rust 1.95.0 with clippy and rustfmt"
+  rustup toolchain install 1.95.0 --profile minimal -c clippy,rustfmt
+fi
 
 if [ "$what" = "test" ]; then
   # The XDP program builds on nightly with rust-src through aya-build.

@@ -26,8 +26,8 @@ impl SqliteStore {
     /// named by `url` — `sqlite://path`, `sqlite:path`, or `sqlite::memory:`
     /// — and runs the migrations.
     ///
-    /// File databases use WAL with `synchronous=NORMAL` and a 5 s busy
-    /// timeout. An in-memory database lives as long as the store (one
+    /// File databases use WAL with `synchronous=NORMAL`, a 16 MiB page
+    /// cache and a 5 s busy timeout. An in-memory database lives as long as the store (one
     /// connection that is never recycled).
     pub async fn open(url: &str) -> Result<Self> {
         let (db, params) =
@@ -52,7 +52,10 @@ impl SqliteStore {
             let opts = opts
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal);
+                .synchronous(SqliteSynchronous::Normal)
+                // 16 MiB of page cache per connection (the default 2 MiB
+                // re-reads index pages from the OS on every CDR batch).
+                .pragma("cache_size", "-16384");
             SqlitePoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .connect_with(opts)

@@ -302,7 +302,7 @@ impl Core {
                 .and_then(|u| routing.user(u))
                 .map(|u| u.account_id.clone())
         });
-        let sid = self.new_call_sid();
+        let sid = self.new_call_sid(now);
         self.out
             .push_back(Output::Cdr(CdrEvent::Started(CallRecord {
                 id: sid.clone(),

@@ -918,3 +918,47 @@ fn malformed_request_gets_400_naming_the_problem() {
     assert!(h.take_sent().is_empty());
     assert_eq!(h.core.metrics.rejection_count("garbage"), 1);
 }
+
+#[test]
+fn per_trunk_limit_gives_486_until_a_call_ends() {
+    let mut h = Harness::new();
+    // The same table with the trunk limited to two calls at once.
+    let t = routing();
+    let mut trunk = t.trunk("local").unwrap().trunk.clone();
+    trunk.max_calls = Some(2);
+    let (limited, problems) = RoutingTable::build(
+        vec![trunk],
+        vec![Number {
+            pattern: "+1555000*".into(),
+            account_id: "acme".into(),
+            route: RouteKind::Echo,
+            target: None,
+            dialect: None,
+            params: None,
+            trunk: None,
+            max_calls: None,
+        }],
+        vec![],
+        vec![],
+    );
+    assert!(problems.is_empty());
+    h.core.set_routing(Arc::new(limited));
+    let ok1 = answered_call(&mut h, "tr1", "");
+    let inv2 = invite("+15550002", "tr2", "z9hG4bK-tr2", "", SDP).replace("tag=caller1", "tag=c2");
+    h.recv(&inv2);
+    h.media_opened(30100);
+    assert_eq!(h.statuses(), vec![200]);
+    let inv3 = invite("+15550003", "tr3", "z9hG4bK-tr3", "", SDP).replace("tag=caller1", "tag=c3");
+    h.recv(&inv3);
+    assert_eq!(h.statuses(), vec![486], "third call over the trunk limit");
+    assert_eq!(h.core.metrics.rejection_count("capacity"), 1);
+    // The first call ends: the trunk has room again.
+    let tag = to_tag_of(&ok1);
+    h.recv(&in_dialog("ACK", "tr1", &tag, 1, "z9hG4bK-tra", "", ""));
+    h.recv(&in_dialog("BYE", "tr1", &tag, 2, "z9hG4bK-trb", "", ""));
+    assert_eq!(h.statuses(), vec![200]);
+    let inv4 = invite("+15550004", "tr4", "z9hG4bK-tr4", "", SDP).replace("tag=caller1", "tag=c4");
+    h.recv(&inv4);
+    h.media_opened(30102);
+    assert_eq!(h.statuses(), vec![200]);
+}
