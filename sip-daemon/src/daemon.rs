@@ -177,7 +177,7 @@ pub async fn run(
     // Registration changes are written behind, like CDRs, but are small
     // and rare: a plain task with retries.
     let (reg_tx, reg_rx) = mpsc::unbounded_channel::<RegistrationChange>();
-    tokio::spawn(registration_writer(store.clone(), reg_rx));
+    let reg_writer = tokio::spawn(registration_writer(store.clone(), reg_rx));
 
     let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
     tokio::spawn(routing_reloader(store.clone(), routing_tx));
@@ -255,6 +255,14 @@ pub async fn run(
         }
     }
     flush(&mut core, &transports, &engine, &queue, &reg_tx);
+    // Registration changes already decided are written before exit.
+    drop(reg_tx);
+    if tokio::time::timeout(Duration::from_secs(5), reg_writer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("registration changes not all stored: the store is unreachable");
+    }
     let unwritten = writer.shutdown(Duration::from_secs(10)).await;
     if unwritten > 0 {
         tracing::error!(
