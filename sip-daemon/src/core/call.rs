@@ -227,6 +227,44 @@ impl Core {
     }
 
     /// Rejects a new INVITE and closes its CDR.
+    /// A registered user as call target (RFC 3261 §8.3, §10.2): answer 302
+    /// with the user's live bindings so the caller reaches the device
+    /// directly; 480 when the user has none. Bridging the call through us
+    /// instead (route `forward` to a user) comes with forwarding.
+    fn redirect_to_user(&mut self, now: Instant, id: u64, sid: &str, username: &str) {
+        let now_ms = self.unix_ms(now);
+        let contacts: Vec<String> = self
+            .registrar
+            .bindings_of(username, now_ms)
+            .iter()
+            .map(|b| {
+                let secs = ((b.expires_at_ms - now_ms) / 1000).max(1);
+                format!("<{}>;expires={secs}", b.contact)
+            })
+            .collect();
+        if contacts.is_empty() {
+            return self.reject_invite(now, id, Some(sid), 480, "not_registered", |b| b);
+        }
+        let tag = self.new_tag();
+        self.respond(now, id, 302, None, Some(&tag), |mut b| {
+            for c in &contacts {
+                b = b.header(HeaderName::Contact, c.as_str());
+            }
+            b
+        });
+        self.out.push_back(Output::Cdr(CdrEvent::Ended {
+            id: sid.to_string(),
+            at: now_ms,
+            cause: "redirected".into(),
+            sip_status: 302,
+            duration_ms: 0,
+        }));
+        self.metrics
+            .calls
+            .with_label_values(&["inbound", "redirected"])
+            .inc();
+    }
+
     fn reject_invite(
         &mut self,
         now: Instant,
@@ -296,12 +334,22 @@ impl Core {
             .unwrap_or_else(|| "anonymous".into());
         let caller = normalize_e164(&caller_raw).unwrap_or(caller_raw);
         let number = dialed.as_deref().and_then(|d| routing.number(d)).cloned();
-        let account = number.as_ref().map(|n| n.account_id.clone()).or_else(|| {
-            source_user
-                .as_deref()
-                .and_then(|u| routing.user(u))
-                .map(|u| u.account_id.clone())
-        });
+        // A call to one of our SIP users (Request-URI user = username).
+        let target_user = if number.is_none() {
+            routing.user(&dialed_raw).cloned()
+        } else {
+            None
+        };
+        let account = number
+            .as_ref()
+            .map(|n| n.account_id.clone())
+            .or_else(|| target_user.as_ref().map(|u| u.account_id.clone()))
+            .or_else(|| {
+                source_user
+                    .as_deref()
+                    .and_then(|u| routing.user(u))
+                    .map(|u| u.account_id.clone())
+            });
         let sid = self.new_call_sid(now);
         self.out
             .push_back(Output::Cdr(CdrEvent::Started(CallRecord {
@@ -324,6 +372,9 @@ impl Core {
                     .to_string(),
             })));
         let Some(number) = number else {
+            if let Some(user) = target_user {
+                return self.redirect_to_user(now, id, &sid, &user.username);
+            }
             return self.reject_invite(now, id, Some(&sid), 404, "not_found", |b| b);
         };
         if routing.is_blocked(&number.account_id, &number.pattern, &caller) {

@@ -962,3 +962,47 @@ fn per_trunk_limit_gives_486_until_a_call_ends() {
     h.media_opened(30102);
     assert_eq!(h.statuses(), vec![200]);
 }
+
+#[test]
+fn registered_user_as_call_target_is_redirected_to_its_binding() {
+    let mut h = Harness::new();
+    // Not registered yet: 480, counted, with a record.
+    h.recv(&invite("alice", "ru1", "z9hG4bK-ru1", "", SDP));
+    assert_eq!(h.statuses(), vec![480]);
+    assert_eq!(h.core.metrics.rejection_count("not_registered"), 1);
+    let p = peer(TransportKind::Udp, "192.0.2.44:5070");
+    h.recv_from(p, &register("alice", "z9hG4bK-ru2", 1, "Expires: 600\r\n"));
+    let chal = h.take_sent().pop().unwrap();
+    let auth = answer_challenge(&chal, "alice", "secret", "SHA-256");
+    h.recv_from(
+        p,
+        &register(
+            "alice",
+            "z9hG4bK-ru3",
+            2,
+            &format!("Expires: 600\r\nAuthorization: {auth}\r\n"),
+        ),
+    );
+    assert_eq!(h.statuses(), vec![200]);
+    // A trunk calls the user: 302 to the device's contact.
+    h.advance_to(10_000);
+    h.recv(&invite("alice", "ru2", "z9hG4bK-ru4", "", SDP).replace("tag=caller1", "tag=c9"));
+    let sent = h.take_sent();
+    let r = sent
+        .iter()
+        .find(|s| s.starts_with("SIP/2.0 302"))
+        .expect("302");
+    assert_eq!(
+        header(r, "Contact"),
+        Some("<sip:alice@127.0.0.1:5070>;expires=590")
+    );
+    match h.cdr.last() {
+        Some(CdrEvent::Ended {
+            cause, sip_status, ..
+        }) => {
+            assert_eq!((cause.as_str(), *sip_status), ("redirected", 302));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(h.core.active_calls(), 0);
+}
