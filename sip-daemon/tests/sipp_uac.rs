@@ -21,6 +21,7 @@ fn env_u32(name: &str, default: u32) -> u32 {
 fn run_sipp(d: &Daemon, transport: &str, calls: u32, rate: u32) {
     let stats = d.dir.path().join(format!("sipp-{transport}"));
     std::fs::create_dir_all(&stats).unwrap();
+    let started = std::time::Instant::now();
     let out = Command::new("sipp")
         .current_dir(&stats)
         .args(["-sn", "uac", &d.sip_addr().to_string()])
@@ -46,6 +47,23 @@ fn run_sipp(d: &Daemon, transport: &str, calls: u32, rate: u32) {
         .filter(|e| e.file_name().to_string_lossy().contains("errors"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
+    // The figures a load run reports (bench/scripts/sipp-load.sh).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let count = |what: &str| {
+        stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with(what))
+            .and_then(|l| l.split('|').nth(2))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "sipp uac over {transport}: {calls} calls offered at {rate}/s in {:.1} s; successful {}, failed {}",
+        started.elapsed().as_secs_f64(),
+        count("Successful call"),
+        count("Failed call")
+    );
     assert!(
         out.status.success(),
         "sipp over {transport} failed ({:?}).\nstdout tail: {}\nstderr: {}\nerrors: {}\ndaemon log tail: {}",
