@@ -106,6 +106,20 @@ impl Mailbox {
             .push(cmd);
     }
 
+    /// The worker's loop: every tick, applies what was posted and starts
+    /// new legs with `start`, until the engine is dropped.
+    async fn serve(&self, mut start: impl FnMut(OpenLeg, mpsc::UnboundedReceiver<LegCtl>)) {
+        let mut ctls = HashMap::new();
+        let mut tick = tokio::time::interval(MAILBOX_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.stopped.load(Ordering::Acquire) {
+            tick.tick().await;
+            for (open, ctl) in self.drain(&mut ctls) {
+                start(open, ctl);
+            }
+        }
+    }
+
     /// Applies updates and closes to the worker's legs; returns the legs
     /// to start, each with its control channel.
     fn drain(
@@ -407,22 +421,18 @@ mod uring {
     use super::*;
 
     pub(super) async fn worker(shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
-        let mut ctls = HashMap::new();
-        let mut tick = tokio::time::interval(MAILBOX_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !mailbox.stopped.load(Ordering::Acquire) {
-            tick.tick().await;
-            for (mut open, ctl) in mailbox.drain(&mut ctls) {
+        mailbox
+            .serve(|mut open, ctl| {
                 let (Some(sock), port) = (open.socket.take(), open.port) else {
-                    continue;
+                    return;
                 };
                 let shared = shared.clone();
                 tokio_uring::spawn(async move {
                     let sock = tokio_uring::net::UdpSocket::from_std(sock);
                     leg(shared, sock, port, open, ctl).await;
                 });
-            }
-        }
+            })
+            .await;
     }
 
     async fn leg(
@@ -495,15 +505,7 @@ mod plain {
     use super::*;
 
     pub(super) async fn worker(shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
-        let mut ctls = HashMap::new();
-        let mut tick = tokio::time::interval(MAILBOX_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !mailbox.stopped.load(Ordering::Acquire) {
-            tick.tick().await;
-            for (open, ctl) in mailbox.drain(&mut ctls) {
-                start(&shared, open, ctl);
-            }
-        }
+        mailbox.serve(|open, ctl| start(&shared, open, ctl)).await;
     }
 
     fn start(shared: &Arc<Shared>, mut open: OpenLeg, ctl: mpsc::UnboundedReceiver<LegCtl>) {

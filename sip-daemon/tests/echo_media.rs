@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Caller, Daemon, recv_status};
+use common::{Caller, Daemon, Opts, recv_status};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,22 @@ fn rtp(seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn echo_returns_rtp_to_the_latched_source() {
-    let d = Daemon::start("");
+    echo_round_trip(Daemon::start(""));
+}
+
+/// The fallback media backend (plain tokio sockets, used where the kernel
+/// refuses io_uring) serves the same leg.
+#[test]
+fn echo_on_plain_tokio_sockets() {
+    let d = Daemon::start_opts(Opts {
+        media_extra: "io_uring = false",
+        ..Opts::default()
+    });
+    assert!(d.logs().contains("backend=\"tokio\""), "{}", d.logs());
+    echo_round_trip(d);
+}
+
+fn echo_round_trip(d: Daemon) {
     // The SDP names one port, the packets come from another (a NAT):
     // symmetric RTP answers the real source.
     let advertised = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -18,6 +18,8 @@ pub struct Opts<'a> {
     pub database_url: Option<&'a str>,
     /// Replaces the listeners (use `{port}` for the SIP port).
     pub listen: Option<&'a str>,
+    /// Keys added to the `[media]` section.
+    pub media_extra: &'a str,
 }
 
 pub struct Daemon {
@@ -65,6 +67,7 @@ impl Daemon {
             sip_extra,
             database_url,
             listen,
+            media_extra,
         } = o;
         let dir = tempfile::tempdir().expect("tempdir");
         let sip_port = free_port();
@@ -92,6 +95,7 @@ port_min = {media_base}
 port_max = {media_max}
 timeout_secs = 30
 workers = 1
+{media_extra}
 
 [store]
 url = "sqlite://{db}"
