@@ -5,6 +5,7 @@ pub mod codec;
 pub mod control;
 pub mod echo;
 pub mod engine;
+pub mod g711;
 pub mod latch;
 pub mod ports;
 pub mod rtp;
