@@ -5,7 +5,6 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod metrics;
-pub mod metrics_http;
 pub mod routing;
 pub mod sip;
 pub mod transport;

@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(addr) = cfg.api.listen {
             let reg = registry.clone();
             tokio::spawn(async move {
-                if let Err(e) = sip_daemon::metrics_http::serve(addr, reg).await {
+                if let Err(e) = api::http::serve(addr, reg).await {
                     tracing::error!(%addr, error = %e, "metrics listener failed");
                 }
             });
