@@ -3,10 +3,13 @@
 
 pub mod codec;
 pub mod control;
+pub mod dtmf;
 pub mod echo;
 pub mod engine;
 pub mod g711;
+pub mod jitter;
 pub mod latch;
+pub mod pacer;
 pub mod ports;
 pub mod rtp;
 pub mod xdp;
