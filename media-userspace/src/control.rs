@@ -1,6 +1,7 @@
 //! Commands from call control to the media plane and the events it reports
 //! back. One definition, used by the SIP daemon and the workers.
 
+use crate::aistream::StreamSpec;
 use crate::codec::Codec;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,10 +10,12 @@ use std::time::Duration;
 pub type LegId = u64;
 
 /// What a leg does with the audio it receives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LegMode {
     /// Return the caller's RTP to the caller (line-test number).
     Echo,
+    /// Bridge the caller's audio with an AI over a WebSocket.
+    Stream(Box<StreamSpec>),
 }
 
 /// The negotiated stream parameters a leg needs.
@@ -46,6 +49,19 @@ pub enum MediaCommand {
     Close {
         leg: LegId,
     },
+    /// A digit the caller sent by SIP INFO (application/dtmf-relay),
+    /// reported to the AI like an RFC 4733 one.
+    InfoDtmf {
+        leg: LegId,
+        digit: char,
+        duration_ms: u32,
+    },
+    /// Play a digit toward the caller as RFC 4733 events.
+    SendDtmf {
+        leg: LegId,
+        digit: char,
+        duration_ms: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,5 +77,19 @@ pub enum MediaEvent {
     /// No RTP arrived for the configured time.
     Timeout {
         leg: LegId,
+    },
+    /// The AI's socket is up (route `stream`): the call may be answered.
+    StreamConnected {
+        leg: LegId,
+    },
+    /// The AI's socket could not be opened.
+    StreamFailed {
+        leg: LegId,
+        reason: String,
+    },
+    /// The AI ended the stream (closed it, or it stayed lost too long).
+    StreamEnded {
+        leg: LegId,
+        reason: String,
     },
 }

@@ -3,9 +3,12 @@
 //! where the kernel refuses io_uring (seccomp, old kernels) the same
 //! workers run on plain tokio sockets, so media always works.
 
+use crate::aistream::client::{self, LegSide, StreamEvent, StreamStats};
+use crate::aistream::{FRAME_MS, StreamSpec};
 use crate::control::{LegId, LegMedia, LegMode, MediaCommand, MediaEvent};
-use crate::echo::EchoLeg;
+use crate::echo::{EchoLeg, LegCounters};
 use crate::ports::PortAllocator;
+use crate::stream_leg::StreamLeg;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +68,8 @@ pub enum EngineError {
 
 enum LegCtl {
     Update(LegMedia),
+    InfoDtmf(char, u32),
+    SendDtmf(char, u32),
     Close,
 }
 
@@ -87,7 +92,7 @@ const MAILBOX_TICK: Duration = Duration::from_millis(10);
 
 enum WorkerCmd {
     Open(OpenLeg),
-    Update(LegId, LegMedia),
+    Ctl(LegId, LegCtl),
     Close(LegId),
 }
 
@@ -135,9 +140,9 @@ impl Mailbox {
                     ctls.insert(open.leg, tx);
                     opens.push((open, rx));
                 }
-                WorkerCmd::Update(leg, media) => {
+                WorkerCmd::Ctl(leg, ctl) => {
                     if let Some(tx) = ctls.get(&leg) {
-                        let _ = tx.send(LegCtl::Update(media));
+                        let _ = tx.send(ctl);
                     }
                 }
                 WorkerCmd::Close(leg) => {
@@ -182,6 +187,7 @@ struct Shared {
     ports: Mutex<PortAllocator>,
     events: mpsc::UnboundedSender<MediaEvent>,
     stats: Arc<MediaStats>,
+    streams: Arc<StreamStats>,
 }
 
 fn io_uring_available() -> bool {
@@ -206,6 +212,7 @@ impl MediaEngine {
             cfg: cfg.clone(),
             events,
             stats: stats.clone(),
+            streams: Arc::default(),
         });
         let mut workers = Vec::new();
         for i in 0..cfg.workers.max(1) {
@@ -234,6 +241,11 @@ impl MediaEngine {
 
     pub fn stats(&self) -> &Arc<MediaStats> {
         &self.inner.stats
+    }
+
+    /// AI stream counters (connects, drops, refused frames).
+    pub fn stream_stats(&self) -> &Arc<StreamStats> {
+        &self.inner.shared.streams
     }
 
     /// Executes a command; never blocks. `Open` binds the leg's socket
@@ -275,7 +287,29 @@ impl MediaEngine {
             }
             MediaCommand::Update { leg, media } => {
                 if let Some(&w) = legs.get(&leg) {
-                    self.inner.workers[w].post(WorkerCmd::Update(leg, media));
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, LegCtl::Update(media)));
+                }
+                None
+            }
+            MediaCommand::InfoDtmf {
+                leg,
+                digit,
+                duration_ms,
+            } => {
+                if let Some(&w) = legs.get(&leg) {
+                    let ctl = LegCtl::InfoDtmf(digit, duration_ms);
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, ctl));
+                }
+                None
+            }
+            MediaCommand::SendDtmf {
+                leg,
+                digit,
+                duration_ms,
+            } => {
+                if let Some(&w) = legs.get(&leg) {
+                    let ctl = LegCtl::SendDtmf(digit, duration_ms);
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, ctl));
                 }
                 None
             }
@@ -343,34 +377,189 @@ fn bind_leg_socket(shared: &Shared) -> Option<(std::net::UdpSocket, u16)> {
     None
 }
 
+/// A stream leg and its link to the socket task.
+struct StreamRun {
+    core: StreamLeg,
+    side: LegSide,
+}
+
+enum LegCore {
+    Echo(EchoLeg),
+    Stream(Box<StreamRun>),
+}
+
+/// Caller audio held for the AI while its socket is slow or
+/// reconnecting: the reconnect window, plus a second.
+fn to_ai_capacity(spec: &StreamSpec) -> usize {
+    ((spec.reconnect_window.as_millis() as usize + 1000) / FRAME_MS as usize).max(50)
+}
+
 /// The per-leg state both backends drive.
 struct LegRun {
     leg: LegId,
-    core: EchoLeg,
+    core: LegCore,
     timeout: Duration,
     opened: Instant,
-    published: crate::echo::LegCounters,
+    published: LegCounters,
 }
 
 impl LegRun {
-    fn new(open: &OpenLeg) -> LegRun {
-        let LegMode::Echo = open.mode;
-        LegRun {
+    /// The leg's state, and for stream legs the socket task to spawn on
+    /// the same worker.
+    fn new(
+        open: &OpenLeg,
+        shared: &Arc<Shared>,
+    ) -> (
+        LegRun,
+        Option<impl std::future::Future<Output = ()> + 'static>,
+    ) {
+        let (core, socket) = match &open.mode {
+            LegMode::Echo => (
+                LegCore::Echo(EchoLeg::new(&open.media, rand::random())),
+                None,
+            ),
+            LegMode::Stream(spec) => {
+                let (side, socket_side) =
+                    client::link(to_ai_capacity(spec), shared.streams.clone());
+                let core = StreamLeg::new(&open.media, spec.dialect.sample_rate(), rand::random());
+                let events = shared.events.clone();
+                let leg = open.leg;
+                let spec = (**spec).clone();
+                let task = client::run(spec, socket_side, move |ev| {
+                    let ev = match ev {
+                        StreamEvent::Connected => MediaEvent::StreamConnected { leg },
+                        StreamEvent::Failed(reason) => MediaEvent::StreamFailed { leg, reason },
+                        StreamEvent::Ended(reason) => MediaEvent::StreamEnded { leg, reason },
+                    };
+                    let _ = events.send(ev);
+                });
+                (
+                    LegCore::Stream(Box::new(StreamRun { core, side })),
+                    Some(task),
+                )
+            }
+        };
+        let run = LegRun {
             leg: open.leg,
-            core: EchoLeg::new(&open.media, rand::random()),
+            core,
             timeout: open.timeout,
             opened: Instant::now(),
             published: Default::default(),
+        };
+        (run, socket)
+    }
+
+    fn counters(&self) -> &LegCounters {
+        match &self.core {
+            LegCore::Echo(e) => &e.counters,
+            LegCore::Stream(s) => &s.core.counters,
+        }
+    }
+
+    fn last_rx(&self) -> Option<Instant> {
+        match &self.core {
+            LegCore::Echo(e) => e.last_rx(),
+            LegCore::Stream(s) => s.core.last_rx(),
         }
     }
 
     fn idle_deadline(&self) -> Instant {
-        self.core.last_rx().unwrap_or(self.opened) + self.timeout
+        self.last_rx().unwrap_or(self.opened) + self.timeout
+    }
+
+    /// The earliest of the media timeout and the leg's own timers.
+    fn deadline(&self) -> Instant {
+        let idle = self.idle_deadline();
+        match &self.core {
+            LegCore::Echo(_) => idle,
+            LegCore::Stream(s) => s.core.poll_timeout().map_or(idle, |t| t.min(idle)),
+        }
+    }
+
+    /// Whether the media timeout has passed.
+    fn idle(&self, now: Instant) -> bool {
+        now >= self.idle_deadline()
+    }
+
+    fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match &self.core {
+            LegCore::Echo(_) => None,
+            LegCore::Stream(s) => Some(s.side.wake_leg.clone()),
+        }
+    }
+
+    fn control(&mut self, ctl: LegCtl) {
+        match (&mut self.core, ctl) {
+            (LegCore::Echo(e), LegCtl::Update(m)) => e.update(&m),
+            (LegCore::Stream(s), LegCtl::Update(m)) => s.core.update(&m),
+            (LegCore::Stream(s), LegCtl::InfoDtmf(d, ms)) => s.core.on_info_dtmf(d, ms),
+            (LegCore::Stream(s), LegCtl::SendDtmf(d, ms)) => {
+                s.core.send_dtmf(d, Duration::from_millis(u64::from(ms)));
+            }
+            _ => {}
+        }
+        self.flush();
+    }
+
+    /// A datagram; for echo legs, where to send it back (rewritten in
+    /// place). Stream legs queue their packets: see `poll_transmit`.
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        pkt: &mut [u8],
+    ) -> Option<SocketAddr> {
+        match &mut self.core {
+            LegCore::Echo(e) => e.on_datagram(now, from, pkt),
+            LegCore::Stream(s) => {
+                s.core.on_datagram(now, from, pkt);
+                self.flush();
+                None
+            }
+        }
+    }
+
+    /// Timers and AI messages.
+    fn on_wake(&mut self, now: Instant) {
+        if let LegCore::Stream(s) = &mut self.core {
+            while let Some(m) = s.side.try_recv() {
+                s.core.on_ai(now, m);
+            }
+            s.core.handle_timeout(now);
+            self.flush();
+        }
+    }
+
+    /// Moves what the leg produced for the AI to the socket task.
+    fn flush(&mut self) {
+        if let LegCore::Stream(s) = &mut self.core {
+            let mut any = false;
+            while let Some(m) = s.core.poll_to_ai() {
+                s.side.send(m);
+                any = true;
+            }
+            if any {
+                s.side.flush();
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        match &mut self.core {
+            LegCore::Echo(_) => None,
+            LegCore::Stream(s) => s.core.poll_transmit(),
+        }
+    }
+
+    fn close(&mut self, reason: &str) {
+        if let LegCore::Stream(s) = &mut self.core {
+            s.side.stop(reason);
+        }
     }
 
     /// Adds this leg's counter deltas to the process totals.
     fn publish(&mut self, stats: &MediaStats) {
-        let c = self.core.counters;
+        let c = *self.counters();
         let p = self.published;
         stats
             .rx_packets
@@ -406,6 +595,10 @@ fn release_port(shared: &Shared, port: u16) {
 }
 
 fn finish_leg(shared: &Shared, run: &mut LegRun, port: u16, end: LegEnd) {
+    run.close(match end {
+        LegEnd::Closed => "hangup",
+        LegEnd::TimedOut => "media_timeout",
+    });
     run.publish(&shared.stats);
     shared.stats.legs_active.fetch_sub(1, Ordering::Relaxed);
     release_port(shared, port);
@@ -443,7 +636,11 @@ mod uring {
         mut ctl: mpsc::UnboundedReceiver<LegCtl>,
     ) {
         use tokio_uring::buf::BoundedBuf;
-        let mut run = LegRun::new(&open);
+        let (mut run, socket_task) = LegRun::new(&open, &shared);
+        if let Some(task) = socket_task {
+            tokio_uring::spawn(task);
+        }
+        let wake = run.wake();
         // The socket closes at the end of this block, before its port is
         // released.
         let end = {
@@ -454,30 +651,42 @@ mod uring {
             let recv = sock.recv_from(vec![0u8; BUF_LEN]);
             tokio::pin!(recv);
             let end = loop {
-                let deadline = tokio::time::Instant::from_std(run.idle_deadline());
+                let deadline = tokio::time::Instant::from_std(run.deadline());
+                let woken = async {
+                    match &wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     cmd = ctl.recv() => match cmd {
-                        Some(LegCtl::Update(m)) => run.core.update(&m),
                         Some(LegCtl::Close) | None => break LegEnd::Closed,
+                        Some(c) => run.control(c),
                     },
                     _ = tokio::time::sleep_until(deadline) => {
-                        if Instant::now() >= run.idle_deadline() {
+                        let now = Instant::now();
+                        if run.idle(now) {
                             break LegEnd::TimedOut;
                         }
+                        run.on_wake(now);
                     }
+                    _ = woken => run.on_wake(Instant::now()),
                     (res, mut buf) = &mut recv => {
                         if let Ok((n, from)) = res
-                            && let Some(to) = run.core.on_datagram(Instant::now(), from, &mut buf[..n])
+                            && let Some(to) = run.on_datagram(Instant::now(), from, &mut buf[..n])
                         {
                             let (_, slice) = sock.send_to(buf.slice(..n), to).await;
                             buf = slice.into_inner();
                         }
-                        if run.core.counters.rx_packets.is_multiple_of(PUBLISH_EVERY) {
+                        if run.counters().rx_packets.is_multiple_of(PUBLISH_EVERY) {
                             run.publish(&shared.stats);
                         }
                         recv.set(sock.recv_from(buf));
                     }
+                }
+                while let Some((to, pkt)) = run.poll_transmit() {
+                    let _ = sock.send_to(pkt, to).await;
                 }
             };
             // Complete the receive still in flight with an empty datagram to
@@ -535,30 +744,46 @@ mod plain {
         open: OpenLeg,
         mut ctl: mpsc::UnboundedReceiver<LegCtl>,
     ) {
-        let mut run = LegRun::new(&open);
+        let (mut run, socket_task) = LegRun::new(&open, &shared);
+        if let Some(task) = socket_task {
+            tokio::task::spawn_local(task);
+        }
+        let wake = run.wake();
         let mut buf = vec![0u8; BUF_LEN];
         let end = loop {
-            let deadline = tokio::time::Instant::from_std(run.idle_deadline());
+            let deadline = tokio::time::Instant::from_std(run.deadline());
+            let woken = async {
+                match &wake {
+                    Some(w) => w.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 cmd = ctl.recv() => match cmd {
-                    Some(LegCtl::Update(m)) => run.core.update(&m),
                     Some(LegCtl::Close) | None => break LegEnd::Closed,
+                    Some(c) => run.control(c),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    if Instant::now() >= run.idle_deadline() {
+                    let now = Instant::now();
+                    if run.idle(now) {
                         break LegEnd::TimedOut;
                     }
+                    run.on_wake(now);
                 }
+                _ = woken => run.on_wake(Instant::now()),
                 res = sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = res else { continue };
-                    if let Some(to) = run.core.on_datagram(Instant::now(), from, &mut buf[..n]) {
+                    if let Some(to) = run.on_datagram(Instant::now(), from, &mut buf[..n]) {
                         let _ = sock.send_to(&buf[..n], to).await;
                     }
-                    if run.core.counters.rx_packets.is_multiple_of(PUBLISH_EVERY) {
+                    if run.counters().rx_packets.is_multiple_of(PUBLISH_EVERY) {
                         run.publish(&shared.stats);
                     }
                 }
+            }
+            while let Some((to, pkt)) = run.poll_transmit() {
+                let _ = sock.send_to(&pkt, to).await;
             }
         };
         finish_leg(&shared, &mut run, port, end);

@@ -1,6 +1,7 @@
 //! Media plane: sans-IO RTP cores (latching, echo) and the io_uring
 //! workers that run them.
 
+pub mod aistream;
 pub mod codec;
 pub mod control;
 pub mod dtmf;
@@ -11,5 +12,8 @@ pub mod jitter;
 pub mod latch;
 pub mod pacer;
 pub mod ports;
+pub mod resample;
 pub mod rtp;
+pub mod stream_leg;
+pub mod transcode;
 pub mod xdp;

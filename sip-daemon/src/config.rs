@@ -2,13 +2,14 @@
 //! ("Configuration"); unknown keys are errors so a typo never silently
 //! falls back to a default.
 
-use crate::core::CoreConfig;
 use crate::core::registrar::RegistrarConfig;
+use crate::core::{CoreConfig, StreamSettings};
 use crate::routing::{Pattern, RoutingTable};
 use crate::sip::digest;
 use crate::sip::timers::TimerConfig;
 use crate::sip::transport::TransportKind;
 use api::store::{Account, BlockedNumber, Number, RouteKind, SipUser, Trunk};
+use media_userspace::aistream::Dialect;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -37,6 +38,8 @@ pub struct Config {
     pub sip: SipSection,
     #[serde(default)]
     pub media: MediaSection,
+    #[serde(default)]
+    pub stream: StreamSection,
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
@@ -125,6 +128,37 @@ pub struct MediaSection {
     pub timeout_secs: u64,
     /// Kernel fast path for relayed legs: "auto" | "on" | "off".
     pub xdp: String,
+}
+
+/// Calls on route `stream` (the AI's WebSocket).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    /// Answer the call once the socket is up, waiting this long at most.
+    pub answer_timeout_ms: u64,
+    /// SIP status for a call whose AI could not be reached in time
+    /// (480 or 503 let the carrier try elsewhere).
+    pub fallback_status: u16,
+    /// A socket lost mid-call is reconnected within this window (the
+    /// caller's audio is held meanwhile); then the call ends.
+    pub reconnect_window_ms: u64,
+    /// WebSocket ping interval; three silent intervals lose the socket.
+    pub keepalive_secs: u64,
+    /// Largest frame accepted from the AI (bytes); larger ones are
+    /// counted and skipped.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        StreamSection {
+            answer_timeout_ms: 5000,
+            fallback_status: 503,
+            reconnect_window_ms: 5000,
+            keepalive_secs: 10,
+            max_frame_bytes: 1 << 20,
+        }
+    }
 }
 
 impl Default for MediaSection {
@@ -349,6 +383,23 @@ impl Config {
                 Some(RouteKind::Stream | RouteKind::Forward) if n.target.is_none() => out.push(
                     format!("number {:?}: route {} needs a target", n.pattern, n.route),
                 ),
+                Some(RouteKind::Stream) => {
+                    let url = n.target.as_deref().unwrap_or_default();
+                    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                        out.push(format!(
+                            "number {:?}: stream target must be a ws:// or wss:// URL",
+                            n.pattern
+                        ));
+                    }
+                    if let Some(d) = &n.dialect
+                        && Dialect::parse(d).is_none()
+                    {
+                        out.push(format!(
+                            "number {:?}: dialect must be twilio, pcm, pcm8, pcm16 or pcm24",
+                            n.pattern
+                        ));
+                    }
+                }
                 _ => {}
             }
             if let Some(t) = &n.trunk
@@ -356,6 +407,9 @@ impl Config {
             {
                 out.push(format!("number {:?}: unknown trunk {t:?}", n.pattern));
             }
+        }
+        if !(400..700).contains(&self.stream.fallback_status) {
+            out.push("stream.fallback_status must be a 4xx, 5xx or 6xx status".into());
         }
         for b in &self.blocked {
             if Pattern::parse(&b.caller).is_none() {
@@ -444,6 +498,13 @@ impl Config {
         c.min_se = self.sip.min_session_expires;
         c.advertised_ip = self.advertised_ip();
         c.media_timeout = Duration::from_secs(self.media.timeout_secs.max(1));
+        c.stream = StreamSettings {
+            answer_timeout: Duration::from_millis(self.stream.answer_timeout_ms.max(1)),
+            fallback_status: self.stream.fallback_status,
+            reconnect_window: Duration::from_millis(self.stream.reconnect_window_ms),
+            keepalive: Duration::from_secs(self.stream.keepalive_secs.max(1)),
+            max_frame_bytes: self.stream.max_frame_bytes.max(1024),
+        };
         c
     }
 

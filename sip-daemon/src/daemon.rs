@@ -143,6 +143,7 @@ pub async fn run(
     );
     log_offload_status(&cfg.media.xdp)?;
     crate::metrics::register_media(&registry, engine.stats().clone())?;
+    crate::metrics::register_streams(&registry, engine.stream_stats().clone())?;
 
     let listeners = cfg.listeners().map_err(DaemonError::Config)?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);

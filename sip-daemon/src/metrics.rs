@@ -210,3 +210,112 @@ pub fn register_media(
     }
     registry.register(Box::new(MediaCollector { stats, descs }))
 }
+
+/// Exposes the AI stream counters at scrape time.
+struct StreamCollector {
+    stats: std::sync::Arc<media_userspace::aistream::client::StreamStats>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+const STREAM_COUNTERS: &[(&str, &str)] = &[
+    (
+        "gateway_ai_stream_connects_total",
+        "AI WebSockets opened for calls.",
+    ),
+    (
+        "gateway_ai_stream_connect_failures_total",
+        "AI WebSockets that could not be opened.",
+    ),
+    (
+        "gateway_ai_stream_reconnects_total",
+        "AI WebSockets reopened after a loss mid-call.",
+    ),
+    (
+        "gateway_ai_stream_lost_total",
+        "AI streams that stayed lost for the whole reconnect window.",
+    ),
+    (
+        "gateway_ai_stream_frames_out_total",
+        "Frames sent to AI sockets.",
+    ),
+    (
+        "gateway_ai_stream_frames_in_total",
+        "Frames received from AI sockets.",
+    ),
+    (
+        "gateway_ai_stream_dropped_to_ai_total",
+        "Caller audio frames dropped because the AI did not keep up.",
+    ),
+    (
+        "gateway_ai_stream_dropped_from_ai_total",
+        "AI messages dropped because the media leg's queue was full.",
+    ),
+];
+
+const STREAM_REJECTED: (&str, &str) = (
+    "gateway_ai_stream_rejected_total",
+    "Frames from the AI that were refused, by reason.",
+);
+
+impl prometheus::core::Collector for StreamCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let values = [
+            s.connects.load(Relaxed),
+            s.connect_failures.load(Relaxed),
+            s.reconnects.load(Relaxed),
+            s.lost.load(Relaxed),
+            s.frames_out.load(Relaxed),
+            s.frames_in.load(Relaxed),
+            s.dropped_to_ai.load(Relaxed),
+            s.dropped_from_ai.load(Relaxed),
+        ];
+        let mut out: Vec<prometheus::proto::MetricFamily> = STREAM_COUNTERS
+            .iter()
+            .zip(values)
+            .filter_map(|((name, help), v)| {
+                let c = prometheus::IntCounter::new(*name, *help).ok()?;
+                c.inc_by(v);
+                Some(prometheus::core::Collector::collect(&c))
+            })
+            .flatten()
+            .collect();
+        if let Ok(vec) =
+            IntCounterVec::new(Opts::new(STREAM_REJECTED.0, STREAM_REJECTED.1), &["reason"])
+        {
+            for (reason, v) in s.rejections() {
+                vec.with_label_values(&[reason]).inc_by(v);
+            }
+            out.extend(prometheus::core::Collector::collect(&vec));
+        }
+        out
+    }
+}
+
+/// Registers the AI stream counters of `stats` on `registry`.
+pub fn register_streams(
+    registry: &Registry,
+    stats: std::sync::Arc<media_userspace::aistream::client::StreamStats>,
+) -> Result<(), prometheus::Error> {
+    let mut descs = Vec::new();
+    for (name, help) in STREAM_COUNTERS {
+        descs.push(prometheus::core::Desc::new(
+            name.to_string(),
+            help.to_string(),
+            vec![],
+            Default::default(),
+        )?);
+    }
+    descs.push(prometheus::core::Desc::new(
+        STREAM_REJECTED.0.to_string(),
+        STREAM_REJECTED.1.to_string(),
+        vec!["reason".to_string()],
+        Default::default(),
+    )?);
+    registry.register(Box::new(StreamCollector { stats, descs }))
+}

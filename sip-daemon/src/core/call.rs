@@ -90,6 +90,13 @@ pub struct Call {
     /// A re-INVITE being answered.
     pub reinvite_txn: Option<u64>,
     pub callee_user: Option<String>,
+    /// Codecs this call may use: those its media mode can serve.
+    pub codecs: Vec<Codec>,
+    /// Route `stream`: the answer waits for the AI's socket, at most
+    /// until this instant.
+    pub stream_wait: Option<Instant>,
+    /// Our RTP address once the leg is open.
+    pub local_media: Option<SocketAddr>,
 }
 
 impl Call {
@@ -98,12 +105,53 @@ impl Call {
             Some(n) => n.min(o.give_up),
             None => o.give_up,
         });
-        let st = self.session.map(|s| s.due);
-        match (ok, st) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [ok, self.session.map(|s| s.due), self.stream_wait]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// A key press carried by SIP INFO: `application/dtmf-relay` (`Signal=5`,
+/// `Duration=160` in ms, as Cisco and most carriers send it) or
+/// `application/dtmf` (the digit alone).
+fn parse_dtmf_info(req: &Request) -> Option<(char, u32)> {
+    let ctype = req.headers.get(&HeaderName::ContentType)?;
+    let ctype = ctype.split(';').next()?.trim();
+    let body = std::str::from_utf8(&req.body).ok()?;
+    let digit_of = |v: &str| {
+        let v = v.trim();
+        let mut chars = v.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if media_userspace::dtmf::event_for_digit(c).is_some() => {
+                Some(c.to_ascii_uppercase())
+            }
+            // Some gateways send the event code ("10" for *, "11" for #).
+            _ => v
+                .parse::<u8>()
+                .ok()
+                .and_then(media_userspace::dtmf::digit_for_event),
+        }
+    };
+    if ctype.eq_ignore_ascii_case("application/dtmf") {
+        return Some((digit_of(body)?, 250));
+    }
+    if !ctype.eq_ignore_ascii_case("application/dtmf-relay") {
+        return None;
+    }
+    let mut digit = None;
+    let mut duration = 250;
+    for line in body.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "signal" => digit = digit_of(v),
+            "duration" => duration = v.trim().parse().unwrap_or(250),
+            _ => {}
         }
     }
+    Some((digit?, duration.min(10_000)))
 }
 
 /// Session-Expires: delta-seconds *(;param) (RFC 4028 §4).
@@ -121,15 +169,13 @@ fn parse_session_expires(v: &str) -> Option<(u32, Option<String>)> {
 }
 
 /// An SDP offer from us with every codec we allow plus telephone-event.
-fn local_offer(cfg: &CoreConfig, local: &LocalMedia) -> SessionDescription {
-    let mut formats: Vec<String> = cfg
-        .codecs
+fn local_offer(codecs: &[Codec], local: &LocalMedia) -> SessionDescription {
+    let mut formats: Vec<String> = codecs
         .iter()
         .map(|c| c.static_payload_type().to_string())
         .collect();
     formats.push("101".into());
-    let mut rtpmaps: Vec<sdp::RtpMap> = cfg
-        .codecs
+    let mut rtpmaps: Vec<sdp::RtpMap> = codecs
         .iter()
         .map(|c| sdp::RtpMap {
             payload_type: c.static_payload_type(),
@@ -178,7 +224,7 @@ fn leg_media(n: &NegotiatedAudio) -> LegMedia {
 /// Reads the answer to our offer (from an ACK) against what we offered.
 fn negotiated_from_answer(
     answer: &SessionDescription,
-    cfg: &CoreConfig,
+    codecs: &[Codec],
 ) -> Option<NegotiatedAudio> {
     let m = answer
         .media
@@ -191,7 +237,7 @@ fn negotiated_from_answer(
         .find(|r| r.payload_type == pt)
         .and_then(|r| Codec::from_rtpmap(&r.encoding, r.clock_rate))
         .or_else(|| Codec::from_static_payload_type(pt))
-        .filter(|c| cfg.codecs.contains(c))?;
+        .filter(|c| codecs.contains(c))?;
     let remote = m
         .connection
         .or(answer.connection)
@@ -394,10 +440,36 @@ impl Core {
         if number_busy || trunk_busy {
             return self.reject_invite(now, id, Some(&sid), 486, "capacity", |b| b);
         }
-        if number.route != RouteKind::Echo {
-            // Stream and forward routes arrive with later work.
-            return self.reject_invite(now, id, Some(&sid), 480, "route_unavailable", |b| b);
-        }
+        let stream_url = match number.route {
+            RouteKind::Echo => None,
+            RouteKind::Stream => match number.target.clone() {
+                Some(url) => Some(url),
+                None => {
+                    return self.reject_invite(
+                        now,
+                        id,
+                        Some(&sid),
+                        480,
+                        "route_unavailable",
+                        |b| b,
+                    );
+                }
+            },
+            RouteKind::Forward => {
+                // Forwarding arrives with the B2BUA work.
+                return self.reject_invite(now, id, Some(&sid), 480, "route_unavailable", |b| b);
+            }
+        };
+        let codecs: Vec<Codec> = if stream_url.is_some() {
+            self.cfg
+                .codecs
+                .iter()
+                .copied()
+                .filter(|&c| media_userspace::transcode::can_transcode(c))
+                .collect()
+        } else {
+            self.cfg.codecs.clone()
+        };
         // RFC 4028: Session-Expires below our minimum gets 422.
         let se = req
             .headers
@@ -455,7 +527,7 @@ impl Core {
             session_version: 0,
         };
         let negotiated = match &offer {
-            Some(o) => match sdp::answer(o, &probe, &self.cfg.codecs) {
+            Some(o) => match sdp::answer(o, &probe, &codecs) {
                 Ok((_, n)) => Some(n),
                 Err(OfferAnswerError::NotAcceptable) => {
                     return self.reject_invite(now, id, Some(&sid), 488, "not_acceptable", |b| {
@@ -482,6 +554,20 @@ impl Core {
         if let Some(t) = &trunk {
             *self.active_by_trunk.entry(t.name.clone()).or_default() += 1;
         }
+        let mode = match &stream_url {
+            None => LegMode::Echo,
+            Some(url) => LegMode::Stream(Box::new(self.stream_spec(
+                url,
+                &number,
+                &sid,
+                &caller,
+                dialed.as_deref().unwrap_or_default(),
+                &req.core.call_id,
+            ))),
+        };
+        let stream_wait = stream_url
+            .as_ref()
+            .map(|_| now + self.cfg.stream.answer_timeout);
         let media = negotiated.as_ref().map(leg_media).unwrap_or(LegMedia {
             codec: Codec::Pcmu,
             payload_type: 0,
@@ -511,12 +597,16 @@ impl Core {
                 session,
                 reinvite_txn: None,
                 callee_user: req.uri.user.clone(),
+                codecs,
+                stream_wait,
+                local_media: None,
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
+        self.schedule_call(handle);
         self.out.push_back(Output::Media(MediaCommand::Open {
             leg: handle,
-            mode: LegMode::Echo,
+            mode,
             media,
             timeout: self.cfg.media_timeout,
         }));
@@ -530,10 +620,53 @@ impl Core {
             return;
         };
         call.media_open = true;
-        if call.state != CallState::AwaitingMedia {
+        call.local_media = Some(local);
+        if call.state != CallState::AwaitingMedia || call.stream_wait.is_some() {
+            // A stream call is answered once the AI's socket is up.
             return;
         }
-        let Some(txn) = call.invite_txn else { return };
+        self.answer(now, h);
+    }
+
+    /// The AI's socket is up: answer if the leg is open too.
+    pub(super) fn on_stream_connected(&mut self, now: Instant, h: u64) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        call.stream_wait = None;
+        if call.state == CallState::AwaitingMedia && call.media_open {
+            self.answer(now, h);
+        }
+    }
+
+    /// The AI's socket failed, timed out or was closed: an unanswered call
+    /// gets the configured fallback, an answered one a BYE.
+    pub(super) fn on_stream_gone(&mut self, now: Instant, h: u64, cause: &str) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        tracing::info!(call = %call.sid, cause, "AI stream gone");
+        if call.state == CallState::AwaitingMedia {
+            if let Some(txn) = call.invite_txn {
+                let tag = call.dialog.key.local_tag.clone();
+                let status = self.cfg.stream.fallback_status;
+                self.metrics.reject(cause);
+                self.respond(now, txn, status, None, Some(&tag), |b| b);
+                self.end_call(now, h, cause, status);
+            }
+            return;
+        }
+        self.hangup(now, h, cause);
+    }
+
+    /// Sends the 2xx with our SDP.
+    fn answer(&mut self, now: Instant, h: u64) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let (Some(txn), Some(local)) = (call.invite_txn, call.local_media) else {
+            return;
+        };
         let lm = LocalMedia {
             addr: self.cfg.advertised_ip,
             port: local.port(),
@@ -541,13 +674,13 @@ impl Core {
             session_version: 1,
         };
         let sdp = match &call.offer {
-            Some(o) => match sdp::answer(o, &lm, &self.cfg.codecs) {
+            Some(o) => match sdp::answer(o, &lm, &call.codecs) {
                 Ok((a, _)) => a,
                 Err(_) => return,
             },
             None => {
                 call.ack_offer_pending = true;
-                local_offer(&self.cfg, &lm)
+                local_offer(&call.codecs, &lm)
             }
         };
         call.local_sdp = Some(sdp.clone());
@@ -670,7 +803,6 @@ impl Core {
         let Some(h) = self.dialog_of(&ack) else {
             return;
         };
-        let cfg = self.cfg.clone();
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -682,7 +814,7 @@ impl Core {
             call.ack_offer_pending = false;
             match parse_sdp(&ack.body)
                 .ok()
-                .and_then(|a| negotiated_from_answer(&a, &cfg))
+                .and_then(|a| negotiated_from_answer(&a, &call.codecs))
             {
                 Some(n) => {
                     let media = leg_media(&n);
@@ -747,7 +879,17 @@ impl Core {
             }
             Method::Invite | Method::Update => self.on_session_update(now, id, h, &tag),
             Method::Options => self.respond(now, id, 200, None, Some(&tag), Self::capabilities),
-            Method::Info => self.respond(now, id, 200, None, Some(&tag), |b| b),
+            Method::Info => {
+                let req = self.request(id);
+                if let Some((digit, duration_ms)) = parse_dtmf_info(req) {
+                    self.out.push_back(Output::Media(MediaCommand::InfoDtmf {
+                        leg: h,
+                        digit,
+                        duration_ms,
+                    }));
+                }
+                self.respond(now, id, 200, None, Some(&tag), |b| b)
+            }
             _ => self.respond(now, id, 405, None, Some(&tag), |b| {
                 b.header(HeaderName::Allow, ALLOW)
             }),
@@ -808,7 +950,7 @@ impl Core {
         };
         let (sdp_out, offer_pending) = if req.body.is_empty() {
             if is_invite {
-                (Some(local_offer(&cfg, &lm)), true)
+                (Some(local_offer(&call.codecs, &lm)), true)
             } else {
                 (None, false)
             }
@@ -820,7 +962,7 @@ impl Core {
                     return self.respond(now, id, 400, Some(&phrase), Some(tag), |b| b);
                 }
             };
-            match sdp::answer(&offer, &lm, &cfg.codecs) {
+            match sdp::answer(&offer, &lm, &call.codecs) {
                 Ok((answer, n)) => {
                     let media = leg_media(&n);
                     call.negotiated = Some(n);
@@ -881,6 +1023,10 @@ impl Core {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
+        if call.stream_wait.is_some_and(|w| now >= w) {
+            call.stream_wait = None;
+            return self.on_stream_gone(now, h, "stream_timeout");
+        }
         let mut resend = None;
         let mut hangup = None;
         let mut refresh = false;

@@ -8,6 +8,7 @@
 pub mod call;
 pub mod dialog;
 pub mod registrar;
+pub mod stream;
 pub mod txns;
 
 use crate::metrics::{Metrics, status_class};
@@ -62,6 +63,31 @@ pub struct CoreConfig {
     pub advertised_ip: IpAddr,
     /// End a call when no RTP arrives for this long.
     pub media_timeout: Duration,
+    pub stream: StreamSettings,
+}
+
+/// How calls on route `stream` reach the AI.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    /// The call is answered once the socket is up; this long at most.
+    pub answer_timeout: Duration,
+    /// Status for a call whose AI could not be reached in time.
+    pub fallback_status: u16,
+    pub reconnect_window: Duration,
+    pub keepalive: Duration,
+    pub max_frame_bytes: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            answer_timeout: Duration::from_secs(5),
+            fallback_status: 503,
+            reconnect_window: Duration::from_secs(5),
+            keepalive: Duration::from_secs(10),
+            max_frame_bytes: 1 << 20,
+        }
+    }
 }
 
 impl Default for CoreConfig {
@@ -81,6 +107,7 @@ impl Default for CoreConfig {
             codecs: Codec::ALL.to_vec(),
             advertised_ip: IpAddr::from([127, 0, 0, 1]),
             media_timeout: Duration::from_secs(60),
+            stream: StreamSettings::default(),
         }
     }
 }
@@ -254,6 +281,19 @@ impl Core {
                 if self.calls.contains_key(&leg) {
                     self.hangup(now, leg, "media_timeout");
                 }
+            }
+            MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),
+            MediaEvent::StreamFailed { leg, reason } => {
+                tracing::warn!(leg, reason, "AI stream failed to connect");
+                self.on_stream_gone(now, leg, "stream_failed");
+            }
+            MediaEvent::StreamEnded { leg, reason } => {
+                let cause = if reason == "ai_closed" {
+                    "ai_hangup"
+                } else {
+                    "stream_lost"
+                };
+                self.on_stream_gone(now, leg, cause);
             }
         }
     }

@@ -3,6 +3,8 @@
 //! OPTIONS ping, SIGTERM on drop.
 #![allow(dead_code)]
 
+pub mod ai;
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -200,6 +202,29 @@ target = "ws://127.0.0.1:9/stream"
         SocketAddr::from(([127, 0, 0, 1], self.sip_port))
     }
 
+    /// Waits until a call record ends with `cause` (SQLite store).
+    pub fn wait_cdr_cause(&self, cause: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = Command::new("python3")
+                .arg("-c")
+                .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('select count(*) from calls where end_cause=?', (sys.argv[2],)).fetchone()[0])")
+                .arg(self.db_path())
+                .arg(cause)
+                .output()
+                .expect("python3 sqlite3");
+            if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no call record ended with {cause}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("gw.db")
     }
@@ -308,6 +333,8 @@ pub struct Caller {
     pub daemon: SocketAddr,
     pub call_id: String,
     pub to_tag: Option<String>,
+    /// The number dialled (an echo number unless changed).
+    pub number: String,
 }
 
 pub fn recv_status(sock: &UdpSocket, call_id: &str, want: u16) -> String {
@@ -351,7 +378,14 @@ impl Caller {
             daemon,
             call_id: call_id.into(),
             to_tag: None,
+            number: "+15550001234".into(),
         }
+    }
+
+    /// Dials `number` instead of the echo line.
+    pub fn dialing(mut self, number: &str) -> Caller {
+        self.number = number.into();
+        self
     }
 
     pub fn request(&self, method: &str, cseq: u32, branch: &str, body: &str) -> String {
@@ -367,8 +401,9 @@ impl Caller {
             "Content-Type: application/sdp\r\n".into()
         };
         format!(
-            "{method} sip:+15550001234@{d} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+14155550100@{local}>;tag=caller1\r\nTo: <sip:+15550001234@{d}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+            "{method} sip:{num}@{d} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+14155550100@{local}>;tag=caller1\r\nTo: <sip:{num}@{d}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
             d = self.daemon,
+            num = self.number,
             cid = self.call_id,
             len = body.len()
         )
@@ -376,6 +411,13 @@ impl Caller {
 
     /// INVITE with an SDP offer for `sdp_port`; returns the daemon's RTP address.
     pub fn invite(&mut self, sdp_port: u16) -> SocketAddr {
+        self.try_invite(sdp_port, 200)
+            .expect("the call is answered")
+    }
+
+    /// INVITE; `Some(rtp address)` when answered 2xx, `None` when the
+    /// final response is `want` (a rejection).
+    pub fn try_invite(&mut self, sdp_port: u16, want: u16) -> Option<SocketAddr> {
         let sdp = format!(
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n"
         );
@@ -385,7 +427,13 @@ impl Caller {
                 self.daemon,
             )
             .unwrap();
-        let ok = recv_status(&self.sip, &self.call_id, 200);
+        let ok = recv_status(&self.sip, &self.call_id, want);
+        if want >= 300 {
+            self.sip
+                .send_to(self.request("ACK", 1, "inv1", "").as_bytes(), self.daemon)
+                .unwrap();
+            return None;
+        }
         let to = header(&ok, "To").unwrap();
         self.to_tag = Some(
             to.split(";tag=")
@@ -407,12 +455,20 @@ impl Caller {
         self.sip
             .send_to(self.request("ACK", 1, "ack1", "").as_bytes(), self.daemon)
             .unwrap();
-        SocketAddr::from(([127, 0, 0, 1], port))
+        Some(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     pub fn bye(&self) {
+        self.bye_cseq(2);
+    }
+
+    /// BYE after other in-dialog requests used CSeq numbers up to `cseq - 1`.
+    pub fn bye_cseq(&self, cseq: u32) {
         self.sip
-            .send_to(self.request("BYE", 2, "bye1", "").as_bytes(), self.daemon)
+            .send_to(
+                self.request("BYE", cseq, "bye1", "").as_bytes(),
+                self.daemon,
+            )
             .unwrap();
         recv_status(&self.sip, &self.call_id, 200);
     }

@@ -1,0 +1,379 @@
+//! The socket edge of an AI stream: a WebSocket client (tokio-tungstenite,
+//! `ws://` or `wss://` with rustls) that runs beside its media leg on the
+//! same worker thread.
+//!
+//! The leg and the socket task share two queues ([`link`]): caller audio
+//! to the AI is bounded and drops its oldest frames when the AI does not
+//! keep up, so media never waits on the socket; AI messages to the leg are
+//! bounded too. A socket lost mid-call is reconnected with the same
+//! streamSid within the spec's window while caller audio queues; the AI
+//! closing the socket ends the stream.
+
+use super::{DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, codec_for};
+use crossbeam_channel::{Receiver, Sender};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Process-wide AI stream counters (exported by the daemon).
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Streams ended because the socket was lost for the whole window.
+    pub lost: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub frames_in: AtomicU64,
+    /// Caller audio dropped because the AI did not keep up.
+    pub dropped_to_ai: AtomicU64,
+    /// AI messages dropped because the leg's queue was full.
+    pub dropped_from_ai: AtomicU64,
+    pub malformed_json: AtomicU64,
+    pub unknown_event: AtomicU64,
+    pub bad_base64: AtomicU64,
+    pub oversized: AtomicU64,
+    pub frame_size: AtomicU64,
+    pub unexpected_binary: AtomicU64,
+}
+
+impl StreamStats {
+    fn count(&self, e: &ProtocolError) {
+        let c = match e {
+            ProtocolError::Json(_) => &self.malformed_json,
+            ProtocolError::UnknownEvent(_) => &self.unknown_event,
+            ProtocolError::Base64 => &self.bad_base64,
+            ProtocolError::Oversized(_) => &self.oversized,
+            ProtocolError::FrameSize(_) => &self.frame_size,
+            ProtocolError::UnexpectedBinary => &self.unexpected_binary,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rejected AI frames by reason, for metrics.
+    pub fn rejections(&self) -> [(&'static str, u64); 6] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("malformed_json", g(&self.malformed_json)),
+            ("unknown_event", g(&self.unknown_event)),
+            ("bad_base64", g(&self.bad_base64)),
+            ("oversized", g(&self.oversized)),
+            ("frame_size", g(&self.frame_size)),
+            ("unexpected_binary", g(&self.unexpected_binary)),
+        ]
+    }
+}
+
+/// What the socket task reports about the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The socket is up and `start` was sent: the call may be answered.
+    Connected,
+    /// The first connection failed.
+    Failed(String),
+    /// The stream is over on the AI side (closed, or lost too long).
+    Ended(String),
+}
+
+/// The media leg's end of the link.
+pub struct LegSide {
+    to_ai: Sender<ToAi>,
+    /// Same queue, for dropping the oldest frame when full.
+    to_ai_oldest: Receiver<ToAi>,
+    to_ai_cap: usize,
+    from_ai: Receiver<FromAi>,
+    wake_socket: Arc<Notify>,
+    /// Notified when AI messages arrive.
+    pub wake_leg: Arc<Notify>,
+    stop: Option<oneshot::Sender<String>>,
+    stats: Arc<StreamStats>,
+}
+
+/// The socket task's end of the link.
+pub struct SocketSide {
+    to_ai: Receiver<ToAi>,
+    from_ai: Sender<FromAi>,
+    from_ai_cap: usize,
+    wake_socket: Arc<Notify>,
+    wake_leg: Arc<Notify>,
+    stop: oneshot::Receiver<String>,
+    stats: Arc<StreamStats>,
+}
+
+/// AI messages queued for the leg at most (it drains them every 20 ms).
+const FROM_AI_CAP: usize = 256;
+
+/// A linked pair. `to_ai_cap` frames of caller audio are held while the
+/// AI is slow or reconnecting. The queues grow with use (crossbeam's list
+/// channel) and the cap is enforced here, so an idle call holds no
+/// preallocated slots.
+pub fn link(to_ai_cap: usize, stats: Arc<StreamStats>) -> (LegSide, SocketSide) {
+    let (to_tx, to_rx) = crossbeam_channel::unbounded();
+    let (from_tx, from_rx) = crossbeam_channel::unbounded();
+    let wake_socket = Arc::new(Notify::new());
+    let wake_leg = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = oneshot::channel();
+    (
+        LegSide {
+            to_ai: to_tx,
+            to_ai_oldest: to_rx.clone(),
+            to_ai_cap: to_ai_cap.max(1),
+            from_ai: from_rx,
+            wake_socket: wake_socket.clone(),
+            wake_leg: wake_leg.clone(),
+            stop: Some(stop_tx),
+            stats: stats.clone(),
+        },
+        SocketSide {
+            to_ai: to_rx,
+            from_ai: from_tx,
+            from_ai_cap: FROM_AI_CAP,
+            wake_socket,
+            wake_leg,
+            stop: stop_rx,
+            stats,
+        },
+    )
+}
+
+impl LegSide {
+    /// Queues a message for the AI; never blocks. When the queue is full
+    /// the oldest message goes.
+    pub fn send(&self, msg: ToAi) {
+        if self.to_ai.len() >= self.to_ai_cap && self.to_ai_oldest.try_recv().is_ok() {
+            self.stats.dropped_to_ai.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = self.to_ai.send(msg);
+    }
+
+    /// Wakes the socket task after a batch of [`send`](Self::send)s.
+    pub fn flush(&self) {
+        self.wake_socket.notify_one();
+    }
+
+    pub fn try_recv(&self) -> Option<FromAi> {
+        self.from_ai.try_recv().ok()
+    }
+
+    /// The call is over: the socket task sends `stop` and closes.
+    pub fn stop(&mut self, reason: &str) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(reason.to_string());
+        }
+    }
+}
+
+impl Drop for LegSide {
+    fn drop(&mut self) {
+        self.stop("leg closed");
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Hard ceiling for one WebSocket message; the spec's own limit is
+/// checked after reading, so an oversized frame is counted and skipped
+/// instead of breaking the socket.
+const WS_HARD_LIMIT: usize = 16 << 20;
+
+async fn connect(spec: &StreamSpec) -> Result<Ws, String> {
+    let mut cfg = WebSocketConfig::default();
+    cfg.max_message_size = Some(WS_HARD_LIMIT);
+    cfg.max_frame_size = Some(WS_HARD_LIMIT);
+    let attempt =
+        tokio_tungstenite::connect_async_tls_with_config(spec.url.as_str(), Some(cfg), true, None);
+    match tokio::time::timeout(spec.connect_timeout, attempt).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timeout".into()),
+    }
+}
+
+enum SessionEnd {
+    /// The leg stopped (call over).
+    Stop(String),
+    /// The AI closed the socket.
+    Closed,
+    /// The socket broke or went silent.
+    Lost(String),
+}
+
+/// Runs the stream until the call ends or the AI is gone.
+pub async fn run(spec: StreamSpec, mut side: SocketSide, events: impl Fn(StreamEvent)) {
+    let mut codec = codec_for(&spec);
+    let stats = side.stats.clone();
+    let mut ws = tokio::select! {
+        r = connect(&spec) => match r {
+            Ok(ws) => ws,
+            Err(e) => {
+                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %spec.url, call = %spec.call_sid, error = %e, "AI stream connect failed");
+                events(StreamEvent::Failed(e));
+                return;
+            }
+        },
+        _ = &mut side.stop => return,
+    };
+    stats.connects.fetch_add(1, Ordering::Relaxed);
+    let mut first = true;
+    loop {
+        let opened = send_all(&mut ws, codec.opening()).await;
+        let end = match opened {
+            Err(e) => SessionEnd::Lost(e),
+            Ok(()) => {
+                if side.from_ai.send(FromAi::Connected).is_ok() {
+                    side.wake_leg.notify_one();
+                }
+                if std::mem::take(&mut first) {
+                    events(StreamEvent::Connected);
+                }
+                session(&spec, &mut ws, codec.as_mut(), &mut side).await
+            }
+        };
+        match end {
+            SessionEnd::Stop(reason) => {
+                let _ = ws.send(to_message(codec.closing(&reason))).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                return;
+            }
+            SessionEnd::Closed => {
+                tracing::info!(call = %spec.call_sid, "AI closed the stream");
+                events(StreamEvent::Ended("ai_closed".into()));
+                return;
+            }
+            SessionEnd::Lost(why) => {
+                tracing::warn!(call = %spec.call_sid, error = %why, "AI stream lost; reconnecting");
+                match reconnect(&spec, &mut side).await {
+                    Ok(new) => {
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        ws = new;
+                    }
+                    Err(Some(_reason)) => return,
+                    Err(None) => {
+                        stats.lost.fetch_add(1, Ordering::Relaxed);
+                        events(StreamEvent::Ended("ai_lost".into()));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tries to reconnect until the window lapses (`Err(None)`) or the call
+/// ends (`Err(Some(reason))`).
+async fn reconnect(spec: &StreamSpec, side: &mut SocketSide) -> Result<Ws, Option<String>> {
+    let deadline = Instant::now() + spec.reconnect_window;
+    let mut backoff = Duration::from_millis(100);
+    while Instant::now() < deadline {
+        tokio::select! {
+            r = connect(spec) => if let Ok(ws) = r {
+                return Ok(ws);
+            },
+            r = &mut side.stop => return Err(Some(r.unwrap_or_default())),
+        }
+        let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = &mut side.stop => return Err(Some(r.unwrap_or_default())),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+    Err(None)
+}
+
+fn to_message(f: Frame) -> Message {
+    match f {
+        Frame::Text(t) => Message::text(t),
+        Frame::Binary(b) => Message::binary(b),
+    }
+}
+
+async fn send_all(ws: &mut Ws, frames: Vec<Frame>) -> Result<(), String> {
+    for f in frames {
+        ws.feed(to_message(f)).await.map_err(|e| e.to_string())?;
+    }
+    ws.flush().await.map_err(|e| e.to_string())
+}
+
+async fn session(
+    spec: &StreamSpec,
+    ws: &mut Ws,
+    codec: &mut dyn DialectCodec,
+    side: &mut SocketSide,
+) -> SessionEnd {
+    let stats = side.stats.clone();
+    let mut ping = tokio::time::interval(spec.keepalive);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    let mut decoded = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut side.stop => return SessionEnd::Stop(r.unwrap_or_default()),
+            _ = side.wake_socket.notified() => {
+                let mut n = 0u64;
+                while let Ok(msg) = side.to_ai.try_recv() {
+                    if let Err(e) = ws.feed(to_message(codec.encode(&msg))).await {
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                    n += 1;
+                }
+                if n > 0 {
+                    stats.frames_out.fetch_add(n, Ordering::Relaxed);
+                    if let Err(e) = ws.flush().await {
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                }
+            }
+            msg = ws.next() => {
+                last_heard = Instant::now();
+                let frame = match msg {
+                    Some(Ok(Message::Text(t))) => Frame::Text(t.as_str().to_owned()),
+                    Some(Ok(Message::Binary(b))) => Frame::Binary(b.to_vec()),
+                    Some(Ok(Message::Close(_))) => return SessionEnd::Closed,
+                    Some(Ok(_)) => continue, // ping (answered by tungstenite), pong
+                    Some(Err(e)) => return SessionEnd::Lost(e.to_string()),
+                    None => return SessionEnd::Lost("socket closed without a close frame".into()),
+                };
+                stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                let len = match &frame {
+                    Frame::Text(t) => t.len(),
+                    Frame::Binary(b) => b.len(),
+                };
+                let res = if len > spec.max_frame_bytes {
+                    Err(ProtocolError::Oversized(len))
+                } else {
+                    codec.decode(frame, &mut decoded)
+                };
+                if let Err(e) = res {
+                    stats.count(&e);
+                    tracing::debug!(call = %spec.call_sid, error = %e, "AI frame refused");
+                }
+                for m in decoded.drain(..) {
+                    if side.from_ai.len() >= side.from_ai_cap {
+                        stats.dropped_from_ai.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let _ = side.from_ai.send(m);
+                    }
+                }
+                side.wake_leg.notify_one();
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > spec.keepalive * 3 {
+                    return SessionEnd::Lost("no answer to keepalive pings".into());
+                }
+                if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                    return SessionEnd::Lost(e.to_string());
+                }
+            }
+        }
+    }
+}

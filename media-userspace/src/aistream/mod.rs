@@ -1,0 +1,170 @@
+//! The AI stream: one WebSocket per call toward the AI platform, carrying
+//! the caller's audio out and the AI's voice back.
+//!
+//! The media leg and the socket task speak the typed messages below
+//! ([`ToAi`], [`FromAi`]); each dialect turns them into its wire format
+//! and back, sans-IO ([`twilio`], [`pcm`]); [`client`] is the socket edge.
+
+pub mod client;
+pub mod pcm;
+pub mod twilio;
+
+use std::time::Duration;
+
+/// The wire format spoken on the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Twilio Media Streams, bidirectional: JSON text frames, base64
+    /// μ-law at 8 kHz.
+    Twilio,
+    /// JSON control frames and binary 16-bit little-endian PCM frames at
+    /// `sample_rate` (8000, 16000 or 24000).
+    Pcm { sample_rate: u32 },
+}
+
+impl Dialect {
+    /// Rates the `pcm` dialect offers.
+    pub const PCM_RATES: [u32; 3] = [8000, 16000, 24000];
+
+    /// Parses a number's `dialect` setting: `twilio`, `pcm` (16 kHz) or
+    /// `pcm8`/`pcm16`/`pcm24`.
+    pub fn parse(s: &str) -> Option<Dialect> {
+        match s {
+            "twilio" => Some(Dialect::Twilio),
+            "pcm" | "pcm16" => Some(Dialect::Pcm { sample_rate: 16000 }),
+            "pcm8" => Some(Dialect::Pcm { sample_rate: 8000 }),
+            "pcm24" => Some(Dialect::Pcm { sample_rate: 24000 }),
+            _ => None,
+        }
+    }
+
+    /// Sampling rate of the audio on the socket.
+    pub fn sample_rate(self) -> u32 {
+        match self {
+            Dialect::Twilio => 8000,
+            Dialect::Pcm { sample_rate } => sample_rate,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Twilio => "twilio",
+            Dialect::Pcm { .. } => "pcm",
+        }
+    }
+}
+
+/// Everything the socket task needs to open and describe a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// `ws://` or `wss://` URL.
+    pub url: String,
+    pub dialect: Dialect,
+    pub call_sid: String,
+    pub account_sid: String,
+    pub stream_sid: String,
+    pub from: String,
+    pub to: String,
+    /// `customParameters` (call details first, then the number's own).
+    pub parameters: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+    /// A socket lost mid-call is reconnected within this window.
+    pub reconnect_window: Duration,
+    /// Ping interval; a socket silent for three intervals is lost.
+    pub keepalive: Duration,
+    /// Frames larger than this from the AI are refused.
+    pub max_frame_bytes: usize,
+}
+
+/// Audio frame length on the socket, both ways (Twilio sends 20 ms).
+pub const FRAME_MS: u32 = 20;
+
+/// From the media leg to the AI.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToAi {
+    /// [`FRAME_MS`] of the caller's audio at the dialect's rate;
+    /// `timestamp_ms` counts from the start of the stream.
+    Audio {
+        samples: Vec<i16>,
+        timestamp_ms: u64,
+    },
+    /// A key press (RFC 4733 or SIP INFO).
+    Dtmf { digit: char, duration_ms: u32 },
+    /// The audio queued before this mark has been played.
+    Mark { name: String },
+}
+
+/// From the AI to the media leg.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FromAi {
+    /// The socket is up (first and after reconnects): start playout.
+    Connected,
+    /// Audio at the dialect's rate, any length.
+    Audio(Vec<i16>),
+    Mark {
+        name: String,
+    },
+    Clear,
+}
+
+/// What the AI sent that could not be used; each is counted and logged,
+/// none ends the call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame is not valid JSON: {0}")]
+    Json(String),
+    #[error("unknown event {0:?}")]
+    UnknownEvent(String),
+    #[error("media payload is not valid base64")]
+    Base64,
+    #[error("frame of {0} bytes exceeds the limit")]
+    Oversized(usize),
+    #[error("binary frame of {0} bytes is not whole 16-bit samples")]
+    FrameSize(usize),
+    #[error("binary frame where the dialect expects text")]
+    UnexpectedBinary,
+}
+
+impl ProtocolError {
+    /// Label for the rejection counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProtocolError::Json(_) => "malformed_json",
+            ProtocolError::UnknownEvent(_) => "unknown_event",
+            ProtocolError::Base64 => "bad_base64",
+            ProtocolError::Oversized(_) => "oversized",
+            ProtocolError::FrameSize(_) => "frame_size",
+            ProtocolError::UnexpectedBinary => "unexpected_binary",
+        }
+    }
+}
+
+/// A frame on the socket, independent of the WebSocket library.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// A dialect's sans-IO encoder/decoder for one stream.
+pub trait DialectCodec: Send {
+    /// Frames sent when the socket opens (again).
+    fn opening(&mut self) -> Vec<Frame>;
+    fn encode(&mut self, msg: &ToAi) -> Frame;
+    /// The frame sent when the call ends.
+    fn closing(&mut self, reason: &str) -> Frame;
+    /// Decodes one frame from the AI; pushes what it carries to `out`.
+    fn decode(&mut self, frame: Frame, out: &mut Vec<FromAi>) -> Result<(), ProtocolError>;
+}
+
+pub fn codec_for(spec: &StreamSpec) -> Box<dyn DialectCodec> {
+    match spec.dialect {
+        Dialect::Twilio => Box::new(twilio::TwilioCodec::new(spec)),
+        Dialect::Pcm { .. } => Box::new(pcm::PcmCodec::new(spec)),
+    }
+}
+
+/// `MZ` + 32 hex digits, as Twilio's stream SIDs.
+pub fn new_stream_sid() -> String {
+    format!("MZ{:032x}", rand::random::<u128>())
+}

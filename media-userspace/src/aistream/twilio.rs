@@ -1,0 +1,451 @@
+//! Twilio Media Streams, bidirectional (`<Connect><Stream>`), on the wire.
+//!
+//! To the AI: `connected`, `start`, then `media` (20 ms of base64 μ-law),
+//! `dtmf` and `mark` in call order, and `stop`. Every message but
+//! `connected` carries a `sequenceNumber` that counts from "1" for the
+//! stream; `media.chunk` counts media messages from "1"; numbers are JSON
+//! strings and ids keep Twilio's prefixes (`AC`, `CA`, `MZ`), exactly as
+//! Twilio sends them, so bots written for Twilio run unchanged.
+//!
+//! From the AI: `media` (base64 μ-law of any length), `mark`, `clear`.
+
+use super::{DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi};
+use crate::g711;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// `customParameters`: an object of strings.
+#[derive(Debug, Clone, Copy)]
+pub struct Parameters<'a>(pub &'a [(String, String)]);
+
+impl Serialize for Parameters<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFormat {
+    pub encoding: &'static str,
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct StartInfo<'a> {
+    pub account_sid: &'a str,
+    pub stream_sid: &'a str,
+    pub call_sid: &'a str,
+    pub tracks: [&'static str; 1],
+    pub custom_parameters: Parameters<'a>,
+    pub media_format: MediaFormat,
+}
+
+#[derive(Serialize, Debug)]
+pub struct MediaOut<'a> {
+    pub track: &'static str,
+    pub chunk: String,
+    pub timestamp: String,
+    pub payload: &'a str,
+}
+
+#[derive(Serialize, Debug)]
+pub struct DtmfOut {
+    pub track: &'static str,
+    pub digit: String,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct MarkBody {
+    pub name: String,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct StopInfo<'a> {
+    pub account_sid: &'a str,
+    pub call_sid: &'a str,
+}
+
+/// Messages to the AI, field for field as Twilio sends them.
+#[derive(Serialize, Debug)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Outbound<'a> {
+    Connected {
+        protocol: &'static str,
+        version: &'static str,
+    },
+    #[serde(rename_all = "camelCase")]
+    Start {
+        sequence_number: String,
+        start: StartInfo<'a>,
+        stream_sid: &'a str,
+    },
+    #[serde(rename_all = "camelCase")]
+    Media {
+        sequence_number: String,
+        media: MediaOut<'a>,
+        stream_sid: &'a str,
+    },
+    #[serde(rename_all = "camelCase")]
+    Dtmf {
+        stream_sid: &'a str,
+        sequence_number: String,
+        dtmf: DtmfOut,
+    },
+    #[serde(rename_all = "camelCase")]
+    Mark {
+        sequence_number: String,
+        stream_sid: &'a str,
+        mark: MarkBody,
+    },
+    #[serde(rename_all = "camelCase")]
+    Stop {
+        sequence_number: String,
+        stream_sid: &'a str,
+        stop: StopInfo<'a>,
+    },
+}
+
+#[derive(Deserialize, Debug)]
+pub struct MediaIn {
+    pub payload: String,
+}
+
+/// Messages from the AI. Other fields (`streamSid`) are accepted and
+/// ignored, as Twilio does.
+#[derive(Deserialize, Debug)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Inbound {
+    Media {
+        media: MediaIn,
+    },
+    Mark {
+        mark: MarkBody,
+    },
+    Clear {},
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Deserialize)]
+struct EventName {
+    event: String,
+}
+
+pub struct TwilioCodec {
+    spec: StreamSpec,
+    sequence: u64,
+    chunk: u64,
+    /// Reused base64 and μ-law buffers.
+    ulaw: Vec<u8>,
+    text: String,
+}
+
+impl TwilioCodec {
+    pub fn new(spec: &StreamSpec) -> TwilioCodec {
+        TwilioCodec {
+            spec: spec.clone(),
+            sequence: 0,
+            chunk: 0,
+            ulaw: Vec::with_capacity(160),
+            text: String::with_capacity(256),
+        }
+    }
+
+    fn next_sequence(&mut self) -> String {
+        self.sequence += 1;
+        self.sequence.to_string()
+    }
+
+    fn json(msg: &Outbound<'_>) -> Frame {
+        // Serialising these types cannot fail (string keys, no floats).
+        Frame::Text(serde_json::to_string(msg).unwrap_or_default())
+    }
+}
+
+impl DialectCodec for TwilioCodec {
+    fn opening(&mut self) -> Vec<Frame> {
+        let connected = Self::json(&Outbound::Connected {
+            protocol: "Call",
+            version: "1.0.0",
+        });
+        let sequence_number = self.next_sequence();
+        let s = &self.spec;
+        let start = Self::json(&Outbound::Start {
+            sequence_number,
+            start: StartInfo {
+                account_sid: &s.account_sid,
+                stream_sid: &s.stream_sid,
+                call_sid: &s.call_sid,
+                tracks: ["inbound"],
+                custom_parameters: Parameters(&s.parameters),
+                media_format: MediaFormat {
+                    encoding: "audio/x-mulaw",
+                    sample_rate: 8000,
+                    channels: 1,
+                },
+            },
+            stream_sid: &s.stream_sid,
+        });
+        vec![connected, start]
+    }
+
+    fn encode(&mut self, msg: &ToAi) -> Frame {
+        let sequence_number = self.next_sequence();
+        match msg {
+            ToAi::Audio {
+                samples,
+                timestamp_ms,
+            } => {
+                self.chunk += 1;
+                self.ulaw.clear();
+                self.ulaw
+                    .extend(samples.iter().map(|&s| g711::ulaw_encode(s)));
+                self.text.clear();
+                BASE64.encode_string(&self.ulaw, &mut self.text);
+                Self::json(&Outbound::Media {
+                    sequence_number,
+                    media: MediaOut {
+                        track: "inbound",
+                        chunk: self.chunk.to_string(),
+                        timestamp: timestamp_ms.to_string(),
+                        payload: &self.text,
+                    },
+                    stream_sid: &self.spec.stream_sid,
+                })
+            }
+            ToAi::Dtmf { digit, .. } => Self::json(&Outbound::Dtmf {
+                stream_sid: &self.spec.stream_sid,
+                sequence_number,
+                dtmf: DtmfOut {
+                    track: "inbound_track",
+                    digit: digit.to_string(),
+                },
+            }),
+            ToAi::Mark { name } => Self::json(&Outbound::Mark {
+                sequence_number,
+                stream_sid: &self.spec.stream_sid,
+                mark: MarkBody { name: name.clone() },
+            }),
+        }
+    }
+
+    fn closing(&mut self, _reason: &str) -> Frame {
+        let sequence_number = self.next_sequence();
+        Self::json(&Outbound::Stop {
+            sequence_number,
+            stream_sid: &self.spec.stream_sid,
+            stop: StopInfo {
+                account_sid: &self.spec.account_sid,
+                call_sid: &self.spec.call_sid,
+            },
+        })
+    }
+
+    fn decode(&mut self, frame: Frame, out: &mut Vec<FromAi>) -> Result<(), ProtocolError> {
+        let text = match frame {
+            Frame::Text(t) => t,
+            Frame::Binary(_) => return Err(ProtocolError::UnexpectedBinary),
+        };
+        let msg: Inbound =
+            serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
+        match msg {
+            Inbound::Media { media } => {
+                self.ulaw.clear();
+                BASE64
+                    .decode_vec(media.payload.as_bytes(), &mut self.ulaw)
+                    .map_err(|_| ProtocolError::Base64)?;
+                out.push(FromAi::Audio(
+                    self.ulaw.iter().map(|&c| g711::ulaw_decode(c)).collect(),
+                ));
+            }
+            Inbound::Mark { mark } => out.push(FromAi::Mark { name: mark.name }),
+            Inbound::Clear {} => out.push(FromAi::Clear),
+            Inbound::Unknown => {
+                let name = serde_json::from_str::<EventName>(&text)
+                    .map(|e| e.event)
+                    .unwrap_or_default();
+                return Err(ProtocolError::UnknownEvent(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aistream::Dialect;
+    use serde_json::{Value, json};
+    use std::time::Duration;
+
+    fn spec() -> StreamSpec {
+        StreamSpec {
+            url: "ws://127.0.0.1:1/".into(),
+            dialect: Dialect::Twilio,
+            call_sid: "CA0123".into(),
+            account_sid: "AC4567".into(),
+            stream_sid: "MZ89ab".into(),
+            from: "+15551110000".into(),
+            to: "+15552220000".into(),
+            parameters: vec![
+                ("from".into(), "+15551110000".into()),
+                ("lang".into(), "en".into()),
+            ],
+            connect_timeout: Duration::from_secs(1),
+            reconnect_window: Duration::from_secs(1),
+            keepalive: Duration::from_secs(1),
+            max_frame_bytes: 1 << 16,
+        }
+    }
+
+    fn text(f: Frame) -> Value {
+        match f {
+            Frame::Text(t) => serde_json::from_str(&t).unwrap(),
+            Frame::Binary(_) => panic!("binary"),
+        }
+    }
+
+    #[test]
+    fn opening_messages_match_twilio() {
+        let mut c = TwilioCodec::new(&spec());
+        let open: Vec<Value> = c.opening().into_iter().map(text).collect();
+        assert_eq!(
+            open[0],
+            json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        );
+        assert_eq!(
+            open[1],
+            json!({
+                "event": "start",
+                "sequenceNumber": "1",
+                "start": {
+                    "accountSid": "AC4567",
+                    "streamSid": "MZ89ab",
+                    "callSid": "CA0123",
+                    "tracks": ["inbound"],
+                    "customParameters": {"from": "+15551110000", "lang": "en"},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+                },
+                "streamSid": "MZ89ab"
+            })
+        );
+    }
+
+    #[test]
+    fn media_dtmf_mark_and_stop_number_as_twilio_does() {
+        let mut c = TwilioCodec::new(&spec());
+        c.opening();
+        let samples: Vec<i16> = (0..160).map(|i| (i * 100 - 8000) as i16).collect();
+        let m = text(c.encode(&ToAi::Audio {
+            samples: samples.clone(),
+            timestamp_ms: 20,
+        }));
+        assert_eq!(m["event"], "media");
+        assert_eq!(m["sequenceNumber"], "2");
+        assert_eq!(m["media"]["track"], "inbound");
+        assert_eq!(m["media"]["chunk"], "1");
+        assert_eq!(m["media"]["timestamp"], "20");
+        assert_eq!(m["streamSid"], "MZ89ab");
+        let payload = BASE64
+            .decode(m["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        let expect: Vec<u8> = samples.iter().map(|&s| g711::ulaw_encode(s)).collect();
+        assert_eq!(payload, expect);
+        let m2 = text(c.encode(&ToAi::Audio {
+            samples,
+            timestamp_ms: 40,
+        }));
+        assert_eq!(
+            (m2["sequenceNumber"].as_str(), m2["media"]["chunk"].as_str()),
+            (Some("3"), Some("2"))
+        );
+        let d = text(c.encode(&ToAi::Dtmf {
+            digit: '#',
+            duration_ms: 100,
+        }));
+        assert_eq!(
+            d,
+            json!({"event": "dtmf", "streamSid": "MZ89ab", "sequenceNumber": "4",
+                   "dtmf": {"track": "inbound_track", "digit": "#"}})
+        );
+        let k = text(c.encode(&ToAi::Mark {
+            name: "greeting".into(),
+        }));
+        assert_eq!(
+            k,
+            json!({"event": "mark", "sequenceNumber": "5", "streamSid": "MZ89ab",
+                   "mark": {"name": "greeting"}})
+        );
+        let s = text(c.closing("hangup"));
+        assert_eq!(
+            s,
+            json!({"event": "stop", "sequenceNumber": "6", "streamSid": "MZ89ab",
+                   "stop": {"accountSid": "AC4567", "callSid": "CA0123"}})
+        );
+    }
+
+    #[test]
+    fn decodes_what_twilio_bots_send() {
+        let mut c = TwilioCodec::new(&spec());
+        let mut out = Vec::new();
+        let ulaw: Vec<u8> = (0..=255).collect();
+        let msg = json!({"event": "media", "streamSid": "MZ89ab",
+                         "media": {"payload": BASE64.encode(&ulaw)}});
+        c.decode(Frame::Text(msg.to_string()), &mut out).unwrap();
+        c.decode(
+            Frame::Text(r#"{"event":"mark","streamSid":"MZ89ab","mark":{"name":"m1"}}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        c.decode(
+            Frame::Text(r#"{"event":"clear","streamSid":"MZ89ab"}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        let expect: Vec<i16> = ulaw.iter().map(|&c| g711::ulaw_decode(c)).collect();
+        assert_eq!(
+            out,
+            vec![
+                FromAi::Audio(expect),
+                FromAi::Mark { name: "m1".into() },
+                FromAi::Clear
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let mut c = TwilioCodec::new(&spec());
+        let mut out = Vec::new();
+        let cases: Vec<(Frame, &str)> = vec![
+            (Frame::Text("{not json".into()), "malformed_json"),
+            (Frame::Text(r#"{"event":"dance"}"#.into()), "unknown_event"),
+            (Frame::Text(r#"{"media":{}}"#.into()), "malformed_json"),
+            (
+                Frame::Text(r#"{"event":"media","media":{"payload":"!!!"}}"#.into()),
+                "bad_base64",
+            ),
+            (Frame::Text(r#"{"event":"media"}"#.into()), "malformed_json"),
+            (Frame::Binary(vec![1, 2]), "unexpected_binary"),
+        ];
+        for (frame, reason) in cases {
+            let e = c.decode(frame.clone(), &mut out).unwrap_err();
+            assert_eq!(e.reason(), reason, "{frame:?}: {e}");
+        }
+        assert_eq!(
+            c.decode(Frame::Text(r#"{"event":"dance"}"#.into()), &mut out),
+            Err(ProtocolError::UnknownEvent("dance".into()))
+        );
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,107 @@
+//! What a call on route `stream` tells the AI: the stream's ids in
+//! Twilio's formats and its `customParameters`.
+
+use super::Core;
+use api::store::Number;
+use media_userspace::aistream::{Dialect, StreamSpec, new_stream_sid};
+use sha2::{Digest, Sha256};
+
+/// Twilio-shaped account SID for one of our accounts: `AC` + 32 hex
+/// digits, stable for the account id.
+pub fn account_sid(account_id: &str) -> String {
+    let h = Sha256::digest(account_id.as_bytes());
+    format!("AC{}", hex::encode(&h[..16]))
+}
+
+/// The number's own parameters (a JSON object); values that are not
+/// strings are passed as their JSON text.
+pub fn number_parameters(params: Option<&str>) -> Vec<(String, String)> {
+    let Some(Ok(serde_json::Value::Object(map))) =
+        params.map(serde_json::from_str::<serde_json::Value>)
+    else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
+}
+
+impl Core {
+    pub(super) fn stream_spec(
+        &self,
+        url: &str,
+        number: &Number,
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        sip_call_id: &str,
+    ) -> StreamSpec {
+        let dialect = number
+            .dialect
+            .as_deref()
+            .map_or(Some(Dialect::Twilio), Dialect::parse)
+            .unwrap_or_else(|| {
+                tracing::warn!(number = %number.pattern, dialect = ?number.dialect, "unknown stream dialect; using twilio");
+                Dialect::Twilio
+            });
+        let mut parameters = vec![
+            ("from".to_string(), from.to_string()),
+            ("to".to_string(), to.to_string()),
+            ("callSid".to_string(), call_sid.to_string()),
+            ("account".to_string(), number.account_id.clone()),
+            ("sipCallId".to_string(), sip_call_id.to_string()),
+        ];
+        for (k, v) in number_parameters(number.params.as_deref()) {
+            // The call's own details win over a number parameter's.
+            if !parameters.iter().any(|(p, _)| *p == k) {
+                parameters.push((k, v));
+            }
+        }
+        let s = &self.cfg.stream;
+        StreamSpec {
+            url: url.to_string(),
+            dialect,
+            call_sid: call_sid.to_string(),
+            account_sid: account_sid(&number.account_id),
+            stream_sid: new_stream_sid(),
+            from: from.to_string(),
+            to: to.to_string(),
+            parameters,
+            connect_timeout: s.answer_timeout,
+            reconnect_window: s.reconnect_window,
+            keepalive: s.keepalive,
+            max_frame_bytes: s.max_frame_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_sid_is_twilio_shaped_and_stable() {
+        let a = account_sid("loopback");
+        assert_eq!(a.len(), 34);
+        assert!(a.starts_with("AC") && a[2..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a, account_sid("loopback"));
+        assert_ne!(a, account_sid("other"));
+    }
+
+    #[test]
+    fn number_parameters_accept_objects_only() {
+        assert_eq!(
+            number_parameters(Some(r#"{"lang":"en","retries":3}"#)),
+            vec![
+                ("lang".to_string(), "en".to_string()),
+                ("retries".to_string(), "3".to_string())
+            ]
+        );
+        assert!(number_parameters(Some("[1,2]")).is_empty());
+        assert!(number_parameters(Some("not json")).is_empty());
+        assert!(number_parameters(None).is_empty());
+    }
+}

@@ -1,0 +1,615 @@
+//! Route `stream` end to end: real callers (SIPp playing Debian's G.711
+//! and RFC 4733 recordings; a UDP caller in the test) through the daemon
+//! binary to a real WebSocket server playing the AI.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::ai::{AiServer, Got, Step};
+use common::{Caller, Daemon, Opts, recv_status};
+use media_userspace::g711;
+use serde_json::json;
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PCAPS: &str = "/usr/share/sip-tester";
+const SCENARIO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/scenarios/uac_pcap_dtmf.xml"
+);
+
+/// A daemon whose number `+15557000001` streams to `url` in `dialect`.
+fn daemon(url: &str, dialect: &str, extra: &str) -> Daemon {
+    Daemon::start_opts(Opts {
+        extra: &format!(
+            r#"
+[[numbers]]
+pattern = "+15557000001"
+account = "acct"
+route = "stream"
+target = "{url}"
+dialect = "{dialect}"
+params = {{ lang = "en-US", tier = 2 }}
+
+[stream]
+answer_timeout_ms = 1500
+reconnect_window_ms = 2000
+keepalive_secs = 1
+{extra}
+"#
+        ),
+        ..Opts::default()
+    })
+}
+
+/// RTP payloads of a pcap of Ethernet/IPv4/UDP/RTP packets, by payload type.
+fn pcap_rtp_payloads(path: &str, pt: u8) -> Vec<Vec<u8>> {
+    let d = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (apt package sip-tester)"));
+    assert_eq!(&d[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    assert_eq!(
+        u32::from_le_bytes(d[20..24].try_into().unwrap()),
+        1,
+        "Ethernet"
+    );
+    let mut out = Vec::new();
+    let mut i = 24;
+    while i + 16 <= d.len() {
+        let len = u32::from_le_bytes(d[i + 8..i + 12].try_into().unwrap()) as usize;
+        let pkt = &d[i + 16..i + 16 + len];
+        i += 16 + len;
+        let ihl = usize::from(pkt[14] & 0x0f) * 4;
+        let rtp = &pkt[14 + ihl + 8..];
+        if rtp[1] & 0x7f == pt {
+            out.push(rtp[12..].to_vec());
+        }
+    }
+    out
+}
+
+/// μ-law payloads of the AI's `media` events, decoded, in order.
+fn ai_audio(ai: &AiServer) -> Vec<i16> {
+    ai.events("media")
+        .iter()
+        .flat_map(|(_, _, v)| {
+            let b = BASE64
+                .decode(v["media"]["payload"].as_str().unwrap())
+                .unwrap();
+            b.into_iter().map(g711::ulaw_decode).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn sipp(d: &Daemon, number: &str) -> std::process::Output {
+    Command::new("sipp")
+        .current_dir(d.dir.path())
+        .args(["-sf", SCENARIO, &d.sip_addr().to_string()])
+        .args(["-s", number])
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &common::free_port().to_string()])
+        .args(["-mp", &common::free_port().to_string()])
+        .args(["-m", "1", "-l", "1"])
+        .args([
+            "-recv_timeout",
+            "10000",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
+        .args(["-nostdin", "-trace_err"])
+        .output()
+        .expect("run sipp (apt package sip-tester)")
+}
+
+#[test]
+fn sipp_caller_audio_and_dtmf_reach_the_ai_sample_exact() {
+    let ai = AiServer::start(vec![vec![]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let out = sipp(&d, "+15557000001");
+    assert!(
+        out.status.success(),
+        "sipp failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.logs()
+    );
+    ai.wait_for(Duration::from_secs(5), "stop", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
+    });
+
+    // Twilio's order: connected, start, media..., stop; ids and numbers as
+    // Twilio formats them.
+    let texts: Vec<serde_json::Value> = ai
+        .frames()
+        .into_iter()
+        .filter_map(|f| match f.got {
+            Got::Text(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts[0],
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    );
+    let start = &texts[1];
+    assert_eq!(start["event"], "start");
+    assert_eq!(start["sequenceNumber"], "1");
+    let sid = start["streamSid"].as_str().unwrap();
+    assert!(sid.starts_with("MZ") && sid.len() == 34, "{sid}");
+    let s = &start["start"];
+    assert_eq!(s["streamSid"], sid);
+    assert!(s["callSid"].as_str().unwrap().starts_with("CA"));
+    assert!(s["accountSid"].as_str().unwrap().starts_with("AC"));
+    assert_eq!(s["tracks"], json!(["inbound"]));
+    assert_eq!(
+        s["mediaFormat"],
+        json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
+    );
+    let p = &s["customParameters"];
+    assert_eq!(p["to"], "+15557000001");
+    assert_eq!(p["from"], "+14155550100");
+    assert_eq!(p["callSid"], s["callSid"]);
+    assert_eq!(p["account"], "acct");
+    assert_eq!(p["lang"], "en-US");
+    assert_eq!(p["tier"], "2");
+    assert_eq!(texts.last().unwrap()["event"], "stop");
+    assert_eq!(texts.last().unwrap()["stop"]["callSid"], s["callSid"]);
+    for (i, t) in texts.iter().enumerate().skip(1) {
+        assert_eq!(t["sequenceNumber"], (i).to_string(), "{t}");
+        assert_eq!(t["streamSid"], sid);
+    }
+    let media = ai.events("media");
+    for (i, (_, _, m)) in media.iter().enumerate() {
+        assert_eq!(m["media"]["track"], "inbound");
+        assert_eq!(m["media"]["chunk"], (i + 1).to_string());
+        assert_eq!(m["media"]["timestamp"], (i * 20).to_string());
+        assert_eq!(
+            BASE64
+                .decode(m["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            160,
+            "20 ms of μ-law"
+        );
+    }
+
+    // The recording, A-law in 30 ms packets, arrives as 20 ms μ-law frames
+    // equal sample for sample to the A-law audio after one μ-law round trip.
+    let expected: Vec<i16> = pcap_rtp_payloads(&format!("{PCAPS}/g711a.pcap"), 8)
+        .concat()
+        .into_iter()
+        .map(|a| g711::ulaw_decode(g711::ulaw_encode(g711::alaw_decode(a))))
+        .collect();
+    assert_eq!(expected.len(), 236 * 240);
+    let got = ai_audio(&ai);
+    assert!(
+        got.len() >= expected.len(),
+        "AI got {} samples of {}",
+        got.len(),
+        expected.len()
+    );
+    assert!(
+        got[..expected.len()] == expected[..],
+        "first difference at sample {:?}",
+        got.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+
+    // Each key press once, in order, though its end packet came three times.
+    let digits: Vec<String> = ai
+        .events("dtmf")
+        .iter()
+        .map(|(_, _, v)| {
+            assert_eq!(v["dtmf"]["track"], "inbound_track");
+            v["dtmf"]["digit"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(digits, vec!["1", "5", "#"]);
+}
+
+/// A UDP caller offering PCMU; returns it, its RTP socket and the
+/// daemon's RTP address.
+fn call(d: &Daemon, id: &str) -> (Caller, UdpSocket, std::net::SocketAddr) {
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut caller = Caller::new(d.sip_addr(), id).dialing("+15557000001");
+    let rtp_addr = caller.invite(media.local_addr().unwrap().port());
+    (caller, media, rtp_addr)
+}
+
+fn rtp(seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Power of `hz` relative to the signal's (Goertzel).
+fn tone_share(s: &[i16], hz: f64, rate: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+    let (mut a, mut b) = (0.0f64, 0.0f64);
+    for &x in s {
+        let y = f64::from(x) + k * a - b;
+        b = a;
+        a = y;
+    }
+    let power = a * a + b * b - k * a * b;
+    let total: f64 = s.iter().map(|&x| f64::from(x).powi(2)).sum();
+    if total == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (total * s.len() as f64)
+    }
+}
+
+fn tone_ulaw(hz: f64, ms: usize) -> Vec<u8> {
+    (0..ms * 8)
+        .map(|i| {
+            let v = (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin() * 8000.0;
+            g711::ulaw_encode(v as i16)
+        })
+        .collect()
+}
+
+fn media_msg(ulaw: &[u8]) -> Step {
+    Step::Text(
+        json!({"event": "media", "streamSid": "x", "media": {"payload": BASE64.encode(ulaw)}})
+            .to_string(),
+    )
+}
+
+/// Receives RTP for `dur`, returning (arrival, header bytes, payload).
+fn collect_rtp(sock: &UdpSocket, dur: Duration) -> Vec<(Instant, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + dur;
+    while Instant::now() < end {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            out.push((Instant::now(), buf[..n].to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn ai_voice_is_paced_to_the_caller_and_marks_come_back_after_it_played() {
+    // One second of 1 kHz in one burst, then a mark.
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(200)),
+        media_msg(&tone_ulaw(1000.0, 1000)),
+        Step::Text(
+            json!({"event": "mark", "streamSid": "x", "mark": {"name": "greeting"}}).to_string(),
+        ),
+    ]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, media, rtp_addr) = call(&d, "voice-1@test");
+    // Keep sending so the daemon latches our address.
+    media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
+    let pkts = collect_rtp(&media, Duration::from_millis(1800));
+    caller.bye();
+    assert!(pkts.len() >= 60, "continuous RTP: {} packets", pkts.len());
+    let hdr = |p: &[u8]| {
+        (
+            p[1] & 0x80 != 0,
+            u16::from_be_bytes([p[2], p[3]]),
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        )
+    };
+    for w in pkts.windows(2) {
+        let (_, s0, t0) = hdr(&w[0].1);
+        let (_, s1, t1) = hdr(&w[1].1);
+        assert_eq!(s1, s0.wrapping_add(1), "sequence steps by one");
+        assert_eq!(t1, t0.wrapping_add(160), "timestamp steps by 20 ms");
+    }
+    // The tone: 50 packets, the first with the marker bit.
+    let voiced: Vec<&(Instant, Vec<u8>)> = pkts
+        .iter()
+        .filter(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .collect();
+    assert_eq!(voiced.len(), 50, "1 s of speech in 20 ms packets");
+    assert!(hdr(&voiced[0].1).0, "talkspurt starts with the marker bit");
+    let pcm: Vec<i16> = voiced
+        .iter()
+        .flat_map(|(_, p)| p[12..].iter().map(|&b| g711::ulaw_decode(b)))
+        .collect();
+    assert!(
+        tone_share(&pcm, 1000.0, 8000.0) > 0.9,
+        "the AI's 1 kHz tone"
+    );
+    // Paced: the 50 packets span about a second, not a burst.
+    let span = voiced[49].0 - voiced[0].0;
+    assert!(span >= Duration::from_millis(900), "{span:?}");
+    // The mark comes back once the tone has been sent.
+    let marks = ai.events("mark");
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].2["mark"]["name"], "greeting");
+    assert!(marks[0].1 >= voiced[48].0, "mark echoed after the audio");
+}
+
+#[test]
+fn clear_stops_the_ai_voice_at_once_and_returns_pending_marks() {
+    let ai = AiServer::start(vec![vec![
+        media_msg(&tone_ulaw(1000.0, 5000)),
+        Step::Text(
+            json!({"event": "mark", "streamSid": "x", "mark": {"name": "long"}}).to_string(),
+        ),
+        Step::Sleep(Duration::from_millis(500)),
+        Step::Text(json!({"event": "clear", "streamSid": "x"}).to_string()),
+    ]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, media, rtp_addr) = call(&d, "clear-1@test");
+    media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
+    let pkts = collect_rtp(&media, Duration::from_millis(1500));
+    caller.bye();
+    let voiced = pkts
+        .iter()
+        .filter(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .count();
+    // About 0.5 s of the 5 s were played before the clear.
+    assert!((15..=40).contains(&voiced), "{voiced} voiced packets");
+    let marks = ai.events("mark");
+    assert_eq!(marks.len(), 1, "the pending mark is returned on clear");
+    let last_voiced = pkts
+        .iter()
+        .rev()
+        .find(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .unwrap()
+        .0;
+    assert!(
+        marks[0].1 <= last_voiced + Duration::from_millis(100),
+        "mark returned as the audio was dropped"
+    );
+}
+
+#[test]
+fn unreachable_ai_gets_the_fallback_status() {
+    // Nothing listens on this port.
+    let port = common::free_port();
+    let d = daemon(&format!("ws://127.0.0.1:{port}/"), "twilio", "");
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut caller = Caller::new(d.sip_addr(), "noai-1@test").dialing("+15557000001");
+    assert!(
+        caller
+            .try_invite(media.local_addr().unwrap().port(), 503)
+            .is_none()
+    );
+    d.wait_cdr_cause("stream_failed");
+}
+
+#[test]
+fn ai_closing_the_socket_hangs_up_the_caller() {
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(300)),
+        Step::Close,
+    ]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, _media, _) = call(&d, "aibye-1@test");
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let bye = loop {
+        assert!(Instant::now() < deadline, "no BYE from the daemon");
+        if let Ok((n, from)) = caller.sip.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with("BYE ") {
+                // Answer it like a phone would.
+                let resp = format!(
+                    "SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n",
+                    text.lines()
+                        .skip(1)
+                        .filter(|l| ["Via", "From", "To", "Call-ID", "CSeq"]
+                            .iter()
+                            .any(|h| l.starts_with(h)))
+                        .collect::<Vec<_>>()
+                        .join("\r\n")
+                );
+                caller.sip.send_to(resp.as_bytes(), from).unwrap();
+                break text;
+            }
+        }
+    };
+    assert!(bye.contains("aibye-1@test"));
+    d.wait_cdr_cause("ai_hangup");
+}
+
+#[test]
+fn lost_socket_reconnects_with_the_same_stream_and_buffered_audio() {
+    // The first connection dies without a close frame after 300 ms.
+    let ai = AiServer::start(vec![
+        vec![Step::Sleep(Duration::from_millis(300)), Step::Abort],
+        vec![],
+    ]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, media, rtp_addr) = call(&d, "reconnect-1@test");
+    // 2 s of caller audio, a counter in each packet's first byte.
+    for i in 0..100u16 {
+        let mut payload = [0xffu8; 160];
+        payload[0] = g711::ulaw_encode(i16::try_from(i).unwrap() * 64);
+        media
+            .send_to(&rtp(i, u32::from(i) * 160, &payload), rtp_addr)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ai.wait_for(Duration::from_secs(5), "a second start", |f| {
+        f.iter()
+            .any(|f| f.conn == 1 && matches!(&f.got, Got::Text(v) if v["event"] == "start"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    caller.bye();
+    let starts = ai.events("start");
+    assert_eq!(starts.len(), 2);
+    assert_eq!(
+        starts[0].2["streamSid"], starts[1].2["streamSid"],
+        "same stream"
+    );
+    // Every frame of caller audio reached the AI across both sockets.
+    let chunks: Vec<u64> = ai
+        .events("media")
+        .iter()
+        .map(|(_, _, v)| v["media"]["chunk"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(chunks.len() >= 99, "{} frames", chunks.len());
+    assert!(
+        chunks.windows(2).all(|w| w[1] == w[0] + 1),
+        "no frame lost or repeated"
+    );
+    assert!(d.metric("gateway_ai_stream_reconnects_total") >= 1.0);
+}
+
+#[test]
+fn bad_frames_from_the_ai_are_counted_and_the_call_goes_on() {
+    let ai = AiServer::start(vec![vec![
+        Step::Text("{nope".into()),
+        Step::Text(json!({"event": "dance"}).to_string()),
+        Step::Text(json!({"event": "media", "media": {"payload": "@@@"}}).to_string()),
+        Step::Binary(vec![1, 2, 3]),
+        Step::Text(format!(
+            r#"{{"event":"media","media":{{"payload":"{}"}}}}"#,
+            "A".repeat(1_200_000)
+        )),
+        media_msg(&tone_ulaw(1000.0, 200)),
+    ]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, media, rtp_addr) = call(&d, "bad-1@test");
+    media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
+    let pkts = collect_rtp(&media, Duration::from_millis(800));
+    let voiced = pkts
+        .iter()
+        .filter(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .count();
+    assert_eq!(
+        voiced, 10,
+        "the good media after the bad frames still plays"
+    );
+    caller.bye();
+    let m = d.metrics();
+    for reason in [
+        "malformed_json",
+        "unknown_event",
+        "bad_base64",
+        "unexpected_binary",
+        "oversized",
+    ] {
+        let series = format!("gateway_ai_stream_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(d.metric(&series), 1.0, "{series}\n{m}");
+    }
+}
+
+#[test]
+fn sip_info_dtmf_reaches_the_ai() {
+    let ai = AiServer::start(vec![vec![]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, _media, _) = call(&d, "info-1@test");
+    for (i, digit) in ["4", "*"].iter().enumerate() {
+        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+        let req = caller
+            .request("INFO", 10 + i as u32, &format!("info{i}"), "")
+            .replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!(
+                    "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+            );
+        caller.sip.send_to(req.as_bytes(), d.sip_addr()).unwrap();
+        recv_status(&caller.sip, &caller.call_id, 200);
+    }
+    ai.wait_for(Duration::from_secs(3), "two dtmf events", |f| {
+        f.iter()
+            .filter(|f| matches!(&f.got, Got::Text(v) if v["event"] == "dtmf"))
+            .count()
+            == 2
+    });
+    caller.bye_cseq(20);
+    let digits: Vec<String> = ai
+        .events("dtmf")
+        .iter()
+        .map(|(_, _, v)| v["dtmf"]["digit"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(digits, vec!["4", "*"]);
+}
+
+#[test]
+fn pcm_dialect_streams_wideband_binary_frames_both_ways() {
+    // 200 ms of 440 Hz at 16 kHz from the AI, as binary L16.
+    let tone: Vec<u8> = (0..3200)
+        .flat_map(|i| {
+            let v = (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 16000.0).sin() * 8000.0;
+            (v as i16).to_le_bytes()
+        })
+        .collect();
+    let ai = AiServer::start(vec![vec![
+        Step::Binary(tone),
+        Step::Text(json!({"event": "mark", "name": "m"}).to_string()),
+    ]]);
+    let d = daemon(&ai.url(), "pcm16", "");
+    let (caller, media, rtp_addr) = call(&d, "pcm-1@test");
+    let ulaw = tone_ulaw(1000.0, 400);
+    for (i, c) in ulaw.chunks(160).enumerate() {
+        media
+            .send_to(&rtp(i as u16, i as u32 * 160, c), rtp_addr)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pkts = collect_rtp(&media, Duration::from_millis(400));
+    caller.bye();
+    let start = &ai.events("start")[0].2;
+    assert_eq!(
+        start["mediaFormat"],
+        json!({"encoding": "audio/l16", "endianness": "little", "sampleRate": 16000,
+               "channels": 1, "frameMs": 20})
+    );
+    assert!(start["callSid"].as_str().unwrap().starts_with("CA"));
+    let frames: Vec<Vec<u8>> = ai
+        .frames()
+        .into_iter()
+        .filter_map(|f| match f.got {
+            Got::Binary(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert!(frames.len() >= 18, "{} frames", frames.len());
+    assert!(
+        frames.iter().all(|f| f.len() == 640),
+        "20 ms of 16-bit 16 kHz"
+    );
+    let pcm: Vec<i16> = frames
+        .concat()
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert!(
+        tone_share(&pcm[320..], 1000.0, 16000.0) > 0.8,
+        "caller's tone, upsampled"
+    );
+    let voiced: Vec<i16> = pkts
+        .iter()
+        .filter(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .flat_map(|(_, p)| {
+            p[12..]
+                .iter()
+                .map(|&b| g711::ulaw_decode(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(voiced.len() >= 1440, "{} samples", voiced.len());
+    assert!(
+        tone_share(&voiced, 440.0, 8000.0) > 0.8,
+        "AI's tone, downsampled"
+    );
+    assert_eq!(
+        ai.events("mark")[0].2,
+        json!({"event": "mark", "name": "m"})
+    );
+    ai.wait_for(Duration::from_secs(3), "stop", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
+    });
+    assert_eq!(
+        ai.events("stop")[0].2,
+        json!({"event": "stop", "reason": "hangup"})
+    );
+}
