@@ -186,6 +186,10 @@ async fn connect(spec: &StreamSpec) -> Result<Ws, String> {
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(WS_HARD_LIMIT);
     cfg.max_frame_size = Some(WS_HARD_LIMIT);
+    // tungstenite's 128 KiB buffers per socket would be most of a call's
+    // memory; frames here are small and every batch is flushed at once.
+    cfg.read_buffer_size = 4096;
+    cfg.write_buffer_size = 0;
     let attempt =
         tokio_tungstenite::connect_async_tls_with_config(spec.url.as_str(), Some(cfg), true, None);
     match tokio::time::timeout(spec.connect_timeout, attempt).await {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# AI stream route under load: the release daemon (pinned to CPU 0) with
+# `bench/src/bin/ai-load.rs` (pinned to CPU 1) as both the callers and the
+# AI's WebSocket server, on loopback. Prints answered calls, lost frames,
+# uplink (RTP in -> WebSocket out) latency percentiles, with --downlink the
+# AI -> caller latency too, the daemon's CPU and resident memory per call.
+#
+#   bench/scripts/ai-streams.sh CALLS SECONDS [io_uring|tokio] [--downlink] [DIALECT]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CALLS="${1:-100}"; SECS="${2:-10}"; BACKEND="${3:-io_uring}"; DOWN="${4:-}"; DIALECT="${5:-twilio}"
+WORK="$(mktemp -d /tmp/gw-ai-bench.XXXXXX)"
+cleanup() { kill "${DPID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+cargo build --release -p sip-daemon -p bench --quiet
+ulimit -n 65536 || true
+IO_URING=true; [ "$BACKEND" = tokio ] && IO_URING=false
+cat > "$WORK/gw.toml" <<TOML
+[sip]
+listen = ["udp:127.0.0.1:15060"]
+realm = "bench"
+auth_secret = "bench"
+
+[media]
+bind_ip = "127.0.0.1"
+port_min = 20000
+port_max = 40000
+timeout_secs = 60
+workers = 1
+io_uring = $IO_URING
+
+[stream]
+answer_timeout_ms = 10000
+
+[store]
+url = "sqlite://$WORK/gw.db"
+
+[api]
+listen = "127.0.0.1:18080"
+
+[log]
+level = "warn"
+
+[[accounts]]
+id = "bench"
+
+[[trunks]]
+name = "local"
+source_cidrs = ["127.0.0.0/8"]
+
+[[numbers]]
+pattern = "+15557000001"
+account = "bench"
+route = "stream"
+target = "ws://127.0.0.1:18765/stream"
+dialect = "$DIALECT"
+TOML
+taskset -c 0 target/release/sip-daemon --config "$WORK/gw.toml" > "$WORK/daemon.log" 2>&1 & DPID=$!
+for _ in $(seq 100); do sipp -sn uac 127.0.0.1:15060 -s ping -m 1 -nostdin -timeout 2s >/dev/null 2>&1 && break; sleep 0.2; done
+echo "calls=$CALLS seconds=$SECS media backend=$BACKEND dialect=$DIALECT (daemon on CPU 0, load on CPU 1)"
+ARGS=(--sip 127.0.0.1:15060 --ai-port 18765 --calls "$CALLS" --seconds "$SECS" --setup-rate 200 --daemon-pid "$DPID")
+[ "$DOWN" = "--downlink" ] && ARGS+=(--downlink)
+taskset -c 1 target/release/ai-load "${ARGS[@]}"
+curl -s 127.0.0.1:18080/metrics | grep -E '^gateway_ai_stream_(dropped|rejected|lost)' || true
