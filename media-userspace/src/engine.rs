@@ -77,6 +77,8 @@ struct OpenLeg {
     /// Bound by [`MediaEngine::command`] on the caller's thread; the
     /// worker takes it.
     socket: Option<std::net::UdpSocket>,
+    /// The RTCP socket (RTP port + 1) of legs that report.
+    rtcp: Option<std::net::UdpSocket>,
     port: u16,
     leg: LegId,
     mode: LegMode,
@@ -269,9 +271,15 @@ impl MediaEngine {
                         reason: "no RTP port could be bound".into(),
                     });
                 };
+                // Stream legs send and read RTCP; a busy RTCP port only
+                // costs the reports, never the call.
+                let rtcp = matches!(mode, LegMode::Stream(_))
+                    .then(|| bind_rtcp_socket(shared, port))
+                    .flatten();
                 let w = (leg as usize) % self.inner.workers.len();
                 self.inner.workers[w].post(WorkerCmd::Open(OpenLeg {
                     socket: Some(socket),
+                    rtcp,
                     port,
                     leg,
                     mode,
@@ -350,6 +358,19 @@ fn tokio_worker(shared: Arc<Shared>, rx: Arc<Mailbox>) {
             local.block_on(&rt, plain::worker(shared, rx));
         }
         Err(e) => tracing::error!(error = %e, "media worker runtime failed to start"),
+    }
+}
+
+fn bind_rtcp_socket(shared: &Shared, rtp_port: u16) -> Option<std::net::UdpSocket> {
+    let addr = SocketAddr::new(shared.cfg.bind_ip, rtp_port.checked_add(1)?);
+    match std::net::UdpSocket::bind(addr) {
+        Ok(s) if s.set_nonblocking(true).is_ok() => Some(s),
+        Ok(_) => None,
+        Err(e) => {
+            shared.stats.bind_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%addr, error = %e, "RTCP port busy; leg runs without RTCP");
+            None
+        }
     }
 }
 
@@ -544,6 +565,19 @@ impl LegRun {
         }
     }
 
+    fn on_rtcp(&mut self, now: Instant, from: SocketAddr, pkt: &[u8]) {
+        if let LegCore::Stream(s) = &mut self.core {
+            s.core.on_rtcp_datagram(now, from, pkt);
+        }
+    }
+
+    fn poll_rtcp(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        match &mut self.core {
+            LegCore::Echo(_) => None,
+            LegCore::Stream(s) => s.core.poll_rtcp(),
+        }
+    }
+
     fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         match &mut self.core {
             LegCore::Echo(_) => None,
@@ -607,6 +641,30 @@ fn finish_leg(shared: &Shared, run: &mut LegRun, port: u16, end: LegEnd) {
     }
 }
 
+/// A leg's RTCP socket on the worker's tokio reactor (both backends run
+/// one); RTCP is a packet every few seconds, not worth a ring slot.
+struct RtcpPort(Option<tokio::net::UdpSocket>);
+
+impl RtcpPort {
+    fn new(sock: Option<std::net::UdpSocket>) -> RtcpPort {
+        RtcpPort(sock.and_then(|s| tokio::net::UdpSocket::from_std(s).ok()))
+    }
+
+    /// Next datagram; pending forever for legs without RTCP.
+    async fn recv(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match &self.0 {
+            Some(s) => s.recv_from(buf).await.ok(),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn send(&self, pkt: &[u8], to: SocketAddr) {
+        if let Some(s) = &self.0 {
+            let _ = s.try_send_to(pkt, to);
+        }
+    }
+}
+
 /// Publish counters at least this often while packets flow.
 const PUBLISH_EVERY: u64 = 64;
 
@@ -641,6 +699,8 @@ mod uring {
             tokio_uring::spawn(task);
         }
         let wake = run.wake();
+        let rtcp = RtcpPort::new(open.rtcp);
+        let mut rtcp_buf = vec![0u8; BUF_LEN];
         // The socket closes at the end of this block, before its port is
         // released.
         let end = {
@@ -672,6 +732,11 @@ mod uring {
                         run.on_wake(now);
                     }
                     _ = woken => run.on_wake(Instant::now()),
+                    r = rtcp.recv(&mut rtcp_buf) => {
+                        if let Some((n, from)) = r {
+                            run.on_rtcp(Instant::now(), from, &rtcp_buf[..n]);
+                        }
+                    }
                     (res, mut buf) = &mut recv => {
                         if let Ok((n, from)) = res
                             && let Some(to) = run.on_datagram(Instant::now(), from, &mut buf[..n])
@@ -687,6 +752,9 @@ mod uring {
                 }
                 while let Some((to, pkt)) = run.poll_transmit() {
                     let _ = sock.send_to(pkt, to).await;
+                }
+                while let Some((to, pkt)) = run.poll_rtcp() {
+                    rtcp.send(&pkt, to);
                 }
             };
             // Complete the receive still in flight with an empty datagram to
@@ -706,6 +774,7 @@ mod uring {
             let _ = tokio::time::timeout(Duration::from_millis(200), &mut recv).await;
             end
         };
+        drop(rtcp);
         finish_leg(&shared, &mut run, port, end);
     }
 }
@@ -749,6 +818,8 @@ mod plain {
             tokio::task::spawn_local(task);
         }
         let wake = run.wake();
+        let rtcp = RtcpPort::new(open.rtcp);
+        let mut rtcp_buf = vec![0u8; BUF_LEN];
         let mut buf = vec![0u8; BUF_LEN];
         let end = loop {
             let deadline = tokio::time::Instant::from_std(run.deadline());
@@ -772,6 +843,11 @@ mod plain {
                     run.on_wake(now);
                 }
                 _ = woken => run.on_wake(Instant::now()),
+                r = rtcp.recv(&mut rtcp_buf) => {
+                    if let Some((n, from)) = r {
+                        run.on_rtcp(Instant::now(), from, &rtcp_buf[..n]);
+                    }
+                }
                 res = sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = res else { continue };
                     if let Some(to) = run.on_datagram(Instant::now(), from, &mut buf[..n]) {
@@ -785,7 +861,11 @@ mod plain {
             while let Some((to, pkt)) = run.poll_transmit() {
                 let _ = sock.send_to(&pkt, to).await;
             }
+            while let Some((to, pkt)) = run.poll_rtcp() {
+                rtcp.send(&pkt, to);
+            }
         };
+        drop(rtcp);
         finish_leg(&shared, &mut run, port, end);
     }
 }

@@ -13,6 +13,7 @@ pub mod latch;
 pub mod pacer;
 pub mod ports;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod stream_leg;
 pub mod transcode;

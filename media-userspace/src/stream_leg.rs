@@ -11,6 +11,7 @@ use crate::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
 use crate::latch::{Latch, LatchDecision};
 use crate::pacer::{OutgoingBody, Pacer, PacerConfig};
 use crate::resample::Resampler;
+use crate::rtcp::RtcpSession;
 use crate::rtp::{self, RtpHeader};
 use crate::transcode::{Decoder, Encoder};
 use std::collections::VecDeque;
@@ -57,6 +58,10 @@ pub struct StreamLeg {
     last_pcm: Vec<i16>,
     losses: u32,
     pacer: Pacer,
+    rtcp: RtcpSession,
+    /// Where the peer's RTCP comes from (symmetric RTCP), once it has.
+    rtcp_peer: Option<SocketAddr>,
+    rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
     to_ai: VecDeque<ToAi>,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     scratch: Vec<i16>,
@@ -74,6 +79,11 @@ fn pacer_config(media: &LegMedia) -> PacerConfig {
 
 impl StreamLeg {
     pub fn new(media: &LegMedia, ai_rate: u32, ssrc: u32) -> StreamLeg {
+        Self::with_cname(media, ai_rate, ssrc, format!("gw-{ssrc:08x}@voice-gateway"))
+    }
+
+    /// `cname` names this endpoint in RTCP SDES (RFC 3550 §6.5.1).
+    pub fn with_cname(media: &LegMedia, ai_rate: u32, ssrc: u32, cname: String) -> StreamLeg {
         let rate = media.codec.sample_rate();
         StreamLeg {
             media: *media,
@@ -95,6 +105,9 @@ impl StreamLeg {
             last_pcm: Vec::new(),
             losses: 0,
             pacer: Pacer::new(pacer_config(media), rand::random(), rand::random()),
+            rtcp: RtcpSession::new(ssrc, cname, media.codec.rtp_clock_rate()),
+            rtcp_peer: None,
+            rtcp_out: VecDeque::new(),
             to_ai: VecDeque::new(),
             transmit: VecDeque::new(),
             scratch: Vec::new(),
@@ -137,6 +150,8 @@ impl StreamLeg {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += pkt.len() as u64;
         if rtp::looks_like_rtcp(pkt) {
+            // RTCP multiplexed on the RTP port (RFC 5761).
+            self.rtcp.on_rtcp(now, pkt);
             return;
         }
         let Ok(h) = RtpHeader::parse(pkt) else {
@@ -147,6 +162,7 @@ impl StreamLeg {
             self.counters.rejected_source += 1;
             return;
         }
+        self.rtcp.on_rtp_received(now, h.ssrc, h.sequence);
         let pt = h.payload_type;
         if pt != self.media.payload_type && Some(pt) != self.media.telephone_event {
             self.stream.unknown_payload += 1;
@@ -334,10 +350,47 @@ impl StreamLeg {
             if let Some(to) = target {
                 self.counters.tx_packets += 1;
                 self.counters.tx_bytes += pkt.len() as u64;
+                self.rtcp
+                    .on_rtp_sent(now, out.timestamp, pkt.len() - rtp::HEADER_LEN);
                 self.transmit.push_back((to, pkt));
             }
         }
         self.collect_marks();
+        let jitter = self.jitter.jitter();
+        if let Some(report) = self
+            .rtcp
+            .poll_report(now, std::time::SystemTime::now(), jitter)
+            && let Some(to) = self.rtcp_target()
+        {
+            self.rtcp_out.push_back((to, report));
+        }
+    }
+
+    /// The peer's RTCP address: where its RTCP comes from, else the RTP
+    /// address's port + 1 (RFC 3550 §11).
+    fn rtcp_target(&self) -> Option<SocketAddr> {
+        self.rtcp_peer.or_else(|| {
+            let mut a = self.latch.target()?;
+            a.set_port(a.port().checked_add(1)?);
+            Some(a)
+        })
+    }
+
+    /// A datagram on the leg's RTCP port.
+    pub fn on_rtcp_datagram(&mut self, now: Instant, from: SocketAddr, pkt: &[u8]) {
+        if self.latch.target().is_some_and(|rtp| rtp.ip() == from.ip()) {
+            self.rtcp_peer = Some(from);
+        }
+        self.rtcp.on_rtcp(now, pkt);
+    }
+
+    /// A compound RTCP report to send from the RTCP port.
+    pub fn poll_rtcp(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.rtcp_out.pop_front()
+    }
+
+    pub fn rtcp(&self) -> &RtcpSession {
+        &self.rtcp
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -345,6 +398,7 @@ impl StreamLeg {
             self.jitter.poll_timeout(),
             self.dtmf_rx.poll_timeout(),
             self.pacer.poll_timeout(),
+            self.rtcp.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -556,6 +610,39 @@ mod tests {
         leg.on_ai(t0, FromAi::Connected);
         leg.on_ai(t0, FromAi::Audio(vec![0; 3200]));
         assert_eq!(leg.pacer().queued(), 1600, "100 ms at 8 kHz");
+    }
+
+    #[test]
+    fn rtcp_reports_go_to_the_rtcp_port_with_reception_stats() {
+        let t0 = Instant::now();
+        let from: SocketAddr = CALLER.parse().unwrap();
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 5);
+        leg.on_ai(t0, FromAi::Connected);
+        for i in 0..10u16 {
+            leg.on_datagram(t0, from, &rtp(0, i * 2, u32::from(i) * 320, &[0xff; 160]));
+        }
+        let due = t0 + crate::rtcp::INTERVAL / 2;
+        let mut t = t0;
+        while t <= due {
+            leg.handle_timeout(t);
+            while leg.poll_transmit().is_some() {}
+            t += Duration::from_millis(20);
+        }
+        let (to, report) = leg.poll_rtcp().expect("a report is due");
+        assert_eq!(to, "127.0.0.1:40001".parse().unwrap(), "RTP port + 1");
+        assert_eq!(report[1], 200, "SR: we have been sending");
+        // One report block on the caller's SSRC: 9 of 19 lost.
+        assert_eq!(report[0] & 0x1f, 1);
+        assert_eq!(&report[28..32], &0xabcu32.to_be_bytes());
+        assert_eq!(
+            i32::from_be_bytes([0, report[33], report[34], report[35]]),
+            9
+        );
+        // The caller's RTCP from elsewhere on its host becomes the target.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0x0a, 0xbc];
+        leg.on_rtcp_datagram(t, "127.0.0.1:40009".parse().unwrap(), &rr);
+        assert_eq!(leg.rtcp().counters.received, 1);
+        assert_eq!(leg.rtcp_target(), Some("127.0.0.1:40009".parse().unwrap()));
     }
 
     #[test]

@@ -613,3 +613,45 @@ fn pcm_dialect_streams_wideband_binary_frames_both_ways() {
         json!({"event": "stop", "reason": "hangup"})
     );
 }
+
+#[test]
+fn rtcp_sender_reports_reach_the_callers_rtcp_port() {
+    let ai = AiServer::start(vec![vec![]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    // RTP on an even port, RTCP on the next one (RFC 3550 §11).
+    let (media, rtcp) = loop {
+        let m = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = m.local_addr().unwrap().port();
+        if p % 2 == 0
+            && let Ok(r) = UdpSocket::bind(("127.0.0.1", p + 1))
+        {
+            break (m, r);
+        }
+    };
+    rtcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut caller = Caller::new(d.sip_addr(), "rtcp-1@test").dialing("+15557000001");
+    let rtp_addr = caller.invite(media.local_addr().unwrap().port());
+    for i in 0..20u16 {
+        media
+            .send_to(&rtp(i, u32::from(i) * 160, &[0xff; 160]), rtp_addr)
+            .unwrap();
+    }
+    let mut buf = [0u8; 1500];
+    let (n, from) = rtcp.recv_from(&mut buf).expect("an RTCP report within 5 s");
+    caller.bye();
+    assert_eq!(from.port(), rtp_addr.port() + 1, "sent from our RTCP port");
+    let r = &buf[..n];
+    assert_eq!(r[0] >> 6, 2);
+    assert_eq!(r[1], 200, "sender report: the daemon sends RTP");
+    assert_eq!(r[0] & 0x1f, 1, "one report block, on our stream");
+    assert_eq!(&r[28..32], &0x0bad_cafeu32.to_be_bytes());
+    assert_eq!(
+        u32::from_be_bytes(r[36..40].try_into().unwrap()),
+        19,
+        "highest sequence received"
+    );
+    // Compound: SDES with a CNAME follows.
+    let sr_len = (usize::from(u16::from_be_bytes([r[2], r[3]])) + 1) * 4;
+    assert_eq!(r[sr_len + 1], 202);
+    assert_eq!(r[sr_len + 8], 1, "CNAME item");
+}
