@@ -622,7 +622,7 @@ fn rtcp_sender_reports_reach_the_callers_rtcp_port() {
     let (media, rtcp) = loop {
         let m = UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = m.local_addr().unwrap().port();
-        if p % 2 == 0
+        if p.is_multiple_of(2)
             && let Ok(r) = UdpSocket::bind(("127.0.0.1", p + 1))
         {
             break (m, r);
