@@ -8,6 +8,7 @@ pub mod dtmf;
 pub mod echo;
 pub mod engine;
 pub mod g711;
+pub mod g722;
 pub mod jitter;
 pub mod latch;
 pub mod pacer;

@@ -4,26 +4,32 @@
 
 use crate::codec::Codec;
 use crate::g711;
+use crate::g722::{G722Decoder, G722Encoder};
 
 #[derive(Debug)]
 pub struct Decoder {
     codec: Codec,
+    g722: Option<Box<G722Decoder>>,
 }
 
 #[derive(Debug)]
 pub struct Encoder {
     codec: Codec,
+    g722: Option<Box<G722Encoder>>,
 }
 
 /// Whether the media engine can decode and encode `codec` (streams and
 /// transcoding need it; echo and relay do not).
 pub fn can_transcode(codec: Codec) -> bool {
-    matches!(codec, Codec::Pcmu | Codec::Pcma)
+    matches!(codec, Codec::Pcmu | Codec::Pcma | Codec::G722)
 }
 
 impl Decoder {
     pub fn new(codec: Codec) -> Decoder {
-        Decoder { codec }
+        Decoder {
+            codec,
+            g722: (codec == Codec::G722).then(Box::default),
+        }
     }
 
     pub fn codec(&self) -> Codec {
@@ -35,7 +41,10 @@ impl Decoder {
         match self.codec {
             Codec::Pcmu => out.extend(payload.iter().map(|&c| g711::ulaw_decode(c))),
             Codec::Pcma => out.extend(payload.iter().map(|&c| g711::alaw_decode(c))),
-            Codec::G722 => return false,
+            Codec::G722 => match &mut self.g722 {
+                Some(d) => d.decode(payload, out),
+                None => return false,
+            },
         }
         true
     }
@@ -43,7 +52,10 @@ impl Decoder {
 
 impl Encoder {
     pub fn new(codec: Codec) -> Encoder {
-        Encoder { codec }
+        Encoder {
+            codec,
+            g722: (codec == Codec::G722).then(Box::default),
+        }
     }
 
     pub fn codec(&self) -> Codec {
@@ -55,7 +67,10 @@ impl Encoder {
         match self.codec {
             Codec::Pcmu => out.extend(samples.iter().map(|&s| g711::ulaw_encode(s))),
             Codec::Pcma => out.extend(samples.iter().map(|&s| g711::alaw_encode(s))),
-            Codec::G722 => return false,
+            Codec::G722 => match &mut self.g722 {
+                Some(e) => e.encode(samples, out),
+                None => return false,
+            },
         }
         true
     }

@@ -655,3 +655,46 @@ fn rtcp_sender_reports_reach_the_callers_rtcp_port() {
     assert_eq!(r[sr_len + 1], 202);
     assert_eq!(r[sr_len + 8], 1, "CNAME item");
 }
+
+#[test]
+fn g722_caller_gives_the_ai_real_wideband_audio() {
+    let ai = AiServer::start(vec![vec![]]);
+    let d = daemon(&ai.url(), "pcm16", "");
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut caller = Caller::new(d.sip_addr(), "g722-1@test")
+        .dialing("+15557000001")
+        .offering_g722();
+    let rtp_addr = caller.invite(media.local_addr().unwrap().port());
+    // 600 ms of 6 kHz at 16 kHz: above anything G.711 can carry.
+    let x: Vec<i16> = (0..9600)
+        .map(|i| {
+            ((2.0 * std::f64::consts::PI * 6000.0 * f64::from(i) / 16000.0).sin() * 6000.0) as i16
+        })
+        .collect();
+    let mut enc = media_userspace::g722::G722Encoder::default();
+    for (i, frame) in x.chunks(320).enumerate() {
+        let mut payload = Vec::new();
+        enc.encode(frame, &mut payload);
+        let mut p = rtp(i as u16, i as u32 * 160, &payload);
+        p[1] = 9;
+        media.send_to(&p, rtp_addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    caller.bye();
+    let pcm: Vec<i16> = ai
+        .frames()
+        .into_iter()
+        .filter_map(|f| match f.got {
+            Got::Binary(b) => Some(b),
+            _ => None,
+        })
+        .flatten()
+        .collect::<Vec<u8>>()
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert!(pcm.len() >= 8000, "{} samples", pcm.len());
+    let share = tone_share(&pcm[1600..8000], 6000.0, 16000.0);
+    assert!(share > 0.8, "6 kHz reaches the AI: {share:.2}");
+}

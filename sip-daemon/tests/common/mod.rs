@@ -335,6 +335,9 @@ pub struct Caller {
     pub to_tag: Option<String>,
     /// The number dialled (an echo number unless changed).
     pub number: String,
+    /// Payload types offered (first preferred) and their rtpmap lines.
+    pub formats: String,
+    pub rtpmaps: String,
 }
 
 pub fn recv_status(sock: &UdpSocket, call_id: &str, want: u16) -> String {
@@ -379,7 +382,16 @@ impl Caller {
             call_id: call_id.into(),
             to_tag: None,
             number: "+15550001234".into(),
+            formats: "0 101".into(),
+            rtpmaps: "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n".into(),
         }
+    }
+
+    /// Offers G.722 (PT 9) with telephone-event instead of PCMU.
+    pub fn offering_g722(mut self) -> Caller {
+        self.formats = "9 101".into();
+        self.rtpmaps = "a=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\n".into();
+        self
     }
 
     /// Dials `number` instead of the echo line.
@@ -419,7 +431,9 @@ impl Caller {
     /// final response is `want` (a rejection).
     pub fn try_invite(&mut self, sdp_port: u16, want: u16) -> Option<SocketAddr> {
         let sdp = format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP {formats}\r\n{rtpmaps}a=ptime:20\r\na=sendrecv\r\n",
+            formats = self.formats,
+            rtpmaps = self.rtpmaps,
         );
         self.sip
             .send_to(
@@ -445,7 +459,11 @@ impl Caller {
                 .to_string(),
         );
         assert!(ok.contains("m=audio "), "200 carries an SDP answer:\n{ok}");
-        assert!(ok.contains("RTP/AVP 0"), "answer keeps PCMU:\n{ok}");
+        let preferred = self.formats.split(' ').next().unwrap_or("0");
+        assert!(
+            ok.contains(&format!("RTP/AVP {preferred}")),
+            "answer keeps the preferred codec:\n{ok}"
+        );
         let port: u16 = ok
             .lines()
             .find_map(|l| l.strip_prefix("m=audio "))
