@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds every cargo-fuzz target (SIP message, SIP stream framer, SDP).
+# Builds every cargo-fuzz target (SIP message, SIP stream framer, SDP,
+# AI stream frames, stream media leg).
 # With a number argument, also runs each target that many seconds:
 #   scripts/fuzz-build.sh 60
 set -euo pipefail
