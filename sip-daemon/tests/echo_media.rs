@@ -18,20 +18,23 @@ fn rtp(seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The default media backend: plain tokio sockets.
 #[test]
 fn echo_returns_rtp_to_the_latched_source() {
-    echo_round_trip(Daemon::start(""));
+    let d = Daemon::start("");
+    assert!(d.logs().contains("backend=\"tokio\""), "{}", d.logs());
+    echo_round_trip(d);
 }
 
-/// The fallback media backend (plain tokio sockets, used where the kernel
-/// refuses io_uring) serves the same leg.
+/// The io_uring backend (tokio-uring, `media.io_uring = true`) serves the
+/// same leg; this kernel allows io_uring, so it must be the one in use.
 #[test]
-fn echo_on_plain_tokio_sockets() {
+fn echo_on_io_uring() {
     let d = Daemon::start_opts(Opts {
-        media_extra: "io_uring = false",
+        media_extra: "io_uring = true",
         ..Opts::default()
     });
-    assert!(d.logs().contains("backend=\"tokio\""), "{}", d.logs());
+    assert!(d.logs().contains("backend=\"io_uring\""), "{}", d.logs());
     echo_round_trip(d);
 }
 

@@ -22,7 +22,12 @@ const SCENARIO: &str = concat!(
 
 /// A daemon whose number `+15557000001` streams to `url` in `dialect`.
 fn daemon(url: &str, dialect: &str, extra: &str) -> Daemon {
+    daemon_media(url, dialect, extra, "")
+}
+
+fn daemon_media(url: &str, dialect: &str, extra: &str, media_extra: &str) -> Daemon {
     Daemon::start_opts(Opts {
+        media_extra,
         extra: &format!(
             r#"
 [[numbers]]
@@ -285,7 +290,25 @@ fn ai_voice_is_paced_to_the_caller_and_marks_come_back_after_it_played() {
             json!({"event": "mark", "streamSid": "x", "mark": {"name": "greeting"}}).to_string(),
         ),
     ]]);
-    let d = daemon(&ai.url(), "twilio", "");
+    ai_voice_round(&ai, daemon(&ai.url(), "twilio", ""));
+}
+
+/// The same on the io_uring media backend.
+#[test]
+fn ai_voice_on_io_uring_workers() {
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(200)),
+        media_msg(&tone_ulaw(1000.0, 1000)),
+        Step::Text(
+            json!({"event": "mark", "streamSid": "x", "mark": {"name": "greeting"}}).to_string(),
+        ),
+    ]]);
+    let d = daemon_media(&ai.url(), "twilio", "", "io_uring = true");
+    assert!(d.logs().contains("backend=\"io_uring\""), "{}", d.logs());
+    ai_voice_round(&ai, d);
+}
+
+fn ai_voice_round(ai: &AiServer, d: Daemon) {
     let (caller, media, rtp_addr) = call(&d, "voice-1@test");
     // Keep sending so the daemon latches our address.
     media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
