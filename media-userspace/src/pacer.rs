@@ -176,6 +176,21 @@ impl Pacer {
         self.played_marks.pop_front()
     }
 
+    /// New speech after silence goes out at once instead of waiting for
+    /// the next tick (up to a packet interval of delay before the first
+    /// word); the clock re-anchors there. The talkspurt's marker bit lets
+    /// the receiver re-align its playout (RFC 3551 §4.1).
+    pub fn expedite(&mut self, now: Instant) {
+        if !self.talking
+            && self.tone.is_none()
+            && self.queue.len() >= self.cfg.frame_samples
+            && let Some(due) = self.next_due
+            && due > now
+        {
+            self.next_due = Some(now);
+        }
+    }
+
     /// Starts the clock: the first packet is due at `now`.
     pub fn start(&mut self, now: Instant) {
         self.next_due.get_or_insert(now);
@@ -306,6 +321,27 @@ mod tests {
         );
         assert!(matches!(d.body, OutgoingBody::Audio { silence: true, .. }));
         assert_eq!(p.poll_timeout(), Some(t0 + PT * 4));
+    }
+
+    #[test]
+    fn speech_after_silence_goes_out_at_once_and_re_anchors_the_clock() {
+        let t0 = Instant::now();
+        let mut p = pacer();
+        p.start(t0);
+        let a = tick(&mut p, t0);
+        let t1 = t0 + Duration::from_millis(7);
+        p.push_audio(&[4; 480]);
+        p.expedite(t1);
+        assert_eq!(p.poll_timeout(), Some(t1));
+        let b = tick(&mut p, t1);
+        assert!(b.marker);
+        assert_eq!(b.sequence, a.sequence + 1);
+        assert_eq!(b.timestamp, a.timestamp + 160);
+        assert_eq!(p.poll_timeout(), Some(t1 + PT));
+        // While talking, new audio waits for the clock.
+        p.push_audio(&[4; 160]);
+        p.expedite(t1 + Duration::from_millis(1));
+        assert_eq!(p.poll_timeout(), Some(t1 + PT));
     }
 
     #[test]

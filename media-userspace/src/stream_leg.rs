@@ -277,6 +277,7 @@ impl StreamLeg {
                 pcm.clear();
                 self.down.process(&samples, &mut pcm);
                 self.pacer.push_audio(&pcm);
+                self.pacer.expedite(now);
                 self.scratch = pcm;
             }
             FromAi::Mark { name } => self.pacer.mark(name),

@@ -164,7 +164,7 @@ async fn ai_conn(tcp: tokio::net::TcpStream, ai: Arc<Ai>) {
                 *ai.per_call.lock().unwrap().entry(call).or_default() += 1;
             }
         } else if t.contains("\"event\":\"start\"") {
-            ai.connected.fetch_add(1, Ordering::Relaxed);
+            let index = ai.connected.fetch_add(1, Ordering::Relaxed);
             if ai.downlink
                 && let Some(mut tx) = tx.take()
             {
@@ -172,6 +172,10 @@ async fn ai_conn(tcp: tokio::net::TcpStream, ai: Arc<Ai>) {
                 let ai2 = ai.clone();
                 let (stx, mut srx) = tokio::sync::mpsc::channel::<String>(4);
                 sender = Some(tokio::spawn(async move {
+                    // Each AI speaks at its own phase against the daemon's
+                    // 20 ms packet clock, spread evenly over calls.
+                    let phase = Duration::from_micros(index * 7919 % 20_000);
+                    tokio::time::sleep(phase).await;
                     let mut tick = tokio::time::interval(Duration::from_millis(20));
                     // A late tick must not become a burst: that would be
                     // queueing delay of our own making, not the daemon's.
