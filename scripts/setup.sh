@@ -14,7 +14,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=(build-essential pkg-config ca-certificates curl iproute2)
 if [ "$what" = "test" ]; then
-  need_pkgs+=(python3 sip-tester kamailio postgresql tshark ethtool bpftool
+  need_pkgs+=(python3 sip-tester baresip-core kamailio postgresql tshark ethtool bpftool
               llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
               prometheus valgrind)
 fi
