@@ -5,15 +5,17 @@
 # uplink (RTP in -> WebSocket out) latency percentiles, with --downlink the
 # AI -> caller latency too, the daemon's CPU and resident memory per call.
 #
-#   bench/scripts/ai-streams.sh CALLS SECONDS [io_uring|tokio] [--downlink] [DIALECT]
+#   bench/scripts/ai-streams.sh CALLS SECONDS [tokio|io_uring] [--downlink] [DIALECT]
+# MEDIA_WORKERS (default 1) and DAEMON_CPUS (default 0) let the daemon use
+# more of the machine; the load generator stays on CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CALLS="${1:-100}"; SECS="${2:-10}"; BACKEND="${3:-io_uring}"; DOWN="${4:-}"; DIALECT="${5:-twilio}"
+CALLS="${1:-100}"; SECS="${2:-10}"; BACKEND="${3:-tokio}"; DOWN="${4:-}"; DIALECT="${5:-twilio}"
 WORK="$(mktemp -d /tmp/gw-ai-bench.XXXXXX)"
 cleanup() { kill "${DPID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 cargo build --release -p sip-daemon -p bench --quiet
-ulimit -n 65536 || true
+ulimit -n 65536 2>/dev/null || true
 IO_URING=true; [ "$BACKEND" = tokio ] && IO_URING=false
 cat > "$WORK/gw.toml" <<TOML
 [sip]
@@ -26,7 +28,7 @@ bind_ip = "127.0.0.1"
 port_min = 20000
 port_max = 40000
 timeout_secs = 60
-workers = 1
+workers = ${MEDIA_WORKERS:-1}
 io_uring = $IO_URING
 
 [stream]
@@ -55,9 +57,9 @@ route = "stream"
 target = "ws://127.0.0.1:18765/stream"
 dialect = "$DIALECT"
 TOML
-taskset -c 0 target/release/sip-daemon --config "$WORK/gw.toml" > "$WORK/daemon.log" 2>&1 & DPID=$!
+taskset -c "${DAEMON_CPUS:-0}" target/release/sip-daemon --config "$WORK/gw.toml" > "$WORK/daemon.log" 2>&1 & DPID=$!
 for _ in $(seq 100); do sipp -sn uac 127.0.0.1:15060 -s ping -m 1 -nostdin -timeout 2s >/dev/null 2>&1 && break; sleep 0.2; done
-echo "calls=$CALLS seconds=$SECS media backend=$BACKEND dialect=$DIALECT (daemon on CPU 0, load on CPU 1)"
+echo "calls=$CALLS seconds=$SECS media backend=$BACKEND dialect=$DIALECT workers=${MEDIA_WORKERS:-1} (daemon on CPU ${DAEMON_CPUS:-0}, load on CPU 1)"
 ARGS=(--sip 127.0.0.1:15060 --ai-port 18765 --calls "$CALLS" --seconds "$SECS" --setup-rate 200 --daemon-pid "$DPID")
 [ "$DOWN" = "--downlink" ] && ARGS+=(--downlink)
 taskset -c 1 target/release/ai-load "${ARGS[@]}"
