@@ -339,7 +339,9 @@ impl Core {
     }
 
     pub(super) fn on_invite(&mut self, now: Instant, id: u64, peer: Peer) {
-        let req = self.request(id).clone();
+        let Some(req) = self.request(id).cloned() else {
+            return;
+        };
         // §17.2.1: 100 Trying only if we have not answered within 200 ms
         // (an echo call is usually answered well before).
         self.schedule(now + TRYING_AFTER, TimerRef::Trying(id));
@@ -759,9 +761,11 @@ impl Core {
     }
 
     pub(super) fn on_cancel(&mut self, now: Instant, id: u64) {
-        let (invite_key, cancel_tag) = {
-            let r = self.request(id);
-            (TxnKey::invite_of(r), r.to_tag().map(str::to_string))
+        let Some((invite_key, cancel_tag)) = self
+            .request(id)
+            .map(|r| (TxnKey::invite_of(r), r.to_tag().map(str::to_string)))
+        else {
+            return;
         };
         let _ = cancel_tag;
         let Some(&inv) = self.txns.server_index.get(&invite_key) else {
@@ -843,13 +847,15 @@ impl Core {
     }
 
     pub(super) fn on_in_dialog(&mut self, now: Instant, id: u64, _peer: Peer) {
-        let Some(h) = self.dialog_of(self.request(id)) else {
+        let Some(req) = self.request(id).cloned() else {
+            return;
+        };
+        let Some(h) = self.dialog_of(&req) else {
             self.metrics.reject("no_dialog");
             return self.reply(now, id, 481, None);
         };
-        let method = self.request(id).method.clone();
+        let method = req.method.clone();
         let req_cseq_ok = {
-            let req = self.request(id).clone();
             self.calls
                 .get_mut(&h)
                 .map(|c| c.dialog.accept_remote_cseq(&req).is_ok())
@@ -880,8 +886,7 @@ impl Core {
             Method::Invite | Method::Update => self.on_session_update(now, id, h, &tag),
             Method::Options => self.respond(now, id, 200, None, Some(&tag), Self::capabilities),
             Method::Info => {
-                let req = self.request(id);
-                if let Some((digit, duration_ms)) = parse_dtmf_info(req) {
+                if let Some((digit, duration_ms)) = parse_dtmf_info(&req) {
                     self.out.push_back(Output::Media(MediaCommand::InfoDtmf {
                         leg: h,
                         digit,
@@ -899,7 +904,9 @@ impl Core {
     /// re-INVITE or UPDATE: a new offer (hold/unhold, new address), an
     /// empty re-INVITE (we offer), or a session refresh.
     fn on_session_update(&mut self, now: Instant, id: u64, h: u64, tag: &str) {
-        let req = self.request(id).clone();
+        let Some(req) = self.request(id).cloned() else {
+            return;
+        };
         let is_invite = req.method == Method::Invite;
         let cfg = self.cfg.clone();
         let Some(call) = self.calls.get_mut(&h) else {

@@ -596,10 +596,10 @@ impl Core {
         if let Some(status) = self.check_request(id) {
             return self.reject_checked(now, id, status);
         }
-        let (in_dialog, from_ok) = {
-            let r = self.request(id);
-            (r.to_tag().is_some(), self.source_allowed(now, peer))
+        let Some(in_dialog) = self.request(id).map(|r| r.to_tag().is_some()) else {
+            return;
         };
+        let from_ok = self.source_allowed(now, peer);
         if in_dialog {
             self.on_in_dialog(now, id, peer);
             return;
@@ -617,18 +617,16 @@ impl Core {
         }
     }
 
-    fn request(&self, id: u64) -> &Request {
-        // Only called while the request is held (before the final response).
-        self.txns
-            .server
-            .get(&id)
-            .and_then(|e| e.request.as_ref())
-            .expect("server transaction holds its request until answered")
+    /// The request of a server transaction, held until it is answered.
+    /// Handlers run only while it is held; a `None` (a logic error) makes
+    /// them drop the request rather than panic the daemon.
+    fn request(&self, id: u64) -> Option<&Request> {
+        self.txns.server.get(&id).and_then(|e| e.request.as_ref())
     }
 
     /// §8.2 checks in order: method, Max-Forwards, Require, body.
     fn check_request(&self, id: u64) -> Option<CheckFailure> {
-        let r = self.request(id);
+        let r = self.request(id)?;
         match r.method {
             Method::Extension(_) => return Some(CheckFailure::NotImplemented),
             Method::Subscribe
@@ -722,7 +720,9 @@ impl Core {
         let now_ms = self.clock.unix_ms(now);
         let routing = self.routing.clone();
         let outcome = {
-            let req = self.request(id);
+            let Some(req) = self.request(id) else {
+                return;
+            };
             match self.registrar.authenticate(req, unix_secs, &routing) {
                 Ok(user) => {
                     let req = req.clone();
