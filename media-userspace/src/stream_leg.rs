@@ -30,6 +30,9 @@ pub struct StreamCounters {
     /// Silence samples inserted for gaps in the caller's timeline.
     pub gap_samples: u64,
     pub dtmf_digits: u64,
+    /// Digits the AI asked to send that the call cannot carry (no
+    /// telephone-event negotiated).
+    pub dtmf_refused: u64,
 }
 
 /// A gap in the caller's timestamps longer than this is a new timeline,
@@ -282,6 +285,16 @@ impl StreamLeg {
             }
             FromAi::Mark { name } => self.pacer.mark(name),
             FromAi::Clear => self.pacer.clear(),
+            FromAi::SendDtmf {
+                digits,
+                duration_ms,
+            } => {
+                for d in digits.chars() {
+                    if !self.send_dtmf(d, Duration::from_millis(u64::from(duration_ms))) {
+                        self.stream.dtmf_refused += 1;
+                    }
+                }
+            }
         }
         self.collect_marks();
     }

@@ -721,3 +721,52 @@ fn g722_caller_gives_the_ai_real_wideband_audio() {
     let share = tone_share(&pcm[1600..8000], 6000.0, 16000.0);
     assert!(share > 0.8, "6 kHz reaches the AI: {share:.2}");
 }
+
+#[test]
+fn ai_send_dtmf_reaches_the_caller_as_rfc4733_events() {
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(200)),
+        Step::Text(
+            json!({"event": "sendDtmf", "streamSid": "x", "digits": "5#", "durationMs": 60})
+                .to_string(),
+        ),
+    ]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, media, rtp_addr) = call(&d, "senddtmf-1@test");
+    media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
+    let pkts = collect_rtp(&media, Duration::from_millis(800));
+    caller.bye();
+    // (event, end, marker, timestamp) of the telephone-event packets.
+    let events: Vec<(u8, bool, bool, u32)> = pkts
+        .iter()
+        .filter(|(_, p)| p[1] & 0x7f == 101)
+        .map(|(_, p)| {
+            (
+                p[12],
+                p[13] & 0x80 != 0,
+                p[1] & 0x80 != 0,
+                u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            )
+        })
+        .collect();
+    // 60 ms per digit at 20 ms: two updates, then the end packet 3 times.
+    assert_eq!(events.len(), 10, "{events:?}");
+    for (digit, packets) in [(5u8, &events[..5]), (11, &events[5..])] {
+        assert!(packets.iter().all(|e| e.0 == digit && e.3 == packets[0].3));
+        assert!(
+            packets[0].2 && packets[1..].iter().all(|e| !e.2),
+            "marker on the first"
+        );
+        assert_eq!(
+            packets.iter().filter(|e| e.1).count(),
+            3,
+            "end sent three times"
+        );
+    }
+    // Sequence numbers stay continuous through the events.
+    for w in pkts.windows(2) {
+        let s0 = u16::from_be_bytes([w[0].1[2], w[0].1[3]]);
+        let s1 = u16::from_be_bytes([w[1].1[2], w[1].1[3]]);
+        assert_eq!(s1, s0.wrapping_add(1));
+    }
+}

@@ -40,6 +40,7 @@ pub struct StreamStats {
     pub oversized: AtomicU64,
     pub frame_size: AtomicU64,
     pub unexpected_binary: AtomicU64,
+    pub bad_digits: AtomicU64,
 }
 
 impl StreamStats {
@@ -51,12 +52,13 @@ impl StreamStats {
             ProtocolError::Oversized(_) => &self.oversized,
             ProtocolError::FrameSize(_) => &self.frame_size,
             ProtocolError::UnexpectedBinary => &self.unexpected_binary,
+            ProtocolError::BadDigits(_) => &self.bad_digits,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rejected AI frames by reason, for metrics.
-    pub fn rejections(&self) -> [(&'static str, u64); 6] {
+    pub fn rejections(&self) -> [(&'static str, u64); 7] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("malformed_json", g(&self.malformed_json)),
@@ -65,6 +67,7 @@ impl StreamStats {
             ("oversized", g(&self.oversized)),
             ("frame_size", g(&self.frame_size)),
             ("unexpected_binary", g(&self.unexpected_binary)),
+            ("bad_digits", g(&self.bad_digits)),
         ]
     }
 }

@@ -105,7 +105,16 @@ pub enum FromAi {
         name: String,
     },
     Clear,
+    /// Play these digits to the caller as RFC 4733 events (our addition,
+    /// event `sendDtmf`; Twilio's protocol has no such message).
+    SendDtmf {
+        digits: String,
+        duration_ms: u32,
+    },
 }
+
+/// Default tone length of `sendDtmf` digits.
+pub const DTMF_DEFAULT_MS: u32 = 100;
 
 /// What the AI sent that could not be used; each is counted and logged,
 /// none ends the call.
@@ -123,6 +132,8 @@ pub enum ProtocolError {
     FrameSize(usize),
     #[error("binary frame where the dialect expects text")]
     UnexpectedBinary,
+    #[error("sendDtmf digits must be 0-9, *, #, A-D: {0:?}")]
+    BadDigits(String),
 }
 
 impl ProtocolError {
@@ -135,6 +146,7 @@ impl ProtocolError {
             ProtocolError::Oversized(_) => "oversized",
             ProtocolError::FrameSize(_) => "frame_size",
             ProtocolError::UnexpectedBinary => "unexpected_binary",
+            ProtocolError::BadDigits(_) => "bad_digits",
         }
     }
 }
@@ -162,6 +174,23 @@ pub fn codec_for(spec: &StreamSpec) -> Box<dyn DialectCodec> {
         Dialect::Twilio => Box::new(twilio::TwilioCodec::new(spec)),
         Dialect::Pcm { .. } => Box::new(pcm::PcmCodec::new(spec)),
     }
+}
+
+/// The AI's `sendDtmf` request, the same in both dialects:
+/// `{"event": "sendDtmf", "digits": "12#", "durationMs": 120}`.
+pub fn send_dtmf(digits: String, duration_ms: Option<u32>) -> Result<FromAi, ProtocolError> {
+    let ok = !digits.is_empty()
+        && digits.len() <= 64
+        && digits
+            .chars()
+            .all(|c| crate::dtmf::event_for_digit(c).is_some());
+    if !ok {
+        return Err(ProtocolError::BadDigits(digits.chars().take(64).collect()));
+    }
+    Ok(FromAi::SendDtmf {
+        digits,
+        duration_ms: duration_ms.unwrap_or(DTMF_DEFAULT_MS).clamp(40, 2000),
+    })
 }
 
 /// `MZ` + 32 hex digits, as Twilio's stream SIDs.

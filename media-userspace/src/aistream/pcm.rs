@@ -8,7 +8,7 @@
 //! per audio frame.
 
 use super::twilio::Parameters;
-use super::{DialectCodec, FRAME_MS, Frame, FromAi, ProtocolError, StreamSpec, ToAi};
+use super::{DialectCodec, FRAME_MS, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Debug)]
@@ -57,6 +57,12 @@ pub enum Inbound {
         name: String,
     },
     Clear {},
+    /// Digits to play to the caller (RFC 4733).
+    #[serde(rename = "sendDtmf", rename_all = "camelCase")]
+    SendDtmf {
+        digits: String,
+        duration_ms: Option<u32>,
+    },
     #[serde(other)]
     Unknown,
 }
@@ -135,6 +141,10 @@ impl DialectCodec for PcmCodec {
                 {
                     Inbound::Mark { name } => out.push(FromAi::Mark { name }),
                     Inbound::Clear {} => out.push(FromAi::Clear),
+                    Inbound::SendDtmf {
+                        digits,
+                        duration_ms,
+                    } => out.push(send_dtmf(digits, duration_ms)?),
                     Inbound::Unknown => {
                         let name = serde_json::from_str::<EventName>(&t)
                             .map(|e| e.event)
@@ -219,12 +229,21 @@ mod tests {
         .unwrap();
         c.decode(Frame::Text(r#"{"event":"clear"}"#.into()), &mut out)
             .unwrap();
+        c.decode(
+            Frame::Text(r#"{"event":"sendDtmf","digits":"7","durationMs":80}"#.into()),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(
             out,
             vec![
                 FromAi::Audio(vec![16, 32767]),
                 FromAi::Mark { name: "x".into() },
-                FromAi::Clear
+                FromAi::Clear,
+                FromAi::SendDtmf {
+                    digits: "7".into(),
+                    duration_ms: 80
+                }
             ]
         );
         assert_eq!(

@@ -9,7 +9,7 @@
 //!
 //! From the AI: `media` (base64 μ-law of any length), `mark`, `clear`.
 
-use super::{DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi};
+use super::{DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf};
 use crate::g711;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -132,6 +132,12 @@ pub enum Inbound {
         mark: MarkBody,
     },
     Clear {},
+    /// Ours (Twilio has none): digits to play to the caller.
+    #[serde(rename = "sendDtmf", rename_all = "camelCase")]
+    SendDtmf {
+        digits: String,
+        duration_ms: Option<u32>,
+    },
     #[serde(other)]
     Unknown,
 }
@@ -270,6 +276,10 @@ impl DialectCodec for TwilioCodec {
             }
             Inbound::Mark { mark } => out.push(FromAi::Mark { name: mark.name }),
             Inbound::Clear {} => out.push(FromAi::Clear),
+            Inbound::SendDtmf {
+                digits,
+                duration_ms,
+            } => out.push(send_dtmf(digits, duration_ms)?),
             Inbound::Unknown => {
                 let name = serde_json::from_str::<EventName>(&text)
                     .map(|e| e.event)
@@ -421,6 +431,46 @@ mod tests {
                 FromAi::Clear
             ]
         );
+    }
+
+    #[test]
+    fn send_dtmf_is_our_own_event_with_checked_digits() {
+        let mut c = TwilioCodec::new(&spec());
+        let mut out = Vec::new();
+        c.decode(
+            Frame::Text(r#"{"event":"sendDtmf","streamSid":"MZ89ab","digits":"12#*A"}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        c.decode(
+            Frame::Text(r#"{"event":"sendDtmf","digits":"9","durationMs":5000}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                FromAi::SendDtmf {
+                    digits: "12#*A".into(),
+                    duration_ms: 100
+                },
+                FromAi::SendDtmf {
+                    digits: "9".into(),
+                    duration_ms: 2000
+                }
+            ]
+        );
+        for bad in [
+            r#"{"event":"sendDtmf","digits":"12x"}"#,
+            r#"{"event":"sendDtmf","digits":""}"#,
+        ] {
+            assert_eq!(
+                c.decode(Frame::Text(bad.into()), &mut out)
+                    .unwrap_err()
+                    .reason(),
+                "bad_digits"
+            );
+        }
     }
 
     #[test]
