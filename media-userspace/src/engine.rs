@@ -58,6 +58,15 @@ pub struct MediaStats {
     pub malformed: AtomicU64,
     pub rejected_source: AtomicU64,
     pub bind_failures: AtomicU64,
+    /// Stream legs: RTP the jitter buffer gave up on, or got too late or
+    /// twice; 20 ms frames concealed; DTMF digits; RTCP sent and read.
+    pub rtp_lost: AtomicU64,
+    pub rtp_late: AtomicU64,
+    pub rtp_duplicate: AtomicU64,
+    pub concealed_frames: AtomicU64,
+    pub dtmf_digits: AtomicU64,
+    pub rtcp_sent: AtomicU64,
+    pub rtcp_received: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -422,6 +431,7 @@ struct LegRun {
     timeout: Duration,
     opened: Instant,
     published: LegCounters,
+    published_stream: [u64; 7],
 }
 
 impl LegRun {
@@ -466,6 +476,7 @@ impl LegRun {
             timeout: open.timeout,
             opened: Instant::now(),
             published: Default::default(),
+            published_stream: [0; 7],
         };
         (run, socket)
     }
@@ -614,6 +625,31 @@ impl LegRun {
             .rejected_source
             .fetch_add(c.rejected_source - p.rejected_source, Ordering::Relaxed);
         self.published = c;
+        if let LegCore::Stream(s) = &self.core {
+            let j = s.core.jitter().counters;
+            let now = [
+                j.lost,
+                j.late,
+                j.duplicate,
+                s.core.stream.concealed_frames,
+                s.core.stream.dtmf_digits,
+                s.core.rtcp().counters.sent,
+                s.core.rtcp().counters.received,
+            ];
+            let totals = [
+                &stats.rtp_lost,
+                &stats.rtp_late,
+                &stats.rtp_duplicate,
+                &stats.concealed_frames,
+                &stats.dtmf_digits,
+                &stats.rtcp_sent,
+                &stats.rtcp_received,
+            ];
+            for ((total, v), p) in totals.into_iter().zip(now).zip(self.published_stream) {
+                total.fetch_add(v - p, Ordering::Relaxed);
+            }
+            self.published_stream = now;
+        }
     }
 }
 

@@ -155,6 +155,41 @@ const MEDIA_METRICS: &[(&str, &str, bool)] = &[
         "Media port binds that failed.",
         true,
     ),
+    (
+        "gateway_rtp_lost_total",
+        "RTP packets of stream legs never received in time (jitter buffer).",
+        true,
+    ),
+    (
+        "gateway_rtp_late_total",
+        "RTP packets of stream legs that came after their slot was played.",
+        true,
+    ),
+    (
+        "gateway_rtp_duplicate_total",
+        "Duplicate RTP packets dropped by stream legs.",
+        true,
+    ),
+    (
+        "gateway_media_concealed_frames_total",
+        "Lost caller packets replaced by concealment toward the AI.",
+        true,
+    ),
+    (
+        "gateway_dtmf_digits_total",
+        "DTMF digits received from callers (RFC 4733 and SIP INFO).",
+        true,
+    ),
+    (
+        "gateway_rtcp_sent_total",
+        "RTCP compound reports sent.",
+        true,
+    ),
+    (
+        "gateway_rtcp_received_total",
+        "RTCP compound packets received.",
+        true,
+    ),
 ];
 
 impl prometheus::core::Collector for MediaCollector {
@@ -174,6 +209,13 @@ impl prometheus::core::Collector for MediaCollector {
             s.malformed.load(Relaxed),
             s.rejected_source.load(Relaxed),
             s.bind_failures.load(Relaxed),
+            s.rtp_lost.load(Relaxed),
+            s.rtp_late.load(Relaxed),
+            s.rtp_duplicate.load(Relaxed),
+            s.concealed_frames.load(Relaxed),
+            s.dtmf_digits.load(Relaxed),
+            s.rtcp_sent.load(Relaxed),
+            s.rtcp_received.load(Relaxed),
         ];
         MEDIA_METRICS
             .iter()

@@ -210,6 +210,26 @@ fn sipp_caller_audio_and_dtmf_reach_the_ai_sample_exact() {
         })
         .collect();
     assert_eq!(digits, vec!["1", "5", "#"]);
+    // The leg's counters reach the metrics when it closes.
+    wait_metric(&d, "gateway_dtmf_digits_total", 3.0);
+    // The recordings' own sequence numbers jump from 7991 (end of digit
+    // 1) to 8155 (digit 5): the 163 numbers between never came and are
+    // counted lost. (Digit # jumps further, which restarts the stream.)
+    assert_eq!(d.metric("gateway_rtp_lost_total"), 163.0);
+}
+
+/// Waits until `series` reads `want` (leg counters are published as the
+/// leg closes, just after the call ends).
+fn wait_metric(d: &Daemon, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.metric(series) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{series} != {want}:\n{}",
+            d.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A UDP caller offering PCMU; returns it, its RTP socket and the
@@ -677,6 +697,11 @@ fn rtcp_sender_reports_reach_the_callers_rtcp_port() {
     let sr_len = (usize::from(u16::from_be_bytes([r[2], r[3]])) + 1) * 4;
     assert_eq!(r[sr_len + 1], 202);
     assert_eq!(r[sr_len + 8], 1, "CNAME item");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.metric("gateway_rtcp_sent_total") < 1.0 {
+        assert!(Instant::now() < deadline, "{}", d.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
