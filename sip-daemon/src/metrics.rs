@@ -220,18 +220,18 @@ impl prometheus::core::Collector for MediaCollector {
         MEDIA_METRICS
             .iter()
             .zip(values)
-            .filter_map(|((name, help, counter), v)| {
+            .flat_map(|((name, help, counter), v)| {
                 if *counter {
-                    let c = prometheus::IntCounter::new(*name, *help).ok()?;
-                    c.inc_by(v);
-                    Some(prometheus::core::Collector::collect(&c))
+                    counter_family(name, help, v)
                 } else {
-                    let g = IntGauge::new(*name, *help).ok()?;
-                    g.set(v as i64);
-                    Some(prometheus::core::Collector::collect(&g))
+                    IntGauge::new(*name, *help)
+                        .map(|g| {
+                            g.set(v as i64);
+                            prometheus::core::Collector::collect(&g)
+                        })
+                        .unwrap_or_default()
                 }
             })
-            .flatten()
             .collect()
     }
 }
@@ -241,16 +241,25 @@ pub fn register_media(
     registry: &Registry,
     stats: std::sync::Arc<media_userspace::engine::MediaStats>,
 ) -> Result<(), prometheus::Error> {
-    let mut descs = Vec::new();
-    for (name, help, _) in MEDIA_METRICS {
-        descs.push(prometheus::core::Desc::new(
-            name.to_string(),
-            help.to_string(),
-            vec![],
-            Default::default(),
-        )?);
-    }
+    let descs = MEDIA_METRICS
+        .iter()
+        .map(|(name, help, _)| plain_desc(name, help))
+        .collect::<Result<_, _>>()?;
     registry.register(Box::new(MediaCollector { stats, descs }))
+}
+
+fn plain_desc(name: &str, help: &str) -> Result<prometheus::core::Desc, prometheus::Error> {
+    prometheus::core::Desc::new(name.into(), help.into(), vec![], Default::default())
+}
+
+/// One counter's family with value `v`, built at scrape time.
+fn counter_family(name: &str, help: &str, v: u64) -> Vec<prometheus::proto::MetricFamily> {
+    prometheus::IntCounter::new(name, help)
+        .map(|c| {
+            c.inc_by(v);
+            prometheus::core::Collector::collect(&c)
+        })
+        .unwrap_or_default()
 }
 
 /// Exposes the AI stream counters at scrape time.
@@ -320,12 +329,7 @@ impl prometheus::core::Collector for StreamCollector {
         let mut out: Vec<prometheus::proto::MetricFamily> = STREAM_COUNTERS
             .iter()
             .zip(values)
-            .filter_map(|((name, help), v)| {
-                let c = prometheus::IntCounter::new(*name, *help).ok()?;
-                c.inc_by(v);
-                Some(prometheus::core::Collector::collect(&c))
-            })
-            .flatten()
+            .flat_map(|((name, help), v)| counter_family(name, help, v))
             .collect();
         if let Ok(vec) =
             IntCounterVec::new(Opts::new(STREAM_REJECTED.0, STREAM_REJECTED.1), &["reason"])
@@ -344,15 +348,10 @@ pub fn register_streams(
     registry: &Registry,
     stats: std::sync::Arc<media_userspace::aistream::client::StreamStats>,
 ) -> Result<(), prometheus::Error> {
-    let mut descs = Vec::new();
-    for (name, help) in STREAM_COUNTERS {
-        descs.push(prometheus::core::Desc::new(
-            name.to_string(),
-            help.to_string(),
-            vec![],
-            Default::default(),
-        )?);
-    }
+    let mut descs = STREAM_COUNTERS
+        .iter()
+        .map(|(name, help)| plain_desc(name, help))
+        .collect::<Result<Vec<_>, _>>()?;
     descs.push(prometheus::core::Desc::new(
         STREAM_REJECTED.0.to_string(),
         STREAM_REJECTED.1.to_string(),

@@ -7,8 +7,8 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::ai::{AiServer, Got, Step};
-use common::{Daemon, Opts};
+use common::ai::{AiServer, Step};
+use common::{Daemon, Opts, tone_share};
 use media_userspace::g711;
 use serde_json::json;
 use std::path::Path;
@@ -60,24 +60,6 @@ fn read_wav(path: &Path) -> (u32, Vec<i16>) {
         i += 8 + len;
     }
     (rate, Vec::new())
-}
-
-/// Share of the signal's power at `hz` (Goertzel).
-fn tone_share(s: &[i16], hz: f64, rate: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
-    let (mut a, mut b) = (0.0f64, 0.0f64);
-    for &x in s {
-        let y = f64::from(x) + k * a - b;
-        b = a;
-        a = y;
-    }
-    let power = a * a + b * b - k * a * b;
-    let total: f64 = s.iter().map(|&x| f64::from(x).powi(2)).sum();
-    if total == 0.0 {
-        0.0
-    } else {
-        2.0 * power / (total * s.len() as f64)
-    }
 }
 
 /// 20 ms frames of `s` with sound in them, and the median share of `hz`
@@ -249,18 +231,7 @@ fn baresip_g722_caller_and_pcm16_ai_exchange_wideband_audio() {
         share > 0.8,
         "the AI's 5 kHz reached baresip over G.722: {share:.2}"
     );
-    let got: Vec<i16> = ai
-        .frames()
-        .into_iter()
-        .filter_map(|f| match f.got {
-            Got::Binary(b) => Some(b),
-            _ => None,
-        })
-        .flatten()
-        .collect::<Vec<u8>>()
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let got: Vec<i16> = ai.binary_pcm();
     let (frames, share) = tone_in_frames(&got, 6000.0, 16000);
     assert!(frames >= 100, "the AI got {frames} frames of sound");
     assert!(share > 0.8, "baresip's 6 kHz reached the AI: {share:.2}");

@@ -7,7 +7,7 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::ai::{AiServer, Got, Step};
-use common::{Caller, Daemon, Opts, recv_status};
+use common::{Caller, Daemon, Opts, recv_status, tone_share};
 use media_userspace::g711;
 use serde_json::json;
 use std::net::UdpSocket;
@@ -251,24 +251,6 @@ fn rtp(seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
     p.extend_from_slice(payload);
     p
-}
-
-/// Power of `hz` relative to the signal's (Goertzel).
-fn tone_share(s: &[i16], hz: f64, rate: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
-    let (mut a, mut b) = (0.0f64, 0.0f64);
-    for &x in s {
-        let y = f64::from(x) + k * a - b;
-        b = a;
-        a = y;
-    }
-    let power = a * a + b * b - k * a * b;
-    let total: f64 = s.iter().map(|&x| f64::from(x).powi(2)).sum();
-    if total == 0.0 {
-        0.0
-    } else {
-        2.0 * power / (total * s.len() as f64)
-    }
 }
 
 fn tone_ulaw(hz: f64, ms: usize) -> Vec<u8> {
@@ -606,24 +588,13 @@ fn pcm_dialect_streams_wideband_binary_frames_both_ways() {
                "channels": 1, "frameMs": 20})
     );
     assert!(start["callSid"].as_str().unwrap().starts_with("CA"));
-    let frames: Vec<Vec<u8>> = ai
-        .frames()
-        .into_iter()
-        .filter_map(|f| match f.got {
-            Got::Binary(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let frames = ai.binary_frames();
     assert!(frames.len() >= 18, "{} frames", frames.len());
     assert!(
         frames.iter().all(|f| f.len() == 640),
         "20 ms of 16-bit 16 kHz"
     );
-    let pcm: Vec<i16> = frames
-        .concat()
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let pcm = ai.binary_pcm();
     assert!(
         tone_share(&pcm[320..], 1000.0, 16000.0) > 0.8,
         "caller's tone, upsampled"
@@ -730,18 +701,7 @@ fn g722_caller_gives_the_ai_real_wideband_audio() {
     }
     std::thread::sleep(Duration::from_millis(200));
     caller.bye();
-    let pcm: Vec<i16> = ai
-        .frames()
-        .into_iter()
-        .filter_map(|f| match f.got {
-            Got::Binary(b) => Some(b),
-            _ => None,
-        })
-        .flatten()
-        .collect::<Vec<u8>>()
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let pcm: Vec<i16> = ai.binary_pcm();
     assert!(pcm.len() >= 8000, "{} samples", pcm.len());
     let share = tone_share(&pcm[1600..8000], 6000.0, 16000.0);
     assert!(share > 0.8, "6 kHz reaches the AI: {share:.2}");

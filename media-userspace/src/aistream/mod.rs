@@ -176,6 +176,19 @@ pub fn codec_for(spec: &StreamSpec) -> Box<dyn DialectCodec> {
     }
 }
 
+/// The error for a well-formed message whose `event` we do not know,
+/// naming the event.
+pub fn unknown_event(text: &str) -> ProtocolError {
+    #[derive(serde::Deserialize)]
+    struct EventName {
+        event: String,
+    }
+    let name = serde_json::from_str::<EventName>(text)
+        .map(|e| e.event)
+        .unwrap_or_default();
+    ProtocolError::UnknownEvent(name)
+}
+
 /// The AI's `sendDtmf` request, the same in both dialects:
 /// `{"event": "sendDtmf", "digits": "12#", "durationMs": 120}`.
 pub fn send_dtmf(digits: String, duration_ms: Option<u32>) -> Result<FromAi, ProtocolError> {

@@ -8,7 +8,10 @@
 //! per audio frame.
 
 use super::twilio::Parameters;
-use super::{DialectCodec, FRAME_MS, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf};
+use super::{
+    DialectCodec, FRAME_MS, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf,
+    unknown_event,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Debug)]
@@ -65,11 +68,6 @@ pub enum Inbound {
     },
     #[serde(other)]
     Unknown,
-}
-
-#[derive(Deserialize)]
-struct EventName {
-    event: String,
 }
 
 pub struct PcmCodec {
@@ -145,12 +143,7 @@ impl DialectCodec for PcmCodec {
                         digits,
                         duration_ms,
                     } => out.push(send_dtmf(digits, duration_ms)?),
-                    Inbound::Unknown => {
-                        let name = serde_json::from_str::<EventName>(&t)
-                            .map(|e| e.event)
-                            .unwrap_or_default();
-                        return Err(ProtocolError::UnknownEvent(name));
-                    }
+                    Inbound::Unknown => return Err(unknown_event(&t)),
                 }
             }
         }

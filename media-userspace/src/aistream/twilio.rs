@@ -9,7 +9,9 @@
 //!
 //! From the AI: `media` (base64 μ-law of any length), `mark`, `clear`.
 
-use super::{DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf};
+use super::{
+    DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf, unknown_event,
+};
 use crate::g711;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -140,11 +142,6 @@ pub enum Inbound {
     },
     #[serde(other)]
     Unknown,
-}
-
-#[derive(Deserialize)]
-struct EventName {
-    event: String,
 }
 
 pub struct TwilioCodec {
@@ -280,12 +277,7 @@ impl DialectCodec for TwilioCodec {
                 digits,
                 duration_ms,
             } => out.push(send_dtmf(digits, duration_ms)?),
-            Inbound::Unknown => {
-                let name = serde_json::from_str::<EventName>(&text)
-                    .map(|e| e.event)
-                    .unwrap_or_default();
-                return Err(ProtocolError::UnknownEvent(name));
-            }
+            Inbound::Unknown => return Err(unknown_event(&text)),
         }
         Ok(())
     }

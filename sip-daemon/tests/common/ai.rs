@@ -86,6 +86,26 @@ impl AiServer {
         self.frames.lock().unwrap().clone()
     }
 
+    /// The binary frames (the `pcm` dialect's audio), in order.
+    pub fn binary_frames(&self) -> Vec<Vec<u8>> {
+        self.frames()
+            .into_iter()
+            .filter_map(|f| match f.got {
+                Got::Binary(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The binary frames read as one run of 16-bit little-endian samples.
+    pub fn binary_pcm(&self) -> Vec<i16> {
+        self.binary_frames()
+            .concat()
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
     /// JSON frames with this `event`.
     pub fn events(&self, event: &str) -> Vec<(usize, Instant, serde_json::Value)> {
         self.frames()

@@ -33,6 +33,25 @@ pub struct Daemon {
     pub database_url: Option<String>,
 }
 
+/// Share of the signal's power at `hz` (Goertzel): near 1 for a pure
+/// tone at `hz`, near 0 for anything else.
+pub fn tone_share(s: &[i16], hz: f64, rate: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+    let (mut a, mut b) = (0.0f64, 0.0f64);
+    for &x in s {
+        let y = f64::from(x) + k * a - b;
+        b = a;
+        a = y;
+    }
+    let power = a * a + b * b - k * a * b;
+    let total: f64 = s.iter().map(|&x| f64::from(x).powi(2)).sum();
+    if total == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (total * s.len() as f64)
+    }
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1.
 pub fn free_port() -> u16 {
     for _ in 0..100 {
