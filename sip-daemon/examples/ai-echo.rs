@@ -46,7 +46,7 @@ async fn serve(tcp: tokio::net::TcpStream) -> anyhow::Result<()> {
                         .to_string(),
                 ))
                 .await?;
-                if frames % 250 == 0 {
+                if frames.is_multiple_of(250) {
                     // Every 5 s of audio: a mark, echoed once it has played.
                     let mark = json!({"event": "mark", "streamSid": stream_sid,
                                       "mark": {"name": format!("5s-{frames}")}});
