@@ -13,6 +13,7 @@ pub mod jitter;
 pub mod latch;
 pub mod pacer;
 pub mod ports;
+pub mod relay;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
