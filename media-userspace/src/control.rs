@@ -41,6 +41,14 @@ pub enum MediaCommand {
         /// No packet for this long: report [`MediaEvent::Timeout`].
         timeout: Duration,
     },
+    /// Bind two legs and relay RTP and RTCP between them (a forwarded
+    /// call): what arrives on one leg leaves from the other toward its
+    /// peer. Closing either leg closes both.
+    OpenRelay {
+        legs: [LegId; 2],
+        media: [LegMedia; 2],
+        timeout: Duration,
+    },
     /// A re-INVITE or UPDATE changed the stream (hold, new address).
     Update {
         leg: LegId,
@@ -73,6 +81,11 @@ pub enum MediaEvent {
     Failed {
         leg: LegId,
         reason: String,
+    },
+    /// Both legs of a relay are bound: their local RTP addresses.
+    RelayOpened {
+        legs: [LegId; 2],
+        locals: [SocketAddr; 2],
     },
     /// No RTP arrived for the configured time.
     Timeout {

@@ -76,7 +76,8 @@ pub enum EngineError {
 }
 
 enum LegCtl {
-    Update(LegMedia),
+    /// The stream of this leg changed (a relay has two legs).
+    Update(LegId, LegMedia),
     InfoDtmf(char, u32),
     SendDtmf(char, u32),
     Close,
@@ -103,8 +104,30 @@ const MAILBOX_TICK: Duration = Duration::from_millis(10);
 
 enum WorkerCmd {
     Open(OpenLeg),
+    OpenRelay(OpenRelay),
     Ctl(LegId, LegCtl),
     Close(LegId),
+}
+
+/// Two bridged legs relayed by one task: both sockets live on one worker.
+struct OpenRelay {
+    legs: [LegId; 2],
+    media: [LegMedia; 2],
+    sockets: [BoundLeg; 2],
+    timeout: Duration,
+}
+
+/// A leg's bound RTP socket, its port and its RTCP socket.
+struct BoundLeg {
+    rtp: std::net::UdpSocket,
+    port: u16,
+    rtcp: Option<std::net::UdpSocket>,
+}
+
+/// What a worker starts.
+enum Job {
+    Leg(OpenLeg),
+    Relay(OpenRelay),
 }
 
 /// Commands for one worker, collected without waking it.
@@ -124,7 +147,7 @@ impl Mailbox {
 
     /// The worker's loop: every tick, applies what was posted and starts
     /// new legs with `start`, until the engine is dropped.
-    async fn serve(&self, mut start: impl FnMut(OpenLeg, mpsc::UnboundedReceiver<LegCtl>)) {
+    async fn serve(&self, mut start: impl FnMut(Job, mpsc::UnboundedReceiver<LegCtl>)) {
         let mut ctls = HashMap::new();
         let mut tick = tokio::time::interval(MAILBOX_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -141,7 +164,7 @@ impl Mailbox {
     fn drain(
         &self,
         ctls: &mut HashMap<LegId, mpsc::UnboundedSender<LegCtl>>,
-    ) -> Vec<(OpenLeg, mpsc::UnboundedReceiver<LegCtl>)> {
+    ) -> Vec<(Job, mpsc::UnboundedReceiver<LegCtl>)> {
         let cmds = std::mem::take(&mut *self.cmds.lock().unwrap_or_else(|e| e.into_inner()));
         let mut opens = Vec::new();
         for cmd in cmds {
@@ -149,7 +172,14 @@ impl Mailbox {
                 WorkerCmd::Open(open) => {
                     let (tx, rx) = mpsc::unbounded_channel();
                     ctls.insert(open.leg, tx);
-                    opens.push((open, rx));
+                    opens.push((Job::Leg(open), rx));
+                }
+                WorkerCmd::OpenRelay(open) => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    for leg in open.legs {
+                        ctls.insert(leg, tx.clone());
+                    }
+                    opens.push((Job::Relay(open), rx));
                 }
                 WorkerCmd::Ctl(leg, ctl) => {
                     if let Some(tx) = ctls.get(&leg) {
@@ -173,7 +203,8 @@ struct Inner {
     shared: Arc<Shared>,
     workers: Vec<Arc<Mailbox>>,
     /// Open legs and the worker that runs each.
-    legs: Mutex<HashMap<LegId, usize>>,
+    /// Open legs: the worker that runs each, and a relayed leg's partner.
+    legs: Mutex<HashMap<LegId, (usize, Option<LegId>)>>,
     backend: Backend,
     stats: Arc<MediaStats>,
 }
@@ -295,16 +326,56 @@ impl MediaEngine {
                     media,
                     timeout,
                 }));
-                legs.insert(leg, w);
+                legs.insert(leg, (w, None));
                 shared.stats.legs_active.fetch_add(1, Ordering::Relaxed);
                 Some(MediaEvent::Opened {
                     leg,
                     local: SocketAddr::new(shared.cfg.bind_ip, port),
                 })
             }
+            MediaCommand::OpenRelay {
+                legs: pair,
+                media,
+                timeout,
+            } => {
+                let shared = &self.inner.shared;
+                let mut bound = Vec::with_capacity(2);
+                for _ in 0..2 {
+                    let Some((rtp, port)) = bind_leg_socket(shared) else {
+                        for b in &bound {
+                            let b: &BoundLeg = b;
+                            release_port(shared, b.port);
+                        }
+                        return Some(MediaEvent::Failed {
+                            leg: pair[0],
+                            reason: "no RTP port could be bound for the relay".into(),
+                        });
+                    };
+                    let rtcp = bind_rtcp_socket(shared, port);
+                    bound.push(BoundLeg { rtp, port, rtcp });
+                }
+                let locals = [
+                    SocketAddr::new(shared.cfg.bind_ip, bound[0].port),
+                    SocketAddr::new(shared.cfg.bind_ip, bound[1].port),
+                ];
+                let Ok(sockets) = <[BoundLeg; 2]>::try_from(bound) else {
+                    return None;
+                };
+                let w = (pair[0] as usize) % self.inner.workers.len();
+                self.inner.workers[w].post(WorkerCmd::OpenRelay(OpenRelay {
+                    legs: pair,
+                    media,
+                    sockets,
+                    timeout,
+                }));
+                legs.insert(pair[0], (w, Some(pair[1])));
+                legs.insert(pair[1], (w, Some(pair[0])));
+                shared.stats.legs_active.fetch_add(2, Ordering::Relaxed);
+                Some(MediaEvent::RelayOpened { legs: pair, locals })
+            }
             MediaCommand::Update { leg, media } => {
-                if let Some(&w) = legs.get(&leg) {
-                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, LegCtl::Update(media)));
+                if let Some(&(w, _)) = legs.get(&leg) {
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, LegCtl::Update(leg, media)));
                 }
                 None
             }
@@ -313,7 +384,7 @@ impl MediaEngine {
                 digit,
                 duration_ms,
             } => {
-                if let Some(&w) = legs.get(&leg) {
+                if let Some(&(w, _)) = legs.get(&leg) {
                     let ctl = LegCtl::InfoDtmf(digit, duration_ms);
                     self.inner.workers[w].post(WorkerCmd::Ctl(leg, ctl));
                 }
@@ -324,14 +395,18 @@ impl MediaEngine {
                 digit,
                 duration_ms,
             } => {
-                if let Some(&w) = legs.get(&leg) {
+                if let Some(&(w, _)) = legs.get(&leg) {
                     let ctl = LegCtl::SendDtmf(digit, duration_ms);
                     self.inner.workers[w].post(WorkerCmd::Ctl(leg, ctl));
                 }
                 None
             }
             MediaCommand::Close { leg } => {
-                if let Some(w) = legs.remove(&leg) {
+                if let Some((w, partner)) = legs.remove(&leg) {
+                    // Closing either leg of a relay closes the pair.
+                    if let Some(p) = partner {
+                        legs.remove(&p);
+                    }
                     self.inner.workers[w].post(WorkerCmd::Close(leg));
                 }
                 None
@@ -522,8 +597,8 @@ impl LegRun {
 
     fn control(&mut self, ctl: LegCtl) {
         match (&mut self.core, ctl) {
-            (LegCore::Echo(e), LegCtl::Update(m)) => e.update(&m),
-            (LegCore::Stream(s), LegCtl::Update(m)) => s.core.update(&m),
+            (LegCore::Echo(e), LegCtl::Update(_, m)) => e.update(&m),
+            (LegCore::Stream(s), LegCtl::Update(_, m)) => s.core.update(&m),
             (LegCore::Stream(s), LegCtl::InfoDtmf(d, ms)) => s.core.on_info_dtmf(d, ms),
             (LegCore::Stream(s), LegCtl::SendDtmf(d, ms)) => {
                 s.core.send_dtmf(d, Duration::from_millis(u64::from(ms)));
@@ -709,7 +784,14 @@ mod uring {
 
     pub(super) async fn worker(shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
         mailbox
-            .serve(|mut open, ctl| {
+            .serve(|job, ctl| {
+                let mut open = match job {
+                    Job::Leg(open) => open,
+                    Job::Relay(relay) => {
+                        relayed::start(&shared, relay, ctl);
+                        return;
+                    }
+                };
                 let (Some(sock), port) = (open.socket.take(), open.port) else {
                     return;
                 };
@@ -819,7 +901,12 @@ mod plain {
     use super::*;
 
     pub(super) async fn worker(shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
-        mailbox.serve(|open, ctl| start(&shared, open, ctl)).await;
+        mailbox
+            .serve(|job, ctl| match job {
+                Job::Leg(open) => start(&shared, open, ctl),
+                Job::Relay(relay) => relayed::start(&shared, relay, ctl),
+            })
+            .await;
     }
 
     fn start(shared: &Arc<Shared>, mut open: OpenLeg, ctl: mpsc::UnboundedReceiver<LegCtl>) {
@@ -903,5 +990,157 @@ mod plain {
         };
         drop(rtcp);
         finish_leg(&shared, &mut run, port, end);
+    }
+}
+
+/// Relayed leg pairs. Both backends run them on the worker's tokio
+/// reactor (tokio-uring runs one too): a relay forwards each packet at
+/// once and never waits on a timer per packet.
+mod relayed {
+    use super::*;
+    use crate::relay::{RelayPair, Side};
+
+    pub(super) fn start(
+        shared: &Arc<Shared>,
+        open: OpenRelay,
+        ctl: mpsc::UnboundedReceiver<LegCtl>,
+    ) {
+        let OpenRelay {
+            legs,
+            media,
+            sockets,
+            timeout,
+        } = open;
+        let ports = [sockets[0].port, sockets[1].port];
+        let [a, b] = sockets;
+        let (Ok(rtp_a), Ok(rtp_b)) = (
+            tokio::net::UdpSocket::from_std(a.rtp),
+            tokio::net::UdpSocket::from_std(b.rtp),
+        ) else {
+            shared.stats.legs_active.fetch_sub(2, Ordering::Relaxed);
+            for p in ports {
+                release_port(shared, p);
+            }
+            let _ = shared.events.send(MediaEvent::Failed {
+                leg: legs[0],
+                reason: "media worker cannot register the relay sockets".into(),
+            });
+            return;
+        };
+        let sockets = Sockets {
+            rtp: [rtp_a, rtp_b],
+            rtcp: [RtcpPort::new(a.rtcp), RtcpPort::new(b.rtcp)],
+        };
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let pair = RelayPair::new(&media[0], &media[1]);
+            let end = run(&shared, legs, pair, &sockets, timeout, ctl).await;
+            drop(sockets);
+            shared.stats.legs_active.fetch_sub(2, Ordering::Relaxed);
+            for p in ports {
+                release_port(&shared, p);
+            }
+            if let LegEnd::TimedOut = end {
+                for leg in legs {
+                    let _ = shared.events.send(MediaEvent::Timeout { leg });
+                }
+            }
+        });
+    }
+
+    struct Sockets {
+        rtp: [tokio::net::UdpSocket; 2],
+        rtcp: [RtcpPort; 2],
+    }
+
+    fn index(s: Side) -> usize {
+        match s {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+
+    async fn run(
+        shared: &Shared,
+        legs: [LegId; 2],
+        mut pair: RelayPair,
+        socks: &Sockets,
+        timeout: Duration,
+        mut ctl: mpsc::UnboundedReceiver<LegCtl>,
+    ) -> LegEnd {
+        let opened = Instant::now();
+        let mut bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
+        let mut rtcp_bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
+        let mut published = [LegCounters::default(); 2];
+        let end = loop {
+            let idle = pair.last_rx_any().unwrap_or(opened) + timeout;
+            let [buf_a, buf_b] = &mut bufs;
+            let [rbuf_a, rbuf_b] = &mut rtcp_bufs;
+            // (side, is RTCP, length, source)
+            let got: Option<(Side, bool, usize, SocketAddr)> = tokio::select! {
+                biased;
+                cmd = ctl.recv() => match cmd {
+                    Some(LegCtl::Update(leg, m)) => {
+                        let side = if leg == legs[0] { Side::A } else { Side::B };
+                        pair.update(side, &m);
+                        None
+                    }
+                    Some(LegCtl::Close) | None => break LegEnd::Closed,
+                    Some(_) => None,
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(idle)) => {
+                    if Instant::now() >= idle {
+                        break LegEnd::TimedOut;
+                    }
+                    None
+                }
+                r = socks.rtp[0].recv_from(buf_a) => r.ok().map(|(n, f)| (Side::A, false, n, f)),
+                r = socks.rtp[1].recv_from(buf_b) => r.ok().map(|(n, f)| (Side::B, false, n, f)),
+                r = socks.rtcp[0].recv(rbuf_a) => r.map(|(n, f)| (Side::A, true, n, f)),
+                r = socks.rtcp[1].recv(rbuf_b) => r.map(|(n, f)| (Side::B, true, n, f)),
+            };
+            let Some((side, is_rtcp, n, from)) = got else {
+                continue;
+            };
+            let i = index(side);
+            let out = index(side.other());
+            if is_rtcp {
+                let pkt = &rtcp_bufs[i][..n];
+                if let Some(to) = pair.on_rtcp(side, from, pkt) {
+                    socks.rtcp[out].send(pkt, to);
+                }
+            } else {
+                let pkt = &mut bufs[i][..n];
+                if let Some(to) = pair.on_rtp(side, Instant::now(), from, pkt) {
+                    let _ = socks.rtp[out].try_send_to(pkt, to);
+                }
+            }
+            if pair.counters(side).rx_packets.is_multiple_of(PUBLISH_EVERY) {
+                publish(shared, &pair, &mut published);
+            }
+        };
+        publish(shared, &pair, &mut published);
+        end
+    }
+
+    fn publish(shared: &Shared, pair: &RelayPair, published: &mut [LegCounters; 2]) {
+        for side in [Side::A, Side::B] {
+            let c = *pair.counters(side);
+            let p = &mut published[index(side)];
+            let s = &shared.stats;
+            s.rx_packets
+                .fetch_add(c.rx_packets - p.rx_packets, Ordering::Relaxed);
+            s.rx_bytes
+                .fetch_add(c.rx_bytes - p.rx_bytes, Ordering::Relaxed);
+            s.tx_packets
+                .fetch_add(c.tx_packets - p.tx_packets, Ordering::Relaxed);
+            s.tx_bytes
+                .fetch_add(c.tx_bytes - p.tx_bytes, Ordering::Relaxed);
+            s.malformed
+                .fetch_add(c.malformed - p.malformed, Ordering::Relaxed);
+            s.rejected_source
+                .fetch_add(c.rejected_source - p.rejected_source, Ordering::Relaxed);
+            *p = c;
+        }
     }
 }

@@ -125,7 +125,10 @@ impl RelayPair {
     /// The peer of side `s` once latched: what an offload rule sends to.
     pub fn latched_peer(&self, s: Side) -> Option<SocketAddr> {
         let side = self.side(s);
-        side.latch.is_latched().then(|| side.latch.target()).flatten()
+        side.latch
+            .is_latched()
+            .then(|| side.latch.target())
+            .flatten()
     }
 
     /// An RTP datagram on side `s`'s socket. Returns where the other
@@ -244,9 +247,15 @@ mod tests {
         // The callee answers from behind a NAT: latched there.
         let nat: SocketAddr = "192.0.2.9:6000".parse().unwrap();
         let mut q = rtp(0, 1, 9);
-        assert_eq!(r.on_rtp(Side::B, t, nat, &mut q), Some(CALLER.parse().unwrap()));
+        assert_eq!(
+            r.on_rtp(Side::B, t, nat, &mut q),
+            Some(CALLER.parse().unwrap())
+        );
         let mut p2 = rtp(0, 2, 7);
-        assert_eq!(r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut p2), Some(nat));
+        assert_eq!(
+            r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut p2),
+            Some(nat)
+        );
         assert_eq!(r.latched_peer(Side::B), Some(nat));
         assert_eq!(r.counters(Side::A).rx_packets, 2);
         assert_eq!(r.counters(Side::B).tx_packets, 2);
@@ -258,7 +267,8 @@ mod tests {
         let mut r = RelayPair::new(&media(0, Some(101), CALLER), &media(0, Some(96), CALLEE));
         let mut ev = rtp(101, 1, 7);
         ev[1] |= 0x80;
-        r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut ev).unwrap();
+        r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut ev)
+            .unwrap();
         assert_eq!(ev[1], 0x80 | 96, "telephone-event renumbered, marker kept");
         // A side without telephone-event gets no events.
         let mut r = RelayPair::new(&media(0, Some(101), CALLER), &media(0, None, CALLEE));
@@ -276,12 +286,18 @@ mod tests {
         let mut p = rtp(0, 1, 7);
         assert_eq!(r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut p), None);
         assert_eq!(r.counters.no_target, 1);
-        assert_eq!(r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut [1, 2, 3]), None);
+        assert_eq!(
+            r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut [1, 2, 3]),
+            None
+        );
         assert_eq!(r.counters(Side::A).malformed, 1);
         // Another source while the caller is live: rejected.
         let mut s = rtp(0, 2, 7);
         r.update(Side::B, &media(0, None, CALLEE));
-        assert_eq!(r.on_rtp(Side::A, t, "10.9.9.9:1".parse().unwrap(), &mut s), None);
+        assert_eq!(
+            r.on_rtp(Side::A, t, "10.9.9.9:1".parse().unwrap(), &mut s),
+            None
+        );
         assert_eq!(r.counters(Side::A).rejected_source, 1);
     }
 
@@ -306,6 +322,9 @@ mod tests {
             r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut mux),
             Some("10.0.0.2:7777".parse().unwrap())
         );
-        assert_eq!(r.on_rtcp(Side::A, "10.0.0.1:4001".parse().unwrap(), &[0x80]), None);
+        assert_eq!(
+            r.on_rtcp(Side::A, "10.0.0.1:4001".parse().unwrap(), &[0x80]),
+            None
+        );
     }
 }

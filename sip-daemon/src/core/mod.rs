@@ -282,6 +282,16 @@ impl Core {
                     self.hangup(now, leg, "media_timeout");
                 }
             }
+            MediaEvent::RelayOpened { legs, .. } => {
+                // No route bridges two legs yet (forwarding comes with
+                // the B2BUA): a relay nobody asked for is closed.
+                for leg in legs {
+                    if !self.calls.contains_key(&leg) {
+                        self.out
+                            .push_back(Output::Media(MediaCommand::Close { leg }));
+                    }
+                }
+            }
             MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),
             MediaEvent::StreamFailed { leg, reason } => {
                 tracing::warn!(leg, reason, "AI stream failed to connect");

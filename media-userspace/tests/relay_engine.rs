@@ -1,0 +1,126 @@
+//! The userspace relay through the real media engine: two loopback
+//! endpoints exchange RTP and RTCP through a relayed leg pair, on both
+//! worker backends (the path every forwarded call can fall back to).
+
+use media_userspace::codec::Codec;
+use media_userspace::control::{LegMedia, MediaCommand, MediaEvent};
+use media_userspace::engine::{EngineConfig, MediaEngine};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+/// An RTP socket on an even port with its RTCP socket on the next one.
+fn endpoint() -> (UdpSocket, UdpSocket) {
+    loop {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rtp.local_addr().unwrap().port();
+        if port.is_multiple_of(2)
+            && let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1))
+        {
+            for s in [&rtp, &rtcp] {
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            }
+            return (rtp, rtcp);
+        }
+    }
+}
+
+fn media(remote: SocketAddr, pt: u8, te: u8) -> LegMedia {
+    LegMedia {
+        codec: Codec::Pcmu,
+        payload_type: pt,
+        telephone_event: Some(te),
+        ptime_ms: 20,
+        remote: Some(remote),
+        send: true,
+    }
+}
+
+fn rtp(pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..160).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+fn relay_round_trip(prefer_io_uring: bool, base: u16) {
+    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = MediaEngine::start(
+        EngineConfig {
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            port_min: base,
+            port_max: base + 99,
+            workers: 1,
+            prefer_io_uring,
+        },
+        events,
+    )
+    .unwrap();
+    let (caller, caller_rtcp) = endpoint();
+    let (callee, callee_rtcp) = endpoint();
+    let opened = engine.command(MediaCommand::OpenRelay {
+        legs: [10, 11],
+        // The callee numbers telephone-event 96, the caller 101.
+        media: [
+            media(caller.local_addr().unwrap(), 0, 101),
+            media(callee.local_addr().unwrap(), 0, 96),
+        ],
+        timeout: Duration::from_secs(30),
+    });
+    let Some(MediaEvent::RelayOpened { legs, locals }) = opened else {
+        panic!("{opened:?}");
+    };
+    assert_eq!(legs, [10, 11]);
+    assert_eq!(engine.active_legs(), 2);
+    let mut buf = [0u8; 2048];
+    for seq in 0..20u16 {
+        // Caller → relay leg A → callee, from leg B's port.
+        let p = rtp(0, seq, 0xaaaa);
+        caller.send_to(&p, locals[0]).unwrap();
+        let (n, from) = callee.recv_from(&mut buf).expect("relayed to the callee");
+        assert_eq!(from, locals[1], "sent from the callee-side leg");
+        assert_eq!(&buf[..n], &p[..], "untouched");
+        // And back.
+        let q = rtp(0, seq, 0xbbbb);
+        callee.send_to(&q, locals[1]).unwrap();
+        let (n, from) = caller.recv_from(&mut buf).expect("relayed to the caller");
+        assert_eq!(from, locals[0]);
+        assert_eq!(&buf[..n], &q[..]);
+    }
+    // A DTMF event is renumbered for the callee.
+    caller.send_to(&rtp(101, 100, 0xaaaa), locals[0]).unwrap();
+    let (_, _) = callee.recv_from(&mut buf).unwrap();
+    assert_eq!(buf[1] & 0x7f, 96);
+    // RTCP between the RTCP ports.
+    let rr = [0x80, 201, 0, 1, 0, 0, 0xaa, 0xaa];
+    let rtcp_a: SocketAddr = SocketAddr::new(locals[0].ip(), locals[0].port() + 1);
+    caller_rtcp.send_to(&rr, rtcp_a).unwrap();
+    let (n, from) = callee_rtcp.recv_from(&mut buf).expect("RTCP relayed");
+    assert_eq!(&buf[..n], &rr);
+    assert_eq!(from.port(), locals[1].port() + 1);
+    // Closing one leg closes the pair and frees both ports.
+    engine.command(MediaCommand::Close { leg: 10 });
+    assert_eq!(engine.active_legs(), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(UdpSocket::bind(locals[0]).is_ok(), "leg A's port released");
+    assert!(UdpSocket::bind(locals[1]).is_ok(), "leg B's port released");
+    assert!(
+        engine
+            .stats()
+            .rx_packets
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 42,
+        "counters published"
+    );
+}
+
+#[test]
+fn relay_on_tokio_workers() {
+    relay_round_trip(false, 43000);
+}
+
+#[test]
+fn relay_on_io_uring_workers() {
+    relay_round_trip(true, 43200);
+}
