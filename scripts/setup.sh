@@ -14,7 +14,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=(build-essential pkg-config ca-certificates curl iproute2)
 if [ "$what" = "test" ]; then
-  need_pkgs+=(python3 sip-tester baresip-core kamailio postgresql tshark ethtool bpftool
+  need_pkgs+=(python3 python3-venv sip-tester baresip-core kamailio postgresql tshark ethtool bpftool
               llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
               prometheus valgrind)
 fi
@@ -56,5 +56,13 @@ if [ "$what" = "test" ]; then
   fi
   command -v cargo-nextest >/dev/null || { say "installing cargo-nextest"; cargo install cargo-nextest --locked --quiet; }
   command -v cargo-fuzz >/dev/null || { say "installing cargo-fuzz"; cargo install cargo-fuzz --locked --quiet; }
+  # Pipecat (PyPI), whose own Twilio serializer plays the AI in
+  # sip-daemon/tests/pipecat.rs: a bot written for Twilio, unchanged.
+  venv="$(cd "$(dirname "$0")/.." && pwd)/target/pipecat-venv"
+  if ! "$venv/bin/python" -c 'import pipecat, websockets' 2>/dev/null; then
+    say "installing pipecat-ai 1.14.0 into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check pipecat-ai==1.14.0 websockets
+  fi
 fi
 say "done ($what)"

@@ -53,6 +53,9 @@ impl Core {
             ("callSid".to_string(), call_sid.to_string()),
             ("account".to_string(), number.account_id.clone()),
             ("sipCallId".to_string(), sip_call_id.to_string()),
+            // The names Pipecat's runner reads for Twilio calls.
+            ("from_number".to_string(), from.to_string()),
+            ("to_number".to_string(), to.to_string()),
         ];
         for (k, v) in number_parameters(number.params.as_deref()) {
             // The call's own details win over a number parameter's.
