@@ -118,6 +118,20 @@ impl Pacer {
         self.cfg = cfg;
     }
 
+    /// Converts the queued audio (a codec change to another sampling
+    /// rate); pending marks keep their place in the audio.
+    pub fn convert_queue(&mut self, convert: impl FnOnce(&[i16]) -> Vec<i16>) {
+        let old: Vec<i16> = self.queue.drain(..).collect();
+        let new = convert(&old);
+        let (n, m) = (old.len() as u64, new.len() as u64);
+        for (pos, _) in &mut self.marks {
+            let offset = pos.saturating_sub(self.sent_total);
+            *pos = self.sent_total + if n == 0 { 0 } else { offset * m / n };
+        }
+        self.queued_total = self.sent_total + m;
+        self.queue.extend(new);
+    }
+
     pub fn config(&self) -> &PacerConfig {
         &self.cfg
     }
@@ -417,6 +431,26 @@ mod tests {
         // New speech after clear starts a talkspurt.
         p.push_audio(&[3; 160]);
         assert!(tick(&mut p, t0 + PT * 2).marker);
+    }
+
+    #[test]
+    fn converted_queue_keeps_marks_in_place() {
+        let t0 = Instant::now();
+        let mut p = pacer();
+        p.start(t0);
+        p.push_audio(&[1; 160]);
+        p.mark("half".into());
+        p.push_audio(&[2; 160]);
+        p.mark("end".into());
+        // Twice the rate: every sample doubled.
+        p.convert_queue(|s| s.iter().flat_map(|&x| [x, x]).collect());
+        p.reconfigure(PacerConfig::new(16000, 8000, PT));
+        assert_eq!(p.queued(), 640);
+        tick(&mut p, t0);
+        assert_eq!(p.poll_mark().as_deref(), Some("half"));
+        assert_eq!(p.poll_mark(), None);
+        tick(&mut p, t0 + PT);
+        assert_eq!(p.poll_mark().as_deref(), Some("end"));
     }
 
     #[test]

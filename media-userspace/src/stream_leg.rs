@@ -125,6 +125,16 @@ impl StreamLeg {
         self.latch.reset(media.remote);
         if media.codec != self.media.codec {
             let rate = media.codec.sample_rate();
+            let old_rate = self.media.codec.sample_rate();
+            if rate != old_rate {
+                // AI audio queued at the old rate plays at the new one.
+                let mut r = Resampler::new(old_rate, rate);
+                self.pacer.convert_queue(|s| {
+                    let mut out = Vec::with_capacity(s.len() * rate as usize / old_rate as usize);
+                    r.process(s, &mut out);
+                    out
+                });
+            }
             self.decoder = Decoder::new(media.codec);
             self.encoder = Encoder::new(media.codec);
             self.up = Resampler::new(rate, self.ai_rate);
@@ -657,6 +667,32 @@ mod tests {
         leg.on_rtcp_datagram(t, "127.0.0.1:40009".parse().unwrap(), &rr);
         assert_eq!(leg.rtcp().counters.received, 1);
         assert_eq!(leg.rtcp_target(), Some("127.0.0.1:40009".parse().unwrap()));
+    }
+
+    #[test]
+    fn codec_change_keeps_numbering_and_converts_queued_ai_audio() {
+        let t0 = Instant::now();
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 3);
+        leg.on_ai(t0, FromAi::Connected);
+        leg.on_ai(t0, FromAi::Audio(vec![500; 1760]));
+        leg.handle_timeout(t0);
+        let (_, a) = leg.poll_transmit().unwrap();
+        assert_eq!(leg.pacer().queued(), 1600);
+        // A re-INVITE moves the call to G.722 (16 kHz audio, 8 kHz clock).
+        leg.update(&media(Codec::G722, 9));
+        assert_eq!(
+            leg.pacer().queued(),
+            3200,
+            "queued audio resampled to 16 kHz"
+        );
+        let due = leg.poll_timeout().unwrap();
+        leg.handle_timeout(due);
+        let (_, b) = leg.poll_transmit().unwrap();
+        let (ha, hb) = (RtpHeader::parse(&a).unwrap(), RtpHeader::parse(&b).unwrap());
+        assert_eq!(hb.payload_type, 9);
+        assert_eq!(hb.sequence, ha.sequence.wrapping_add(1));
+        assert_eq!(hb.timestamp, ha.timestamp.wrapping_add(160));
+        assert_eq!(b.len() - 12, 160, "20 ms of G.722 is 160 octets");
     }
 
     #[test]
