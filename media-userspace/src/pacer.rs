@@ -126,7 +126,7 @@ impl Pacer {
         let (n, m) = (old.len() as u64, new.len() as u64);
         for (pos, _) in &mut self.marks {
             let offset = pos.saturating_sub(self.sent_total);
-            *pos = self.sent_total + if n == 0 { 0 } else { offset * m / n };
+            *pos = self.sent_total + (offset * m).checked_div(n).unwrap_or(0);
         }
         self.queued_total = self.sent_total + m;
         self.queue.extend(new);
