@@ -755,3 +755,32 @@ fn ai_send_dtmf_reaches_the_caller_as_rfc4733_events() {
         assert_eq!(s1, s0.wrapping_add(1));
     }
 }
+
+#[test]
+fn metrics_after_stream_calls_pass_promtool_check() {
+    let ai = AiServer::start(vec![vec![Step::Text("{nope".into())]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, media, rtp_addr) = call(&d, "promtool-1@test");
+    media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    caller.bye();
+    let response = d.metrics();
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    assert!(body.contains("gateway_ai_stream_rejected_total{reason=\"malformed_json\"} 1"));
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt package prometheus)");
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
