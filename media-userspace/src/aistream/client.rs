@@ -384,3 +384,37 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audio(n: i16) -> ToAi {
+        ToAi::Audio {
+            samples: vec![n; 4],
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_slow_ai_costs_the_oldest_caller_audio_never_a_wait() {
+        let stats = Arc::new(StreamStats::default());
+        let (leg, socket) = link(3, stats.clone());
+        for n in 0..5 {
+            leg.send(audio(n));
+        }
+        assert_eq!(stats.dropped_to_ai.load(Ordering::Relaxed), 2);
+        let kept: Vec<ToAi> = std::iter::from_fn(|| socket.to_ai.try_recv().ok()).collect();
+        assert_eq!(kept, vec![audio(2), audio(3), audio(4)], "the newest three");
+    }
+
+    #[test]
+    fn stop_reaches_the_socket_task_once_even_when_dropped() {
+        let stats = Arc::new(StreamStats::default());
+        let (mut leg, mut socket) = link(3, stats);
+        leg.stop("hangup");
+        leg.stop("again");
+        drop(leg);
+        assert_eq!(socket.stop.try_recv().as_deref(), Ok("hangup"));
+    }
+}
