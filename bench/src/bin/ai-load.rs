@@ -434,6 +434,7 @@ fn main() {
 
     // Uplink: 20 ms of stamped PCMU per call per tick.
     let cpu0 = a.daemon_pid.map(cpu_secs).unwrap_or(0.0);
+    let own0 = cpu_secs(std::process::id());
     let t0 = Instant::now();
     let ticks = media_secs * 50;
     let mut sent = 0u64;
@@ -465,6 +466,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let media_wall = t0.elapsed().as_secs_f64();
     let cpu1 = a.daemon_pid.map(cpu_secs).unwrap_or(0.0);
+    let own1 = cpu_secs(std::process::id());
     let rss_active = a.daemon_pid.map(rss_kib).unwrap_or(0);
 
     let received: u64 = ai.per_call.lock().unwrap().values().sum();
@@ -503,6 +505,10 @@ fn main() {
         );
         let _ = pid;
     }
+    println!(
+        "load generator CPU during media: {:.1}% of one core",
+        100.0 * (own1 - own0) / media_wall
+    );
 
     // Hang up.
     let local = sip.local_addr().unwrap();
