@@ -527,7 +527,16 @@ impl LegRun {
             LegMode::Stream(spec) => {
                 let (side, socket_side) =
                     client::link(to_ai_capacity(spec), shared.streams.clone());
-                let core = StreamLeg::new(&open.media, spec.dialect.sample_rate(), rand::random());
+                let clock = crate::rtcp::WallClock {
+                    at: Instant::now(),
+                    wall: std::time::SystemTime::now(),
+                };
+                let core = StreamLeg::new(
+                    &open.media,
+                    spec.dialect.sample_rate(),
+                    rand::random(),
+                    clock,
+                );
                 let events = shared.events.clone();
                 let leg = open.leg;
                 let spec = (**spec).clone();
@@ -680,25 +689,7 @@ impl LegRun {
     /// Adds this leg's counter deltas to the process totals.
     fn publish(&mut self, stats: &MediaStats) {
         let c = *self.counters();
-        let p = self.published;
-        stats
-            .rx_packets
-            .fetch_add(c.rx_packets - p.rx_packets, Ordering::Relaxed);
-        stats
-            .rx_bytes
-            .fetch_add(c.rx_bytes - p.rx_bytes, Ordering::Relaxed);
-        stats
-            .tx_packets
-            .fetch_add(c.tx_packets - p.tx_packets, Ordering::Relaxed);
-        stats
-            .tx_bytes
-            .fetch_add(c.tx_bytes - p.tx_bytes, Ordering::Relaxed);
-        stats
-            .malformed
-            .fetch_add(c.malformed - p.malformed, Ordering::Relaxed);
-        stats
-            .rejected_source
-            .fetch_add(c.rejected_source - p.rejected_source, Ordering::Relaxed);
+        add_counter_deltas(stats, &c, &self.published);
         self.published = c;
         if let LegCore::Stream(s) = &self.core {
             let j = s.core.jitter().counters;
@@ -725,6 +716,21 @@ impl LegRun {
             }
             self.published_stream = now;
         }
+    }
+}
+
+/// Adds what a leg counted since `published` to the process totals.
+fn add_counter_deltas(stats: &MediaStats, c: &LegCounters, published: &LegCounters) {
+    let p = published;
+    for (total, now, before) in [
+        (&stats.rx_packets, c.rx_packets, p.rx_packets),
+        (&stats.rx_bytes, c.rx_bytes, p.rx_bytes),
+        (&stats.tx_packets, c.tx_packets, p.tx_packets),
+        (&stats.tx_bytes, c.tx_bytes, p.tx_bytes),
+        (&stats.malformed, c.malformed, p.malformed),
+        (&stats.rejected_source, c.rejected_source, p.rejected_source),
+    ] {
+        total.fetch_add(now - before, Ordering::Relaxed);
     }
 }
 
@@ -1127,19 +1133,7 @@ mod relayed {
         for side in [Side::A, Side::B] {
             let c = *pair.counters(side);
             let p = &mut published[index(side)];
-            let s = &shared.stats;
-            s.rx_packets
-                .fetch_add(c.rx_packets - p.rx_packets, Ordering::Relaxed);
-            s.rx_bytes
-                .fetch_add(c.rx_bytes - p.rx_bytes, Ordering::Relaxed);
-            s.tx_packets
-                .fetch_add(c.tx_packets - p.tx_packets, Ordering::Relaxed);
-            s.tx_bytes
-                .fetch_add(c.tx_bytes - p.tx_bytes, Ordering::Relaxed);
-            s.malformed
-                .fetch_add(c.malformed - p.malformed, Ordering::Relaxed);
-            s.rejected_source
-                .fetch_add(c.rejected_source - p.rejected_source, Ordering::Relaxed);
+            add_counter_deltas(&shared.stats, &c, p);
             *p = c;
         }
     }

@@ -95,6 +95,21 @@ pub struct RtcpCounters {
     pub byes: u64,
 }
 
+/// Maps the monotonic time the cores are fed to wall-clock time, for the
+/// NTP timestamps of sender reports. The edge reads both clocks once, when
+/// a leg starts; the cores never read a clock.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+impl WallClock {
+    pub fn wall_at(&self, now: Instant) -> SystemTime {
+        self.wall + now.saturating_duration_since(self.at)
+    }
+}
+
 /// NTP timestamp (§4) of a wall-clock time.
 fn ntp(t: SystemTime) -> u64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();

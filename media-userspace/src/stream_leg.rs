@@ -11,7 +11,7 @@ use crate::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
 use crate::latch::{Latch, LatchDecision};
 use crate::pacer::{OutgoingBody, Pacer, PacerConfig};
 use crate::resample::Resampler;
-use crate::rtcp::RtcpSession;
+use crate::rtcp::{RtcpSession, WallClock};
 use crate::rtp::{self, RtpHeader};
 use crate::transcode::{Decoder, Encoder};
 use std::collections::VecDeque;
@@ -62,6 +62,7 @@ pub struct StreamLeg {
     losses: u32,
     pacer: Pacer,
     rtcp: RtcpSession,
+    clock: WallClock,
     /// Where the peer's RTCP comes from (symmetric RTCP), once it has.
     rtcp_peer: Option<SocketAddr>,
     rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -81,12 +82,10 @@ fn pacer_config(media: &LegMedia) -> PacerConfig {
 }
 
 impl StreamLeg {
-    pub fn new(media: &LegMedia, ai_rate: u32, ssrc: u32) -> StreamLeg {
-        Self::with_cname(media, ai_rate, ssrc, format!("gw-{ssrc:08x}@voice-gateway"))
-    }
-
-    /// `cname` names this endpoint in RTCP SDES (RFC 3550 §6.5.1).
-    pub fn with_cname(media: &LegMedia, ai_rate: u32, ssrc: u32, cname: String) -> StreamLeg {
+    /// `clock` maps the times this leg is fed to wall-clock time (RTCP).
+    pub fn new(media: &LegMedia, ai_rate: u32, ssrc: u32, clock: WallClock) -> StreamLeg {
+        // Our RTCP SDES CNAME (RFC 3550 §6.5.1).
+        let cname = format!("gw-{ssrc:08x}@voice-gateway");
         let rate = media.codec.sample_rate();
         StreamLeg {
             media: *media,
@@ -109,6 +108,7 @@ impl StreamLeg {
             losses: 0,
             pacer: Pacer::new(pacer_config(media), rand::random(), rand::random()),
             rtcp: RtcpSession::new(ssrc, cname, media.codec.rtp_clock_rate()),
+            clock,
             rtcp_peer: None,
             rtcp_out: VecDeque::new(),
             to_ai: VecDeque::new(),
@@ -347,7 +347,9 @@ impl StreamLeg {
         }
         while let Some(out) = self.pacer.poll_packet(now) {
             let target = self.latch.target().filter(|_| self.media.send);
-            let mut pkt = vec![0u8; rtp::HEADER_LEN];
+            // One allocation: header, then the encoded payload.
+            let mut pkt = Vec::with_capacity(rtp::HEADER_LEN + self.pacer.config().frame_samples);
+            pkt.resize(rtp::HEADER_LEN, 0);
             let pt = match &out.body {
                 OutgoingBody::Audio { samples, .. } => {
                     if !self.encoder.encode(samples, &mut pkt) {
@@ -381,9 +383,7 @@ impl StreamLeg {
         }
         self.collect_marks();
         let jitter = self.jitter.jitter();
-        if let Some(report) = self
-            .rtcp
-            .poll_report(now, std::time::SystemTime::now(), jitter)
+        if let Some(report) = self.rtcp.poll_report(now, self.clock.wall_at(now), jitter)
             && let Some(to) = self.rtcp_target()
         {
             self.rtcp_out.push_back((to, report));
@@ -447,6 +447,13 @@ mod tests {
 
     const CALLER: &str = "127.0.0.1:40000";
 
+    fn clock() -> WallClock {
+        WallClock {
+            at: Instant::now(),
+            wall: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        }
+    }
+
     fn media(codec: Codec, pt: u8) -> LegMedia {
         LegMedia {
             codec,
@@ -481,7 +488,7 @@ mod tests {
     fn pcma_30ms_packets_become_exact_20ms_frames() {
         let t0 = Instant::now();
         let from = CALLER.parse().unwrap();
-        let mut leg = StreamLeg::new(&media(Codec::Pcma, 8), 8000, 1);
+        let mut leg = StreamLeg::new(&media(Codec::Pcma, 8), 8000, 1, clock());
         let codes: Vec<u8> = (0..=255u8).cycle().take(240 * 4).collect();
         for (i, chunk) in codes.chunks(240).enumerate() {
             let pkt = rtp(8, i as u16, 1000 + 240 * i as u32, chunk);
@@ -502,7 +509,7 @@ mod tests {
     fn reordered_packets_are_put_back_in_order_and_loss_concealed() {
         let t0 = Instant::now();
         let from = CALLER.parse().unwrap();
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1, clock());
         let frame = |v: i16| vec![g711::ulaw_encode(v); 160];
         leg.on_datagram(t0, from, &rtp(0, 1, 160, &frame(1000)));
         leg.on_datagram(t0, from, &rtp(0, 3, 480, &frame(3000)));
@@ -526,7 +533,7 @@ mod tests {
     fn dtmf_events_are_one_digit_and_keep_the_timeline() {
         let t0 = Instant::now();
         let from = CALLER.parse().unwrap();
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1, clock());
         leg.on_datagram(t0, from, &rtp(0, 1, 0, &[0xff; 160]));
         let ev = |end, d| {
             EventPayload {
@@ -569,7 +576,7 @@ mod tests {
     #[test]
     fn ai_audio_is_paced_to_the_caller_with_marks() {
         let t0 = Instant::now();
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 77);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 77, clock());
         leg.on_ai(t0, FromAi::Connected);
         leg.on_ai(t0, FromAi::Audio(vec![1000; 400]));
         leg.on_ai(t0, FromAi::Mark { name: "end".into() });
@@ -613,9 +620,9 @@ mod tests {
     fn dtmf_toward_the_caller_needs_telephone_event() {
         let mut m = media(Codec::Pcmu, 0);
         m.telephone_event = None;
-        let mut leg = StreamLeg::new(&m, 8000, 1);
+        let mut leg = StreamLeg::new(&m, 8000, 1, clock());
         assert!(!leg.send_dtmf('1', Duration::from_millis(100)));
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1, clock());
         assert!(leg.send_dtmf('1', Duration::from_millis(100)));
         assert!(!leg.send_dtmf('x', Duration::from_millis(100)));
     }
@@ -624,7 +631,7 @@ mod tests {
     fn wideband_ai_rate_is_resampled_both_ways() {
         let t0 = Instant::now();
         let from = CALLER.parse().unwrap();
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 16000, 1);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 16000, 1, clock());
         for i in 0..10u16 {
             leg.on_datagram(t0, from, &rtp(0, i, u32::from(i) * 160, &[0xff; 160]));
         }
@@ -640,7 +647,7 @@ mod tests {
     fn rtcp_reports_go_to_the_rtcp_port_with_reception_stats() {
         let t0 = Instant::now();
         let from: SocketAddr = CALLER.parse().unwrap();
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 5);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 5, clock());
         leg.on_ai(t0, FromAi::Connected);
         for i in 0..10u16 {
             leg.on_datagram(t0, from, &rtp(0, i * 2, u32::from(i) * 320, &[0xff; 160]));
@@ -672,7 +679,7 @@ mod tests {
     #[test]
     fn codec_change_keeps_numbering_and_converts_queued_ai_audio() {
         let t0 = Instant::now();
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 3);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 3, clock());
         leg.on_ai(t0, FromAi::Connected);
         leg.on_ai(t0, FromAi::Audio(vec![500; 1760]));
         leg.handle_timeout(t0);
@@ -699,7 +706,7 @@ mod tests {
     fn garbage_and_foreign_payloads_are_counted() {
         let t0 = Instant::now();
         let from = CALLER.parse().unwrap();
-        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1);
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1, clock());
         leg.on_datagram(t0, from, &[1, 2, 3]);
         leg.on_datagram(t0, from, &rtp(18, 1, 0, &[0; 20]));
         assert_eq!(leg.counters.malformed, 1);

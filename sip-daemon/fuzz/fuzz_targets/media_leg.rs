@@ -4,6 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use media_userspace::codec::Codec;
 use media_userspace::control::LegMedia;
+use media_userspace::rtcp::WallClock;
 use media_userspace::stream_leg::StreamLeg;
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,13 @@ fuzz_target!(|data: &[u8]| {
         remote: Some("127.0.0.1:4000".parse().unwrap()),
         send: true,
     };
-    let mut leg = StreamLeg::new(&media, [8000, 16000, 24000][usize::from(sel / 3 % 3)], 1);
-    let from = "127.0.0.1:4000".parse().unwrap();
     let mut now = Instant::now();
+    let clock = WallClock {
+        at: now,
+        wall: std::time::UNIX_EPOCH,
+    };
+    let mut leg = StreamLeg::new(&media, [8000, 16000, 24000][usize::from(sel / 3 % 3)], 1, clock);
+    let from = "127.0.0.1:4000".parse().unwrap();
     // Datagrams are length-prefixed chunks of the input.
     let mut input = rest;
     while let Some((&len, tail)) = input.split_first() {
