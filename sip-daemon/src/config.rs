@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default)]
     pub stream: StreamSection,
     #[serde(default)]
+    pub forward: ForwardSection,
+    #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
     pub api: ApiSection,
@@ -149,6 +151,23 @@ pub struct StreamSection {
     /// Largest frame accepted from the AI (bytes); larger ones are
     /// counted and skipped.
     pub max_frame_bytes: usize,
+}
+
+/// Calls on route `forward` (the B2BUA).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardSection {
+    /// The far leg may ring this long before it is canceled and the
+    /// caller gets 480 (cause `no_answer`).
+    pub ring_timeout_secs: u64,
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        ForwardSection {
+            ring_timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for StreamSection {
@@ -506,6 +525,9 @@ impl Config {
             reconnect_window: Duration::from_millis(self.stream.reconnect_window_ms),
             keepalive: Duration::from_secs(self.stream.keepalive_secs.max(1)),
             max_frame_bytes: self.stream.max_frame_bytes.max(1024),
+        };
+        c.forward = crate::core::forward::ForwardSettings {
+            ring_timeout: Duration::from_secs(self.forward.ring_timeout_secs.max(1)),
         };
         c
     }

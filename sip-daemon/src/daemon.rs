@@ -166,8 +166,10 @@ pub async fn run(
         base: Instant::now(),
         base_unix_ms: unix_ms_now(),
     };
+    let mut core_cfg = cfg.core_config();
+    core_cfg.listeners = bound.iter().map(|l| (l.transport, l.addr)).collect();
     let mut core = Core::new(
-        cfg.core_config(),
+        core_cfg,
         Arc::new(routing),
         metrics.clone(),
         clock,

@@ -7,7 +7,7 @@ use super::*;
 use crate::routing::normalize_e164;
 use crate::sip::grammar;
 use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
-use crate::sip::transaction::{ClientTransaction, ServerState};
+use crate::sip::transaction::ServerState;
 use api::store::{CallRecord, Direction, RouteKind};
 use media_userspace::control::{LegMedia, LegMode};
 
@@ -97,6 +97,8 @@ pub struct Call {
     pub stream_wait: Option<Instant>,
     /// Our RTP address once the leg is open.
     pub local_media: Option<SocketAddr>,
+    /// Route `forward`: the far leg this call is bridged to.
+    pub bridge: Option<u64>,
 }
 
 impl Call {
@@ -169,7 +171,7 @@ fn parse_session_expires(v: &str) -> Option<(u32, Option<String>)> {
 }
 
 /// An SDP offer from us with every codec we allow plus telephone-event.
-fn local_offer(codecs: &[Codec], local: &LocalMedia) -> SessionDescription {
+pub(super) fn local_offer(codecs: &[Codec], local: &LocalMedia) -> SessionDescription {
     let mut formats: Vec<String> = codecs
         .iter()
         .map(|c| c.static_payload_type().to_string())
@@ -210,7 +212,7 @@ fn local_offer(codecs: &[Codec], local: &LocalMedia) -> SessionDescription {
     }
 }
 
-fn leg_media(n: &NegotiatedAudio) -> LegMedia {
+pub(super) fn leg_media(n: &NegotiatedAudio) -> LegMedia {
     LegMedia {
         codec: n.codec,
         payload_type: n.payload_type,
@@ -222,7 +224,7 @@ fn leg_media(n: &NegotiatedAudio) -> LegMedia {
 }
 
 /// Reads the answer to our offer (from an ACK) against what we offered.
-fn negotiated_from_answer(
+pub(super) fn negotiated_from_answer(
     answer: &SessionDescription,
     codecs: &[Codec],
 ) -> Option<NegotiatedAudio> {
@@ -442,6 +444,7 @@ impl Core {
         if number_busy || trunk_busy {
             return self.reject_invite(now, id, Some(&sid), 486, "capacity", |b| b);
         }
+        let mut forward_to = None;
         let stream_url = match number.route {
             RouteKind::Echo => None,
             RouteKind::Stream => match number.target.clone() {
@@ -457,10 +460,23 @@ impl Core {
                     );
                 }
             },
-            RouteKind::Forward => {
-                // Forwarding arrives with the B2BUA work.
-                return self.reject_invite(now, id, Some(&sid), 480, "route_unavailable", |b| b);
-            }
+            RouteKind::Forward => match self.resolve_forward(now, &number) {
+                Ok(t) => {
+                    forward_to = Some(t);
+                    None
+                }
+                Err(why) => {
+                    tracing::info!(number = %number.pattern, why, "forward target unavailable");
+                    return self.reject_invite(
+                        now,
+                        id,
+                        Some(&sid),
+                        480,
+                        "route_unavailable",
+                        |b| b,
+                    );
+                }
+            },
         };
         let codecs: Vec<Codec> = if stream_url.is_some() {
             self.cfg
@@ -522,6 +538,16 @@ impl Core {
                 }
             }
         };
+        if forward_to.is_some() && offer.is_none() {
+            // The relay offers the far leg only what the caller offered,
+            // so a forwarded call needs the caller's offer up front.
+            return self.reject_invite(now, id, Some(&sid), 488, "offer_required", |b| {
+                b.header(
+                    HeaderName::Warning,
+                    "399 voice-gateway \"Forwarded calls need an SDP offer in the INVITE\"",
+                )
+            });
+        }
         let probe = LocalMedia {
             addr: self.cfg.advertised_ip,
             port: 0,
@@ -556,6 +582,7 @@ impl Core {
         if let Some(t) = &trunk {
             *self.active_by_trunk.entry(t.name.clone()).or_default() += 1;
         }
+        let max_forwards = req.max_forwards.unwrap_or(70).clamp(1, 71) - 1;
         let mode = match &stream_url {
             None => LegMode::Echo,
             Some(url) => LegMode::Stream(Box::new(self.stream_spec(
@@ -602,10 +629,14 @@ impl Core {
                 codecs,
                 stream_wait,
                 local_media: None,
+                bridge: None,
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
         self.schedule_call(handle);
+        if let Some(target) = forward_to {
+            return self.open_forward(handle, target, &caller, max_forwards);
+        }
         self.out.push_back(Output::Media(MediaCommand::Open {
             leg: handle,
             mode,
@@ -662,7 +693,7 @@ impl Core {
     }
 
     /// Sends the 2xx with our SDP.
-    fn answer(&mut self, now: Instant, h: u64) {
+    pub(super) fn answer(&mut self, now: Instant, h: u64) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -854,6 +885,9 @@ impl Core {
             self.metrics.reject("no_dialog");
             return self.reply(now, id, 481, None);
         };
+        if self.out_legs.contains_key(&h) {
+            return self.on_out_in_dialog(now, id, h, &req);
+        }
         let method = req.method.clone();
         let req_cseq_ok = {
             self.calls
@@ -1094,33 +1128,7 @@ impl Core {
                 .header(HeaderName::Supported, "timer");
         }
         let bytes = Bytes::from(b.encode());
-        let kind = if method == Method::Invite {
-            TxnKind::Invite
-        } else {
-            TxnKind::NonInvite
-        };
-        let txn = ClientTransaction::new(
-            now,
-            kind,
-            bytes.clone(),
-            peer.transport.is_reliable(),
-            self.cfg.timers,
-        );
-        let deadline = txn.next_deadline();
-        let id = self.new_id();
-        self.txns.insert_client(
-            id,
-            txns::ClientEntry {
-                txn,
-                branch,
-                peer,
-                purpose: txns::ClientPurpose::Bye,
-            },
-        );
-        self.transmit(peer, bytes);
-        if let Some(at) = deadline {
-            self.schedule(at, TimerRef::Client(id));
-        }
+        self.start_client_request(now, peer, branch, bytes, txns::ClientPurpose::Bye);
     }
 
     /// Ends a call from our side: BYE once answered, an error before.
@@ -1148,6 +1156,9 @@ impl Core {
             return;
         };
         self.dialogs.remove(&call.dialog.key);
+        if let Some(hb) = call.bridge {
+            self.end_bridge(now, hb);
+        }
         if let Some(p) = &call.number_pattern
             && let Some(n) = self.active_by_number.get_mut(p)
         {

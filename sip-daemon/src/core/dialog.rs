@@ -1,11 +1,11 @@
-//! UAS dialogs (RFC 3261 §12): identifiers, route set, CSeq spaces,
+//! Dialogs (RFC 3261 §12), UAS and UAC sides: identifiers, route set, CSeq spaces,
 //! remote target refresh, and building requests inside the dialog.
 
 use crate::sip::build::MessageBuilder;
 use crate::sip::header::HeaderName;
 use crate::sip::headers_typed::NameAddr;
 use crate::sip::transport::Peer;
-use crate::sip::{Method, Request, Uri};
+use crate::sip::{Method, Request, Response, Uri};
 
 /// Dialog identity: Call-ID, our tag, their tag.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +79,49 @@ impl Dialog {
         }
     }
 
+    /// The UAC side of a dialog created by a 2xx (or reliable 1xx) to an
+    /// INVITE we sent (§12.1.2): the route set is the response's
+    /// Record-Route in reverse, the remote target its Contact.
+    pub fn from_response(
+        resp: &Response,
+        local_uri: &str,
+        local_tag: &str,
+        local_cseq: u32,
+        peer: Peer,
+    ) -> Dialog {
+        let remote_target = resp
+            .headers
+            .get(&HeaderName::Contact)
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|n| n.uri)
+            .unwrap_or_else(|| resp.core.to.uri.clone());
+        let mut route_set: Vec<String> = resp
+            .headers
+            .list(&HeaderName::RecordRoute)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        route_set.reverse();
+        Dialog {
+            key: DialogKey {
+                call_id: resp.core.call_id.clone(),
+                local_tag: local_tag.to_string(),
+                remote_tag: resp.core.to.tag().unwrap_or("").to_string(),
+            },
+            local_uri: local_uri.to_string(),
+            remote_uri: resp
+                .headers
+                .get(&HeaderName::To)
+                .unwrap_or_default()
+                .to_string(),
+            remote_target,
+            route_set,
+            local_cseq,
+            remote_cseq: 0,
+            peer,
+        }
+    }
+
     /// Checks and records the CSeq of an in-dialog request (§12.2.2).
     pub fn accept_remote_cseq(&mut self, req: &Request) -> Result<(), InDialogError> {
         let seq = req.core.cseq.seq;
@@ -117,6 +160,25 @@ impl Dialog {
             .header(HeaderName::To, self.remote_uri.as_str())
             .header(HeaderName::CallId, self.key.call_id.as_str())
             .header(HeaderName::CSeq, format!("{} {method}", self.local_cseq))
+            .header(HeaderName::UserAgent, server)
+    }
+}
+
+impl Dialog {
+    /// The ACK for a 2xx to our INVITE with CSeq `cseq` (§13.2.2.4): built
+    /// inside the dialog, with the INVITE's sequence number and a new
+    /// branch.
+    pub fn ack(&self, cseq: u32, via: &str, server: &str) -> MessageBuilder {
+        let mut b = MessageBuilder::request(&Method::Ack, &self.remote_target)
+            .header(HeaderName::Via, via)
+            .header(HeaderName::MaxForwards, "70");
+        for r in &self.route_set {
+            b = b.header(HeaderName::Route, r.as_str());
+        }
+        b.header(HeaderName::From, self.local_uri.as_str())
+            .header(HeaderName::To, self.remote_uri.as_str())
+            .header(HeaderName::CallId, self.key.call_id.as_str())
+            .header(HeaderName::CSeq, format!("{cseq} ACK"))
             .header(HeaderName::UserAgent, server)
     }
 }

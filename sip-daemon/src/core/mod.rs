@@ -7,6 +7,7 @@
 
 pub mod call;
 pub mod dialog;
+pub mod forward;
 pub mod registrar;
 pub mod stream;
 pub mod txns;
@@ -19,7 +20,9 @@ use crate::sip::header::HeaderName;
 use crate::sip::parse::ParseError;
 use crate::sip::sdp::SessionDescription;
 use crate::sip::timers::TimerConfig;
-use crate::sip::transaction::{ServerTransaction, TimerEvent, TxnKind};
+use crate::sip::transaction::{
+    ClientTransaction, ResponseAction, ServerTransaction, TimerEvent, TxnKind,
+};
 use crate::sip::transport::{Peer, Transmit, TransportKind};
 use crate::sip::{Method, Request, Response, SipMessage};
 use api::store::{CdrEvent, Registration};
@@ -64,6 +67,10 @@ pub struct CoreConfig {
     /// End a call when no RTP arrives for this long.
     pub media_timeout: Duration,
     pub stream: StreamSettings,
+    pub forward: forward::ForwardSettings,
+    /// Our bound listeners: requests we originate (forwarded calls) leave
+    /// from the one matching the target's transport and address family.
+    pub listeners: Vec<(TransportKind, SocketAddr)>,
 }
 
 /// How calls on route `stream` reach the AI.
@@ -108,6 +115,8 @@ impl Default for CoreConfig {
             advertised_ip: IpAddr::from([127, 0, 0, 1]),
             media_timeout: Duration::from_secs(60),
             stream: StreamSettings::default(),
+            forward: forward::ForwardSettings::default(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -139,6 +148,8 @@ enum TimerRef {
     Server(u64),
     Client(u64),
     Call(u64),
+    /// Ring timeout of a forwarded call's far leg.
+    Out(u64),
     /// 200 ms after an INVITE: send 100 Trying unless a response left
     /// already (RFC 3261 §17.2.1).
     Trying(u64),
@@ -157,6 +168,8 @@ pub struct Core {
     next_id: u64,
     txns: TxnTables,
     calls: HashMap<u64, Call>,
+    /// Far legs of forwarded calls, by media leg handle.
+    out_legs: HashMap<u64, forward::OutLeg>,
     dialogs: HashMap<DialogKey, u64>,
     registrar: Registrar,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
@@ -186,6 +199,7 @@ impl Core {
             next_id: 1,
             txns: TxnTables::default(),
             calls: HashMap::new(),
+            out_legs: HashMap::new(),
             dialogs: HashMap::new(),
             registrar,
             timers: BinaryHeap::new(),
@@ -282,16 +296,7 @@ impl Core {
                     self.hangup(now, leg, "media_timeout");
                 }
             }
-            MediaEvent::RelayOpened { legs, .. } => {
-                // No route bridges two legs yet (forwarding comes with
-                // the B2BUA): a relay nobody asked for is closed.
-                for leg in legs {
-                    if !self.calls.contains_key(&leg) {
-                        self.out
-                            .push_back(Output::Media(MediaCommand::Close { leg }));
-                    }
-                }
-            }
+            MediaEvent::RelayOpened { legs, locals } => self.on_relay_opened(now, legs, locals),
             MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),
             MediaEvent::StreamFailed { leg, reason } => {
                 tracing::warn!(leg, reason, "AI stream failed to connect");
@@ -318,6 +323,7 @@ impl Core {
                 TimerRef::Server(id) => self.server_timer(now, id),
                 TimerRef::Client(id) => self.client_timer(now, id),
                 TimerRef::Call(h) => self.call_timer(now, h),
+                TimerRef::Out(h) => self.out_timer(now, h),
                 TimerRef::Trying(id) => {
                     let silent =
                         self.txns.server.get(&id).is_some_and(|e| {
@@ -787,7 +793,13 @@ impl Core {
         let Some(branch) = resp.core.top_via().branch() else {
             return;
         };
-        let Some(&id) = self.txns.client_index.get(branch) else {
+        // A CANCEL shares its INVITE's branch (§9.1): told apart by method.
+        let id = if resp.core.cseq.method == Method::Cancel {
+            self.txns.client_index.get(&format!("{branch}|CANCEL"))
+        } else {
+            self.txns.client_index.get(branch)
+        };
+        let Some(&id) = id else {
             tracing::debug!(
                 status = resp.status,
                 "response matches no client transaction"
@@ -797,13 +809,56 @@ impl Core {
         let Some(entry) = self.txns.client.get_mut(&id) else {
             return;
         };
-        let _ = entry.txn.on_response(now, resp.status);
+        let action = entry.txn.on_response(now, resp.status);
         let (deadline, done) = (entry.txn.next_deadline(), entry.txn.is_terminated());
+        let (purpose, peer) = (entry.purpose, entry.peer);
         if let Some(at) = deadline {
             self.schedule(at, TimerRef::Client(id));
         }
         if done {
             self.txns.remove_client(id);
+        }
+        match action {
+            ResponseAction::ResendAck(ack) => self.transmit(peer, ack),
+            ResponseAction::Deliver => {
+                if let txns::ClientPurpose::Invite(hb) = purpose {
+                    self.on_out_response(now, hb, id, resp);
+                }
+            }
+            ResponseAction::Absorb => {}
+        }
+    }
+
+    /// Starts a non-INVITE client transaction and sends its request.
+    fn start_client_request(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        branch: String,
+        bytes: Bytes,
+        purpose: txns::ClientPurpose,
+    ) {
+        let txn = ClientTransaction::new(
+            now,
+            TxnKind::NonInvite,
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+        );
+        let deadline = txn.next_deadline();
+        let id = self.new_id();
+        self.txns.insert_client(
+            id,
+            txns::ClientEntry {
+                txn,
+                branch,
+                peer,
+                purpose,
+            },
+        );
+        self.transmit(peer, bytes);
+        if let Some(at) = deadline {
+            self.schedule(at, TimerRef::Client(id));
         }
     }
 
@@ -850,10 +905,17 @@ impl Core {
         }
         let ev = entry.txn.on_timeout(now);
         let peer = entry.peer;
+        let purpose = entry.purpose;
         let next = entry.txn.next_deadline();
         let terminated = entry.txn.is_terminated();
-        if let TimerEvent::Retransmit(b) = ev {
-            self.transmit(peer, b);
+        match ev {
+            TimerEvent::Retransmit(b) => self.transmit(peer, b),
+            TimerEvent::Timeout => {
+                if let txns::ClientPurpose::Invite(hb) = purpose {
+                    self.on_out_invite_timeout(now, hb);
+                }
+            }
+            _ => {}
         }
         if terminated {
             self.txns.remove_client(id);

@@ -19,20 +19,42 @@ fn routing() -> RoutingTable {
         trunk: None,
         max_calls: max,
     };
+    let forward = |p: &str, target: &str, trunk: Option<&str>| Number {
+        target: Some(target.into()),
+        trunk: trunk.map(str::to_string),
+        ..num(p, RouteKind::Forward, None)
+    };
     let (t, problems) = RoutingTable::build(
-        vec![Trunk {
-            name: "local".into(),
-            source_cidrs: vec!["127.0.0.0/8".into()],
-            outbound_address: None,
-            transport: "udp".into(),
-            username: None,
-            password: None,
-            max_calls: Some(100),
-        }],
+        vec![
+            Trunk {
+                name: "local".into(),
+                source_cidrs: vec!["127.0.0.0/8".into()],
+                outbound_address: None,
+                transport: "udp".into(),
+                username: None,
+                password: None,
+                max_calls: Some(100),
+            },
+            Trunk {
+                name: "carrier".into(),
+                source_cidrs: vec!["192.0.2.20/32".into()],
+                outbound_address: Some("192.0.2.20:5060".into()),
+                transport: "udp".into(),
+                username: Some("gw".into()),
+                password: Some("trunk-secret".into()),
+                max_calls: None,
+            },
+        ],
         vec![
             num("+1555000*", RouteKind::Echo, None),
             num("+15550009999", RouteKind::Echo, Some(1)),
             num("+1666*", RouteKind::Stream, None),
+            forward("+15550000002", "sip:+15550000002@192.0.2.10:5070", None),
+            forward(
+                "+15550000003",
+                "sip:+4930123@carrier.example",
+                Some("carrier"),
+            ),
         ],
         vec![BlockedNumber {
             id: "b1".into(),
@@ -75,7 +97,10 @@ impl Harness {
     fn new() -> Harness {
         let t0 = Instant::now();
         let core = Core::new(
-            CoreConfig::default(),
+            CoreConfig {
+                listeners: vec![(TransportKind::Udp, LOCAL.parse().unwrap())],
+                ..CoreConfig::default()
+            },
             Arc::new(routing()),
             Metrics::unregistered(),
             WallClock {
@@ -1006,3 +1031,5 @@ fn registered_user_as_call_target_is_redirected_to_its_binding() {
     }
     assert_eq!(h.core.active_calls(), 0);
 }
+
+mod forward;

@@ -90,6 +90,10 @@ pub struct ServerEntry {
 pub enum ClientPurpose {
     /// BYE sent by us; the call is already ended.
     Bye,
+    /// The INVITE of a forwarded call's far leg (its handle).
+    Invite(u64),
+    /// CANCEL of such an INVITE.
+    Cancel,
 }
 
 pub struct ClientEntry {

@@ -371,6 +371,29 @@ impl MediaDescription {
     }
 }
 
+/// The codecs of the offer's first usable audio stream, in the offerer's
+/// preference order, restricted to `allowed` (what a B2BUA may offer on to
+/// the far leg without transcoding), and its telephone-event payload type.
+pub fn offered_codecs(offer: &SessionDescription, allowed: &[Codec]) -> (Vec<Codec>, Option<u8>) {
+    let Some(m) = offer
+        .media
+        .iter()
+        .find(|m| m.media == "audio" && m.port != 0 && m.proto.eq_ignore_ascii_case("RTP/AVP"))
+    else {
+        return (Vec::new(), None);
+    };
+    let mut out: Vec<Codec> = Vec::new();
+    for f in &m.formats {
+        if let Some(c) = f.parse::<u8>().ok().and_then(|pt| m.codec_of(pt))
+            && allowed.contains(&c)
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+    }
+    (out, m.telephone_event())
+}
+
 /// Builds the answer to `offer` (RFC 3264 §6.1): the first audio stream
 /// with a codec we support (offerer's preference order, restricted to
 /// `allowed`) is accepted; every other stream is rejected with port 0.

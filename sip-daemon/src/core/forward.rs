@@ -1,0 +1,931 @@
+//! Route `forward`: the B2BUA (RFC 7092 §3.1, a signalling and media
+//! relaying back-to-back user agent). The inbound leg (a [`Call`], the UAS
+//! side) is bridged to an outbound leg ([`OutLeg`], the UAC side) that we
+//! place toward the number's target, through its trunk (with digest
+//! authentication when the trunk challenges, RFC 3261 §22.2) or to a
+//! registered user. Media runs through a relay pair in the media workers
+//! (and the XDP fast path where it can serve): no transcoding, so the far
+//! leg is offered only the codecs the caller offered.
+//!
+//! Outcomes of the far leg, as the caller sees them and as the call
+//! record names them: answered (bridged); busy (486); declined (603);
+//! no_answer (ring timeout or 408/480: 480); not_found (404); unreachable
+//! (no response at all: 408); failed (any other failure: 4xx/6xx passed
+//! through, 5xx as 502). Either side's BYE ends both.
+
+use super::call::{CallState, leg_media, local_offer, negotiated_from_answer};
+use super::dialog::Dialog;
+use super::*;
+use crate::sip::digest::{Challenge, Credentials};
+use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
+use crate::sip::transaction::ClientTransaction;
+use crate::sip::{Uri, headers_typed::NameAddr};
+use api::store::Number;
+use media_userspace::control::LegMedia;
+
+/// How forwarded calls are placed.
+#[derive(Clone, Debug)]
+pub struct ForwardSettings {
+    /// The far leg may ring this long; then it is canceled and the call
+    /// ends `no_answer` (480).
+    pub ring_timeout: Duration,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        ForwardSettings {
+            ring_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutState {
+    /// The relay's ports are being bound; no INVITE has left yet.
+    Binding,
+    /// INVITE sent, no final response yet.
+    Calling,
+    /// 2xx received and ACKed: bridged.
+    Confirmed,
+    /// Given up (CANCEL sent or due): waiting for the INVITE's final
+    /// response, which is ACKed (and a late 2xx answered with BYE).
+    Ending,
+}
+
+/// Where and how the far leg is reached.
+#[derive(Clone, Debug)]
+pub struct OutTarget {
+    /// Request-URI of the INVITE.
+    pub uri: Uri,
+    pub peer: Peer,
+    /// Digest username and password for a trunk that challenges.
+    pub credentials: Option<(String, String)>,
+}
+
+/// The outbound (UAC) leg of a forwarded call.
+#[derive(Debug)]
+pub struct OutLeg {
+    /// The inbound call it is bridged to, until that one ends.
+    pub partner: Option<u64>,
+    pub state: OutState,
+    pub target: OutTarget,
+    pub call_id: String,
+    pub local_tag: String,
+    /// Our From value (with tag) and the To value (without one).
+    pub from: String,
+    pub to: String,
+    pub contact: String,
+    pub max_forwards: u32,
+    pub cseq: u32,
+    /// Top Via of the INVITE in flight (CANCEL and the non-2xx ACK reuse it).
+    pub via: String,
+    pub invite_txn: Option<u64>,
+    /// Our SDP offer (set once the relay's far port is known).
+    pub offer: Option<String>,
+    pub offered: Vec<Codec>,
+    pub auth_tried: bool,
+    /// A provisional response arrived: CANCEL may be sent (§9.1).
+    pub provisional: bool,
+    pub cancel_due: bool,
+    pub ring_deadline: Option<Instant>,
+    pub dialog: Option<Dialog>,
+    /// The ACK for the 2xx, resent when the 2xx is retransmitted.
+    pub ack: Option<Bytes>,
+    pub local_media: Option<SocketAddr>,
+    pub negotiated: Option<NegotiatedAudio>,
+    pub ringing_sent: bool,
+}
+
+/// What a final failure of the far leg means for the caller: the cause in
+/// the call record and the status the caller gets.
+pub fn failure_outcome(status: u16) -> (&'static str, u16) {
+    match status {
+        486 | 600 => ("busy", 486),
+        603 => ("declined", 603),
+        408 | 480 => ("no_answer", 480),
+        404 | 484 | 604 => ("not_found", 404),
+        // Our own credentials failed: the caller can do nothing about it.
+        401 | 407 => ("failed", 502),
+        // RFC 3261 §16.7 item 6: a 5xx is not the caller's to retry here.
+        500..=599 => ("failed", 502),
+        s if (400..700).contains(&s) => ("failed", s),
+        _ => ("failed", 502),
+    }
+}
+
+impl Core {
+    /// Where a number's forward target is reached: the trunk's outbound
+    /// address when the number names a trunk, a registered user's live
+    /// binding when the target is one of our SIP users, else the target
+    /// URI's own host (an IP literal: the core does no DNS).
+    pub(super) fn resolve_forward(
+        &self,
+        now: Instant,
+        number: &Number,
+    ) -> Result<OutTarget, &'static str> {
+        let target = number.target.as_deref().ok_or("no forward target")?;
+        let routing = self.routing.clone();
+        if !target.contains(':')
+            && let Some(user) = routing.user(target)
+        {
+            let now_ms = self.clock.unix_ms(now);
+            let b = self
+                .registrar
+                .bindings_of(&user.username, now_ms)
+                .into_iter()
+                .next()
+                .ok_or("user not registered")?;
+            let uri = Uri::parse(&b.contact)
+                .or_else(|_| NameAddr::parse(&b.contact).map(|n| n.uri))
+                .map_err(|_| "bad binding contact")?;
+            let local = self
+                .listener_for(b.transport, b.source)
+                .ok_or("no listener")?;
+            return Ok(OutTarget {
+                uri,
+                peer: Peer {
+                    transport: b.transport,
+                    local,
+                    remote: b.source,
+                    conn: None,
+                },
+                credentials: None,
+            });
+        }
+        let uri = Uri::parse(target).map_err(|_| "forward target is not a SIP URI")?;
+        let trunk = number.trunk.as_deref().and_then(|t| routing.trunk(t));
+        let (transport, remote, credentials) = match trunk {
+            Some(t) => {
+                let addr = t
+                    .trunk
+                    .outbound_address
+                    .as_deref()
+                    .ok_or("trunk has no outbound address")?;
+                let addr = addr.trim_start_matches("sip:");
+                let remote: SocketAddr = addr
+                    .parse()
+                    .or_else(|_| addr.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 5060)))
+                    .map_err(|_| "trunk outbound address is not IP:port")?;
+                let transport = match t.trunk.transport.to_ascii_lowercase().as_str() {
+                    "udp" => TransportKind::Udp,
+                    "tcp" => TransportKind::Tcp,
+                    _ => return Err("trunk transport not supported for forwarding"),
+                };
+                let creds = t.trunk.username.clone().zip(t.trunk.password.clone());
+                (transport, remote, creds)
+            }
+            None => {
+                let ip = uri
+                    .host
+                    .as_ref()
+                    .and_then(|h| h.ip())
+                    .ok_or("forward target host is not an IP address")?;
+                let transport = match uri.transport_param().as_deref() {
+                    None | Some("udp") => TransportKind::Udp,
+                    Some("tcp") => TransportKind::Tcp,
+                    Some(_) => return Err("target transport not supported"),
+                };
+                (transport, SocketAddr::new(ip, uri.port_or_default()), None)
+            }
+        };
+        let local = self
+            .listener_for(transport, remote)
+            .ok_or("no listener for the target's transport")?;
+        Ok(OutTarget {
+            uri,
+            peer: Peer {
+                transport,
+                local,
+                remote,
+                conn: None,
+            },
+            credentials,
+        })
+    }
+
+    /// Our listener for requests of `transport` to `remote`.
+    fn listener_for(&self, transport: TransportKind, remote: SocketAddr) -> Option<SocketAddr> {
+        self.cfg
+            .listeners
+            .iter()
+            .filter(|(t, a)| *t == transport && a.is_ipv4() == remote.is_ipv4())
+            .map(|(_, a)| *a)
+            .next()
+    }
+
+    /// Binds the relay for a forwarded call; the far INVITE leaves once
+    /// its ports are known ([`MediaEvent::RelayOpened`]).
+    pub(super) fn open_forward(
+        &mut self,
+        h: u64,
+        target: OutTarget,
+        caller: &str,
+        max_forwards: u32,
+    ) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        let (offered, _) = call
+            .offer
+            .as_ref()
+            .map(|o| sdp::offered_codecs(o, &call.codecs))
+            .unwrap_or_default();
+        let Some(a) = call.negotiated.as_ref().map(leg_media) else {
+            return;
+        };
+        let hb = self.new_id();
+        let local_tag = self.new_tag();
+        let call_id = format!(
+            "{}@{}",
+            self.random_hex(12),
+            self.local_host(target.peer.local)
+        );
+        let user = if caller
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c))
+        {
+            caller.to_string()
+        } else {
+            "anonymous".into()
+        };
+        let host = self.local_host(target.peer.local);
+        let from = format!("<sip:{user}@{host}>;tag={local_tag}");
+        let to = format!("<{}>", target.uri);
+        let contact = self.contact_for(&target.peer, Some(&user));
+        self.out_legs.insert(
+            hb,
+            OutLeg {
+                partner: Some(h),
+                state: OutState::Binding,
+                target,
+                call_id,
+                local_tag,
+                from,
+                to,
+                contact,
+                max_forwards,
+                cseq: 1,
+                via: String::new(),
+                invite_txn: None,
+                offer: None,
+                offered,
+                auth_tried: false,
+                provisional: false,
+                cancel_due: false,
+                ring_deadline: None,
+                dialog: None,
+                ack: None,
+                local_media: None,
+                negotiated: None,
+                ringing_sent: false,
+            },
+        );
+        if let Some(c) = self.calls.get_mut(&h) {
+            c.bridge = Some(hb);
+        }
+        // The far side's stream is unknown until it answers: nothing is
+        // sent toward it before then (remote None).
+        let b = LegMedia { remote: None, ..a };
+        self.out.push_back(Output::Media(MediaCommand::OpenRelay {
+            legs: [h, hb],
+            media: [a, b],
+            timeout: self.cfg.media_timeout,
+        }));
+    }
+
+    /// Both relay ports are bound: send the far INVITE.
+    pub(super) fn on_relay_opened(
+        &mut self,
+        now: Instant,
+        legs: [u64; 2],
+        locals: [SocketAddr; 2],
+    ) {
+        let [h, hb] = legs;
+        let live = self.calls.contains_key(&h)
+            && self
+                .out_legs
+                .get(&hb)
+                .is_some_and(|o| o.state == OutState::Binding);
+        if !live {
+            self.out_legs.remove(&hb);
+            self.out
+                .push_back(Output::Media(MediaCommand::Close { leg: h }));
+            return;
+        }
+        if let Some(c) = self.calls.get_mut(&h) {
+            c.media_open = true;
+            c.local_media = Some(locals[0]);
+        }
+        let advertised = self.cfg.advertised_ip;
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        o.local_media = Some(locals[1]);
+        let lm = LocalMedia {
+            addr: advertised,
+            port: locals[1].port(),
+            session_id: hb,
+            session_version: 1,
+        };
+        o.offer = Some(local_offer(&o.offered, &lm).encode());
+        o.ring_deadline = Some(now + self.cfg.forward.ring_timeout);
+        self.send_out_invite(now, hb, None);
+        self.schedule_out(hb);
+    }
+
+    fn schedule_out(&mut self, hb: u64) {
+        if let Some(at) = self.out_legs.get(&hb).and_then(|o| o.ring_deadline) {
+            self.schedule(at, TimerRef::Out(hb));
+        }
+    }
+
+    /// Sends (or, after a challenge, re-sends with credentials) the far
+    /// INVITE through a new client transaction.
+    fn send_out_invite(&mut self, now: Instant, hb: u64, auth: Option<(HeaderName, String)>) {
+        let Some(peer) = self.out_legs.get(&hb).map(|o| o.target.peer) else {
+            return;
+        };
+        let (via, branch) = self.our_via(&peer);
+        let server = self.cfg.server_name.clone();
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        o.via = via.clone();
+        let mut b = MessageBuilder::request(&Method::Invite, &o.target.uri)
+            .header(HeaderName::Via, via)
+            .header(HeaderName::MaxForwards, o.max_forwards.to_string())
+            .header(HeaderName::From, o.from.as_str())
+            .header(HeaderName::To, o.to.as_str())
+            .header(HeaderName::CallId, o.call_id.as_str())
+            .header(HeaderName::CSeq, format!("{} INVITE", o.cseq))
+            .header(HeaderName::Contact, o.contact.as_str())
+            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::UserAgent, server);
+        if let Some((name, value)) = auth {
+            b = b.header(name, value);
+        }
+        if let Some(sdp) = &o.offer {
+            b = b.body("application/sdp", Bytes::from(sdp.clone().into_bytes()));
+        }
+        let bytes = Bytes::from(b.encode());
+        o.state = OutState::Calling;
+        let txn = ClientTransaction::new(
+            now,
+            TxnKind::Invite,
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+        );
+        let deadline = txn.next_deadline();
+        let id = self.new_id();
+        if let Some(o) = self.out_legs.get_mut(&hb) {
+            o.invite_txn = Some(id);
+        }
+        self.txns.insert_client(
+            id,
+            txns::ClientEntry {
+                txn,
+                branch,
+                peer,
+                purpose: txns::ClientPurpose::Invite(hb),
+            },
+        );
+        self.transmit(peer, bytes);
+        if let Some(at) = deadline {
+            self.schedule(at, TimerRef::Client(id));
+        }
+    }
+
+    /// Builds a request that repeats the INVITE's Via and CSeq number:
+    /// CANCEL (§9.1) or the ACK of a non-2xx final (§17.1.1.3).
+    fn invite_sibling(o: &OutLeg, method: Method, to: &str, server: &str) -> Bytes {
+        let b = MessageBuilder::request(&method, &o.target.uri)
+            .header(HeaderName::Via, o.via.as_str())
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, o.from.as_str())
+            .header(HeaderName::To, to)
+            .header(HeaderName::CallId, o.call_id.as_str())
+            .header(HeaderName::CSeq, format!("{} {method}", o.cseq))
+            .header(HeaderName::UserAgent, server);
+        Bytes::from(b.encode())
+    }
+
+    fn send_cancel(&mut self, now: Instant, hb: u64) {
+        let server = self.cfg.server_name.clone();
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        o.cancel_due = false;
+        let bytes = Self::invite_sibling(o, Method::Cancel, &o.to, &server);
+        let peer = o.target.peer;
+        let branch = o
+            .via
+            .split(";branch=")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .unwrap_or_default()
+            .to_string();
+        let txn = ClientTransaction::new(
+            now,
+            TxnKind::NonInvite,
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+        );
+        let deadline = txn.next_deadline();
+        let id = self.new_id();
+        // CANCEL shares the INVITE's branch (§9.1) but is its own
+        // transaction: it is matched by method as well.
+        self.txns.insert_client(
+            id,
+            txns::ClientEntry {
+                txn,
+                branch: format!("{branch}|CANCEL"),
+                peer,
+                purpose: txns::ClientPurpose::Cancel,
+            },
+        );
+        self.transmit(peer, bytes);
+        if let Some(at) = deadline {
+            self.schedule(at, TimerRef::Client(id));
+        }
+    }
+
+    /// Gives up the far leg while it rings: CANCEL now, or once a
+    /// provisional response allows it (§9.1).
+    fn abandon_out(&mut self, now: Instant, hb: u64) {
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        o.partner = None;
+        o.ring_deadline = None;
+        match o.state {
+            OutState::Binding => {
+                self.out_legs.remove(&hb);
+            }
+            OutState::Calling => {
+                o.state = OutState::Ending;
+                if o.provisional {
+                    self.send_cancel(now, hb);
+                } else {
+                    o.cancel_due = true;
+                }
+            }
+            OutState::Confirmed => {
+                self.bye_out(now, hb);
+                self.out_legs.remove(&hb);
+            }
+            OutState::Ending => {}
+        }
+    }
+
+    /// The inbound call ended (BYE, CANCEL, media timeout, drain): the far
+    /// leg goes too.
+    pub(super) fn end_bridge(&mut self, now: Instant, hb: u64) {
+        self.abandon_out(now, hb);
+    }
+
+    fn bye_out(&mut self, now: Instant, hb: u64) {
+        let Some(peer) = self
+            .out_legs
+            .get(&hb)
+            .and_then(|o| o.dialog.as_ref())
+            .map(|d| d.peer)
+        else {
+            return;
+        };
+        let (via, branch) = self.our_via(&peer);
+        let server = self.cfg.server_name.clone();
+        let Some(d) = self.out_legs.get_mut(&hb).and_then(|o| o.dialog.as_mut()) else {
+            return;
+        };
+        let bytes = Bytes::from(d.request(Method::Bye, &via, &server).encode());
+        self.start_client_request(now, peer, branch, bytes, txns::ClientPurpose::Bye);
+    }
+
+    /// The ring timeout of the far leg.
+    pub(super) fn out_timer(&mut self, now: Instant, hb: u64) {
+        let due = self
+            .out_legs
+            .get(&hb)
+            .and_then(|o| o.ring_deadline)
+            .is_some_and(|d| d <= now);
+        if !due {
+            return;
+        }
+        let partner = self.out_legs.get(&hb).and_then(|o| o.partner);
+        self.abandon_out(now, hb);
+        if let Some(h) = partner {
+            self.fail_forwarded(now, h, "no_answer", 480);
+        }
+    }
+
+    /// The far INVITE got no response at all (Timer B).
+    pub(super) fn on_out_invite_timeout(&mut self, now: Instant, hb: u64) {
+        let Some(o) = self.out_legs.remove(&hb) else {
+            return;
+        };
+        if let Some(h) = o.partner {
+            self.fail_forwarded(now, h, "unreachable", 408);
+        }
+    }
+
+    /// The caller hears `status` for a forwarded call that was never
+    /// answered; an answered one gets a BYE.
+    fn fail_forwarded(&mut self, now: Instant, h: u64, cause: &str, status: u16) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        call.bridge = None;
+        if call.state != CallState::AwaitingMedia {
+            return self.hangup(now, h, cause);
+        }
+        if let Some(txn) = call.invite_txn {
+            let tag = call.dialog.key.local_tag.clone();
+            self.metrics.reject(cause);
+            self.respond(now, txn, status, None, Some(&tag), |b| b);
+        }
+        self.end_call(now, h, cause, status);
+    }
+
+    /// A response to the far INVITE, delivered by its client transaction.
+    pub(super) fn on_out_response(&mut self, now: Instant, hb: u64, txn: u64, resp: Response) {
+        let server = self.cfg.server_name.clone();
+        let cnonce = self.random_hex(8);
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        if o.invite_txn != Some(txn) {
+            return;
+        }
+        let status = resp.status;
+        if status < 200 {
+            if status > 100 {
+                o.provisional = true;
+            }
+            if o.cancel_due && o.provisional {
+                return self.send_cancel(now, hb);
+            }
+            if o.state == OutState::Calling && status > 100 {
+                self.out_provisional(now, hb, &resp);
+            }
+            return;
+        }
+        if status < 300 {
+            return self.out_answered(now, hb, &resp);
+        }
+        // A non-2xx final: the transaction's ACK (§17.1.1.3).
+        let to = resp
+            .headers
+            .get(&HeaderName::To)
+            .unwrap_or_default()
+            .to_string();
+        let ack = Self::invite_sibling(o, Method::Ack, &to, &server);
+        let peer = o.target.peer;
+        if let Some(e) = self.txns.client.get_mut(&txn) {
+            e.txn.set_ack(ack.clone());
+        }
+        self.transmit(peer, ack);
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        if (status == 401 || status == 407)
+            && o.state == OutState::Calling
+            && !o.auth_tried
+            && let Some((user, pass)) = o.target.credentials.clone()
+        {
+            let (challenge_h, answer_h) = if status == 401 {
+                (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+            } else {
+                (
+                    HeaderName::ProxyAuthenticate,
+                    HeaderName::ProxyAuthorization,
+                )
+            };
+            if let Some(ch) = resp
+                .headers
+                .get(&challenge_h)
+                .and_then(|v| Challenge::parse(v).ok())
+            {
+                o.auth_tried = true;
+                o.cseq += 1;
+                o.provisional = false;
+                let uri = o.target.uri.to_string();
+                let creds = Credentials::answer(&ch, &user, &pass, "INVITE", &uri, &cnonce);
+                return self.send_out_invite(now, hb, Some((answer_h, creds.encode())));
+            }
+        }
+        let Some(o) = self.out_legs.remove(&hb) else {
+            return;
+        };
+        if let Some(h) = o.partner {
+            let (cause, to_caller) = failure_outcome(status);
+            tracing::info!(status, cause, "forwarded call's far leg failed");
+            self.fail_forwarded(now, h, cause, to_caller);
+        }
+    }
+
+    /// 180/183 from the far leg: ringing, or early media when it carries
+    /// SDP (the caller then hears the far side's announcements and
+    /// ringback before the answer).
+    fn out_provisional(&mut self, now: Instant, hb: u64, resp: &Response) {
+        let early = if resp.body.is_empty() {
+            None
+        } else {
+            self.far_answer(hb, resp)
+        };
+        let Some(h) = self.out_legs.get(&hb).and_then(|o| o.partner) else {
+            return;
+        };
+        match early {
+            Some(codec) => {
+                if self.bridge_codec(h, codec).is_none() {
+                    return;
+                }
+                self.send_caller_sdp(now, h, 183);
+            }
+            None => {
+                let Some(o) = self.out_legs.get_mut(&hb) else {
+                    return;
+                };
+                if o.ringing_sent {
+                    return;
+                }
+                o.ringing_sent = true;
+                self.send_caller_provisional(now, h, resp.status);
+            }
+        }
+    }
+
+    /// Reads the far leg's SDP answer (in a 18x or the 2xx) and points the
+    /// relay's far side at it. Returns the codec it chose.
+    fn far_answer(&mut self, hb: u64, resp: &Response) -> Option<Codec> {
+        let o = self.out_legs.get_mut(&hb)?;
+        let answer = parse_sdp(&resp.body).ok()?;
+        let n = negotiated_from_answer(&answer, &o.offered)?;
+        let media = leg_media(&n);
+        let changed = o.negotiated.as_ref().map(leg_media) != Some(media);
+        let codec = n.codec;
+        o.negotiated = Some(n);
+        if changed {
+            self.out
+                .push_back(Output::Media(MediaCommand::Update { leg: hb, media }));
+        }
+        Some(codec)
+    }
+
+    /// The caller's side uses the codec the far side chose (the relay does
+    /// not transcode): re-negotiates the caller's answer to it.
+    fn bridge_codec(&mut self, h: u64, codec: Codec) -> Option<()> {
+        let advertised = self.cfg.advertised_ip;
+        let call = self.calls.get_mut(&h)?;
+        if call.codecs == [codec] {
+            return Some(());
+        }
+        let offer = call.offer.as_ref()?;
+        let lm = LocalMedia {
+            addr: advertised,
+            port: call.local_media.map_or(0, |l| l.port()),
+            session_id: h,
+            session_version: 1,
+        };
+        let (_, n) = sdp::answer(offer, &lm, &[codec]).ok()?;
+        call.codecs = vec![codec];
+        let media = leg_media(&n);
+        if call.negotiated.as_ref().map(leg_media) != Some(media) {
+            call.negotiated = Some(n);
+            self.out
+                .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
+        }
+        Some(())
+    }
+
+    fn send_caller_provisional(&mut self, now: Instant, h: u64, status: u16) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        let (Some(txn), tag, peer) = (
+            call.invite_txn,
+            call.dialog.key.local_tag.clone(),
+            call.dialog.peer,
+        ) else {
+            return;
+        };
+        let contact = self.contact_for(&peer, call.callee_user.as_deref());
+        self.respond(now, txn, status, None, Some(&tag), |b| {
+            b.header(HeaderName::Contact, contact)
+        });
+    }
+
+    /// A 183 with our answer to the caller's offer (early media).
+    fn send_caller_sdp(&mut self, now: Instant, h: u64, status: u16) {
+        let advertised = self.cfg.advertised_ip;
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let (Some(txn), Some(offer), Some(local)) =
+            (call.invite_txn, call.offer.as_ref(), call.local_media)
+        else {
+            return;
+        };
+        let lm = LocalMedia {
+            addr: advertised,
+            port: local.port(),
+            session_id: h,
+            session_version: 1,
+        };
+        let Ok((sdp, _)) = sdp::answer(offer, &lm, &call.codecs) else {
+            return;
+        };
+        call.local_sdp = Some(sdp.clone());
+        let body = sdp.encode();
+        let tag = call.dialog.key.local_tag.clone();
+        let peer = call.dialog.peer;
+        let user = call.callee_user.clone();
+        let contact = self.contact_for(&peer, user.as_deref());
+        self.respond(now, txn, status, None, Some(&tag), |b| {
+            b.header(HeaderName::Contact, contact)
+                .body("application/sdp", body)
+        });
+    }
+
+    /// The far leg answered: ACK it, point the relay at it and answer the
+    /// caller with the same codec.
+    fn out_answered(&mut self, now: Instant, hb: u64, resp: &Response) {
+        let server = self.cfg.server_name.clone();
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        if let Some(ack) = &o.ack {
+            // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
+            let peer = o.dialog.as_ref().map_or(o.target.peer, |d| d.peer);
+            let ack = ack.clone();
+            return self.transmit(peer, ack);
+        }
+        let mut peer = o.target.peer;
+        if peer.transport.is_reliable() {
+            peer.conn = None;
+        }
+        let dialog = Dialog::from_response(resp, &o.from, &o.local_tag, o.cseq, peer);
+        let cseq = o.cseq;
+        let (via, _) = self.our_via(&peer);
+        let ack = Bytes::from(dialog.ack(cseq, &via, &server).encode());
+        self.dialogs.insert(dialog.key.clone(), hb);
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        o.ack = Some(ack.clone());
+        o.dialog = Some(dialog);
+        o.ring_deadline = None;
+        let abandoned = o.state == OutState::Ending || o.partner.is_none();
+        o.state = OutState::Confirmed;
+        self.transmit(peer, ack);
+        if abandoned {
+            // The caller left while the far side picked up (§15: a 2xx
+            // after CANCEL still makes a dialog, which we end).
+            self.bye_out(now, hb);
+            self.remove_out(hb);
+            return;
+        }
+        let Some(h) = self.out_legs.get(&hb).and_then(|o| o.partner) else {
+            return;
+        };
+        let codec = self.far_answer(hb, resp);
+        let bridged = codec.and_then(|c| self.bridge_codec(h, c));
+        if bridged.is_none() {
+            tracing::info!("far leg answered with no usable SDP");
+            self.bye_out(now, hb);
+            self.remove_out(hb);
+            return self.fail_forwarded(now, h, "not_acceptable", 488);
+        }
+        let answered = self
+            .calls
+            .get(&h)
+            .is_some_and(|c| c.state != CallState::AwaitingMedia);
+        if !answered {
+            self.answer(now, h);
+        }
+    }
+
+    fn remove_out(&mut self, hb: u64) {
+        if let Some(o) = self.out_legs.remove(&hb)
+            && let Some(d) = o.dialog
+        {
+            self.dialogs.remove(&d.key);
+        }
+    }
+
+    /// A request inside the far leg's dialog.
+    pub(super) fn on_out_in_dialog(&mut self, now: Instant, id: u64, hb: u64, req: &Request) {
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return self.reply(now, id, 481, None);
+        };
+        let tag = o.local_tag.clone();
+        if let Some(d) = o.dialog.as_mut()
+            && d.accept_remote_cseq(req).is_err()
+        {
+            return self.respond(
+                now,
+                id,
+                500,
+                Some("Server Internal Error (CSeq out of order)"),
+                Some(&tag),
+                |b| b,
+            );
+        }
+        match req.method {
+            Method::Bye => {
+                self.respond(now, id, 200, None, Some(&tag), |b| b);
+                let partner = self.out_legs.get(&hb).and_then(|o| o.partner);
+                self.remove_out(hb);
+                if let Some(h) = partner {
+                    if let Some(c) = self.calls.get_mut(&h) {
+                        c.bridge = None;
+                    }
+                    self.hangup(now, h, "callee_hangup");
+                }
+            }
+            Method::Invite | Method::Update => self.out_session_update(now, id, hb, &tag, req),
+            Method::Options | Method::Info => self.respond(now, id, 200, None, Some(&tag), |b| b),
+            _ => self.respond(now, id, 405, None, Some(&tag), |b| {
+                b.header(HeaderName::Allow, ALLOW)
+            }),
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the far side (hold, new address): answered
+    /// on this leg with the bridged codec; the relay follows.
+    fn out_session_update(&mut self, now: Instant, id: u64, hb: u64, tag: &str, req: &Request) {
+        let advertised = self.cfg.advertised_ip;
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        if let Some(d) = o.dialog.as_mut() {
+            d.refresh_target(req);
+        }
+        let codec = o.negotiated.as_ref().map(|n| n.codec);
+        let lm = LocalMedia {
+            addr: advertised,
+            port: o.local_media.map_or(0, |l| l.port()),
+            session_id: hb,
+            session_version: 2,
+        };
+        let codecs: Vec<Codec> = codec.into_iter().collect();
+        let contact = o.contact.clone();
+        if req.body.is_empty() {
+            if req.method == Method::Update {
+                return self.respond(now, id, 200, None, Some(tag), |b| b);
+            }
+            // An offerless re-INVITE: we offer, the ACK answers (the
+            // relay keeps its current target meanwhile).
+            let offer = local_offer(&codecs, &lm).encode();
+            return self.respond(now, id, 200, None, Some(tag), |b| {
+                b.header(HeaderName::Contact, contact)
+                    .body("application/sdp", offer)
+            });
+        }
+        let offer = match parse_sdp(&req.body) {
+            Ok(o) => o,
+            Err(why) => {
+                let phrase = format!("Bad Request ({why})");
+                return self.respond(now, id, 400, Some(&phrase), Some(tag), |b| b);
+            }
+        };
+        match sdp::answer(&offer, &lm, &codecs) {
+            Ok((answer, n)) => {
+                let media = leg_media(&n);
+                if let Some(o) = self.out_legs.get_mut(&hb) {
+                    o.negotiated = Some(n);
+                }
+                self.out
+                    .push_back(Output::Media(MediaCommand::Update { leg: hb, media }));
+                let body = answer.encode();
+                self.respond(now, id, 200, None, Some(tag), |b| {
+                    b.header(HeaderName::Contact, contact)
+                        .body("application/sdp", body)
+                });
+            }
+            Err(OfferAnswerError::NotAcceptable) => {
+                self.respond(now, id, 488, None, Some(tag), |b| b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_outcome;
+
+    #[test]
+    fn far_failures_map_to_defined_outcomes() {
+        assert_eq!(failure_outcome(486), ("busy", 486));
+        assert_eq!(failure_outcome(600), ("busy", 486));
+        assert_eq!(failure_outcome(603), ("declined", 603));
+        assert_eq!(failure_outcome(480), ("no_answer", 480));
+        assert_eq!(failure_outcome(408), ("no_answer", 480));
+        assert_eq!(failure_outcome(404), ("not_found", 404));
+        assert_eq!(failure_outcome(407), ("failed", 502));
+        assert_eq!(failure_outcome(503), ("failed", 502));
+        assert_eq!(failure_outcome(415), ("failed", 415));
+    }
+}

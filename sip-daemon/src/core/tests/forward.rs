@@ -1,0 +1,529 @@
+//! Route `forward` (the B2BUA) on virtual time: the caller's INVITE, the
+//! far leg's responses as a carrier or phone would send them, and what
+//! each side sees.
+
+use super::*;
+
+const FAR: &str = "192.0.2.10:5070";
+const FAR_SDP: &str = "v=0\r\no=far 7 7 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 50000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+/// Responds to the far INVITE `inv` as the far side.
+fn far_response(
+    inv: &str,
+    status: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    let tag = if to_tag.is_empty() {
+        String::new()
+    } else {
+        format!(";tag={to_tag}")
+    };
+    format!(
+        "SIP/2.0 {status} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {}{tag}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
+        header(inv, "Via").unwrap(),
+        header(inv, "From").unwrap(),
+        header(inv, "To").unwrap(),
+        header(inv, "Call-ID").unwrap(),
+        header(inv, "CSeq").unwrap(),
+        body.len()
+    )
+}
+
+fn far_peer() -> Peer {
+    peer(TransportKind::Udp, FAR)
+}
+
+impl Harness {
+    /// The caller's INVITE to a forward number: the relay is bound and
+    /// the far INVITE leaves. Returns (caller leg, far leg, far INVITE).
+    fn forwarded(&mut self, to: &str, call_id: &str) -> (u64, u64, String) {
+        self.recv(&invite(to, call_id, "z9hG4bK-fwd1", "", SDP));
+        let (legs, media) = match self.media.last() {
+            Some(MediaCommand::OpenRelay { legs, media, .. }) => (*legs, *media),
+            other => panic!("expected OpenRelay, got {other:?}"),
+        };
+        assert_eq!(media[0].remote, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(
+            media[1].remote, None,
+            "nothing goes to the far side before it answers"
+        );
+        assert!(
+            self.take_sent().is_empty(),
+            "the far INVITE waits for the relay ports"
+        );
+        self.core.handle_media(
+            self.now,
+            MediaEvent::RelayOpened {
+                legs,
+                locals: [
+                    "127.0.0.1:30000".parse().unwrap(),
+                    "127.0.0.1:30002".parse().unwrap(),
+                ],
+            },
+        );
+        self.drain();
+        let (p, inv) = self.sent.pop().expect("far INVITE");
+        assert!(self.sent.is_empty());
+        assert!(inv.starts_with("INVITE "), "{inv}");
+        (legs[0], legs[1], {
+            let _ = p;
+            inv
+        })
+    }
+
+    fn far(&mut self, msg: &str) {
+        self.recv_from(far_peer(), msg);
+    }
+
+    fn sent_to(&mut self) -> Vec<(String, String)> {
+        self.sent
+            .drain(..)
+            .map(|(p, s)| (p.remote.to_string(), s))
+            .collect()
+    }
+
+    fn last_cause(&self) -> (String, u16) {
+        match self.cdr.last() {
+            Some(CdrEvent::Ended {
+                cause, sip_status, ..
+            }) => (cause.clone(), *sip_status),
+            other => panic!("expected an Ended record, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn forwarded_call_rings_answers_and_bridges_both_ways() {
+    let mut h = Harness::new();
+    let (leg_a, leg_b, inv) = h.forwarded("+15550000002", "fwd-1");
+    assert!(
+        inv.starts_with("INVITE sip:+15550000002@192.0.2.10:5070 SIP/2.0\r\n"),
+        "{inv}"
+    );
+    assert!(
+        header(&inv, "From")
+            .unwrap()
+            .starts_with("<sip:+15551230000@127.0.0.1:5060>;tag=")
+    );
+    assert_eq!(
+        header(&inv, "To"),
+        Some("<sip:+15550000002@192.0.2.10:5070>")
+    );
+    assert_eq!(header(&inv, "Max-Forwards"), Some("69"));
+    assert_ne!(
+        header(&inv, "Call-ID"),
+        Some("fwd-1"),
+        "a B2BUA leg has its own Call-ID"
+    );
+    assert!(
+        inv.contains("m=audio 30002 RTP/AVP 0 8 101\r\n"),
+        "offers the caller's codecs: {inv}"
+    );
+
+    h.far(&far_response(&inv, 100, "Trying", "", "", ""));
+    assert!(h.take_sent().is_empty());
+    h.far(&far_response(
+        &inv,
+        180,
+        "Ringing",
+        "far1",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, CARRIER);
+    assert!(
+        sent[0].1.starts_with("SIP/2.0 180 Ringing"),
+        "{}",
+        sent[0].1
+    );
+    let caller_tag = to_tag_of(&sent[0].1);
+    // A second 180 is not repeated to the caller.
+    h.far(&far_response(&inv, 180, "Ringing", "far1", "", ""));
+    assert!(h.take_sent().is_empty());
+
+    h.advance_to(3_000);
+    h.take_sent();
+    h.media.clear();
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "far1",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let ack = &sent.iter().find(|(to, _)| to == FAR).expect("ACK to far").1;
+    assert!(
+        ack.starts_with("ACK sip:far@192.0.2.10:5070 SIP/2.0\r\n"),
+        "{ack}"
+    );
+    assert_eq!(header(ack, "CSeq"), Some("1 ACK"));
+    assert!(header(ack, "To").unwrap().ends_with(";tag=far1"));
+    let ok = &sent
+        .iter()
+        .find(|(to, _)| to == CARRIER)
+        .expect("200 to caller")
+        .1;
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+    assert_eq!(to_tag_of(ok), caller_tag, "one dialog with the caller");
+    assert!(
+        ok.contains("m=audio 30000 RTP/AVP 8 101\r\n"),
+        "the caller gets the codec the far side chose (no transcoding): {ok}"
+    );
+    let far_update = h.media.iter().find_map(|m| match m {
+        MediaCommand::Update { leg, media } if *leg == leg_b => Some(*media),
+        _ => None,
+    });
+    let far_update = far_update.expect("relay pointed at the far side");
+    assert_eq!(far_update.remote, Some("192.0.2.10:50000".parse().unwrap()));
+    assert_eq!(far_update.codec, Codec::Pcma);
+    let near_update = h.media.iter().find_map(|m| match m {
+        MediaCommand::Update { leg, media } if *leg == leg_a => Some(*media),
+        _ => None,
+    });
+    assert_eq!(
+        near_update.map(|m| (m.codec, m.payload_type)),
+        Some((Codec::Pcma, 8))
+    );
+    assert!(matches!(h.cdr.last(), Some(CdrEvent::Answered { .. })));
+
+    // A retransmitted 200 gets the same ACK again.
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "far1",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    let again = h.sent_to();
+    assert_eq!(again.len(), 1);
+    assert_eq!(&again[0].1, ack);
+
+    // The caller hangs up: BYE on the far dialog, relay closed.
+    h.recv(&in_dialog(
+        "ACK",
+        "fwd-1",
+        &caller_tag,
+        1,
+        "z9hG4bK-a1",
+        "",
+        "",
+    ));
+    h.recv(&in_dialog(
+        "BYE",
+        "fwd-1",
+        &caller_tag,
+        2,
+        "z9hG4bK-b1",
+        "",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("SIP/2.0 200 OK"))
+    );
+    let bye = &sent.iter().find(|(to, _)| to == FAR).expect("BYE to far").1;
+    assert!(
+        bye.starts_with("BYE sip:far@192.0.2.10:5070 SIP/2.0\r\n"),
+        "{bye}"
+    );
+    assert_eq!(header(bye, "CSeq"), Some("2 BYE"));
+    assert!(matches!(h.media.last(), Some(MediaCommand::Close { leg }) if *leg == leg_a));
+    assert_eq!(h.last_cause(), ("caller_hangup".into(), 200));
+    assert_eq!(h.core.active_calls(), 0);
+    assert!(h.core.out_legs.is_empty());
+}
+
+#[test]
+fn far_side_hangup_ends_the_caller_too() {
+    let mut h = Harness::new();
+    let (_, _, inv) = h.forwarded("+15550000002", "fwd-2");
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "far2",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    h.take_sent();
+    let our_tag = header(&inv, "From")
+        .unwrap()
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let call_id = header(&inv, "Call-ID").unwrap().to_string();
+    let bye = format!(
+        "BYE sip:+15551230000@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-fb\r\nMax-Forwards: 70\r\nFrom: <sip:+15550000002@192.0.2.10:5070>;tag=far2\r\nTo: <sip:+15551230000@127.0.0.1>;tag={our_tag}\r\nCall-ID: {call_id}\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.far(&bye);
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == FAR && m.starts_with("SIP/2.0 200 OK")),
+        "{sent:?}"
+    );
+    let to_caller = sent
+        .iter()
+        .find(|(to, _)| to == CARRIER)
+        .expect("BYE to caller");
+    assert!(
+        to_caller
+            .1
+            .starts_with("BYE sip:+15551230000@127.0.0.1:5061"),
+        "{}",
+        to_caller.1
+    );
+    assert_eq!(h.last_cause(), ("callee_hangup".into(), 200));
+    assert!(h.core.out_legs.is_empty());
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn busy_decline_and_failure_end_in_defined_outcomes() {
+    for (status, reason, cause, to_caller) in [
+        (486, "Busy Here", "busy", 486),
+        (603, "Decline", "declined", 603),
+        (404, "Not Found", "not_found", 404),
+        (503, "Service Unavailable", "failed", 502),
+    ] {
+        let mut h = Harness::new();
+        let (_, _, inv) = h.forwarded("+15550000002", "fwd-busy");
+        h.far(&far_response(&inv, status, reason, "farx", "", ""));
+        let sent = h.sent_to();
+        let ack = &sent.iter().find(|(to, _)| to == FAR).expect("ACK").1;
+        assert!(
+            ack.starts_with("ACK sip:+15550000002@192.0.2.10:5070 SIP/2.0"),
+            "{ack}"
+        );
+        assert_eq!(
+            header(ack, "Via"),
+            header(&inv, "Via"),
+            "same branch as the INVITE (§17.1.1.3)"
+        );
+        let resp = &sent
+            .iter()
+            .find(|(to, _)| to == CARRIER)
+            .expect("final to caller")
+            .1;
+        assert!(
+            resp.starts_with(&format!("SIP/2.0 {to_caller} ")),
+            "{status}: {resp}"
+        );
+        assert_eq!(h.last_cause(), (cause.to_string(), to_caller));
+        assert!(h.core.out_legs.is_empty());
+        assert_eq!(h.core.active_calls(), 0);
+        assert!(matches!(h.media.last(), Some(MediaCommand::Close { .. })));
+        // A retransmitted final is answered by the transaction's ACK.
+        h.far(&far_response(&inv, status, reason, "farx", "", ""));
+        let again = h.sent_to();
+        assert_eq!(again.len(), 1);
+        assert_eq!(&again[0].1, ack);
+    }
+}
+
+#[test]
+fn ring_timeout_cancels_the_far_leg() {
+    let mut h = Harness::new();
+    let (_, _, inv) = h.forwarded("+15550000002", "fwd-ring");
+    h.far(&far_response(&inv, 180, "Ringing", "far3", "", ""));
+    h.take_sent();
+    h.advance_to(29_900);
+    assert!(h.sent_to().iter().all(|(_, m)| !m.starts_with("CANCEL")));
+    h.advance_to(30_100);
+    let sent = h.sent_to();
+    let cancel = &sent.iter().find(|(to, _)| to == FAR).expect("CANCEL").1;
+    assert!(
+        cancel.starts_with("CANCEL sip:+15550000002@192.0.2.10:5070 SIP/2.0"),
+        "{cancel}"
+    );
+    assert_eq!(header(cancel, "Via"), header(&inv, "Via"));
+    assert_eq!(header(cancel, "CSeq"), Some("1 CANCEL"));
+    assert!(!header(cancel, "To").unwrap().contains("tag="));
+    let resp = &sent.iter().find(|(to, _)| to == CARRIER).expect("480").1;
+    assert!(resp.starts_with("SIP/2.0 480 "), "{resp}");
+    assert_eq!(h.last_cause(), ("no_answer".into(), 480));
+    // 200 to the CANCEL, 487 to the INVITE: ACKed, nothing else.
+    let mut ok_cancel = far_response(cancel, 200, "OK", "far3", "", "");
+    ok_cancel = ok_cancel.replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.far(&ok_cancel);
+    h.far(&far_response(
+        &inv,
+        487,
+        "Request Terminated",
+        "far3",
+        "",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].1.starts_with("ACK "));
+    assert!(h.core.out_legs.is_empty());
+}
+
+#[test]
+fn caller_cancel_waits_for_a_provisional_before_canceling() {
+    let mut h = Harness::new();
+    let (_, _, inv) = h.forwarded("+15550000002", "fwd-cxl");
+    let cancel = invite("+15550000002", "fwd-cxl", "z9hG4bK-fwd1", "", "")
+        .replacen("INVITE", "CANCEL", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.recv(&cancel);
+    let sent = h.sent_to();
+    assert_eq!(
+        sent.len(),
+        2,
+        "200 to the CANCEL, 487 to the INVITE: {sent:?}"
+    );
+    assert!(
+        sent.iter().all(|(to, _)| to == CARRIER),
+        "§9.1: no CANCEL before a provisional"
+    );
+    assert_eq!(h.last_cause(), ("canceled".into(), 487));
+    h.far(&far_response(&inv, 180, "Ringing", "far4", "", ""));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].1.starts_with("CANCEL "), "{}", sent[0].1);
+    // The far side answered anyway (a race): ACK, then BYE.
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "far4",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].1.starts_with("ACK "));
+    assert!(sent[1].1.starts_with("BYE "));
+    assert!(h.core.out_legs.is_empty());
+}
+
+#[test]
+fn early_media_reaches_the_caller_before_the_answer() {
+    let mut h = Harness::new();
+    let (_, leg_b, inv) = h.forwarded("+15550000002", "fwd-early");
+    h.media.clear();
+    h.far(&far_response(
+        &inv,
+        183,
+        "Session Progress",
+        "far5",
+        "",
+        FAR_SDP,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1);
+    let p = &sent[0].1;
+    assert!(p.starts_with("SIP/2.0 183 "), "{p}");
+    assert!(p.contains("m=audio 30000 RTP/AVP 8 101\r\n"), "{p}");
+    assert!(h.media.iter().any(|m| matches!(m,
+        MediaCommand::Update { leg, media } if *leg == leg_b && media.remote == Some("192.0.2.10:50000".parse().unwrap()))));
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "far5",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    let sent = h.sent_to();
+    let ok = &sent.iter().find(|(to, _)| to == CARRIER).unwrap().1;
+    assert!(
+        ok.contains("m=audio 30000 RTP/AVP 8 101\r\n"),
+        "same answer as the 183: {ok}"
+    );
+}
+
+#[test]
+fn trunk_challenge_is_answered_once_with_digest() {
+    let mut h = Harness::new();
+    let (_, _, inv) = h.forwarded("+15550000003", "fwd-auth");
+    assert!(
+        inv.starts_with("INVITE sip:+4930123@carrier.example SIP/2.0"),
+        "{inv}"
+    );
+    let carrier = peer(TransportKind::Udp, "192.0.2.20:5060");
+    let challenge = "Proxy-Authenticate: Digest realm=\"carrier.example\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5\r\n";
+    h.recv_from(
+        carrier,
+        &far_response(
+            &inv,
+            407,
+            "Proxy Authentication Required",
+            "c1",
+            challenge,
+            "",
+        ),
+    );
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent.iter().all(|(to, _)| to == "192.0.2.20:5060"),
+        "both to the trunk: {sent:?}"
+    );
+    assert!(sent[0].1.starts_with("ACK "));
+    let inv2 = &sent[1].1;
+    assert_eq!(header(inv2, "CSeq"), Some("2 INVITE"));
+    assert_ne!(
+        header(inv2, "Via"),
+        header(&inv, "Via"),
+        "a new transaction"
+    );
+    let creds = Credentials::parse(header(inv2, "Proxy-Authorization").unwrap()).unwrap();
+    assert_eq!(creds.username, "gw");
+    let ha1 = ha1(Algorithm::Md5, "gw", "carrier.example", "trunk-secret");
+    assert_eq!(
+        creds
+            .expected_response(Algorithm::Md5, &ha1, "INVITE")
+            .as_deref(),
+        Some(creds.response.as_str()),
+        "the response proves the trunk password"
+    );
+    // A second challenge is not answered again: the caller gets 502.
+    h.recv_from(
+        carrier,
+        &far_response(
+            inv2,
+            407,
+            "Proxy Authentication Required",
+            "c2",
+            challenge,
+            "",
+        ),
+    );
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("SIP/2.0 502 ")),
+        "{sent:?}"
+    );
+    assert_eq!(h.last_cause(), ("failed".into(), 502));
+    let _ = Challenge::parse("Digest realm=\"x\", nonce=\"y\"").unwrap();
+}
+
+#[test]
+fn late_offer_and_unreachable_targets_are_refused_cleanly() {
+    let mut h = Harness::new();
+    h.recv(&invite("+15550000002", "fwd-late", "z9hG4bK-l1", "", ""));
+    assert_eq!(h.statuses(), vec![488]);
+    assert_eq!(h.last_cause(), ("offer_required".into(), 488));
+    assert!(h.media.is_empty());
+}
