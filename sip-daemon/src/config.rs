@@ -421,6 +421,16 @@ impl Config {
                         ));
                     }
                 }
+                Some(RouteKind::Forward) => {
+                    let target = n.target.as_deref().unwrap_or_default();
+                    let user = self.sip_users.iter().any(|u| u.username == target);
+                    if !user && crate::sip::Uri::parse(target).is_err() {
+                        out.push(format!(
+                            "number {:?}: forward target must be a sip: URI or one of our SIP users",
+                            n.pattern
+                        ));
+                    }
+                }
                 _ => {}
             }
             if let Some(t) = &n.trunk

@@ -98,7 +98,8 @@ fn check_config_accepts_the_example_and_names_problems() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[[accounts]]\nid = \"a\"\n[[numbers]]\npattern = \"12ab\"\naccount = \"nobody\"\nroute = \"teleport\"\n",
+        "[[accounts]]\nid = \"a\"\n[[numbers]]\npattern = \"12ab\"\naccount = \"nobody\"\nroute = \"teleport\"\n\
+         [[numbers]]\npattern = \"+15550000009\"\naccount = \"a\"\nroute = \"forward\"\ntarget = \"not a uri\"\ntrunk = \"nope\"\n",
     )
     .unwrap();
     let out = Command::new(bin)
@@ -114,6 +115,8 @@ fn check_config_accepts_the_example_and_names_problems() {
         err.contains("route must be echo, stream or forward"),
         "{err}"
     );
+    assert!(err.contains("forward target must be a sip: URI"), "{err}");
+    assert!(err.contains("unknown trunk \"nope\""), "{err}");
 
     std::fs::write(
         &bad,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ai;
+pub mod baresip;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;

@@ -1,0 +1,153 @@
+//! Route `forward` end to end with real peers: the daemon is the B2BUA
+//! between a caller and a far end it reaches through a trunk, relaying
+//! RTP in userspace (the media workers).
+
+mod common;
+
+use common::baresip::{Callee, baresip_call, tone, tone_in_frames};
+use common::{Daemon, Opts};
+use std::path::Path;
+use std::process::Command;
+
+/// The daemon with number +15557000003 forwarded through trunk `far`
+/// (outbound address 127.0.0.1:`far_port`, digest credentials).
+fn daemon(far_port: u16) -> Daemon {
+    Daemon::start_opts(Opts {
+        extra: &format!(
+            r#"
+[[trunks]]
+name = "far"
+source_cidrs = ["127.0.0.2/32"]
+outbound_address = "127.0.0.1:{far_port}"
+transport = "udp"
+username = "gateway"
+password = "trunk-secret"
+
+[[numbers]]
+pattern = "+15557000003"
+account = "acct"
+route = "forward"
+target = "sip:+15557000003@carrier.test"
+trunk = "far"
+"#
+        ),
+        ..Opts::default()
+    })
+}
+
+#[test]
+fn two_baresip_phones_hear_each_other_through_the_forwarded_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The far phone answers and says 1 kHz; the caller says 440 Hz.
+    let callee = Callee::start(
+        tmp.path().join("callee"),
+        "+15557000003",
+        "PCMU/8000/1",
+        8000,
+        &tone(1000.0, 8000, 6000, 8000.0),
+        7,
+    );
+    let d = daemon(callee.port);
+    let (rate, heard) = baresip_call(
+        &d,
+        "+15557000003",
+        "PCMU/8000/1",
+        8000,
+        &tone(440.0, 8000, 3000, 8000.0),
+        4,
+    );
+    let callee_log = callee.log();
+    let (rate_b, heard_b) = callee.finish();
+    assert_eq!((rate, rate_b), (8000, 8000));
+    let (frames, share) = tone_in_frames(&heard, 1000.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the caller heard the far phone's 1 kHz: {frames} frames, share {share:.2}\n{callee_log}"
+    );
+    let (frames, share) = tone_in_frames(&heard_b, 440.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the far phone heard the caller's 440 Hz: {frames} frames, share {share:.2}\n{}",
+        d.logs()
+    );
+    d.wait_cdr_cause("caller_hangup");
+    assert!(
+        d.metric("gateway_rtp_tx_packets_total") >= 300.0,
+        "both directions went through the userspace relay"
+    );
+}
+
+fn run_sipp(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new("sipp")
+        .current_dir(dir)
+        .args(args)
+        .args([
+            "-m",
+            "1",
+            "-nostdin",
+            "-trace_err",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt package sip-tester)")
+}
+
+#[test]
+fn sipp_caller_reaches_a_carrier_that_challenges_with_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let far_port = common::free_port();
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/uas_carrier_digest.xml"
+    );
+    let far_media = common::free_port().to_string();
+    let carrier = run_sipp(
+        tmp.path(),
+        &[
+            "-sf",
+            scenario,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &far_port.to_string(),
+            "-mp",
+            &far_media,
+        ],
+    );
+    let d = daemon(far_port);
+    let caller = run_sipp(
+        tmp.path(),
+        &[
+            "-sn",
+            "uac",
+            &d.sip_addr().to_string(),
+            "-s",
+            "+15557000003",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &common::free_port().to_string(),
+        ],
+    );
+    let caller = caller.wait_with_output().unwrap();
+    let carrier = carrier.wait_with_output().unwrap();
+    assert!(
+        carrier.status.success(),
+        "the carrier saw a valid digest answer and a complete call: {:?} {}\n{}",
+        carrier.status,
+        String::from_utf8_lossy(&carrier.stderr),
+        d.logs()
+    );
+    assert!(
+        caller.status.success(),
+        "the caller's call completed: {:?} {}\n{}",
+        caller.status,
+        String::from_utf8_lossy(&caller.stderr),
+        d.logs()
+    );
+    d.wait_cdr_cause("caller_hangup");
+}
