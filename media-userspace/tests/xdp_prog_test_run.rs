@@ -308,6 +308,28 @@ fn redirect_flag_redirects() {
 }
 
 #[test]
+fn peer_check_forwards_only_the_latched_source() {
+    let Some(mut o) = setup(0) else { return };
+    o.insert_rule(key(), rule(0).from_peer_v4(PEER_A_IP, PEER_A_PORT))
+        .expect("replace rule");
+    let frame = Frame::to_local().build();
+    let (action, out) = run(&o, &frame);
+    assert_eq!(action, XDP_TX, "the latched peer is forwarded");
+    assert_rewritten(&frame, &out, Some(true));
+    let mut f = Frame::to_local();
+    f.src_port = PEER_A_PORT + 1;
+    assert_pass_unchanged(&o, &f.build(), "another source port");
+    let mut f = Frame::to_local();
+    f.src_ip = [192, 0, 2, 56];
+    assert_pass_unchanged(&o, &f.build(), "another source address");
+    assert_eq!(
+        o.counters(&key()).unwrap().map(|c| c.packets),
+        Some(1),
+        "only the peer's packet counted"
+    );
+}
+
+#[test]
 fn non_matching_udp_passes_unchanged() {
     let Some(o) = setup(0) else { return };
     let mut f = Frame::to_local();

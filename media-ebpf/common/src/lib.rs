@@ -52,7 +52,11 @@ pub const FLAG_ZERO_UDP_CSUM: u32 = 1 << 1;
 /// `XDP_TX` (back out of the receiving interface).
 pub const FLAG_REDIRECT: u32 = 1 << 2;
 /// All flags this version knows.
-pub const FLAGS_KNOWN: u32 = FLAG_IPV6 | FLAG_ZERO_UDP_CSUM | FLAG_REDIRECT;
+/// Forward only packets whose source is the rule's `peer_ip:peer_port`
+/// (the latched peer); any other source is passed to userspace, which
+/// decides whether the leg moved (re-latching) or the packet is forged.
+pub const FLAG_CHECK_PEER: u32 = 1 << 3;
+pub const FLAGS_KNOWN: u32 = FLAG_IPV6 | FLAG_ZERO_UDP_CSUM | FLAG_REDIRECT | FLAG_CHECK_PEER;
 
 /// `::ffff:a.b.c.d` for an IPv4 address given in wire order.
 #[inline(always)]
@@ -161,7 +165,7 @@ impl RelayKey {
 /// Value of [`RELAY_RULES`]: how to rewrite a packet that matched a
 /// [`RelayKey`] and where to send it.
 ///
-/// Layout (56 bytes, align 4):
+/// Layout (76 bytes, align 4):
 ///
 /// | offset | field         | byte order                      |
 /// |--------|---------------|---------------------------------|
@@ -173,6 +177,9 @@ impl RelayKey {
 /// | 42     | `src_mac`     | wire order                      |
 /// | 48     | `ifindex`     | host                            |
 /// | 52     | `flags`       | host (`FLAG_*` bits)            |
+/// | 56     | `peer_ip`     | network (IPv4-mapped for IPv4)  |
+/// | 72     | `peer_port`   | network (wire bytes)            |
+/// | 74     | `_pad`        | must be 0                       |
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RelayRule {
@@ -195,9 +202,16 @@ pub struct RelayRule {
     pub ifindex: u32,
     /// `FLAG_*` bits, host order.
     pub flags: u32,
+    /// With [`FLAG_CHECK_PEER`]: the only source forwarded (the latched
+    /// peer of the receiving leg), wire order; IPv4-mapped for IPv4.
+    pub peer_ip: [u8; 16],
+    /// With [`FLAG_CHECK_PEER`]: the only source port forwarded, wire order.
+    pub peer_port: u16,
+    /// Explicit padding, always 0.
+    pub _pad: [u8; 2],
 }
 
-const _: () = assert!(size_of::<RelayRule>() == 56);
+const _: () = assert!(size_of::<RelayRule>() == 76);
 const _: () = assert!(core::mem::align_of::<RelayRule>() == 4);
 
 impl RelayRule {
@@ -225,7 +239,20 @@ impl RelayRule {
             src_mac,
             ifindex,
             flags,
+            peer_ip: [0; 16],
+            peer_port: 0,
+            _pad: [0; 2],
         }
+    }
+
+    /// Forward only packets from `peer_ip:peer_port` (wire-order address,
+    /// host-order port): sets [`FLAG_CHECK_PEER`].
+    #[inline(always)]
+    pub const fn from_peer_v4(mut self, peer_ip: [u8; 4], peer_port: u16) -> Self {
+        self.peer_ip = ipv4_mapped(peer_ip);
+        self.peer_port = peer_port.to_be();
+        self.flags |= FLAG_CHECK_PEER;
+        self
     }
 
     /// `remote_port` in host order.
@@ -304,7 +331,7 @@ mod tests {
 
     #[test]
     fn relay_rule_layout() {
-        assert_eq!(size_of::<RelayRule>(), 56);
+        assert_eq!(size_of::<RelayRule>(), 76);
         assert_eq!(align_of::<RelayRule>(), 4);
         assert_eq!(offset_of!(RelayRule, remote_ip), 0);
         assert_eq!(offset_of!(RelayRule, src_ip), 16);
@@ -314,6 +341,9 @@ mod tests {
         assert_eq!(offset_of!(RelayRule, src_mac), 42);
         assert_eq!(offset_of!(RelayRule, ifindex), 48);
         assert_eq!(offset_of!(RelayRule, flags), 52);
+        assert_eq!(offset_of!(RelayRule, peer_ip), 56);
+        assert_eq!(offset_of!(RelayRule, peer_port), 72);
+        assert_eq!(offset_of!(RelayRule, _pad), 74);
     }
 
     #[test]
@@ -374,6 +404,12 @@ mod tests {
         assert_eq!(&b[52..56], &FLAG_REDIRECT.to_ne_bytes());
         assert_eq!(r.remote_port_host(), 5004);
         assert_eq!(r.src_port_host(), 40_000);
+        assert_eq!(&b[56..76], &[0; 20], "no peer check unless asked");
+        let r = r.from_peer_v4([203, 0, 113, 5], 6000);
+        let b = bytes_of(&r);
+        assert_eq!(&b[66..72], &[0xff, 0xff, 203, 0, 113, 5]);
+        assert_eq!(&b[72..74], &6000u16.to_be_bytes());
+        assert_eq!(r.flags, FLAG_REDIRECT | FLAG_CHECK_PEER);
     }
 
     #[test]

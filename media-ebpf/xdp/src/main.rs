@@ -24,7 +24,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use media_common::{
-    FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, LegCounters, MAX_LEGS, RelayKey, RelayRule,
+    FLAG_CHECK_PEER, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, LegCounters, MAX_LEGS,
+    RelayKey, RelayRule,
 };
 
 // The map names must equal `media_common::RELAY_RULES` / `LEG_COUNTERS`
@@ -162,6 +163,22 @@ fn try_relay(ctx: &XdpContext) -> Option<u32> {
     }
 
     // Old and new words: IP src (2), IP dst (2), UDP sport, UDP dport.
+    // A source other than the latched peer goes to userspace: the leg may
+    // have moved (re-latch there) or the packet is forged (rejected there).
+    if flags & FLAG_CHECK_PEER != 0 {
+        let (s0, s1, sport) = unsafe {
+            (
+                rd16(data, OFF_IP_SRC),
+                rd16(data, OFF_IP_SRC + 2),
+                rd16(data, OFF_UDP_SPORT),
+            )
+        };
+        if s0 != word(&rule.peer_ip, 12) || s1 != word(&rule.peer_ip, 14) || sport != rule.peer_port
+        {
+            return None;
+        }
+    }
+
     let old = unsafe {
         [
             rd16(data, OFF_IP_SRC),
