@@ -131,6 +131,28 @@ impl RelayPair {
             .flatten()
     }
 
+    /// What the offload decision needs ([`crate::offload::plan`]).
+    pub fn offload_view(&self) -> crate::offload::PairView {
+        let (a, b) = (&self.a.media, &self.b.media);
+        crate::offload::PairView {
+            peers: [self.latched_peer(Side::A), self.latched_peer(Side::B)],
+            sending: [a.send, b.send],
+            same_numbering: a.payload_type == b.payload_type
+                && a.telephone_event == b.telephone_event,
+        }
+    }
+
+    /// Counts packets the kernel forwarded while the pair was offloaded:
+    /// `packets`/`bytes` arrived on side `s` and left from the other side.
+    pub fn add_offloaded(&mut self, s: Side, packets: u64, bytes: u64) {
+        let inbound = self.side_mut(s);
+        inbound.counters.rx_packets += packets;
+        inbound.counters.rx_bytes += bytes;
+        let out = self.side_mut(s.other());
+        out.counters.tx_packets += packets;
+        out.counters.tx_bytes += bytes;
+    }
+
     /// An RTP datagram on side `s`'s socket. Returns where the other
     /// side's socket sends it; the packet is rewritten in place.
     pub fn on_rtp(

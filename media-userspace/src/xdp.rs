@@ -16,8 +16,8 @@ use aya::{
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
 };
 pub use media_common::{
-    FAMILY_V4, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, FLAGS_KNOWN, LEG_COUNTERS,
-    LegCounters, PROGRAM_NAME, RELAY_RULES, RelayKey, RelayRule,
+    FAMILY_V4, FLAG_CHECK_PEER, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, FLAGS_KNOWN,
+    LEG_COUNTERS, LegCounters, PROGRAM_NAME, RELAY_RULES, RelayKey, RelayRule,
 };
 
 /// `XDP_PASS`: hand the frame to the kernel stack.
