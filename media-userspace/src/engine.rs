@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Use io_uring when the kernel allows it.
     pub prefer_io_uring: bool,
+    /// The XDP fast path for relayed pairs, when attached.
+    pub xdp: Option<Arc<crate::offload::XdpPath>>,
 }
 
 /// Process-wide media counters (exported to Prometheus by the daemon).
@@ -67,6 +69,18 @@ pub struct MediaStats {
     pub dtmf_digits: AtomicU64,
     pub rtcp_sent: AtomicU64,
     pub rtcp_received: AtomicU64,
+    /// 1 when the XDP program is attached (set by the daemon).
+    pub xdp_attached: AtomicU64,
+    /// Relay pairs whose RTP the kernel forwards now.
+    pub xdp_pairs_active: AtomicU64,
+    /// RTP the XDP program forwarded (counted when polled or removed).
+    pub xdp_packets: AtomicU64,
+    pub xdp_bytes: AtomicU64,
+    /// Pairs moved to the kernel; moved back (peer moved, re-INVITE).
+    pub xdp_offloads: AtomicU64,
+    pub xdp_returns: AtomicU64,
+    /// Rules the kernel refused (the pair stayed in userspace).
+    pub xdp_failures: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1040,7 +1054,7 @@ mod relayed {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
             let pair = RelayPair::new(&media[0], &media[1]);
-            let end = run(&shared, legs, pair, &sockets, timeout, ctl).await;
+            let end = run(&shared, legs, pair, &sockets, timeout, ctl, ports).await;
             drop(sockets);
             shared.stats.legs_active.fetch_sub(2, Ordering::Relaxed);
             for p in ports {
@@ -1066,6 +1080,64 @@ mod relayed {
         }
     }
 
+    /// How often the kernel's counters of an offloaded pair are read (for
+    /// the idle timeout and the packet counters).
+    const XDP_POLL: Duration = Duration::from_secs(2);
+    /// How long a pair that could not be offloaded waits to try again.
+    const XDP_RETRY: Duration = Duration::from_secs(1);
+
+    /// A pair whose RTP the kernel forwards.
+    struct Offloaded {
+        rules: crate::offload::PairRules,
+        peers: [Option<SocketAddr>; 2],
+        /// Kernel counters already added to the pair's.
+        seen: [crate::xdp::LegCounters; 2],
+    }
+
+    /// Adds what the kernel forwarded since the last poll to the pair's
+    /// counters and the XDP totals; whether anything new arrived.
+    fn absorb(
+        shared: &Shared,
+        pair: &mut RelayPair,
+        off: &mut Offloaded,
+        now: [crate::xdp::LegCounters; 2],
+    ) -> bool {
+        let mut moved = false;
+        let mono = crate::offload::monotonic_ns();
+        for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
+            let (p, b) = (
+                now[i].packets.saturating_sub(off.seen[i].packets),
+                now[i].bytes.saturating_sub(off.seen[i].bytes),
+            );
+            if p > 0 {
+                moved = true;
+                pair.add_offloaded(side, p, b);
+                shared.stats.xdp_packets.fetch_add(p, Ordering::Relaxed);
+                shared.stats.xdp_bytes.fetch_add(b, Ordering::Relaxed);
+                let age = Duration::from_nanos(mono.saturating_sub(now[i].last_seen_ns));
+                if let Some(at) = Instant::now().checked_sub(age) {
+                    pair.note_rx(side, at);
+                }
+            }
+            off.seen[i] = now[i];
+        }
+        moved
+    }
+
+    /// Moves the pair back to userspace (peer moved, re-INVITE, close).
+    fn unload(shared: &Shared, pair: &mut RelayPair, off: Offloaded) {
+        let Some(x) = &shared.cfg.xdp else {
+            return;
+        };
+        let mut off = off;
+        let last = x.remove(&off.rules);
+        absorb(shared, pair, &mut off, last);
+        shared
+            .stats
+            .xdp_pairs_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
     async fn run(
         shared: &Shared,
         legs: [LegId; 2],
@@ -1073,27 +1145,45 @@ mod relayed {
         socks: &Sockets,
         timeout: Duration,
         mut ctl: mpsc::UnboundedReceiver<LegCtl>,
+        ports: [u16; 2],
     ) -> LegEnd {
         let opened = Instant::now();
         let mut bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
         let mut rtcp_bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
         let mut published = [LegCounters::default(); 2];
+        let mut offloaded: Option<Offloaded> = None;
+        let mut next_try = opened;
+        let mut poll_at = opened + XDP_POLL;
         let end = loop {
             let idle = pair.last_rx_any().unwrap_or(opened) + timeout;
             let [buf_a, buf_b] = &mut bufs;
             let [rbuf_a, rbuf_b] = &mut rtcp_bufs;
+            let polling = offloaded.is_some();
             // (side, is RTCP, length, source)
             let got: Option<(Side, bool, usize, SocketAddr)> = tokio::select! {
                 biased;
                 cmd = ctl.recv() => match cmd {
                     Some(LegCtl::Update(leg, m)) => {
                         let side = if leg == legs[0] { Side::A } else { Side::B };
+                        if let Some(off) = offloaded.take() {
+                            unload(shared, &mut pair, off);
+                            shared.stats.xdp_returns.fetch_add(1, Ordering::Relaxed);
+                        }
                         pair.update(side, &m);
                         None
                     }
                     Some(LegCtl::Close) | None => break LegEnd::Closed,
                     Some(_) => None,
                 },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(poll_at)), if polling => {
+                    poll_at = Instant::now() + XDP_POLL;
+                    if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut()) {
+                        let now = x.counters(&off.rules);
+                        absorb(shared, &mut pair, off, now);
+                        publish(shared, &pair, &mut published);
+                    }
+                    None
+                }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(idle)) => {
                     if Instant::now() >= idle {
                         break LegEnd::TimedOut;
@@ -1116,15 +1206,70 @@ mod relayed {
                     socks.rtcp[out].send(pkt, to);
                 }
             } else {
+                let now = Instant::now();
+                if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut())
+                    && off.peers[i] != Some(from)
+                {
+                    // The kernel passed a packet from another source: the
+                    // latched peer's liveness is in the kernel's counters,
+                    // which the latch must see before it judges the packet.
+                    let c = x.counters(&off.rules);
+                    absorb(shared, &mut pair, off, c);
+                }
                 let pkt = &mut bufs[i][..n];
-                if let Some(to) = pair.on_rtp(side, Instant::now(), from, pkt) {
+                if let Some(to) = pair.on_rtp(side, now, from, pkt) {
                     let _ = socks.rtp[out].try_send_to(pkt, to);
+                }
+                if let Some(x) = &shared.cfg.xdp {
+                    let view = pair.offload_view();
+                    if offloaded.as_ref().is_some_and(|o| o.peers != view.peers) {
+                        if let Some(off) = offloaded.take() {
+                            unload(shared, &mut pair, off);
+                        }
+                        shared.stats.xdp_returns.fetch_add(1, Ordering::Relaxed);
+                        // Re-offloaded on the next packet: the latch itself
+                        // keeps a peer from moving more often than every
+                        // RELATCH_SILENCE, so this cannot flap faster.
+                        next_try = now;
+                    } else if offloaded.is_none() && now >= next_try {
+                        match x.install(&view, ports) {
+                            Ok(rules) => {
+                                shared.stats.xdp_offloads.fetch_add(1, Ordering::Relaxed);
+                                shared
+                                    .stats
+                                    .xdp_pairs_active
+                                    .fetch_add(1, Ordering::Relaxed);
+                                poll_at = now + XDP_POLL;
+                                offloaded = Some(Offloaded {
+                                    rules,
+                                    peers: view.peers,
+                                    seen: Default::default(),
+                                });
+                            }
+                            Err(crate::offload::OffloadError::Stay(why)) => {
+                                // Not latched yet, on hold...: checked again
+                                // on the next packet, at no cost.
+                                if why.needs_host_state() {
+                                    next_try = now + XDP_RETRY;
+                                }
+                                tracing::trace!(legs = ?legs, %why, "relay stays in userspace");
+                            }
+                            Err(e) => {
+                                next_try = now + XDP_RETRY;
+                                shared.stats.xdp_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(legs = ?legs, error = %e, "XDP offload failed; relaying in userspace");
+                            }
+                        }
+                    }
                 }
             }
             if pair.counters(side).rx_packets.is_multiple_of(PUBLISH_EVERY) {
                 publish(shared, &pair, &mut published);
             }
         };
+        if let Some(off) = offloaded.take() {
+            unload(shared, &mut pair, off);
+        }
         publish(shared, &pair, &mut published);
         end
     }

@@ -70,6 +70,14 @@ impl Latch {
         }
     }
 
+    /// The peer's packets reached us another way (the kernel fast path
+    /// forwarded them) up to `at`: the source is live, not silent.
+    pub fn note_rx(&mut self, at: Instant) {
+        if self.latched && self.last_rx.is_none_or(|t| t < at) {
+            self.last_rx = Some(at);
+        }
+    }
+
     pub fn target(&self) -> Option<SocketAddr> {
         self.target
     }

@@ -160,25 +160,18 @@ impl HostNet {
         }
     }
 
-    /// Reads the snapshot of the network namespace this process is in,
-    /// keeping only the interfaces in `attached` (where the program runs).
+    /// Reads the snapshot of the network namespace this thread is in
+    /// (`/proc/thread-self`: a worker may run in another namespace than the
+    /// process's first thread), keeping only the interfaces in `attached`
+    /// (where the program runs).
     pub fn read(attached: &[String]) -> std::io::Result<HostNet> {
-        let route = std::fs::read_to_string("/proc/net/route")?;
-        let arp = std::fs::read_to_string("/proc/net/arp")?;
-        let fib = std::fs::read_to_string("/proc/net/fib_trie")?;
-        let mut ifs = Vec::new();
-        for name in attached {
-            let base = format!("/sys/class/net/{name}");
-            let ifindex = std::fs::read_to_string(format!("{base}/ifindex"))?;
-            let mac = std::fs::read_to_string(format!("{base}/address"))?;
-            if let (Ok(ifindex), Some(mac)) = (ifindex.trim().parse(), parse_mac(&mac)) {
-                ifs.push(Interface {
-                    name: name.clone(),
-                    ifindex,
-                    mac,
-                });
-            }
-        }
+        let route = std::fs::read_to_string("/proc/thread-self/net/route")?;
+        let arp = std::fs::read_to_string("/proc/thread-self/net/arp")?;
+        let fib = std::fs::read_to_string("/proc/thread-self/net/fib_trie")?;
+        let ifs = attached
+            .iter()
+            .filter_map(|name| interface(name).ok())
+            .collect();
         Ok(HostNet::parse(&route, &arp, &fib, ifs))
     }
 
@@ -217,16 +210,16 @@ impl HostNet {
 /// peer from side B's port, and the reverse.
 pub type PairRules = [(RelayKey, RelayRule); 2];
 
-/// Decides whether the pair can run in the kernel and builds its rules.
-/// `local_ip` is the address peers send RTP to (the SDP's), `ports` the
-/// pair's local RTP ports (side A, side B).
-pub fn plan(
-    view: &PairView,
-    local_ip: Option<IpAddr>,
-    ports: [u16; 2],
-    net: &HostNet,
-    zero_udp_checksum: bool,
-) -> Result<PairRules, StayInUserspace> {
+/// A pair that passed the checks needing no host state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    local: Ipv4Addr,
+    peers: [std::net::SocketAddrV4; 2],
+}
+
+/// The checks of [`plan`] that need no host state: latched, sending, same
+/// numbering, IPv4.
+pub fn check(view: &PairView, local_ip: Option<IpAddr>) -> Result<Ready, StayInUserspace> {
     let [Some(pa), Some(pb)] = view.peers else {
         return Err(StayInUserspace::NotLatched);
     };
@@ -245,7 +238,23 @@ pub fn plan(
         SocketAddr::V4(a) => Ok(a),
         SocketAddr::V6(_) => Err(StayInUserspace::Ipv6),
     };
-    let peers = [v4(pa)?, v4(pb)?];
+    Ok(Ready {
+        local,
+        peers: [v4(pa)?, v4(pb)?],
+    })
+}
+
+/// Decides whether the pair can run in the kernel and builds its rules.
+/// `local_ip` is the address peers send RTP to (the SDP's), `ports` the
+/// pair's local RTP ports (side A, side B).
+pub fn plan(
+    view: &PairView,
+    local_ip: Option<IpAddr>,
+    ports: [u16; 2],
+    net: &HostNet,
+    zero_udp_checksum: bool,
+) -> Result<PairRules, StayInUserspace> {
+    let Ready { local, peers } = check(view, local_ip)?;
     let hops = [net.next_hop(*peers[0].ip())?, net.next_hop(*peers[1].ip())?];
     let rule = |i: usize, o: usize| {
         let (in_if, _) = hops[i];
@@ -272,6 +281,160 @@ pub fn plan(
         (key, r)
     };
     Ok([rule(0, 1), rule(1, 0)])
+}
+
+/// Why installing a pair's rules did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    #[error(transparent)]
+    Stay(#[from] StayInUserspace),
+    #[error("reading the host's routes: {0}")]
+    HostNet(#[from] std::io::Error),
+    #[error(transparent)]
+    Kernel(#[from] crate::xdp::XdpError),
+}
+
+/// The attached fast path as the media workers share it (the edge around
+/// [`plan`]): installs and removes a pair's two rules and reads their
+/// counters.
+pub struct XdpPath {
+    offload: std::sync::Mutex<crate::xdp::XdpOffload>,
+    interfaces: Vec<String>,
+    /// The address peers send RTP to: rules are keyed on it.
+    pub local_ip: Option<IpAddr>,
+    pub zero_udp_checksum: bool,
+}
+
+impl StayInUserspace {
+    /// Refusals that depend on the host's routes and neighbours, worth a
+    /// retry later; the others are re-checked cheaply on every packet.
+    pub fn needs_host_state(&self) -> bool {
+        matches!(
+            self,
+            StayInUserspace::LocalPeer(_)
+                | StayInUserspace::NoRoute(_)
+                | StayInUserspace::NoNeighbour(_)
+                | StayInUserspace::Interface(_)
+        )
+    }
+}
+
+impl std::fmt::Debug for XdpPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpPath")
+            .field("interfaces", &self.interfaces)
+            .field("local_ip", &self.local_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpPath {
+    pub fn new(
+        offload: crate::xdp::XdpOffload,
+        local_ip: Option<IpAddr>,
+        zero_udp_checksum: bool,
+    ) -> XdpPath {
+        let interfaces = offload
+            .interfaces()
+            .iter()
+            .map(|(i, _)| i.clone())
+            .collect();
+        XdpPath {
+            offload: std::sync::Mutex::new(offload),
+            interfaces,
+            local_ip,
+            zero_udp_checksum,
+        }
+    }
+
+    pub fn interfaces(&self) -> &[String] {
+        &self.interfaces
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::xdp::XdpOffload> {
+        self.offload.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans and installs the pair's rules (both or neither).
+    pub fn install(&self, view: &PairView, ports: [u16; 2]) -> Result<PairRules, OffloadError> {
+        // Cheap refusals first: no /proc reads for pairs not ready.
+        check(view, self.local_ip)?;
+        let net = HostNet::read(&self.interfaces)?;
+        let rules = plan(view, self.local_ip, ports, &net, self.zero_udp_checksum)?;
+        let mut o = self.lock();
+        o.insert_rule(rules[0].0, rules[0].1)?;
+        if let Err(e) = o.insert_rule(rules[1].0, rules[1].1) {
+            let _ = o.remove_rule(&rules[0].0);
+            return Err(e.into());
+        }
+        Ok(rules)
+    }
+
+    /// Removes the pair's rules; the kernel's final counters per side.
+    pub fn remove(&self, rules: &PairRules) -> [crate::xdp::LegCounters; 2] {
+        let mut o = self.lock();
+        rules.map(|(k, _)| o.remove_rule(&k).ok().flatten().unwrap_or_default())
+    }
+
+    /// The kernel's counters per side (packets that arrived on that side).
+    pub fn counters(&self, rules: &PairRules) -> [crate::xdp::LegCounters; 2] {
+        let o = self.lock();
+        rules.map(|(k, _)| o.counters(&k).ok().flatten().unwrap_or_default())
+    }
+}
+
+/// Index and MAC of interface `name` in this thread's network namespace
+/// (ioctls on a socket made here: `/sys/class/net` shows the namespace
+/// sysfs was mounted in, which may be another).
+fn interface(name: &str) -> std::io::Result<Interface> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: socket() has no memory preconditions; the fd is owned below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of `req`.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just wrote the ifindex member.
+    let ifindex = unsafe { req.ifr_ifru.ifru_ifindex } as u32;
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of `req`.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just wrote the hwaddr member.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data) {
+        *m = d as u8;
+    }
+    Ok(Interface {
+        name: name.to_string(),
+        ifindex,
+        mac,
+    })
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the program's `last_seen_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

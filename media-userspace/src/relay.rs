@@ -142,6 +142,11 @@ impl RelayPair {
         }
     }
 
+    /// Side `s`'s peer was last heard at `at` by the kernel fast path.
+    pub fn note_rx(&mut self, s: Side, at: Instant) {
+        self.side_mut(s).latch.note_rx(at);
+    }
+
     /// Counts packets the kernel forwarded while the pair was offloaded:
     /// `packets`/`bytes` arrived on side `s` and left from the other side.
     pub fn add_offloaded(&mut self, s: Side, packets: u64, bytes: u64) {

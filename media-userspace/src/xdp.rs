@@ -6,7 +6,7 @@
 //! by relaying in userspace. Rules and counters use the shared types of
 //! [`media_common`]; see there for byte order.
 //!
-//! This is the foundation only: wiring it into the relay is a later step.
+//! [`crate::offload`] decides which relay pairs run here.
 
 use std::io;
 
@@ -132,7 +132,7 @@ pub struct XdpOffload {
     ebpf: Ebpf,
     rules: HashMap<MapData, RelayKey, RelayRule>,
     counters: PerCpuHashMap<MapData, RelayKey, LegCounters>,
-    attached: Option<(String, Attached)>,
+    attached: Vec<(String, Attached)>,
 }
 
 impl std::fmt::Debug for XdpOffload {
@@ -186,7 +186,7 @@ impl XdpOffload {
             ebpf,
             rules,
             counters,
-            attached: None,
+            attached: Vec::new(),
         })
     }
 
@@ -219,7 +219,7 @@ impl XdpOffload {
             match prog.attach(iface, aya_mode) {
                 Ok(_link) => {
                     // The link is owned by the program: detached on drop.
-                    self.attached = Some((iface.to_owned(), attached));
+                    self.attached.push((iface.to_owned(), attached));
                     return Ok(attached);
                 }
                 Err(ProgramError::UnknownInterface { name }) => {
@@ -243,9 +243,14 @@ impl XdpOffload {
         })
     }
 
-    /// Interface and mode the program is attached in, if any.
+    /// Interface and mode the program was last attached in, if any.
     pub fn attached(&self) -> Option<(&str, Attached)> {
-        self.attached.as_ref().map(|(i, m)| (i.as_str(), *m))
+        self.attached.last().map(|(i, m)| (i.as_str(), *m))
+    }
+
+    /// Every interface the program is attached to, with its mode.
+    pub fn interfaces(&self) -> &[(String, Attached)] {
+        &self.attached
     }
 
     /// Installs (or replaces) the rule for `key`. Its counters start at

@@ -53,6 +53,7 @@ fn relay_round_trip(prefer_io_uring: bool, base: u16) {
             port_max: base + 99,
             workers: 1,
             prefer_io_uring,
+            xdp: None,
         },
         events,
     )

@@ -132,6 +132,12 @@ pub struct MediaSection {
     pub timeout_secs: u64,
     /// Kernel fast path for relayed legs: "auto" | "on" | "off".
     pub xdp: String,
+    /// Interfaces the XDP program attaches to (empty: every interface
+    /// with an IPv4 route, loopback excepted).
+    pub xdp_interfaces: Vec<String>,
+    /// Send relayed UDP with a zero checksum (IPv4 allows it) instead of
+    /// updating it: saves a few ns per packet.
+    pub xdp_zero_udp_checksum: bool,
 }
 
 /// Calls on route `stream` (the AI's WebSocket).
@@ -192,6 +198,8 @@ impl Default for MediaSection {
             io_uring: false,
             timeout_secs: 60,
             xdp: "auto".into(),
+            xdp_interfaces: Vec::new(),
+            xdp_zero_udp_checksum: false,
         }
     }
 }

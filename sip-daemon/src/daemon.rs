@@ -10,6 +10,7 @@ use crate::transport::{Inbound, TransportConfig, Transports};
 use api::cdr::{CdrMetrics, CdrQueue, CdrWriterConfig, spawn_writer};
 use api::store::Store;
 use media_userspace::engine::{EngineConfig, MediaEngine};
+use media_userspace::offload::XdpPath;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -126,6 +127,8 @@ pub async fn run(
     } else {
         cfg.media.workers
     };
+    let xdp = setup_offload(&cfg)?;
+    let xdp_attached = xdp.is_some();
     let engine = MediaEngine::start(
         EngineConfig {
             bind_ip: cfg.media.bind_ip,
@@ -133,15 +136,19 @@ pub async fn run(
             port_max: cfg.media.port_max,
             workers,
             prefer_io_uring: cfg.media.io_uring,
+            xdp,
         },
         media_tx,
     )?;
+    engine.stats().xdp_attached.store(
+        u64::from(xdp_attached),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     tracing::info!(
         backend = engine.backend().label(),
         workers,
         "media engine started"
     );
-    log_offload_status(&cfg.media.xdp)?;
     crate::metrics::register_media(&registry, engine.stats().clone())?;
     crate::metrics::register_streams(&registry, engine.stream_stats().clone())?;
 
@@ -280,24 +287,89 @@ pub async fn run(
 /// The XDP fast path serves relayed legs (forwarding, a later capability);
 /// echo legs always run in userspace. `on` refuses to start without the
 /// program built in; `auto` says once where media runs.
-fn log_offload_status(mode: &str) -> Result<(), DaemonError> {
-    let built = media_userspace::xdp::program_bytes().is_some();
-    match (mode, built) {
-        ("off", _) => {
-            tracing::info!("XDP offload disabled by media.xdp = \"off\"; media in userspace")
-        }
-        ("on", false) => {
-            return Err(DaemonError::Config(
-                "media.xdp = \"on\" but the XDP program is not built into this binary (install bpf-linker and the pinned nightly: scripts/setup.sh test)".into(),
-            ));
-        }
-        (_, false) => tracing::warn!("XDP program not built into this binary; media in userspace"),
-        (_, true) => tracing::info!(
-            mode,
-            "XDP program built in; relayed legs will be offloaded when forwarding is configured, echo legs stay in userspace"
-        ),
+/// Where media flows when `media.xdp_interfaces` is empty: the interfaces
+/// whose IPv4 routes cover `bind_ip` (every routed one for 0.0.0.0),
+/// loopback excepted, so a loopback-only setup never touches a NIC.
+fn media_interfaces(bind_ip: std::net::IpAddr) -> Vec<String> {
+    let ip = match bind_ip {
+        std::net::IpAddr::V4(ip) => u32::from(ip),
+        std::net::IpAddr::V6(_) => return Vec::new(),
+    };
+    let hex = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|v| u32::from_be_bytes(v.to_ne_bytes()))
+    };
+    let mut out: Vec<String> = std::fs::read_to_string("/proc/net/route")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (dest, mask) = (hex(f.get(1)?)?, hex(f.get(7)?)?);
+            let covers = ip == 0 || (ip & mask == dest && mask != 0);
+            (covers && f[0] != "lo").then(|| f[0].to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Loads and attaches the XDP fast path per `media.xdp`: "off" skips it,
+/// "on" fails start-up when it cannot attach, "auto" falls back to the
+/// userspace relay with one warning (and `gateway_xdp_attached` 0).
+fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
+    use media_userspace::xdp::{XdpMode, XdpOffload, program_bytes};
+    let mode = cfg.media.xdp.as_str();
+    if mode == "off" {
+        tracing::info!("XDP offload disabled by media.xdp = \"off\"; relayed media in userspace");
+        return Ok(None);
     }
-    Ok(())
+    let fail = |why: String| -> Result<Option<Arc<XdpPath>>, DaemonError> {
+        if mode == "on" {
+            return Err(DaemonError::Config(format!("media.xdp = \"on\": {why}")));
+        }
+        tracing::warn!("XDP offload unavailable ({why}); relayed media in userspace");
+        Ok(None)
+    };
+    if program_bytes().is_none() {
+        return fail(
+            "the XDP program is not built into this binary (scripts/setup.sh test installs bpf-linker and the pinned nightly)"
+                .into(),
+        );
+    }
+    let ifaces = if cfg.media.xdp_interfaces.is_empty() {
+        media_interfaces(cfg.media.bind_ip)
+    } else {
+        cfg.media.xdp_interfaces.clone()
+    };
+    if ifaces.is_empty() {
+        return fail(format!(
+            "no interface carries media address {} (loopback stays in userspace; set media.xdp_interfaces)",
+            cfg.media.bind_ip
+        ));
+    }
+    let mut offload = match XdpOffload::load_detached() {
+        Ok(o) => o,
+        Err(e) => return fail(e.to_string()),
+    };
+    for i in &ifaces {
+        match offload.attach(i, XdpMode::NativeOrGeneric) {
+            Ok(how) => tracing::info!(interface = %i, mode = ?how, "XDP fast path attached"),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let local_ip = if cfg.media.bind_ip.is_unspecified() {
+        cfg.advertised_ip()
+    } else {
+        cfg.media.bind_ip
+    };
+    Ok(Some(Arc::new(XdpPath::new(
+        offload,
+        Some(local_ip),
+        cfg.media.xdp_zero_udp_checksum,
+    ))))
 }
 
 fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duration, why: &str) {

@@ -190,6 +190,41 @@ const MEDIA_METRICS: &[(&str, &str, bool)] = &[
         "RTCP compound packets received.",
         true,
     ),
+    (
+        "gateway_xdp_attached",
+        "1 when the XDP fast path is attached (media.xdp), else 0: relayed media in userspace.",
+        false,
+    ),
+    (
+        "gateway_xdp_pairs_active",
+        "Relayed calls whose RTP the kernel (XDP) forwards now.",
+        false,
+    ),
+    (
+        "gateway_xdp_forwarded_packets_total",
+        "RTP packets the XDP program forwarded (read every 2 s and at the end of a call).",
+        true,
+    ),
+    (
+        "gateway_xdp_forwarded_bytes_total",
+        "Bytes of those packets (Ethernet header and IP packet).",
+        true,
+    ),
+    (
+        "gateway_xdp_offloads_total",
+        "Relayed calls moved to the kernel fast path.",
+        true,
+    ),
+    (
+        "gateway_xdp_returns_total",
+        "Relayed calls moved back to userspace (peer moved, re-INVITE).",
+        true,
+    ),
+    (
+        "gateway_xdp_failures_total",
+        "Offloads the kernel refused (the call stayed in userspace).",
+        true,
+    ),
 ];
 
 impl prometheus::core::Collector for MediaCollector {
@@ -216,6 +251,13 @@ impl prometheus::core::Collector for MediaCollector {
             s.dtmf_digits.load(Relaxed),
             s.rtcp_sent.load(Relaxed),
             s.rtcp_received.load(Relaxed),
+            s.xdp_attached.load(Relaxed),
+            s.xdp_pairs_active.load(Relaxed),
+            s.xdp_packets.load(Relaxed),
+            s.xdp_bytes.load(Relaxed),
+            s.xdp_offloads.load(Relaxed),
+            s.xdp_returns.load(Relaxed),
+            s.xdp_failures.load(Relaxed),
         ];
         MEDIA_METRICS
             .iter()
