@@ -19,5 +19,7 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod stream_leg;
+#[cfg(feature = "test-netns")]
+pub mod testnet;
 pub mod transcode;
 pub mod xdp;

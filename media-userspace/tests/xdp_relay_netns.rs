@@ -17,18 +17,14 @@ use media_userspace::codec::Codec;
 use media_userspace::control::{LegMedia, MediaCommand, MediaEvent};
 use media_userspace::engine::{EngineConfig, MediaEngine, MediaStats};
 use media_userspace::offload::XdpPath;
+use media_userspace::testnet::Topology;
 use media_userspace::xdp::{Attached, XdpMode, XdpOffload, build_info, program_bytes};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const GW_C: &str = "198.18.0.1";
-const CALLER: &str = "198.18.0.2";
-const GW_F: &str = "198.18.1.1";
-const FAR: &str = "198.18.1.2";
+use media_userspace::testnet::{CALLER, FAR, GW_C};
 
 fn env_is_set(name: &str) -> bool {
     std::env::var(name)
@@ -54,86 +50,6 @@ fn available(need_program: bool) -> bool {
     panic!(
         "\n*** XDP relay netns test cannot run: {why}\n*** scripts/setup.sh test; run as root\n"
     );
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Three namespaces: caller (c0) — (gc) gateway (gf) — (f0) far.
-struct Topology {
-    ns: [String; 3],
-}
-
-impl Topology {
-    fn new(tag: &str) -> Topology {
-        let id = std::process::id() % 100_000;
-        let ns = [
-            format!("gx{id}{tag}c"),
-            format!("gx{id}{tag}g"),
-            format!("gx{id}{tag}f"),
-        ];
-        for n in &ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-            sh(&["ip", "netns", "add", n]);
-        }
-        let [c, g, f] = [&ns[0], &ns[1], &ns[2]];
-        sh(&[
-            "ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "gc", "netns", g,
-        ]);
-        sh(&[
-            "ip", "link", "add", "f0", "netns", f, "type", "veth", "peer", "name", "gf", "netns", g,
-        ]);
-        for (n, dev, addr) in [
-            (c, "c0", "198.18.0.2/24"),
-            (g, "gc", "198.18.0.1/24"),
-            (g, "gf", "198.18.1.1/24"),
-            (f, "f0", "198.18.1.2/24"),
-        ] {
-            sh(&["ip", "-n", n, "addr", "add", addr, "dev", dev]);
-            sh(&["ip", "-n", n, "link", "set", dev, "up"]);
-            sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
-        sh(&["ip", "-n", c, "route", "add", "default", "via", GW_C]);
-        sh(&["ip", "-n", f, "route", "add", "default", "via", GW_F]);
-        // Frames leave the senders with full checksums: the program
-        // updates them incrementally (a partial one would stay wrong).
-        for (n, dev) in [(c, "c0"), (f, "f0"), (g, "gc"), (g, "gf")] {
-            sh(&["ip", "netns", "exec", n, "ethtool", "-K", dev, "tx", "off"]);
-        }
-        Topology { ns }
-    }
-
-    /// Runs `f` on a thread inside namespace `i` (0 caller, 1 gateway,
-    /// 2 far). Sockets and threads made there stay there.
-    fn run<T: Send + 'static>(&self, i: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.ns[i]);
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: setns changes only this thread's network namespace.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for n in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
 }
 
 fn media(remote: SocketAddr) -> LegMedia {

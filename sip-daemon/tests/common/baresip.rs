@@ -70,13 +70,13 @@ pub fn tone_in_frames(s: &[i16], hz: f64, rate: u32) -> (usize, f64) {
 
 /// Writes a baresip profile into `dir`: listening on `port`, speaking
 /// `input` at `rate`, recording what it hears, with one account line.
-fn profile(dir: &Path, port: u16, rate: u32, input: &[i16], account: &str) {
+fn profile(dir: &Path, ip: &str, port: u16, rate: u32, input: &[i16], account: &str) {
     std::fs::create_dir_all(dir).unwrap();
     write_wav(&dir.join("in.wav"), rate, input);
     std::fs::write(
         dir.join("config"),
         format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player none\n\
+            "poll_method epoll\nsip_listen {ip}:{port}\naudio_player none\n\
              audio_source aufile,{src}\naudio_alert none\nausrc_srate {rate}\nauplay_srate {rate}\n\
              module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule g722.so\nmodule aufile.so\n\
              module sndfile.so\nmodule_tmp account.so\nmodule_app contact.so\nmodule_app menu.so\n\
@@ -111,18 +111,46 @@ pub fn baresip_call(
     input: &[i16],
     secs: u32,
 ) -> (u32, Vec<i16>) {
+    baresip_call_from(None, "127.0.0.1", d, number, codec, rate, input, secs)
+}
+
+/// `timeout`, run inside network namespace `netns` when given.
+fn timeout_cmd(netns: Option<&str>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "timeout"]);
+            c
+        }
+        None => Command::new("timeout"),
+    }
+}
+
+/// [`baresip_call`] from a phone at `ip`, in network namespace `netns`.
+#[allow(clippy::too_many_arguments)]
+pub fn baresip_call_from(
+    netns: Option<&str>,
+    ip: &str,
+    d: &Daemon,
+    number: &str,
+    codec: &str,
+    rate: u32,
+    input: &[i16],
+    secs: u32,
+) -> (u32, Vec<i16>) {
     let dir = d
         .dir
         .path()
         .join(format!("baresip-{}", codec.replace('/', "-")));
     profile(
         &dir,
+        ip,
         super::free_port(),
         rate,
         input,
-        &format!("<sip:+14155550100@127.0.0.1>;regint=0;audio_codecs={codec}"),
+        &format!("<sip:+14155550100@{ip}>;regint=0;audio_codecs={codec}"),
     );
-    let out = Command::new("timeout")
+    let out = timeout_cmd(netns)
         .arg(format!("{}", secs + 10))
         .arg("baresip")
         .arg("-f")
@@ -160,16 +188,32 @@ impl Callee {
         input: &[i16],
         secs: u32,
     ) -> Callee {
+        Self::start_in(None, "127.0.0.1", dir, user, codec, rate, input, secs)
+    }
+
+    /// [`Callee::start`] at `ip` in network namespace `netns`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_in(
+        netns: Option<&str>,
+        ip: &str,
+        dir: PathBuf,
+        user: &str,
+        codec: &str,
+        rate: u32,
+        input: &[i16],
+        secs: u32,
+    ) -> Callee {
         let port = super::free_port();
         profile(
             &dir,
+            ip,
             port,
             rate,
             input,
-            &format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codec}"),
+            &format!("<sip:{user}@{ip}>;regint=0;answermode=auto;audio_codecs={codec}"),
         );
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
-        let child = Command::new("timeout")
+        let child = timeout_cmd(netns)
             .arg(format!("{}", secs + 10))
             .arg("baresip")
             .arg("-f")

@@ -23,10 +23,17 @@ pub struct Opts<'a> {
     pub listen: Option<&'a str>,
     /// Keys added to the `[media]` section.
     pub media_extra: &'a str,
+    /// Run inside this network namespace (`ip netns exec`); readiness and
+    /// metrics are then checked from inside it too.
+    pub netns: Option<&'a str>,
+    /// Address of SIP (with `listen`) and media instead of 127.0.0.1.
+    pub ip: Option<&'a str>,
 }
 
 pub struct Daemon {
     pub child: Option<Child>,
+    pub netns: Option<String>,
+    pub ip: std::net::IpAddr,
     pub sip_port: u16,
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
@@ -51,6 +58,23 @@ pub fn tone_share(s: &[i16], hz: f64, rate: f64) -> f64 {
     } else {
         2.0 * power / (total * s.len() as f64)
     }
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (`ip netns add`),
+/// or here when `None`: sockets made there stay there.
+pub fn in_netns<T: Send + 'static>(ns: Option<&str>, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let Some(ns) = ns else { return f() };
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let fd = std::fs::File::open(&path).expect("open netns");
+        // SAFETY: setns changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1.
@@ -90,14 +114,18 @@ impl Daemon {
             database_url,
             listen,
             media_extra,
+            netns,
+            ip,
         } = o;
+        let ip = ip.unwrap_or("127.0.0.1");
         let dir = tempfile::tempdir().expect("tempdir");
         let sip_port = free_port();
         let metrics_port = free_port();
         let sip_extra = sip_extra.replace("{port}", &sip_port.to_string());
         let listen = listen
-            .unwrap_or(r#"["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]"#)
-            .replace("{port}", &sip_port.to_string());
+            .unwrap_or(r#"["udp:{ip}:{port}", "tcp:{ip}:{port}"]"#)
+            .replace("{port}", &sip_port.to_string())
+            .replace("{ip}", ip);
         // 1000 port pairs per daemon: a load test at 1000 calls/s holds a
         // few hundred calls at once.
         let media_base = 20000 + (sip_port % 20) * 2000;
@@ -112,7 +140,7 @@ t1_ms = 500
 {sip_extra}
 
 [media]
-bind_ip = "127.0.0.1"
+bind_ip = "{ip}"
 port_min = {media_base}
 port_max = {media_max}
 timeout_secs = 30
@@ -155,6 +183,8 @@ target = "ws://127.0.0.1:9/stream"
         let log = dir.path().join("daemon.log");
         let mut d = Daemon {
             child: None,
+            netns: netns.map(str::to_string),
+            ip: ip.parse().expect("ip"),
             sip_port,
             metrics_port,
             dir,
@@ -166,7 +196,14 @@ target = "ws://127.0.0.1:9/stream"
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sip-daemon"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_sip-daemon")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sip-daemon")),
+        };
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -219,7 +256,7 @@ target = "ws://127.0.0.1:9/stream"
     }
 
     pub fn sip_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.sip_port))
+        SocketAddr::new(self.ip, self.sip_port)
     }
 
     /// Waits until a call record ends with `cause` (SQLite store).
@@ -255,7 +292,10 @@ target = "ws://127.0.0.1:9/stream"
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ip = self.ip;
+        let sock = in_netns(self.netns.as_deref(), move || {
+            UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap()
+        });
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let mut n = 0;
@@ -296,8 +336,10 @@ target = "ws://127.0.0.1:9/stream"
     /// Plain-text Prometheus exposition.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics");
+        let port = self.metrics_port;
+        let mut s = in_netns(self.netns.as_deref(), move || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics")
+        });
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut out = String::new();
