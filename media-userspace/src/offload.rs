@@ -299,6 +299,10 @@ pub enum OffloadError {
 /// counters.
 pub struct XdpPath {
     offload: std::sync::Mutex<crate::xdp::XdpOffload>,
+    /// The last host snapshot and when it was read: a burst of calls
+    /// shares one read of /proc (routes and neighbours change slowly; a
+    /// stale one costs at most a retry).
+    host: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<HostNet>)>>,
     interfaces: Vec<String>,
     /// The address peers send RTP to: rules are keyed on it.
     pub local_ip: Option<IpAddr>,
@@ -341,6 +345,7 @@ impl XdpPath {
             .collect();
         XdpPath {
             offload: std::sync::Mutex::new(offload),
+            host: std::sync::Mutex::new(None),
             interfaces,
             local_ip,
             zero_udp_checksum,
@@ -359,7 +364,7 @@ impl XdpPath {
     pub fn install(&self, view: &PairView, ports: [u16; 2]) -> Result<PairRules, OffloadError> {
         // Cheap refusals first: no /proc reads for pairs not ready.
         check(view, self.local_ip)?;
-        let net = HostNet::read(&self.interfaces)?;
+        let net = self.host_net()?;
         let rules = plan(view, self.local_ip, ports, &net, self.zero_udp_checksum)?;
         let mut o = self.lock();
         o.insert_rule(rules[0].0, rules[0].1)?;
@@ -368,6 +373,22 @@ impl XdpPath {
             return Err(e.into());
         }
         Ok(rules)
+    }
+
+    /// How long a host snapshot is reused.
+    const HOST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn host_net(&self) -> std::io::Result<std::sync::Arc<HostNet>> {
+        let mut cached = self.host.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if let Some((at, net)) = cached.as_ref()
+            && now.duration_since(*at) < Self::HOST_TTL
+        {
+            return Ok(net.clone());
+        }
+        let net = std::sync::Arc::new(HostNet::read(&self.interfaces)?);
+        *cached = Some((now, net.clone()));
+        Ok(net)
     }
 
     /// Removes the pair's rules; the kernel's final counters per side.

@@ -16,10 +16,12 @@ use aya::{
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
 };
 pub use media_common::{
-    FAMILY_V4, FLAG_CHECK_PEER, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, FLAGS_KNOWN,
-    LEG_COUNTERS, LegCounters, PROGRAM_NAME, RELAY_RULES, RelayKey, RelayRule,
+    FAMILY_V4, FLAG_CHECK_PEER, FLAG_DROP, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM,
+    FLAGS_KNOWN, LEG_COUNTERS, LegCounters, PROGRAM_NAME, RELAY_RULES, RelayKey, RelayRule,
 };
 
+/// `XDP_DROP`: the frame is dropped (rules with [`FLAG_DROP`]).
+pub const XDP_DROP: u32 = 1;
 /// `XDP_PASS`: hand the frame to the kernel stack.
 pub const XDP_PASS: u32 = 2;
 /// `XDP_TX`: send the (rewritten) frame back out of the receiving interface.

@@ -7,8 +7,9 @@
 //! `GATEWAY_REQUIRE_XDP=1` (CI) overrides.
 
 use media_userspace::xdp::{
-    Attached, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, LegCounters, RelayKey, RelayRule, XDP_PASS,
-    XDP_REDIRECT, XDP_TX, XdpError, XdpMode, XdpOffload, build_info, program_bytes,
+    Attached, FLAG_DROP, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, LegCounters, RelayKey, RelayRule,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, XdpError, XdpMode, XdpOffload, build_info,
+    program_bytes,
 };
 
 const LOCAL_IP: [u8; 4] = [10, 0, 0, 1];
@@ -327,6 +328,19 @@ fn peer_check_forwards_only_the_latched_source() {
         Some(1),
         "only the peer's packet counted"
     );
+}
+
+#[test]
+fn drop_flag_counts_and_drops() {
+    let Some(o) = setup(FLAG_DROP) else { return };
+    let frame = Frame::to_local().build();
+    let (action, _) = run(&o, &frame);
+    assert_eq!(action, XDP_DROP);
+    let c = o.counters(&key()).unwrap().expect("counted");
+    assert_eq!((c.packets, c.bytes), (1, frame.len() as u64));
+    let mut f = Frame::to_local();
+    f.dst_port = LOCAL_PORT + 2;
+    assert_pass_unchanged(&o, &f.build(), "other port");
 }
 
 #[test]

@@ -34,8 +34,9 @@ pub const LEG_COUNTERS: &str = "LEG_COUNTERS";
 pub const PROGRAM_NAME: &str = "relay";
 
 /// `max_entries` of [`RELAY_RULES`] and [`LEG_COUNTERS`]: one entry per
-/// relayed leg (two per bridged call).
-pub const MAX_LEGS: u32 = 16_384;
+/// relayed leg (two per bridged call), so 32,768 calls (about 7 MB of
+/// rules at 100 bytes an entry, plus the per-CPU counters).
+pub const MAX_LEGS: u32 = 65_536;
 
 /// [`RelayKey::family`] of an IPv4 key.
 pub const FAMILY_V4: u8 = 4;
@@ -56,7 +57,11 @@ pub const FLAG_REDIRECT: u32 = 1 << 2;
 /// (the latched peer); any other source is passed to userspace, which
 /// decides whether the leg moved (re-latching) or the packet is forged.
 pub const FLAG_CHECK_PEER: u32 = 1 << 3;
-pub const FLAGS_KNOWN: u32 = FLAG_IPV6 | FLAG_ZERO_UDP_CSUM | FLAG_REDIRECT | FLAG_CHECK_PEER;
+/// Count and drop (`XDP_DROP`) instead of forwarding: a leg being flooded,
+/// or a sink in benchmarks. The rewrite fields are ignored.
+pub const FLAG_DROP: u32 = 1 << 4;
+pub const FLAGS_KNOWN: u32 =
+    FLAG_IPV6 | FLAG_ZERO_UDP_CSUM | FLAG_REDIRECT | FLAG_CHECK_PEER | FLAG_DROP;
 
 /// `::ffff:a.b.c.d` for an IPv4 address given in wire order.
 #[inline(always)]

@@ -17,14 +17,14 @@
 //! interpret lengths and the ethertype.
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_PASS, XDP_TX},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{bpf_ktime_get_ns, bpf_redirect},
     macros::{map, xdp},
     maps::{HashMap, PerCpuHashMap},
     programs::XdpContext,
 };
 use media_common::{
-    FLAG_CHECK_PEER, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, LegCounters, MAX_LEGS,
+    FLAG_CHECK_PEER, FLAG_DROP, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, LegCounters, MAX_LEGS,
     RelayKey, RelayRule,
 };
 
@@ -177,6 +177,11 @@ fn try_relay(ctx: &XdpContext) -> Option<u32> {
         {
             return None;
         }
+    }
+
+    if flags & FLAG_DROP != 0 {
+        count(&key, (ETH_HLEN + tot_len) as u64);
+        return Some(XDP_DROP);
     }
 
     let old = unsafe {
