@@ -99,6 +99,8 @@ pub struct Call {
     pub local_media: Option<SocketAddr>,
     /// Route `forward`: the far leg this call is bridged to.
     pub bridge: Option<u64>,
+    /// A transfer in progress: the new far leg, until it answers or fails.
+    pub transfer: Option<u64>,
 }
 
 impl Call {
@@ -630,6 +632,7 @@ impl Core {
                 stream_wait,
                 local_media: None,
                 bridge: None,
+                transfer: None,
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
@@ -1156,7 +1159,7 @@ impl Core {
             return;
         };
         self.dialogs.remove(&call.dialog.key);
-        if let Some(hb) = call.bridge {
+        for hb in call.bridge.into_iter().chain(call.transfer) {
             self.end_bridge(now, hb);
         }
         if let Some(p) = &call.number_pattern

@@ -23,6 +23,10 @@ use crate::sip::{Uri, headers_typed::NameAddr};
 use api::store::Number;
 use media_userspace::control::LegMedia;
 
+/// Methods the far leg of a forwarded call accepts: REFER too (blind
+/// transfer by the far side, `transfer.rs`).
+pub const ALLOW_FAR: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER";
+
 /// How forwarded calls are placed.
 #[derive(Clone, Debug)]
 pub struct ForwardSettings {
@@ -94,6 +98,12 @@ pub struct OutLeg {
     pub local_media: Option<SocketAddr>,
     pub negotiated: Option<NegotiatedAudio>,
     pub ringing_sent: bool,
+    /// The relay side this leg's media runs on: its own handle, or, for
+    /// the new far leg of a transfer, the side of the leg it replaces.
+    pub media_leg: u64,
+    /// For the new far leg of a transfer: the leg that sent the REFER,
+    /// told the outcome by NOTIFY (RFC 3515 §2.4.4).
+    pub transfer_of: Option<u64>,
 }
 
 /// What a final failure of the far leg means for the caller: the cause in
@@ -234,6 +244,31 @@ impl Core {
             return;
         };
         let hb = self.new_id();
+        let leg = self.new_out_leg(h, target, caller, max_forwards, offered, hb);
+        self.out_legs.insert(hb, leg);
+        if let Some(c) = self.calls.get_mut(&h) {
+            c.bridge = Some(hb);
+        }
+        // The far side's stream is unknown until it answers: nothing is
+        // sent toward it before then (remote None).
+        let b = LegMedia { remote: None, ..a };
+        self.out.push_back(Output::Media(MediaCommand::OpenRelay {
+            legs: [h, hb],
+            media: [a, b],
+            timeout: self.cfg.media_timeout,
+        }));
+    }
+
+    /// A far leg in state Binding: identifiers and headers of its INVITE.
+    pub(super) fn new_out_leg(
+        &mut self,
+        partner: u64,
+        target: OutTarget,
+        caller: &str,
+        max_forwards: u32,
+        offered: Vec<Codec>,
+        media_leg: u64,
+    ) -> OutLeg {
         let local_tag = self.new_tag();
         let call_id = format!(
             "{}@{}",
@@ -252,45 +287,33 @@ impl Core {
         let from = format!("<sip:{user}@{host}>;tag={local_tag}");
         let to = format!("<{}>", target.uri);
         let contact = self.contact_for(&target.peer, Some(&user));
-        self.out_legs.insert(
-            hb,
-            OutLeg {
-                partner: Some(h),
-                state: OutState::Binding,
-                target,
-                call_id,
-                local_tag,
-                from,
-                to,
-                contact,
-                max_forwards,
-                cseq: 1,
-                via: String::new(),
-                invite_txn: None,
-                offer: None,
-                offered,
-                auth_tried: false,
-                provisional: false,
-                cancel_due: false,
-                ring_deadline: None,
-                dialog: None,
-                ack: None,
-                local_media: None,
-                negotiated: None,
-                ringing_sent: false,
-            },
-        );
-        if let Some(c) = self.calls.get_mut(&h) {
-            c.bridge = Some(hb);
+        OutLeg {
+            partner: Some(partner),
+            state: OutState::Binding,
+            target,
+            call_id,
+            local_tag,
+            from,
+            to,
+            contact,
+            max_forwards,
+            cseq: 1,
+            via: String::new(),
+            invite_txn: None,
+            offer: None,
+            offered,
+            auth_tried: false,
+            provisional: false,
+            cancel_due: false,
+            ring_deadline: None,
+            dialog: None,
+            ack: None,
+            local_media: None,
+            negotiated: None,
+            ringing_sent: false,
+            media_leg,
+            transfer_of: None,
         }
-        // The far side's stream is unknown until it answers: nothing is
-        // sent toward it before then (remote None).
-        let b = LegMedia { remote: None, ..a };
-        self.out.push_back(Output::Media(MediaCommand::OpenRelay {
-            legs: [h, hb],
-            media: [a, b],
-            timeout: self.cfg.media_timeout,
-        }));
     }
 
     /// Both relay ports are bound: send the far INVITE.
@@ -333,7 +356,7 @@ impl Core {
         self.schedule_out(hb);
     }
 
-    fn schedule_out(&mut self, hb: u64) {
+    pub(super) fn schedule_out(&mut self, hb: u64) {
         if let Some(at) = self.out_legs.get(&hb).and_then(|o| o.ring_deadline) {
             self.schedule(at, TimerRef::Out(hb));
         }
@@ -341,7 +364,12 @@ impl Core {
 
     /// Sends (or, after a challenge, re-sends with credentials) the far
     /// INVITE through a new client transaction.
-    fn send_out_invite(&mut self, now: Instant, hb: u64, auth: Option<(HeaderName, String)>) {
+    pub(super) fn send_out_invite(
+        &mut self,
+        now: Instant,
+        hb: u64,
+        auth: Option<(HeaderName, String)>,
+    ) {
         let Some(peer) = self.out_legs.get(&hb).map(|o| o.target.peer) else {
             return;
         };
@@ -359,7 +387,7 @@ impl Core {
             .header(HeaderName::CallId, o.call_id.as_str())
             .header(HeaderName::CSeq, format!("{} INVITE", o.cseq))
             .header(HeaderName::Contact, o.contact.as_str())
-            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::Allow, ALLOW_FAR)
             .header(HeaderName::UserAgent, server);
         if let Some((name, value)) = auth {
             b = b.header(name, value);
@@ -485,7 +513,7 @@ impl Core {
         self.abandon_out(now, hb);
     }
 
-    fn bye_out(&mut self, now: Instant, hb: u64) {
+    pub(super) fn bye_out(&mut self, now: Instant, hb: u64) {
         let Some(peer) = self
             .out_legs
             .get(&hb)
@@ -513,7 +541,15 @@ impl Core {
         if !due {
             return;
         }
-        let partner = self.out_legs.get(&hb).and_then(|o| o.partner);
+        let (partner, transfer_of) = self
+            .out_legs
+            .get(&hb)
+            .map_or((None, None), |o| (o.partner, o.transfer_of));
+        if let Some(b) = transfer_of {
+            // The transfer target did not answer: the transferor hears 480.
+            self.abandon_out(now, hb);
+            return self.transfer_outcome(now, partner, b, 480, "Temporarily Unavailable");
+        }
         self.abandon_out(now, hb);
         if let Some(h) = partner {
             self.fail_forwarded(now, h, "no_answer", 480);
@@ -525,6 +561,9 @@ impl Core {
         let Some(o) = self.out_legs.remove(&hb) else {
             return;
         };
+        if let Some(b) = o.transfer_of {
+            return self.transfer_outcome(now, o.partner, b, 408, "Request Timeout");
+        }
         if let Some(h) = o.partner {
             self.fail_forwarded(now, h, "unreachable", 408);
         }
@@ -618,6 +657,9 @@ impl Core {
         let Some(o) = self.out_legs.remove(&hb) else {
             return;
         };
+        if let Some(b) = o.transfer_of {
+            return self.transfer_outcome(now, o.partner, b, status, &resp.reason);
+        }
         if let Some(h) = o.partner {
             let (cause, to_caller) = failure_outcome(status);
             tracing::info!(status, cause, "forwarded call's far leg failed");
@@ -666,10 +708,11 @@ impl Core {
         let media = leg_media(&n);
         let changed = o.negotiated.as_ref().map(leg_media) != Some(media);
         let codec = n.codec;
+        let leg = o.media_leg;
         o.negotiated = Some(n);
         if changed {
             self.out
-                .push_back(Output::Media(MediaCommand::Update { leg: hb, media }));
+                .push_back(Output::Media(MediaCommand::Update { leg, media }));
         }
         Some(codec)
     }
@@ -798,6 +841,9 @@ impl Core {
             self.remove_out(hb);
             return self.fail_forwarded(now, h, "not_acceptable", 488);
         }
+        if let Some(b) = self.out_legs.get(&hb).and_then(|o| o.transfer_of) {
+            return self.transfer_completed(now, h, hb, b);
+        }
         let answered = self
             .calls
             .get(&h)
@@ -807,7 +853,7 @@ impl Core {
         }
     }
 
-    fn remove_out(&mut self, hb: u64) {
+    pub(super) fn remove_out(&mut self, hb: u64) {
         if let Some(o) = self.out_legs.remove(&hb)
             && let Some(d) = o.dialog
         {
@@ -839,13 +885,22 @@ impl Core {
                 let partner = self.out_legs.get(&hb).and_then(|o| o.partner);
                 self.remove_out(hb);
                 if let Some(h) = partner {
-                    if let Some(c) = self.calls.get_mut(&h) {
-                        c.bridge = None;
+                    let transferring = match self.calls.get_mut(&h) {
+                        Some(c) => {
+                            c.bridge = None;
+                            c.transfer.is_some()
+                        }
+                        None => false,
+                    };
+                    // A blind transferor hangs up once it has its 202: the
+                    // caller stays for the transfer target.
+                    if !transferring {
+                        self.hangup(now, h, "callee_hangup");
                     }
-                    self.hangup(now, h, "callee_hangup");
                 }
             }
             Method::Invite | Method::Update => self.out_session_update(now, id, hb, &tag, req),
+            Method::Refer => self.on_refer(now, id, hb, &tag, req),
             Method::Options | Method::Info => self.respond(now, id, 200, None, Some(&tag), |b| b),
             _ => self.respond(now, id, 405, None, Some(&tag), |b| {
                 b.header(HeaderName::Allow, ALLOW)
@@ -894,11 +949,13 @@ impl Core {
         match sdp::answer(&offer, &lm, &codecs) {
             Ok((answer, n)) => {
                 let media = leg_media(&n);
+                let mut leg = hb;
                 if let Some(o) = self.out_legs.get_mut(&hb) {
                     o.negotiated = Some(n);
+                    leg = o.media_leg;
                 }
                 self.out
-                    .push_back(Output::Media(MediaCommand::Update { leg: hb, media }));
+                    .push_back(Output::Media(MediaCommand::Update { leg, media }));
                 let body = answer.encode();
                 self.respond(now, id, 200, None, Some(tag), |b| {
                     b.header(HeaderName::Contact, contact)

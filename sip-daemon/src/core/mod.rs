@@ -10,6 +10,7 @@ pub mod dialog;
 pub mod forward;
 pub mod registrar;
 pub mod stream;
+pub mod transfer;
 pub mod txns;
 
 use crate::metrics::{Metrics, status_class};
@@ -645,6 +646,9 @@ impl Core {
         let r = self.request(id)?;
         match r.method {
             Method::Extension(_) => return Some(CheckFailure::NotImplemented),
+            // REFER inside a dialog: blind transfer by the far side of a
+            // forwarded call (transfer.rs); outside one, not allowed.
+            Method::Refer if r.to_tag().is_some() => {}
             Method::Subscribe
             | Method::Publish
             | Method::Prack

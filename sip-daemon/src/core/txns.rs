@@ -94,6 +94,8 @@ pub enum ClientPurpose {
     Invite(u64),
     /// CANCEL of such an INVITE.
     Cancel,
+    /// NOTIFY of a REFER's progress (responses only end the transaction).
+    Notify,
 }
 
 pub struct ClientEntry {

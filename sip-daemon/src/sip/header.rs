@@ -68,6 +68,7 @@ header_names! {
     Event => "Event", "o";
     ReferTo => "Refer-To", "r";
     ReferredBy => "Referred-By", "b";
+    SubscriptionState => "Subscription-State";
     Subject => "Subject", "s";
     RetryAfter => "Retry-After";
     Warning => "Warning";

@@ -527,3 +527,238 @@ fn late_offer_and_unreachable_targets_are_refused_cleanly() {
     assert_eq!(h.last_cause(), ("offer_required".into(), 488));
     assert!(h.media.is_empty());
 }
+
+/// A request from the far side inside its dialog with us.
+fn far_request(
+    inv: &str,
+    far_tag: &str,
+    method: &str,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> String {
+    let our_tag = header(inv, "From").unwrap().split(";tag=").nth(1).unwrap();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} sip:+15551230000@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-far-{method}-{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:+15550000002@192.0.2.10:5070>;tag={far_tag}\r\nTo: <sip:+15551230000@127.0.0.1>;tag={our_tag}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:far@192.0.2.10:5070>\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
+        header(inv, "Call-ID").unwrap(),
+        body.len()
+    )
+}
+
+const TARGET_SDP: &str = "v=0\r\no=t 9 9 IN IP4 192.0.2.30\r\ns=-\r\nc=IN IP4 192.0.2.30\r\nt=0 0\r\nm=audio 51000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+impl Harness {
+    /// A forwarded call, answered by the far side with tag `far1`; the
+    /// caller's ACK in. Returns (caller leg, far leg, far INVITE, caller tag).
+    fn bridged(&mut self, call_id: &str) -> (u64, u64, String, String) {
+        let (a, b, inv) = self.forwarded("+15550000002", call_id);
+        self.far(&far_response(
+            &inv,
+            200,
+            "OK",
+            "far1",
+            "Contact: <sip:far@192.0.2.10:5070>\r\n",
+            FAR_SDP,
+        ));
+        let ok = self
+            .sent_to()
+            .into_iter()
+            .find(|(to, m)| to == CARRIER && m.starts_with("SIP/2.0 200"))
+            .expect("200 to caller")
+            .1;
+        let tag = to_tag_of(&ok);
+        self.recv(&in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-ack", "", ""));
+        self.media.clear();
+        (a, b, inv, tag)
+    }
+
+    /// The far side REFERs the caller to `target`: 202, NOTIFY 100 and
+    /// the new INVITE. Returns the new INVITE.
+    fn referred(&mut self, inv: &str, target: &str) -> String {
+        self.far(&far_request(
+            inv,
+            "far1",
+            "REFER",
+            2,
+            &format!("Refer-To: <{target}>\r\nReferred-By: <sip:far@192.0.2.10>\r\n"),
+            "",
+        ));
+        let sent = self.sent_to();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert!(sent[0].1.starts_with("SIP/2.0 202 "), "{}", sent[0].1);
+        let notify = &sent[1].1;
+        assert!(
+            notify.starts_with("NOTIFY sip:far@192.0.2.10:5070 SIP/2.0"),
+            "{notify}"
+        );
+        assert_eq!(header(notify, "Event"), Some("refer"));
+        assert_eq!(
+            header(notify, "Subscription-State"),
+            Some("active;expires=60")
+        );
+        assert!(
+            notify.ends_with("\r\n\r\nSIP/2.0 100 Trying\r\n"),
+            "{notify}"
+        );
+        let inv2 = sent[2].1.clone();
+        assert_eq!(sent[2].0, FAR, "through the far leg's trunk");
+        inv2
+    }
+}
+
+#[test]
+fn far_side_blind_transfer_moves_the_caller_to_the_new_target() {
+    let mut h = Harness::new();
+    let (_, leg_b, inv, caller_tag) = h.bridged("xfer-1");
+    let inv2 = h.referred(&inv, "sip:+15559990000@192.0.2.10:5070");
+    assert!(
+        inv2.starts_with("INVITE sip:+15559990000@192.0.2.10:5070 SIP/2.0"),
+        "{inv2}"
+    );
+    assert_ne!(header(&inv2, "Call-ID"), header(&inv, "Call-ID"));
+    assert!(
+        inv2.contains("m=audio 30002 RTP/AVP 8 101\r\n"),
+        "the new leg gets the relay side and the bridged codec: {inv2}"
+    );
+    h.far(&far_response(&inv2, 180, "Ringing", "t2", "", ""));
+    assert!(
+        h.sent_to().is_empty(),
+        "the caller hears nothing new while the target rings"
+    );
+    h.far(&far_response(
+        &inv2,
+        200,
+        "OK",
+        "t2",
+        "Contact: <sip:target@192.0.2.30:5060>\r\n",
+        TARGET_SDP,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent[0]
+            .1
+            .starts_with("ACK sip:target@192.0.2.30:5060 SIP/2.0"),
+        "{}",
+        sent[0].1
+    );
+    let notify = &sent[1].1;
+    assert!(notify.starts_with("NOTIFY "), "{notify}");
+    assert_eq!(
+        header(notify, "Subscription-State"),
+        Some("terminated;reason=noresource")
+    );
+    assert!(notify.ends_with("SIP/2.0 200 OK\r\n"), "{notify}");
+    assert!(
+        sent[2].1.starts_with("BYE sip:far@192.0.2.10:5070 SIP/2.0"),
+        "transferor released: {}",
+        sent[2].1
+    );
+    assert!(
+        h.media.iter().any(|m| matches!(m,
+            MediaCommand::Update { leg, media } if *leg == leg_b && media.remote == Some("192.0.2.30:51000".parse().unwrap()))),
+        "the relay side now points at the target: {:?}",
+        h.media
+    );
+    // The caller hangs up: the BYE goes to the target.
+    h.recv(&in_dialog(
+        "BYE",
+        "xfer-1",
+        &caller_tag,
+        2,
+        "z9hG4bK-b2",
+        "",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == FAR && m.starts_with("BYE sip:target@192.0.2.30:5060")),
+        "{sent:?}"
+    );
+    assert_eq!(h.last_cause(), ("caller_hangup".into(), 200));
+    assert!(h.core.out_legs.is_empty());
+}
+
+#[test]
+fn failed_transfer_leaves_the_caller_with_the_transferor() {
+    let mut h = Harness::new();
+    let (_, _, inv, caller_tag) = h.bridged("xfer-2");
+    let inv2 = h.referred(&inv, "sip:+15559990000@192.0.2.10:5070");
+    h.far(&far_response(&inv2, 486, "Busy Here", "t2", "", ""));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].1.starts_with("ACK "));
+    assert!(
+        sent[1].1.ends_with("SIP/2.0 486 Busy Here\r\n"),
+        "{}",
+        sent[1].1
+    );
+    assert_eq!(h.core.active_calls(), 1, "the call goes on");
+    h.recv(&in_dialog(
+        "BYE",
+        "xfer-2",
+        &caller_tag,
+        2,
+        "z9hG4bK-b3",
+        "",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m.starts_with("BYE sip:far@192.0.2.10:5070")),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn transferor_leaving_early_keeps_the_caller_until_the_target_answers_or_fails() {
+    let mut h = Harness::new();
+    let (_, _, inv, _) = h.bridged("xfer-3");
+    let inv2 = h.referred(&inv, "sip:+15559990000@192.0.2.10:5070");
+    // The transferor hangs up right after its 202, as phones do.
+    h.far(&far_request(&inv, "far1", "BYE", 3, "", ""));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "only the 200 to its BYE: {sent:?}");
+    assert_eq!(h.core.active_calls(), 1);
+    h.far(&far_response(
+        &inv2,
+        480,
+        "Temporarily Unavailable",
+        "t3",
+        "",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("BYE ")),
+        "nobody left for the caller: {sent:?}"
+    );
+    assert_eq!(h.last_cause(), ("transfer_failed".into(), 200));
+    assert!(h.core.out_legs.is_empty());
+}
+
+#[test]
+fn refer_without_target_or_attended_is_refused() {
+    let mut h = Harness::new();
+    let (_, _, inv, _) = h.bridged("xfer-4");
+    h.far(&far_request(&inv, "far1", "REFER", 2, "", ""));
+    assert_eq!(h.statuses(), vec![400]);
+    h.far(&far_request(
+        &inv,
+        "far1",
+        "REFER",
+        3,
+        "Refer-To: <sip:+15559990000@192.0.2.10?Replaces=abc%3Bto-tag%3Dx%3Bfrom-tag%3Dy>\r\n",
+        "",
+    ));
+    assert_eq!(h.statuses(), vec![501]);
+    assert_eq!(h.core.active_calls(), 1);
+}
