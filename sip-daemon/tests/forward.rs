@@ -29,6 +29,12 @@ account = "acct"
 route = "forward"
 target = "sip:+15557000003@carrier.test"
 trunk = "far"
+
+[[numbers]]
+pattern = "+15557000005"
+account = "acct"
+route = "forward"
+target = "sip:+15557000005@127.0.0.1:{far_port}"
 "#
         ),
         ..Opts::default()
@@ -77,6 +83,12 @@ fn two_baresip_phones_hear_each_other_through_the_forwarded_call() {
     );
 }
 
+/// A media port for the far SIPp below the ephemeral range and the test
+/// daemons' media ranges (20000–59999), where nothing else binds.
+fn sipp_media_port(far_port: u16) -> String {
+    (10_000 + (far_port % 4_000) * 2).to_string()
+}
+
 fn run_sipp(dir: &Path, args: &[&str]) -> std::process::Child {
     Command::new("sipp")
         .current_dir(dir)
@@ -104,7 +116,7 @@ fn sipp_caller_reaches_a_carrier_that_challenges_with_digest() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/scenarios/uas_carrier_digest.xml"
     );
-    let far_media = common::free_port().to_string();
+    let far_media = sipp_media_port(far_port);
     let carrier = run_sipp(
         tmp.path(),
         &[
@@ -131,6 +143,8 @@ fn sipp_caller_reaches_a_carrier_that_challenges_with_digest() {
             "127.0.0.1",
             "-p",
             &common::free_port().to_string(),
+            "-m",
+            "1",
         ],
     );
     let caller = caller.wait_with_output().unwrap();
@@ -145,6 +159,97 @@ fn sipp_caller_reaches_a_carrier_that_challenges_with_digest() {
     assert!(
         caller.status.success(),
         "the caller's call completed: {:?} {}\n{}",
+        caller.status,
+        String::from_utf8_lossy(&caller.stderr),
+        d.logs()
+    );
+    d.wait_cdr_cause("caller_hangup");
+}
+
+#[test]
+fn sipp_far_side_blind_transfers_the_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let far_port = common::free_port();
+    let target_port = common::free_port();
+    // The transfer target: SIPp's built-in UAS (ring, answer, wait for BYE).
+    let target = run_sipp(
+        tmp.path(),
+        &[
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &target_port.to_string(),
+            "-mp",
+            &sipp_media_port(target_port),
+            "-m",
+            "1",
+        ],
+    );
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/uas_far_transfers.xml"
+    );
+    let far_media = sipp_media_port(far_port);
+    let target_addr = format!("127.0.0.1:{target_port}");
+    let far = run_sipp(
+        tmp.path(),
+        &[
+            "-sf",
+            scenario,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &far_port.to_string(),
+            "-mp",
+            &far_media,
+            "-m",
+            "1",
+            "-key",
+            "target",
+            &target_addr,
+        ],
+    );
+    let d = daemon(far_port);
+    let caller = run_sipp(
+        tmp.path(),
+        &[
+            "-sn",
+            "uac",
+            &d.sip_addr().to_string(),
+            "-s",
+            "+15557000005",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &common::free_port().to_string(),
+            "-m",
+            "1",
+            "-d",
+            "2500",
+        ],
+    );
+    let caller = caller.wait_with_output().unwrap();
+    let far = far.wait_with_output().unwrap();
+    let target = target.wait_with_output().unwrap();
+    assert!(
+        target.status.success(),
+        "the transfer target was called, answered and hung up by the caller's BYE: {:?} {}\n{}",
+        target.status,
+        String::from_utf8_lossy(&target.stderr),
+        d.logs()
+    );
+    assert!(
+        far.status.success(),
+        "REFER answered 202, NOTIFY 100 and 200 received, transferor released: {:?} {}\n{}",
+        far.status,
+        String::from_utf8_lossy(&far.stderr),
+        d.logs()
+    );
+    assert!(
+        caller.status.success(),
+        "the caller's call went on through the transfer: {:?} {}\n{}",
         caller.status,
         String::from_utf8_lossy(&caller.stderr),
         d.logs()

@@ -64,6 +64,9 @@ pub struct OutTarget {
     pub peer: Peer,
     /// Digest username and password for a trunk that challenges.
     pub credentials: Option<(String, String)>,
+    /// Reached through a trunk: requests for new targets (a transfer) go
+    /// through it too, whatever host their URI names.
+    pub via_trunk: bool,
 }
 
 /// The outbound (UAC) leg of a forwarded call.
@@ -160,10 +163,12 @@ impl Core {
                     conn: None,
                 },
                 credentials: None,
+                via_trunk: false,
             });
         }
         let uri = Uri::parse(target).map_err(|_| "forward target is not a SIP URI")?;
         let trunk = number.trunk.as_deref().and_then(|t| routing.trunk(t));
+        let via_trunk = trunk.is_some();
         let (transport, remote, credentials) = match trunk {
             Some(t) => {
                 let addr = t
@@ -210,6 +215,7 @@ impl Core {
                 conn: None,
             },
             credentials,
+            via_trunk,
         })
     }
 

@@ -8,7 +8,10 @@
 //! with the transferor, or ends the call (`transfer_failed`) when the
 //! transferor already hung up.
 //!
-//! Attended transfer (Refer-To with `Replaces`) is refused with 501.
+//! The new leg goes through the far leg's trunk when it had one (the
+//! carrier routes the number); a far leg reached directly sends it to the
+//! Refer-To's own host. Attended transfer (Refer-To with `Replaces`) is
+//! refused with 501.
 
 use super::forward::{OutState, OutTarget};
 use super::*;
@@ -58,10 +61,21 @@ impl Core {
         let (Some(codec), Some(local)) = (codec, o.local_media) else {
             return self.respond(now, id, 491, None, Some(tag), |b| b);
         };
+        // Through the far leg's trunk (the carrier routes the new number);
+        // a far leg reached directly sends the new leg to the Refer-To's
+        // own host when it is an IP address.
+        let mut peer = o.target.peer;
+        if !o.target.via_trunk
+            && let Some(ip) = refer_to.uri.host.as_ref().and_then(|h| h.ip())
+        {
+            peer.remote = SocketAddr::new(ip, refer_to.uri.port_or_default());
+            peer.conn = None;
+        }
         let target = OutTarget {
             uri: refer_to.uri,
-            peer: o.target.peer,
+            peer,
             credentials: o.target.credentials.clone(),
+            via_trunk: o.target.via_trunk,
         };
         let user = o
             .from
