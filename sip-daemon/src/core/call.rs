@@ -101,6 +101,8 @@ pub struct Call {
     pub bridge: Option<u64>,
     /// A transfer in progress: the new far leg, until it answers or fails.
     pub transfer: Option<u64>,
+    /// Our re-INVITE toward the caller (a hold across the bridge).
+    pub reinvite_out: Option<super::hold::PendingReinvite>,
 }
 
 impl Call {
@@ -633,6 +635,7 @@ impl Core {
                 local_media: None,
                 bridge: None,
                 transfer: None,
+                reinvite_out: None,
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
@@ -992,6 +995,7 @@ impl Core {
             session_id: prev.session_id,
             session_version: prev.session_version + 1,
         };
+        let mut offered_dir = None;
         let (sdp_out, offer_pending) = if req.body.is_empty() {
             if is_invite {
                 (Some(local_offer(&call.codecs, &lm)), true)
@@ -1009,6 +1013,7 @@ impl Core {
             match sdp::answer(&offer, &lm, &call.codecs) {
                 Ok((answer, n)) => {
                     let media = leg_media(&n);
+                    offered_dir = Some(n.direction.reverse());
                     call.negotiated = Some(n);
                     self.out
                         .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
@@ -1060,6 +1065,9 @@ impl Core {
             }
         }
         self.schedule_call(h);
+        if let Some(dir) = offered_dir {
+            self.propagate_direction(now, super::hold::BridgeSide::Caller(h), dir);
+        }
     }
 
     pub(super) fn call_timer(&mut self, now: Instant, h: u64) {

@@ -107,6 +107,10 @@ pub struct OutLeg {
     /// For the new far leg of a transfer: the leg that sent the REFER,
     /// told the outcome by NOTIFY (RFC 3515 §2.4.4).
     pub transfer_of: Option<u64>,
+    /// Our re-INVITE toward this leg (a hold across the bridge).
+    pub reinvite_out: Option<super::hold::PendingReinvite>,
+    /// Version of our SDP on this leg (o= line), raised with each offer.
+    pub sdp_version: u64,
 }
 
 /// What a final failure of the far leg means for the caller: the cause in
@@ -319,6 +323,8 @@ impl Core {
             ringing_sent: false,
             media_leg,
             transfer_of: None,
+            reinvite_out: None,
+            sdp_version: 1,
         }
     }
 
@@ -955,6 +961,7 @@ impl Core {
         match sdp::answer(&offer, &lm, &codecs) {
             Ok((answer, n)) => {
                 let media = leg_media(&n);
+                let offered = n.direction.reverse();
                 let mut leg = hb;
                 if let Some(o) = self.out_legs.get_mut(&hb) {
                     o.negotiated = Some(n);
@@ -967,6 +974,7 @@ impl Core {
                     b.header(HeaderName::Contact, contact)
                         .body("application/sdp", body)
                 });
+                self.propagate_direction(now, super::hold::BridgeSide::Far(hb), offered);
             }
             Err(OfferAnswerError::NotAcceptable) => {
                 self.respond(now, id, 488, None, Some(tag), |b| b);

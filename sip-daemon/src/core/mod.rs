@@ -8,6 +8,7 @@
 pub mod call;
 pub mod dialog;
 pub mod forward;
+pub mod hold;
 pub mod registrar;
 pub mod stream;
 pub mod transfer;
@@ -824,11 +825,11 @@ impl Core {
         }
         match action {
             ResponseAction::ResendAck(ack) => self.transmit(peer, ack),
-            ResponseAction::Deliver => {
-                if let txns::ClientPurpose::Invite(hb) = purpose {
-                    self.on_out_response(now, hb, id, resp);
-                }
-            }
+            ResponseAction::Deliver => match purpose {
+                txns::ClientPurpose::Invite(hb) => self.on_out_response(now, hb, id, resp),
+                txns::ClientPurpose::Reinvite(side) => self.on_reinvite_response(side, id, resp),
+                _ => {}
+            },
             ResponseAction::Absorb => {}
         }
     }

@@ -96,6 +96,8 @@ pub enum ClientPurpose {
     Cancel,
     /// NOTIFY of a REFER's progress (responses only end the transaction).
     Notify,
+    /// Our re-INVITE carrying a hold or unhold across the bridge.
+    Reinvite(super::hold::BridgeSide),
 }
 
 pub struct ClientEntry {

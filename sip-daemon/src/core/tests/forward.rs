@@ -762,3 +762,165 @@ fn refer_without_target_or_attended_is_refused() {
     assert_eq!(h.statuses(), vec![501]);
     assert_eq!(h.core.active_calls(), 1);
 }
+
+fn with_direction(sdp: &str, dir: &str) -> String {
+    format!("{sdp}a={dir}\r\n")
+}
+
+#[test]
+fn caller_hold_is_offered_on_to_the_far_side_and_back() {
+    let mut h = Harness::new();
+    let (leg_a, leg_b, _, caller_tag) = h.bridged("hold-1");
+    // The caller holds: answered at once (recvonly), then a re-INVITE of
+    // ours offers sendonly to the far side.
+    h.recv(&in_dialog(
+        "INVITE",
+        "hold-1",
+        &caller_tag,
+        2,
+        "z9hG4bK-h1",
+        "",
+        &with_direction(SDP, "sendonly"),
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[0].1.starts_with("SIP/2.0 200 OK") && sent[0].1.contains("a=recvonly"),
+        "{}",
+        sent[0].1
+    );
+    let reinv = &sent[1].1;
+    assert_eq!(sent[1].0, FAR);
+    assert!(
+        reinv.starts_with("INVITE sip:far@192.0.2.10:5070 SIP/2.0"),
+        "{reinv}"
+    );
+    assert!(
+        reinv.contains("m=audio 30002 RTP/AVP 8 101\r\n") && reinv.contains("a=sendonly"),
+        "{reinv}"
+    );
+    assert!(reinv.contains("o=- "), "{reinv}");
+    assert_eq!(header(reinv, "CSeq"), Some("2 INVITE"));
+    assert!(
+        h.media.iter().any(
+            |m| matches!(m, MediaCommand::Update { leg, media } if *leg == leg_a && !media.send)
+        )
+    );
+    h.media.clear();
+    // The far side answers recvonly: ACKed, its leg keeps sending to it.
+    h.far(&far_response(
+        reinv,
+        200,
+        "OK",
+        "far1",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        &with_direction(FAR_SDP, "recvonly"),
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].1.starts_with("ACK sip:far@192.0.2.10:5070 SIP/2.0"),
+        "{}",
+        sent[0].1
+    );
+    assert_eq!(header(&sent[0].1, "CSeq"), Some("2 ACK"));
+    assert!(
+        h.media.iter().any(
+            |m| matches!(m, MediaCommand::Update { leg, media } if *leg == leg_b && media.send)
+        )
+    );
+    // A session refresh with the same direction is not propagated again.
+    h.recv(&in_dialog(
+        "ACK",
+        "hold-1",
+        &caller_tag,
+        2,
+        "z9hG4bK-h1a",
+        "",
+        "",
+    ));
+    h.recv(&in_dialog(
+        "INVITE",
+        "hold-1",
+        &caller_tag,
+        3,
+        "z9hG4bK-h2",
+        "",
+        &with_direction(SDP, "sendonly"),
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "answered only: {sent:?}");
+    // Unhold: sendrecv goes on to the far side.
+    h.recv(&in_dialog(
+        "ACK",
+        "hold-1",
+        &caller_tag,
+        3,
+        "z9hG4bK-h2a",
+        "",
+        "",
+    ));
+    h.recv(&in_dialog(
+        "INVITE",
+        "hold-1",
+        &caller_tag,
+        4,
+        "z9hG4bK-h3",
+        "",
+        SDP,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].1.contains("a=sendrecv") && sent[1].1.starts_with("INVITE "),
+        "{}",
+        sent[1].1
+    );
+}
+
+#[test]
+fn far_side_hold_reaches_the_caller_and_a_refusal_stays_local() {
+    let mut h = Harness::new();
+    let (leg_a, _, inv, _) = h.bridged("hold-2");
+    h.far(&far_request(
+        &inv,
+        "far1",
+        "INVITE",
+        5,
+        "",
+        &with_direction(FAR_SDP, "sendonly"),
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].1.starts_with("SIP/2.0 200 OK") && sent[0].1.contains("a=recvonly"));
+    let reinv = &sent[1].1;
+    assert_eq!(sent[1].0, CARRIER);
+    assert!(
+        reinv.starts_with("INVITE sip:+15551230000@127.0.0.1:5061 SIP/2.0"),
+        "{reinv}"
+    );
+    assert!(
+        reinv.contains("m=audio 30000 RTP/AVP 8 101\r\n") && reinv.contains("a=sendonly"),
+        "{reinv}"
+    );
+    // The caller refuses (491): ACKed with the INVITE's branch, nothing
+    // changes on its leg.
+    h.media.clear();
+    let resp = format!(
+        "SIP/2.0 491 Request Pending\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: hold-2\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(reinv, "Via").unwrap(),
+        header(reinv, "From").unwrap(),
+        header(reinv, "To").unwrap(),
+        header(reinv, "CSeq").unwrap()
+    );
+    h.recv(&resp);
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].1.starts_with("ACK "), "{}", sent[0].1);
+    assert_eq!(header(&sent[0].1, "Via"), header(reinv, "Via"));
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Update { leg, .. } if *leg == leg_a))
+    );
+}
