@@ -106,6 +106,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         params: None,
         trunk: None,
         max_calls: None,
+        fallback: None,
     };
     let stream = Number {
         pattern: "+1555000*".into(),
@@ -116,6 +117,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         params: Some(r#"{"voice":"x"}"#.into()),
         trunk: None,
         max_calls: Some(10),
+        fallback: Some("sip:+15550009999@carrier".into()),
     };
     let fwd = Number {
         pattern: "+4930123".into(),
@@ -126,6 +128,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         params: None,
         trunk: Some("telnyx-east".into()),
         max_calls: Some(1),
+        fallback: None,
     };
     for n in [&echo, &stream, &fwd] {
         s.upsert_number(n).await.unwrap();

@@ -295,6 +295,9 @@ pub struct NumberEntry {
     pub trunk: Option<String>,
     #[serde(default)]
     pub max_calls: Option<u32>,
+    /// Where the call goes when its route fails before an answer.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -440,6 +443,15 @@ impl Config {
                     }
                 }
                 _ => {}
+            }
+            if let Some(f) = &n.fallback {
+                let user = self.sip_users.iter().any(|u| &u.username == f);
+                if !user && crate::sip::Uri::parse(f).is_err() {
+                    out.push(format!(
+                        "number {:?}: fallback must be a sip: URI or one of our SIP users",
+                        n.pattern
+                    ));
+                }
             }
             if let Some(t) = &n.trunk
                 && !trunks.contains(&t.as_str())
@@ -605,6 +617,7 @@ impl Config {
                             .and_then(|p| serde_json::to_string(p).ok()),
                         trunk: n.trunk.clone(),
                         max_calls: n.max_calls,
+                        fallback: n.fallback.clone(),
                     })
                 })
                 .collect(),

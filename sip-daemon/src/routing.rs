@@ -255,6 +255,7 @@ mod tests {
             params: None,
             trunk: None,
             max_calls: None,
+            fallback: None,
         }
     }
 

@@ -99,7 +99,7 @@ fn check_config_accepts_the_example_and_names_problems() {
     std::fs::write(
         &bad,
         "[[accounts]]\nid = \"a\"\n[[numbers]]\npattern = \"12ab\"\naccount = \"nobody\"\nroute = \"teleport\"\n\
-         [[numbers]]\npattern = \"+15550000009\"\naccount = \"a\"\nroute = \"forward\"\ntarget = \"not a uri\"\ntrunk = \"nope\"\n",
+         [[numbers]]\npattern = \"+15550000009\"\naccount = \"a\"\nroute = \"forward\"\ntarget = \"not a uri\"\ntrunk = \"nope\"\nfallback = \"nor this\"\n",
     )
     .unwrap();
     let out = Command::new(bin)
@@ -117,6 +117,7 @@ fn check_config_accepts_the_example_and_names_problems() {
     );
     assert!(err.contains("forward target must be a sip: URI"), "{err}");
     assert!(err.contains("unknown trunk \"nope\""), "{err}");
+    assert!(err.contains("fallback must be a sip: URI"), "{err}");
 
     std::fs::write(
         &bad,

@@ -31,13 +31,14 @@ pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_addres
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
-     (pattern, account_id, route, target, dialect, params, trunk, max_calls) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (pattern) DO UPDATE SET account_id = excluded.account_id, \
      route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
-     params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls";
+     params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls, \
+     fallback = excluded.fallback";
 pub(crate) const LIST_NUMBERS: &str = "SELECT pattern, account_id, route, target, dialect, \
-     params, trunk, max_calls FROM numbers ORDER BY pattern";
+     params, trunk, max_calls, fallback FROM numbers ORDER BY pattern";
 pub(crate) const DELETE_NUMBER: &str = "DELETE FROM numbers WHERE pattern = $1";
 
 pub(crate) const UPSERT_BLOCKED: &str = "INSERT INTO blocked_numbers \
@@ -223,6 +224,7 @@ pub(crate) type NumberRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
 pub(crate) type SipUserRow = (String, String, String, String, String);
@@ -296,7 +298,7 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
 }
 
 pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
-    let (pattern, account_id, route, target, dialect, params, trunk, max_calls) = r;
+    let (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback) = r;
     let route = RouteKind::parse(&route).ok_or_else(|| corrupt("numbers", "route", route))?;
     Ok(Number {
         pattern,
@@ -307,6 +309,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         params,
         trunk,
         max_calls: narrow_opt("numbers", "max_calls", max_calls)?,
+        fallback,
     })
 }
 
@@ -473,6 +476,7 @@ macro_rules! impl_store {
                     .bind(n.params.as_deref())
                     .bind(n.trunk.as_deref())
                     .bind(n.max_calls.map(i64::from))
+                    .bind(n.fallback.as_deref())
                     .execute(&self.pool)
                     .await?;
                 Ok(())

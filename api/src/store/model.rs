@@ -69,6 +69,9 @@ pub struct Number {
     pub trunk: Option<String>,
     /// Concurrent calls allowed on this number (`None`: unlimited).
     pub max_calls: Option<u32>,
+    /// Where the call goes when its route fails before an answer (a far
+    /// leg busy or unanswered, an AI out of reach): a SIP URI or username.
+    pub fallback: Option<String>,
 }
 
 /// A blocked caller pattern (E.164 or prefix with `*`), for a whole account

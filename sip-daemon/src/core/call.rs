@@ -103,6 +103,8 @@ pub struct Call {
     pub transfer: Option<u64>,
     /// Our re-INVITE toward the caller (a hold across the bridge).
     pub reinvite_out: Option<super::hold::PendingReinvite>,
+    /// The number's fallback (as a forward route), until used.
+    pub fallback: Option<api::store::Number>,
 }
 
 impl Call {
@@ -636,6 +638,11 @@ impl Core {
                 bridge: None,
                 transfer: None,
                 reinvite_out: None,
+                fallback: number.fallback.as_ref().map(|f| api::store::Number {
+                    route: RouteKind::Forward,
+                    target: Some(f.clone()),
+                    ..number.clone()
+                }),
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
@@ -684,7 +691,17 @@ impl Core {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
+        if call.bridge.is_some() {
+            // The call went to its fallback; the old stream leg is gone.
+            return;
+        }
         tracing::info!(call = %call.sid, cause, "AI stream gone");
+        if call.state == CallState::AwaitingMedia && self.stream_to_fallback(now, h) {
+            return;
+        }
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
         if call.state == CallState::AwaitingMedia {
             if let Some(txn) = call.invite_txn {
                 let tag = call.dialog.key.local_tag.clone();

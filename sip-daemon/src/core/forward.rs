@@ -113,6 +113,24 @@ pub struct OutLeg {
     pub sdp_version: u64,
 }
 
+/// The relay side a failed far leg held, for the leg that takes over.
+#[derive(Clone, Debug)]
+pub struct RelaySide {
+    media_leg: u64,
+    local: Option<SocketAddr>,
+    offered: Vec<Codec>,
+}
+
+impl RelaySide {
+    fn of(o: &OutLeg) -> RelaySide {
+        RelaySide {
+            media_leg: o.media_leg,
+            local: o.local_media,
+            offered: o.offered.clone(),
+        }
+    }
+}
+
 /// What a final failure of the far leg means for the caller: the cause in
 /// the call record and the status the caller gets.
 pub fn failure_outcome(status: u16) -> (&'static str, u16) {
@@ -562,9 +580,10 @@ impl Core {
             self.abandon_out(now, hb);
             return self.transfer_outcome(now, partner, b, 480, "Temporarily Unavailable");
         }
+        let side = self.out_legs.get(&hb).map(RelaySide::of);
         self.abandon_out(now, hb);
         if let Some(h) = partner {
-            self.fail_forwarded(now, h, "no_answer", 480);
+            self.fail_forwarded(now, h, "no_answer", 480, side);
         }
     }
 
@@ -577,13 +596,26 @@ impl Core {
             return self.transfer_outcome(now, o.partner, b, 408, "Request Timeout");
         }
         if let Some(h) = o.partner {
-            self.fail_forwarded(now, h, "unreachable", 408);
+            self.fail_forwarded(now, h, "unreachable", 408, Some(RelaySide::of(&o)));
         }
     }
 
     /// The caller hears `status` for a forwarded call that was never
-    /// answered; an answered one gets a BYE.
-    fn fail_forwarded(&mut self, now: Instant, h: u64, cause: &str, status: u16) {
+    /// answered (unless the number's fallback takes the call over on the
+    /// relay side the failed leg held); an answered one gets a BYE.
+    fn fail_forwarded(
+        &mut self,
+        now: Instant,
+        h: u64,
+        cause: &str,
+        status: u16,
+        side: Option<RelaySide>,
+    ) {
+        if let Some(side) = side
+            && self.try_fallback(now, h, side, cause)
+        {
+            return;
+        }
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -597,6 +629,112 @@ impl Core {
             self.respond(now, txn, status, None, Some(&tag), |b| b);
         }
         self.end_call(now, h, cause, status);
+    }
+
+    /// The number's fallback takes over an unanswered call whose far leg
+    /// failed: a new far leg on the same relay side (once per call).
+    fn try_fallback(&mut self, now: Instant, h: u64, side: RelaySide, cause: &str) -> bool {
+        let Some(local) = side.local else {
+            return false;
+        };
+        let Some(call) = self.calls.get_mut(&h) else {
+            return false;
+        };
+        if call.state != CallState::AwaitingMedia {
+            return false;
+        }
+        let Some(number) = call.fallback.take() else {
+            return false;
+        };
+        let caller = call
+            .dialog
+            .remote_uri
+            .split("sip:")
+            .nth(1)
+            .and_then(|r| r.split('@').next())
+            .unwrap_or("anonymous")
+            .to_string();
+        let target = match self.resolve_forward(now, &number) {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::info!(why, "fallback target unavailable");
+                return false;
+            }
+        };
+        tracing::info!(cause, "far leg failed; trying the number's fallback");
+        let hb = self.new_id();
+        let mut leg =
+            self.new_out_leg(h, target, &caller, 69, side.offered.clone(), side.media_leg);
+        let lm = LocalMedia {
+            addr: self.cfg.advertised_ip,
+            port: local.port(),
+            session_id: hb,
+            session_version: 1,
+        };
+        leg.offer = Some(local_offer(&side.offered, &lm).encode());
+        leg.local_media = Some(local);
+        leg.ring_deadline = Some(now + self.cfg.forward.ring_timeout);
+        self.out_legs.insert(hb, leg);
+        if let Some(c) = self.calls.get_mut(&h) {
+            c.bridge = Some(hb);
+        }
+        self.send_out_invite(now, hb, None);
+        self.schedule_out(hb);
+        true
+    }
+
+    /// A stream call whose AI cannot be reached goes to the number's
+    /// fallback instead of the fallback status: its stream leg is closed
+    /// and the call opens a relay toward the fallback, as a forwarded
+    /// call. Needs the caller's SDP offer.
+    pub(super) fn stream_to_fallback(&mut self, now: Instant, h: u64) -> bool {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return false;
+        };
+        if call.state != CallState::AwaitingMedia || call.offer.is_none() {
+            return false;
+        }
+        let Some(number) = call.fallback.take() else {
+            return false;
+        };
+        let caller = call
+            .dialog
+            .remote_uri
+            .split("sip:")
+            .nth(1)
+            .and_then(|r| r.split('@').next())
+            .unwrap_or("anonymous")
+            .to_string();
+        let Ok(target) = self.resolve_forward(now, &number) else {
+            return false;
+        };
+        let codecs = self.cfg.codecs.clone();
+        let advertised = self.cfg.advertised_ip;
+        let Some(call) = self.calls.get_mut(&h) else {
+            return false;
+        };
+        let Some(offer) = call.offer.as_ref() else {
+            return false;
+        };
+        let probe = LocalMedia {
+            addr: advertised,
+            port: 0,
+            session_id: 0,
+            session_version: 0,
+        };
+        let Ok((_, n)) = sdp::answer(offer, &probe, &codecs) else {
+            return false;
+        };
+        call.codecs = codecs;
+        call.negotiated = Some(n);
+        call.stream_wait = None;
+        call.media_open = false;
+        call.local_media = None;
+        tracing::info!("AI unreachable; trying the number's fallback");
+        self.out
+            .push_back(Output::Media(MediaCommand::Close { leg: h }));
+        self.open_forward(h, target, &caller, 69);
+        true
     }
 
     /// A response to the far INVITE, delivered by its client transaction.
@@ -675,7 +813,7 @@ impl Core {
         if let Some(h) = o.partner {
             let (cause, to_caller) = failure_outcome(status);
             tracing::info!(status, cause, "forwarded call's far leg failed");
-            self.fail_forwarded(now, h, cause, to_caller);
+            self.fail_forwarded(now, h, cause, to_caller, Some(RelaySide::of(&o)));
         }
     }
 
@@ -851,7 +989,7 @@ impl Core {
             tracing::info!("far leg answered with no usable SDP");
             self.bye_out(now, hb);
             self.remove_out(hb);
-            return self.fail_forwarded(now, h, "not_acceptable", 488);
+            return self.fail_forwarded(now, h, "not_acceptable", 488, None);
         }
         if let Some(b) = self.out_legs.get(&hb).and_then(|o| o.transfer_of) {
             return self.transfer_completed(now, h, hb, b);

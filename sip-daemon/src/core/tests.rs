@@ -18,6 +18,7 @@ fn routing() -> RoutingTable {
         params: None,
         trunk: None,
         max_calls: max,
+        fallback: None,
     };
     let forward = |p: &str, target: &str, trunk: Option<&str>| Number {
         target: Some(target.into()),
@@ -55,6 +56,15 @@ fn routing() -> RoutingTable {
                 "sip:+4930123@carrier.example",
                 Some("carrier"),
             ),
+            Number {
+                fallback: Some("sip:+15559990000@192.0.2.40:5060".into()),
+                ..forward("+15550000004", "sip:+15550000004@192.0.2.10:5070", None)
+            },
+            Number {
+                target: Some("ws://127.0.0.1:9/ai".into()),
+                fallback: Some("sip:+15559990000@192.0.2.40:5060".into()),
+                ..num("+1777*", RouteKind::Stream, None)
+            },
         ],
         vec![BlockedNumber {
             id: "b1".into(),
@@ -962,6 +972,7 @@ fn per_trunk_limit_gives_486_until_a_call_ends() {
             params: None,
             trunk: None,
             max_calls: None,
+            fallback: None,
         }],
         vec![],
         vec![],

@@ -924,3 +924,138 @@ fn far_side_hold_reaches_the_caller_and_a_refusal_stays_local() {
             .any(|m| matches!(m, MediaCommand::Update { leg, .. } if *leg == leg_a))
     );
 }
+
+const FALLBACK: &str = "192.0.2.40:5060";
+
+#[test]
+fn a_busy_far_leg_hands_the_call_to_the_numbers_fallback() {
+    let mut h = Harness::new();
+    let (_, leg_b, inv) = h.forwarded("+15550000004", "fb-1");
+    h.media.clear();
+    h.far(&far_response(&inv, 486, "Busy Here", "busy", "", ""));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "ACK, then the fallback's INVITE: {sent:?}");
+    assert!(sent[0].1.starts_with("ACK "));
+    assert_eq!(sent[1].0, FALLBACK);
+    let inv2 = &sent[1].1;
+    assert!(
+        inv2.starts_with("INVITE sip:+15559990000@192.0.2.40:5060 SIP/2.0"),
+        "{inv2}"
+    );
+    assert!(
+        inv2.contains("m=audio 30002 RTP/AVP 0 8 101\r\n"),
+        "same relay side: {inv2}"
+    );
+    assert!(
+        !h.cdr.iter().any(|c| matches!(c, CdrEvent::Ended { .. })),
+        "the call goes on"
+    );
+    h.recv_from(
+        peer(TransportKind::Udp, FALLBACK),
+        &far_response(
+            inv2,
+            200,
+            "OK",
+            "fb",
+            "Contact: <sip:fb@192.0.2.40:5060>\r\n",
+            FAR_SDP,
+        ),
+    );
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("SIP/2.0 200 OK")),
+        "{sent:?}"
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Update { leg, .. } if *leg == leg_b))
+    );
+}
+
+#[test]
+fn the_fallback_is_tried_once() {
+    let mut h = Harness::new();
+    let (_, _, inv) = h.forwarded("+15550000004", "fb-2");
+    h.far(&far_response(
+        &inv,
+        480,
+        "Temporarily Unavailable",
+        "x",
+        "",
+        "",
+    ));
+    let inv2 = h.sent_to().pop().unwrap().1;
+    h.recv_from(
+        peer(TransportKind::Udp, FALLBACK),
+        &far_response(&inv2, 603, "Decline", "y", "", ""),
+    );
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("SIP/2.0 603 ")),
+        "{sent:?}"
+    );
+    assert_eq!(h.last_cause(), ("declined".into(), 603));
+    assert!(h.core.out_legs.is_empty());
+}
+
+#[test]
+fn a_stream_call_whose_ai_is_unreachable_goes_to_the_fallback() {
+    let mut h = Harness::new();
+    h.recv(&invite("+17770001", "fb-3", "z9hG4bK-fb3", "", SDP));
+    assert!(matches!(h.media.last(), Some(MediaCommand::Open { .. })));
+    h.media_opened(30000);
+    h.take_sent();
+    h.media.clear();
+    // No AI within stream.answer_timeout (5 s).
+    h.advance_to(5_100);
+    let (close, relay) = (h.media.first().cloned(), h.media.get(1).cloned());
+    assert!(
+        matches!(close, Some(MediaCommand::Close { .. })),
+        "{:?}",
+        h.media
+    );
+    let Some(MediaCommand::OpenRelay { legs, .. }) = relay else {
+        panic!("expected a relay: {:?}", h.media);
+    };
+    assert!(
+        h.sent_to()
+            .iter()
+            .all(|(_, m)| !m.starts_with("SIP/2.0 503")),
+        "no fallback status"
+    );
+    h.core.handle_media(
+        h.now,
+        MediaEvent::RelayOpened {
+            legs,
+            locals: [
+                "127.0.0.1:30004".parse().unwrap(),
+                "127.0.0.1:30006".parse().unwrap(),
+            ],
+        },
+    );
+    h.drain();
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, FALLBACK);
+    assert!(
+        sent[0]
+            .1
+            .starts_with("INVITE sip:+15559990000@192.0.2.40:5060 SIP/2.0"),
+        "{}",
+        sent[0].1
+    );
+    // A late stream event for the old leg changes nothing.
+    h.core.handle_media(
+        h.now,
+        MediaEvent::StreamFailed {
+            leg: legs[0],
+            reason: "late".into(),
+        },
+    );
+    h.drain();
+    assert!(h.sent_to().is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+}
