@@ -1019,6 +1019,7 @@ mod plain {
 mod relayed {
     use super::*;
     use crate::relay::{RelayPair, Side};
+    use std::os::fd::AsRawFd;
 
     pub(super) fn start(
         shared: &Arc<Shared>,
@@ -1078,6 +1079,18 @@ mod relayed {
             Side::A => 0,
             Side::B => 1,
         }
+    }
+
+    const UNSPECIFIED: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+    thread_local! {
+        /// One receive batch per worker thread, shared by its relay tasks:
+        /// a batch is read and forwarded without an await in between, so
+        /// no two tasks hold it at once (and a relayed call costs no
+        /// batch memory of its own).
+        static RECV_BATCH: std::cell::RefCell<crate::mmsg::RecvBatch> =
+            std::cell::RefCell::new(crate::mmsg::RecvBatch::default());
     }
 
     /// How often the kernel's counters of an offloaded pair are read (for
@@ -1148,7 +1161,6 @@ mod relayed {
         ports: [u16; 2],
     ) -> LegEnd {
         let opened = Instant::now();
-        let mut bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
         let mut rtcp_bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
         let mut published = [LegCounters::default(); 2];
         let mut offloaded: Option<Offloaded> = None;
@@ -1156,7 +1168,6 @@ mod relayed {
         let mut poll_at = opened + XDP_POLL;
         let end = loop {
             let idle = pair.last_rx_any().unwrap_or(opened) + timeout;
-            let [buf_a, buf_b] = &mut bufs;
             let [rbuf_a, rbuf_b] = &mut rtcp_bufs;
             let polling = offloaded.is_some();
             // (side, is RTCP, length, source)
@@ -1190,8 +1201,9 @@ mod relayed {
                     }
                     None
                 }
-                r = socks.rtp[0].recv_from(buf_a) => r.ok().map(|(n, f)| (Side::A, false, n, f)),
-                r = socks.rtp[1].recv_from(buf_b) => r.ok().map(|(n, f)| (Side::B, false, n, f)),
+                // RTP is read in batches once the socket is readable.
+                r = socks.rtp[0].readable() => r.ok().map(|_| (Side::A, false, 0, UNSPECIFIED)),
+                r = socks.rtp[1].readable() => r.ok().map(|_| (Side::B, false, 0, UNSPECIFIED)),
                 r = socks.rtcp[0].recv(rbuf_a) => r.map(|(n, f)| (Side::A, true, n, f)),
                 r = socks.rtcp[1].recv(rbuf_b) => r.map(|(n, f)| (Side::B, true, n, f)),
             };
@@ -1207,19 +1219,39 @@ mod relayed {
                 }
             } else {
                 let now = Instant::now();
-                if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut())
-                    && off.peers[i] != Some(from)
-                {
-                    // The kernel passed a packet from another source: the
-                    // latched peer's liveness is in the kernel's counters,
-                    // which the latch must see before it judges the packet.
-                    let c = x.counters(&off.rules);
-                    absorb(shared, &mut pair, off, c);
-                }
-                let pkt = &mut bufs[i][..n];
-                if let Some(to) = pair.on_rtp(side, now, from, pkt) {
-                    let _ = socks.rtp[out].try_send_to(pkt, to);
-                }
+                let sock = &socks.rtp[i];
+                let n = RECV_BATCH.with(|b| {
+                    let mut b = b.borrow_mut();
+                    sock.try_io(tokio::io::Interest::READABLE, || b.recv(sock.as_raw_fd()))
+                });
+                let Ok(n) = n else {
+                    continue;
+                };
+                RECV_BATCH.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let mut sends: Vec<(usize, SocketAddr)> = Vec::with_capacity(n);
+                    for k in 0..n {
+                        let (pkt, from) = b.get_mut(k);
+                        if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut())
+                            && off.peers[i] != Some(from)
+                        {
+                            // The kernel passed a packet from another source:
+                            // the latched peer's liveness is in the kernel's
+                            // counters, which the latch must see first.
+                            let c = x.counters(&off.rules);
+                            absorb(shared, &mut pair, off, c);
+                        }
+                        if let Some(to) = pair.on_rtp(side, now, from, pkt) {
+                            sends.push((k, to));
+                        }
+                    }
+                    if !sends.is_empty() {
+                        let packets: Vec<(&[u8], SocketAddr)> =
+                            sends.iter().map(|&(k, to)| (b.get(k), to)).collect();
+                        // A full send buffer drops the rest, as the network would.
+                        let _ = crate::mmsg::send(socks.rtp[out].as_raw_fd(), &packets);
+                    }
+                });
                 if let Some(x) = &shared.cfg.xdp {
                     let view = pair.offload_view();
                     if offloaded.as_ref().is_some_and(|o| o.peers != view.peers) {
@@ -1263,7 +1295,9 @@ mod relayed {
                     }
                 }
             }
-            if pair.counters(side).rx_packets.is_multiple_of(PUBLISH_EVERY) {
+            // Batches move the count by more than one: publish once it has
+            // moved PUBLISH_EVERY since the last time.
+            if pair.counters(side).rx_packets >= published[i].rx_packets + PUBLISH_EVERY {
                 publish(shared, &pair, &mut published);
             }
         };

@@ -11,6 +11,7 @@ pub mod g711;
 pub mod g722;
 pub mod jitter;
 pub mod latch;
+pub mod mmsg;
 pub mod offload;
 pub mod pacer;
 pub mod ports;
