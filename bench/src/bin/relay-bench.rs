@@ -671,13 +671,18 @@ fn main() {
             run.relay_ns_per_packet()
         );
     }
-    if let (Some(x), Some(e)) = (get("xdp"), get("rtpengine")) {
+    if let (Some(x), Some(e)) = (get("xdp"), get("rtpengine"))
+        && e.delivered > 0
+    {
         println!(
             "relay CPU per packet, rtpengine / our XDP path: {:.1}x",
             e.relay_ns_per_packet() / x.relay_ns_per_packet().max(1.0)
         );
     }
-    if let (Some(u), Some(e)) = (get("userspace"), get("rtpengine")) {
+    if let (Some(u), Some(e)) = (get("userspace"), get("rtpengine"))
+        && e.delivered > 0
+        && u.delivered > 0
+    {
         println!(
             "relay CPU per packet, rtpengine / our userspace relay: {:.2}x",
             e.relay_ns_per_packet() / u.relay_ns_per_packet().max(1.0)
