@@ -70,6 +70,11 @@ pub enum MediaCommand {
         digit: char,
         duration_ms: u32,
     },
+    /// Tell the AI of a stream leg how its `transfer` went.
+    TransferResult {
+        leg: LegId,
+        result: crate::aistream::TransferResult,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,5 +109,11 @@ pub enum MediaEvent {
     StreamEnded {
         leg: LegId,
         reason: String,
+    },
+    /// The AI asks for the caller to be transferred (event `transfer`):
+    /// an E.164 number or a `sip:` URI, checked by the dialect.
+    AiTransfer {
+        leg: LegId,
+        to: String,
     },
 }

@@ -94,6 +94,8 @@ enum LegCtl {
     Update(LegId, LegMedia),
     InfoDtmf(char, u32),
     SendDtmf(char, u32),
+    /// A message for the AI from call control (a transfer's result).
+    ToAi(crate::aistream::ToAi),
     Close,
 }
 
@@ -415,6 +417,13 @@ impl MediaEngine {
                 }
                 None
             }
+            MediaCommand::TransferResult { leg, result } => {
+                if let Some(&(w, _)) = legs.get(&leg) {
+                    let ctl = LegCtl::ToAi(crate::aistream::ToAi::TransferResult(result));
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, ctl));
+                }
+                None
+            }
             MediaCommand::Close { leg } => {
                 if let Some((w, partner)) = legs.remove(&leg) {
                     // Closing either leg of a relay closes the pair.
@@ -559,6 +568,7 @@ impl LegRun {
                         StreamEvent::Connected => MediaEvent::StreamConnected { leg },
                         StreamEvent::Failed(reason) => MediaEvent::StreamFailed { leg, reason },
                         StreamEvent::Ended(reason) => MediaEvent::StreamEnded { leg, reason },
+                        StreamEvent::Transfer(to) => MediaEvent::AiTransfer { leg, to },
                     };
                     let _ = events.send(ev);
                 });
@@ -625,6 +635,10 @@ impl LegRun {
             (LegCore::Stream(s), LegCtl::InfoDtmf(d, ms)) => s.core.on_info_dtmf(d, ms),
             (LegCore::Stream(s), LegCtl::SendDtmf(d, ms)) => {
                 s.core.send_dtmf(d, Duration::from_millis(u64::from(ms)));
+            }
+            (LegCore::Stream(s), LegCtl::ToAi(msg)) => {
+                s.side.send(msg);
+                s.side.flush();
             }
             _ => {}
         }

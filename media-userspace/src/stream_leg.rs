@@ -305,6 +305,9 @@ impl StreamLeg {
                     }
                 }
             }
+            // Call control: the socket task hands it to the signalling
+            // core, never to the leg.
+            FromAi::Transfer { .. } => {}
         }
         self.collect_marks();
     }

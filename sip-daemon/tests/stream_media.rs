@@ -784,3 +784,74 @@ fn metrics_after_stream_calls_pass_promtool_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn ai_transfer_results_reach_the_ai_and_a_failed_one_keeps_the_caller() {
+    let target_port = common::free_port();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/uas_busy.xml");
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = std::process::Command::new("sipp")
+        .current_dir(tmp.path())
+        .args([
+            "-sf",
+            scenario,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &target_port.to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt package sip-tester)");
+    // The AI first asks for a number with no route out (the test trunk
+    // has no outbound address), then for a busy phone.
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(200)),
+        Step::Text(json!({"event": "transfer", "to": "+15559990000"}).to_string()),
+        Step::Sleep(Duration::from_millis(300)),
+        Step::Text(
+            json!({"event": "transfer", "to": format!("sip:+15559990000@127.0.0.1:{target_port}")})
+                .to_string(),
+        ),
+    ]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, _media, _) = call(&d, "ai-xfer-1@test");
+    ai.wait_for(Duration::from_secs(5), "two transfer results", |f| {
+        f.iter()
+            .filter(|f| matches!(&f.got, Got::Text(v) if v["event"] == "transferResult"))
+            .count()
+            == 2
+    });
+    let results: Vec<(String, String)> = ai
+        .events("transferResult")
+        .iter()
+        .map(|(_, _, v)| {
+            assert!(v["streamSid"].as_str().unwrap().starts_with("MZ"), "{v}");
+            (
+                v["status"].as_str().unwrap().to_string(),
+                v["sipStatus"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            ("unavailable".to_string(), "0".to_string()),
+            ("busy".to_string(), "486".to_string())
+        ]
+    );
+    assert!(ai.events("stop").is_empty(), "the AI keeps the caller");
+    let busy = busy.wait_with_output().unwrap();
+    assert!(
+        busy.status.success(),
+        "the busy phone got the INVITE and the ACK: {}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    caller.bye();
+    ai.wait_for(Duration::from_secs(3), "stop", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
+    });
+}

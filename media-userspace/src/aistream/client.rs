@@ -41,6 +41,7 @@ pub struct StreamStats {
     pub frame_size: AtomicU64,
     pub unexpected_binary: AtomicU64,
     pub bad_digits: AtomicU64,
+    pub bad_target: AtomicU64,
 }
 
 impl StreamStats {
@@ -53,12 +54,13 @@ impl StreamStats {
             ProtocolError::FrameSize(_) => &self.frame_size,
             ProtocolError::UnexpectedBinary => &self.unexpected_binary,
             ProtocolError::BadDigits(_) => &self.bad_digits,
+            ProtocolError::BadTarget(_) => &self.bad_target,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rejected AI frames by reason, for metrics.
-    pub fn rejections(&self) -> [(&'static str, u64); 7] {
+    pub fn rejections(&self) -> [(&'static str, u64); 8] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("malformed_json", g(&self.malformed_json)),
@@ -68,6 +70,7 @@ impl StreamStats {
             ("frame_size", g(&self.frame_size)),
             ("unexpected_binary", g(&self.unexpected_binary)),
             ("bad_digits", g(&self.bad_digits)),
+            ("bad_target", g(&self.bad_target)),
         ]
     }
 }
@@ -81,6 +84,9 @@ pub enum StreamEvent {
     Failed(String),
     /// The stream is over on the AI side (closed, or lost too long).
     Ended(String),
+    /// The AI asks for the caller to be transferred to this target (its
+    /// `transfer` event; the call control answers with `transferResult`).
+    Transfer(String),
 }
 
 /// The media leg's end of the link.
@@ -240,11 +246,18 @@ pub async fn run(spec: StreamSpec, mut side: SocketSide, events: impl Fn(StreamE
                 if std::mem::take(&mut first) {
                     events(StreamEvent::Connected);
                 }
-                session(&spec, &mut ws, codec.as_mut(), &mut side).await
+                session(&spec, &mut ws, codec.as_mut(), &mut side, &events).await
             }
         };
         match end {
             SessionEnd::Stop(reason) => {
+                // What the leg queued before it stopped (a transfer's
+                // result, last marks) goes out before `stop`.
+                while let Ok(msg) = side.to_ai.try_recv() {
+                    if ws.feed(to_message(codec.encode(&msg))).await.is_err() {
+                        break;
+                    }
+                }
                 let _ = ws.send(to_message(codec.closing(&reason))).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                 return;
@@ -314,6 +327,7 @@ async fn session(
     ws: &mut Ws,
     codec: &mut dyn DialectCodec,
     side: &mut SocketSide,
+    events: &impl Fn(StreamEvent),
 ) -> SessionEnd {
     let stats = side.stats.clone();
     let mut ping = tokio::time::interval(spec.keepalive);
@@ -365,6 +379,11 @@ async fn session(
                     tracing::debug!(call = %spec.call_sid, error = %e, "AI frame refused");
                 }
                 for m in decoded.drain(..) {
+                    // Call control, not media: to the signalling core.
+                    if let FromAi::Transfer { to } = m {
+                        events(StreamEvent::Transfer(to));
+                        continue;
+                    }
                     if side.from_ai.len() >= side.from_ai_cap {
                         stats.dropped_from_ai.fetch_add(1, Ordering::Relaxed);
                     } else {

@@ -92,6 +92,22 @@ pub enum ToAi {
     Dtmf { digit: char, duration_ms: u32 },
     /// The audio queued before this mark has been played.
     Mark { name: String },
+    /// How a `transfer` the AI asked for went (our addition).
+    TransferResult(TransferResult),
+}
+
+/// The outcome of the AI's `transfer` (event `transferResult`): `status`
+/// is `answered` (the caller is bridged to the target and this stream
+/// ends), or why not: `busy`, `no_answer`, `declined`, `not_found`,
+/// `unreachable`, `failed`, `unavailable` (no route to the target) or
+/// `refused` (the call cannot be transferred now); the AI keeps the
+/// caller then. `sipStatus` is the far side's final status ("0" when
+/// none came).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferResult {
+    pub status: String,
+    pub sip_status: String,
 }
 
 /// From the AI to the media leg.
@@ -110,6 +126,11 @@ pub enum FromAi {
     SendDtmf {
         digits: String,
         duration_ms: u32,
+    },
+    /// Transfer the caller to `to` (an E.164 number, sent through the
+    /// number's trunk, or a `sip:` URI): our addition, event `transfer`.
+    Transfer {
+        to: String,
     },
 }
 
@@ -134,6 +155,8 @@ pub enum ProtocolError {
     UnexpectedBinary,
     #[error("sendDtmf digits must be 0-9, *, #, A-D: {0:?}")]
     BadDigits(String),
+    #[error("transfer target must be an E.164 number or a sip: URI: {0:?}")]
+    BadTarget(String),
 }
 
 impl ProtocolError {
@@ -147,6 +170,7 @@ impl ProtocolError {
             ProtocolError::FrameSize(_) => "frame_size",
             ProtocolError::UnexpectedBinary => "unexpected_binary",
             ProtocolError::BadDigits(_) => "bad_digits",
+            ProtocolError::BadTarget(_) => "bad_target",
         }
     }
 }
@@ -204,6 +228,19 @@ pub fn send_dtmf(digits: String, duration_ms: Option<u32>) -> Result<FromAi, Pro
         digits,
         duration_ms: duration_ms.unwrap_or(DTMF_DEFAULT_MS).clamp(40, 2000),
     })
+}
+
+/// The AI's `transfer`: `to` is an E.164 number (`+` and 1–15 digits) or
+/// a `sip:` URI, at most 256 bytes.
+pub fn transfer(to: String) -> Result<FromAi, ProtocolError> {
+    let number = to
+        .strip_prefix('+')
+        .is_some_and(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
+    let uri = to.starts_with("sip:") && to.len() <= 256 && !to.chars().any(char::is_whitespace);
+    if !(number || uri) {
+        return Err(ProtocolError::BadTarget(to.chars().take(64).collect()));
+    }
+    Ok(FromAi::Transfer { to })
 }
 
 /// `MZ` + 32 hex digits, as Twilio's stream SIDs.

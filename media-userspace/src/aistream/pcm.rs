@@ -50,6 +50,12 @@ pub enum Outbound<'a> {
     Stop {
         reason: &'a str,
     },
+    /// Ours: how the AI's `transfer` went.
+    #[serde(rename = "transferResult")]
+    TransferResult {
+        #[serde(flatten)]
+        result: &'a crate::aistream::TransferResult,
+    },
 }
 
 /// Messages from the AI (text frames).
@@ -65,6 +71,10 @@ pub enum Inbound {
     SendDtmf {
         digits: String,
         duration_ms: Option<u32>,
+    },
+    /// Transfer the caller.
+    Transfer {
+        to: String,
     },
     #[serde(other)]
     Unknown,
@@ -114,6 +124,7 @@ impl DialectCodec for PcmCodec {
                 duration_ms: *duration_ms,
             }),
             ToAi::Mark { name } => Self::json(&Outbound::Mark { name }),
+            ToAi::TransferResult(result) => Self::json(&Outbound::TransferResult { result }),
         }
     }
 
@@ -143,6 +154,7 @@ impl DialectCodec for PcmCodec {
                         digits,
                         duration_ms,
                     } => out.push(send_dtmf(digits, duration_ms)?),
+                    Inbound::Transfer { to } => out.push(crate::aistream::transfer(to)?),
                     Inbound::Unknown => return Err(unknown_event(&t)),
                 }
             }

@@ -115,6 +115,13 @@ pub enum Outbound<'a> {
         stream_sid: &'a str,
         stop: StopInfo<'a>,
     },
+    /// Ours: how the AI's `transfer` went.
+    #[serde(rename = "transferResult", rename_all = "camelCase")]
+    TransferResult {
+        stream_sid: &'a str,
+        #[serde(flatten)]
+        result: &'a crate::aistream::TransferResult,
+    },
 }
 
 #[derive(Deserialize, Debug)]
@@ -139,6 +146,10 @@ pub enum Inbound {
     SendDtmf {
         digits: String,
         duration_ms: Option<u32>,
+    },
+    /// Ours: transfer the caller.
+    Transfer {
+        to: String,
     },
     #[serde(other)]
     Unknown,
@@ -239,6 +250,10 @@ impl DialectCodec for TwilioCodec {
                 stream_sid: &self.spec.stream_sid,
                 mark: MarkBody { name: name.clone() },
             }),
+            ToAi::TransferResult(result) => Self::json(&Outbound::TransferResult {
+                stream_sid: &self.spec.stream_sid,
+                result,
+            }),
         }
     }
 
@@ -277,6 +292,7 @@ impl DialectCodec for TwilioCodec {
                 digits,
                 duration_ms,
             } => out.push(send_dtmf(digits, duration_ms)?),
+            Inbound::Transfer { to } => out.push(crate::aistream::transfer(to)?),
             Inbound::Unknown => return Err(unknown_event(&text)),
         }
         Ok(())
@@ -463,6 +479,55 @@ mod tests {
                 "bad_digits"
             );
         }
+    }
+
+    #[test]
+    fn transfer_is_our_own_event_and_its_result_goes_back() {
+        let mut c = TwilioCodec::new(&spec());
+        let mut out = Vec::new();
+        c.decode(
+            Frame::Text(r#"{"event":"transfer","streamSid":"MZ89ab","to":"+15559990000"}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        c.decode(
+            Frame::Text(r#"{"event":"transfer","to":"sip:desk@192.0.2.9:5060"}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                FromAi::Transfer {
+                    to: "+15559990000".into()
+                },
+                FromAi::Transfer {
+                    to: "sip:desk@192.0.2.9:5060".into()
+                }
+            ]
+        );
+        for bad in [
+            r#"{"event":"transfer","to":"5559990000"}"#,
+            r#"{"event":"transfer","to":"+1555 999"}"#,
+            r#"{"event":"transfer","to":"tel:+15559990000"}"#,
+        ] {
+            assert_eq!(
+                c.decode(Frame::Text(bad.into()), &mut out)
+                    .unwrap_err()
+                    .reason(),
+                "bad_target"
+            );
+        }
+        let r = text(
+            c.encode(&ToAi::TransferResult(crate::aistream::TransferResult {
+                status: "busy".into(),
+                sip_status: "486".into(),
+            })),
+        );
+        assert_eq!(
+            r,
+            json!({"event": "transferResult", "streamSid": "MZ89ab", "status": "busy", "sipStatus": "486"})
+        );
     }
 
     #[test]

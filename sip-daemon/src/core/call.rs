@@ -105,6 +105,11 @@ pub struct Call {
     pub reinvite_out: Option<super::hold::PendingReinvite>,
     /// The number's fallback (as a forward route), until used.
     pub fallback: Option<api::store::Number>,
+    /// The media leg carrying the caller: the call's handle, or after an
+    /// AI transfer the relay side the caller moved to.
+    pub media_leg: u64,
+    /// The number's forwarding trunk (AI transfers go through it).
+    pub route_trunk: Option<String>,
 }
 
 impl Call {
@@ -638,6 +643,8 @@ impl Core {
                 bridge: None,
                 transfer: None,
                 reinvite_out: None,
+                media_leg: handle,
+                route_trunk: number.trunk.clone(),
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
@@ -791,6 +798,22 @@ impl Core {
     }
 
     pub(super) fn on_media_failed(&mut self, now: Instant, h: u64, reason: &str) {
+        // The relay of an AI transfer could not be bound.
+        let rebridge = self
+            .out_legs
+            .iter()
+            .find(|(_, o)| o.rebridge == Some(h))
+            .map(|(hb, o)| (*hb, o.partner));
+        if let Some((hb, partner)) = rebridge {
+            tracing::warn!(reason, "relay for an AI transfer failed to open");
+            self.out_legs.remove(&hb);
+            if let Some(p) = partner
+                && let Some(c) = self.calls.get_mut(&p)
+            {
+                c.transfer = None;
+            }
+            return self.ai_result_unavailable(partner);
+        }
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -877,8 +900,9 @@ impl Core {
                 Some(n) => {
                     let media = leg_media(&n);
                     call.negotiated = Some(n);
+                    let leg = call.media_leg;
                     self.out
-                        .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
+                        .push_back(Output::Media(MediaCommand::Update { leg, media }));
                 }
                 None => {
                     // §13.3.1.4: an unusable answer in the ACK ends the call.
@@ -944,8 +968,9 @@ impl Core {
             Method::Options => self.respond(now, id, 200, None, Some(&tag), Self::capabilities),
             Method::Info => {
                 if let Some((digit, duration_ms)) = parse_dtmf_info(&req) {
+                    let leg = self.calls.get(&h).map_or(h, |c| c.media_leg);
                     self.out.push_back(Output::Media(MediaCommand::InfoDtmf {
-                        leg: h,
+                        leg,
                         digit,
                         duration_ms,
                     }));
@@ -1032,8 +1057,9 @@ impl Core {
                     let media = leg_media(&n);
                     offered_dir = Some(n.direction.reverse());
                     call.negotiated = Some(n);
+                    let leg = call.media_leg;
                     self.out
-                        .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
+                        .push_back(Output::Media(MediaCommand::Update { leg, media }));
                     (Some(answer), false)
                 }
                 Err(OfferAnswerError::NotAcceptable) => {
@@ -1198,8 +1224,9 @@ impl Core {
             *n = n.saturating_sub(1);
         }
         // The leg may still be opening; Close is idempotent at the edge.
-        self.out
-            .push_back(Output::Media(MediaCommand::Close { leg: h }));
+        self.out.push_back(Output::Media(MediaCommand::Close {
+            leg: call.media_leg,
+        }));
         let duration_ms = call
             .answered_at
             .map_or(0, |a| now.saturating_duration_since(a).as_millis() as i64);

@@ -109,6 +109,10 @@ pub struct OutLeg {
     pub transfer_of: Option<u64>,
     /// Our re-INVITE toward this leg (a hold across the bridge).
     pub reinvite_out: Option<super::hold::PendingReinvite>,
+    /// For the far leg of an AI transfer: the relay side that takes the
+    /// caller over when this leg answers, and its local address.
+    pub rebridge: Option<u64>,
+    pub rebridge_local: Option<SocketAddr>,
     /// Version of our SDP on this leg (o= line), raised with each offer.
     pub sdp_version: u64,
 }
@@ -343,6 +347,8 @@ impl Core {
             transfer_of: None,
             reinvite_out: None,
             sdp_version: 1,
+            rebridge: None,
+            rebridge_local: None,
         }
     }
 
@@ -354,6 +360,17 @@ impl Core {
         locals: [SocketAddr; 2],
     ) {
         let [h, hb] = legs;
+        if let Some(o) = self.out_legs.get(&hb)
+            && o.rebridge == Some(h)
+        {
+            if o.partner.is_some_and(|p| self.calls.contains_key(&p)) {
+                return self.rebridge_relay_opened(now, hb, locals);
+            }
+            self.out_legs.remove(&hb);
+            return self
+                .out
+                .push_back(Output::Media(MediaCommand::Close { leg: h }));
+        }
         let live = self.calls.contains_key(&h)
             && self
                 .out_legs
@@ -515,6 +532,14 @@ impl Core {
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
+        if let Some(relay_a) = o.rebridge.take() {
+            // An AI transfer given up: its relay goes too.
+            self.out
+                .push_back(Output::Media(MediaCommand::Close { leg: relay_a }));
+        }
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
         o.partner = None;
         o.ring_deadline = None;
         match o.state {
@@ -571,10 +596,14 @@ impl Core {
         if !due {
             return;
         }
-        let (partner, transfer_of) = self
-            .out_legs
-            .get(&hb)
-            .map_or((None, None), |o| (o.partner, o.transfer_of));
+        let (partner, transfer_of, rebridge) =
+            self.out_legs.get_mut(&hb).map_or((None, None, None), |o| {
+                (o.partner, o.transfer_of, o.rebridge.take())
+            });
+        if let Some(relay_a) = rebridge {
+            self.abandon_out(now, hb);
+            return self.rebridge_failed(partner, relay_a, "no_answer", 0);
+        }
         if let Some(b) = transfer_of {
             // The transfer target did not answer: the transferor hears 480.
             self.abandon_out(now, hb);
@@ -594,6 +623,9 @@ impl Core {
         };
         if let Some(b) = o.transfer_of {
             return self.transfer_outcome(now, o.partner, b, 408, "Request Timeout");
+        }
+        if let Some(relay_a) = o.rebridge {
+            return self.rebridge_failed(o.partner, relay_a, "unreachable", 0);
         }
         if let Some(h) = o.partner {
             self.fail_forwarded(now, h, "unreachable", 408, Some(RelaySide::of(&o)));
@@ -810,6 +842,9 @@ impl Core {
         if let Some(b) = o.transfer_of {
             return self.transfer_outcome(now, o.partner, b, status, &resp.reason);
         }
+        if let Some(relay_a) = o.rebridge {
+            return self.rebridge_failed(o.partner, relay_a, failure_outcome(status).0, status);
+        }
         if let Some(h) = o.partner {
             let (cause, to_caller) = failure_outcome(status);
             tracing::info!(status, cause, "forwarded call's far leg failed");
@@ -821,6 +856,10 @@ impl Core {
     /// SDP (the caller then hears the far side's announcements and
     /// ringback before the answer).
     fn out_provisional(&mut self, now: Instant, hb: u64, resp: &Response) {
+        if self.out_legs.get(&hb).is_some_and(|o| o.rebridge.is_some()) {
+            // An AI transfer: the caller is still with the AI.
+            return;
+        }
         let early = if resp.body.is_empty() {
             None
         } else {
@@ -984,6 +1023,19 @@ impl Core {
             return;
         };
         let codec = self.far_answer(hb, resp);
+        if self.out_legs.get(&hb).is_some_and(|o| o.rebridge.is_some()) {
+            // An AI transfer: the target was offered the caller's codec.
+            if codec.is_some() {
+                return self.rebridge_completed(now, h, hb);
+            }
+            self.bye_out(now, hb);
+            let relay_a = self.out_legs.get_mut(&hb).and_then(|o| o.rebridge.take());
+            self.remove_out(hb);
+            if let Some(relay_a) = relay_a {
+                self.rebridge_failed(Some(h), relay_a, "failed", 488);
+            }
+            return;
+        }
         let bridged = codec.and_then(|c| self.bridge_codec(h, c));
         if bridged.is_none() {
             tracing::info!("far leg answered with no usable SDP");

@@ -47,7 +47,7 @@ impl Core {
                     codec: n.codec,
                     local_port: c.local_media?.port(),
                     ours: n.direction,
-                    media_leg: h,
+                    media_leg: c.media_leg,
                 })
             }
             BridgeSide::Far(hb) => {
@@ -139,7 +139,7 @@ impl Core {
         }
     }
 
-    fn send_reinvite(&mut self, now: Instant, to: BridgeSide, sdp: String) {
+    pub(super) fn send_reinvite(&mut self, now: Instant, to: BridgeSide, sdp: String) {
         let Some(peer) = self.dialog_mut(to).map(|d| d.peer) else {
             return;
         };

@@ -5,6 +5,7 @@
 //! changes) and its next deadline. It never touches a socket, the clock or
 //! the database, so every flow is testable on virtual time.
 
+pub mod ai_transfer;
 pub mod call;
 pub mod dialog;
 pub mod forward;
@@ -294,10 +295,21 @@ impl Core {
             MediaEvent::Opened { leg, local } => self.on_media_opened(now, leg, local),
             MediaEvent::Failed { leg, reason } => self.on_media_failed(now, leg, &reason),
             MediaEvent::Timeout { leg } => {
-                if self.calls.contains_key(&leg) {
-                    self.hangup(now, leg, "media_timeout");
+                // A call's media leg is its handle, or after an AI transfer
+                // the relay side it moved to.
+                let h = if self.calls.contains_key(&leg) {
+                    Some(leg)
+                } else {
+                    self.calls
+                        .iter()
+                        .find(|(_, c)| c.media_leg == leg)
+                        .map(|(h, _)| *h)
+                };
+                if let Some(h) = h {
+                    self.hangup(now, h, "media_timeout");
                 }
             }
+            MediaEvent::AiTransfer { leg, to } => self.on_ai_transfer(now, leg, to),
             MediaEvent::RelayOpened { legs, locals } => self.on_relay_opened(now, legs, locals),
             MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),
             MediaEvent::StreamFailed { leg, reason } => {

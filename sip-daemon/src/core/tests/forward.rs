@@ -1059,3 +1059,241 @@ fn a_stream_call_whose_ai_is_unreachable_goes_to_the_fallback() {
     assert!(h.sent_to().is_empty());
     assert_eq!(h.core.active_calls(), 1);
 }
+
+impl Harness {
+    /// A stream call to +17770001 answered once its AI is up; ACKed.
+    /// Returns (stream leg, caller tag).
+    fn stream_call(&mut self, call_id: &str) -> (u64, String) {
+        self.recv(&invite("+17770001", call_id, "z9hG4bK-st1", "", SDP));
+        let leg = match self.media.last() {
+            Some(MediaCommand::Open {
+                leg,
+                mode: media_userspace::control::LegMode::Stream(_),
+                ..
+            }) => *leg,
+            other => panic!("expected a stream leg, got {other:?}"),
+        };
+        self.media_opened(30000);
+        self.core
+            .handle_media(self.now, MediaEvent::StreamConnected { leg });
+        self.drain();
+        let ok = self.take_sent().pop().expect("200 OK");
+        assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+        let tag = to_tag_of(&ok);
+        self.recv(&in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-sta", "", ""));
+        self.media.clear();
+        (leg, tag)
+    }
+
+    fn transfer_result(&self) -> Option<(u64, String, String)> {
+        self.media.iter().rev().find_map(|m| match m {
+            MediaCommand::TransferResult { leg, result } => {
+                Some((*leg, result.status.clone(), result.sip_status.clone()))
+            }
+            _ => None,
+        })
+    }
+}
+
+const AI_TARGET: &str = "192.0.2.50:5060";
+
+#[test]
+fn an_ai_transfer_moves_the_caller_from_the_ai_to_the_target() {
+    let mut h = Harness::new();
+    let (stream, caller_tag) = h.stream_call("ai-x1");
+    h.core.handle_media(
+        h.now,
+        MediaEvent::AiTransfer {
+            leg: stream,
+            to: format!("sip:+15559990000@{AI_TARGET}"),
+        },
+    );
+    h.drain();
+    let Some(MediaCommand::OpenRelay { legs, media, .. }) = h.media.last().cloned() else {
+        panic!("expected a relay: {:?}", h.media);
+    };
+    assert_ne!(
+        legs[0], stream,
+        "the AI keeps the caller while the target rings"
+    );
+    assert_eq!(media[0].remote, Some("127.0.0.1:40000".parse().unwrap()));
+    h.core.handle_media(
+        h.now,
+        MediaEvent::RelayOpened {
+            legs,
+            locals: [
+                "127.0.0.1:30010".parse().unwrap(),
+                "127.0.0.1:30012".parse().unwrap(),
+            ],
+        },
+    );
+    h.drain();
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, AI_TARGET);
+    let inv = sent[0].1.clone();
+    assert!(
+        inv.starts_with("INVITE sip:+15559990000@192.0.2.50:5060 SIP/2.0"),
+        "{inv}"
+    );
+    assert!(
+        inv.contains("m=audio 30012 RTP/AVP 0 101\r\n"),
+        "the caller's codec only: {inv}"
+    );
+    h.media.clear();
+    // Ringing reaches nobody: the caller is still talking to the AI.
+    h.recv_from(
+        peer(TransportKind::Udp, AI_TARGET),
+        &far_response(&inv, 180, "Ringing", "t1", "", ""),
+    );
+    assert!(h.sent_to().is_empty());
+    let target_sdp = FAR_SDP
+        .replace("RTP/AVP 8 101", "RTP/AVP 0 101")
+        .replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:0 PCMU/8000");
+    h.recv_from(
+        peer(TransportKind::Udp, AI_TARGET),
+        &far_response(
+            &inv,
+            200,
+            "OK",
+            "t1",
+            "Contact: <sip:t@192.0.2.50:5060>\r\n",
+            &target_sdp,
+        ),
+    );
+    let sent = h.sent_to();
+    assert_eq!(
+        sent.len(),
+        2,
+        "ACK to the target, re-INVITE to the caller: {sent:?}"
+    );
+    assert!(
+        sent[0].1.starts_with("ACK sip:t@192.0.2.50:5060"),
+        "{}",
+        sent[0].1
+    );
+    let reinv = &sent[1].1;
+    assert_eq!(sent[1].0, CARRIER);
+    assert!(
+        reinv.starts_with("INVITE sip:+15551230000@127.0.0.1:5061 SIP/2.0"),
+        "{reinv}"
+    );
+    assert!(
+        reinv.contains("m=audio 30010 RTP/AVP 0 101\r\n"),
+        "the caller moves to the relay: {reinv}"
+    );
+    assert_eq!(
+        h.transfer_result(),
+        Some((stream, "answered".into(), "200".into()))
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg } if *leg == stream)),
+        "the stream ends"
+    );
+    // The caller's 200 to our re-INVITE points the relay at it; its BYE
+    // ends the target's leg and closes the relay.
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: ai-x1\r\nCSeq: {}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        header(reinv, "Via").unwrap(),
+        header(reinv, "From").unwrap(),
+        header(reinv, "To").unwrap(),
+        header(reinv, "CSeq").unwrap(),
+        SDP.len()
+    );
+    h.media.clear();
+    h.recv(&ok);
+    assert!(h.sent_to()[0].1.starts_with("ACK "));
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Update { leg, .. } if *leg == legs[0]))
+    );
+    h.recv(&in_dialog(
+        "BYE",
+        "ai-x1",
+        &caller_tag,
+        2,
+        "z9hG4bK-aib",
+        "",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == AI_TARGET && m.starts_with("BYE sip:t@")),
+        "{sent:?}"
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg } if *leg == legs[0]))
+    );
+    assert_eq!(h.last_cause(), ("caller_hangup".into(), 200));
+}
+
+#[test]
+fn a_busy_ai_transfer_target_leaves_the_caller_with_the_ai() {
+    let mut h = Harness::new();
+    let (stream, _) = h.stream_call("ai-x2");
+    h.core.handle_media(
+        h.now,
+        MediaEvent::AiTransfer {
+            leg: stream,
+            to: format!("sip:+15559990000@{AI_TARGET}"),
+        },
+    );
+    h.drain();
+    let Some(MediaCommand::OpenRelay { legs, .. }) = h.media.last().cloned() else {
+        panic!("expected a relay");
+    };
+    h.core.handle_media(
+        h.now,
+        MediaEvent::RelayOpened {
+            legs,
+            locals: [
+                "127.0.0.1:30010".parse().unwrap(),
+                "127.0.0.1:30012".parse().unwrap(),
+            ],
+        },
+    );
+    h.drain();
+    let inv = h.sent_to().pop().unwrap().1;
+    h.recv_from(
+        peer(TransportKind::Udp, AI_TARGET),
+        &far_response(&inv, 486, "Busy Here", "t2", "", ""),
+    );
+    assert_eq!(
+        h.transfer_result(),
+        Some((stream, "busy".into(), "486".into()))
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg } if *leg == legs[0])),
+        "the relay is released"
+    );
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg } if *leg == stream)),
+        "the AI keeps the caller"
+    );
+    assert_eq!(h.core.active_calls(), 1);
+    // A second transfer may follow.
+    h.media.clear();
+    h.core.handle_media(
+        h.now,
+        MediaEvent::AiTransfer {
+            leg: stream,
+            to: "+15559990000".into(),
+        },
+    );
+    h.drain();
+    assert_eq!(
+        h.transfer_result(),
+        Some((stream, "unavailable".into(), "0".into())),
+        "a number needs a trunk with an outbound address"
+    );
+}
