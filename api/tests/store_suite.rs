@@ -62,6 +62,7 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         username: Some("user".into()),
         password: Some("p@ss'\"word".into()),
         max_calls: Some(u32::MAX),
+        transfer: Some("refer".into()),
     };
     let bare = Trunk {
         name: "local".into(),
@@ -71,6 +72,7 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         username: None,
         password: None,
         max_calls: None,
+        transfer: None,
     };
     s.upsert_trunk(&full).await.unwrap();
     s.upsert_trunk(&bare).await.unwrap();

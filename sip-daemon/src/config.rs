@@ -273,6 +273,10 @@ pub struct TrunkEntry {
     pub password: Option<String>,
     #[serde(default)]
     pub max_calls: Option<u32>,
+    /// How calls from this trunk are transferred: "bridge" (default) or
+    /// "refer".
+    #[serde(default)]
+    pub transfer: Option<String>,
 }
 
 fn default_transport() -> String {
@@ -390,6 +394,12 @@ impl Config {
             if !matches!(t.transport.as_str(), "udp" | "tcp" | "tls") {
                 out.push(format!(
                     "trunk {}: transport must be udp, tcp or tls",
+                    t.name
+                ));
+            }
+            if !matches!(t.transfer.as_deref(), None | Some("bridge" | "refer")) {
+                out.push(format!(
+                    "trunk {}: transfer must be bridge or refer",
                     t.name
                 ));
             }
@@ -599,6 +609,7 @@ impl Config {
                     username: t.username.clone(),
                     password: t.password.clone(),
                     max_calls: t.max_calls,
+                    transfer: t.transfer.clone(),
                 })
                 .collect(),
             numbers: self

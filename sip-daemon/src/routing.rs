@@ -188,11 +188,23 @@ impl RoutingTable {
     }
 
     /// The trunk whose source networks contain `ip`.
+    /// The trunk whose network containing `ip` is the most specific (the
+    /// longest prefix among the networks that contain it, whatever other
+    /// networks a trunk lists).
     pub fn trunk_for_source(&self, ip: IpAddr) -> Option<&TrunkEntry> {
         let ip = canonical_ip(ip);
         self.trunks
             .iter()
-            .find(|e| e.nets.iter().any(|n| n.contains(&ip)))
+            .filter_map(|e| {
+                e.nets
+                    .iter()
+                    .filter(|n| n.contains(&ip))
+                    .map(|n| n.prefix_len())
+                    .max()
+                    .map(|len| (len, e))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, e)| e)
     }
 
     pub fn trunk(&self, name: &str) -> Option<&TrunkEntry> {
@@ -296,6 +308,39 @@ mod tests {
     }
 
     #[test]
+    fn the_most_specific_network_wins_across_trunks() {
+        let trunk = |name: &str, cidrs: &[&str]| Trunk {
+            name: name.into(),
+            source_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+            outbound_address: None,
+            transport: "udp".into(),
+            username: None,
+            password: None,
+            max_calls: None,
+            transfer: None,
+        };
+        // "wide" also lists an IPv6 /128, which must not make its IPv4 /8
+        // beat another trunk's /32.
+        let (t, _) = RoutingTable::build(
+            vec![
+                trunk("wide", &["127.0.0.0/8", "::1/128"]),
+                trunk("exact", &["127.0.0.1/32"]),
+            ],
+            vec![],
+            vec![],
+            vec![],
+        );
+        let name = |ip: &str| {
+            t.trunk_for_source(ip.parse().unwrap())
+                .map(|e| e.trunk.name.clone())
+        };
+        assert_eq!(name("127.0.0.1").as_deref(), Some("exact"));
+        assert_eq!(name("127.0.0.2").as_deref(), Some("wide"));
+        assert_eq!(name("::1").as_deref(), Some("wide"));
+        assert_eq!(name("192.0.2.1"), None);
+    }
+
+    #[test]
     fn trunks_by_source_and_blocking() {
         let trunk = Trunk {
             name: "local".into(),
@@ -305,6 +350,7 @@ mod tests {
             username: None,
             password: None,
             max_calls: None,
+            transfer: None,
         };
         let (t, problems) = RoutingTable::build(
             vec![trunk],

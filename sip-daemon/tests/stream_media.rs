@@ -855,3 +855,51 @@ fn ai_transfer_results_reach_the_ai_and_a_failed_one_keeps_the_caller() {
             .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
     });
 }
+
+#[test]
+fn ai_transfer_on_a_refer_trunk_goes_to_the_carrier_by_refer() {
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(300)),
+        Step::Text(json!({"event": "transfer", "to": "sip:desk@127.0.0.1:9999"}).to_string()),
+    ]]);
+    // The caller's carrier (127.0.0.1 exactly: more specific than the test
+    // trunk's 127.0.0.0/8) takes transfers by REFER.
+    let d = daemon(
+        &ai.url(),
+        "twilio",
+        "[[trunks]]\nname = \"refer-carrier\"\nsource_cidrs = [\"127.0.0.1/32\"]\ntransfer = \"refer\"\n",
+    );
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/uac_refer_carrier.xml"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("sipp")
+        .current_dir(tmp.path())
+        .args([
+            "-sf",
+            scenario,
+            &d.sip_addr().to_string(),
+            "-s",
+            "+15557000001",
+        ])
+        .args(["-i", "127.0.0.1", "-p", &common::free_port().to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .output()
+        .expect("run sipp (apt package sip-tester)");
+    assert!(
+        out.status.success(),
+        "REFER received and accepted, NOTIFYs answered, released by BYE: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.logs()
+    );
+    ai.wait_for(Duration::from_secs(3), "transferResult and stop", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
+    });
+    let results = ai.events("transferResult");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].2["status"], "answered");
+    assert_eq!(results[0].2["sipStatus"], "200");
+    d.wait_cdr_cause("transferred");
+}

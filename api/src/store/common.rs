@@ -20,14 +20,14 @@ pub(crate) const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (id, name) VALUES 
 pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name FROM accounts ORDER BY id";
 
 pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
-     (name, source_cidrs, outbound_address, transport, username, password, max_calls) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     (name, source_cidrs, outbound_address, transport, username, password, max_calls, \
+     transfer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (name) DO UPDATE SET source_cidrs = excluded.source_cidrs, \
      outbound_address = excluded.outbound_address, transport = excluded.transport, \
      username = excluded.username, password = excluded.password, \
-     max_calls = excluded.max_calls";
+     max_calls = excluded.max_calls, transfer = excluded.transfer";
 pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_address, transport, \
-     username, password, max_calls FROM trunks ORDER BY name";
+     username, password, max_calls, transfer FROM trunks ORDER BY name";
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
@@ -214,6 +214,7 @@ pub(crate) type TrunkRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 pub(crate) type NumberRow = (
     String,
@@ -283,7 +284,7 @@ pub(crate) fn encode_cidrs(cidrs: &[String]) -> String {
 }
 
 pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
-    let (name, cidrs, outbound_address, transport, username, password, max_calls) = r;
+    let (name, cidrs, outbound_address, transport, username, password, max_calls, transfer) = r;
     let source_cidrs =
         serde_json::from_str(&cidrs).map_err(|_| corrupt("trunks", "source_cidrs", cidrs))?;
     Ok(Trunk {
@@ -294,6 +295,7 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         username,
         password,
         max_calls: narrow_opt("trunks", "max_calls", max_calls)?,
+        transfer,
     })
 }
 
@@ -444,6 +446,7 @@ macro_rules! impl_store {
                     .bind(t.username.as_deref())
                     .bind(t.password.as_deref())
                     .bind(t.max_calls.map(i64::from))
+                    .bind(t.transfer.as_deref())
                     .execute(&self.pool)
                     .await?;
                 Ok(())

@@ -25,6 +25,9 @@ pub struct Trunk {
     pub password: Option<String>,
     /// Concurrent calls allowed on this trunk (`None`: unlimited).
     pub max_calls: Option<u32>,
+    /// How calls from this trunk are transferred: `"refer"` (REFER to the
+    /// carrier) or `None`/`"bridge"` (the gateway bridges the new leg).
+    pub transfer: Option<String>,
 }
 
 /// What a number does with a call.

@@ -7,6 +7,12 @@
 //! gets `transferResult` `answered` followed by `stop`. When the target
 //! fails, the AI gets `transferResult` with why (`busy`, `no_answer`...)
 //! and keeps the caller.
+//!
+//! When the caller's trunk prefers it (`transfer = "refer"`), the carrier
+//! does the transfer instead: a REFER in the caller's dialog (RFC 3515),
+//! whose NOTIFYs (`message/sipfrag`) tell the AI how it goes; on success
+//! the gateway hangs up its side (cause `transferred`) and holds no media
+//! for the call any more.
 
 use super::call::{CallState, leg_media, local_offer};
 use super::hold::BridgeSide;
@@ -43,11 +49,30 @@ impl Core {
         let ready = call.state != CallState::AwaitingMedia
             && call.bridge.is_none()
             && call.transfer.is_none()
+            && call.refer_until.is_none()
             && call.media_leg == h;
         let Some(n) = call.negotiated.clone().filter(|_| ready) else {
             return self.ai_result(h, "refused", 0);
         };
         let routing = self.routing.clone();
+        let refer = call
+            .trunk
+            .as_deref()
+            .and_then(|t| routing.trunk(t))
+            .filter(|t| t.trunk.transfer.as_deref() == Some("refer"));
+        if let Some(t) = refer {
+            let refer_to = if to.starts_with("sip:") {
+                to
+            } else {
+                let host = t
+                    .trunk
+                    .outbound_address
+                    .clone()
+                    .unwrap_or_else(|| call.dialog.peer.remote.ip().to_string());
+                format!("sip:{to}@{}", host.trim_start_matches("sip:"))
+            };
+            return self.refer_caller(now, h, &refer_to);
+        }
         // A number goes through the number's forwarding trunk, else back
         // out through the trunk the call came in on; a sip: URI through the
         // forwarding trunk if any, else to its own host.
@@ -108,6 +133,102 @@ impl Core {
             media: [a, b],
             timeout: self.cfg.media_timeout,
         }));
+    }
+
+    /// REFER to the caller's carrier (in the caller's dialog).
+    fn refer_caller(&mut self, now: Instant, h: u64, refer_to: &str) {
+        let Some((peer, user)) = self
+            .calls
+            .get(&h)
+            .map(|c| (c.dialog.peer, c.callee_user.clone()))
+        else {
+            return;
+        };
+        let contact = self.contact_for(&peer, user.as_deref());
+        let (via, branch) = self.our_via(&peer);
+        let server = self.cfg.server_name.clone();
+        let wait = self.cfg.forward.ring_timeout + Duration::from_secs(5);
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let referred_by = contact.clone();
+        let b = c
+            .dialog
+            .request(Method::Refer, &via, &server)
+            .header(HeaderName::ReferTo, format!("<{refer_to}>"))
+            .header(HeaderName::ReferredBy, referred_by)
+            .header(HeaderName::Contact, contact);
+        c.refer_until = Some(now + wait);
+        let bytes = Bytes::from(b.encode());
+        tracing::info!(call = h, "AI transfer by REFER to the carrier");
+        self.start_client_request(now, peer, branch, bytes, txns::ClientPurpose::Refer(h));
+        self.schedule_call(h);
+    }
+
+    /// The carrier's final answer to our REFER: 202 means NOTIFYs follow.
+    pub(super) fn on_refer_response(&mut self, h: u64, status: u16) {
+        if status < 300 {
+            return;
+        }
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.refer_until.take().is_none() {
+            return;
+        }
+        let leg = c.media_leg;
+        self.ai_result(leg, "refused", status);
+    }
+
+    /// A NOTIFY in the caller's dialog: the progress of our REFER.
+    pub(super) fn on_refer_notify(
+        &mut self,
+        now: Instant,
+        id: u64,
+        h: u64,
+        tag: &str,
+        req: &Request,
+    ) {
+        let pending = self.calls.get(&h).is_some_and(|c| c.refer_until.is_some());
+        let is_refer = req.headers.get(&HeaderName::Event).is_some_and(|e| {
+            e.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("refer")
+        });
+        if !pending || !is_refer {
+            return self.respond(now, id, 481, None, Some(tag), |b| b);
+        }
+        self.respond(now, id, 200, None, Some(tag), |b| b);
+        // message/sipfrag (RFC 3420): the status line of the new call.
+        let status = std::str::from_utf8(&req.body)
+            .ok()
+            .and_then(|b| b.lines().next())
+            .and_then(|l| l.strip_prefix("SIP/2.0 "))
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse::<u16>().ok());
+        let Some(status) = status.filter(|s| *s >= 200) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        c.refer_until = None;
+        let leg = c.media_leg;
+        if status < 300 {
+            self.ai_result(leg, "answered", status);
+            // The carrier connected the caller elsewhere: our side ends.
+            return self.hangup(now, h, "transferred");
+        }
+        self.ai_result(leg, forward::failure_outcome(status).0, status);
+    }
+
+    /// The carrier never said how the REFER ended.
+    pub(super) fn refer_timed_out(&mut self, h: u64) {
+        if let Some(leg) = self.calls.get(&h).map(|c| c.media_leg) {
+            self.ai_result(leg, "no_answer", 0);
+        }
     }
 
     /// The relay for an AI transfer is bound: the far INVITE leaves, the

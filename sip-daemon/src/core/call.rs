@@ -110,6 +110,9 @@ pub struct Call {
     pub media_leg: u64,
     /// The number's forwarding trunk (AI transfers go through it).
     pub route_trunk: Option<String>,
+    /// A REFER of ours to the caller's carrier is running until this
+    /// instant (its NOTIFYs tell how the transfer goes).
+    pub refer_until: Option<Instant>,
 }
 
 impl Call {
@@ -118,10 +121,15 @@ impl Call {
             Some(n) => n.min(o.give_up),
             None => o.give_up,
         });
-        [ok, self.session.map(|s| s.due), self.stream_wait]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            ok,
+            self.session.map(|s| s.due),
+            self.stream_wait,
+            self.refer_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -279,7 +287,7 @@ impl Core {
         self.clock.unix_ms(now)
     }
 
-    fn schedule_call(&mut self, h: u64) {
+    pub(super) fn schedule_call(&mut self, h: u64) {
         if let Some(at) = self.calls.get(&h).and_then(Call::next_deadline) {
             self.schedule(at, TimerRef::Call(h));
         }
@@ -645,6 +653,7 @@ impl Core {
                 reinvite_out: None,
                 media_leg: handle,
                 route_trunk: number.trunk.clone(),
+                refer_until: None,
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
@@ -966,6 +975,7 @@ impl Core {
             }
             Method::Invite | Method::Update => self.on_session_update(now, id, h, &tag),
             Method::Options => self.respond(now, id, 200, None, Some(&tag), Self::capabilities),
+            Method::Notify => self.on_refer_notify(now, id, h, &tag, &req),
             Method::Info => {
                 if let Some((digit, duration_ms)) = parse_dtmf_info(&req) {
                     let leg = self.calls.get(&h).map_or(h, |c| c.media_leg);
@@ -1121,6 +1131,11 @@ impl Core {
         if call.stream_wait.is_some_and(|w| now >= w) {
             call.stream_wait = None;
             return self.on_stream_gone(now, h, "stream_timeout");
+        }
+        if call.refer_until.is_some_and(|w| now >= w) {
+            call.refer_until = None;
+            self.refer_timed_out(h);
+            return self.schedule_call(h);
         }
         let mut resend = None;
         let mut hangup = None;

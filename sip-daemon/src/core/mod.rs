@@ -662,6 +662,8 @@ impl Core {
             // REFER inside a dialog: blind transfer by the far side of a
             // forwarded call (transfer.rs); outside one, not allowed.
             Method::Refer if r.to_tag().is_some() => {}
+            // NOTIFY inside a dialog: how a REFER of ours goes.
+            Method::Notify if r.to_tag().is_some() => {}
             Method::Subscribe
             | Method::Publish
             | Method::Prack
@@ -839,6 +841,7 @@ impl Core {
             ResponseAction::ResendAck(ack) => self.transmit(peer, ack),
             ResponseAction::Deliver => match purpose {
                 txns::ClientPurpose::Invite(hb) => self.on_out_response(now, hb, id, resp),
+                txns::ClientPurpose::Refer(h) => self.on_refer_response(h, resp.status),
                 txns::ClientPurpose::Reinvite(side) => self.on_reinvite_response(side, id, resp),
                 _ => {}
             },

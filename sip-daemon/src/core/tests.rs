@@ -35,6 +35,7 @@ fn routing() -> RoutingTable {
                 username: None,
                 password: None,
                 max_calls: Some(100),
+                transfer: None,
             },
             Trunk {
                 name: "carrier".into(),
@@ -44,6 +45,7 @@ fn routing() -> RoutingTable {
                 username: Some("gw".into()),
                 password: Some("trunk-secret".into()),
                 max_calls: None,
+                transfer: Some("refer".into()),
             },
         ],
         vec![

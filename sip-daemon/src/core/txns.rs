@@ -98,6 +98,8 @@ pub enum ClientPurpose {
     Notify,
     /// Our re-INVITE carrying a hold or unhold across the bridge.
     Reinvite(super::hold::BridgeSide),
+    /// Our REFER asking the caller's carrier to transfer the call.
+    Refer(u64),
 }
 
 pub struct ClientEntry {

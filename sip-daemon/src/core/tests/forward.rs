@@ -1297,3 +1297,150 @@ fn a_busy_ai_transfer_target_leaves_the_caller_with_the_ai() {
         "a number needs a trunk with an outbound address"
     );
 }
+
+const REFER_CARRIER: &str = "192.0.2.20:5060";
+
+impl Harness {
+    /// A stream call from the carrier whose trunk prefers REFER; answered
+    /// and ACKed. Returns (stream leg, our tag).
+    fn stream_call_from_refer_trunk(&mut self, call_id: &str) -> (u64, String) {
+        let p = peer(TransportKind::Udp, REFER_CARRIER);
+        self.recv_from(p, &invite("+17770001", call_id, "z9hG4bK-rf1", "", SDP));
+        let leg = match self.media.last() {
+            Some(MediaCommand::Open { leg, .. }) => *leg,
+            other => panic!("expected a stream leg, got {other:?}"),
+        };
+        self.media_opened(30000);
+        self.core
+            .handle_media(self.now, MediaEvent::StreamConnected { leg });
+        self.drain();
+        let ok = self.take_sent().pop().expect("200 OK");
+        let tag = to_tag_of(&ok);
+        self.recv_from(
+            p,
+            &in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-rfa", "", ""),
+        );
+        self.media.clear();
+        (leg, tag)
+    }
+
+    /// Our REFER after the AI's transfer to `to`.
+    fn ai_refers(&mut self, leg: u64, to: &str) -> String {
+        self.core
+            .handle_media(self.now, MediaEvent::AiTransfer { leg, to: to.into() });
+        self.drain();
+        let sent = self.sent_to();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, REFER_CARRIER);
+        assert!(
+            self.media
+                .iter()
+                .all(|m| !matches!(m, MediaCommand::OpenRelay { .. })),
+            "no relay: the carrier transfers"
+        );
+        sent[0].1.clone()
+    }
+
+    fn carrier_answers(&mut self, req: &str, status: u16, reason: &str) {
+        let resp = format!(
+            "SIP/2.0 {status} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+            header(req, "Via").unwrap(),
+            header(req, "From").unwrap(),
+            header(req, "To").unwrap(),
+            header(req, "Call-ID").unwrap(),
+            header(req, "CSeq").unwrap()
+        );
+        self.recv_from(peer(TransportKind::Udp, REFER_CARRIER), &resp);
+    }
+
+    fn carrier_notifies(
+        &mut self,
+        call_id: &str,
+        tag: &str,
+        cseq: u32,
+        sipfrag: &str,
+    ) -> Vec<(String, String)> {
+        let req = in_dialog(
+            "NOTIFY",
+            call_id,
+            tag,
+            cseq,
+            &format!("z9hG4bK-n{cseq}"),
+            "Event: refer\r\nSubscription-State: active;expires=60\r\n",
+            "",
+        )
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{sipfrag}",
+                sipfrag.len()
+            ),
+        );
+        self.recv_from(peer(TransportKind::Udp, REFER_CARRIER), &req);
+        self.sent_to()
+    }
+}
+
+#[test]
+fn a_trunk_that_prefers_refer_gets_the_ais_transfer_and_the_call_leaves_us() {
+    let mut h = Harness::new();
+    let (leg, tag) = h.stream_call_from_refer_trunk("rf-1");
+    let refer = h.ai_refers(leg, "+15559990000");
+    assert!(
+        refer.starts_with("REFER sip:+15551230000@127.0.0.1:5061 SIP/2.0"),
+        "{refer}"
+    );
+    assert_eq!(
+        header(&refer, "Refer-To"),
+        Some("<sip:+15559990000@192.0.2.20:5060>")
+    );
+    assert!(header(&refer, "Referred-By").is_some());
+    h.carrier_answers(&refer, 202, "Accepted");
+    assert!(
+        h.transfer_result().is_none(),
+        "202 only means NOTIFYs follow"
+    );
+    let sent = h.carrier_notifies("rf-1", &tag, 2, "SIP/2.0 100 Trying\r\n");
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].1.starts_with("SIP/2.0 200 OK"));
+    assert!(h.transfer_result().is_none());
+    let sent = h.carrier_notifies("rf-1", &tag, 3, "SIP/2.0 200 OK\r\n");
+    assert!(sent[0].1.starts_with("SIP/2.0 200 OK"), "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == REFER_CARRIER && m.starts_with("BYE ")),
+        "our side hangs up: {sent:?}"
+    );
+    assert_eq!(
+        h.transfer_result(),
+        Some((leg, "answered".into(), "200".into()))
+    );
+    assert_eq!(h.last_cause(), ("transferred".into(), 200));
+}
+
+#[test]
+fn a_refer_the_carrier_fails_or_refuses_leaves_the_caller_with_the_ai() {
+    let mut h = Harness::new();
+    let (leg, tag) = h.stream_call_from_refer_trunk("rf-2");
+    let refer = h.ai_refers(leg, "sip:desk@198.51.100.4");
+    assert_eq!(header(&refer, "Refer-To"), Some("<sip:desk@198.51.100.4>"));
+    h.carrier_answers(&refer, 202, "Accepted");
+    h.carrier_notifies("rf-2", &tag, 2, "SIP/2.0 486 Busy Here\r\n");
+    assert_eq!(
+        h.transfer_result(),
+        Some((leg, "busy".into(), "486".into()))
+    );
+    assert_eq!(h.core.active_calls(), 1);
+    // A NOTIFY with no REFER running gets 481.
+    let sent = h.carrier_notifies("rf-2", &tag, 3, "SIP/2.0 200 OK\r\n");
+    assert!(sent[0].1.starts_with("SIP/2.0 481 "), "{sent:?}");
+    // The next REFER is refused outright.
+    h.media.clear();
+    let refer = h.ai_refers(leg, "+15559990000");
+    h.carrier_answers(&refer, 405, "Method Not Allowed");
+    assert_eq!(
+        h.transfer_result(),
+        Some((leg, "refused".into(), "405".into()))
+    );
+    assert_eq!(h.core.active_calls(), 1);
+}
