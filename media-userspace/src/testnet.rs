@@ -15,6 +15,21 @@ pub const CALLER: &str = "198.18.0.2";
 pub const GW_F: &str = "198.18.1.1";
 pub const FAR: &str = "198.18.1.2";
 
+/// Runs `f` on a thread inside network namespace `ns` (as made by
+/// `ip netns add`): sockets and threads made there stay there.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("open netns");
+        // SAFETY: setns changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
 /// Runs a command and panics with its stderr when it fails.
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -75,16 +90,7 @@ impl Topology {
     /// Runs `f` on a thread inside namespace `i` (0 caller, 1 gateway,
     /// 2 far). Sockets and threads made there stay there.
     pub fn run<T: Send + 'static>(&self, i: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.ns[i]);
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: setns changes only this thread's network namespace.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("netns thread")
+        in_netns(&self.ns[i], f)
     }
 
     /// `ip netns exec <namespace i>`: prefix for a process run there.

@@ -113,10 +113,7 @@ impl Core {
         let caller = self
             .calls
             .get(&h)
-            .and_then(|c| c.dialog.remote_uri.split("sip:").nth(1))
-            .and_then(|r| r.split('@').next())
-            .unwrap_or("anonymous")
-            .to_string();
+            .map_or_else(|| "anonymous".into(), |c| uri_user(&c.dialog.remote_uri));
         let relay_a = self.new_id();
         let hb = self.new_id();
         let mut leg = self.new_out_leg(h, target, &caller, 69, vec![n.codec], hb);

@@ -18,7 +18,6 @@ use super::dialog::Dialog;
 use super::*;
 use crate::sip::digest::{Challenge, Credentials};
 use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
-use crate::sip::transaction::ClientTransaction;
 use crate::sip::{Uri, headers_typed::NameAddr};
 use api::store::Number;
 use media_userspace::control::LegMedia;
@@ -444,30 +443,16 @@ impl Core {
         }
         let bytes = Bytes::from(b.encode());
         o.state = OutState::Calling;
-        let txn = ClientTransaction::new(
+        let id = self.start_client_txn(
             now,
             TxnKind::Invite,
-            bytes.clone(),
-            peer.transport.is_reliable(),
-            self.cfg.timers,
+            peer,
+            branch,
+            bytes,
+            txns::ClientPurpose::Invite(hb),
         );
-        let deadline = txn.next_deadline();
-        let id = self.new_id();
         if let Some(o) = self.out_legs.get_mut(&hb) {
             o.invite_txn = Some(id);
-        }
-        self.txns.insert_client(
-            id,
-            txns::ClientEntry {
-                txn,
-                branch,
-                peer,
-                purpose: txns::ClientPurpose::Invite(hb),
-            },
-        );
-        self.transmit(peer, bytes);
-        if let Some(at) = deadline {
-            self.schedule(at, TimerRef::Client(id));
         }
     }
 
@@ -500,30 +485,15 @@ impl Core {
             .and_then(|r| r.split(';').next())
             .unwrap_or_default()
             .to_string();
-        let txn = ClientTransaction::new(
-            now,
-            TxnKind::NonInvite,
-            bytes.clone(),
-            peer.transport.is_reliable(),
-            self.cfg.timers,
-        );
-        let deadline = txn.next_deadline();
-        let id = self.new_id();
         // CANCEL shares the INVITE's branch (§9.1) but is its own
         // transaction: it is matched by method as well.
-        self.txns.insert_client(
-            id,
-            txns::ClientEntry {
-                txn,
-                branch: format!("{branch}|CANCEL"),
-                peer,
-                purpose: txns::ClientPurpose::Cancel,
-            },
+        self.start_client_request(
+            now,
+            peer,
+            format!("{branch}|CANCEL"),
+            bytes,
+            txns::ClientPurpose::Cancel,
         );
-        self.transmit(peer, bytes);
-        if let Some(at) = deadline {
-            self.schedule(at, TimerRef::Client(id));
-        }
     }
 
     /// Gives up the far leg while it rings: CANCEL now, or once a
@@ -678,14 +648,7 @@ impl Core {
         let Some(number) = call.fallback.take() else {
             return false;
         };
-        let caller = call
-            .dialog
-            .remote_uri
-            .split("sip:")
-            .nth(1)
-            .and_then(|r| r.split('@').next())
-            .unwrap_or("anonymous")
-            .to_string();
+        let caller = uri_user(&call.dialog.remote_uri);
         let target = match self.resolve_forward(now, &number) {
             Ok(t) => t,
             Err(why) => {
@@ -729,14 +692,7 @@ impl Core {
         let Some(number) = call.fallback.take() else {
             return false;
         };
-        let caller = call
-            .dialog
-            .remote_uri
-            .split("sip:")
-            .nth(1)
-            .and_then(|r| r.split('@').next())
-            .unwrap_or("anonymous")
-            .to_string();
+        let caller = uri_user(&call.dialog.remote_uri);
         let Ok(target) = self.resolve_forward(now, &number) else {
             return false;
         };

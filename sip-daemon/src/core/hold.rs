@@ -9,7 +9,6 @@
 use super::call::{leg_media, local_offer, negotiated_from_answer};
 use super::*;
 use crate::sip::sdp::{Direction, LocalMedia};
-use crate::sip::transaction::ClientTransaction;
 
 /// One leg of a bridge, by handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,28 +180,14 @@ impl Core {
                 }
             }
         }
-        let txn = ClientTransaction::new(
+        self.start_client_txn(
             now,
             TxnKind::Invite,
-            bytes.clone(),
-            peer.transport.is_reliable(),
-            self.cfg.timers,
+            peer,
+            branch,
+            bytes,
+            txns::ClientPurpose::Reinvite(to),
         );
-        let deadline = txn.next_deadline();
-        let id = self.new_id();
-        self.txns.insert_client(
-            id,
-            txns::ClientEntry {
-                txn,
-                branch,
-                peer,
-                purpose: txns::ClientPurpose::Reinvite(to),
-            },
-        );
-        self.transmit(peer, bytes);
-        if let Some(at) = deadline {
-            self.schedule(at, TimerRef::Client(id));
-        }
     }
 
     /// A response to our re-INVITE toward `to`.

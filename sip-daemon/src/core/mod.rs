@@ -858,9 +858,23 @@ impl Core {
         bytes: Bytes,
         purpose: txns::ClientPurpose,
     ) {
+        self.start_client_txn(now, TxnKind::NonInvite, peer, branch, bytes, purpose);
+    }
+
+    /// Starts a client transaction (§17.1), sends its request and arms its
+    /// timers; returns its id. `branch` is what responses are matched by.
+    fn start_client_txn(
+        &mut self,
+        now: Instant,
+        kind: TxnKind,
+        peer: Peer,
+        branch: String,
+        bytes: Bytes,
+        purpose: txns::ClientPurpose,
+    ) -> u64 {
         let txn = ClientTransaction::new(
             now,
-            TxnKind::NonInvite,
+            kind,
             bytes.clone(),
             peer.transport.is_reliable(),
             self.cfg.timers,
@@ -880,6 +894,7 @@ impl Core {
         if let Some(at) = deadline {
             self.schedule(at, TimerRef::Client(id));
         }
+        id
     }
 
     fn server_timer(&mut self, now: Instant, id: u64) {
@@ -968,6 +983,18 @@ fn replace_flag_rport(via: &str, port: u16) -> String {
         }
     }
     out
+}
+
+/// The user part of the first `sip:` URI in a header value (`"anonymous"`
+/// when there is none): the caller's number as our legs present it.
+pub(crate) fn uri_user(value: &str) -> String {
+    value
+        .split("sip:")
+        .nth(1)
+        .and_then(|r| r.split('@').next())
+        .filter(|u| !u.is_empty() && !u.contains(['>', ';']))
+        .unwrap_or("anonymous")
+        .to_string()
 }
 
 /// Parses an SDP body, mapping errors to a 400 reason.

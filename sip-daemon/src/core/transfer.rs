@@ -77,13 +77,7 @@ impl Core {
             credentials: o.target.credentials.clone(),
             via_trunk: o.target.via_trunk,
         };
-        let user = o
-            .from
-            .split("sip:")
-            .nth(1)
-            .and_then(|r| r.split('@').next())
-            .unwrap_or("anonymous")
-            .to_string();
+        let user = uri_user(&o.from);
         let (max_forwards, media_leg, contact) = (o.max_forwards, o.media_leg, o.contact.clone());
         self.respond(now, id, 202, None, Some(tag), |b| {
             b.header(HeaderName::Contact, contact)

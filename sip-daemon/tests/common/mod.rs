@@ -60,21 +60,13 @@ pub fn tone_share(s: &[i16], hz: f64, rate: f64) -> f64 {
     }
 }
 
-/// Runs `f` on a thread inside network namespace `ns` (`ip netns add`),
-/// or here when `None`: sockets made there stay there.
+/// Runs `f` inside network namespace `ns` when given (sockets made there
+/// stay there), or here.
 pub fn in_netns<T: Send + 'static>(ns: Option<&str>, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let Some(ns) = ns else { return f() };
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let fd = std::fs::File::open(&path).expect("open netns");
-        // SAFETY: setns changes only this thread's network namespace.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
+    match ns {
+        Some(ns) => media_userspace::testnet::in_netns(ns, f),
+        None => f(),
+    }
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1.
