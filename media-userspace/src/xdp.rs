@@ -200,6 +200,11 @@ impl XdpOffload {
             .map_err(XdpError::Program)
     }
 
+    /// The kernel's id of the loaded program (for `bpftool prog show id`).
+    pub fn program_id(&self) -> Option<u32> {
+        self.program().ok()?.info().ok().map(|i| i.id())
+    }
+
     /// Attaches to `iface`; native first when `mode` allows it.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<Attached, XdpError> {
         let prog: &mut Xdp = self

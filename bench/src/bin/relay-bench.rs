@@ -120,6 +120,28 @@ fn own_threads(name: &str) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// `run_time_ns` and `run_cnt` of BPF program `id` (kernel bpf_stats,
+/// switched on by `main`), read with bpftool.
+fn prog_stats(id: Option<u32>) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show", "id", &id?.to_string(), "--json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["id"].as_u64()?;
+    // bpftool leaves the fields out while they are zero.
+    Some((
+        v["run_time_ns"].as_u64().unwrap_or(0),
+        v["run_cnt"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// Time the XDP program itself spent per run over a window.
+fn per_run(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((t0, c0), (t1, c1)) = (before?, after?);
+    (c1 > c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)
+}
+
 fn rtp(seq: u16, ssrc: u32) -> [u8; PKT_LEN] {
     let mut p = [0u8; PKT_LEN];
     p[0] = 0x80;
@@ -221,6 +243,9 @@ fn generator(
 
 /// One measured window: what the generator sent, what arrived, CPU.
 struct Run {
+    /// ns per run of the XDP program itself (kernel bpf_stats), for the
+    /// modes that run it at the gateway.
+    prog_ns: Option<f64>,
     sent: u64,
     delivered: u64,
     /// CPU of the relay itself: its threads (ours, rtpengine) or the NAPI
@@ -287,6 +312,7 @@ fn measure(
     std::thread::sleep(Duration::from_millis(200));
     let d1 = delivered();
     Run {
+        prog_ns: None,
         sent: s1 - s0,
         delivered: d1 - d0,
         relay_ticks: r1 - r0,
@@ -368,8 +394,12 @@ fn ceiling(t: &Topology, a: &Args) -> Run {
     });
     let napi = napi_on_cpu0(t, "gc");
     let targets = keys.iter().map(|k| gw_c(k.port())).collect();
+    let id = xdp.program_id();
     let sink = Sink { xdp, keys };
-    measure(t, targets, a, &|| sink.delivered(), &napi)
+    let before = prog_stats(id);
+    let mut run = measure(t, targets, a, &|| sink.delivered(), &napi);
+    run.prog_ns = per_run(before, prog_stats(id));
+    run
 }
 
 fn media(remote: SocketAddr) -> LegMedia {
@@ -386,13 +416,15 @@ fn media(remote: SocketAddr) -> LegMedia {
 /// Our relay (with or without the XDP path) on one media worker, CPU 0.
 fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
     let (far, sink) = far_side(t);
-    let engine = t.run(1, move || {
+    let (engine, prog_id) = t.run(1, move || {
         pin(0);
+        let mut prog_id = None;
         let path = xdp.then(|| {
             let mut o = XdpOffload::load_detached().expect("load XDP");
             for dev in ["gc", "gf"] {
                 o.attach(dev, XdpMode::Native).expect("attach");
             }
+            prog_id = o.program_id();
             Arc::new(XdpPath::new(o, Some(GW_C.parse().unwrap()), false))
         });
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -408,6 +440,7 @@ fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
             },
             events,
         )
+        .map(|e| (e, prog_id))
         .expect("engine")
     });
     let mut relay = own_threads("media-0");
@@ -461,7 +494,9 @@ fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let run = measure(t, targets, a, &|| sink.delivered(), &relay);
+    let before = prog_stats(prog_id);
+    let mut run = measure(t, targets, a, &|| sink.delivered(), &relay);
+    run.prog_ns = per_run(before, prog_stats(prog_id));
     let offloaded = stats.xdp_pairs_active.load(Ordering::Relaxed);
     drop(far);
     (run, offloaded)
@@ -620,6 +655,10 @@ fn main() {
             std::io::Error::last_os_error()
         );
     }
+    // Kernel accounting of BPF program run time (restored at the end).
+    let stats_was =
+        std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let results = Mutex::new(Vec::<(String, Run, String)>::new());
     for m in &a.modes {
         let t = Topology::new("b");
@@ -647,6 +686,10 @@ fn main() {
         );
         results.lock().unwrap().push((m.clone(), run, note));
     }
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if stats_was.trim() == "1" { "1" } else { "0" },
+    );
     let r = results.into_inner().unwrap();
     let get = |m: &str| r.iter().find(|(n, _, _)| n == m).map(|(_, run, _)| run);
     println!(
@@ -656,19 +699,20 @@ fn main() {
         a.secs
     );
     println!(
-        "| mode | delivered pps | loss | machine busy | machine CPU ns/packet | above ceiling | relay CPU ns/packet |"
+        "| mode | delivered pps | loss | machine busy | machine CPU ns/packet | above ceiling | relay CPU ns/packet | XDP program ns/run |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let base = get("ceiling").map(Run::ns_per_packet);
     for (m, run, note) in &r {
         let above = base.map_or("-".into(), |b| format!("{:.0}", run.ns_per_packet() - b));
         println!(
-            "| {m} {note} | {:.0} | {:.3} % | {:.1} % | {:.0} | {above} | {:.0} |",
+            "| {m} {note} | {:.0} | {:.3} % | {:.1} % | {:.0} | {above} | {:.0} | {} |",
             run.pps(),
             100.0 * run.loss(),
             100.0 * run.cpu_share(),
             run.ns_per_packet(),
-            run.relay_ns_per_packet()
+            run.relay_ns_per_packet(),
+            run.prog_ns.map_or("-".into(), |p| format!("{p:.0}"))
         );
     }
     if let (Some(x), Some(e)) = (get("xdp"), get("rtpengine"))
