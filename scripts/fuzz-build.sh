@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every cargo-fuzz target (SIP message, SIP stream framer, SDP,
-# AI stream frames, stream media leg).
+# AI stream frames, stream media leg, call flows through the core).
 # With a number argument, also runs each target that many seconds:
 #   scripts/fuzz-build.sh 60
 set -euo pipefail

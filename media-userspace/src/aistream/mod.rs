@@ -236,7 +236,13 @@ pub fn transfer(to: String) -> Result<FromAi, ProtocolError> {
     let number = to
         .strip_prefix('+')
         .is_some_and(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
-    let uri = to.starts_with("sip:") && to.len() <= 256 && !to.chars().any(char::is_whitespace);
+    // It goes into a Refer-To or Request-URI: nothing that could end the
+    // header or the URI early.
+    let uri = to.starts_with("sip:")
+        && to.len() <= 256
+        && !to
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ','));
     if !(number || uri) {
         return Err(ProtocolError::BadTarget(to.chars().take(64).collect()));
     }

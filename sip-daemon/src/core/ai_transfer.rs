@@ -282,12 +282,15 @@ impl Core {
             session_id: h,
             session_version: version,
         };
+        let offer = local_offer(&[codec], &lm);
+        if let Some(c) = self.calls.get_mut(&h) {
+            // Later re-INVITEs and UPDATEs from the caller are answered on
+            // the relay's port with the bridged codec.
+            c.local_sdp = Some(offer.clone());
+            c.codecs = vec![codec];
+        }
         tracing::info!(call = h, "AI transfer answered; caller moved to the relay");
-        self.send_reinvite(
-            now,
-            BridgeSide::Caller(h),
-            local_offer(&[codec], &lm).encode(),
-        );
+        self.send_vital_reinvite(now, BridgeSide::Caller(h), offer.encode());
     }
 
     /// The target failed: the AI hears why and keeps the caller; the

@@ -27,10 +27,41 @@ pub enum CallState {
 /// 2xx retransmission state (§13.3.1.4): T1 doubling to T2, for 64*T1.
 #[derive(Debug)]
 pub struct OkRetransmit {
-    bytes: Bytes,
-    next: Option<Instant>,
-    interval: Duration,
-    give_up: Instant,
+    pub(super) bytes: Bytes,
+    pub(super) next: Option<Instant>,
+    pub(super) interval: Duration,
+    pub(super) give_up: Instant,
+}
+
+impl OkRetransmit {
+    /// Retransmission of `bytes` from `now` (none over reliable transports).
+    pub(super) fn start(now: Instant, bytes: Bytes, reliable: bool, t: TimerConfig) -> Self {
+        OkRetransmit {
+            bytes,
+            next: (!reliable).then(|| now + t.t1),
+            interval: t.t1,
+            give_up: now + t.t64(),
+        }
+    }
+
+    /// Due work at `now`: the bytes to resend, or whether to give up.
+    pub(super) fn on_timer(&mut self, now: Instant, t2: Duration) -> (Option<Bytes>, bool) {
+        if now >= self.give_up {
+            return (None, true);
+        }
+        match self.next {
+            Some(n) if now >= n => {
+                self.interval = (self.interval * 2).min(t2);
+                self.next = Some(now + self.interval);
+                (Some(self.bytes.clone()), false)
+            }
+            _ => (None, false),
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Instant {
+        self.next.map_or(self.give_up, |n| n.min(self.give_up))
+    }
 }
 
 /// RFC 4028 session timer state.
@@ -101,8 +132,10 @@ pub struct Call {
     pub bridge: Option<u64>,
     /// A transfer in progress: the new far leg, until it answers or fails.
     pub transfer: Option<u64>,
-    /// Our re-INVITE toward the caller (a hold across the bridge).
+    /// Our re-INVITE toward the caller (a hold across the bridge), and
+    /// the ACK of its 2xx, resent if the 2xx is.
     pub reinvite_out: Option<super::hold::PendingReinvite>,
+    pub reinvite_ack: Option<Bytes>,
     /// The number's fallback (as a forward route), until used.
     pub fallback: Option<api::store::Number>,
     /// The media leg carrying the caller: the call's handle, or after an
@@ -651,6 +684,7 @@ impl Core {
                 bridge: None,
                 transfer: None,
                 reinvite_out: None,
+                reinvite_ack: None,
                 media_leg: handle,
                 route_trunk: number.trunk.clone(),
                 refer_until: None,
@@ -797,12 +831,7 @@ impl Core {
         let t = self.cfg.timers;
         if let Some(call) = self.calls.get_mut(&h) {
             let reliable = call.dialog.peer.transport.is_reliable();
-            call.ok = last.map(|bytes| OkRetransmit {
-                bytes,
-                next: (!reliable).then(|| now + t.t1),
-                interval: t.t1,
-                give_up: now + t.t64(),
-            });
+            call.ok = last.map(|bytes| OkRetransmit::start(now, bytes, reliable, t));
         }
     }
 
@@ -893,6 +922,11 @@ impl Core {
         let Some(h) = self.dialog_of(&ack) else {
             return;
         };
+        if let Some(o) = self.out_legs.get_mut(&h) {
+            // The far side ACKed our 2xx to its re-INVITE.
+            o.ok = None;
+            return;
+        }
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -1004,6 +1038,10 @@ impl Core {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
+        if is_invite && call.reinvite_out.is_some() {
+            // §14.2: our own re-INVITE is in flight on this dialog.
+            return self.respond(now, id, 491, None, Some(tag), |b| b);
+        }
         if is_invite && (call.reinvite_txn.is_some() || call.state == CallState::AwaitingMedia) {
             // §14.2: an INVITE while another is in progress.
             return self.respond(now, id, 500, None, Some(tag), |b| {

@@ -106,14 +106,20 @@ pub struct OutLeg {
     /// For the new far leg of a transfer: the leg that sent the REFER,
     /// told the outcome by NOTIFY (RFC 3515 §2.4.4).
     pub transfer_of: Option<u64>,
-    /// Our re-INVITE toward this leg (a hold across the bridge).
+    /// Our re-INVITE toward this leg (a hold across the bridge), and the
+    /// ACK of its 2xx, resent if the 2xx is.
     pub reinvite_out: Option<super::hold::PendingReinvite>,
+    pub reinvite_ack: Option<Bytes>,
     /// For the far leg of an AI transfer: the relay side that takes the
     /// caller over when this leg answers, and its local address.
     pub rebridge: Option<u64>,
     pub rebridge_local: Option<SocketAddr>,
-    /// Version of our SDP on this leg (o= line), raised with each offer.
+    /// Version of our SDP on this leg (o= line), raised with each offer
+    /// or changed answer (RFC 3264 §8).
     pub sdp_version: u64,
+    /// Our 2xx to the far side's re-INVITE, resent until its ACK
+    /// (§13.3.1.4).
+    pub ok: Option<super::call::OkRetransmit>,
 }
 
 /// The relay side a failed far leg held, for the leg that takes over.
@@ -345,7 +351,9 @@ impl Core {
             media_leg,
             transfer_of: None,
             reinvite_out: None,
+            reinvite_ack: None,
             sdp_version: 1,
+            ok: None,
             rebridge: None,
             rebridge_local: None,
         }
@@ -403,7 +411,13 @@ impl Core {
     }
 
     pub(super) fn schedule_out(&mut self, hb: u64) {
-        if let Some(at) = self.out_legs.get(&hb).and_then(|o| o.ring_deadline) {
+        let at = self.out_legs.get(&hb).and_then(|o| {
+            [o.ring_deadline, o.ok.as_ref().map(|k| k.deadline())]
+                .into_iter()
+                .flatten()
+                .min()
+        });
+        if let Some(at) = at {
             self.schedule(at, TimerRef::Out(hb));
         }
     }
@@ -511,6 +525,8 @@ impl Core {
             return;
         };
         o.partner = None;
+        // Nobody is left to tell how a transfer ended.
+        o.transfer_of = None;
         o.ring_deadline = None;
         match o.state {
             OutState::Binding => {
@@ -518,15 +534,19 @@ impl Core {
             }
             OutState::Calling => {
                 o.state = OutState::Ending;
+                // §9.1: a far side that never answers the CANCEL or sends a
+                // final is given up after 64*T1.
+                o.ring_deadline = Some(now + self.cfg.timers.t64());
                 if o.provisional {
                     self.send_cancel(now, hb);
                 } else {
                     o.cancel_due = true;
                 }
+                self.schedule_out(hb);
             }
             OutState::Confirmed => {
                 self.bye_out(now, hb);
-                self.out_legs.remove(&hb);
+                self.remove_out(hb);
             }
             OutState::Ending => {}
         }
@@ -558,13 +578,32 @@ impl Core {
 
     /// The ring timeout of the far leg.
     pub(super) fn out_timer(&mut self, now: Instant, hb: u64) {
-        let due = self
-            .out_legs
-            .get(&hb)
-            .and_then(|o| o.ring_deadline)
-            .is_some_and(|d| d <= now);
+        let t2 = self.cfg.timers.t2;
+        if let Some(o) = self.out_legs.get_mut(&hb)
+            && let Some(ok) = o.ok.as_mut()
+        {
+            let (resend, give_up) = ok.on_timer(now, t2);
+            if give_up {
+                o.ok = None;
+            }
+            let peer = o.dialog.as_ref().map(|d| d.peer);
+            if let (Some(b), Some(p)) = (resend, peer) {
+                self.transmit(p, b);
+            }
+            self.schedule_out(hb);
+        }
+        let (due, ending) = self.out_legs.get(&hb).map_or((false, false), |o| {
+            (
+                o.ring_deadline.is_some_and(|d| d <= now),
+                o.state == OutState::Ending,
+            )
+        });
         if !due {
             return;
+        }
+        if ending {
+            // No final response 64*T1 after we gave up: forget the leg.
+            return self.remove_out(hb);
         }
         let (partner, transfer_of, rebridge) =
             self.out_legs.get_mut(&hb).map_or((None, None, None), |o| {
@@ -737,9 +776,8 @@ impl Core {
         }
         let status = resp.status;
         if status < 200 {
-            if status > 100 {
-                o.provisional = true;
-            }
+            // Any provisional, 100 included, allows CANCEL (§9.1).
+            o.provisional = true;
             if o.cancel_due && o.provisional {
                 return self.send_cancel(now, hb);
             }
@@ -812,8 +850,14 @@ impl Core {
     /// SDP (the caller then hears the far side's announcements and
     /// ringback before the answer).
     fn out_provisional(&mut self, now: Instant, hb: u64, resp: &Response) {
-        if self.out_legs.get(&hb).is_some_and(|o| o.rebridge.is_some()) {
-            // An AI transfer: the caller is still with the AI.
+        if self
+            .out_legs
+            .get(&hb)
+            .is_some_and(|o| o.rebridge.is_some() || o.transfer_of.is_some())
+        {
+            // An AI transfer (the caller is still with the AI) or a far-side
+            // transfer (the transferor still holds the relay side): the
+            // target's ringing and early media are not passed on.
             return;
         }
         let early = if resp.body.is_empty() {
@@ -1066,6 +1110,25 @@ impl Core {
         }
     }
 
+    /// Our 2xx to the far side's re-INVITE (server transaction `id`) is
+    /// resent until its ACK (§13.3.1.4).
+    fn far_ok_sent(&mut self, now: Instant, hb: u64, id: u64) {
+        let last = self
+            .txns
+            .server
+            .get(&id)
+            .and_then(|e| e.txn.last_response().cloned());
+        let t = self.cfg.timers;
+        if let Some(o) = self.out_legs.get_mut(&hb) {
+            let reliable = o
+                .dialog
+                .as_ref()
+                .is_some_and(|d| d.peer.transport.is_reliable());
+            o.ok = last.map(|b| super::call::OkRetransmit::start(now, b, reliable, t));
+        }
+        self.schedule_out(hb);
+    }
+
     /// A re-INVITE or UPDATE from the far side (hold, new address): answered
     /// on this leg with the bridged codec; the relay follows.
     fn out_session_update(&mut self, now: Instant, id: u64, hb: u64, tag: &str, req: &Request) {
@@ -1073,15 +1136,20 @@ impl Core {
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
+        if req.method == Method::Invite && o.reinvite_out.is_some() {
+            // §14.2: our own re-INVITE is in flight on this dialog.
+            return self.respond(now, id, 491, None, Some(tag), |b| b);
+        }
         if let Some(d) = o.dialog.as_mut() {
             d.refresh_target(req);
         }
         let codec = o.negotiated.as_ref().map(|n| n.codec);
+        o.sdp_version += 1;
         let lm = LocalMedia {
             addr: advertised,
             port: o.local_media.map_or(0, |l| l.port()),
             session_id: hb,
-            session_version: 2,
+            session_version: o.sdp_version,
         };
         let codecs: Vec<Codec> = codec.into_iter().collect();
         let contact = o.contact.clone();
@@ -1092,10 +1160,11 @@ impl Core {
             // An offerless re-INVITE: we offer, the ACK answers (the
             // relay keeps its current target meanwhile).
             let offer = local_offer(&codecs, &lm).encode();
-            return self.respond(now, id, 200, None, Some(tag), |b| {
+            self.respond(now, id, 200, None, Some(tag), |b| {
                 b.header(HeaderName::Contact, contact)
                     .body("application/sdp", offer)
             });
+            return self.far_ok_sent(now, hb, id);
         }
         let offer = match parse_sdp(&req.body) {
             Ok(o) => o,
@@ -1120,6 +1189,9 @@ impl Core {
                     b.header(HeaderName::Contact, contact)
                         .body("application/sdp", body)
                 });
+                if req.method == Method::Invite {
+                    self.far_ok_sent(now, hb, id);
+                }
                 self.propagate_direction(now, super::hold::BridgeSide::Far(hb), offered);
             }
             Err(OfferAnswerError::NotAcceptable) => {

@@ -25,6 +25,9 @@ pub enum BridgeSide {
 pub struct PendingReinvite {
     pub cseq: u32,
     pub via: String,
+    /// The re-INVITE moves the caller's media (an AI transfer): if it
+    /// fails, nothing carries the call any more and it ends.
+    pub must_succeed: bool,
 }
 
 /// What a re-INVITE toward one side needs, read from the call or far leg.
@@ -139,6 +142,15 @@ impl Core {
     }
 
     pub(super) fn send_reinvite(&mut self, now: Instant, to: BridgeSide, sdp: String) {
+        self.send_reinvite_for(now, to, sdp, false);
+    }
+
+    /// A re-INVITE whose failure ends the call (see [`PendingReinvite`]).
+    pub(super) fn send_vital_reinvite(&mut self, now: Instant, to: BridgeSide, sdp: String) {
+        self.send_reinvite_for(now, to, sdp, true);
+    }
+
+    fn send_reinvite_for(&mut self, now: Instant, to: BridgeSide, sdp: String, must_succeed: bool) {
         let Some(peer) = self.dialog_mut(to).map(|d| d.peer) else {
             return;
         };
@@ -166,6 +178,7 @@ impl Core {
         let pending = PendingReinvite {
             cseq: d.local_cseq,
             via,
+            must_succeed,
         };
         let bytes = Bytes::from(b.encode());
         match to {
@@ -191,7 +204,29 @@ impl Core {
     }
 
     /// A response to our re-INVITE toward `to`.
-    pub(super) fn on_reinvite_response(&mut self, to: BridgeSide, txn: u64, resp: Response) {
+    /// Our re-INVITE toward `to` got no response at all (Timer B).
+    pub(super) fn on_reinvite_timeout(&mut self, now: Instant, to: BridgeSide) {
+        let pending = match to {
+            BridgeSide::Caller(h) => self.calls.get_mut(&h).and_then(|c| c.reinvite_out.take()),
+            BridgeSide::Far(hb) => self
+                .out_legs
+                .get_mut(&hb)
+                .and_then(|o| o.reinvite_out.take()),
+        };
+        if let (Some(p), BridgeSide::Caller(h)) = (pending, to)
+            && p.must_succeed
+        {
+            self.hangup(now, h, "transfer_failed");
+        }
+    }
+
+    pub(super) fn on_reinvite_response(
+        &mut self,
+        now: Instant,
+        to: BridgeSide,
+        txn: u64,
+        resp: Response,
+    ) {
         if resp.status < 200 {
             return;
         }
@@ -199,10 +234,20 @@ impl Core {
             BridgeSide::Caller(h) => self.calls.get(&h).and_then(|c| c.reinvite_out.clone()),
             BridgeSide::Far(hb) => self.out_legs.get(&hb).and_then(|o| o.reinvite_out.clone()),
         };
+        let server = self.cfg.server_name.clone();
         let Some(p) = pending else {
+            // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
+            let ack = match to {
+                BridgeSide::Caller(h) => self.calls.get(&h).and_then(|c| c.reinvite_ack.clone()),
+                BridgeSide::Far(hb) => self.out_legs.get(&hb).and_then(|o| o.reinvite_ack.clone()),
+            };
+            if let (true, Some(ack), Some(peer)) =
+                (resp.status < 300, ack, self.dialog_mut(to).map(|d| d.peer))
+            {
+                self.transmit(peer, ack);
+            }
             return;
         };
-        let server = self.cfg.server_name.clone();
         let Some(peer) = self.dialog_mut(to).map(|d| d.peer) else {
             return;
         };
@@ -224,20 +269,28 @@ impl Core {
                 "re-INVITE across the bridge refused; the change stays local"
             );
         }
-        self.transmit(peer, ack);
+        self.transmit(peer, ack.clone());
+        let kept = (resp.status < 300).then_some(ack);
         match to {
             BridgeSide::Caller(h) => {
                 if let Some(c) = self.calls.get_mut(&h) {
                     c.reinvite_out = None;
+                    c.reinvite_ack = kept;
                 }
             }
             BridgeSide::Far(hb) => {
                 if let Some(o) = self.out_legs.get_mut(&hb) {
                     o.reinvite_out = None;
+                    o.reinvite_ack = kept;
                 }
             }
         }
         if resp.status >= 300 {
+            if p.must_succeed
+                && let BridgeSide::Caller(h) = to
+            {
+                self.hangup(now, h, "transfer_failed");
+            }
             return;
         }
         let Some(m) = self.side_media(to) else {

@@ -842,7 +842,9 @@ impl Core {
             ResponseAction::Deliver => match purpose {
                 txns::ClientPurpose::Invite(hb) => self.on_out_response(now, hb, id, resp),
                 txns::ClientPurpose::Refer(h) => self.on_refer_response(h, resp.status),
-                txns::ClientPurpose::Reinvite(side) => self.on_reinvite_response(side, id, resp),
+                txns::ClientPurpose::Reinvite(side) => {
+                    self.on_reinvite_response(now, side, id, resp)
+                }
                 _ => {}
             },
             ResponseAction::Absorb => {}
@@ -945,11 +947,11 @@ impl Core {
         let terminated = entry.txn.is_terminated();
         match ev {
             TimerEvent::Retransmit(b) => self.transmit(peer, b),
-            TimerEvent::Timeout => {
-                if let txns::ClientPurpose::Invite(hb) = purpose {
-                    self.on_out_invite_timeout(now, hb);
-                }
-            }
+            TimerEvent::Timeout => match purpose {
+                txns::ClientPurpose::Invite(hb) => self.on_out_invite_timeout(now, hb),
+                txns::ClientPurpose::Reinvite(side) => self.on_reinvite_timeout(now, side),
+                _ => {}
+            },
             _ => {}
         }
         if terminated {

@@ -247,6 +247,7 @@ fn forwarded_call_rings_answers_and_bridges_both_ways() {
     assert_eq!(h.last_cause(), ("caller_hangup".into(), 200));
     assert_eq!(h.core.active_calls(), 0);
     assert!(h.core.out_legs.is_empty());
+    assert!(h.core.dialogs.is_empty(), "both dialogs forgotten");
 }
 
 #[test]
@@ -1443,4 +1444,73 @@ fn a_refer_the_carrier_fails_or_refuses_leaves_the_caller_with_the_ai() {
         Some((leg, "refused".into(), "405".into()))
     );
     assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn a_100_trying_is_enough_to_cancel_and_a_silent_far_side_is_forgotten() {
+    let mut h = Harness::new();
+    let (_, _, inv) = h.forwarded("+15550000002", "fwd-100");
+    h.far(&far_response(&inv, 100, "Trying", "", "", ""));
+    let cancel = invite("+15550000002", "fwd-100", "z9hG4bK-fwd1", "", "")
+        .replacen("INVITE", "CANCEL", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.recv(&cancel);
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == FAR && m.starts_with("CANCEL ")),
+        "§9.1: 100 Trying is a provisional response: {sent:?}"
+    );
+    // The far side never answers the CANCEL nor sends a final: after
+    // 64*T1 the leg is forgotten.
+    assert_eq!(h.core.out_legs.len(), 1);
+    h.advance_to(40_000);
+    assert!(h.core.out_legs.is_empty());
+}
+
+#[test]
+fn our_2xx_to_a_far_reinvite_is_resent_until_its_ack_and_glare_gets_491() {
+    let mut h = Harness::new();
+    let (_, _, inv, caller_tag) = h.bridged("ok-rt");
+    h.far(&far_request(&inv, "far1", "INVITE", 5, "", FAR_SDP));
+    let ok = h
+        .sent_to()
+        .into_iter()
+        .find(|(to, m)| to == FAR && m.starts_with("SIP/2.0 200"));
+    let ok = ok.expect("200 to the far re-INVITE").1;
+    h.advance_to(600);
+    let again = h.sent_to();
+    assert!(
+        again.iter().any(|(to, m)| to == FAR && *m == ok),
+        "resent after T1: {again:?}"
+    );
+    h.far(&far_request(&inv, "far1", "ACK", 5, "", ""));
+    h.advance_to(5_000);
+    assert!(
+        h.sent_to().iter().all(|(_, m)| *m != ok),
+        "not after the ACK"
+    );
+    // Glare: our re-INVITE toward the far side is in flight (the caller
+    // held) when the far side sends one: 491 (§14.2).
+    h.recv(&in_dialog(
+        "INVITE",
+        "ok-rt",
+        &caller_tag,
+        2,
+        "z9hG4bK-g1",
+        "",
+        &with_direction(SDP, "sendonly"),
+    ));
+    assert!(
+        h.sent_to()
+            .iter()
+            .any(|(to, m)| to == FAR && m.starts_with("INVITE "))
+    );
+    h.far(&far_request(&inv, "far1", "INVITE", 6, "", FAR_SDP));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == FAR && m.starts_with("SIP/2.0 491 ")),
+        "{sent:?}"
+    );
 }
