@@ -989,10 +989,26 @@ impl Core {
             return;
         };
         if let Some(ack) = &o.ack {
-            // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
+            let same_dialog = o
+                .dialog
+                .as_ref()
+                .is_some_and(|d| Some(d.key.remote_tag.as_str()) == resp.core.to.tag());
             let peer = o.dialog.as_ref().map_or(o.target.peer, |d| d.peer);
-            let ack = ack.clone();
-            return self.transmit(peer, ack);
+            if same_dialog {
+                // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
+                let ack = ack.clone();
+                return self.transmit(peer, ack);
+            }
+            // A 2xx from another fork of the INVITE: that dialog is ACKed
+            // and ended at once; the call stays with the first (§13.2.2.4).
+            let mut fork = Dialog::from_response(resp, &o.from, &o.local_tag, o.cseq, peer);
+            let cseq = o.cseq;
+            let (via, _) = self.our_via(&peer);
+            let ack = Bytes::from(fork.ack(cseq, &via, &server).encode());
+            self.transmit(peer, ack);
+            let (via, branch) = self.our_via(&peer);
+            let bye = Bytes::from(fork.request(Method::Bye, &via, &server).encode());
+            return self.start_client_request(now, peer, branch, bye, txns::ClientPurpose::Bye);
         }
         let mut peer = o.target.peer;
         if peer.transport.is_reliable() {

@@ -1514,3 +1514,60 @@ fn our_2xx_to_a_far_reinvite_is_resent_until_its_ack_and_glare_gets_491() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_second_fork_answering_is_acked_and_released() {
+    let mut h = Harness::new();
+    let (_, _, inv) = h.forwarded("+15550000002", "fork-1");
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "fork1",
+        "Contact: <sip:a@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    h.take_sent();
+    // Another phone the INVITE forked to answers too.
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "fork2",
+        "Contact: <sip:b@192.0.2.10:5071>\r\n",
+        FAR_SDP,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[0].1.starts_with("ACK sip:b@192.0.2.10:5071 SIP/2.0"),
+        "{}",
+        sent[0].1
+    );
+    assert!(header(&sent[0].1, "To").unwrap().ends_with(";tag=fork2"));
+    assert!(
+        sent[1].1.starts_with("BYE sip:b@192.0.2.10:5071 SIP/2.0"),
+        "{}",
+        sent[1].1
+    );
+    assert!(
+        sent.iter().all(|(to, _)| to != CARRIER),
+        "the caller sees nothing"
+    );
+    // The first fork's retransmitted 200 still gets its own ACK.
+    h.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "fork1",
+        "Contact: <sip:a@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].1.starts_with("ACK sip:a@192.0.2.10:5070"),
+        "{}",
+        sent[0].1
+    );
+}
