@@ -1243,7 +1243,10 @@ mod relayed {
                 };
                 RECV_BATCH.with(|b| {
                     let mut b = b.borrow_mut();
-                    let mut sends: Vec<(usize, SocketAddr)> = Vec::with_capacity(n);
+                    // Where each packet of the batch goes, on the stack.
+                    let mut sends = [(&[][..], UNSPECIFIED); crate::mmsg::BATCH];
+                    let mut to_send = [(0usize, UNSPECIFIED); crate::mmsg::BATCH];
+                    let mut count = 0;
                     for k in 0..n {
                         let (pkt, from) = b.get_mut(k);
                         if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut())
@@ -1256,14 +1259,16 @@ mod relayed {
                             absorb(shared, &mut pair, off, c);
                         }
                         if let Some(to) = pair.on_rtp(side, now, from, pkt) {
-                            sends.push((k, to));
+                            to_send[count] = (k, to);
+                            count += 1;
                         }
                     }
-                    if !sends.is_empty() {
-                        let packets: Vec<(&[u8], SocketAddr)> =
-                            sends.iter().map(|&(k, to)| (b.get(k), to)).collect();
+                    if count > 0 {
+                        for (slot, &(k, to)) in sends.iter_mut().zip(&to_send[..count]) {
+                            *slot = (b.get(k), to);
+                        }
                         // A full send buffer drops the rest, as the network would.
-                        let _ = crate::mmsg::send(socks.rtp[out].as_raw_fd(), &packets);
+                        let _ = crate::mmsg::send(socks.rtp[out].as_raw_fd(), &sends[..count]);
                     }
                 });
                 if let Some(x) = &shared.cfg.xdp {

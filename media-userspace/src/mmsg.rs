@@ -161,33 +161,29 @@ fn to_storage(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 pub fn send(fd: RawFd, packets: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
     let mut sent = 0;
     for chunk in packets.chunks(BATCH) {
-        let mut names: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-            chunk.iter().map(|(_, to)| to_storage(*to)).collect();
-        let mut iov: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|(p, _)| libc::iovec {
+        // On the stack: a relay sends a batch per readiness, no allocation.
+        // SAFETY: all-zero is valid for these C structs.
+        let mut names: [(libc::sockaddr_storage, libc::socklen_t); BATCH] = unsafe { zeroed() };
+        let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for (i, (p, to)) in chunk.iter().enumerate() {
+            names[i] = to_storage(*to);
+            iov[i] = libc::iovec {
                 iov_base: p.as_ptr().cast_mut().cast(),
                 iov_len: p.len(),
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-            .map(|i| {
-                // SAFETY: all-zero is a valid mmsghdr.
-                let mut h: libc::mmsghdr = unsafe { zeroed() };
-                h.msg_hdr.msg_name = (&mut names[i].0 as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = names[i].1;
-                h.msg_hdr.msg_iov = &mut iov[i];
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+            };
+            hdrs[i].msg_hdr.msg_name = (&mut names[i].0 as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen = names[i].1;
+            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
         // SAFETY: the headers point into `names`, `iov` and the caller's
         // packets, all alive for the call; the kernel only reads them.
         let n = unsafe {
             libc::sendmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
-                hdrs.len() as libc::c_uint,
+                chunk.len() as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };

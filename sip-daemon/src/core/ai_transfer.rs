@@ -231,22 +231,10 @@ impl Core {
     /// The relay for an AI transfer is bound: the far INVITE leaves, the
     /// caller stays with the AI.
     pub(super) fn rebridge_relay_opened(&mut self, now: Instant, hb: u64, locals: [SocketAddr; 2]) {
-        let advertised = self.cfg.advertised_ip;
-        let Some(o) = self.out_legs.get_mut(&hb) else {
-            return;
-        };
-        o.rebridge_local = Some(locals[0]);
-        o.local_media = Some(locals[1]);
-        let lm = LocalMedia {
-            addr: advertised,
-            port: locals[1].port(),
-            session_id: hb,
-            session_version: 1,
-        };
-        o.offer = Some(local_offer(&o.offered, &lm).encode());
-        o.ring_deadline = Some(now + self.cfg.forward.ring_timeout);
-        self.send_out_invite(now, hb, None);
-        self.schedule_out(hb);
+        if let Some(o) = self.out_legs.get_mut(&hb) {
+            o.rebridge_local = Some(locals[0]);
+        }
+        self.place_far_leg(now, hb, locals[1]);
     }
 
     /// The target answered (ACKed, its relay side pointed at it): the

@@ -821,17 +821,30 @@ impl Core {
         self.schedule_call(h);
     }
 
+    /// Retransmission of server transaction `txn`'s 2xx until its ACK
+    /// (§13.3.1.4; none over reliable transports).
+    pub(super) fn ok_retransmit(
+        &self,
+        now: Instant,
+        txn: u64,
+        reliable: bool,
+    ) -> Option<OkRetransmit> {
+        let last = self.txns.server.get(&txn)?.txn.last_response()?.clone();
+        Some(OkRetransmit::start(now, last, reliable, self.cfg.timers))
+    }
+
     /// Starts 2xx retransmission (unreliable transports) and the ACK wait.
     fn after_2xx(&mut self, now: Instant, h: u64, txn: u64) {
-        let last = self
-            .txns
-            .server
-            .get(&txn)
-            .and_then(|e| e.txn.last_response().cloned());
-        let t = self.cfg.timers;
+        let Some(reliable) = self
+            .calls
+            .get(&h)
+            .map(|c| c.dialog.peer.transport.is_reliable())
+        else {
+            return;
+        };
+        let ok = self.ok_retransmit(now, txn, reliable);
         if let Some(call) = self.calls.get_mut(&h) {
-            let reliable = call.dialog.peer.transport.is_reliable();
-            call.ok = last.map(|bytes| OkRetransmit::start(now, bytes, reliable, t));
+            call.ok = ok;
         }
     }
 

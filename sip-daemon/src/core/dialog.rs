@@ -150,6 +150,17 @@ impl Dialog {
     /// our Via value (with its branch).
     pub fn request(&mut self, method: Method, via: &str, server: &str) -> MessageBuilder {
         self.local_cseq = self.local_cseq.wrapping_add(1) & 0x7fff_ffff;
+        self.build(method, self.local_cseq, via, server)
+    }
+
+    /// The ACK for a 2xx to our INVITE with CSeq `cseq` (§13.2.2.4): built
+    /// inside the dialog, with the INVITE's sequence number and a new
+    /// branch.
+    pub fn ack(&self, cseq: u32, via: &str, server: &str) -> MessageBuilder {
+        self.build(Method::Ack, cseq, via, server)
+    }
+
+    fn build(&self, method: Method, cseq: u32, via: &str, server: &str) -> MessageBuilder {
         let mut b = MessageBuilder::request(&method, &self.remote_target)
             .header(HeaderName::Via, via)
             .header(HeaderName::MaxForwards, "70");
@@ -159,26 +170,7 @@ impl Dialog {
         b.header(HeaderName::From, self.local_uri.as_str())
             .header(HeaderName::To, self.remote_uri.as_str())
             .header(HeaderName::CallId, self.key.call_id.as_str())
-            .header(HeaderName::CSeq, format!("{} {method}", self.local_cseq))
-            .header(HeaderName::UserAgent, server)
-    }
-}
-
-impl Dialog {
-    /// The ACK for a 2xx to our INVITE with CSeq `cseq` (§13.2.2.4): built
-    /// inside the dialog, with the INVITE's sequence number and a new
-    /// branch.
-    pub fn ack(&self, cseq: u32, via: &str, server: &str) -> MessageBuilder {
-        let mut b = MessageBuilder::request(&Method::Ack, &self.remote_target)
-            .header(HeaderName::Via, via)
-            .header(HeaderName::MaxForwards, "70");
-        for r in &self.route_set {
-            b = b.header(HeaderName::Route, r.as_str());
-        }
-        b.header(HeaderName::From, self.local_uri.as_str())
-            .header(HeaderName::To, self.remote_uri.as_str())
-            .header(HeaderName::CallId, self.key.call_id.as_str())
-            .header(HeaderName::CSeq, format!("{cseq} ACK"))
+            .header(HeaderName::CSeq, format!("{cseq} {method}"))
             .header(HeaderName::UserAgent, server)
     }
 }

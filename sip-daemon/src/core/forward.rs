@@ -393,19 +393,26 @@ impl Core {
             c.media_open = true;
             c.local_media = Some(locals[0]);
         }
+        self.place_far_leg(now, hb, locals[1]);
+    }
+
+    /// Sends far leg `hb`'s INVITE, offering its codecs on relay address
+    /// `local`, and starts its ring timeout.
+    pub(super) fn place_far_leg(&mut self, now: Instant, hb: u64, local: SocketAddr) {
         let advertised = self.cfg.advertised_ip;
+        let ring = self.cfg.forward.ring_timeout;
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
-        o.local_media = Some(locals[1]);
         let lm = LocalMedia {
             addr: advertised,
-            port: locals[1].port(),
+            port: local.port(),
             session_id: hb,
             session_version: 1,
         };
+        o.local_media = Some(local);
         o.offer = Some(local_offer(&o.offered, &lm).encode());
-        o.ring_deadline = Some(now + self.cfg.forward.ring_timeout);
+        o.ring_deadline = Some(now + ring);
         self.send_out_invite(now, hb, None);
         self.schedule_out(hb);
     }
@@ -697,23 +704,12 @@ impl Core {
         };
         tracing::info!(cause, "far leg failed; trying the number's fallback");
         let hb = self.new_id();
-        let mut leg =
-            self.new_out_leg(h, target, &caller, 69, side.offered.clone(), side.media_leg);
-        let lm = LocalMedia {
-            addr: self.cfg.advertised_ip,
-            port: local.port(),
-            session_id: hb,
-            session_version: 1,
-        };
-        leg.offer = Some(local_offer(&side.offered, &lm).encode());
-        leg.local_media = Some(local);
-        leg.ring_deadline = Some(now + self.cfg.forward.ring_timeout);
+        let leg = self.new_out_leg(h, target, &caller, 69, side.offered, side.media_leg);
         self.out_legs.insert(hb, leg);
         if let Some(c) = self.calls.get_mut(&h) {
             c.bridge = Some(hb);
         }
-        self.send_out_invite(now, hb, None);
-        self.schedule_out(hb);
+        self.place_far_leg(now, hb, local);
         true
     }
 
@@ -1129,18 +1125,14 @@ impl Core {
     /// Our 2xx to the far side's re-INVITE (server transaction `id`) is
     /// resent until its ACK (§13.3.1.4).
     fn far_ok_sent(&mut self, now: Instant, hb: u64, id: u64) {
-        let last = self
-            .txns
-            .server
-            .get(&id)
-            .and_then(|e| e.txn.last_response().cloned());
-        let t = self.cfg.timers;
+        let reliable = self
+            .out_legs
+            .get(&hb)
+            .and_then(|o| o.dialog.as_ref())
+            .is_some_and(|d| d.peer.transport.is_reliable());
+        let ok = self.ok_retransmit(now, id, reliable);
         if let Some(o) = self.out_legs.get_mut(&hb) {
-            let reliable = o
-                .dialog
-                .as_ref()
-                .is_some_and(|d| d.peer.transport.is_reliable());
-            o.ok = last.map(|b| super::call::OkRetransmit::start(now, b, reliable, t));
+            o.ok = ok;
         }
         self.schedule_out(hb);
     }

@@ -16,7 +16,6 @@
 use super::forward::{OutState, OutTarget};
 use super::*;
 use crate::sip::headers_typed::NameAddr;
-use crate::sip::sdp::LocalMedia;
 
 impl Core {
     /// A REFER inside the far leg `hb`'s dialog.
@@ -88,23 +87,13 @@ impl Core {
         // side: the caller's stream is unchanged.
         let hc = self.new_id();
         let mut leg = self.new_out_leg(h, target, &user, max_forwards, vec![codec], media_leg);
-        let lm = LocalMedia {
-            addr: self.cfg.advertised_ip,
-            port: local.port(),
-            session_id: hc,
-            session_version: 1,
-        };
-        leg.offer = Some(super::call::local_offer(&[codec], &lm).encode());
-        leg.local_media = Some(local);
         leg.transfer_of = Some(hb);
-        leg.ring_deadline = Some(now + self.cfg.forward.ring_timeout);
         self.out_legs.insert(hc, leg);
         if let Some(c) = self.calls.get_mut(&h) {
             c.transfer = Some(hc);
         }
         tracing::info!(call = h, "blind transfer by the far side");
-        self.send_out_invite(now, hc, None);
-        self.schedule_out(hc);
+        self.place_far_leg(now, hc, local);
     }
 
     /// NOTIFY in the transferor's dialog with the transfer's progress.
