@@ -1,7 +1,8 @@
-//! The HTTP front end (axum). For now: `GET /metrics` (Prometheus text
-//! exposition of the daemon's registry) and `GET /healthz`; the REST API
-//! under `/v1` joins this router in a later capability.
+//! The HTTP front end (axum): `GET /metrics` (Prometheus text exposition of
+//! the daemon's registry), `GET /healthz`, and the REST API under `/v1`
+//! when it is configured.
 
+use crate::v1::{self, ApiMetrics, ApiState};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -10,12 +11,18 @@ use axum::routing::get;
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::net::SocketAddr;
 
-/// The router, on `registry`.
-pub fn router(registry: Registry) -> Router {
-    Router::new()
+/// The router: metrics and health on `registry`, plus `/v1` on `api`.
+pub fn router(registry: Registry, api: Option<(ApiState, ApiMetrics)>) -> Router {
+    let base = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(registry)
+        .with_state(registry);
+    match api {
+        Some((state, m)) => base.merge(
+            v1::router(state).layer(axum::middleware::from_fn_with_state(m, v1::metrics_track)),
+        ),
+        None => base,
+    }
 }
 
 async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
@@ -35,9 +42,14 @@ async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves `router` until the process ends.
-pub async fn serve(addr: SocketAddr, registry: Registry) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "HTTP listening (/metrics, /healthz)");
-    axum::serve(listener, router(registry)).await
+/// Serves `router` on `listener` until the process ends; handlers see the
+/// client address (per-IP rate limits).
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP listening (/v1, /metrics, /healthz)");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }

@@ -1,5 +1,9 @@
 //! REST/WebSocket front end and the store.
 
+pub mod auth;
 pub mod cdr;
+pub mod control;
+pub mod e164;
 pub mod http;
 pub mod store;
+pub mod v1;

@@ -88,6 +88,9 @@ impl Store for FlakyStore {
     async fn list_sip_users(&self) -> Result<Vec<SipUser>> {
         self.inner.list_sip_users().await
     }
+    async fn delete_sip_user(&self, username: &str) -> Result<bool> {
+        self.inner.delete_sip_user(username).await
+    }
     async fn upsert_registration(&self, r: &Registration) -> Result<()> {
         self.inner.upsert_registration(r).await
     }

@@ -220,7 +220,24 @@ async fn sip_users_roundtrip(s: Arc<dyn Store>) {
         ..bob
     };
     s.upsert_sip_user(&bob2).await.unwrap();
-    assert_eq!(s.list_sip_users().await.unwrap(), vec![alice, bob2]);
+    assert_eq!(s.list_sip_users().await.unwrap(), vec![alice.clone(), bob2]);
+
+    // Deleting a user takes its registrar bindings with it.
+    s.upsert_registration(&Registration {
+        username: "bob".into(),
+        contact: "sip:bob@192.0.2.1".into(),
+        expires_at: i64::MAX / 2,
+        source: "192.0.2.1:5060".into(),
+        transport: "udp".into(),
+        call_id: "c1".into(),
+        cseq: 1,
+    })
+    .await
+    .unwrap();
+    assert!(s.delete_sip_user("bob").await.unwrap());
+    assert!(!s.delete_sip_user("bob").await.unwrap());
+    assert_eq!(s.list_sip_users().await.unwrap(), vec![alice]);
+    assert!(s.list_registrations(0).await.unwrap().is_empty());
 }
 
 async fn registrations_expiry_and_delete(s: Arc<dyn Store>) {

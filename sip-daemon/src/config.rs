@@ -12,7 +12,7 @@ use api::store::{Account, BlockedNumber, Number, RouteKind, SipUser, Trunk};
 use media_userspace::aistream::Dialect;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -224,11 +224,76 @@ impl Default for StoreSection {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// HTTP listener for the REST API and /metrics.
     pub listen: Option<SocketAddr>,
+    /// JWT signature algorithm: HS256/HS384/HS512 (with `jwt_secret`) or
+    /// RS*, PS*, ES256, ES384, EdDSA (with `jwt_public_key_file`).
+    pub jwt_algorithm: String,
+    /// Shared secret for the HS* algorithms. Without a secret or public
+    /// key, `/v1` is not served (only /metrics and /healthz).
+    pub jwt_secret: Option<String>,
+    /// PEM public key that verifies tokens (public-key algorithms).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// PEM private key `sip-daemon token` signs with (public-key algorithms).
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// Required `aud` claim.
+    pub jwt_audience: String,
+    /// Required `iss` claim.
+    pub jwt_issuer: String,
+    /// Requests per second per account (0: unlimited), with this burst.
+    pub account_rate: f64,
+    pub account_burst: f64,
+    /// Requests per second per client IP (0: unlimited), with this burst.
+    pub ip_rate: f64,
+    pub ip_burst: f64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: None,
+            jwt_algorithm: "HS256".into(),
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_private_key_file: None,
+            jwt_audience: "voice-gateway".into(),
+            jwt_issuer: "voice-gateway".into(),
+            account_rate: 200.0,
+            account_burst: 400.0,
+            ip_rate: 500.0,
+            ip_burst: 1000.0,
+        }
+    }
+}
+
+impl ApiSection {
+    /// Whether `/v1` is served.
+    pub fn rest_enabled(&self) -> bool {
+        self.jwt_secret.as_deref().is_some_and(|s| !s.is_empty())
+            || self.jwt_public_key_file.is_some()
+    }
+
+    /// The token verifier for `/v1`.
+    pub fn verifier(&self) -> Result<api::auth::Verifier, String> {
+        let pem = match &self.jwt_public_key_file {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| format!("api.jwt_public_key_file {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        api::auth::Verifier::new(
+            &self.jwt_algorithm,
+            self.jwt_secret.as_deref(),
+            pem.as_deref(),
+            &self.jwt_audience,
+            &self.jwt_issuer,
+        )
+        .map_err(|e| format!("api: {e}"))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -381,6 +446,18 @@ impl Config {
                 "media.xdp: expected auto, on or off, got {:?}",
                 self.media.xdp
             ));
+        }
+        if self.api.rest_enabled()
+            && let Err(e) = self.api.verifier()
+        {
+            out.push(e);
+        }
+        if self.api.account_rate < 0.0
+            || self.api.ip_rate < 0.0
+            || (self.api.account_rate > 0.0 && self.api.account_burst < 1.0)
+            || (self.api.ip_rate > 0.0 && self.api.ip_burst < 1.0)
+        {
+            out.push("api rates must be >= 0 and bursts >= 1".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             out.push(format!(

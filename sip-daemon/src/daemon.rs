@@ -103,6 +103,20 @@ pub async fn run(
             "closed calls left open by a previous run as interrupted"
         );
     }
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let (control, mut control_rx) = api::control::CallControl::channel();
+    if let Some(addr) = cfg.api.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| DaemonError::Config(format!("api.listen {addr}: {e}")))?;
+        let rest = rest_state(&cfg, store.clone(), &registry, changed.clone(), control)?;
+        let router = api::http::router(registry.clone(), rest);
+        tokio::spawn(async move {
+            if let Err(e) = api::http::serve(listener, router).await {
+                tracing::error!(%addr, error = %e, "HTTP listener failed");
+            }
+        });
+    }
     let (routing, problems) = load_routing(store.as_ref()).await?;
     for p in &problems {
         tracing::warn!(problem = %p, "skipped store row");
@@ -190,7 +204,7 @@ pub async fn run(
     let reg_writer = tokio::spawn(registration_writer(store.clone(), reg_rx));
 
     let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
-    tokio::spawn(routing_reloader(store.clone(), routing_tx));
+    tokio::spawn(routing_reloader(store.clone(), routing_tx, changed));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Signal)?;
@@ -236,6 +250,7 @@ pub async fn run(
                 }
             }
             Some(table) = routing_rx.recv() => core.set_routing(Arc::new(table)),
+            Some(req) = control_rx.recv() => core.handle_control(Instant::now(), req),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
         let now = Instant::now();
@@ -435,11 +450,20 @@ async fn registration_writer(
     }
 }
 
-async fn routing_reloader(store: Arc<dyn Store>, tx: mpsc::Sender<RoutingTable>) {
+async fn routing_reloader(
+    store: Arc<dyn Store>,
+    tx: mpsc::Sender<RoutingTable>,
+    changed: Arc<tokio::sync::Notify>,
+) {
     let mut tick = tokio::time::interval(ROUTING_RELOAD);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        // A change through this node's API applies at once; other nodes'
+        // changes by the next tick.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = changed.notified() => tick.reset(),
+        }
         match load_routing(store.as_ref()).await {
             Ok((table, _)) => {
                 if tx.send(table).await.is_err() {
@@ -451,4 +475,54 @@ async fn routing_reloader(store: Arc<dyn Store>, tx: mpsc::Sender<RoutingTable>)
             }
         }
     }
+}
+
+/// The REST API's state, when `/v1` is configured (a JWT secret or key).
+fn rest_state(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    registry: &prometheus::Registry,
+    changed: Arc<tokio::sync::Notify>,
+    control: api::control::CallControl,
+) -> Result<Option<(api::v1::ApiState, api::v1::ApiMetrics)>, DaemonError> {
+    use api::v1::ratelimit::{Limit, RateLimits};
+    if !cfg.api.rest_enabled() {
+        tracing::info!(
+            "REST API off: set api.jwt_secret (or api.jwt_public_key_file) to serve /v1"
+        );
+        return Ok(None);
+    }
+    let verifier = cfg.api.verifier().map_err(DaemonError::Config)?;
+    let metrics = api::v1::ApiMetrics::register(registry)?;
+    let a = &cfg.api;
+    let state = api::v1::ApiState(Arc::new(api::v1::Inner {
+        store,
+        verifier,
+        checks: api::v1::Checks {
+            realm: cfg.sip.realm.clone(),
+            sip_uri: |s| crate::sip::Uri::parse(s).is_ok(),
+            dialect: |d| media_userspace::aistream::Dialect::parse(d).is_some(),
+            ha1: |user, realm, password| {
+                use crate::sip::digest::{Algorithm, ha1};
+                (
+                    ha1(Algorithm::Md5, user, realm, password),
+                    ha1(Algorithm::Sha256, user, realm, password),
+                )
+            },
+        },
+        limits: RateLimits::new(
+            Limit {
+                rate: a.account_rate,
+                burst: a.account_burst,
+            },
+            Limit {
+                rate: a.ip_rate,
+                burst: a.ip_burst,
+            },
+        ),
+        changed,
+        control: Some(control),
+        metrics: metrics.clone(),
+    }));
+    Ok(Some((state, metrics)))
 }

@@ -16,11 +16,87 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Args {
     /// Run with this TOML configuration file.
-    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Validate this configuration file and exit (0 when valid).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print a REST API bearer token signed with the configured key
+    /// (api.jwt_secret, or api.jwt_private_key_file). The config file is
+    /// --config, else $SIP_DAEMON_CONFIG, else deploy/examples/loopback.toml.
+    Token {
+        /// The account the token is scoped to.
+        #[arg(long)]
+        account: Option<String>,
+        /// Also manage accounts and trunks.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+        /// The `sub` claim (who the token is for).
+        #[arg(long, default_value = "cli")]
+        subject: String,
+    },
+}
+
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (s, m, h, d)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    match n.checked_mul(mult) {
+        Some(v) if v > 0 => Ok(v),
+        _ => Err(format!("{s:?}: must be positive and sane")),
+    }
+}
+
+fn mint_token(
+    path: &std::path::Path,
+    account: Option<String>,
+    admin: bool,
+    ttl: u64,
+    subject: String,
+) -> anyhow::Result<String> {
+    let cfg = Config::load(path)?;
+    if account.is_none() && !admin {
+        anyhow::bail!("pass --account ID (and/or --admin)");
+    }
+    let a = &cfg.api;
+    let key = match (&a.jwt_secret, &a.jwt_private_key_file) {
+        (Some(s), _) if a.jwt_algorithm.starts_with("HS") => s.clone().into_bytes(),
+        (_, Some(p)) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        _ => anyhow::bail!(
+            "{}: set api.jwt_secret (HS*) or api.jwt_private_key_file to mint tokens",
+            path.display()
+        ),
+    };
+    let now = api::auth::unix_now();
+    let claims = api::auth::Claims {
+        sub: subject,
+        account,
+        admin,
+        aud: a.jwt_audience.clone(),
+        iss: a.jwt_issuer.clone(),
+        exp: now + ttl,
+        nbf: now,
+        iat: now,
+    };
+    Ok(api::auth::mint(&a.jwt_algorithm, &key, &claims)?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +109,20 @@ fn main() -> anyhow::Result<()> {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let args = Args::parse();
+    if let Some(Command::Token {
+        account,
+        admin,
+        ttl,
+        subject,
+    }) = args.command
+    {
+        let path = args
+            .config
+            .or_else(|| std::env::var_os("SIP_DAEMON_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("deploy/examples/loopback.toml"));
+        println!("{}", mint_token(&path, account, admin, ttl, subject)?);
+        return Ok(());
+    }
     if let Some(path) = args.check_config {
         let cfg = Config::load(&path)?;
         let listeners = cfg.listeners().map_err(anyhow::Error::msg)?;
@@ -70,14 +160,6 @@ fn main() -> anyhow::Result<()> {
     .context("starting the async runtime")?;
     rt.block_on(async move {
         let registry = prometheus::Registry::new();
-        if let Some(addr) = cfg.api.listen {
-            let reg = registry.clone();
-            tokio::spawn(async move {
-                if let Err(e) = api::http::serve(addr, reg).await {
-                    tracing::error!(%addr, error = %e, "metrics listener failed");
-                }
-            });
-        }
         let (_keep, shutdown) = tokio::sync::mpsc::channel(1);
         sip_daemon::daemon::run(cfg, registry, None, shutdown).await
     })?;

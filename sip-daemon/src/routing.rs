@@ -8,60 +8,7 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// Normalises a dialled or calling number to E.164 (`+` and digits):
-/// visual separators are removed, `00` becomes `+`. `None` when the string
-/// is not a telephone number.
-pub fn normalize_e164(s: &str) -> Option<String> {
-    let s = s.trim();
-    let s = s.strip_prefix("tel:").unwrap_or(s);
-    let (plus, rest) = match s.strip_prefix('+') {
-        Some(r) => (true, r),
-        None => (false, s),
-    };
-    let digits: String = rest
-        .chars()
-        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
-        .collect();
-    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let digits = if !plus {
-        digits
-            .strip_prefix("00")
-            .map(str::to_string)
-            .unwrap_or(digits)
-    } else {
-        digits
-    };
-    Some(format!("+{digits}"))
-}
-
-/// A pattern is an E.164 number or a prefix ending in `*`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Pattern {
-    Exact(String),
-    Prefix(String),
-}
-
-impl Pattern {
-    pub fn parse(p: &str) -> Option<Pattern> {
-        match p.strip_suffix('*') {
-            Some("") => Some(Pattern::Prefix(String::new())),
-            Some(prefix) => {
-                let n = normalize_e164(prefix)?;
-                Some(Pattern::Prefix(n))
-            }
-            None => normalize_e164(p).map(Pattern::Exact),
-        }
-    }
-
-    pub fn matches(&self, number: &str) -> bool {
-        match self {
-            Pattern::Exact(e) => e == number,
-            Pattern::Prefix(p) => number.starts_with(p.as_str()),
-        }
-    }
-}
+pub use api::e164::{Pattern, normalize_e164};
 
 #[derive(Clone, Debug)]
 pub struct TrunkEntry {

@@ -56,6 +56,9 @@ pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
 pub(crate) const LIST_SIP_USERS: &str = "SELECT username, account_id, realm, ha1_md5, \
      ha1_sha256 FROM sip_users ORDER BY username";
 
+pub(crate) const DELETE_SIP_USER: &str = "DELETE FROM sip_users WHERE username = $1";
+pub(crate) const DELETE_USER_REGISTRATIONS: &str = "DELETE FROM registrations WHERE username = $1";
+
 pub(crate) const UPSERT_REGISTRATION: &str = "INSERT INTO registrations \
      (username, contact, expires_at, source, transport, call_id, cseq) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -557,6 +560,20 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 $crate::store::common::collect(rows, $crate::store::common::sip_user_from_row)
+            }
+
+            async fn delete_sip_user(&self, username: &str) -> $crate::store::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query($crate::store::common::DELETE_USER_REGISTRATIONS)
+                    .bind(username)
+                    .execute(&mut *tx)
+                    .await?;
+                let r = sqlx::query($crate::store::common::DELETE_SIP_USER)
+                    .bind(username)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(r.rows_affected() > 0)
             }
 
             async fn upsert_registration(

@@ -52,6 +52,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn upsert_sip_user(&self, u: &SipUser) -> Result<()>;
     async fn list_sip_users(&self) -> Result<Vec<SipUser>>;
+    /// Deletes the user and its registrar bindings.
+    async fn delete_sip_user(&self, username: &str) -> Result<bool>;
 
     /// Inserts or refreshes the binding (username, contact).
     async fn upsert_registration(&self, r: &Registration) -> Result<()>;

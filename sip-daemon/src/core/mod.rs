@@ -255,6 +255,28 @@ impl Core {
         }
     }
 
+    /// A live-control request from the REST API.
+    pub fn handle_control(&mut self, now: Instant, req: api::control::ControlRequest) {
+        use api::control::{ControlOutcome, ControlRequest};
+        match req {
+            ControlRequest::Hangup { call_id, reply } => {
+                let h = self
+                    .calls
+                    .values()
+                    .find(|c| c.sid == call_id)
+                    .map(|c| c.handle);
+                let outcome = match h {
+                    Some(h) => {
+                        self.hangup(now, h, "api_hangup");
+                        ControlOutcome::Accepted
+                    }
+                    None => ControlOutcome::NotLive,
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
     /// Transactions still running (a drain waits for BYEs to finish).
     pub fn transactions(&self) -> usize {
         self.txns.len()

@@ -28,6 +28,8 @@ pub struct Opts<'a> {
     pub netns: Option<&'a str>,
     /// Address of SIP (with `listen`) and media instead of 127.0.0.1.
     pub ip: Option<&'a str>,
+    /// Keys added to the `[api]` section.
+    pub api_extra: &'a str,
 }
 
 pub struct Daemon {
@@ -40,6 +42,9 @@ pub struct Daemon {
     pub log: PathBuf,
     pub database_url: Option<String>,
 }
+
+/// The tests' REST API secret (HS256).
+pub const JWT_SECRET: &str = "test-jwt-secret";
 
 /// Share of the signal's power at `hz` (Goertzel): near 1 for a pure
 /// tone at `hz`, near 0 for anything else.
@@ -108,6 +113,7 @@ impl Daemon {
             media_extra,
             netns,
             ip,
+            api_extra,
         } = o;
         let ip = ip.unwrap_or("127.0.0.1");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -144,6 +150,8 @@ url = "sqlite://{db}"
 
 [api]
 listen = "127.0.0.1:{metrics_port}"
+jwt_secret = "{JWT_SECRET}"
+{api_extra}
 
 [log]
 level = "info"
@@ -323,6 +331,70 @@ target = "ws://127.0.0.1:9/stream"
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The config file the daemon runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gw.toml")
+    }
+
+    /// A bearer token from `sip-daemon token` (the CLI operators use).
+    pub fn token(&self, account: Option<&str>, admin: bool) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sip-daemon"));
+        cmd.arg("token").arg("--config").arg(self.config_path());
+        if let Some(a) = account {
+            cmd.args(["--account", a]);
+        }
+        if admin {
+            cmd.arg("--admin");
+        }
+        let out = cmd.output().expect("sip-daemon token");
+        assert!(
+            out.status.success(),
+            "sip-daemon token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// One REST request: (status, JSON body or Null, Retry-After).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value, Option<String>) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        let req = ureq::http::Request::builder().method(method).uri(&url);
+        let req = match token {
+            Some(t) => req.header("Authorization", format!("Bearer {t}")),
+            None => req,
+        };
+        let mut resp = match body {
+            Some(b) => agent
+                .run(
+                    req.header("Content-Type", "application/json")
+                        .body(b.to_string())
+                        .unwrap(),
+                )
+                .expect("REST request"),
+            None => agent.run(req.body(()).unwrap()).expect("REST request"),
+        };
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, json, retry)
     }
 
     /// Plain-text Prometheus exposition.
@@ -532,6 +604,82 @@ impl Caller {
 
     pub fn bye(&self) {
         self.bye_cseq(2);
+    }
+
+    /// INVITE and the final status, whatever it is: a rejection is ACKed,
+    /// an answer ACKed and released with BYE.
+    pub fn final_status(&mut self, sdp_port: u16) -> u16 {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        );
+        self.sip
+            .send_to(
+                self.request("INVITE", 1, "inv1", &sdp).as_bytes(),
+                self.daemon,
+            )
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let status: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if !text.contains(&self.call_id) || status < 200 {
+                continue;
+            }
+            if status < 300 {
+                let to = header(&text, "To").unwrap_or_default();
+                self.to_tag = to
+                    .split(";tag=")
+                    .nth(1)
+                    .map(|t| t.split(';').next().unwrap_or(t).to_string());
+                self.sip
+                    .send_to(self.request("ACK", 1, "ack1", "").as_bytes(), self.daemon)
+                    .unwrap();
+                self.bye();
+            } else {
+                self.sip
+                    .send_to(self.request("ACK", 1, "inv1", "").as_bytes(), self.daemon)
+                    .unwrap();
+            }
+            return status;
+        }
+        panic!("no final response for {}", self.call_id);
+    }
+
+    /// Waits for the daemon's BYE in this call and answers it 200.
+    pub fn expect_bye(&self) {
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let Ok((n, from)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !(text.starts_with("BYE ") && text.contains(&self.call_id)) {
+                continue;
+            }
+            let mut ok = String::from("SIP/2.0 200 OK\r\n");
+            for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                for l in text.lines().filter(|l| {
+                    l.split_once(':')
+                        .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case(h))
+                }) {
+                    ok.push_str(l);
+                    ok.push_str("\r\n");
+                }
+            }
+            ok.push_str("Content-Length: 0\r\n\r\n");
+            self.sip.send_to(ok.as_bytes(), from).unwrap();
+            return;
+        }
+        panic!("no BYE for {}", self.call_id);
     }
 
     /// BYE after other in-dialog requests used CSeq numbers up to `cseq - 1`.

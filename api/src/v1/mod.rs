@@ -1,0 +1,88 @@
+//! The REST API under `/v1`: JSON, bearer-token auth (see [`crate::auth`]),
+//! every resource scoped to the token's account. Another account's
+//! resource answers 404, exactly as a missing one, so ids leak nothing.
+
+pub mod error;
+pub mod extract;
+mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+mod resources;
+pub mod schema;
+
+pub use metrics::{ApiMetrics, track as metrics_track};
+
+use crate::auth::Verifier;
+use crate::control::CallControl;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use error::ApiError;
+use ratelimit::RateLimits;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Checks and hashing that belong to other crates (SIP URIs, stream
+/// dialects, digest HA1), handed in by the daemon.
+#[derive(Clone, Debug)]
+pub struct Checks {
+    /// The digest realm SIP users authenticate in.
+    pub realm: String,
+    /// Whether a forward target / fallback is a SIP URI we can dial.
+    pub sip_uri: fn(&str) -> bool,
+    /// Whether a stream dialect name is known.
+    pub dialect: fn(&str) -> bool,
+    /// (MD5 HA1, SHA-256 HA1) of (username, realm, password).
+    pub ha1: fn(&str, &str, &str) -> (String, String),
+}
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub verifier: Verifier,
+    pub checks: Checks,
+    pub limits: RateLimits,
+    /// Woken after every change the routing table depends on, so this
+    /// node applies it at once (other nodes re-read the store on a timer).
+    pub changed: Arc<Notify>,
+    /// `None` when the API runs without a signalling core (tests, tools).
+    pub control: Option<CallControl>,
+    pub metrics: ApiMetrics,
+}
+
+#[derive(Clone)]
+pub struct ApiState(pub Arc<Inner>);
+
+impl std::ops::Deref for ApiState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The `/v1` router (paths include the `/v1` prefix).
+pub fn router(state: ApiState) -> Router {
+    let mut r = resources::routes();
+    r = r.route(
+        "/v1/openapi.json",
+        axum::routing::get(|| async { openapi::document_json() }),
+    );
+    r.fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            per_ip_limit,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY))
+        .with_state(state)
+}
+
+async fn per_ip_limit(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(wait) = state.limits.ip(peer.ip())
+    {
+        return ratelimit::too_many(wait, "client address").into_response();
+    }
+    next.run(req).await
+}

@@ -1,0 +1,952 @@
+//! The `/v1` resources: accounts and trunks (admin), numbers, blocked
+//! numbers, SIP users, calls and messages (the token's account).
+
+use super::ApiState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Auth, JsonBody, QueryParams};
+use super::schema::*;
+use crate::e164::Pattern;
+use crate::store::{
+    Account, BlockedNumber, CallFilter, CallRecord, Direction, MessageRecord, Number, RouteKind,
+    SipUser, Trunk,
+};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/accounts", get(list_accounts))
+        .route("/v1/accounts/{id}", get(get_account).put(put_account))
+        .route("/v1/trunks", get(list_trunks))
+        .route(
+            "/v1/trunks/{name}",
+            get(get_trunk).put(put_trunk).delete(delete_trunk),
+        )
+        .route("/v1/numbers", get(list_numbers))
+        .route(
+            "/v1/numbers/{number}",
+            get(get_number).put(put_number).delete(delete_number),
+        )
+        .route("/v1/blocked-numbers", get(list_blocks).post(create_block))
+        .route(
+            "/v1/blocked-numbers/{id}",
+            get(get_block).delete(delete_block),
+        )
+        .route("/v1/sip-users", get(list_sip_users))
+        .route(
+            "/v1/sip-users/{username}",
+            get(get_sip_user).put(put_sip_user).delete(delete_sip_user),
+        )
+        .route("/v1/calls", get(list_calls))
+        .route("/v1/calls/{id}", get(get_call))
+        .route("/v1/calls/{id}/hangup", post(hangup_call))
+        .route("/v1/messages", get(list_messages))
+}
+
+// ------------------------------------------------------------ pagination
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+fn page_size(limit: Option<u32>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE as usize),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n as usize),
+        Some(_) => Err(ApiError::field("limit", "limit must be between 1 and 1000")),
+    }
+}
+
+/// One page of `items` (sorted by `key`) after `cursor`.
+fn paginate<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> &str,
+    q: &PageQuery,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let n = page_size(q.limit)?;
+    let mut rest: Vec<T> = match &q.cursor {
+        Some(c) => items.into_iter().filter(|i| key(i) > c.as_str()).collect(),
+        None => items,
+    };
+    let next = (rest.len() > n).then(|| key(&rest[n - 1]).to_string());
+    rest.truncate(n);
+    Ok((rest, next))
+}
+
+fn changed(state: &ApiState) {
+    state.changed.notify_one();
+}
+
+// ------------------------------------------------------------ accounts
+
+fn account_out(a: Account) -> AccountOut {
+    AccountOut {
+        id: a.id,
+        name: a.name,
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            "1–64 characters from A–Z, a–z, 0–9, '-', '_' and '.'",
+        ))
+    }
+}
+
+/// Accounts (admin).
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(PageQuery),
+    responses((status = 200, body = AccountPage), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_accounts(
+    State(s): State<ApiState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Json<AccountPage>, ApiError> {
+    auth.require_admin()?;
+    let (data, next_cursor) = paginate(s.store.list_accounts().await?, |a| &a.id, &q)?;
+    Ok(Json(AccountPage {
+        data: data.into_iter().map(account_out).collect(),
+        next_cursor,
+    }))
+}
+
+/// One account: an admin's, or the token's own.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
+    responses((status = 200, body = AccountOut), (status = 404, body = ErrorBody)))]
+pub async fn get_account(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<AccountOut>, ApiError> {
+    if !auth.0.admin && auth.0.account.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::not_found("account"));
+    }
+    let a = s
+        .store
+        .list_accounts()
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(Json(account_out(a)))
+}
+
+/// Creates or renames an account (admin).
+#[utoipa::path(put, path = "/v1/accounts/{id}", tag = "accounts", request_body = AccountIn,
+    responses((status = 200, body = AccountOut), (status = 422, body = ErrorBody)))]
+pub async fn put_account(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<AccountIn>,
+) -> Result<Json<AccountOut>, ApiError> {
+    auth.require_admin()?;
+    check_id("id", &id)?;
+    if body.name.trim().is_empty() || body.name.len() > 200 {
+        return Err(ApiError::field("name", "name must be 1–200 characters"));
+    }
+    let a = Account {
+        id,
+        name: body.name.trim().to_string(),
+    };
+    s.store.upsert_account(&a).await?;
+    Ok(Json(account_out(a)))
+}
+
+// ------------------------------------------------------------ trunks
+
+fn trunk_out(t: Trunk) -> TrunkOut {
+    TrunkOut {
+        name: t.name,
+        source_cidrs: t.source_cidrs,
+        outbound_address: t.outbound_address,
+        transport: t.transport,
+        username: t.username,
+        has_password: t.password.is_some(),
+        max_calls: t.max_calls,
+        transfer: t.transfer.unwrap_or_else(|| "bridge".into()),
+    }
+}
+
+/// Trunks (admin).
+#[utoipa::path(get, path = "/v1/trunks", tag = "trunks", params(PageQuery),
+    responses((status = 200, body = TrunkPage), (status = 403, body = ErrorBody)))]
+pub async fn list_trunks(
+    State(s): State<ApiState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Json<TrunkPage>, ApiError> {
+    auth.require_admin()?;
+    let (data, next_cursor) = paginate(s.store.list_trunks().await?, |t| &t.name, &q)?;
+    Ok(Json(TrunkPage {
+        data: data.into_iter().map(trunk_out).collect(),
+        next_cursor,
+    }))
+}
+
+/// One trunk (admin).
+#[utoipa::path(get, path = "/v1/trunks/{name}", tag = "trunks",
+    responses((status = 200, body = TrunkOut), (status = 404, body = ErrorBody)))]
+pub async fn get_trunk(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<TrunkOut>, ApiError> {
+    auth.require_admin()?;
+    let t = find_trunk(&s, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("trunk"))?;
+    Ok(Json(trunk_out(t)))
+}
+
+async fn find_trunk(s: &ApiState, name: &str) -> Result<Option<Trunk>, ApiError> {
+    Ok(s.store
+        .list_trunks()
+        .await?
+        .into_iter()
+        .find(|t| t.name == name))
+}
+
+/// Creates or replaces a trunk (admin). Takes effect without a restart.
+#[utoipa::path(put, path = "/v1/trunks/{name}", tag = "trunks", request_body = TrunkIn,
+    responses((status = 200, body = TrunkOut), (status = 422, body = ErrorBody)))]
+pub async fn put_trunk(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    JsonBody(b): JsonBody<TrunkIn>,
+) -> Result<Json<TrunkOut>, ApiError> {
+    auth.require_admin()?;
+    check_id("name", &name)?;
+    for (i, c) in b.source_cidrs.iter().enumerate() {
+        let ok = c.parse::<ipnet::IpNet>().is_ok() || c.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            return Err(ApiError::field(
+                format!("source_cidrs[{i}]"),
+                format!("{c:?} is not a CIDR network or IP address"),
+            ));
+        }
+    }
+    let transport = b.transport.unwrap_or_else(|| "udp".into());
+    if !matches!(transport.as_str(), "udp" | "tcp" | "tls") {
+        return Err(ApiError::field(
+            "transport",
+            "transport must be udp, tcp or tls",
+        ));
+    }
+    if let Some(a) = &b.outbound_address
+        && !valid_host_port(a)
+    {
+        return Err(ApiError::field(
+            "outbound_address",
+            "outbound_address must be host or host:port",
+        ));
+    }
+    if !matches!(b.transfer.as_deref(), None | Some("bridge" | "refer")) {
+        return Err(ApiError::field(
+            "transfer",
+            "transfer must be bridge or refer",
+        ));
+    }
+    if b.max_calls == Some(0) {
+        return Err(ApiError::field("max_calls", "max_calls must be at least 1"));
+    }
+    let t = Trunk {
+        name,
+        source_cidrs: b.source_cidrs,
+        outbound_address: b.outbound_address,
+        transport,
+        username: b.username,
+        password: b.password,
+        max_calls: b.max_calls,
+        transfer: b.transfer,
+    };
+    s.store.upsert_trunk(&t).await?;
+    changed(&s);
+    Ok(Json(trunk_out(t)))
+}
+
+fn valid_host_port(a: &str) -> bool {
+    if a.parse::<std::net::SocketAddr>().is_ok() || a.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let (host, port) = match a.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (a, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// Deletes a trunk (admin).
+#[utoipa::path(delete, path = "/v1/trunks/{name}", tag = "trunks",
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_trunk(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let users: Vec<String> = s
+        .store
+        .list_numbers()
+        .await?
+        .into_iter()
+        .filter(|n| n.trunk.as_deref() == Some(name.as_str()))
+        .map(|n| n.pattern)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::conflict(
+            "name",
+            format!("numbers still use this trunk: {}", users.join(", ")),
+        ));
+    }
+    if s.store.delete_trunk(&name).await? {
+        changed(&s);
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("trunk"))
+    }
+}
+
+// ------------------------------------------------------------ numbers
+
+fn number_out(n: Number) -> NumberOut {
+    let (stream, forward_to) = match n.route {
+        RouteKind::Stream => (
+            n.target.map(|url| StreamSpec {
+                url,
+                dialect: n.dialect,
+                params: n
+                    .params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok()),
+            }),
+            None,
+        ),
+        RouteKind::Forward => (None, n.target),
+        RouteKind::Echo => (None, None),
+    };
+    NumberOut {
+        number: n.pattern,
+        route: n.route.as_str().to_string(),
+        stream,
+        forward_to,
+        trunk: n.trunk,
+        max_calls: n.max_calls,
+        fallback: n.fallback,
+    }
+}
+
+/// The canonical pattern of a path segment, or 422 naming `field`.
+fn pattern(field: &str, raw: &str) -> Result<String, ApiError> {
+    Pattern::parse(raw).map(|p| p.to_string()).ok_or_else(|| {
+        ApiError::field(
+            field,
+            format!("{raw:?} is not an E.164 number (+15550001234) or prefix pattern (+1555*)"),
+        )
+    })
+}
+
+async fn own_number(s: &ApiState, account: &str, p: &str) -> Result<Option<Number>, ApiError> {
+    Ok(s.store
+        .list_numbers()
+        .await?
+        .into_iter()
+        .find(|n| n.pattern == p && n.account_id == account))
+}
+
+/// The account's numbers.
+#[utoipa::path(get, path = "/v1/numbers", tag = "numbers", params(PageQuery),
+    responses((status = 200, body = NumberPage), (status = 401, body = ErrorBody)))]
+pub async fn list_numbers(
+    State(s): State<ApiState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Json<NumberPage>, ApiError> {
+    let account = auth.account()?;
+    let mine: Vec<Number> = s
+        .store
+        .list_numbers()
+        .await?
+        .into_iter()
+        .filter(|n| n.account_id == account)
+        .collect();
+    let (data, next_cursor) = paginate(mine, |n| &n.pattern, &q)?;
+    Ok(Json(NumberPage {
+        data: data.into_iter().map(number_out).collect(),
+        next_cursor,
+    }))
+}
+
+/// One number.
+#[utoipa::path(get, path = "/v1/numbers/{number}", tag = "numbers",
+    responses((status = 200, body = NumberOut), (status = 404, body = ErrorBody)))]
+pub async fn get_number(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(raw): Path<String>,
+) -> Result<Json<NumberOut>, ApiError> {
+    let account = auth.account()?;
+    let p = pattern("number", &raw)?;
+    let n = own_number(&s, account, &p)
+        .await?
+        .ok_or_else(|| ApiError::not_found("number"))?;
+    Ok(Json(number_out(n)))
+}
+
+/// Creates or replaces a number's route; takes effect for the next call.
+#[utoipa::path(put, path = "/v1/numbers/{number}", tag = "numbers", request_body = NumberIn,
+    responses((status = 200, body = NumberOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_number(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(raw): Path<String>,
+    JsonBody(b): JsonBody<NumberIn>,
+) -> Result<Json<NumberOut>, ApiError> {
+    let account = auth.account()?.to_string();
+    let p = pattern("number", &raw)?;
+    let route = RouteKind::parse(&b.route)
+        .ok_or_else(|| ApiError::field("route", "route must be stream, forward or echo"))?;
+    let numbers = s.store.list_numbers().await?;
+    if numbers
+        .iter()
+        .any(|n| n.pattern == p && n.account_id != account)
+    {
+        return Err(ApiError::conflict(
+            "number",
+            "this number belongs to another account",
+        ));
+    }
+    let users = s.store.list_sip_users().await?;
+    let dialable = |v: &str| (s.checks.sip_uri)(v) || users.iter().any(|u| u.username == v);
+    let (target, dialect, params) = match route {
+        RouteKind::Stream => {
+            if b.forward_to.is_some() {
+                return Err(ApiError::field(
+                    "forward_to",
+                    "route stream takes no forward_to",
+                ));
+            }
+            let st = b
+                .stream
+                .ok_or_else(|| ApiError::field("stream", "route stream needs stream.url"))?;
+            if !(st.url.starts_with("ws://") || st.url.starts_with("wss://"))
+                || st.url.len() > 2048
+                || st.url.bytes().any(|c| c.is_ascii_control() || c == b' ')
+            {
+                return Err(ApiError::field("stream.url", "a ws:// or wss:// URL"));
+            }
+            if let Some(d) = &st.dialect
+                && !(s.checks.dialect)(d)
+            {
+                return Err(ApiError::field(
+                    "stream.dialect",
+                    "dialect must be twilio, pcm, pcm8, pcm16 or pcm24",
+                ));
+            }
+            if let Some(params) = &st.params
+                && let Some((k, _)) = params.iter().find(|(_, v)| !v.is_string())
+            {
+                return Err(ApiError::field(
+                    format!("stream.params.{k}"),
+                    "custom parameters are strings",
+                ));
+            }
+            let params = st.params.map(|m| serde_json::Value::Object(m).to_string());
+            (Some(st.url), st.dialect, params)
+        }
+        RouteKind::Forward => {
+            if b.stream.is_some() {
+                return Err(ApiError::field("stream", "route forward takes no stream"));
+            }
+            let to = b
+                .forward_to
+                .ok_or_else(|| ApiError::field("forward_to", "route forward needs forward_to"))?;
+            if !dialable(&to) {
+                return Err(ApiError::field(
+                    "forward_to",
+                    "a sip: URI or one of this gateway's SIP users",
+                ));
+            }
+            (Some(to), None, None)
+        }
+        RouteKind::Echo => {
+            if b.stream.is_some() || b.forward_to.is_some() {
+                return Err(ApiError::field(
+                    "route",
+                    "route echo takes no stream or forward_to",
+                ));
+            }
+            (None, None, None)
+        }
+    };
+    if let Some(f) = &b.fallback
+        && !dialable(f)
+    {
+        return Err(ApiError::field(
+            "fallback",
+            "a sip: URI or one of this gateway's SIP users",
+        ));
+    }
+    if let Some(t) = &b.trunk
+        && find_trunk(&s, t).await?.is_none()
+    {
+        return Err(ApiError::field("trunk", format!("no trunk named {t:?}")));
+    }
+    if b.max_calls == Some(0) {
+        return Err(ApiError::field("max_calls", "max_calls must be at least 1"));
+    }
+    let n = Number {
+        pattern: p,
+        account_id: account,
+        route,
+        target,
+        dialect,
+        params,
+        trunk: b.trunk,
+        max_calls: b.max_calls,
+        fallback: b.fallback,
+    };
+    s.store.upsert_number(&n).await?;
+    changed(&s);
+    Ok(Json(number_out(n)))
+}
+
+/// Releases a number: its calls are refused from then on.
+#[utoipa::path(delete, path = "/v1/numbers/{number}", tag = "numbers",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_number(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = auth.account()?;
+    let p = pattern("number", &raw)?;
+    if own_number(&s, account, &p).await?.is_none() {
+        return Err(ApiError::not_found("number"));
+    }
+    s.store.delete_number(&p).await?;
+    changed(&s);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------ blocked numbers
+
+fn block_out(b: BlockedNumber) -> BlockOut {
+    BlockOut {
+        id: b.id,
+        caller: b.caller_pattern,
+        number: b.number_pattern,
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// The account's blocked callers.
+#[utoipa::path(get, path = "/v1/blocked-numbers", tag = "blocked-numbers", params(PageQuery),
+    responses((status = 200, body = BlockPage)))]
+pub async fn list_blocks(
+    State(s): State<ApiState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Json<BlockPage>, ApiError> {
+    let account = auth.account()?;
+    let mine: Vec<BlockedNumber> = s
+        .store
+        .list_blocked()
+        .await?
+        .into_iter()
+        .filter(|b| b.account_id == account)
+        .collect();
+    let (data, next_cursor) = paginate(mine, |b| &b.id, &q)?;
+    Ok(Json(BlockPage {
+        data: data.into_iter().map(block_out).collect(),
+        next_cursor,
+    }))
+}
+
+/// Blocks a caller (E.164 or prefix), for the whole account or one number.
+/// Calls and messages from it get 603 Decline from then on.
+#[utoipa::path(post, path = "/v1/blocked-numbers", tag = "blocked-numbers", request_body = BlockIn,
+    responses((status = 201, body = BlockOut), (status = 422, body = ErrorBody)))]
+pub async fn create_block(
+    State(s): State<ApiState>,
+    auth: Auth,
+    JsonBody(b): JsonBody<BlockIn>,
+) -> Result<(StatusCode, Json<BlockOut>), ApiError> {
+    let account = auth.account()?.to_string();
+    let caller = pattern("caller", &b.caller)?;
+    let number = b
+        .number
+        .as_deref()
+        .map(|n| pattern("number", n))
+        .transpose()?;
+    if let Some(n) = &number
+        && own_number(&s, &account, n).await?.is_none()
+    {
+        return Err(ApiError::field(
+            "number",
+            "not one of this account's numbers",
+        ));
+    }
+    let existing = s.store.list_blocked().await?;
+    if let Some(same) = existing.into_iter().find(|x| {
+        x.account_id == account && x.caller_pattern == caller && x.number_pattern == number
+    }) {
+        return Ok((StatusCode::OK, Json(block_out(same))));
+    }
+    let row = BlockedNumber {
+        id: new_id("BL"),
+        account_id: account,
+        number_pattern: number,
+        caller_pattern: caller,
+    };
+    s.store.upsert_blocked(&row).await?;
+    changed(&s);
+    Ok((StatusCode::CREATED, Json(block_out(row))))
+}
+
+async fn own_block(s: &ApiState, account: &str, id: &str) -> Result<BlockedNumber, ApiError> {
+    s.store
+        .list_blocked()
+        .await?
+        .into_iter()
+        .find(|b| b.id == id && b.account_id == account)
+        .ok_or_else(|| ApiError::not_found("blocked number"))
+}
+
+/// One block.
+#[utoipa::path(get, path = "/v1/blocked-numbers/{id}", tag = "blocked-numbers",
+    responses((status = 200, body = BlockOut), (status = 404, body = ErrorBody)))]
+pub async fn get_block(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<BlockOut>, ApiError> {
+    let account = auth.account()?;
+    Ok(Json(block_out(own_block(&s, account, &id).await?)))
+}
+
+/// Unblocks.
+#[utoipa::path(delete, path = "/v1/blocked-numbers/{id}", tag = "blocked-numbers",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_block(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = auth.account()?;
+    own_block(&s, account, &id).await?;
+    s.store.delete_blocked(&id).await?;
+    changed(&s);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------ SIP users
+
+fn sip_user_out(u: SipUser) -> SipUserOut {
+    SipUserOut {
+        username: u.username,
+        realm: u.realm,
+    }
+}
+
+async fn own_sip_user(s: &ApiState, account: &str, name: &str) -> Result<SipUser, ApiError> {
+    s.store
+        .list_sip_users()
+        .await?
+        .into_iter()
+        .find(|u| u.username == name && u.account_id == account)
+        .ok_or_else(|| ApiError::not_found("SIP user"))
+}
+
+/// The account's SIP users (phones that register).
+#[utoipa::path(get, path = "/v1/sip-users", tag = "sip-users", params(PageQuery),
+    responses((status = 200, body = SipUserPage)))]
+pub async fn list_sip_users(
+    State(s): State<ApiState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Json<SipUserPage>, ApiError> {
+    let account = auth.account()?;
+    let mine: Vec<SipUser> = s
+        .store
+        .list_sip_users()
+        .await?
+        .into_iter()
+        .filter(|u| u.account_id == account)
+        .collect();
+    let (data, next_cursor) = paginate(mine, |u| &u.username, &q)?;
+    Ok(Json(SipUserPage {
+        data: data.into_iter().map(sip_user_out).collect(),
+        next_cursor,
+    }))
+}
+
+/// One SIP user.
+#[utoipa::path(get, path = "/v1/sip-users/{username}", tag = "sip-users",
+    responses((status = 200, body = SipUserOut), (status = 404, body = ErrorBody)))]
+pub async fn get_sip_user(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<SipUserOut>, ApiError> {
+    let account = auth.account()?;
+    Ok(Json(sip_user_out(own_sip_user(&s, account, &name).await?)))
+}
+
+/// Creates a SIP user or sets its password.
+#[utoipa::path(put, path = "/v1/sip-users/{username}", tag = "sip-users", request_body = SipUserIn,
+    responses((status = 200, body = SipUserOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_sip_user(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    JsonBody(b): JsonBody<SipUserIn>,
+) -> Result<Json<SipUserOut>, ApiError> {
+    let account = auth.account()?.to_string();
+    check_id("username", &name)?;
+    if b.password.len() < 8 || b.password.len() > 256 {
+        return Err(ApiError::field(
+            "password",
+            "password must be 8–256 characters",
+        ));
+    }
+    let users = s.store.list_sip_users().await?;
+    if users
+        .iter()
+        .any(|u| u.username == name && u.account_id != account)
+    {
+        return Err(ApiError::conflict("username", "this username is taken"));
+    }
+    let realm = s.checks.realm.clone();
+    let (md5, sha256) = (s.checks.ha1)(&name, &realm, &b.password);
+    let u = SipUser {
+        username: name,
+        account_id: account,
+        realm,
+        ha1_md5: md5,
+        ha1_sha256: sha256,
+    };
+    s.store.upsert_sip_user(&u).await?;
+    changed(&s);
+    Ok(Json(sip_user_out(u)))
+}
+
+/// Deletes a SIP user; its registrations lapse.
+#[utoipa::path(delete, path = "/v1/sip-users/{username}", tag = "sip-users",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_sip_user(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = auth.account()?;
+    own_sip_user(&s, account, &name).await?;
+    s.store.delete_sip_user(&name).await?;
+    changed(&s);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------ calls
+
+/// The Twilio-style status of a call record.
+pub fn call_status(c: &CallRecord) -> &'static str {
+    match (c.answer_at, c.end_at) {
+        (None, None) => "ringing",
+        (Some(_), None) => "in-progress",
+        (Some(_), Some(_)) => "completed",
+        (None, Some(_)) => match (c.end_cause.as_deref(), c.sip_status) {
+            (Some("canceled" | "caller_hangup"), _) => "canceled",
+            (_, Some(486 | 600)) => "busy",
+            (_, Some(408 | 480 | 487)) => "no-answer",
+            _ => "failed",
+        },
+    }
+}
+
+fn call_out(c: CallRecord) -> CallOut {
+    CallOut {
+        status: call_status(&c).to_string(),
+        id: c.id,
+        direction: c.direction.as_str().to_string(),
+        from: c.from_number,
+        to: c.to_number,
+        trunk: c.trunk,
+        sip_call_id: c.sip_call_id,
+        started_at: c.invite_at,
+        answered_at: c.answer_at,
+        ended_at: c.end_at,
+        end_cause: c.end_cause,
+        sip_status: c.sip_status,
+        duration_ms: c.duration_ms,
+        media: c.media_mode,
+    }
+}
+
+async fn own_call(s: &ApiState, account: &str, id: &str) -> Result<CallRecord, ApiError> {
+    match s.store.get_call(id).await? {
+        Some(c) if c.account_id.as_deref() == Some(account) => Ok(c),
+        _ => Err(ApiError::not_found("call")),
+    }
+}
+
+/// Call records, newest first, filtered.
+#[utoipa::path(get, path = "/v1/calls", tag = "calls", params(CallQuery),
+    responses((status = 200, body = CallPage), (status = 422, body = ErrorBody)))]
+pub async fn list_calls(
+    State(s): State<ApiState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<CallQuery>,
+) -> Result<Json<CallPage>, ApiError> {
+    let account = auth.account()?;
+    let n = page_size(q.limit)?;
+    let direction = q
+        .direction
+        .as_deref()
+        .map(|d| {
+            Direction::parse(d).ok_or_else(|| {
+                ApiError::field("direction", "direction must be inbound or outbound")
+            })
+        })
+        .transpose()?;
+    let num = |field: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| {
+                crate::e164::normalize_e164(v)
+                    .ok_or_else(|| ApiError::field(field, "an E.164 number"))
+            })
+            .transpose()
+    };
+    let filter = CallFilter {
+        account_id: Some(account.to_string()),
+        direction,
+        from_number: num("from", &q.from)?,
+        to_number: num("to", &q.to)?,
+        active: q.active,
+        before_id: q.cursor.clone(),
+        limit: n as u32 + 1,
+    };
+    let mut rows = s.store.list_calls(&filter).await?;
+    let next_cursor = (rows.len() > n).then(|| rows[n - 1].id.clone());
+    rows.truncate(n);
+    Ok(Json(CallPage {
+        data: rows.into_iter().map(call_out).collect(),
+        next_cursor,
+    }))
+}
+
+/// One call, live or ended.
+#[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls",
+    responses((status = 200, body = CallOut), (status = 404, body = ErrorBody)))]
+pub async fn get_call(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<CallOut>, ApiError> {
+    let account = auth.account()?;
+    Ok(Json(call_out(own_call(&s, account, &id).await?)))
+}
+
+/// Hangs up a live call (BYE, or CANCEL while it rings).
+#[utoipa::path(post, path = "/v1/calls/{id}/hangup", tag = "calls",
+    responses((status = 202, body = HangupOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn hangup_call(
+    State(s): State<ApiState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<HangupOut>), ApiError> {
+    let account = auth.account()?;
+    let call = own_call(&s, account, &id).await?;
+    if call.end_at.is_some() {
+        return Err(ApiError::conflict("id", "the call has already ended"));
+    }
+    let Some(control) = &s.control else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no signalling core behind this API",
+        ));
+    };
+    match control.hangup(&id).await {
+        Some(crate::control::ControlOutcome::Accepted) => Ok((
+            StatusCode::ACCEPTED,
+            Json(HangupOut {
+                id,
+                status: "hanging-up".into(),
+            }),
+        )),
+        // The record is open but this node does not hold the call: it
+        // ended a moment ago, or another node holds it.
+        Some(crate::control::ControlOutcome::NotLive) => Err(ApiError::conflict(
+            "id",
+            "the call is not live on this node",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the signalling core is busy; retry",
+        )),
+    }
+}
+
+// ------------------------------------------------------------ messages
+
+fn message_out(m: MessageRecord) -> MessageOut {
+    MessageOut {
+        id: m.id,
+        direction: m.direction.as_str().to_string(),
+        from: m.from_number,
+        to: m.to_number,
+        body: m.body,
+        status: m.status,
+        created_at: m.created_at,
+    }
+}
+
+/// The account's messages, newest first.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", params(PageQuery),
+    responses((status = 200, body = MessagePage)))]
+pub async fn list_messages(
+    State(s): State<ApiState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let account = auth.account()?;
+    let n = page_size(q.limit)?;
+    let mut rows = s
+        .store
+        .list_messages(account, crate::store::MAX_LIMIT)
+        .await?;
+    if let Some(c) = &q.cursor {
+        match rows.iter().position(|m| &m.id == c) {
+            Some(i) => {
+                rows.drain(..=i);
+            }
+            None => rows.clear(),
+        }
+    }
+    let next_cursor = (rows.len() > n).then(|| rows[n - 1].id.clone());
+    rows.truncate(n);
+    Ok(Json(MessagePage {
+        data: rows.into_iter().map(message_out).collect(),
+        next_cursor,
+    }))
+}

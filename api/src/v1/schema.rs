@@ -1,0 +1,237 @@
+//! The `/v1` request and response bodies: one definition each, from which
+//! serde reads and writes JSON and utoipa writes the OpenAPI document.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Parses a query parameter from its text (`limit=20`, `active=true`).
+pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    from_text(d)
+}
+
+pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    from_text(d)
+}
+
+fn from_text<'de, D: Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<Option<T>, D::Error>
+where
+    T::Err: std::fmt::Display,
+{
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| s.parse::<T>().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// `?limit=&cursor=` on every list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Rows per page, 1–1000 (default 100).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/calls` filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CallQuery {
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<String>,
+    /// Calling number (E.164).
+    pub from: Option<String>,
+    /// Called number (E.164).
+    pub to: Option<String>,
+    /// Only calls in progress (`true`) or only ended ones (`false`).
+    #[serde(default, deserialize_with = "opt_bool")]
+    #[param(value_type = Option<bool>)]
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountIn {
+    /// Display name.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountOut {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkIn {
+    /// Networks the carrier sends from (CIDR), e.g. `["198.51.100.0/24"]`.
+    #[serde(default)]
+    pub source_cidrs: Vec<String>,
+    /// Where we send to, `host[:port]`; absent for inbound-only trunks.
+    pub outbound_address: Option<String>,
+    /// `udp` (default), `tcp` or `tls`.
+    pub transport: Option<String>,
+    /// Digest credentials answered when the carrier challenges us.
+    pub username: Option<String>,
+    /// Write-only: never returned.
+    pub password: Option<String>,
+    /// Concurrent calls allowed on the trunk.
+    pub max_calls: Option<u32>,
+    /// `bridge` (default) or `refer`: how calls from this trunk are transferred.
+    pub transfer: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrunkOut {
+    pub name: String,
+    pub source_cidrs: Vec<String>,
+    pub outbound_address: Option<String>,
+    pub transport: String,
+    pub username: Option<String>,
+    /// Whether a password is set (the password itself is never returned).
+    pub has_password: bool,
+    pub max_calls: Option<u32>,
+    pub transfer: String,
+}
+
+/// Where a `stream` number sends its calls.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// `ws://` or `wss://` URL of the AI platform.
+    pub url: String,
+    /// `twilio` (default, Twilio Media Streams) or `pcm`, `pcm8`, `pcm16`, `pcm24`.
+    pub dialect: Option<String>,
+    /// Custom parameters passed to the AI in `start` (string values).
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NumberIn {
+    /// `stream` (to the AI), `forward` (to a phone or carrier) or `echo`.
+    pub route: String,
+    /// Required for route `stream`.
+    pub stream: Option<StreamSpec>,
+    /// Required for route `forward`: a `sip:` URI or one of our SIP users.
+    pub forward_to: Option<String>,
+    /// Trunk used to reach `forward_to` and `fallback`.
+    pub trunk: Option<String>,
+    /// Concurrent calls allowed on this number (absent: unlimited).
+    pub max_calls: Option<u32>,
+    /// Where calls go when the route fails before an answer.
+    pub fallback: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NumberOut {
+    /// E.164 DID (`+15550001234`) or prefix pattern (`+1555*`).
+    pub number: String,
+    pub route: String,
+    pub stream: Option<StreamSpec>,
+    pub forward_to: Option<String>,
+    pub trunk: Option<String>,
+    pub max_calls: Option<u32>,
+    pub fallback: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlockIn {
+    /// Caller to refuse: E.164 (`+19005550100`) or prefix (`+1900*`).
+    pub caller: String,
+    /// Only for this number of the account (absent: every number).
+    pub number: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlockOut {
+    pub id: String,
+    /// Normalised E.164 or prefix pattern.
+    pub caller: String,
+    pub number: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SipUserIn {
+    /// Stored only as digests (MD5 and SHA-256 HA1, RFC 7616 §3.4.2).
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SipUserOut {
+    pub username: String,
+    pub realm: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallOut {
+    /// `CA` + 32 hex digits.
+    pub id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    pub from: String,
+    pub to: String,
+    pub trunk: Option<String>,
+    pub sip_call_id: String,
+    /// `ringing`, `in-progress`, `completed`, `busy`, `no-answer`,
+    /// `failed` or `canceled`.
+    pub status: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub end_cause: Option<String>,
+    pub sip_status: Option<u16>,
+    pub duration_ms: Option<i64>,
+    /// `stream`, `forward`, `echo` or `none`.
+    pub media: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageOut {
+    pub id: String,
+    pub direction: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// `queued`, `sent`, `failed` or `received`.
+    pub status: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HangupOut {
+    pub id: String,
+    /// `hanging-up`: the BYE (or CANCEL) is on its way.
+    pub status: String,
+}
+
+macro_rules! page {
+    ($name:ident, $item:ty) => {
+        /// One page of a list, newest or lowest key first.
+        #[derive(Debug, Serialize, ToSchema)]
+        pub struct $name {
+            pub data: Vec<$item>,
+            /// Pass as `cursor` for the next page; absent on the last page.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+page!(AccountPage, AccountOut);
+page!(TrunkPage, TrunkOut);
+page!(NumberPage, NumberOut);
+page!(BlockPage, BlockOut);
+page!(SipUserPage, SipUserOut);
+page!(CallPage, CallOut);
+page!(MessagePage, MessageOut);

@@ -1,0 +1,501 @@
+//! The REST API of the real daemon over real HTTP: auth failures, account
+//! scoping, every resource with good and bad input, changes applied to
+//! calls without a restart, live hangup, rate limits and metrics.
+
+mod common;
+
+use common::{Caller, Daemon, JWT_SECRET, Opts};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn claims(account: Option<&str>, exp_in: i64) -> api::auth::Claims {
+    let now = api::auth::unix_now() as i64;
+    api::auth::Claims {
+        sub: "test".into(),
+        account: account.map(str::to_string),
+        admin: false,
+        aud: "voice-gateway".into(),
+        iss: "voice-gateway".into(),
+        exp: (now + exp_in) as u64,
+        nbf: now as u64,
+        iat: now as u64,
+    }
+}
+
+fn mint(secret: &str, c: &api::auth::Claims) -> String {
+    api::auth::mint("HS256", secret.as_bytes(), c).unwrap()
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+fn error_field(v: &Value) -> &str {
+    v["error"]["field"].as_str().unwrap_or("")
+}
+
+#[test]
+fn auth_failures_are_401_and_other_accounts_resources_are_404() {
+    let d = Daemon::start(
+        r#"
+[[accounts]]
+id = "other"
+[[numbers]]
+pattern = "+15557770000"
+account = "other"
+route = "echo"
+"#,
+    );
+    let good = d.token(Some("acct"), false);
+    let (st, body, _) = d.api("GET", "/v1/numbers", Some(&good), None);
+    assert_eq!(st, 200, "{body}");
+
+    let expired = mint(JWT_SECRET, &claims(Some("acct"), -3600));
+    let forged = mint("not-the-secret", &claims(Some("acct"), 3600));
+    let mut c = claims(Some("acct"), 3600);
+    c.aud = "another-service".into();
+    let wrong_aud = mint(JWT_SECRET, &c);
+    let mut c = claims(Some("acct"), 3600);
+    c.iss = "someone".into();
+    let wrong_iss = mint(JWT_SECRET, &c);
+    for (what, token) in [
+        ("missing", None),
+        ("garbage", Some("abc.def.ghi")),
+        ("expired", Some(expired.as_str())),
+        ("forged", Some(forged.as_str())),
+        ("wrong audience", Some(wrong_aud.as_str())),
+        ("wrong issuer", Some(wrong_iss.as_str())),
+    ] {
+        let (st, body, _) = d.api("GET", "/v1/numbers", token, None);
+        assert_eq!(st, 401, "{what}: {body}");
+        assert_eq!(error_code(&body), "unauthorized", "{what}");
+    }
+
+    // The other account's number exists, but not for this token.
+    let (st, _, _) = d.api("GET", "/v1/numbers/+15557770000", Some(&good), None);
+    assert_eq!(st, 404);
+    let (st, _, _) = d.api("DELETE", "/v1/numbers/+15557770000", Some(&good), None);
+    assert_eq!(st, 404);
+    let other = d.token(Some("other"), false);
+    let (st, body, _) = d.api("GET", "/v1/numbers/+15557770000", Some(&other), None);
+    assert_eq!((st, body["route"].as_str()), (200, Some("echo")));
+    let (_, list, _) = d.api("GET", "/v1/numbers", Some(&good), None);
+    let mine: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["number"].as_str().unwrap())
+        .collect();
+    assert!(!mine.contains(&"+15557770000"), "{mine:?}");
+    // Taking another account's number is a conflict, and changes nothing.
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/+15557770000",
+        Some(&good),
+        Some(&json!({"route": "echo"})),
+    );
+    assert_eq!((st, error_field(&body)), (409, "number"), "{body}");
+
+    // Accounts and trunks need the admin claim.
+    let (st, body, _) = d.api("GET", "/v1/trunks", Some(&good), None);
+    assert_eq!((st, error_code(&body)), (403, "forbidden"));
+    let admin = d.token(None, true);
+    let (st, body, _) = d.api("GET", "/v1/trunks", Some(&admin), None);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["data"][0]["name"], "local");
+    // An admin token without an account has no numbers.
+    let (st, _, _) = d.api("GET", "/v1/numbers", Some(&admin), None);
+    assert_eq!(st, 403);
+    let (st, body, _) = d.api("GET", "/v1/accounts/other", Some(&good), None);
+    assert_eq!(st, 404, "{body}");
+    let (st, body, _) = d.api("GET", "/v1/accounts/acct", Some(&good), None);
+    assert_eq!((st, body["id"].as_str()), (200, Some("acct")));
+}
+
+#[test]
+fn resources_take_good_input_and_name_the_field_of_bad_input() {
+    let d = Daemon::start("");
+    let t = d.token(Some("acct"), false);
+    let admin = d.token(None, true);
+    let t = Some(t.as_str());
+    let admin = Some(admin.as_str());
+
+    // Bodies: wrong content type, bad JSON, unknown and mistyped fields.
+    let (st, body, _) = d.api("PUT", "/v1/numbers/+15551112222", t, None);
+    assert_eq!((st, error_code(&body)), (415, "unsupported_media_type"));
+    for (input, field) in [
+        (json!({}), "route"),
+        (json!({"route": "teleport"}), "route"),
+        (json!({"route": "stream"}), "stream"),
+        (json!({"route": "stream", "stream": {}}), "stream.url"),
+        (
+            json!({"route": "stream", "stream": {"url": "http://x"}}),
+            "stream.url",
+        ),
+        (
+            json!({"route": "stream", "stream": {"url": "wss://x", "dialect": "mp3"}}),
+            "stream.dialect",
+        ),
+        (
+            json!({"route": "stream", "stream": {"url": "wss://x", "params": {"n": 1}}}),
+            "stream.params.n",
+        ),
+        (json!({"route": "forward"}), "forward_to"),
+        (
+            json!({"route": "forward", "forward_to": "not a uri"}),
+            "forward_to",
+        ),
+        (
+            json!({"route": "forward", "forward_to": "sip:a@127.0.0.1", "trunk": "nope"}),
+            "trunk",
+        ),
+        (json!({"route": "echo", "max_calls": 0}), "max_calls"),
+        (json!({"route": "echo", "max_calls": "ten"}), "max_calls"),
+        (json!({"route": "echo", "fallback": "%%"}), "fallback"),
+        (json!({"route": "echo", "colour": "blue"}), "colour"),
+    ] {
+        let (st, body, _) = d.api("PUT", "/v1/numbers/+15551112222", t, Some(&input));
+        assert_eq!(st, 422, "{input} → {body}");
+        assert_eq!(error_field(&body), field, "{input} → {body}");
+    }
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/12ab",
+        t,
+        Some(&json!({"route": "echo"})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "number"), "{body}");
+
+    // Good input, read back through GET and the list (canonical E.164).
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/+1%20(555)%20111-2222",
+        t,
+        Some(&json!({"route": "stream", "stream": {"url": "wss://ai.example/s", "dialect": "pcm16", "params": {"tenant": "t1"}}, "max_calls": 5})),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["number"], "+15551112222");
+    let (st, got, _) = d.api("GET", "/v1/numbers/+15551112222", t, None);
+    assert_eq!(st, 200);
+    assert_eq!(got["stream"]["params"]["tenant"], "t1");
+    assert_eq!(got["max_calls"], 5);
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/+15551113333",
+        t,
+        Some(&json!({"route": "forward", "forward_to": "sip:+15551113333@127.0.0.1:5070", "trunk": "local"})),
+    );
+    assert_eq!(st, 200, "{body}");
+
+    // Pagination: the default rows plus ours, two at a time.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/v1/numbers?limit=2&cursor={}", c.replace('+', "%2B")),
+            None => "/v1/numbers?limit=2".into(),
+        };
+        let (st, page, _) = d.api("GET", &path, t, None);
+        assert_eq!(st, 200, "{page}");
+        let rows = page["data"].as_array().unwrap();
+        assert!(rows.len() <= 2);
+        seen.extend(
+            rows.iter()
+                .map(|r| r["number"].as_str().unwrap().to_string()),
+        );
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "pages in order, no repeats");
+    for n in ["*", "+1555000*", "+15551112222", "+15551113333"] {
+        assert!(seen.iter().any(|s| s == n), "{n} in {seen:?}");
+    }
+    for bad in ["limit=0", "limit=1001", "limit=x", "bogus=1"] {
+        let (st, body, _) = d.api("GET", &format!("/v1/numbers?{bad}"), t, None);
+        assert_eq!(st, 422, "{bad}: {body}");
+        assert!(!error_field(&body).is_empty(), "{bad}: {body}");
+    }
+
+    // Blocked numbers: normalised, idempotent, and bad input named.
+    let (st, b1, _) = d.api(
+        "POST",
+        "/v1/blocked-numbers",
+        t,
+        Some(&json!({"caller": "+1 (900) 555-0100"})),
+    );
+    assert_eq!(st, 201, "{b1}");
+    assert_eq!(b1["caller"], "+19005550100");
+    let (st, again, _) = d.api(
+        "POST",
+        "/v1/blocked-numbers",
+        t,
+        Some(&json!({"caller": "+19005550100"})),
+    );
+    assert_eq!((st, &again["id"]), (200, &b1["id"]));
+    let (st, body, _) = d.api(
+        "POST",
+        "/v1/blocked-numbers",
+        t,
+        Some(&json!({"caller": "call me"})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "caller"));
+    let (st, body, _) = d.api(
+        "POST",
+        "/v1/blocked-numbers",
+        t,
+        Some(&json!({"caller": "+1900*", "number": "+15559990000"})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "number"), "not our number");
+    let id = b1["id"].as_str().unwrap();
+    let (st, _, _) = d.api("GET", &format!("/v1/blocked-numbers/{id}"), t, None);
+    assert_eq!(st, 200);
+    let (st, _, _) = d.api("DELETE", &format!("/v1/blocked-numbers/{id}"), t, None);
+    assert_eq!(st, 204);
+    let (st, _, _) = d.api("DELETE", &format!("/v1/blocked-numbers/{id}"), t, None);
+    assert_eq!(st, 404);
+
+    // SIP users: the password is never returned; too short is named.
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/sip-users/bob",
+        t,
+        Some(&json!({"password": "short"})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "password"));
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/sip-users/bob",
+        t,
+        Some(&json!({"password": "bob-secret-1"})),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["realm"], "test");
+    assert!(body.get("password").is_none());
+    let (st, _, _) = d.api("DELETE", "/v1/sip-users/bob", t, None);
+    assert_eq!(st, 204);
+
+    // Trunks (admin): CIDRs, transport and address checked.
+    for (input, field) in [
+        (json!({"source_cidrs": ["10.0.0.0/33"]}), "source_cidrs[0]"),
+        (json!({"transport": "sctp"}), "transport"),
+        (json!({"outbound_address": "a b:70"}), "outbound_address"),
+        (json!({"transfer": "magic"}), "transfer"),
+    ] {
+        let (st, body, _) = d.api("PUT", "/v1/trunks/carrier", admin, Some(&input));
+        assert_eq!((st, error_field(&body)), (422, field), "{input} → {body}");
+    }
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/trunks/carrier",
+        admin,
+        Some(&json!({"source_cidrs": ["198.51.100.0/24"], "outbound_address": "sip.carrier.example:5060", "username": "u", "password": "p"})),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["has_password"], true);
+    assert!(body.get("password").is_none());
+    // A trunk that numbers use cannot be deleted.
+    let (st, body, _) = d.api("DELETE", "/v1/trunks/local", admin, None);
+    assert_eq!(st, 409, "{body}");
+    let (st, _, _) = d.api("DELETE", "/v1/trunks/carrier", admin, None);
+    assert_eq!(st, 204);
+
+    // Unknown routes are JSON 404s; the OpenAPI document is served.
+    let (st, body, _) = d.api("GET", "/v1/nothing-here", t, None);
+    assert_eq!((st, error_code(&body)), (404, "not_found"));
+    let (st, doc, _) = d.api("GET", "/v1/openapi.json", None, None);
+    assert_eq!(st, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+}
+
+/// Polls until `f` holds (routing changes apply in the background).
+fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within {within:?}");
+}
+
+#[test]
+fn blocks_and_routes_changed_over_rest_apply_to_the_next_call_without_restart() {
+    let d = Daemon::start("");
+    let t = d.token(Some("acct"), false);
+    let (st, block, _) = d.api(
+        "POST",
+        "/v1/blocked-numbers",
+        Some(&t),
+        Some(&json!({"caller": "+1415555*"})),
+    );
+    assert_eq!(st, 201, "{block}");
+    // Caller is +14155550100: declined with 603 before any media.
+    let mut n = 0;
+    eventually(Duration::from_secs(3), "the block applies", || {
+        n += 1;
+        let mut c = Caller::new(d.sip_addr(), &format!("blocked-{n}@test"));
+        c.final_status(40_000 + n) == 603
+    });
+    assert!(d.metric("gateway_sip_rejections_total{reason=\"blocked\"}") >= 1.0);
+
+    let id = block["id"].as_str().unwrap();
+    let (st, _, _) = d.api(
+        "DELETE",
+        &format!("/v1/blocked-numbers/{id}"),
+        Some(&t),
+        None,
+    );
+    assert_eq!(st, 204);
+    let mut m = 0;
+    eventually(Duration::from_secs(3), "the unblock applies", || {
+        m += 1;
+        let mut c = Caller::new(d.sip_addr(), &format!("unblocked-{m}@test"));
+        c.final_status(40_100 + m) == 200
+    });
+
+    // A number released over REST refuses its calls (404) at once.
+    let (st, _, _) = d.api("DELETE", "/v1/numbers/+1555000*", Some(&t), None);
+    assert_eq!(st, 204);
+    let (st, _, _) = d.api("DELETE", "/v1/numbers/*", Some(&t), None);
+    assert_eq!(st, 204);
+    let mut k = 0;
+    eventually(
+        Duration::from_secs(3),
+        "the released number refuses",
+        || {
+            k += 1;
+            let mut c = Caller::new(d.sip_addr(), &format!("released-{k}@test"));
+            c.final_status(40_200 + k) == 404
+        },
+    );
+}
+
+#[test]
+fn calls_are_listed_filtered_and_hung_up_over_rest() {
+    let d = Daemon::start("");
+    let t = d.token(Some("acct"), false);
+    let t = Some(t.as_str());
+    // Two finished calls and one live one.
+    for i in 0..2 {
+        let mut c = Caller::new(d.sip_addr(), &format!("done-{i}@test"));
+        c.invite(41_000 + i * 2);
+        c.bye();
+    }
+    let mut live = Caller::new(d.sip_addr(), "live@test").dialing("+15550009999");
+    live.invite(41_010);
+
+    let mut listed = Value::Null;
+    eventually(Duration::from_secs(5), "three calls listed", || {
+        let (st, page, _) = d.api("GET", "/v1/calls?limit=10", t, None);
+        listed = page;
+        st == 200 && listed["data"].as_array().is_some_and(|a| a.len() == 3)
+    });
+    let calls = listed["data"].as_array().unwrap();
+    assert_eq!(calls[0]["to"], "+15550009999", "newest first: {listed}");
+    assert_eq!(calls[0]["status"], "in-progress");
+    assert_eq!(calls[1]["status"], "completed");
+    assert_eq!(calls[1]["direction"], "inbound");
+
+    let (_, active, _) = d.api("GET", "/v1/calls?active=true", t, None);
+    assert_eq!(active["data"].as_array().unwrap().len(), 1, "{active}");
+    let (_, to, _) = d.api("GET", "/v1/calls?to=%2B15550009999", t, None);
+    assert_eq!(to["data"].as_array().unwrap().len(), 1, "{to}");
+    let (_, page1, _) = d.api("GET", "/v1/calls?limit=2", t, None);
+    let cursor = page1["next_cursor"].as_str().expect("a second page");
+    let (_, page2, _) = d.api(
+        "GET",
+        &format!("/v1/calls?limit=2&cursor={cursor}"),
+        t,
+        None,
+    );
+    assert_eq!(page2["data"].as_array().unwrap().len(), 1, "{page2}");
+    assert!(page2["next_cursor"].is_null());
+    for (bad, field) in [
+        ("direction=sideways", "direction"),
+        ("active=maybe", "active"),
+        ("from=abc", "from"),
+    ] {
+        let (st, body, _) = d.api("GET", &format!("/v1/calls?{bad}"), t, None);
+        assert_eq!((st, error_field(&body)), (422, field), "{bad}: {body}");
+    }
+
+    // Hang up the live call: the caller gets a BYE, the record closes.
+    let id = calls[0]["id"].as_str().unwrap().to_string();
+    let (st, body, _) = d.api("POST", &format!("/v1/calls/{id}/hangup"), t, None);
+    assert_eq!(
+        (st, body["status"].as_str()),
+        (202, Some("hanging-up")),
+        "{body}"
+    );
+    live.expect_bye();
+    eventually(Duration::from_secs(5), "the record closes", || {
+        let (_, c, _) = d.api("GET", &format!("/v1/calls/{id}"), t, None);
+        c["status"] == "completed" && c["end_cause"] == "api_hangup"
+    });
+    let (st, body, _) = d.api("POST", &format!("/v1/calls/{id}/hangup"), t, None);
+    assert_eq!(st, 409, "already ended: {body}");
+    let (st, _, _) = d.api("POST", "/v1/calls/CA0000/hangup", t, None);
+    assert_eq!(st, 404);
+    let other = d.token(Some("someone-else"), false);
+    let (st, _, _) = d.api("GET", &format!("/v1/calls/{id}"), Some(&other), None);
+    assert_eq!(st, 404, "another account's call");
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after_and_metrics_pass_promtool() {
+    let d = Daemon::start_opts(Opts {
+        api_extra: "account_rate = 2.0\naccount_burst = 5.0",
+        ..Opts::default()
+    });
+    let t = d.token(Some("acct"), false);
+    let mut limited = None;
+    for i in 0..20 {
+        let (st, body, retry) = d.api("GET", "/v1/numbers", Some(&t), None);
+        if st == 429 {
+            limited = Some((i, body, retry));
+            break;
+        }
+        assert_eq!(st, 200);
+    }
+    let (i, body, retry) = limited.expect("the account is limited");
+    assert!(i >= 5, "the burst of 5 passes first ({i})");
+    assert_eq!(error_code(&body), "rate_limited");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // Another account is not limited by this one.
+    let other = d.token(Some("other"), false);
+    assert_eq!(d.api("GET", "/v1/calls", Some(&other), None).0, 200);
+
+    let text = d.metrics();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or(&text).to_string();
+    assert!(body.contains("gateway_api_rejections_total{reason=\"rate_limited\"}"));
+    assert!(body.contains(
+        "gateway_api_requests_total{method=\"GET\",route=\"/v1/numbers\",status=\"200\"}"
+    ));
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt package prometheus)");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
