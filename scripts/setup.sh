@@ -64,5 +64,13 @@ if [ "$what" = "test" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check pipecat-ai==1.14.0 websockets
   fi
+  # Schemathesis (PyPI) fuzzes the REST API from its served OpenAPI
+  # document in sip-daemon/tests/rest_schemathesis.rs.
+  st_venv="$(cd "$(dirname "$0")/.." && pwd)/target/schemathesis-venv"
+  if ! "$st_venv/bin/st" --version 2>/dev/null | grep -q '4.32.5'; then
+    say "installing schemathesis 4.32.5 into $st_venv"
+    python3 -m venv "$st_venv"
+    "$st_venv/bin/pip" install -q --disable-pip-version-check schemathesis==4.32.5
+  fi
 fi
 say "done ($what)"

@@ -27,6 +27,9 @@ pub fn normalize_e164(s: &str) -> Option<String> {
     } else {
         digits
     };
+    if digits.is_empty() {
+        return None;
+    }
     Some(format!("+{digits}"))
 }
 
@@ -84,7 +87,16 @@ mod tests {
             assert_eq!(p.to_string(), canon, "{input}");
             assert_eq!(Pattern::parse(canon), Some(p));
         }
-        for bad in ["", "+", "abc", "+1 555 x", "**", "+12345678901234567890123"] {
+        for bad in [
+            "",
+            "+",
+            "00",
+            "00*",
+            "abc",
+            "+1 555 x",
+            "**",
+            "+12345678901234567890123",
+        ] {
             assert_eq!(Pattern::parse(bad), None, "{bad:?}");
         }
     }

@@ -33,7 +33,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         StreamSpec, NumberIn, NumberOut, NumberPage, BlockIn, BlockOut, BlockPage, SipUserIn,
         SipUserOut, SipUserPage, CallOut, CallPage, MessageOut, MessagePage, HangupOut,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -52,6 +52,69 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The error answers any operation may give, documented on each (the
+/// handlers list only their own).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::Operation;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |why: &str| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let add = |op: &mut Operation| {
+            let mut common = vec![
+                ("400", "Malformed request (JSON syntax, path encoding)"),
+                ("401", "Missing, expired or invalid bearer token"),
+                ("403", "The token lacks the admin claim or an account"),
+                ("404", "No such resource for this account"),
+                (
+                    "422",
+                    "A field or query parameter is invalid (`error.field` names it)",
+                ),
+                ("429", "Rate limited; see Retry-After"),
+                (
+                    "503",
+                    "The store or the signalling core is unavailable; retry",
+                ),
+            ];
+            if op.request_body.is_some() {
+                common.push(("413", "Body larger than 64 KiB"));
+                common.push(("415", "Body is not application/json"));
+            }
+            for (code, why) in common {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(why).into());
+            }
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add(op);
+            }
+        }
     }
 }
 

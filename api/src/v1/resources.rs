@@ -3,7 +3,7 @@
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Auth, JsonBody, QueryParams};
+use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::schema::*;
 use crate::e164::Pattern;
 use crate::store::{
@@ -12,7 +12,7 @@ use crate::store::{
 };
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
@@ -121,12 +121,12 @@ pub async fn list_accounts(
 }
 
 /// One account: an admin's, or the token's own.
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
+#[utoipa::path(get, path = "/v1/accounts/{id}", params(AccountPath), tag = "accounts",
     responses((status = 200, body = AccountOut), (status = 404, body = ErrorBody)))]
 pub async fn get_account(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathParams(AccountPath { id }): PathParams<AccountPath>,
 ) -> Result<Json<AccountOut>, ApiError> {
     if !auth.0.admin && auth.0.account.as_deref() != Some(id.as_str()) {
         return Err(ApiError::not_found("account"));
@@ -142,12 +142,12 @@ pub async fn get_account(
 }
 
 /// Creates or renames an account (admin).
-#[utoipa::path(put, path = "/v1/accounts/{id}", tag = "accounts", request_body = AccountIn,
+#[utoipa::path(put, path = "/v1/accounts/{id}", params(AccountPath), tag = "accounts", request_body = AccountIn,
     responses((status = 200, body = AccountOut), (status = 422, body = ErrorBody)))]
 pub async fn put_account(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathParams(AccountPath { id }): PathParams<AccountPath>,
     JsonBody(body): JsonBody<AccountIn>,
 ) -> Result<Json<AccountOut>, ApiError> {
     auth.require_admin()?;
@@ -195,12 +195,12 @@ pub async fn list_trunks(
 }
 
 /// One trunk (admin).
-#[utoipa::path(get, path = "/v1/trunks/{name}", tag = "trunks",
+#[utoipa::path(get, path = "/v1/trunks/{name}", params(TrunkPath), tag = "trunks",
     responses((status = 200, body = TrunkOut), (status = 404, body = ErrorBody)))]
 pub async fn get_trunk(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(name): Path<String>,
+    PathParams(TrunkPath { name }): PathParams<TrunkPath>,
 ) -> Result<Json<TrunkOut>, ApiError> {
     auth.require_admin()?;
     let t = find_trunk(&s, &name)
@@ -218,12 +218,12 @@ async fn find_trunk(s: &ApiState, name: &str) -> Result<Option<Trunk>, ApiError>
 }
 
 /// Creates or replaces a trunk (admin). Takes effect without a restart.
-#[utoipa::path(put, path = "/v1/trunks/{name}", tag = "trunks", request_body = TrunkIn,
+#[utoipa::path(put, path = "/v1/trunks/{name}", params(TrunkPath), tag = "trunks", request_body = TrunkIn,
     responses((status = 200, body = TrunkOut), (status = 422, body = ErrorBody)))]
 pub async fn put_trunk(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(name): Path<String>,
+    PathParams(TrunkPath { name }): PathParams<TrunkPath>,
     JsonBody(b): JsonBody<TrunkIn>,
 ) -> Result<Json<TrunkOut>, ApiError> {
     auth.require_admin()?;
@@ -258,9 +258,7 @@ pub async fn put_trunk(
             "transfer must be bridge or refer",
         ));
     }
-    if b.max_calls == Some(0) {
-        return Err(ApiError::field("max_calls", "max_calls must be at least 1"));
-    }
+    check_max_calls(b.max_calls)?;
     let t = Trunk {
         name,
         source_cidrs: b.source_cidrs,
@@ -274,6 +272,16 @@ pub async fn put_trunk(
     s.store.upsert_trunk(&t).await?;
     changed(&s);
     Ok(Json(trunk_out(t)))
+}
+
+fn check_max_calls(v: Option<u32>) -> Result<(), ApiError> {
+    match v {
+        Some(n) if !(1..=1_000_000).contains(&n) => Err(ApiError::field(
+            "max_calls",
+            "max_calls must be between 1 and 1000000",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn valid_host_port(a: &str) -> bool {
@@ -293,12 +301,12 @@ fn valid_host_port(a: &str) -> bool {
 }
 
 /// Deletes a trunk (admin).
-#[utoipa::path(delete, path = "/v1/trunks/{name}", tag = "trunks",
+#[utoipa::path(delete, path = "/v1/trunks/{name}", params(TrunkPath), tag = "trunks",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_trunk(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(name): Path<String>,
+    PathParams(TrunkPath { name }): PathParams<TrunkPath>,
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
     let users: Vec<String> = s
@@ -394,12 +402,12 @@ pub async fn list_numbers(
 }
 
 /// One number.
-#[utoipa::path(get, path = "/v1/numbers/{number}", tag = "numbers",
+#[utoipa::path(get, path = "/v1/numbers/{number}", params(NumberPath), tag = "numbers",
     responses((status = 200, body = NumberOut), (status = 404, body = ErrorBody)))]
 pub async fn get_number(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(raw): Path<String>,
+    PathParams(NumberPath { number: raw }): PathParams<NumberPath>,
 ) -> Result<Json<NumberOut>, ApiError> {
     let account = auth.account()?;
     let p = pattern("number", &raw)?;
@@ -410,12 +418,12 @@ pub async fn get_number(
 }
 
 /// Creates or replaces a number's route; takes effect for the next call.
-#[utoipa::path(put, path = "/v1/numbers/{number}", tag = "numbers", request_body = NumberIn,
+#[utoipa::path(put, path = "/v1/numbers/{number}", params(NumberPath), tag = "numbers", request_body = NumberIn,
     responses((status = 200, body = NumberOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_number(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(raw): Path<String>,
+    PathParams(NumberPath { number: raw }): PathParams<NumberPath>,
     JsonBody(b): JsonBody<NumberIn>,
 ) -> Result<Json<NumberOut>, ApiError> {
     let account = auth.account()?.to_string();
@@ -508,9 +516,7 @@ pub async fn put_number(
     {
         return Err(ApiError::field("trunk", format!("no trunk named {t:?}")));
     }
-    if b.max_calls == Some(0) {
-        return Err(ApiError::field("max_calls", "max_calls must be at least 1"));
-    }
+    check_max_calls(b.max_calls)?;
     let n = Number {
         pattern: p,
         account_id: account,
@@ -528,12 +534,12 @@ pub async fn put_number(
 }
 
 /// Releases a number: its calls are refused from then on.
-#[utoipa::path(delete, path = "/v1/numbers/{number}", tag = "numbers",
+#[utoipa::path(delete, path = "/v1/numbers/{number}", params(NumberPath), tag = "numbers",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_number(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(raw): Path<String>,
+    PathParams(NumberPath { number: raw }): PathParams<NumberPath>,
 ) -> Result<StatusCode, ApiError> {
     let account = auth.account()?;
     let p = pattern("number", &raw)?;
@@ -585,7 +591,9 @@ pub async fn list_blocks(
 /// Blocks a caller (E.164 or prefix), for the whole account or one number.
 /// Calls and messages from it get 603 Decline from then on.
 #[utoipa::path(post, path = "/v1/blocked-numbers", tag = "blocked-numbers", request_body = BlockIn,
-    responses((status = 201, body = BlockOut), (status = 422, body = ErrorBody)))]
+    responses((status = 201, description = "Blocked", body = BlockOut),
+        (status = 200, description = "Already blocked: the existing block", body = BlockOut),
+        (status = 422, body = ErrorBody)))]
 pub async fn create_block(
     State(s): State<ApiState>,
     auth: Auth,
@@ -633,24 +641,24 @@ async fn own_block(s: &ApiState, account: &str, id: &str) -> Result<BlockedNumbe
 }
 
 /// One block.
-#[utoipa::path(get, path = "/v1/blocked-numbers/{id}", tag = "blocked-numbers",
+#[utoipa::path(get, path = "/v1/blocked-numbers/{id}", params(IdPath), tag = "blocked-numbers",
     responses((status = 200, body = BlockOut), (status = 404, body = ErrorBody)))]
 pub async fn get_block(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathParams(IdPath { id }): PathParams<IdPath>,
 ) -> Result<Json<BlockOut>, ApiError> {
     let account = auth.account()?;
     Ok(Json(block_out(own_block(&s, account, &id).await?)))
 }
 
 /// Unblocks.
-#[utoipa::path(delete, path = "/v1/blocked-numbers/{id}", tag = "blocked-numbers",
+#[utoipa::path(delete, path = "/v1/blocked-numbers/{id}", params(IdPath), tag = "blocked-numbers",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_block(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathParams(IdPath { id }): PathParams<IdPath>,
 ) -> Result<StatusCode, ApiError> {
     let account = auth.account()?;
     own_block(&s, account, &id).await?;
@@ -701,29 +709,30 @@ pub async fn list_sip_users(
 }
 
 /// One SIP user.
-#[utoipa::path(get, path = "/v1/sip-users/{username}", tag = "sip-users",
+#[utoipa::path(get, path = "/v1/sip-users/{username}", params(SipUserPath), tag = "sip-users",
     responses((status = 200, body = SipUserOut), (status = 404, body = ErrorBody)))]
 pub async fn get_sip_user(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(name): Path<String>,
+    PathParams(SipUserPath { username: name }): PathParams<SipUserPath>,
 ) -> Result<Json<SipUserOut>, ApiError> {
     let account = auth.account()?;
     Ok(Json(sip_user_out(own_sip_user(&s, account, &name).await?)))
 }
 
 /// Creates a SIP user or sets its password.
-#[utoipa::path(put, path = "/v1/sip-users/{username}", tag = "sip-users", request_body = SipUserIn,
+#[utoipa::path(put, path = "/v1/sip-users/{username}", params(SipUserPath), tag = "sip-users", request_body = SipUserIn,
     responses((status = 200, body = SipUserOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_sip_user(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(name): Path<String>,
+    PathParams(SipUserPath { username: name }): PathParams<SipUserPath>,
     JsonBody(b): JsonBody<SipUserIn>,
 ) -> Result<Json<SipUserOut>, ApiError> {
     let account = auth.account()?.to_string();
     check_id("username", &name)?;
-    if b.password.len() < 8 || b.password.len() > 256 {
+    let chars = b.password.chars().count();
+    if !(8..=256).contains(&chars) {
         return Err(ApiError::field(
             "password",
             "password must be 8–256 characters",
@@ -751,12 +760,12 @@ pub async fn put_sip_user(
 }
 
 /// Deletes a SIP user; its registrations lapse.
-#[utoipa::path(delete, path = "/v1/sip-users/{username}", tag = "sip-users",
+#[utoipa::path(delete, path = "/v1/sip-users/{username}", params(SipUserPath), tag = "sip-users",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_sip_user(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(name): Path<String>,
+    PathParams(SipUserPath { username: name }): PathParams<SipUserPath>,
 ) -> Result<StatusCode, ApiError> {
     let account = auth.account()?;
     own_sip_user(&s, account, &name).await?;
@@ -854,24 +863,24 @@ pub async fn list_calls(
 }
 
 /// One call, live or ended.
-#[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls",
+#[utoipa::path(get, path = "/v1/calls/{id}", params(IdPath), tag = "calls",
     responses((status = 200, body = CallOut), (status = 404, body = ErrorBody)))]
 pub async fn get_call(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathParams(IdPath { id }): PathParams<IdPath>,
 ) -> Result<Json<CallOut>, ApiError> {
     let account = auth.account()?;
     Ok(Json(call_out(own_call(&s, account, &id).await?)))
 }
 
 /// Hangs up a live call (BYE, or CANCEL while it rings).
-#[utoipa::path(post, path = "/v1/calls/{id}/hangup", tag = "calls",
+#[utoipa::path(post, path = "/v1/calls/{id}/hangup", params(IdPath), tag = "calls",
     responses((status = 202, body = HangupOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn hangup_call(
     State(s): State<ApiState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathParams(IdPath { id }): PathParams<IdPath>,
 ) -> Result<(StatusCode, Json<HangupOut>), ApiError> {
     let account = auth.account()?;
     let call = own_call(&s, account, &id).await?;

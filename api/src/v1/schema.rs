@@ -22,6 +22,46 @@ where
         .transpose()
 }
 
+/// `{id}` of an account.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountPath {
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub id: String,
+}
+
+/// `{name}` of a trunk.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TrunkPath {
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+}
+
+/// `{username}` of a SIP user.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SipUserPath {
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub username: String,
+}
+
+/// `{number}`: an E.164 DID (`+15550001234`) or prefix pattern (`+1555*`);
+/// `+` may be sent as `%2B`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NumberPath {
+    #[param(pattern = r"^(\*|\+?[0-9]{1,20}\*?)$")]
+    pub number: String,
+}
+
+/// `{id}` of a call (`CA…`) or a blocked number (`BL…`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    pub id: String,
+}
+
 /// `?limit=&cursor=` on every list.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +100,7 @@ pub struct CallQuery {
 #[serde(deny_unknown_fields)]
 pub struct AccountIn {
     /// Display name.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
 }
 
@@ -78,14 +119,17 @@ pub struct TrunkIn {
     /// Where we send to, `host[:port]`; absent for inbound-only trunks.
     pub outbound_address: Option<String>,
     /// `udp` (default), `tcp` or `tls`.
+    #[schema(pattern = "^(udp|tcp|tls)$")]
     pub transport: Option<String>,
     /// Digest credentials answered when the carrier challenges us.
     pub username: Option<String>,
     /// Write-only: never returned.
     pub password: Option<String>,
     /// Concurrent calls allowed on the trunk.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_calls: Option<u32>,
     /// `bridge` (default) or `refer`: how calls from this trunk are transferred.
+    #[schema(pattern = "^(bridge|refer)$")]
     pub transfer: Option<String>,
 }
 
@@ -119,6 +163,7 @@ pub struct StreamSpec {
 #[serde(deny_unknown_fields)]
 pub struct NumberIn {
     /// `stream` (to the AI), `forward` (to a phone or carrier) or `echo`.
+    #[schema(pattern = "^(stream|forward|echo)$")]
     pub route: String,
     /// Required for route `stream`.
     pub stream: Option<StreamSpec>,
@@ -127,6 +172,7 @@ pub struct NumberIn {
     /// Trunk used to reach `forward_to` and `fallback`.
     pub trunk: Option<String>,
     /// Concurrent calls allowed on this number (absent: unlimited).
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_calls: Option<u32>,
     /// Where calls go when the route fails before an answer.
     pub fallback: Option<String>,
@@ -148,8 +194,10 @@ pub struct NumberOut {
 #[serde(deny_unknown_fields)]
 pub struct BlockIn {
     /// Caller to refuse: E.164 (`+19005550100`) or prefix (`+1900*`).
+    #[schema(pattern = r"^(\*|\+?[0-9]{1,20}\*?)$")]
     pub caller: String,
     /// Only for this number of the account (absent: every number).
+    #[schema(pattern = r"^(\*|\+?[0-9]{1,20}\*?)$")]
     pub number: Option<String>,
 }
 
@@ -165,6 +213,7 @@ pub struct BlockOut {
 #[serde(deny_unknown_fields)]
 pub struct SipUserIn {
     /// Stored only as digests (MD5 and SHA-256 HA1, RFC 7616 §3.4.2).
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
 }
 
