@@ -12,6 +12,58 @@ pub enum ControlRequest {
         call_id: String,
         reply: oneshot::Sender<ControlOutcome>,
     },
+    /// Place an outbound call.
+    Originate {
+        req: Box<OriginateRequest>,
+        reply: oneshot::Sender<Result<Originated, OriginateRefused>>,
+    },
+}
+
+/// An outbound call the REST API asks for (`POST /v1/calls`): INVITE `to`
+/// through a trunk with caller id `from`; on answer the AI stream starts
+/// as for an inbound call.
+#[derive(Clone, Debug)]
+pub struct OriginateRequest {
+    pub account: String,
+    /// E.164, one of the account's numbers (its caller id).
+    pub from: String,
+    /// E.164 callee.
+    pub to: String,
+    /// The trunk to call through; default: the `from` number's trunk.
+    pub trunk: Option<String>,
+    pub stream_url: String,
+    pub dialect: Option<String>,
+    /// Custom parameters for the AI (JSON object text).
+    pub params: Option<String>,
+    /// How long the callee may ring; default: `[forward] ring_timeout_secs`.
+    pub ring_timeout: Option<std::time::Duration>,
+}
+
+/// An outbound call under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Originated {
+    pub call_id: String,
+    pub sip_call_id: String,
+    /// Unix ms.
+    pub started_at: i64,
+    pub trunk: String,
+}
+
+/// Why an outbound call was not placed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OriginateRefused {
+    #[error("from is not one of this account's numbers")]
+    FromNotOwned,
+    #[error("no trunk: name one, or give the from number a trunk")]
+    NoTrunk,
+    #[error("trunk cannot place calls: {0}")]
+    TrunkUnavailable(String),
+    #[error("the callee is blocked for this account")]
+    Blocked,
+    #[error("the trunk or number is at its concurrent call limit")]
+    Capacity,
+    #[error("the gateway is draining and places no new calls")]
+    Draining,
 }
 
 /// The core's answer.
@@ -36,6 +88,22 @@ impl CallControl {
     pub fn channel() -> (CallControl, mpsc::Receiver<ControlRequest>) {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         (CallControl { tx }, rx)
+    }
+
+    /// Asks the core to place an outbound call; `None` when the core is
+    /// gone or overloaded.
+    pub async fn originate(
+        &self,
+        req: OriginateRequest,
+    ) -> Option<Result<Originated, OriginateRefused>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(ControlRequest::Originate {
+                req: Box::new(req),
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
     }
 
     /// Asks the core to hang up `call_id`; `None` when the core is gone or

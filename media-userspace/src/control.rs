@@ -49,6 +49,13 @@ pub enum MediaCommand {
         media: [LegMedia; 2],
         timeout: Duration,
     },
+    /// Bind a leg's RTP (and RTCP) port now, so that its address can go
+    /// in an SDP offer, and start it later with [`MediaCommand::Open`] on
+    /// the same leg id (an outbound call: the AI stream starts at the
+    /// answer). Answered with [`MediaEvent::Opened`]; `Close` releases it.
+    Reserve {
+        leg: LegId,
+    },
     /// A re-INVITE or UPDATE changed the stream (hold, new address).
     Update {
         leg: LegId,

@@ -215,12 +215,21 @@ impl Mailbox {
     }
 }
 
+struct Reserved {
+    socket: std::net::UdpSocket,
+    port: u16,
+    rtcp: Option<std::net::UdpSocket>,
+}
+
 struct Inner {
     shared: Arc<Shared>,
     workers: Vec<Arc<Mailbox>>,
     /// Open legs and the worker that runs each.
     /// Open legs: the worker that runs each, and a relayed leg's partner.
     legs: Mutex<HashMap<LegId, (usize, Option<LegId>)>>,
+    /// Ports bound by `Reserve` and not yet opened: RTP socket, port and
+    /// RTCP socket. Taken under the `legs` lock.
+    reserved: Mutex<HashMap<LegId, Reserved>>,
     backend: Backend,
     stats: Arc<MediaStats>,
 }
@@ -287,6 +296,7 @@ impl MediaEngine {
                 shared,
                 workers,
                 legs: Mutex::new(HashMap::new()),
+                reserved: Mutex::new(HashMap::new()),
                 backend,
                 stats,
             }),
@@ -321,17 +331,41 @@ impl MediaEngine {
                 timeout,
             } => {
                 let shared = &self.inner.shared;
-                let Some((socket, port)) = bind_leg_socket(shared) else {
-                    return Some(MediaEvent::Failed {
-                        leg,
-                        reason: "no RTP port could be bound".into(),
-                    });
+                let reserved = self
+                    .inner
+                    .reserved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&leg);
+                let (socket, port, rtcp) = match reserved {
+                    Some(r) => {
+                        // Early media that arrived while the port was only
+                        // reserved is stale by now.
+                        let mut buf = [0u8; 2048];
+                        for _ in 0..1024 {
+                            if r.socket.recv(&mut buf).is_err() {
+                                break;
+                            }
+                        }
+                        (r.socket, r.port, r.rtcp)
+                    }
+                    None => {
+                        let Some((socket, port)) = bind_leg_socket(shared) else {
+                            return Some(MediaEvent::Failed {
+                                leg,
+                                reason: "no RTP port could be bound".into(),
+                            });
+                        };
+                        (socket, port, None)
+                    }
                 };
                 // Stream legs send and read RTCP; a busy RTCP port only
                 // costs the reports, never the call.
-                let rtcp = matches!(mode, LegMode::Stream(_))
-                    .then(|| bind_rtcp_socket(shared, port))
-                    .flatten();
+                let rtcp = match (rtcp, &mode) {
+                    (_, LegMode::Echo) => None,
+                    (Some(r), _) => Some(r),
+                    (None, _) => bind_rtcp_socket(shared, port),
+                };
                 let w = (leg as usize) % self.inner.workers.len();
                 self.inner.workers[w].post(WorkerCmd::Open(OpenLeg {
                     socket: Some(socket),
@@ -389,6 +423,25 @@ impl MediaEngine {
                 shared.stats.legs_active.fetch_add(2, Ordering::Relaxed);
                 Some(MediaEvent::RelayOpened { legs: pair, locals })
             }
+            MediaCommand::Reserve { leg } => {
+                let shared = &self.inner.shared;
+                let Some((socket, port)) = bind_leg_socket(shared) else {
+                    return Some(MediaEvent::Failed {
+                        leg,
+                        reason: "no RTP port could be bound".into(),
+                    });
+                };
+                let rtcp = bind_rtcp_socket(shared, port);
+                self.inner
+                    .reserved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(leg, Reserved { socket, port, rtcp });
+                Some(MediaEvent::Opened {
+                    leg,
+                    local: SocketAddr::new(shared.cfg.bind_ip, port),
+                })
+            }
             MediaCommand::Update { leg, media } => {
                 if let Some(&(w, _)) = legs.get(&leg) {
                     self.inner.workers[w].post(WorkerCmd::Ctl(leg, LegCtl::Update(leg, media)));
@@ -425,6 +478,16 @@ impl MediaEngine {
                 None
             }
             MediaCommand::Close { leg } => {
+                let reserved = self
+                    .inner
+                    .reserved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&leg);
+                if let Some(r) = reserved {
+                    drop(r.socket);
+                    release_port(&self.inner.shared, r.port);
+                }
                 if let Some((w, partner)) = legs.remove(&leg) {
                     // Closing either leg of a relay closes the pair.
                     if let Some(p) = partner {

@@ -523,6 +523,7 @@ fn rest_state(
         changed,
         control: Some(control),
         metrics: metrics.clone(),
+        idempotency: Default::default(),
     }));
     Ok(Some((state, metrics)))
 }

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -50,6 +51,7 @@ pub struct Inner {
     /// `None` when the API runs without a signalling core (tests, tools).
     pub control: Option<CallControl>,
     pub metrics: ApiMetrics,
+    pub idempotency: idempotency::Idempotency,
 }
 
 #[derive(Clone)]

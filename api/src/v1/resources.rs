@@ -40,7 +40,7 @@ pub fn routes() -> Router<ApiState> {
             "/v1/sip-users/{username}",
             get(get_sip_user).put(put_sip_user).delete(delete_sip_user),
         )
-        .route("/v1/calls", get(list_calls))
+        .route("/v1/calls", get(list_calls).post(create_call))
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/calls/{id}/hangup", post(hangup_call))
         .route("/v1/messages", get(list_messages))
@@ -453,30 +453,8 @@ pub async fn put_number(
             let st = b
                 .stream
                 .ok_or_else(|| ApiError::field("stream", "route stream needs stream.url"))?;
-            if !(st.url.starts_with("ws://") || st.url.starts_with("wss://"))
-                || st.url.len() > 2048
-                || st.url.bytes().any(|c| c.is_ascii_control() || c == b' ')
-            {
-                return Err(ApiError::field("stream.url", "a ws:// or wss:// URL"));
-            }
-            if let Some(d) = &st.dialect
-                && !(s.checks.dialect)(d)
-            {
-                return Err(ApiError::field(
-                    "stream.dialect",
-                    "dialect must be twilio, pcm, pcm8, pcm16 or pcm24",
-                ));
-            }
-            if let Some(params) = &st.params
-                && let Some((k, _)) = params.iter().find(|(_, v)| !v.is_string())
-            {
-                return Err(ApiError::field(
-                    format!("stream.params.{k}"),
-                    "custom parameters are strings",
-                ));
-            }
-            let params = st.params.map(|m| serde_json::Value::Object(m).to_string());
-            (Some(st.url), st.dialect, params)
+            let (url, dialect, params) = check_stream(&s, st)?;
+            (Some(url), dialect, params)
         }
         RouteKind::Forward => {
             if b.stream.is_some() {
@@ -531,6 +509,38 @@ pub async fn put_number(
     s.store.upsert_number(&n).await?;
     changed(&s);
     Ok(Json(number_out(n)))
+}
+
+/// A stream target's URL, dialect and parameters (as JSON text), or 422
+/// naming the field.
+fn check_stream(
+    s: &ApiState,
+    st: StreamSpec,
+) -> Result<(String, Option<String>, Option<String>), ApiError> {
+    if !(st.url.starts_with("ws://") || st.url.starts_with("wss://"))
+        || st.url.len() > 2048
+        || st.url.bytes().any(|c| c.is_ascii_control() || c == b' ')
+    {
+        return Err(ApiError::field("stream.url", "a ws:// or wss:// URL"));
+    }
+    if let Some(d) = &st.dialect
+        && !(s.checks.dialect)(d)
+    {
+        return Err(ApiError::field(
+            "stream.dialect",
+            "dialect must be twilio, pcm, pcm8, pcm16 or pcm24",
+        ));
+    }
+    if let Some(params) = &st.params
+        && let Some((k, _)) = params.iter().find(|(_, v)| !v.is_string())
+    {
+        return Err(ApiError::field(
+            format!("stream.params.{k}"),
+            "custom parameters are strings",
+        ));
+    }
+    let params = st.params.map(|m| serde_json::Value::Object(m).to_string());
+    Ok((st.url, st.dialect, params))
 }
 
 /// Releases a number: its calls are refused from then on.
@@ -783,7 +793,7 @@ pub fn call_status(c: &CallRecord) -> &'static str {
         (Some(_), None) => "in-progress",
         (Some(_), Some(_)) => "completed",
         (None, Some(_)) => match (c.end_cause.as_deref(), c.sip_status) {
-            (Some("canceled" | "caller_hangup"), _) => "canceled",
+            (Some("canceled" | "caller_hangup" | "api_hangup"), _) => "canceled",
             (_, Some(486 | 600)) => "busy",
             (_, Some(408 | 480 | 487)) => "no-answer",
             _ => "failed",
@@ -872,6 +882,129 @@ pub async fn get_call(
 ) -> Result<Json<CallOut>, ApiError> {
     let account = auth.account()?;
     Ok(Json(call_out(own_call(&s, account, &id).await?)))
+}
+
+/// Places an outbound call through a trunk; on answer the AI stream starts
+/// as for an inbound call. Follow it with `GET /v1/calls/{id}`.
+#[utoipa::path(post, path = "/v1/calls", tag = "calls", request_body = CallIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a POST with the same key (within 24 h) returns the first answer and places no second call")),
+    responses((status = 201, description = "Placed: the INVITE is on its way", body = CallOut),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_call(
+    State(s): State<ApiState>,
+    auth: Auth,
+    headers: axum::http::HeaderMap,
+    JsonBody(b): JsonBody<CallIn>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let account = auth.account()?.to_string();
+    let key = super::idempotency::key(&headers)?;
+    let fingerprint = serde_json::to_string(&b).unwrap_or_default();
+    if let Some(k) = &key
+        && let Some(done) = s.idempotency.begin(&account, k, &fingerprint)?
+    {
+        return Ok(done);
+    }
+    let result = place_call(&s, &account, b).await;
+    if let Some(k) = &key {
+        s.idempotency.finish(&account, k, result.as_ref().ok());
+    }
+    result
+}
+
+async fn place_call(
+    s: &ApiState,
+    account: &str,
+    b: CallIn,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    use crate::control::{OriginateRefused, OriginateRequest};
+    let from = crate::e164::normalize_e164(&b.from)
+        .ok_or_else(|| ApiError::field("from", "an E.164 number (+15550001234)"))?;
+    let to = crate::e164::normalize_e164(&b.to)
+        .ok_or_else(|| ApiError::field("to", "an E.164 number (+15550001234)"))?;
+    if let Some(t) = &b.trunk {
+        check_id("trunk", t)?;
+    }
+    let ring_timeout = match b.ring_timeout_secs {
+        None => None,
+        Some(n) if (1..=300).contains(&n) => Some(std::time::Duration::from_secs(n.into())),
+        Some(_) => {
+            return Err(ApiError::field(
+                "ring_timeout_secs",
+                "ring_timeout_secs must be between 1 and 300",
+            ));
+        }
+    };
+    let (stream_url, dialect, params) = check_stream(s, b.stream)?;
+    let Some(control) = &s.control else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no signalling core behind this API",
+        ));
+    };
+    let placed = control
+        .originate(OriginateRequest {
+            account: account.to_string(),
+            from: from.clone(),
+            to: to.clone(),
+            trunk: b.trunk,
+            stream_url,
+            dialect,
+            params,
+            ring_timeout,
+        })
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the signalling core is busy; retry",
+            )
+        })?;
+    match placed {
+        Ok(o) => {
+            let out = CallOut {
+                id: o.call_id,
+                direction: "outbound".into(),
+                from,
+                to,
+                trunk: Some(o.trunk),
+                sip_call_id: o.sip_call_id,
+                status: "queued".into(),
+                started_at: o.started_at,
+                answered_at: None,
+                ended_at: None,
+                end_cause: None,
+                sip_status: None,
+                duration_ms: None,
+                media: "stream".into(),
+            };
+            let body = serde_json::to_value(&out).map_err(ApiError::internal)?;
+            Ok((StatusCode::CREATED, Json(body)))
+        }
+        Err(why) => Err(match why {
+            OriginateRefused::FromNotOwned => ApiError::field("from", why.to_string()),
+            OriginateRefused::NoTrunk | OriginateRefused::TrunkUnavailable(_) => {
+                ApiError::field("trunk", why.to_string())
+            }
+            OriginateRefused::Blocked => {
+                let mut e = ApiError::forbidden(why.to_string());
+                e.detail.field = Some("to".into());
+                e
+            }
+            OriginateRefused::Capacity => {
+                let mut e =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity", why.to_string());
+                e.retry_after_secs = Some(1);
+                e
+            }
+            OriginateRefused::Draining => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                why.to_string(),
+            ),
+        }),
+    }
 }
 
 /// Hangs up a live call (BYE, or CANCEL while it rings).

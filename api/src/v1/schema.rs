@@ -223,6 +223,26 @@ pub struct SipUserOut {
     pub realm: String,
 }
 
+/// `POST /v1/calls`: an outbound call to the AI.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallIn {
+    /// Caller id: one of the account's numbers (E.164).
+    #[schema(pattern = r"^\+?[0-9]{1,20}$")]
+    pub from: String,
+    /// The callee (E.164).
+    #[schema(pattern = r"^\+?[0-9]{1,20}$")]
+    pub to: String,
+    /// Trunk to call through; default: the `from` number's trunk.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub trunk: Option<String>,
+    /// The AI the answered call streams to.
+    pub stream: StreamSpec,
+    /// How long the callee may ring (default: the gateway's ring timeout).
+    #[schema(minimum = 1, maximum = 300)]
+    pub ring_timeout_secs: Option<u32>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallOut {
     /// `CA` + 32 hex digits.
@@ -233,8 +253,8 @@ pub struct CallOut {
     pub to: String,
     pub trunk: Option<String>,
     pub sip_call_id: String,
-    /// `ringing`, `in-progress`, `completed`, `busy`, `no-answer`,
-    /// `failed` or `canceled`.
+    /// `queued` (just placed), `ringing`, `in-progress`, `completed`,
+    /// `busy`, `no-answer`, `failed` or `canceled`.
     pub status: String,
     /// Unix milliseconds.
     pub started_at: i64,

@@ -146,6 +146,12 @@ pub struct Call {
     /// A REFER of ours to the caller's carrier is running until this
     /// instant (its NOTIFYs tell how the transfer goes).
     pub refer_until: Option<Instant>,
+    /// We placed this call (REST): the callee is the remote party.
+    pub outbound: bool,
+    /// An outbound call until it is answered: the stream it starts then.
+    pub origination: Option<super::originate::Origination>,
+    /// An outbound call's own ring timeout.
+    pub ring_timeout: Option<Duration>,
 }
 
 impl Call {
@@ -316,7 +322,7 @@ pub(super) fn negotiated_from_answer(
 }
 
 impl Core {
-    fn unix_ms(&self, now: Instant) -> i64 {
+    pub(super) fn unix_ms(&self, now: Instant) -> i64 {
         self.clock.unix_ms(now)
     }
 
@@ -688,6 +694,9 @@ impl Core {
                 media_leg: handle,
                 route_trunk: number.trunk.clone(),
                 refer_until: None,
+                outbound: false,
+                origination: None,
+                ring_timeout: None,
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
@@ -715,6 +724,11 @@ impl Core {
                 .push_back(Output::Media(MediaCommand::Close { leg: h }));
             return;
         };
+        if call.origination.is_some() && !call.media_open {
+            call.media_open = true;
+            call.local_media = Some(local);
+            return self.originate_port_bound(now, h, local);
+        }
         call.media_open = true;
         call.local_media = Some(local);
         if call.state != CallState::AwaitingMedia || call.stream_wait.is_some() {
@@ -1018,7 +1032,13 @@ impl Core {
         match method {
             Method::Bye => {
                 self.respond(now, id, 200, None, Some(&tag), |b| b);
-                self.end_call(now, h, "caller_hangup", 200);
+                let outbound = self.calls.get(&h).is_some_and(|c| c.outbound);
+                let cause = if outbound {
+                    "callee_hangup"
+                } else {
+                    "caller_hangup"
+                };
+                self.end_call(now, h, cause, 200);
             }
             Method::Invite | Method::Update => self.on_session_update(now, id, h, &tag),
             Method::Options => self.respond(now, id, 200, None, Some(&tag), Self::capabilities),
@@ -1308,9 +1328,10 @@ impl Core {
             },
             duration_ms,
         }));
+        let direction = if call.outbound { "outbound" } else { "inbound" };
         self.metrics
             .calls
-            .with_label_values(&["inbound", cause])
+            .with_label_values(&[direction, cause])
             .inc();
         self.metrics.calls_active.set(self.calls.len() as i64);
         tracing::debug!(call = %call.sid, cause, duration_ms, "call ended");

@@ -1048,6 +1048,20 @@ impl Core {
             }
             return;
         }
+        let outbound = self
+            .out_legs
+            .get(&hb)
+            .and_then(|o| super::originate::places_outbound_call(self, o))
+            .is_some();
+        if outbound {
+            if codec.is_some() {
+                return self.originate_answered(now, h, hb);
+            }
+            tracing::info!("callee answered with no usable SDP");
+            self.bye_out(now, hb);
+            self.remove_out(hb);
+            return self.fail_forwarded(now, h, "not_acceptable", 488, None);
+        }
         let bridged = codec.and_then(|c| self.bridge_codec(h, c));
         if bridged.is_none() {
             tracing::info!("far leg answered with no usable SDP");
@@ -1070,6 +1084,8 @@ impl Core {
     pub(super) fn remove_out(&mut self, hb: u64) {
         if let Some(o) = self.out_legs.remove(&hb)
             && let Some(d) = o.dialog
+            // An outbound call took the dialog over at its answer.
+            && self.dialogs.get(&d.key) == Some(&hb)
         {
             self.dialogs.remove(&d.key);
         }

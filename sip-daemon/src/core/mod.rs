@@ -10,6 +10,7 @@ pub mod call;
 pub mod dialog;
 pub mod forward;
 pub mod hold;
+pub mod originate;
 pub mod registrar;
 pub mod stream;
 pub mod transfer;
@@ -259,6 +260,13 @@ impl Core {
     pub fn handle_control(&mut self, now: Instant, req: api::control::ControlRequest) {
         use api::control::{ControlOutcome, ControlRequest};
         match req {
+            ControlRequest::Originate { req, reply } => {
+                let result = self.originate(now, &req);
+                if let Err(why) = &result {
+                    tracing::info!(from = %req.from, to = %req.to, %why, "outbound call refused");
+                }
+                let _ = reply.send(result);
+            }
             ControlRequest::Hangup { call_id, reply } => {
                 let h = self
                     .calls

@@ -1046,3 +1046,4 @@ fn registered_user_as_call_target_is_redirected_to_its_binding() {
 }
 
 mod forward;
+mod originate;

@@ -90,7 +90,7 @@ impl Harness {
             .collect()
     }
 
-    fn last_cause(&self) -> (String, u16) {
+    pub(super) fn last_cause(&self) -> (String, u16) {
         match self.cdr.last() {
             Some(CdrEvent::Ended {
                 cause, sip_status, ..

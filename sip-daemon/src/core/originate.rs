@@ -1,0 +1,280 @@
+//! Outbound calls asked for over REST (`POST /v1/calls`): we are the UAC.
+//! The INVITE goes through a trunk as a far leg ([`OutLeg`], with its
+//! digest answer, ring timeout, CANCEL and outcomes from `forward.rs`),
+//! offering a media port reserved up front. When the callee answers, the
+//! far leg's dialog becomes the call's dialog and the AI stream starts on
+//! the reserved port, exactly as for an inbound call: the AI's first
+//! words reach a callee who is listening.
+
+use super::call::{CallState, leg_media};
+use super::dialog::{Dialog, DialogKey};
+use super::forward::{OutLeg, OutState};
+use super::*;
+use api::control::{OriginateRefused, OriginateRequest, Originated};
+use api::store::{CallRecord, Direction, Number, RouteKind};
+use media_userspace::aistream::StreamSpec;
+use media_userspace::control::LegMode;
+
+/// What an outbound call keeps until it is answered.
+#[derive(Debug)]
+pub struct Origination {
+    /// The AI stream that starts at the answer.
+    pub spec: Box<StreamSpec>,
+}
+
+impl Core {
+    /// Places an outbound call: reserves its media port, then (once bound,
+    /// [`Core::originate_port_bound`]) sends the INVITE.
+    pub fn originate(
+        &mut self,
+        now: Instant,
+        req: &OriginateRequest,
+    ) -> Result<Originated, OriginateRefused> {
+        if self.draining {
+            return Err(OriginateRefused::Draining);
+        }
+        let routing = self.routing.clone();
+        // Caller id must be a DID (or DID block) of the account; the
+        // catch-all `*` owns no number.
+        let number = routing
+            .number(&req.from)
+            .filter(|n| n.account_id == req.account && n.pattern != "*")
+            .cloned()
+            .ok_or(OriginateRefused::FromNotOwned)?;
+        if routing.is_blocked(&req.account, &number.pattern, &req.to) {
+            self.metrics.reject("blocked");
+            return Err(OriginateRefused::Blocked);
+        }
+        let trunk_name = req
+            .trunk
+            .clone()
+            .or_else(|| number.trunk.clone())
+            .ok_or(OriginateRefused::NoTrunk)?;
+        let trunk = routing
+            .trunk(&trunk_name)
+            .map(|e| e.trunk.clone())
+            .ok_or_else(|| {
+                OriginateRefused::TrunkUnavailable(format!("no trunk {trunk_name:?}"))
+            })?;
+        let host = trunk
+            .outbound_address
+            .as_deref()
+            .map(|a| a.trim_start_matches("sip:").to_string())
+            .ok_or_else(|| {
+                OriginateRefused::TrunkUnavailable("the trunk has no outbound address".into())
+            })?;
+        let target = self
+            .resolve_forward(
+                now,
+                &Number {
+                    target: Some(format!("sip:{}@{host}", req.to)),
+                    trunk: Some(trunk_name.clone()),
+                    route: RouteKind::Forward,
+                    ..number.clone()
+                },
+            )
+            .map_err(|why| OriginateRefused::TrunkUnavailable(why.into()))?;
+        let number_busy = number.max_calls.is_some_and(|m| {
+            self.active_by_number
+                .get(&number.pattern)
+                .copied()
+                .unwrap_or(0)
+                >= m
+        });
+        let trunk_busy = trunk
+            .max_calls
+            .is_some_and(|m| self.active_by_trunk.get(&trunk_name).copied().unwrap_or(0) >= m);
+        if number_busy || trunk_busy {
+            self.metrics.reject("capacity");
+            return Err(OriginateRefused::Capacity);
+        }
+
+        let codecs: Vec<Codec> = self
+            .cfg
+            .codecs
+            .iter()
+            .copied()
+            .filter(|&c| media_userspace::transcode::can_transcode(c))
+            .collect();
+        let sid = self.new_call_sid(now);
+        let h = self.new_id();
+        let hb = self.new_id();
+        let mut leg = self.new_out_leg(h, target, &req.from, 70, codecs.clone(), h);
+        // Twilio's convention for outbound calls: the callee is `to`.
+        leg.to = format!("<sip:{}@{host}>", req.to);
+        let stream_number = Number {
+            target: Some(req.stream_url.clone()),
+            dialect: req.dialect.clone(),
+            params: req.params.clone(),
+            route: RouteKind::Stream,
+            ..number.clone()
+        };
+        let spec = self.stream_spec(
+            &req.stream_url,
+            &stream_number,
+            &sid,
+            &req.from,
+            &req.to,
+            &leg.call_id,
+        );
+        let started_at = self.unix_ms(now);
+        let originated = Originated {
+            call_id: sid.clone(),
+            sip_call_id: leg.call_id.clone(),
+            started_at,
+            trunk: trunk_name.clone(),
+        };
+        self.out
+            .push_back(Output::Cdr(CdrEvent::Started(CallRecord {
+                id: sid.clone(),
+                account_id: Some(req.account.clone()),
+                direction: Direction::Outbound,
+                from_number: req.from.clone(),
+                to_number: req.to.clone(),
+                trunk: Some(trunk_name.clone()),
+                sip_call_id: leg.call_id.clone(),
+                invite_at: started_at,
+                answer_at: None,
+                end_at: None,
+                end_cause: None,
+                sip_status: None,
+                duration_ms: None,
+                media_mode: "stream".into(),
+            })));
+        // Until the answer the call's dialog is the far leg's, without
+        // the callee's tag; it is not in the dialog table yet.
+        let dialog = Dialog {
+            key: DialogKey {
+                call_id: leg.call_id.clone(),
+                local_tag: leg.local_tag.clone(),
+                remote_tag: String::new(),
+            },
+            local_uri: leg.from.clone(),
+            remote_uri: leg.to.clone(),
+            remote_target: leg.target.uri.clone(),
+            route_set: Vec::new(),
+            local_cseq: 1,
+            remote_cseq: 0,
+            peer: leg.target.peer,
+        };
+        let ring = req.ring_timeout;
+        self.out_legs.insert(hb, leg);
+        *self
+            .active_by_number
+            .entry(number.pattern.clone())
+            .or_default() += 1;
+        *self.active_by_trunk.entry(trunk_name.clone()).or_default() += 1;
+        self.calls.insert(
+            h,
+            Call {
+                handle: h,
+                sid,
+                state: CallState::AwaitingMedia,
+                invite_txn: None,
+                dialog,
+                number_pattern: Some(number.pattern.clone()),
+                trunk: Some(trunk_name.clone()),
+                media_open: false,
+                offer: None,
+                local_sdp: None,
+                negotiated: None,
+                invite_at: now,
+                answered_at: None,
+                ok: None,
+                ack_offer_pending: false,
+                session: None,
+                reinvite_txn: None,
+                callee_user: None,
+                codecs,
+                stream_wait: None,
+                local_media: None,
+                bridge: Some(hb),
+                transfer: None,
+                reinvite_out: None,
+                reinvite_ack: None,
+                media_leg: h,
+                route_trunk: Some(trunk_name),
+                refer_until: None,
+                fallback: None,
+                outbound: true,
+                origination: Some(Origination {
+                    spec: Box::new(spec),
+                }),
+                ring_timeout: ring,
+            },
+        );
+        self.metrics.calls_active.set(self.calls.len() as i64);
+        self.out
+            .push_back(Output::Media(MediaCommand::Reserve { leg: h }));
+        Ok(originated)
+    }
+
+    /// The reserved port of outbound call `h` is bound: the INVITE leaves,
+    /// offering it.
+    pub(super) fn originate_port_bound(&mut self, now: Instant, h: u64, local: SocketAddr) {
+        let Some(hb) = self.calls.get(&h).and_then(|c| c.bridge) else {
+            return;
+        };
+        let ring = self.calls.get(&h).and_then(|c| c.ring_timeout);
+        self.place_far_leg(now, hb, local);
+        if let (Some(ring), Some(o)) = (ring, self.out_legs.get_mut(&hb)) {
+            o.ring_deadline = Some(now + ring);
+            self.schedule_out(hb);
+        }
+    }
+
+    /// The callee answered outbound call `h` (far leg `hb`, already ACKed
+    /// and holding the callee's SDP answer): its dialog becomes the call's,
+    /// and the AI stream starts on the reserved port.
+    pub(super) fn originate_answered(&mut self, now: Instant, h: u64, hb: u64) {
+        let t64 = self.cfg.timers.t64();
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        let (Some(dialog), Some(negotiated)) = (o.dialog.clone(), o.negotiated.clone()) else {
+            return;
+        };
+        let offer = o
+            .offer
+            .as_deref()
+            .and_then(|s| parse_sdp(s.as_bytes()).ok());
+        // The far leg stays only to re-ACK a retransmitted 2xx
+        // (§13.2.2.4), then is forgotten; the call owns the dialog.
+        o.partner = None;
+        o.state = OutState::Ending;
+        o.ring_deadline = Some(now + t64);
+        self.schedule_out(hb);
+        self.dialogs.insert(dialog.key.clone(), h);
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let Some(origination) = call.origination.take() else {
+            return;
+        };
+        call.bridge = None;
+        call.dialog = dialog;
+        call.state = CallState::Confirmed;
+        call.answered_at = Some(now);
+        call.local_sdp = offer;
+        call.codecs = vec![negotiated.codec];
+        let media = leg_media(&negotiated);
+        call.negotiated = Some(negotiated);
+        let sid = call.sid.clone();
+        let at = self.unix_ms(now);
+        self.out
+            .push_back(Output::Cdr(CdrEvent::Answered { id: sid, at }));
+        self.out.push_back(Output::Media(MediaCommand::Open {
+            leg: h,
+            mode: LegMode::Stream(origination.spec),
+            media,
+            timeout: self.cfg.media_timeout,
+        }));
+        self.schedule_call(h);
+    }
+}
+
+/// Whether far leg `o` places an outbound call (rather than bridging one).
+pub(super) fn places_outbound_call(core: &Core, o: &OutLeg) -> Option<u64> {
+    o.partner
+        .filter(|h| core.calls.get(h).is_some_and(|c| c.origination.is_some()))
+}

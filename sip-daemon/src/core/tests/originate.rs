@@ -1,0 +1,255 @@
+//! Outbound calls (REST `POST /v1/calls`) on virtual time: the INVITE
+//! through the trunk offers the reserved port, the callee's answer starts
+//! the AI stream on it and hands the dialog to the call.
+
+use super::*;
+use api::control::{OriginateRefused, OriginateRequest};
+use api::store::Direction;
+use media_userspace::control::LegMode;
+
+const TRUNK: &str = "192.0.2.20:5060";
+const CALLEE_SDP: &str = "v=0\r\no=callee 3 3 IN IP4 192.0.2.30\r\ns=-\r\nc=IN IP4 192.0.2.30\r\nt=0 0\r\nm=audio 52000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+
+fn request(from: &str) -> OriginateRequest {
+    OriginateRequest {
+        account: "acme".into(),
+        from: from.into(),
+        to: "+4930555".into(),
+        trunk: None,
+        stream_url: "ws://127.0.0.1:9/ai".into(),
+        dialect: None,
+        params: Some(r#"{"campaign":"c1"}"#.into()),
+        ring_timeout: Some(Duration::from_secs(20)),
+    }
+}
+
+fn reply(inv: &str, status: u16, reason: &str, to_tag: &str, body: &str) -> String {
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "SIP/2.0 {status} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:callee@192.0.2.30>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        header(inv, "Via").unwrap(),
+        header(inv, "From").unwrap(),
+        header(inv, "To").unwrap(),
+        header(inv, "Call-ID").unwrap(),
+        header(inv, "CSeq").unwrap(),
+        body.len()
+    )
+}
+
+impl Harness {
+    /// Places the call; its port is bound and the INVITE leaves. Returns
+    /// (media leg, INVITE).
+    fn originated(&mut self) -> (u64, String) {
+        let placed = self.core.originate(self.now, &request("+15550000003"));
+        let placed = placed.expect("placed");
+        assert!(placed.call_id.starts_with("CA"));
+        assert_eq!(placed.trunk, "carrier");
+        self.drain();
+        match self.cdr.last() {
+            Some(CdrEvent::Started(r)) => {
+                assert_eq!(r.direction, Direction::Outbound);
+                assert_eq!(
+                    (r.from_number.as_str(), r.to_number.as_str()),
+                    ("+15550000003", "+4930555")
+                );
+            }
+            other => panic!("expected Started, got {other:?}"),
+        }
+        let leg = match self.media.last() {
+            Some(MediaCommand::Reserve { leg }) => *leg,
+            other => panic!("expected Reserve, got {other:?}"),
+        };
+        assert!(self.take_sent().is_empty(), "the INVITE waits for the port");
+        self.core.handle_media(
+            self.now,
+            MediaEvent::Opened {
+                leg,
+                local: "127.0.0.1:31000".parse().unwrap(),
+            },
+        );
+        self.drain();
+        let (p, inv) = self.sent.pop().expect("INVITE");
+        assert_eq!(p.remote.to_string(), TRUNK);
+        (leg, inv)
+    }
+
+    fn trunk(&mut self, msg: &str) {
+        self.recv_from(peer(TransportKind::Udp, TRUNK), msg);
+    }
+}
+
+#[test]
+fn answered_outbound_call_streams_on_the_reserved_port_and_owns_the_dialog() {
+    let mut h = Harness::new();
+    let (leg, inv) = h.originated();
+    assert!(
+        inv.starts_with("INVITE sip:+4930555@192.0.2.20:5060 SIP/2.0\r\n"),
+        "{inv}"
+    );
+    assert!(
+        header(&inv, "From")
+            .unwrap()
+            .starts_with("<sip:+15550000003@")
+    );
+    assert!(
+        inv.contains("m=audio 31000 RTP/AVP"),
+        "offers the reserved port: {inv}"
+    );
+    // The trunk challenges; the INVITE is repeated with credentials.
+    h.trunk(
+        &reply(&inv, 407, "Proxy Authentication Required", "ch", "").replace(
+            "Contact: <sip:callee@192.0.2.30>\r\n",
+            "Proxy-Authenticate: Digest realm=\"carrier\", nonce=\"n1\"\r\n",
+        ),
+    );
+    let sent = h.take_sent();
+    let inv2 = sent
+        .iter()
+        .find(|m| m.starts_with("INVITE "))
+        .expect("INVITE with credentials");
+    assert!(
+        header(inv2, "Proxy-Authorization")
+            .unwrap()
+            .contains("username=\"gw\"")
+    );
+    h.trunk(&reply(inv2, 180, "Ringing", "cal", ""));
+    assert!(h.take_sent().is_empty());
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Open { .. })),
+        "no stream before the answer"
+    );
+    let ok = reply(inv2, 200, "OK", "cal", CALLEE_SDP);
+    h.trunk(&ok);
+    let acks: Vec<String> = h.take_sent();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(
+        acks[0].starts_with("ACK sip:callee@192.0.2.30 SIP/2.0"),
+        "{}",
+        acks[0]
+    );
+    match h.media.last() {
+        Some(MediaCommand::Open {
+            leg: l,
+            mode: LegMode::Stream(spec),
+            media,
+            ..
+        }) => {
+            assert_eq!(*l, leg, "the stream runs on the reserved leg");
+            assert_eq!(media.codec, Codec::Pcma);
+            assert_eq!(media.remote, Some("192.0.2.30:52000".parse().unwrap()));
+            assert!(spec.parameters.contains(&("campaign".into(), "c1".into())));
+            assert_eq!(spec.to, "+4930555");
+        }
+        other => panic!("expected the stream to open, got {other:?}"),
+    }
+    assert!(matches!(h.cdr.last(), Some(CdrEvent::Answered { .. })));
+    // A retransmitted 2xx is ACKed again, not treated as a fork.
+    h.trunk(&ok);
+    let again = h.take_sent();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].starts_with("ACK "), "{}", again[0]);
+    // The callee's BYE ends the call.
+    let bye = format!(
+        "BYE sip:+15550000003@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-bye1\r\nFrom: {};tag=cal\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        header(inv2, "To").unwrap(),
+        header(inv2, "From").unwrap(),
+        header(inv2, "Call-ID").unwrap()
+    );
+    h.trunk(&bye);
+    let sent = h.take_sent();
+    assert!(
+        sent.iter().any(|m| m.starts_with("SIP/2.0 200 OK")),
+        "{sent:?}"
+    );
+    assert_eq!(h.last_cause().0, "callee_hangup");
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg: l } if *l == leg))
+    );
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn outbound_hangup_while_ringing_cancels_and_releases_the_port() {
+    let mut h = Harness::new();
+    let (leg, inv) = h.originated();
+    h.trunk(&reply(&inv, 180, "Ringing", "r1", ""));
+    let sid = match &h.cdr[h.cdr.len() - 1] {
+        CdrEvent::Started(r) => r.id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    h.core.handle_control(
+        h.now,
+        api::control::ControlRequest::Hangup {
+            call_id: sid,
+            reply: tx,
+        },
+    );
+    h.drain();
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        api::control::ControlOutcome::Accepted
+    );
+    let sent = h.take_sent();
+    assert!(
+        sent.iter().any(|m| m.starts_with("CANCEL sip:+4930555@")),
+        "{sent:?}"
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg: l } if *l == leg))
+    );
+    assert_eq!(h.last_cause().0, "api_hangup");
+    // The 487 that follows is ACKed.
+    h.trunk(&reply(&inv, 487, "Request Terminated", "r1", ""));
+    assert!(h.take_sent().iter().any(|m| m.starts_with("ACK ")));
+}
+
+#[test]
+fn outbound_calls_are_refused_without_an_owned_number_or_a_usable_trunk() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.core
+            .originate(h.now, &request("+19999999999"))
+            .unwrap_err(),
+        OriginateRefused::FromNotOwned,
+        "covered only by no number"
+    );
+    // +1555000* is the account's but names no trunk.
+    assert_eq!(
+        h.core
+            .originate(h.now, &request("+15550001111"))
+            .unwrap_err(),
+        OriginateRefused::NoTrunk
+    );
+    let mut r = request("+15550001111");
+    r.trunk = Some("local".into());
+    assert!(matches!(
+        h.core.originate(h.now, &r).unwrap_err(),
+        OriginateRefused::TrunkUnavailable(_)
+    ));
+    let mut r = request("+15550000003");
+    r.to = "+19005550100".into();
+    assert_eq!(
+        h.core.originate(h.now, &r).unwrap_err(),
+        OriginateRefused::Blocked
+    );
+    h.core.start_drain();
+    assert_eq!(
+        h.core
+            .originate(h.now, &request("+15550000003"))
+            .unwrap_err(),
+        OriginateRefused::Draining
+    );
+    h.drain();
+    assert!(h.cdr.is_empty() && h.media.is_empty() && h.sent.is_empty());
+}
