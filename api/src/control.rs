@@ -12,6 +12,20 @@ pub enum ControlRequest {
         call_id: String,
         reply: oneshot::Sender<ControlOutcome>,
     },
+    /// Play digits toward the remote party as RFC 4733 events.
+    SendDtmf {
+        call_id: String,
+        digits: String,
+        duration_ms: u32,
+        reply: oneshot::Sender<ControlOutcome>,
+    },
+    /// Transfer the remote party to `to` (E.164 or `sip:` URI), as the
+    /// AI's `transfer` event does: the AI keeps the call if it fails.
+    Transfer {
+        call_id: String,
+        to: String,
+        reply: oneshot::Sender<ControlOutcome>,
+    },
     /// Place an outbound call.
     Originate {
         req: Box<OriginateRequest>,
@@ -73,6 +87,8 @@ pub enum ControlOutcome {
     Accepted,
     /// No live call with that id on this node.
     NotLive,
+    /// The call cannot do this (yet): why.
+    Refused(&'static str),
 }
 
 /// The API's handle on the core.
@@ -104,6 +120,39 @@ impl CallControl {
             })
             .ok()?;
         rx.await.ok()
+    }
+
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<ControlOutcome>) -> ControlRequest,
+    ) -> Option<ControlOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(make(reply)).ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn send_dtmf(
+        &self,
+        call_id: &str,
+        digits: &str,
+        duration_ms: u32,
+    ) -> Option<ControlOutcome> {
+        self.ask(|reply| ControlRequest::SendDtmf {
+            call_id: call_id.to_string(),
+            digits: digits.to_string(),
+            duration_ms,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn transfer(&self, call_id: &str, to: &str) -> Option<ControlOutcome> {
+        self.ask(|reply| ControlRequest::Transfer {
+            call_id: call_id.to_string(),
+            to: to.to_string(),
+            reply,
+        })
+        .await
     }
 
     /// Asks the core to hang up `call_id`; `None` when the core is gone or

@@ -307,7 +307,7 @@ impl StreamLeg {
             }
             // Call control: the socket task hands it to the signalling
             // core, never to the leg.
-            FromAi::Transfer { .. } => {}
+            FromAi::Transfer { .. } | FromAi::Hangup => {}
         }
         self.collect_marks();
     }

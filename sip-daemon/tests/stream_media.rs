@@ -903,3 +903,152 @@ fn ai_transfer_on_a_refer_trunk_goes_to_the_carrier_by_refer() {
     assert_eq!(results[0].2["sipStatus"], "200");
     d.wait_cdr_cause("transferred");
 }
+
+/// The newest call's id, over REST.
+fn newest_call(d: &Daemon, token: &str) -> String {
+    let (st, page, _) = d.api("GET", "/v1/calls?limit=1", Some(token), None);
+    assert_eq!(st, 200, "{page}");
+    page["data"][0]["id"].as_str().expect("a call").to_string()
+}
+
+#[test]
+fn rest_dtmf_and_transfer_act_on_a_live_stream_call_and_the_ai_gets_the_result() {
+    let target_port = common::free_port();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/uas_busy.xml");
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = std::process::Command::new("sipp")
+        .current_dir(tmp.path())
+        .args([
+            "-sf",
+            scenario,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &target_port.to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt package sip-tester)");
+    let ai = AiServer::start(vec![vec![]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let t = d.token(Some("acct"), false);
+    let (caller, media, rtp_addr) = call(&d, "rest-ctl-1@test");
+    media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
+    let mut id = String::new();
+    for _ in 0..50 {
+        let (_, page, _) = d.api("GET", "/v1/calls?active=true", Some(&t), None);
+        if let Some(i) = page["data"][0]["id"].as_str() {
+            id = i.to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!id.is_empty(), "the live call is listed");
+    assert_eq!(newest_call(&d, &t), id);
+
+    // Digits over REST reach the caller as RFC 4733 events.
+    let (st, body, _) = d.api(
+        "POST",
+        &format!("/v1/calls/{id}/dtmf"),
+        Some(&t),
+        Some(&json!({"digits": "7", "duration_ms": 60})),
+    );
+    assert_eq!(
+        (st, body["status"].as_str()),
+        (202, Some("sending")),
+        "{body}"
+    );
+    let pkts = collect_rtp(&media, Duration::from_millis(600));
+    let digits: Vec<u8> = pkts
+        .iter()
+        .filter(|(_, p)| p[1] & 0x7f == 101)
+        .map(|(_, p)| p[12])
+        .collect();
+    assert!(
+        !digits.is_empty() && digits.iter().all(|&d| d == 7),
+        "{digits:?}"
+    );
+    for (bad, field) in [
+        (json!({"digits": "7x"}), "digits"),
+        (json!({"digits": "7", "duration_ms": 5}), "duration_ms"),
+    ] {
+        let (st, body, _) = d.api(
+            "POST",
+            &format!("/v1/calls/{id}/dtmf"),
+            Some(&t),
+            Some(&bad),
+        );
+        assert_eq!(
+            (st, body["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}"
+        );
+    }
+
+    // A transfer to a busy phone: the AI hears `busy` and keeps the call.
+    let (st, body, _) = d.api(
+        "POST",
+        &format!("/v1/calls/{id}/transfer"),
+        Some(&t),
+        Some(&json!({"to": format!("sip:+15559990000@127.0.0.1:{target_port}")})),
+    );
+    assert_eq!(
+        (st, body["status"].as_str()),
+        (202, Some("transferring")),
+        "{body}"
+    );
+    ai.wait_for(Duration::from_secs(5), "transferResult", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "transferResult"))
+    });
+    assert_eq!(ai.events("transferResult")[0].2["status"], "busy");
+    assert!(ai.events("stop").is_empty(), "the AI keeps the caller");
+    assert!(busy.wait_with_output().unwrap().status.success());
+    let (st, body, _) = d.api(
+        "POST",
+        &format!("/v1/calls/{id}/transfer"),
+        Some(&t),
+        Some(&json!({"to": "sip:a b"})),
+    );
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (422, Some("to")),
+        "{body}"
+    );
+    caller.bye();
+    // The ended call refuses control.
+    let mut st = 0;
+    for _ in 0..50 {
+        st = d
+            .api(
+                "POST",
+                &format!("/v1/calls/{id}/dtmf"),
+                Some(&t),
+                Some(&json!({"digits": "1"})),
+            )
+            .0;
+        if st == 409 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(st, 409);
+}
+
+#[test]
+fn the_ai_hangup_event_ends_the_call_with_a_bye() {
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(300)),
+        Step::Text(json!({"event": "hangup", "streamSid": "x"}).to_string()),
+    ]]);
+    let d = daemon(&ai.url(), "twilio", "");
+    let (caller, _media, _) = call(&d, "ai-hangup-ev@test");
+    caller.expect_bye();
+    d.wait_cdr_cause("ai_hangup");
+    ai.wait_for(Duration::from_secs(3), "stop", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
+    });
+}

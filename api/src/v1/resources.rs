@@ -43,6 +43,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/calls", get(list_calls).post(create_call))
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/calls/{id}/hangup", post(hangup_call))
+        .route("/v1/calls/{id}/dtmf", post(send_dtmf))
+        .route("/v1/calls/{id}/transfer", post(transfer_call))
         .route("/v1/messages", get(list_messages))
 }
 
@@ -1007,16 +1009,16 @@ async fn place_call(
     }
 }
 
-/// Hangs up a live call (BYE, or CANCEL while it rings).
-#[utoipa::path(post, path = "/v1/calls/{id}/hangup", params(IdPath), tag = "calls",
-    responses((status = 202, body = HangupOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn hangup_call(
-    State(s): State<ApiState>,
-    auth: Auth,
-    PathParams(IdPath { id }): PathParams<IdPath>,
-) -> Result<(StatusCode, Json<HangupOut>), ApiError> {
-    let account = auth.account()?;
-    let call = own_call(&s, account, &id).await?;
+/// What the core answered a live-control request with, as HTTP.
+async fn live_action(
+    s: &ApiState,
+    account: &str,
+    id: String,
+    status: &str,
+    ask: impl AsyncFnOnce(&crate::control::CallControl, &str) -> Option<crate::control::ControlOutcome>,
+) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
+    use crate::control::ControlOutcome;
+    let call = own_call(s, account, &id).await?;
     if call.end_at.is_some() {
         return Err(ApiError::conflict("id", "the call has already ended"));
     }
@@ -1027,26 +1029,113 @@ pub async fn hangup_call(
             "no signalling core behind this API",
         ));
     };
-    match control.hangup(&id).await {
-        Some(crate::control::ControlOutcome::Accepted) => Ok((
+    match ask(control, &id).await {
+        Some(ControlOutcome::Accepted) => Ok((
             StatusCode::ACCEPTED,
-            Json(HangupOut {
+            Json(CallActionOut {
                 id,
-                status: "hanging-up".into(),
+                status: status.into(),
             }),
         )),
         // The record is open but this node does not hold the call: it
         // ended a moment ago, or another node holds it.
-        Some(crate::control::ControlOutcome::NotLive) => Err(ApiError::conflict(
+        Some(ControlOutcome::NotLive) => Err(ApiError::conflict(
             "id",
             "the call is not live on this node",
         )),
+        Some(ControlOutcome::Refused(why)) => Err(ApiError::conflict("id", why)),
         None => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "the signalling core is busy; retry",
         )),
     }
+}
+
+/// Hangs up a live call (BYE, or CANCEL while it rings).
+#[utoipa::path(post, path = "/v1/calls/{id}/hangup", params(IdPath), tag = "calls",
+    responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn hangup_call(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
+    let account = auth.account()?;
+    live_action(&s, account, id, "hanging-up", async |c, id| {
+        c.hangup(id).await
+    })
+    .await
+}
+
+/// Plays digits toward the remote party as RFC 4733 events (calls with an
+/// AI stream).
+#[utoipa::path(post, path = "/v1/calls/{id}/dtmf", params(IdPath), tag = "calls", request_body = DtmfIn,
+    responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn send_dtmf(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+    JsonBody(b): JsonBody<DtmfIn>,
+) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
+    let account = auth.account()?;
+    let ok = !b.digits.is_empty()
+        && b.digits.len() <= 64
+        && b.digits
+            .chars()
+            .all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'));
+    if !ok {
+        return Err(ApiError::field("digits", "1–64 of 0–9, *, #, A–D"));
+    }
+    let duration = b.duration_ms.unwrap_or(100);
+    if !(40..=2000).contains(&duration) {
+        return Err(ApiError::field(
+            "duration_ms",
+            "duration_ms must be between 40 and 2000",
+        ));
+    }
+    let digits = b.digits;
+    live_action(&s, account, id, "sending", async move |c, id| {
+        c.send_dtmf(id, &digits, duration).await
+    })
+    .await
+}
+
+/// Transfers the remote party of a call with an AI stream: the target
+/// rings while the AI keeps the call; on answer the two are bridged, on
+/// failure the AI keeps the call and gets `transferResult`.
+#[utoipa::path(post, path = "/v1/calls/{id}/transfer", params(IdPath), tag = "calls", request_body = TransferIn,
+    responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn transfer_call(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+    JsonBody(b): JsonBody<TransferIn>,
+) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
+    let account = auth.account()?;
+    let to = b.to;
+    let number = crate::e164::normalize_e164(&to).filter(|n| n.len() <= 16 && n.len() >= 2);
+    let target = match number {
+        Some(n) if !to.starts_with("sip:") => n,
+        _ if (s.checks.sip_uri)(&to)
+            && to.starts_with("sip:")
+            && to.len() <= 256
+            && !to.chars().any(|c| {
+                c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',')
+            }) =>
+        {
+            to
+        }
+        _ => {
+            return Err(ApiError::field(
+                "to",
+                "an E.164 number (+15550001234) or a sip: URI",
+            ));
+        }
+    };
+    live_action(&s, account, id, "transferring", async move |c, id| {
+        c.transfer(id, &target).await
+    })
+    .await
 }
 
 // ------------------------------------------------------------ messages

@@ -279,11 +279,33 @@ pub struct MessageOut {
     pub created_at: i64,
 }
 
+/// A live-control request the call took.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct HangupOut {
+pub struct CallActionOut {
     pub id: String,
-    /// `hanging-up`: the BYE (or CANCEL) is on its way.
+    /// `hanging-up` (BYE or CANCEL on its way), `sending` (digits queued),
+    /// `transferring` (the target is being called).
     pub status: String,
+}
+
+/// `POST /v1/calls/{id}/dtmf`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DtmfIn {
+    /// 0–9, `*`, `#`, A–D; up to 64.
+    #[schema(pattern = "^[0-9*#A-D]{1,64}$")]
+    pub digits: String,
+    /// Tone length per digit, 40–2000 ms (default 100).
+    #[schema(minimum = 40, maximum = 2000)]
+    pub duration_ms: Option<u32>,
+}
+
+/// `POST /v1/calls/{id}/transfer`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferIn {
+    /// E.164 number (through the number's trunk) or `sip:` URI.
+    pub to: String,
 }
 
 macro_rules! page {

@@ -75,6 +75,9 @@ impl StreamStats {
     }
 }
 
+/// The reason of [`StreamEvent::Ended`] when the AI sent `hangup`.
+pub const AI_HANGUP: &str = "ai_hangup";
+
 /// What the socket task reports about the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
@@ -382,6 +385,10 @@ async fn session(
                     // Call control, not media: to the signalling core.
                     if let FromAi::Transfer { to } = m {
                         events(StreamEvent::Transfer(to));
+                        continue;
+                    }
+                    if m == FromAi::Hangup {
+                        events(StreamEvent::Ended(AI_HANGUP.into()));
                         continue;
                     }
                     if side.from_ai.len() >= side.from_ai_cap {

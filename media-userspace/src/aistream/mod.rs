@@ -132,6 +132,8 @@ pub enum FromAi {
     Transfer {
         to: String,
     },
+    /// End the call now: our addition, event `hangup`.
+    Hangup,
 }
 
 /// Default tone length of `sendDtmf` digits.

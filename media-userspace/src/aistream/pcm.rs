@@ -76,6 +76,8 @@ pub enum Inbound {
     Transfer {
         to: String,
     },
+    /// Ours: hang up the call (BYE), then `stop`.
+    Hangup {},
     #[serde(other)]
     Unknown,
 }
@@ -155,6 +157,7 @@ impl DialectCodec for PcmCodec {
                         duration_ms,
                     } => out.push(send_dtmf(digits, duration_ms)?),
                     Inbound::Transfer { to } => out.push(crate::aistream::transfer(to)?),
+                    Inbound::Hangup {} => out.push(FromAi::Hangup),
                     Inbound::Unknown => return Err(unknown_event(&t)),
                 }
             }
@@ -267,5 +270,17 @@ mod tests {
                 .reason(),
             "malformed_json"
         );
+    }
+
+    #[test]
+    fn hangup_event_decodes() {
+        let mut c = PcmCodec::new(&spec());
+        let mut out = Vec::new();
+        c.decode(
+            Frame::Text(r#"{"event":"hangup","streamSid":"MZ1"}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, vec![FromAi::Hangup]);
     }
 }

@@ -151,6 +151,8 @@ pub enum Inbound {
     Transfer {
         to: String,
     },
+    /// Ours: hang up the call (BYE), then `stop`.
+    Hangup {},
     #[serde(other)]
     Unknown,
 }
@@ -293,6 +295,7 @@ impl DialectCodec for TwilioCodec {
                 duration_ms,
             } => out.push(send_dtmf(digits, duration_ms)?),
             Inbound::Transfer { to } => out.push(crate::aistream::transfer(to)?),
+            Inbound::Hangup {} => out.push(FromAi::Hangup),
             Inbound::Unknown => return Err(unknown_event(&text)),
         }
         Ok(())
@@ -554,5 +557,17 @@ mod tests {
             Err(ProtocolError::UnknownEvent("dance".into()))
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn hangup_event_decodes() {
+        let mut c = TwilioCodec::new(&spec());
+        let mut out = Vec::new();
+        c.decode(
+            Frame::Text(r#"{"event":"hangup","streamSid":"MZ1"}"#.into()),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, vec![FromAi::Hangup]);
     }
 }

@@ -170,6 +170,8 @@ pub struct Core {
     clock: WallClock,
     rng: SmallRng,
     next_id: u64,
+    /// Counter inside call ids (see `new_call_sid`).
+    sid_seq: u16,
     txns: TxnTables,
     calls: HashMap<u64, Call>,
     /// Far legs of forwarded calls, by media leg handle.
@@ -209,6 +211,7 @@ impl Core {
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             draining: false,
+            sid_seq: 0,
             cdr_saturated: false,
             active_by_number: HashMap::new(),
             active_by_trunk: HashMap::new(),
@@ -256,6 +259,64 @@ impl Core {
         }
     }
 
+    /// The handle of the live call `sid`.
+    fn live_call(&self, sid: &str) -> Option<u64> {
+        self.calls.values().find(|c| c.sid == sid).map(|c| c.handle)
+    }
+
+    fn control_dtmf(
+        &mut self,
+        h: u64,
+        digits: &str,
+        duration_ms: u32,
+    ) -> api::control::ControlOutcome {
+        use api::control::ControlOutcome;
+        let Some(call) = self.calls.get(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        if call.state == call::CallState::AwaitingMedia {
+            return ControlOutcome::Refused("the call is not answered yet");
+        }
+        if call.bridge.is_some() || call.media_leg != h {
+            return ControlOutcome::Refused(
+                "DTMF is played on calls with an AI stream; this call is relayed",
+            );
+        }
+        for digit in digits.chars() {
+            self.out.push_back(Output::Media(MediaCommand::SendDtmf {
+                leg: h,
+                digit,
+                duration_ms,
+            }));
+        }
+        ControlOutcome::Accepted
+    }
+
+    fn control_transfer(
+        &mut self,
+        now: Instant,
+        h: u64,
+        to: String,
+    ) -> api::control::ControlOutcome {
+        use api::control::ControlOutcome;
+        let Some(call) = self.calls.get(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        if call.state == call::CallState::AwaitingMedia {
+            return ControlOutcome::Refused("the call is not answered yet");
+        }
+        if call.bridge.is_some() || call.media_leg != h {
+            return ControlOutcome::Refused(
+                "only calls with an AI stream are transferred over REST (forwarded calls: not yet)",
+            );
+        }
+        if call.transfer.is_some() || call.refer_until.is_some() {
+            return ControlOutcome::Refused("a transfer of this call is already under way");
+        }
+        self.on_ai_transfer(now, h, to);
+        ControlOutcome::Accepted
+    }
+
     /// A live-control request from the REST API.
     pub fn handle_control(&mut self, now: Instant, req: api::control::ControlRequest) {
         use api::control::{ControlOutcome, ControlRequest};
@@ -267,13 +328,27 @@ impl Core {
                 }
                 let _ = reply.send(result);
             }
+            ControlRequest::SendDtmf {
+                call_id,
+                digits,
+                duration_ms,
+                reply,
+            } => {
+                let outcome = match self.live_call(&call_id) {
+                    None => ControlOutcome::NotLive,
+                    Some(h) => self.control_dtmf(h, &digits, duration_ms),
+                };
+                let _ = reply.send(outcome);
+            }
+            ControlRequest::Transfer { call_id, to, reply } => {
+                let outcome = match self.live_call(&call_id) {
+                    None => ControlOutcome::NotLive,
+                    Some(h) => self.control_transfer(now, h, to),
+                };
+                let _ = reply.send(outcome);
+            }
             ControlRequest::Hangup { call_id, reply } => {
-                let h = self
-                    .calls
-                    .values()
-                    .find(|c| c.sid == call_id)
-                    .map(|c| c.handle);
-                let outcome = match h {
+                let outcome = match self.live_call(&call_id) {
                     Some(h) => {
                         self.hangup(now, h, "api_hangup");
                         ControlOutcome::Accepted
@@ -347,7 +422,9 @@ impl Core {
                 self.on_stream_gone(now, leg, "stream_failed");
             }
             MediaEvent::StreamEnded { leg, reason } => {
-                let cause = if reason == "ai_closed" {
+                let cause = if reason == "ai_closed"
+                    || reason == media_userspace::aistream::client::AI_HANGUP
+                {
                     "ai_hangup"
                 } else {
                     "stream_lost"
@@ -419,12 +496,16 @@ impl Core {
     }
 
     /// Twilio-style call id: "CA" + 32 hex digits. The first 12 digits
-    /// are the Unix time in ms, so ids sort by creation and inserts land at
-    /// the end of the primary-key index (random keys dirtied one index
-    /// page per call in every CDR commit); the other 20 are random.
+    /// are the Unix time in ms and the next 4 count calls within the
+    /// node, so ids sort by creation (also within one millisecond: call
+    /// listings are newest first) and inserts land at the end of the
+    /// primary-key index (random keys dirtied one index page per call in
+    /// every CDR commit); the other 16 are random (nodes never collide).
     fn new_call_sid(&mut self, now: Instant) -> String {
         let ms = self.clock.unix_ms(now).clamp(0, 0xffff_ffff_ffff);
-        format!("CA{ms:012x}{}", self.random_hex(10))
+        self.sid_seq = self.sid_seq.wrapping_add(1);
+        let seq = self.sid_seq;
+        format!("CA{ms:012x}{seq:04x}{}", self.random_hex(8))
     }
 
     fn transmit(&mut self, peer: Peer, bytes: Bytes) {
