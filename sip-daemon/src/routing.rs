@@ -57,17 +57,11 @@ impl NumberTable {
     }
 }
 
-#[derive(Clone, Debug)]
-struct BlockEntry {
-    number: Option<Pattern>,
-    caller: Pattern,
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct RoutingTable {
     trunks: Vec<TrunkEntry>,
     numbers: NumberTable,
-    blocked: HashMap<String, Vec<BlockEntry>>,
+    blocked: crate::blocklist::BlockList,
     users: HashMap<String, SipUser>,
 }
 
@@ -123,10 +117,7 @@ impl RoutingTable {
                     }
                 },
             };
-            t.blocked
-                .entry(b.account_id.clone())
-                .or_default()
-                .push(BlockEntry { number, caller });
+            t.blocked.insert(&b.account_id, number, caller);
         }
         for u in users {
             t.users.insert(u.username.clone(), u);
@@ -164,16 +155,12 @@ impl RoutingTable {
 
     /// Whether `caller` is blocked for `number` of `account`.
     pub fn is_blocked(&self, account: &str, number_pattern: &str, caller: &str) -> bool {
-        let Some(entries) = self.blocked.get(account) else {
+        if !self.blocked.has_account(account) {
             return false;
-        };
-        let Some(caller) = normalize_e164(caller) else {
-            return false;
-        };
-        let number = Pattern::parse(number_pattern);
-        entries
-            .iter()
-            .any(|e| e.caller.matches(&caller) && (e.number.is_none() || e.number == number))
+        }
+        let number = Pattern::parse(number_pattern).map(|p| p.to_string());
+        self.blocked
+            .is_blocked(account, number.as_deref().unwrap_or(number_pattern), caller)
     }
 
     pub fn user(&self, username: &str) -> Option<&SipUser> {
