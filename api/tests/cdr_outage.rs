@@ -91,6 +91,9 @@ impl Store for FlakyStore {
     async fn delete_sip_user(&self, username: &str) -> Result<bool> {
         self.inner.delete_sip_user(username).await
     }
+    async fn announce_change(&self) -> Result<()> {
+        self.inner.announce_change().await
+    }
     async fn upsert_registration(&self, r: &Registration) -> Result<()> {
         self.inner.upsert_registration(r).await
     }

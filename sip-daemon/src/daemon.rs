@@ -203,6 +203,13 @@ pub async fn run(
     let (reg_tx, reg_rx) = mpsc::unbounded_channel::<RegistrationChange>();
     let reg_writer = tokio::spawn(registration_writer(store.clone(), reg_rx));
 
+    if store.backend() == "postgres" {
+        // Several nodes may share this database: follow their changes.
+        tokio::spawn(api::store::postgres::follow_changes(
+            url.clone(),
+            changed.clone(),
+        ));
+    }
     let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
     tokio::spawn(routing_reloader(store.clone(), routing_tx, changed));
 

@@ -722,6 +722,16 @@ macro_rules! impl_store {
                 Ok(r.rows_affected())
             }
 
+            async fn announce_change(&self) -> $crate::store::Result<()> {
+                if $backend == "postgres" {
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind($crate::store::CHANGE_CHANNEL)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn insert_message(
                 &self,
                 m: &$crate::store::MessageRecord,

@@ -81,10 +81,17 @@ pub trait Store: Send + Sync + 'static {
     /// = `now_ms - answer_at` for answered calls (never negative), else 0.
     async fn close_interrupted_calls(&self, now_ms: i64) -> Result<u64>;
 
+    /// Tells every node sharing the database that routing rows changed
+    /// (PostgreSQL: `NOTIFY gateway_routing`; SQLite has one node: no-op).
+    async fn announce_change(&self) -> Result<()>;
+
     async fn insert_message(&self, m: &MessageRecord) -> Result<()>;
     /// Messages of the account, newest first; `limit` as for `list_calls`.
     async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>>;
 }
+
+/// The PostgreSQL channel routing changes are announced on.
+pub const CHANGE_CHANNEL: &str = "gateway_routing";
 
 /// Opens the store named by `url` (`sqlite://path` or `postgres://…`) and
 /// runs its migrations.

@@ -77,8 +77,13 @@ fn paginate<T>(
     Ok((rest, next))
 }
 
-fn changed(state: &ApiState) {
+/// Applies a routing change on this node at once and announces it to the
+/// others sharing the database.
+async fn changed(state: &ApiState) {
     state.changed.notify_one();
+    if let Err(e) = state.store.announce_change().await {
+        tracing::warn!(error = %e, "routing change not announced to other nodes; they apply it by their next reload");
+    }
 }
 
 // ------------------------------------------------------------ accounts
@@ -272,7 +277,7 @@ pub async fn put_trunk(
         transfer: b.transfer,
     };
     s.store.upsert_trunk(&t).await?;
-    changed(&s);
+    changed(&s).await;
     Ok(Json(trunk_out(t)))
 }
 
@@ -326,7 +331,7 @@ pub async fn delete_trunk(
         ));
     }
     if s.store.delete_trunk(&name).await? {
-        changed(&s);
+        changed(&s).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("trunk"))
@@ -509,7 +514,7 @@ pub async fn put_number(
         fallback: b.fallback,
     };
     s.store.upsert_number(&n).await?;
-    changed(&s);
+    changed(&s).await;
     Ok(Json(number_out(n)))
 }
 
@@ -559,7 +564,7 @@ pub async fn delete_number(
         return Err(ApiError::not_found("number"));
     }
     s.store.delete_number(&p).await?;
-    changed(&s);
+    changed(&s).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -639,7 +644,7 @@ pub async fn create_block(
         caller_pattern: caller,
     };
     s.store.upsert_blocked(&row).await?;
-    changed(&s);
+    changed(&s).await;
     Ok((StatusCode::CREATED, Json(block_out(row))))
 }
 
@@ -675,7 +680,7 @@ pub async fn delete_block(
     let account = auth.account()?;
     own_block(&s, account, &id).await?;
     s.store.delete_blocked(&id).await?;
-    changed(&s);
+    changed(&s).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -767,7 +772,7 @@ pub async fn put_sip_user(
         ha1_sha256: sha256,
     };
     s.store.upsert_sip_user(&u).await?;
-    changed(&s);
+    changed(&s).await;
     Ok(Json(sip_user_out(u)))
 }
 
@@ -782,7 +787,7 @@ pub async fn delete_sip_user(
     let account = auth.account()?;
     own_sip_user(&s, account, &name).await?;
     s.store.delete_sip_user(&name).await?;
-    changed(&s);
+    changed(&s).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
