@@ -51,6 +51,8 @@ pub struct OriginateRequest {
     pub params: Option<String>,
     /// How long the callee may ring; default: `[forward] ring_timeout_secs`.
     pub ring_timeout: Option<std::time::Duration>,
+    /// Where the call's status changes are POSTed (signed, retried).
+    pub status_webhook: Option<String>,
 }
 
 /// An outbound call under way.

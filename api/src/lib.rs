@@ -7,3 +7,4 @@ pub mod e164;
 pub mod http;
 pub mod store;
 pub mod v1;
+pub mod webhook;

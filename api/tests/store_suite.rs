@@ -109,6 +109,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         trunk: None,
         max_calls: None,
         fallback: None,
+        voice_webhook: None,
     };
     let stream = Number {
         pattern: "+1555000*".into(),
@@ -120,6 +121,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         trunk: None,
         max_calls: Some(10),
         fallback: Some("sip:+15550009999@carrier".into()),
+        voice_webhook: Some("https://hooks.example/voice".into()),
     };
     let fwd = Number {
         pattern: "+4930123".into(),
@@ -131,6 +133,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         trunk: Some("telnyx-east".into()),
         max_calls: Some(1),
         fallback: None,
+        voice_webhook: None,
     };
     for n in [&echo, &stream, &fwd] {
         s.upsert_number(n).await.unwrap();

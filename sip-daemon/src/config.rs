@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
+    pub webhooks: WebhooksSection,
+    #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
     pub accounts: Vec<AccountEntry>,
@@ -296,6 +298,30 @@ impl ApiSection {
     }
 }
 
+/// `[webhooks]`: requests the daemon makes to the platform.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// HMAC-SHA256 key of `X-Gateway-Signature` (unset: requests are not
+    /// signed, and a warning says so at start).
+    pub secret: Option<String>,
+    /// How long a voice webhook may take to answer.
+    pub voice_timeout_ms: u64,
+    /// When a voice webhook fails: `"route"` (the number's own route) or
+    /// `"reject"` (503).
+    pub voice_on_failure: String,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        WebhooksSection {
+            secret: None,
+            voice_timeout_ms: 3000,
+            voice_on_failure: "route".into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -367,6 +393,9 @@ pub struct NumberEntry {
     /// Where the call goes when its route fails before an answer.
     #[serde(default)]
     pub fallback: Option<String>,
+    /// Asked at each call what to do with it (README, "Voice webhook").
+    #[serde(default)]
+    pub voice_webhook: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -459,6 +488,12 @@ impl Config {
         {
             out.push("api rates must be >= 0 and bursts >= 1".into());
         }
+        if !matches!(self.webhooks.voice_on_failure.as_str(), "route" | "reject") {
+            out.push("webhooks.voice_on_failure must be route or reject".into());
+        }
+        if self.webhooks.voice_timeout_ms == 0 || self.webhooks.voice_timeout_ms > 30_000 {
+            out.push("webhooks.voice_timeout_ms must be 1–30000".into());
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             out.push(format!(
                 "log.format: expected text or json, got {:?}",
@@ -530,6 +565,14 @@ impl Config {
                     }
                 }
                 _ => {}
+            }
+            if let Some(w) = &n.voice_webhook
+                && !api::webhook::valid_url(w)
+            {
+                out.push(format!(
+                    "number {:?}: voice_webhook must be an http:// or https:// URL",
+                    n.pattern
+                ));
             }
             if let Some(f) = &n.fallback {
                 let user = self.sip_users.iter().any(|u| &u.username == f);
@@ -643,6 +686,7 @@ impl Config {
             keepalive: Duration::from_secs(self.stream.keepalive_secs.max(1)),
             max_frame_bytes: self.stream.max_frame_bytes.max(1024),
         };
+        c.voice_fallback_to_route = self.webhooks.voice_on_failure != "reject";
         c.forward = crate::core::forward::ForwardSettings {
             ring_timeout: Duration::from_secs(self.forward.ring_timeout_secs.max(1)),
         };
@@ -706,6 +750,7 @@ impl Config {
                         trunk: n.trunk.clone(),
                         max_calls: n.max_calls,
                         fallback: n.fallback.clone(),
+                        voice_webhook: n.voice_webhook.clone(),
                     })
                 })
                 .collect(),

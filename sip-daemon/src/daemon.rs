@@ -210,6 +210,15 @@ pub async fn run(
             changed.clone(),
         ));
     }
+    if cfg.webhooks.secret.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("webhooks.secret is unset: webhook requests are not signed");
+    }
+    let (voice_tx, mut voice_rx) = mpsc::unbounded_channel::<VoiceAnswerFor>();
+    let hooks = Hooks {
+        sender: api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), &registry)?,
+        voice_tx,
+        voice_timeout: Duration::from_millis(cfg.webhooks.voice_timeout_ms.max(1)),
+    };
     let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
     tokio::spawn(routing_reloader(store.clone(), routing_tx, changed));
 
@@ -253,16 +262,17 @@ pub async fn run(
                         Err(_) => break,
                     }
                     n += 1;
-                    flush(&mut core, &transports, &engine, &queue, &reg_tx);
+                    flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
                 }
             }
             Some(table) = routing_rx.recv() => core.set_routing(Arc::new(table)),
             Some(req) = control_rx.recv() => core.handle_control(Instant::now(), req),
+            Some((call, answer)) = voice_rx.recv() => core.handle_voice_answer(Instant::now(), call, answer),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
         let now = Instant::now();
         core.handle_timeout(now);
-        flush(&mut core, &transports, &engine, &queue, &reg_tx);
+        flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
         core.set_cdr_saturated(queue.is_saturated());
         metrics.calls_active.set(core.active_calls() as i64);
 
@@ -279,14 +289,14 @@ pub async fn run(
                 );
                 core.hangup_all(now, "shutdown");
                 hung_up_at = Some(now);
-                flush(&mut core, &transports, &engine, &queue, &reg_tx);
+                flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
             }
             if hung_up_at.is_some_and(|t| now >= t + BYE_GRACE) {
                 break;
             }
         }
     }
-    flush(&mut core, &transports, &engine, &queue, &reg_tx);
+    flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
     // Registration changes already decided are written before exit.
     drop(reg_tx);
     if tokio::time::timeout(Duration::from_secs(5), reg_writer)
@@ -407,12 +417,23 @@ fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duratio
     }
 }
 
+/// The webhook edge: the sender and where voice answers go back to the
+/// core's loop.
+struct Hooks {
+    sender: api::webhook::WebhookSender,
+    voice_tx: mpsc::UnboundedSender<VoiceAnswerFor>,
+    voice_timeout: Duration,
+}
+
+type VoiceAnswerFor = (u64, Result<api::webhook::VoiceAnswer, String>);
+
 fn flush(
     core: &mut Core,
     transports: &Transports,
     engine: &MediaEngine,
     queue: &CdrQueue,
     reg_tx: &mpsc::UnboundedSender<RegistrationChange>,
+    hooks: &Hooks,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
@@ -428,6 +449,19 @@ fn flush(
             Output::Registration(change) => {
                 let _ = reg_tx.send(change);
             }
+            Output::VoiceWebhook { call, url, request } => {
+                let sender = hooks.sender.clone();
+                let tx = hooks.voice_tx.clone();
+                let timeout = hooks.voice_timeout;
+                tokio::spawn(async move {
+                    let answer = sender
+                        .ask_voice(&url, &request, timeout)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send((call, answer));
+                });
+            }
+            Output::StatusWebhook { url, event } => hooks.sender.deliver_status(url, event),
         }
     }
 }

@@ -202,6 +202,7 @@ mod tests {
             trunk: None,
             max_calls: None,
             fallback: None,
+            voice_webhook: None,
         }
     }
 

@@ -31,14 +31,14 @@ pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_addres
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
-     (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
+     voice_webhook) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (pattern) DO UPDATE SET account_id = excluded.account_id, \
      route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
      params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls, \
-     fallback = excluded.fallback";
+     fallback = excluded.fallback, voice_webhook = excluded.voice_webhook";
 pub(crate) const LIST_NUMBERS: &str = "SELECT pattern, account_id, route, target, dialect, \
-     params, trunk, max_calls, fallback FROM numbers ORDER BY pattern";
+     params, trunk, max_calls, fallback, voice_webhook FROM numbers ORDER BY pattern";
 pub(crate) const DELETE_NUMBER: &str = "DELETE FROM numbers WHERE pattern = $1";
 
 pub(crate) const UPSERT_BLOCKED: &str = "INSERT INTO blocked_numbers \
@@ -229,6 +229,7 @@ pub(crate) type NumberRow = (
     Option<String>,
     Option<i64>,
     Option<String>,
+    Option<String>,
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
 pub(crate) type SipUserRow = (String, String, String, String, String);
@@ -303,7 +304,18 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
 }
 
 pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
-    let (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback) = r;
+    let (
+        pattern,
+        account_id,
+        route,
+        target,
+        dialect,
+        params,
+        trunk,
+        max_calls,
+        fallback,
+        voice_webhook,
+    ) = r;
     let route = RouteKind::parse(&route).ok_or_else(|| corrupt("numbers", "route", route))?;
     Ok(Number {
         pattern,
@@ -315,6 +327,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         trunk,
         max_calls: narrow_opt("numbers", "max_calls", max_calls)?,
         fallback,
+        voice_webhook,
     })
 }
 
@@ -483,6 +496,7 @@ macro_rules! impl_store {
                     .bind(n.trunk.as_deref())
                     .bind(n.max_calls.map(i64::from))
                     .bind(n.fallback.as_deref())
+                    .bind(n.voice_webhook.as_deref())
                     .execute(&self.pool)
                     .await?;
                 Ok(())

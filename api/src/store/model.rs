@@ -75,6 +75,9 @@ pub struct Number {
     /// Where the call goes when its route fails before an answer (a far
     /// leg busy or unanswered, an AI out of reach): a SIP URI or username.
     pub fallback: Option<String>,
+    /// Asked at each call what to do with it (an http(s) URL): its answer
+    /// replaces the route for that call.
+    pub voice_webhook: Option<String>,
 }
 
 /// A blocked caller pattern (E.164 or prefix with `*`), for a whole account
@@ -159,6 +162,28 @@ pub struct CallRecord {
     pub duration_ms: Option<i64>,
     /// "echo", "stream", "forward", or "none" for rejected calls.
     pub media_mode: String,
+}
+
+/// The Twilio-style status of a call (REST and status webhooks):
+/// `ringing`, `in-progress`, `completed`, `busy`, `no-answer`, `failed`
+/// or `canceled`.
+pub fn call_status(
+    answered: bool,
+    ended: bool,
+    cause: Option<&str>,
+    sip_status: Option<u16>,
+) -> &'static str {
+    match (answered, ended) {
+        (false, false) => "ringing",
+        (true, false) => "in-progress",
+        (true, true) => "completed",
+        (false, true) => match (cause, sip_status) {
+            (Some("canceled" | "caller_hangup" | "api_hangup"), _) => "canceled",
+            (Some("busy"), _) | (_, Some(486 | 600)) => "busy",
+            (Some("no_answer"), _) | (_, Some(408 | 480 | 487)) => "no-answer",
+            _ => "failed",
+        },
+    }
 }
 
 /// A change to a call record; applied in order, idempotently.

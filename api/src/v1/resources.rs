@@ -364,6 +364,7 @@ fn number_out(n: Number) -> NumberOut {
         trunk: n.trunk,
         max_calls: n.max_calls,
         fallback: n.fallback,
+        voice_webhook: n.voice_webhook,
     }
 }
 
@@ -502,6 +503,14 @@ pub async fn put_number(
         return Err(ApiError::field("trunk", format!("no trunk named {t:?}")));
     }
     check_max_calls(b.max_calls)?;
+    if let Some(w) = &b.voice_webhook
+        && !crate::webhook::valid_url(w)
+    {
+        return Err(ApiError::field(
+            "voice_webhook",
+            "an http:// or https:// URL",
+        ));
+    }
     let n = Number {
         pattern: p,
         account_id: account,
@@ -512,6 +521,7 @@ pub async fn put_number(
         trunk: b.trunk,
         max_calls: b.max_calls,
         fallback: b.fallback,
+        voice_webhook: b.voice_webhook,
     };
     s.store.upsert_number(&n).await?;
     changed(&s).await;
@@ -795,17 +805,12 @@ pub async fn delete_sip_user(
 
 /// The Twilio-style status of a call record.
 pub fn call_status(c: &CallRecord) -> &'static str {
-    match (c.answer_at, c.end_at) {
-        (None, None) => "ringing",
-        (Some(_), None) => "in-progress",
-        (Some(_), Some(_)) => "completed",
-        (None, Some(_)) => match (c.end_cause.as_deref(), c.sip_status) {
-            (Some("canceled" | "caller_hangup" | "api_hangup"), _) => "canceled",
-            (_, Some(486 | 600)) => "busy",
-            (_, Some(408 | 480 | 487)) => "no-answer",
-            _ => "failed",
-        },
-    }
+    crate::store::call_status(
+        c.answer_at.is_some(),
+        c.end_at.is_some(),
+        c.end_cause.as_deref(),
+        c.sip_status,
+    )
 }
 
 fn call_out(c: CallRecord) -> CallOut {
@@ -942,6 +947,15 @@ async fn place_call(
         }
     };
     let (stream_url, dialect, params) = check_stream(s, b.stream)?;
+    let status_webhook = b.status_webhook;
+    if let Some(w) = &status_webhook
+        && !crate::webhook::valid_url(w)
+    {
+        return Err(ApiError::field(
+            "status_webhook",
+            "an http:// or https:// URL",
+        ));
+    }
     let Some(control) = &s.control else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -959,6 +973,7 @@ async fn place_call(
             dialect,
             params,
             ring_timeout,
+            status_webhook,
         })
         .await
         .ok_or_else(|| {

@@ -176,6 +176,9 @@ pub struct NumberIn {
     pub max_calls: Option<u32>,
     /// Where calls go when the route fails before an answer.
     pub fallback: Option<String>,
+    /// http(s) URL asked at each call what to do with it; its answer
+    /// replaces the route for that call (README, "Voice webhook").
+    pub voice_webhook: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,6 +191,7 @@ pub struct NumberOut {
     pub trunk: Option<String>,
     pub max_calls: Option<u32>,
     pub fallback: Option<String>,
+    pub voice_webhook: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -241,6 +245,9 @@ pub struct CallIn {
     /// How long the callee may ring (default: the gateway's ring timeout).
     #[schema(minimum = 1, maximum = 300)]
     pub ring_timeout_secs: Option<u32>,
+    /// http(s) URL told each status change (`ringing`, `in-progress`, the
+    /// final status), signed, retried with backoff.
+    pub status_webhook: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

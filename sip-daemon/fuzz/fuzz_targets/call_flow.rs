@@ -27,6 +27,7 @@ fn routing() -> RoutingTable {
         trunk: None,
         max_calls: None,
         fallback: fallback.map(str::to_string),
+        voice_webhook: None,
     };
     let trunk = |name: &str, cidr: &str, transfer: Option<&str>| Trunk {
         name: name.into(),

@@ -102,6 +102,7 @@ impl Core {
                 trunk: trunk_name,
                 max_calls: None,
                 fallback: None,
+                voice_webhook: None,
             };
             self.resolve_forward(now, &number)
                 .map_err(|why| tracing::info!(why, "AI transfer target unavailable"))

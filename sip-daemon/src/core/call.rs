@@ -152,6 +152,10 @@ pub struct Call {
     pub origination: Option<super::originate::Origination>,
     /// An outbound call's own ring timeout.
     pub ring_timeout: Option<Duration>,
+    /// Waiting for the number's voice webhook to pick the route.
+    pub pending: Option<Box<super::webhook::PendingRoute>>,
+    /// Where this call's status changes are POSTed.
+    pub status_webhook: Option<String>,
 }
 
 impl Call {
@@ -503,7 +507,10 @@ impl Core {
             return self.reject_invite(now, id, Some(&sid), 486, "capacity", |b| b);
         }
         let mut forward_to = None;
+        let webhook = number.voice_webhook.clone();
         let stream_url = match number.route {
+            // The webhook's answer decides the route (webhook.rs).
+            _ if webhook.is_some() => None,
             RouteKind::Echo => None,
             RouteKind::Stream => match number.target.clone() {
                 Some(url) => Some(url),
@@ -536,7 +543,7 @@ impl Core {
                 }
             },
         };
-        let codecs: Vec<Codec> = if stream_url.is_some() {
+        let codecs: Vec<Codec> = if stream_url.is_some() || webhook.is_some() {
             self.cfg
                 .codecs
                 .iter()
@@ -697,6 +704,8 @@ impl Core {
                 outbound: false,
                 origination: None,
                 ring_timeout: None,
+                pending: None,
+                status_webhook: None,
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
@@ -706,6 +715,19 @@ impl Core {
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
         self.schedule_call(handle);
+        if let Some(url) = webhook {
+            return self.ask_voice_webhook(
+                handle,
+                url,
+                super::webhook::PendingRoute {
+                    number,
+                    caller,
+                    dialed: dialed.unwrap_or_default(),
+                    sip_call_id: req.core.call_id.clone(),
+                    max_forwards,
+                },
+            );
+        }
         if let Some(target) = forward_to {
             return self.open_forward(handle, target, &caller, max_forwards);
         }
@@ -1328,6 +1350,24 @@ impl Core {
             },
             duration_ms,
         }));
+        if let Some(url) = call.status_webhook.clone() {
+            let sip_status = if call.answered_at.is_some() {
+                200
+            } else {
+                status
+            };
+            let final_status = api::store::call_status(
+                call.answered_at.is_some(),
+                true,
+                Some(cause),
+                Some(sip_status),
+            );
+            let mut event = super::webhook::status_event(&call, final_status, at);
+            event.sip_status = Some(sip_status);
+            event.end_cause = Some(cause.to_string());
+            event.duration_ms = Some(duration_ms);
+            self.out.push_back(Output::StatusWebhook { url, event });
+        }
         let direction = if call.outbound { "outbound" } else { "inbound" };
         self.metrics
             .calls

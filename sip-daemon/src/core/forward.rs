@@ -846,6 +846,21 @@ impl Core {
     /// SDP (the caller then hears the far side's announcements and
     /// ringback before the answer).
     fn out_provisional(&mut self, now: Instant, hb: u64, resp: &Response) {
+        let outbound = self
+            .out_legs
+            .get(&hb)
+            .and_then(|o| super::originate::places_outbound_call(self, o));
+        if let Some(h) = outbound {
+            // An outbound call: nobody to pass ringing or early media to;
+            // its status webhook hears `ringing` once.
+            if let Some(o) = self.out_legs.get_mut(&hb)
+                && !o.ringing_sent
+            {
+                o.ringing_sent = true;
+                self.status_changed(now, h, "ringing");
+            }
+            return;
+        }
         if self
             .out_legs
             .get(&hb)

@@ -15,6 +15,7 @@ pub mod registrar;
 pub mod stream;
 pub mod transfer;
 pub mod txns;
+pub mod webhook;
 
 use crate::metrics::{Metrics, status_class};
 use crate::routing::RoutingTable;
@@ -75,6 +76,9 @@ pub struct CoreConfig {
     /// Our bound listeners: requests we originate (forwarded calls) leave
     /// from the one matching the target's transport and address family.
     pub listeners: Vec<(TransportKind, SocketAddr)>,
+    /// When a voice webhook fails (error, timeout, bad answer): take the
+    /// number's own route (true) or refuse the call with 503 (false).
+    pub voice_fallback_to_route: bool,
 }
 
 /// How calls on route `stream` reach the AI.
@@ -121,6 +125,7 @@ impl Default for CoreConfig {
             stream: StreamSettings::default(),
             forward: forward::ForwardSettings::default(),
             listeners: Vec::new(),
+            voice_fallback_to_route: true,
         }
     }
 }
@@ -132,6 +137,18 @@ pub enum Output {
     Media(MediaCommand),
     Cdr(CdrEvent),
     Registration(RegistrationChange),
+    /// Ask the number's voice webhook; answer with
+    /// [`Core::handle_voice_answer`].
+    VoiceWebhook {
+        call: u64,
+        url: String,
+        request: api::webhook::VoiceRequest,
+    },
+    /// POST a call's status change (in the background, retried).
+    StatusWebhook {
+        url: String,
+        event: api::webhook::StatusEvent,
+    },
 }
 
 /// Maps the core's monotonic time to wall-clock time for records.

@@ -201,6 +201,8 @@ impl Core {
                     spec: Box::new(spec),
                 }),
                 ring_timeout: ring,
+                pending: None,
+                status_webhook: req.status_webhook.clone(),
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
@@ -263,6 +265,7 @@ impl Core {
         let at = self.unix_ms(now);
         self.out
             .push_back(Output::Cdr(CdrEvent::Answered { id: sid, at }));
+        self.status_changed(now, h, "in-progress");
         self.out.push_back(Output::Media(MediaCommand::Open {
             leg: h,
             mode: LegMode::Stream(origination.spec),

@@ -19,6 +19,7 @@ fn routing() -> RoutingTable {
         trunk: None,
         max_calls: max,
         fallback: None,
+        voice_webhook: None,
     };
     let forward = |p: &str, target: &str, trunk: Option<&str>| Number {
         target: Some(target.into()),
@@ -63,6 +64,10 @@ fn routing() -> RoutingTable {
                 ..forward("+15550000004", "sip:+15550000004@192.0.2.10:5070", None)
             },
             Number {
+                voice_webhook: Some("http://127.0.0.1:9/voice".into()),
+                ..num("+1888*", RouteKind::Echo, None)
+            },
+            Number {
                 target: Some("ws://127.0.0.1:9/ai".into()),
                 fallback: Some("sip:+15559990000@192.0.2.40:5060".into()),
                 ..num("+1777*", RouteKind::Stream, None)
@@ -94,6 +99,8 @@ struct Harness {
     media: Vec<MediaCommand>,
     cdr: Vec<CdrEvent>,
     regs: Vec<RegistrationChange>,
+    /// Webhook requests the core asked for.
+    hooks: Vec<Output>,
 }
 
 fn peer(transport: TransportKind, remote: &str) -> Peer {
@@ -129,6 +136,7 @@ impl Harness {
             media: vec![],
             cdr: vec![],
             regs: vec![],
+            hooks: vec![],
         }
     }
 
@@ -141,6 +149,9 @@ impl Harness {
                 Output::Media(m) => self.media.push(m),
                 Output::Cdr(c) => self.cdr.push(c),
                 Output::Registration(r) => self.regs.push(r),
+                o @ (Output::VoiceWebhook { .. } | Output::StatusWebhook { .. }) => {
+                    self.hooks.push(o)
+                }
             }
         }
     }
@@ -975,6 +986,7 @@ fn per_trunk_limit_gives_486_until_a_call_ends() {
             trunk: None,
             max_calls: None,
             fallback: None,
+            voice_webhook: None,
         }],
         vec![],
         vec![],
@@ -1047,3 +1059,4 @@ fn registered_user_as_call_target_is_redirected_to_its_binding() {
 
 mod forward;
 mod originate;
+mod webhook;

@@ -5,6 +5,7 @@
 
 pub mod ai;
 pub mod baresip;
+pub mod hooks;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ fn request(from: &str) -> OriginateRequest {
         dialect: None,
         params: Some(r#"{"campaign":"c1"}"#.into()),
         ring_timeout: Some(Duration::from_secs(20)),
+        status_webhook: None,
     }
 }
 

@@ -1,0 +1,343 @@
+//! Webhooks: the daemon's HTTP requests to the platform. One definition of
+//! each body (what we send, what a voice webhook may answer), the
+//! signature, and the sender with its timeouts and retries.
+//!
+//! Every request is JSON, POSTed with `X-Gateway-Event` (`voice`,
+//! `call.status`) and, when `[webhooks] secret` is set,
+//! `X-Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+//! "<t>.<body>" keyed with the secret>` — the receiver recomputes it and
+//! refuses old timestamps, so a captured request cannot be replayed.
+
+use hmac::{Hmac, Mac};
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::time::Duration;
+
+/// Whether `url` is an absolute http(s) URL we may POST to.
+pub fn valid_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && reqwest::Url::parse(url).is_ok_and(|u| u.host().is_some())
+}
+
+/// `X-Gateway-Signature` for `body` sent at `t` (Unix seconds).
+pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What a voice webhook is told about a new call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VoiceRequest {
+    /// `voice`.
+    pub event: &'static str,
+    pub call_id: String,
+    pub account: String,
+    pub from: String,
+    pub to: String,
+    /// The number pattern that matched.
+    pub number: String,
+    pub trunk: Option<String>,
+    pub sip_call_id: String,
+}
+
+/// A voice webhook's answer: what to do with the call.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+pub enum VoiceAnswer {
+    /// Stream the call to this AI.
+    Stream {
+        url: String,
+        dialect: Option<String>,
+        params: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    /// Forward it to a `sip:` URI or an E.164 number (through the number's
+    /// trunk).
+    Forward { to: String },
+    /// Refuse it with this final status (default 603 Decline).
+    Reject { status: Option<u16> },
+    /// End it at once: refused with 603 Decline.
+    Hangup {},
+}
+
+impl VoiceAnswer {
+    /// Checks what the daemon acts on; the error says why.
+    pub fn check(self) -> Result<VoiceAnswer, String> {
+        match &self {
+            VoiceAnswer::Stream { url, params, .. } => {
+                if !(url.starts_with("ws://") || url.starts_with("wss://")) || url.len() > 2048 {
+                    return Err("stream url must be ws:// or wss://".into());
+                }
+                if params
+                    .as_ref()
+                    .is_some_and(|p| p.values().any(|v| !v.is_string()))
+                {
+                    return Err("stream params must be strings".into());
+                }
+            }
+            VoiceAnswer::Forward { to } => {
+                let number = crate::e164::normalize_e164(to).is_some() && !to.starts_with("sip:");
+                let uri = to.starts_with("sip:")
+                    && to.len() <= 256
+                    && !to.chars().any(|c| {
+                        c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',')
+                    });
+                if !(number || uri) {
+                    return Err("forward to must be an E.164 number or a sip: URI".into());
+                }
+            }
+            VoiceAnswer::Reject { status: Some(s) } if !(400..700).contains(s) => {
+                return Err("reject status must be 4xx, 5xx or 6xx".into());
+            }
+            _ => {}
+        }
+        Ok(self)
+    }
+}
+
+/// A call's status change, for its status webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatusEvent {
+    /// `call.status`.
+    pub event: &'static str,
+    pub call_id: String,
+    /// `ringing`, `in-progress`, `completed`, `busy`, `no-answer`,
+    /// `failed` or `canceled`.
+    pub status: String,
+    pub direction: String,
+    pub from: String,
+    pub to: String,
+    /// Unix ms of the change.
+    pub at: i64,
+    pub sip_status: Option<u16>,
+    pub end_cause: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("answered {0}")]
+    Status(u16),
+    #[error("answer is not a valid action: {0}")]
+    Answer(String),
+}
+
+/// One call's status events waiting for delivery.
+type StatusQueue = tokio::sync::mpsc::UnboundedSender<(String, StatusEvent)>;
+
+/// Sends webhooks; cheap to clone.
+#[derive(Clone)]
+pub struct WebhookSender {
+    client: reqwest::Client,
+    secret: Option<String>,
+    requests: IntCounterVec,
+    /// Per call: the queue its status events wait in.
+    queues: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, StatusQueue>>>,
+}
+
+/// Status webhooks are tried this many times, waiting 1, 2, 4… s between.
+pub const STATUS_ATTEMPTS: u32 = 5;
+
+impl WebhookSender {
+    pub fn new(secret: Option<String>, registry: &Registry) -> prometheus::Result<Self> {
+        // rustls needs a process-wide crypto provider; the daemon's
+        // WebSocket client uses ring too. Installed once; a second call
+        // finds it there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_webhook_requests_total",
+                "Webhook requests by kind (voice, status) and outcome (ok, error, timeout, bad_answer)",
+            ),
+            &["kind", "outcome"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("voice-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| prometheus::Error::Msg(format!("webhook client: {e}")))?;
+        Ok(WebhookSender {
+            client,
+            secret: secret.filter(|s| !s.is_empty()),
+            requests,
+            queues: Default::default(),
+        })
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        event: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, WebhookError> {
+        let mut req = self
+            .client
+            .post(url)
+            .timeout(timeout)
+            .header("Content-Type", "application/json")
+            .header("X-Gateway-Event", event);
+        if let Some(secret) = &self.secret {
+            req = req.header(
+                "X-Gateway-Signature",
+                signature(secret, crate::auth::unix_now(), &body),
+            );
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| WebhookError::Http(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(WebhookError::Status(resp.status().as_u16()));
+        }
+        Ok(resp)
+    }
+
+    /// Asks a voice webhook what to do with a call, within `timeout`.
+    pub async fn ask_voice(
+        &self,
+        url: &str,
+        req: &VoiceRequest,
+        timeout: Duration,
+    ) -> Result<VoiceAnswer, WebhookError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let res = async {
+            let resp = self.post(url, "voice", body, timeout).await?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| WebhookError::Http(e.to_string()))?;
+            serde_json::from_slice::<VoiceAnswer>(&bytes)
+                .map_err(|e| WebhookError::Answer(e.to_string()))?
+                .check()
+                .map_err(WebhookError::Answer)
+        }
+        .await;
+        let outcome = match &res {
+            Ok(_) => "ok",
+            Err(WebhookError::Answer(_)) => "bad_answer",
+            Err(WebhookError::Http(e)) if e.contains("timed out") => "timeout",
+            Err(_) => "error",
+        };
+        self.requests.with_label_values(&["voice", outcome]).inc();
+        res
+    }
+
+    /// Delivers a status event in the background, retrying with backoff.
+    /// A call's events leave one at a time, in order: each call has its
+    /// own queue, which ends with the call's final status.
+    pub fn deliver_status(&self, url: String, ev: StatusEvent) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let last = ev.end_cause.is_some();
+        let call = ev.call_id.clone();
+        let tx = queues.entry(call.clone()).or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, StatusEvent)>();
+            let me = self.clone();
+            tokio::spawn(async move {
+                while let Some((url, ev)) = rx.recv().await {
+                    let last = ev.end_cause.is_some();
+                    me.deliver_one(&url, &ev).await;
+                    if last {
+                        break;
+                    }
+                }
+            });
+            tx
+        });
+        let _ = tx.send((url, ev));
+        if last {
+            queues.remove(&call);
+        }
+    }
+
+    async fn deliver_one(&self, url: &str, ev: &StatusEvent) {
+        let body = serde_json::to_vec(ev).unwrap_or_default();
+        let mut wait = Duration::from_secs(1);
+        for attempt in 1..=STATUS_ATTEMPTS {
+            match self
+                .post(url, "call.status", body.clone(), Duration::from_secs(5))
+                .await
+            {
+                Ok(_) => {
+                    self.requests.with_label_values(&["status", "ok"]).inc();
+                    return;
+                }
+                Err(e) => {
+                    self.requests.with_label_values(&["status", "error"]).inc();
+                    tracing::info!(%url, attempt, error = %e, "status webhook not delivered");
+                }
+            }
+            if attempt < STATUS_ATTEMPTS {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+        tracing::warn!(%url, call = %ev.call_id, status = %ev.status, "status webhook given up");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_time_and_body() {
+        // Computed independently: printf '1700000000.{"a":1}' |
+        //   openssl dgst -sha256 -hmac whsec
+        assert_eq!(
+            signature("whsec", 1_700_000_000, br#"{"a":1}"#),
+            "t=1700000000,v1=8ad37ba156048ae0e0a5533c75cdf26fee88b07f93cb57ee4c80adb053012032"
+        );
+        assert_ne!(
+            signature("whsec", 1_700_000_000, b"x"),
+            signature("whsec", 1_700_000_001, b"x")
+        );
+    }
+
+    #[test]
+    fn voice_answers_parse_and_are_checked() {
+        let p = |s: &str| {
+            serde_json::from_str::<VoiceAnswer>(s)
+                .map_err(|e| e.to_string())
+                .and_then(VoiceAnswer::check)
+        };
+        assert!(matches!(
+            p(r#"{"action":"stream","url":"wss://ai/x","params":{"a":"b"}}"#),
+            Ok(VoiceAnswer::Stream { .. })
+        ));
+        assert_eq!(
+            p(r#"{"action":"forward","to":"+15550001111"}"#).unwrap(),
+            VoiceAnswer::Forward {
+                to: "+15550001111".into()
+            }
+        );
+        assert_eq!(
+            p(r#"{"action":"reject","status":486}"#).unwrap(),
+            VoiceAnswer::Reject { status: Some(486) }
+        );
+        assert_eq!(p(r#"{"action":"hangup"}"#).unwrap(), VoiceAnswer::Hangup {});
+        for bad in [
+            r#"{"action":"stream","url":"http://x"}"#,
+            r#"{"action":"stream","url":"ws://x","params":{"n":1}}"#,
+            r#"{"action":"forward","to":"sip:a b"}"#,
+            r#"{"action":"reject","status":200}"#,
+            r#"{"action":"dance"}"#,
+            r#"{"to":"+1"}"#,
+            r#"[]"#,
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        assert!(valid_url("https://hooks.example/voice"));
+        assert!(!valid_url("ftp://x") && !valid_url("https://") && !valid_url("/relative"));
+    }
+}

@@ -1,0 +1,215 @@
+//! Webhooks from the core's side: a number's voice webhook picks the route
+//! of each call at its start (Twilio-like triage), and a call's status
+//! changes go to its status webhook. The HTTP itself happens at the edge
+//! (`daemon.rs`, `api::webhook`): the core emits [`Output::VoiceWebhook`]
+//! and is told the answer by [`Core::handle_voice_answer`].
+
+use super::call::{CallState, leg_media};
+use super::*;
+use api::store::{Number, RouteKind};
+use api::webhook::{StatusEvent, VoiceAnswer, VoiceRequest};
+use media_userspace::control::{LegMedia, LegMode};
+
+/// What an INVITE waiting for its voice webhook keeps.
+#[derive(Debug)]
+pub struct PendingRoute {
+    /// The number that matched (its own route is the fallback).
+    pub number: Number,
+    pub caller: String,
+    pub dialed: String,
+    pub sip_call_id: String,
+    pub max_forwards: u32,
+}
+
+impl Core {
+    /// Parks call `h` and asks the number's webhook what to do with it.
+    pub(super) fn ask_voice_webhook(&mut self, h: u64, url: String, pending: PendingRoute) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let request = VoiceRequest {
+            event: "voice",
+            call_id: call.sid.clone(),
+            account: pending.number.account_id.clone(),
+            from: pending.caller.clone(),
+            to: pending.dialed.clone(),
+            number: pending.number.pattern.clone(),
+            trunk: call.trunk.clone(),
+            sip_call_id: pending.sip_call_id.clone(),
+        };
+        call.pending = Some(Box::new(pending));
+        self.out.push_back(Output::VoiceWebhook {
+            call: h,
+            url,
+            request,
+        });
+    }
+
+    /// The voice webhook of call `h` answered (or failed: the error says
+    /// why, and the configured fallback applies).
+    pub fn handle_voice_answer(
+        &mut self,
+        now: Instant,
+        h: u64,
+        answer: Result<VoiceAnswer, String>,
+    ) {
+        let Some(pending) = self.calls.get_mut(&h).and_then(|c| c.pending.take()) else {
+            // The caller hung up meanwhile.
+            return;
+        };
+        let number = pending.number.clone();
+        let route = match answer {
+            Ok(VoiceAnswer::Stream {
+                url,
+                dialect,
+                params,
+            }) => Number {
+                route: RouteKind::Stream,
+                target: Some(url),
+                dialect,
+                params: params.map(|m| serde_json::Value::Object(m).to_string()),
+                ..number
+            },
+            Ok(VoiceAnswer::Forward { to }) => {
+                let target = if to.starts_with("sip:") {
+                    to
+                } else {
+                    // A number goes out through the number's trunk.
+                    let host = number
+                        .trunk
+                        .as_deref()
+                        .and_then(|t| self.routing.trunk(t))
+                        .and_then(|t| t.trunk.outbound_address.clone());
+                    match host {
+                        Some(host) => format!("sip:{to}@{}", host.trim_start_matches("sip:")),
+                        None => {
+                            return self.refuse_parked(now, h, 480, "route_unavailable");
+                        }
+                    }
+                };
+                Number {
+                    route: RouteKind::Forward,
+                    target: Some(target),
+                    ..number
+                }
+            }
+            Ok(VoiceAnswer::Reject { status }) => {
+                return self.refuse_parked(now, h, status.unwrap_or(603), "webhook_rejected");
+            }
+            Ok(VoiceAnswer::Hangup {}) => {
+                return self.refuse_parked(now, h, 603, "webhook_rejected");
+            }
+            Err(why) => {
+                tracing::warn!(call = h, %why, "voice webhook failed");
+                if !self.cfg.voice_fallback_to_route {
+                    return self.refuse_parked(now, h, 503, "webhook_failed");
+                }
+                number
+            }
+        };
+        self.start_route(now, h, &route, &pending);
+    }
+
+    /// Refuses a call still waiting for its route.
+    fn refuse_parked(&mut self, now: Instant, h: u64, status: u16, cause: &str) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        if let Some(txn) = call.invite_txn {
+            let tag = call.dialog.key.local_tag.clone();
+            self.metrics.reject(cause);
+            self.respond(now, txn, status, None, Some(&tag), |b| b);
+        }
+        self.end_call(now, h, cause, status);
+    }
+
+    /// Opens call `h`'s media as `number`'s route says.
+    fn start_route(&mut self, now: Instant, h: u64, number: &Number, p: &PendingRoute) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if call.state != CallState::AwaitingMedia {
+            return;
+        }
+        let media = call.negotiated.as_ref().map(leg_media).unwrap_or(LegMedia {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: None,
+            ptime_ms: 20,
+            remote: None,
+            send: true,
+        });
+        let has_offer = call.offer.is_some();
+        let sid = call.sid.clone();
+        let mode = match number.route {
+            RouteKind::Echo => LegMode::Echo,
+            RouteKind::Stream => {
+                let Some(url) = number.target.as_deref() else {
+                    return self.refuse_parked(now, h, 480, "route_unavailable");
+                };
+                let spec =
+                    self.stream_spec(url, number, &sid, &p.caller, &p.dialed, &p.sip_call_id);
+                if let Some(c) = self.calls.get_mut(&h) {
+                    c.stream_wait = Some(now + self.cfg.stream.answer_timeout);
+                }
+                self.schedule_call(h);
+                LegMode::Stream(Box::new(spec))
+            }
+            RouteKind::Forward => {
+                if !has_offer {
+                    return self.refuse_parked(now, h, 488, "offer_required");
+                }
+                return match self.resolve_forward(now, number) {
+                    Ok(target) => self.open_forward(h, target, &p.caller, p.max_forwards),
+                    Err(why) => {
+                        tracing::info!(why, "webhook's forward target unavailable");
+                        self.refuse_parked(now, h, 480, "route_unavailable")
+                    }
+                };
+            }
+        };
+        self.out.push_back(Output::Media(MediaCommand::Open {
+            leg: h,
+            mode,
+            media,
+            timeout: self.cfg.media_timeout,
+        }));
+    }
+
+    /// Tells call `h`'s status webhook (if any) that it is now `status`.
+    pub(super) fn status_changed(&mut self, now: Instant, h: u64, status: &str) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        let Some(url) = call.status_webhook.clone() else {
+            return;
+        };
+        let event = status_event(call, status, self.unix_ms(now));
+        self.out.push_back(Output::StatusWebhook { url, event });
+    }
+}
+
+/// A status event for `call`, without the final details.
+pub(super) fn status_event(call: &Call, status: &str, at: i64) -> StatusEvent {
+    let (local, remote) = (
+        uri_user(&call.dialog.local_uri),
+        uri_user(&call.dialog.remote_uri),
+    );
+    let (from, to) = if call.outbound {
+        (local, remote)
+    } else {
+        (remote, local)
+    };
+    StatusEvent {
+        event: "call.status",
+        call_id: call.sid.clone(),
+        status: status.to_string(),
+        direction: if call.outbound { "outbound" } else { "inbound" }.into(),
+        from,
+        to,
+        at,
+        sip_status: None,
+        end_cause: None,
+        duration_ms: None,
+    }
+}
