@@ -57,13 +57,16 @@ async fn seed(url: &str, rows: usize) {
     println!("seeded {rows} call records");
 }
 
+/// Builds request `i` of a run.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
 /// Runs `total` requests at `rate`/s; latencies of the 2xx answers and
 /// the count of the others.
 async fn open_loop(
     client: &reqwest::Client,
     rate: u32,
     secs: u32,
-    make: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
+    make: MakeRequest,
 ) -> (Vec<Duration>, usize) {
     let total = (rate * secs) as usize;
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
