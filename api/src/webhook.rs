@@ -119,6 +119,34 @@ pub struct StatusEvent {
     pub duration_ms: Option<i64>,
 }
 
+/// An SMS to one of our numbers, for the number's SMS webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageEvent {
+    /// `message.received`.
+    pub event: &'static str,
+    pub message_id: String,
+    pub account: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// Unix ms.
+    pub at: i64,
+}
+
+impl MessageEvent {
+    pub fn received(m: &crate::store::MessageRecord) -> MessageEvent {
+        MessageEvent {
+            event: "message.received",
+            message_id: m.id.clone(),
+            account: m.account_id.clone(),
+            from: m.from_number.clone(),
+            to: m.to_number.clone(),
+            body: m.body.clone(),
+            at: m.created_at,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("request failed: {0}")]
@@ -262,19 +290,38 @@ impl WebhookSender {
 
     async fn deliver_one(&self, url: &str, ev: &StatusEvent) {
         let body = serde_json::to_vec(ev).unwrap_or_default();
+        if !self.post_retried(url, "call.status", "status", body).await {
+            tracing::warn!(%url, call = %ev.call_id, status = %ev.status, "status webhook given up");
+        }
+    }
+
+    /// Delivers an SMS to the number's webhook in the background, retried.
+    pub fn deliver_message(&self, url: String, ev: MessageEvent) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let body = serde_json::to_vec(&ev).unwrap_or_default();
+            if !me.post_retried(&url, ev.event, "message", body).await {
+                tracing::warn!(%url, message = %ev.message_id, "SMS webhook given up");
+            }
+        });
+    }
+
+    /// POSTs `body` up to [`STATUS_ATTEMPTS`] times, waiting 1, 2, 4… s
+    /// between; whether it was delivered.
+    async fn post_retried(&self, url: &str, event: &str, kind: &str, body: Vec<u8>) -> bool {
         let mut wait = Duration::from_secs(1);
         for attempt in 1..=STATUS_ATTEMPTS {
             match self
-                .post(url, "call.status", body.clone(), Duration::from_secs(5))
+                .post(url, event, body.clone(), Duration::from_secs(5))
                 .await
             {
                 Ok(_) => {
-                    self.requests.with_label_values(&["status", "ok"]).inc();
-                    return;
+                    self.requests.with_label_values(&[kind, "ok"]).inc();
+                    return true;
                 }
                 Err(e) => {
-                    self.requests.with_label_values(&["status", "error"]).inc();
-                    tracing::info!(%url, attempt, error = %e, "status webhook not delivered");
+                    self.requests.with_label_values(&[kind, "error"]).inc();
+                    tracing::info!(%url, attempt, error = %e, "webhook not delivered");
                 }
             }
             if attempt < STATUS_ATTEMPTS {
@@ -282,7 +329,7 @@ impl WebhookSender {
                 wait *= 2;
             }
         }
-        tracing::warn!(%url, call = %ev.call_id, status = %ev.status, "status webhook given up");
+        false
     }
 }
 

@@ -110,6 +110,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         max_calls: None,
         fallback: None,
         voice_webhook: None,
+        sms_webhook: None,
     };
     let stream = Number {
         pattern: "+1555000*".into(),
@@ -122,6 +123,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         max_calls: Some(10),
         fallback: Some("sip:+15550009999@carrier".into()),
         voice_webhook: Some("https://hooks.example/voice".into()),
+        sms_webhook: None,
     };
     let fwd = Number {
         pattern: "+4930123".into(),
@@ -134,6 +136,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         max_calls: Some(1),
         fallback: None,
         voice_webhook: None,
+        sms_webhook: None,
     };
     for n in [&echo, &stream, &fwd] {
         s.upsert_number(n).await.unwrap();

@@ -77,6 +77,11 @@ pub enum MediaCommand {
         digit: char,
         duration_ms: u32,
     },
+    /// Tell the AI of a stream leg of an SMS to its number.
+    Sms {
+        leg: LegId,
+        sms: crate::aistream::SmsIn,
+    },
     /// Tell the AI of a stream leg how its `transfer` went.
     TransferResult {
         leg: LegId,

@@ -470,6 +470,13 @@ impl MediaEngine {
                 }
                 None
             }
+            MediaCommand::Sms { leg, sms } => {
+                if let Some(&(w, _)) = legs.get(&leg) {
+                    let ctl = LegCtl::ToAi(crate::aistream::ToAi::Sms(sms));
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, ctl));
+                }
+                None
+            }
             MediaCommand::TransferResult { leg, result } => {
                 if let Some(&(w, _)) = legs.get(&leg) {
                     let ctl = LegCtl::ToAi(crate::aistream::ToAi::TransferResult(result));

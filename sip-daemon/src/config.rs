@@ -396,6 +396,9 @@ pub struct NumberEntry {
     /// Asked at each call what to do with it (README, "Voice webhook").
     #[serde(default)]
     pub voice_webhook: Option<String>,
+    /// Where inbound SMS to this number are POSTed.
+    #[serde(default)]
+    pub sms_webhook: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -565,6 +568,14 @@ impl Config {
                     }
                 }
                 _ => {}
+            }
+            if let Some(w) = &n.sms_webhook
+                && !api::webhook::valid_url(w)
+            {
+                out.push(format!(
+                    "number {:?}: sms_webhook must be an http:// or https:// URL",
+                    n.pattern
+                ));
             }
             if let Some(w) = &n.voice_webhook
                 && !api::webhook::valid_url(w)
@@ -751,6 +762,7 @@ impl Config {
                         max_calls: n.max_calls,
                         fallback: n.fallback.clone(),
                         voice_webhook: n.voice_webhook.clone(),
+                        sms_webhook: n.sms_webhook.clone(),
                     })
                 })
                 .collect(),

@@ -216,6 +216,7 @@ pub async fn run(
     let (voice_tx, mut voice_rx) = mpsc::unbounded_channel::<VoiceAnswerFor>();
     let hooks = Hooks {
         sender: api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), &registry)?,
+        store: store.clone(),
         voice_tx,
         voice_timeout: Duration::from_millis(cfg.webhooks.voice_timeout_ms.max(1)),
     };
@@ -421,6 +422,7 @@ fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duratio
 /// core's loop.
 struct Hooks {
     sender: api::webhook::WebhookSender,
+    store: Arc<dyn Store>,
     voice_tx: mpsc::UnboundedSender<VoiceAnswerFor>,
     voice_timeout: Duration,
 }
@@ -462,6 +464,27 @@ fn flush(
                 });
             }
             Output::StatusWebhook { url, event } => hooks.sender.deliver_status(url, event),
+            Output::SmsReceived { record, webhook } => {
+                let store = hooks.store.clone();
+                let sender = hooks.sender.clone();
+                tokio::spawn(async move {
+                    // Stored first (retried), then reported.
+                    let mut wait = Duration::from_millis(100);
+                    for _ in 0..8 {
+                        match store.insert_message(&record).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "SMS not stored yet; retrying");
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    }
+                    if let Some(url) = webhook {
+                        sender.deliver_message(url, api::webhook::MessageEvent::received(&record));
+                    }
+                });
+            }
         }
     }
 }

@@ -203,6 +203,7 @@ mod tests {
             max_calls: None,
             fallback: None,
             voice_webhook: None,
+            sms_webhook: None,
         }
     }
 

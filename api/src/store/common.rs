@@ -32,13 +32,15 @@ pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
      (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
-     voice_webhook) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     voice_webhook, sms_webhook) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
      ON CONFLICT (pattern) DO UPDATE SET account_id = excluded.account_id, \
      route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
      params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls, \
-     fallback = excluded.fallback, voice_webhook = excluded.voice_webhook";
+     fallback = excluded.fallback, voice_webhook = excluded.voice_webhook, \
+     sms_webhook = excluded.sms_webhook";
 pub(crate) const LIST_NUMBERS: &str = "SELECT pattern, account_id, route, target, dialect, \
-     params, trunk, max_calls, fallback, voice_webhook FROM numbers ORDER BY pattern";
+     params, trunk, max_calls, fallback, voice_webhook, sms_webhook FROM numbers \
+     ORDER BY pattern";
 pub(crate) const DELETE_NUMBER: &str = "DELETE FROM numbers WHERE pattern = $1";
 
 pub(crate) const UPSERT_BLOCKED: &str = "INSERT INTO blocked_numbers \
@@ -230,6 +232,7 @@ pub(crate) type NumberRow = (
     Option<i64>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
 pub(crate) type SipUserRow = (String, String, String, String, String);
@@ -315,6 +318,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         max_calls,
         fallback,
         voice_webhook,
+        sms_webhook,
     ) = r;
     let route = RouteKind::parse(&route).ok_or_else(|| corrupt("numbers", "route", route))?;
     Ok(Number {
@@ -328,6 +332,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         max_calls: narrow_opt("numbers", "max_calls", max_calls)?,
         fallback,
         voice_webhook,
+        sms_webhook,
     })
 }
 
@@ -497,6 +502,7 @@ macro_rules! impl_store {
                     .bind(n.max_calls.map(i64::from))
                     .bind(n.fallback.as_deref())
                     .bind(n.voice_webhook.as_deref())
+                    .bind(n.sms_webhook.as_deref())
                     .execute(&self.pool)
                     .await?;
                 Ok(())

@@ -78,6 +78,8 @@ pub struct Number {
     /// Asked at each call what to do with it (an http(s) URL): its answer
     /// replaces the route for that call.
     pub voice_webhook: Option<String>,
+    /// Where the number's inbound SMS are POSTed (an http(s) URL).
+    pub sms_webhook: Option<String>,
 }
 
 /// A blocked caller pattern (E.164 or prefix with `*`), for a whole account

@@ -365,6 +365,7 @@ fn number_out(n: Number) -> NumberOut {
         max_calls: n.max_calls,
         fallback: n.fallback,
         voice_webhook: n.voice_webhook,
+        sms_webhook: n.sms_webhook,
     }
 }
 
@@ -511,6 +512,11 @@ pub async fn put_number(
             "an http:// or https:// URL",
         ));
     }
+    if let Some(w) = &b.sms_webhook
+        && !crate::webhook::valid_url(w)
+    {
+        return Err(ApiError::field("sms_webhook", "an http:// or https:// URL"));
+    }
     let n = Number {
         pattern: p,
         account_id: account,
@@ -522,6 +528,7 @@ pub async fn put_number(
         max_calls: b.max_calls,
         fallback: b.fallback,
         voice_webhook: b.voice_webhook,
+        sms_webhook: b.sms_webhook,
     };
     s.store.upsert_number(&n).await?;
     changed(&s).await;

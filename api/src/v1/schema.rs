@@ -179,6 +179,8 @@ pub struct NumberIn {
     /// http(s) URL asked at each call what to do with it; its answer
     /// replaces the route for that call (README, "Voice webhook").
     pub voice_webhook: Option<String>,
+    /// http(s) URL the number's inbound SMS are POSTed to.
+    pub sms_webhook: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,6 +194,7 @@ pub struct NumberOut {
     pub max_calls: Option<u32>,
     pub fallback: Option<String>,
     pub voice_webhook: Option<String>,
+    pub sms_webhook: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -94,6 +94,18 @@ pub enum ToAi {
     Mark { name: String },
     /// How a `transfer` the AI asked for went (our addition).
     TransferResult(TransferResult),
+    /// An SMS reached the number of this call (our addition, event `sms`).
+    Sms(SmsIn),
+}
+
+/// An inbound SMS told to the AI of a live call on its number.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SmsIn {
+    pub message_sid: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
 }
 
 /// The outcome of the AI's `transfer` (event `transferResult`): `status`

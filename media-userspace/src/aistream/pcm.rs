@@ -56,6 +56,10 @@ pub enum Outbound<'a> {
         #[serde(flatten)]
         result: &'a crate::aistream::TransferResult,
     },
+    /// Ours: an SMS to the call's number.
+    Sms {
+        sms: &'a crate::aistream::SmsIn,
+    },
 }
 
 /// Messages from the AI (text frames).
@@ -127,6 +131,7 @@ impl DialectCodec for PcmCodec {
             }),
             ToAi::Mark { name } => Self::json(&Outbound::Mark { name }),
             ToAi::TransferResult(result) => Self::json(&Outbound::TransferResult { result }),
+            ToAi::Sms(sms) => Self::json(&Outbound::Sms { sms }),
         }
     }
 

@@ -122,6 +122,12 @@ pub enum Outbound<'a> {
         #[serde(flatten)]
         result: &'a crate::aistream::TransferResult,
     },
+    /// Ours: an SMS to the call's number.
+    #[serde(rename = "sms", rename_all = "camelCase")]
+    Sms {
+        stream_sid: &'a str,
+        sms: &'a crate::aistream::SmsIn,
+    },
 }
 
 #[derive(Deserialize, Debug)]
@@ -255,6 +261,10 @@ impl DialectCodec for TwilioCodec {
             ToAi::TransferResult(result) => Self::json(&Outbound::TransferResult {
                 stream_sid: &self.spec.stream_sid,
                 result,
+            }),
+            ToAi::Sms(sms) => Self::json(&Outbound::Sms {
+                stream_sid: &self.spec.stream_sid,
+                sms,
             }),
         }
     }
@@ -569,5 +579,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, vec![FromAi::Hangup]);
+    }
+
+    #[test]
+    fn sms_event_encodes() {
+        let mut c = TwilioCodec::new(&spec());
+        let f = c.encode(&ToAi::Sms(crate::aistream::SmsIn {
+            message_sid: "SM1".into(),
+            from: "+1415".into(),
+            to: "+1555".into(),
+            body: "hi".into(),
+        }));
+        let Frame::Text(t) = f else { panic!() };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["event"], "sms");
+        assert_eq!(v["streamSid"], spec().stream_sid);
+        assert_eq!(v["sms"]["messageSid"], "SM1");
+        assert_eq!(v["sms"]["body"], "hi");
     }
 }

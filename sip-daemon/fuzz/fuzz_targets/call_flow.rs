@@ -28,6 +28,7 @@ fn routing() -> RoutingTable {
         max_calls: None,
         fallback: fallback.map(str::to_string),
         voice_webhook: None,
+        sms_webhook: None,
     };
     let trunk = |name: &str, cidr: &str, transfer: Option<&str>| Trunk {
         name: name.into(),

@@ -103,6 +103,7 @@ impl Core {
                 max_calls: None,
                 fallback: None,
                 voice_webhook: None,
+                sms_webhook: None,
             };
             self.resolve_forward(now, &number)
                 .map_err(|why| tracing::info!(why, "AI transfer target unavailable"))

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod hold;
 pub mod originate;
 pub mod registrar;
+pub mod sms;
 pub mod stream;
 pub mod transfer;
 pub mod txns;
@@ -47,7 +48,7 @@ use std::time::{Duration, Instant};
 use txns::{MergeKey, ServerEntry, TxnKey, TxnTables};
 
 /// Methods we implement (Allow header, §20.5).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE";
 /// Option tags we support (Supported header, §20.37; RFC 4028 "timer").
 pub const SUPPORTED: &[&str] = &["timer"];
 /// Bodies we understand.
@@ -143,6 +144,11 @@ pub enum Output {
         call: u64,
         url: String,
         request: api::webhook::VoiceRequest,
+    },
+    /// An SMS to store and report (its webhook, signed and retried).
+    SmsReceived {
+        record: api::store::MessageRecord,
+        webhook: Option<String>,
     },
     /// POST a call's status change (in the background, retried).
     StatusWebhook {
@@ -766,7 +772,8 @@ impl Core {
             Method::Register => self.on_register(now, id, peer),
             Method::Options if from_ok => self.reply_with(now, id, 200, Self::capabilities),
             Method::Invite if from_ok => self.on_invite(now, id, peer),
-            Method::Options | Method::Invite => {
+            Method::Message if from_ok => self.on_message(now, id, peer),
+            Method::Options | Method::Invite | Method::Message => {
                 self.metrics.reject("acl");
                 self.reply(now, id, 403, Some("Forbidden (unknown source)"));
             }
@@ -792,6 +799,8 @@ impl Core {
             Method::Refer if r.to_tag().is_some() => {}
             // NOTIFY inside a dialog: how a REFER of ours goes.
             Method::Notify if r.to_tag().is_some() => {}
+            // SMS from a trunk (RFC 3428), outside any dialog.
+            Method::Message if r.to_tag().is_none() => {}
             Method::Subscribe
             | Method::Publish
             | Method::Prack

@@ -20,6 +20,7 @@ fn routing() -> RoutingTable {
         max_calls: max,
         fallback: None,
         voice_webhook: None,
+        sms_webhook: None,
     };
     let forward = |p: &str, target: &str, trunk: Option<&str>| Number {
         target: Some(target.into()),
@@ -65,6 +66,7 @@ fn routing() -> RoutingTable {
             },
             Number {
                 voice_webhook: Some("http://127.0.0.1:9/voice".into()),
+                sms_webhook: None,
                 ..num("+1888*", RouteKind::Echo, None)
             },
             Number {
@@ -149,9 +151,9 @@ impl Harness {
                 Output::Media(m) => self.media.push(m),
                 Output::Cdr(c) => self.cdr.push(c),
                 Output::Registration(r) => self.regs.push(r),
-                o @ (Output::VoiceWebhook { .. } | Output::StatusWebhook { .. }) => {
-                    self.hooks.push(o)
-                }
+                o @ (Output::VoiceWebhook { .. }
+                | Output::StatusWebhook { .. }
+                | Output::SmsReceived { .. }) => self.hooks.push(o),
             }
         }
     }
@@ -987,6 +989,7 @@ fn per_trunk_limit_gives_486_until_a_call_ends() {
             max_calls: None,
             fallback: None,
             voice_webhook: None,
+            sms_webhook: None,
         }],
         vec![],
         vec![],
