@@ -60,6 +60,25 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Whether some number matches both patterns.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        let covers = |a: &Pattern, b: &Pattern| match (a, b) {
+            (Pattern::Exact(x), Pattern::Exact(y)) => x == y,
+            (Pattern::Prefix(p), Pattern::Exact(x) | Pattern::Prefix(x)) => {
+                x.starts_with(p.as_str())
+            }
+            (Pattern::Exact(_), Pattern::Prefix(_)) => false,
+        };
+        covers(self, other) || covers(other, self)
+    }
+
+    /// The catch-all `*`.
+    pub fn is_catch_all(&self) -> bool {
+        matches!(self, Pattern::Prefix(p) if p.is_empty())
+    }
+}
+
 impl std::fmt::Display for Pattern {
     /// The canonical text: `+15550001234` or `+1555*` (`*` for every number).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,6 +92,17 @@ impl std::fmt::Display for Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlaps() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        assert!(p("+1555*").overlaps(&p("+15550001234")));
+        assert!(p("+15550001234").overlaps(&p("+1555*")));
+        assert!(p("+1*").overlaps(&p("+1555*")));
+        assert!(!p("+1556*").overlaps(&p("+15550001234")));
+        assert!(!p("+15550001234").overlaps(&p("+15550001235")));
+        assert!(p("*").is_catch_all() && !p("+1*").is_catch_all());
+    }
 
     #[test]
     fn canonical_text_round_trips() {

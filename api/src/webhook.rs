@@ -170,6 +170,9 @@ pub struct WebhookSender {
     queues: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, StatusQueue>>>,
 }
 
+/// Largest voice-webhook answer read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Status webhooks are tried this many times, waiting 1, 2, 4… s between.
 pub const STATUS_ATTEMPTS: u32 = 5;
 
@@ -240,11 +243,19 @@ impl WebhookSender {
     ) -> Result<VoiceAnswer, WebhookError> {
         let body = serde_json::to_vec(req).unwrap_or_default();
         let res = async {
-            let resp = self.post(url, "voice", body, timeout).await?;
-            let bytes = resp
-                .bytes()
+            let mut resp = self.post(url, "voice", body, timeout).await?;
+            // A few hundred bytes are expected: read at most 64 KiB.
+            let mut bytes = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
                 .await
-                .map_err(|e| WebhookError::Http(e.to_string()))?;
+                .map_err(|e| WebhookError::Http(e.to_string()))?
+            {
+                if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(WebhookError::Answer("answer larger than 64 KiB".into()));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             serde_json::from_slice::<VoiceAnswer>(&bytes)
                 .map_err(|e| WebhookError::Answer(e.to_string()))?
                 .check()

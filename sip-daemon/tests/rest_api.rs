@@ -95,6 +95,28 @@ route = "echo"
         Some(&json!({"route": "echo"})),
     );
     assert_eq!((st, error_field(&body)), (409, "number"), "{body}");
+    // So is a number inside another account's range, or a range around
+    // another account's number; the catch-all needs an admin.
+    for inside in ["+15550001234", "+1555*"] {
+        let (st, body, _) = d.api(
+            "PUT",
+            &format!("/v1/numbers/{inside}"),
+            Some(&other),
+            Some(&json!({"route": "echo"})),
+        );
+        assert_eq!(
+            (st, error_field(&body)),
+            (409, "number"),
+            "{inside}: {body}"
+        );
+    }
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/*",
+        Some(&good),
+        Some(&json!({"route": "echo"})),
+    );
+    assert_eq!((st, error_code(&body)), (403, "forbidden"), "{body}");
 
     // Accounts and trunks need the admin claim.
     let (st, body, _) = d.api("GET", "/v1/trunks", Some(&good), None);
@@ -215,7 +237,7 @@ fn resources_take_good_input_and_name_the_field_of_bad_input() {
     for n in ["*", "+1555000*", "+15551112222", "+15551113333"] {
         assert!(seen.iter().any(|s| s == n), "{n} in {seen:?}");
     }
-    for bad in ["limit=0", "limit=1001", "limit=x", "bogus=1"] {
+    for bad in ["limit=0", "limit=501", "limit=x", "bogus=1"] {
         let (st, body, _) = d.api("GET", &format!("/v1/numbers?{bad}"), t, None);
         assert_eq!(st, 422, "{bad}: {body}");
         assert!(!error_field(&body).is_empty(), "{bad}: {body}");

@@ -189,9 +189,14 @@ pub(crate) fn list_calls_query(f: &CallFilter) -> (String, Vec<Arg<'_>>) {
         push(
             &mut sql,
             &mut args,
-            " AND (invite_at, id) < (SELECT c.invite_at, c.id FROM calls c WHERE c.id = $?)",
+            " AND (invite_at, id) < (SELECT c.invite_at, c.id FROM calls c WHERE c.id = $?",
             Arg::Text(cursor),
         );
+        // Another account's call is no cursor (and no oracle).
+        match &f.account_id {
+            Some(a) => push(&mut sql, &mut args, " AND c.account_id = $?)", Arg::Text(a)),
+            None => sql.push(')'),
+        }
     }
     match f.active {
         Some(true) => sql.push_str(" AND end_at IS NULL"),

@@ -70,13 +70,19 @@ impl Idempotency {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_KEYS {
             map.retain(|_, e| now.duration_since(e.at()) < TTL);
-            if map.len() >= MAX_KEYS
-                && let Some(oldest) = map
+            if map.len() >= MAX_KEYS {
+                // Forget the oldest tenth of the finished keys at once, so
+                // the scan is not repeated on every request; keys in flight
+                // are kept.
+                let mut done: Vec<(Instant, (String, String))> = map
                     .iter()
-                    .min_by_key(|(_, e)| e.at())
-                    .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
+                    .filter(|(_, e)| matches!(e, Entry::Done { .. }))
+                    .map(|(k, e)| (e.at(), k.clone()))
+                    .collect();
+                done.sort_unstable_by_key(|(at, _)| *at);
+                for (_, k) in done.into_iter().take(MAX_KEYS / 10) {
+                    map.remove(&k);
+                }
             }
         }
         let k = (account.to_string(), key.to_string());
@@ -135,6 +141,39 @@ impl Idempotency {
     }
 }
 
+/// Ends a request that began under a key: [`Guard::finish`] records its
+/// answer; dropping the guard unfinished forgets the key.
+pub struct Guard<'a> {
+    store: &'a Idempotency,
+    account: String,
+    key: String,
+    done: bool,
+}
+
+impl<'a> Guard<'a> {
+    pub fn new(store: &'a Idempotency, account: &str, key: &str) -> Self {
+        Guard {
+            store,
+            account: account.to_string(),
+            key: key.to_string(),
+            done: false,
+        }
+    }
+
+    pub fn finish(mut self, answer: Option<&Answer>) {
+        self.done = true;
+        self.store.finish(&self.account, &self.key, answer);
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.finish(&self.account, &self.key, None);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +206,9 @@ mod tests {
         // A failed request is not remembered.
         assert!(i.begin("a", "k2", "x").unwrap().is_none());
         i.finish("a", "k2", None);
+        assert!(i.begin("a", "k2", "x").unwrap().is_none());
+        // Nor one dropped mid-way.
+        drop(Guard::new(&i, "a", "k2"));
         assert!(i.begin("a", "k2", "x").unwrap().is_none());
     }
 }

@@ -51,13 +51,15 @@ pub fn routes() -> Router<ApiState> {
 // ------------------------------------------------------------ pagination
 
 const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
+/// One less than the store's own cap: a page asks for one row more to
+/// know whether another page follows.
+const MAX_PAGE: u32 = 500;
 
 fn page_size(limit: Option<u32>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(DEFAULT_PAGE as usize),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n as usize),
-        Some(_) => Err(ApiError::field("limit", "limit must be between 1 and 1000")),
+        Some(_) => Err(ApiError::field("limit", "limit must be between 1 and 500")),
     }
 }
 
@@ -440,17 +442,34 @@ pub async fn put_number(
     let route = RouteKind::parse(&b.route)
         .ok_or_else(|| ApiError::field("route", "route must be stream, forward or echo"))?;
     let numbers = s.store.list_numbers().await?;
-    if numbers
-        .iter()
-        .any(|n| n.pattern == p && n.account_id != account)
-    {
+    let new = Pattern::parse(&p).ok_or_else(|| ApiError::field("number", "not a pattern"))?;
+    if new.is_catch_all() && !auth.0.admin {
+        return Err(ApiError::forbidden(
+            "the catch-all number * needs an admin token",
+        ));
+    }
+    // Numbers are routed by the most specific pattern, so a pattern inside
+    // (or around) another account's would take its calls and caller ids.
+    // Another account's catch-all `*` is the operator's default, not a
+    // claim on every number.
+    if numbers.iter().any(|n| {
+        n.account_id != account
+            && Pattern::parse(&n.pattern)
+                .is_some_and(|other| !other.is_catch_all() && other.overlaps(&new))
+    }) {
         return Err(ApiError::conflict(
             "number",
-            "this number belongs to another account",
+            "this number (or a number it covers) belongs to another account",
         ));
     }
     let users = s.store.list_sip_users().await?;
-    let dialable = |v: &str| (s.checks.sip_uri)(v) || users.iter().any(|u| u.username == v);
+    // Only this account's SIP users can be forwarded to.
+    let dialable = |v: &str| {
+        (s.checks.sip_uri)(v)
+            || users
+                .iter()
+                .any(|u| u.username == v && u.account_id == account)
+    };
     let (target, dialect, params) = match route {
         RouteKind::Stream => {
             if b.forward_to.is_some() {
@@ -923,9 +942,14 @@ pub async fn create_call(
     {
         return Ok(done);
     }
+    // A request dropped mid-way (the client went away) forgets its key,
+    // so the client's retry is not refused as "in progress" for 24 h.
+    let mut guard = key
+        .as_ref()
+        .map(|k| super::idempotency::Guard::new(&s.idempotency, &account, k));
     let result = place_call(&s, &account, b).await;
-    if let Some(k) = &key {
-        s.idempotency.finish(&account, k, result.as_ref().ok());
+    if let Some(g) = guard.take() {
+        g.finish(result.as_ref().ok());
     }
     result
 }

@@ -67,9 +67,9 @@ pub struct IdPath {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Rows per page, 1–1000 (default 100).
+    /// Rows per page, 1–500 (default 100).
     #[serde(default, deserialize_with = "opt_u32")]
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -80,8 +80,9 @@ pub struct PageQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CallQuery {
+    /// Rows per page, 1–500 (default 100).
     #[serde(default, deserialize_with = "opt_u32")]
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
     /// `inbound` or `outbound`.

@@ -74,6 +74,7 @@ impl Core {
                 let target = if to.starts_with("sip:") {
                     to
                 } else {
+                    let to = crate::routing::normalize_e164(&to).unwrap_or(to);
                     // A number goes out through the number's trunk.
                     let host = number
                         .trunk
