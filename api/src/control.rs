@@ -26,6 +26,11 @@ pub enum ControlRequest {
         to: String,
         reply: oneshot::Sender<ControlOutcome>,
     },
+    /// Send an SMS (SIP MESSAGE through a trunk).
+    SendMessage {
+        req: Box<MessageRequest>,
+        reply: oneshot::Sender<Result<crate::store::MessageRecord, OriginateRefused>>,
+    },
     /// Place an outbound call.
     Originate {
         req: Box<OriginateRequest>,
@@ -53,6 +58,18 @@ pub struct OriginateRequest {
     pub ring_timeout: Option<std::time::Duration>,
     /// Where the call's status changes are POSTed (signed, retried).
     pub status_webhook: Option<String>,
+}
+
+/// An SMS the REST API asks to send (`POST /v1/messages`).
+#[derive(Clone, Debug)]
+pub struct MessageRequest {
+    pub account: String,
+    /// E.164, one of the account's numbers.
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// Default: the `from` number's trunk.
+    pub trunk: Option<String>,
 }
 
 /// An outbound call under way.
@@ -155,6 +172,21 @@ impl CallControl {
             reply,
         })
         .await
+    }
+
+    /// Asks the core to send an SMS; `None` when the core is gone or busy.
+    pub async fn send_message(
+        &self,
+        req: MessageRequest,
+    ) -> Option<Result<crate::store::MessageRecord, OriginateRefused>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(ControlRequest::SendMessage {
+                req: Box::new(req),
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
     }
 
     /// Asks the core to hang up `call_id`; `None` when the core is gone or

@@ -91,6 +91,9 @@ impl Store for FlakyStore {
     async fn delete_sip_user(&self, username: &str) -> Result<bool> {
         self.inner.delete_sip_user(username).await
     }
+    async fn update_message_status(&self, id: &str, status: &str) -> Result<bool> {
+        self.inner.update_message_status(id, status).await
+    }
     async fn announce_change(&self) -> Result<()> {
         self.inner.announce_change().await
     }

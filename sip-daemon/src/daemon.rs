@@ -214,9 +214,12 @@ pub async fn run(
         tracing::warn!("webhooks.secret is unset: webhook requests are not signed");
     }
     let (voice_tx, mut voice_rx) = mpsc::unbounded_channel::<VoiceAnswerFor>();
+    let sender = api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), &registry)?;
+    let (sms_tx, sms_rx) = mpsc::unbounded_channel::<SmsWrite>();
+    tokio::spawn(sms_writer(store.clone(), sender.clone(), sms_rx));
     let hooks = Hooks {
-        sender: api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), &registry)?,
-        store: store.clone(),
+        sender: sender.clone(),
+        sms: sms_tx,
         voice_tx,
         voice_timeout: Duration::from_millis(cfg.webhooks.voice_timeout_ms.max(1)),
     };
@@ -422,7 +425,9 @@ fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duratio
 /// core's loop.
 struct Hooks {
     sender: api::webhook::WebhookSender,
-    store: Arc<dyn Store>,
+    /// SMS rows, written in order by one task (a status never overtakes
+    /// its row).
+    sms: mpsc::UnboundedSender<SmsWrite>,
     voice_tx: mpsc::UnboundedSender<VoiceAnswerFor>,
     voice_timeout: Duration,
 }
@@ -465,26 +470,49 @@ fn flush(
             }
             Output::StatusWebhook { url, event } => hooks.sender.deliver_status(url, event),
             Output::SmsReceived { record, webhook } => {
-                let store = hooks.store.clone();
-                let sender = hooks.sender.clone();
-                tokio::spawn(async move {
-                    // Stored first (retried), then reported.
-                    let mut wait = Duration::from_millis(100);
-                    for _ in 0..8 {
-                        match store.insert_message(&record).await {
-                            Ok(()) => break,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "SMS not stored yet; retrying");
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(Duration::from_secs(5));
-                            }
-                        }
-                    }
-                    if let Some(url) = webhook {
-                        sender.deliver_message(url, api::webhook::MessageEvent::received(&record));
-                    }
-                });
+                let _ = hooks.sms.send(SmsWrite::Insert(record, webhook));
             }
+            Output::SmsQueued(record) => {
+                let _ = hooks.sms.send(SmsWrite::Insert(record, None));
+            }
+            Output::SmsStatus { id, status, .. } => {
+                let _ = hooks.sms.send(SmsWrite::Status(id, status));
+            }
+        }
+    }
+}
+
+enum SmsWrite {
+    /// Store the row, then POST it to this webhook (an inbound SMS).
+    Insert(api::store::MessageRecord, Option<String>),
+    Status(String, &'static str),
+}
+
+async fn sms_writer(
+    store: Arc<dyn Store>,
+    sender: api::webhook::WebhookSender,
+    mut rx: mpsc::UnboundedReceiver<SmsWrite>,
+) {
+    while let Some(w) = rx.recv().await {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..8 {
+            let res = match &w {
+                SmsWrite::Insert(r, _) => store.insert_message(r).await,
+                SmsWrite::Status(id, status) => {
+                    store.update_message_status(id, status).await.map(|_| ())
+                }
+            };
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SMS row not stored yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let SmsWrite::Insert(r, Some(url)) = w {
+            sender.deliver_message(url, api::webhook::MessageEvent::received(&r));
         }
     }
 }

@@ -209,3 +209,133 @@ secret = "{SECRET}"
     assert!(d.metric("gateway_sip_rejections_total{reason=\"blocked\"}") >= 1.0);
     caller.bye();
 }
+
+fn carrier(dir: &std::path::Path, scenario: &str, port: u16) -> std::process::Child {
+    Command::new("sipp")
+        .current_dir(dir)
+        .args([
+            "-sf",
+            &format!("{}/tests/scenarios/{scenario}", env!("CARGO_MANIFEST_DIR")),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt package sip-tester)")
+}
+
+fn sms_daemon(far_port: u16) -> Daemon {
+    Daemon::start_opts(Opts {
+        extra: &format!(
+            r#"
+[[trunks]]
+name = "far"
+source_cidrs = ["127.0.0.2/32"]
+outbound_address = "127.0.0.1:{far_port}"
+username = "gateway"
+password = "trunk-secret"
+
+[[numbers]]
+pattern = "+15558880000"
+account = "acct"
+route = "echo"
+trunk = "far"
+"#
+        ),
+        ..Opts::default()
+    })
+}
+
+/// The message's status once it is no longer `queued`.
+fn settled(d: &Daemon, t: &str, id: &str) -> Value {
+    for _ in 0..100 {
+        let (_, page, _) = d.api("GET", "/v1/messages", Some(t), None);
+        if let Some(m) = page["data"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["id"] == id))
+            && m["status"] != "queued"
+        {
+            return m.clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("message {id} stayed queued\n{}", d.logs());
+}
+
+#[test]
+fn an_sms_sent_over_rest_reaches_a_carrier_that_challenges_and_failures_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let far_port = common::free_port();
+    let sipp = carrier(tmp.path(), "uas_message_digest.xml", far_port);
+    let d = sms_daemon(far_port);
+    let t = d.token(Some("acct"), false);
+    let (st, m, _) = d.api(
+        "POST",
+        "/v1/messages",
+        Some(&t),
+        Some(&serde_json::json!({"from": "+15558880000", "to": "+15557654321", "body": "Hello from the AI ✓"})),
+    );
+    assert_eq!(st, 201, "{m}");
+    assert_eq!(
+        (m["status"].as_str(), m["direction"].as_str()),
+        (Some("queued"), Some("outbound"))
+    );
+    let id = m["id"].as_str().unwrap().to_string();
+    let out = sipp.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the carrier checked the digest and the body: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.logs()
+    );
+    assert_eq!(settled(&d, &t, &id)["status"], "sent");
+
+    // A carrier that refuses: failed.
+    let far_port = common::free_port();
+    let sipp = carrier(tmp.path(), "uas_message_reject.xml", far_port);
+    let d = sms_daemon(far_port);
+    let t = d.token(Some("acct"), false);
+    let (st, m, _) = d.api(
+        "POST",
+        "/v1/messages",
+        Some(&t),
+        Some(&serde_json::json!({"from": "+15558880000", "to": "+15550000000", "body": "x"})),
+    );
+    assert_eq!(st, 201, "{m}");
+    assert!(sipp.wait_with_output().unwrap().status.success());
+    assert_eq!(
+        settled(&d, &t, m["id"].as_str().unwrap())["status"],
+        "failed"
+    );
+
+    // Refused before any SIP, naming the field.
+    for (body, field) in [
+        (
+            serde_json::json!({"from": "+15558880000", "to": "+1555", "body": "x".repeat(1301)}),
+            "body",
+        ),
+        (
+            serde_json::json!({"from": "+15558880000", "to": "+1555", "body": ""}),
+            "body",
+        ),
+        (
+            serde_json::json!({"from": "+15559990000", "to": "+1555", "body": "x"}),
+            "from",
+        ),
+        (
+            serde_json::json!({"from": "+15558880000", "to": "sms me", "body": "x"}),
+            "to",
+        ),
+    ] {
+        let (st, e, _) = d.api("POST", "/v1/messages", Some(&t), Some(&body));
+        assert_eq!(
+            (st, e["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{e}"
+        );
+    }
+}

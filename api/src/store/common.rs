@@ -775,6 +775,19 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn update_message_status(
+                &self,
+                id: &str,
+                status: &str,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query("UPDATE messages SET status = $1 WHERE id = $2")
+                    .bind(status)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
             async fn list_messages(
                 &self,
                 account_id: &str,

@@ -86,6 +86,8 @@ pub trait Store: Send + Sync + 'static {
     async fn announce_change(&self) -> Result<()>;
 
     async fn insert_message(&self, m: &MessageRecord) -> Result<()>;
+    /// Sets a message's status (`sent`, `failed`); false if no such row.
+    async fn update_message_status(&self, id: &str, status: &str) -> Result<bool>;
     /// Messages of the account, newest first; `limit` as for `list_calls`.
     async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>>;
 }

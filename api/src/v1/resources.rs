@@ -45,7 +45,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/calls/{id}/hangup", post(hangup_call))
         .route("/v1/calls/{id}/dtmf", post(send_dtmf))
         .route("/v1/calls/{id}/transfer", post(transfer_call))
-        .route("/v1/messages", get(list_messages))
+        .route("/v1/messages", get(list_messages).post(send_message))
 }
 
 // ------------------------------------------------------------ pagination
@@ -959,7 +959,7 @@ async fn place_call(
     account: &str,
     b: CallIn,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    use crate::control::{OriginateRefused, OriginateRequest};
+    use crate::control::OriginateRequest;
     let from = crate::e164::normalize_e164(&b.from)
         .ok_or_else(|| ApiError::field("from", "an E.164 number (+15550001234)"))?;
     let to = crate::e164::normalize_e164(&b.to)
@@ -1035,28 +1035,33 @@ async fn place_call(
             let body = serde_json::to_value(&out).map_err(ApiError::internal)?;
             Ok((StatusCode::CREATED, Json(body)))
         }
-        Err(why) => Err(match why {
-            OriginateRefused::FromNotOwned => ApiError::field("from", why.to_string()),
-            OriginateRefused::NoTrunk | OriginateRefused::TrunkUnavailable(_) => {
-                ApiError::field("trunk", why.to_string())
-            }
-            OriginateRefused::Blocked => {
-                let mut e = ApiError::forbidden(why.to_string());
-                e.detail.field = Some("to".into());
-                e
-            }
-            OriginateRefused::Capacity => {
-                let mut e =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity", why.to_string());
-                e.retry_after_secs = Some(1);
-                e
-            }
-            OriginateRefused::Draining => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                why.to_string(),
-            ),
-        }),
+        Err(why) => Err(refusal(why)),
+    }
+}
+
+/// The HTTP answer for a call or message the core would not place.
+fn refusal(why: crate::control::OriginateRefused) -> ApiError {
+    use crate::control::OriginateRefused;
+    match why {
+        OriginateRefused::FromNotOwned => ApiError::field("from", why.to_string()),
+        OriginateRefused::NoTrunk | OriginateRefused::TrunkUnavailable(_) => {
+            ApiError::field("trunk", why.to_string())
+        }
+        OriginateRefused::Blocked => {
+            let mut e = ApiError::forbidden(why.to_string());
+            e.detail.field = Some("to".into());
+            e
+        }
+        OriginateRefused::Capacity => {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity", why.to_string());
+            e.retry_after_secs = Some(1);
+            e
+        }
+        OriginateRefused::Draining => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            why.to_string(),
+        ),
     }
 }
 
@@ -1202,6 +1207,87 @@ fn message_out(m: MessageRecord) -> MessageOut {
         created_at: m.created_at,
     }
 }
+
+/// Sends an SMS: a SIP MESSAGE through the `from` number's trunk (or the
+/// one named), with digest when challenged. Answered 201 `queued`; the
+/// listing shows `sent` or `failed` once the carrier answered.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = MessageIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a POST with the same key (within 24 h) returns the first answer and sends no second message")),
+    responses((status = 201, body = MessageOut), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn send_message(
+    State(s): State<ApiState>,
+    auth: Auth,
+    headers: axum::http::HeaderMap,
+    JsonBody(b): JsonBody<MessageIn>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let account = auth.account()?.to_string();
+    let key = super::idempotency::key(&headers)?;
+    let fingerprint = serde_json::to_string(&b).unwrap_or_default();
+    if let Some(k) = &key
+        && let Some(done) = s
+            .idempotency
+            .begin(&account, &format!("msg:{k}"), &fingerprint)?
+    {
+        return Ok(done);
+    }
+    let mut guard = key
+        .as_ref()
+        .map(|k| super::idempotency::Guard::new(&s.idempotency, &account, &format!("msg:{k}")));
+    let result = send_one_message(&s, &account, b).await;
+    if let Some(g) = guard.take() {
+        g.finish(result.as_ref().ok());
+    }
+    result
+}
+
+async fn send_one_message(
+    s: &ApiState,
+    account: &str,
+    b: MessageIn,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let from = crate::e164::normalize_e164(&b.from)
+        .ok_or_else(|| ApiError::field("from", "an E.164 number (+15550001234)"))?;
+    let to = crate::e164::normalize_e164(&b.to)
+        .ok_or_else(|| ApiError::field("to", "an E.164 number (+15550001234)"))?;
+    if b.body.is_empty() || b.body.len() > MAX_SMS_BYTES {
+        return Err(ApiError::field(
+            "body",
+            "1–1300 bytes of UTF-8: one SIP MESSAGE carries it whole (RFC 3428 §7); split longer texts yourself",
+        ));
+    }
+    if let Some(t) = &b.trunk {
+        check_id("trunk", t)?;
+    }
+    let Some(control) = &s.control else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no signalling core behind this API",
+        ));
+    };
+    let sent = control
+        .send_message(crate::control::MessageRequest {
+            account: account.to_string(),
+            from,
+            to,
+            body: b.body,
+            trunk: b.trunk,
+        })
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the signalling core is busy; retry",
+            )
+        })?;
+    let record = sent.map_err(refusal)?;
+    let body = serde_json::to_value(message_out(record)).map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Largest SMS body (RFC 3428 §7 keeps a MESSAGE under 1300 bytes).
+const MAX_SMS_BYTES: usize = 1300;
 
 /// The account's messages, newest first.
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", params(PageQuery),

@@ -278,6 +278,23 @@ pub struct CallOut {
     pub media: String,
 }
 
+/// `POST /v1/messages`: an SMS out.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageIn {
+    /// One of the account's numbers (E.164).
+    #[schema(pattern = r"^\+?[0-9]{1,20}$")]
+    pub from: String,
+    #[schema(pattern = r"^\+?[0-9]{1,20}$")]
+    pub to: String,
+    /// 1–1300 bytes of UTF-8 text (one SIP MESSAGE; longer texts are
+    /// refused, not split).
+    #[schema(min_length = 1, max_length = 1300)]
+    pub body: String,
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub trunk: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageOut {
     pub id: String,

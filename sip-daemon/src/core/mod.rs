@@ -150,6 +150,14 @@ pub enum Output {
         record: api::store::MessageRecord,
         webhook: Option<String>,
     },
+    /// An SMS we send, to store as `queued` before its status.
+    SmsQueued(api::store::MessageRecord),
+    /// How an SMS we send went: `sent` or `failed` (with the status).
+    SmsStatus {
+        id: String,
+        status: &'static str,
+        sip_status: u16,
+    },
     /// POST a call's status change (in the background, retried).
     StatusWebhook {
         url: String,
@@ -195,6 +203,8 @@ pub struct Core {
     next_id: u64,
     /// Counter inside call ids (see `new_call_sid`).
     sid_seq: u16,
+    /// SMS we are sending, until their MESSAGE is answered.
+    sms_out: HashMap<u64, sms::SmsOut>,
     txns: TxnTables,
     calls: HashMap<u64, Call>,
     /// Far legs of forwarded calls, by media leg handle.
@@ -235,6 +245,7 @@ impl Core {
             out: VecDeque::new(),
             draining: false,
             sid_seq: 0,
+            sms_out: HashMap::new(),
             cdr_saturated: false,
             active_by_number: HashMap::new(),
             active_by_trunk: HashMap::new(),
@@ -369,6 +380,9 @@ impl Core {
                     Some(h) => self.control_transfer(now, h, to),
                 };
                 let _ = reply.send(outcome);
+            }
+            ControlRequest::SendMessage { req, reply } => {
+                let _ = reply.send(self.send_sms(now, &req));
             }
             ControlRequest::Hangup { call_id, reply } => {
                 let outcome = match self.live_call(&call_id) {
@@ -979,6 +993,7 @@ impl Core {
             ResponseAction::Deliver => match purpose {
                 txns::ClientPurpose::Invite(hb) => self.on_out_response(now, hb, id, resp),
                 txns::ClientPurpose::Refer(h) => self.on_refer_response(h, resp.status),
+                txns::ClientPurpose::Message(m) => self.on_sms_response(now, m, resp),
                 txns::ClientPurpose::Reinvite(side) => {
                     self.on_reinvite_response(now, side, id, resp)
                 }
@@ -1087,6 +1102,7 @@ impl Core {
             TimerEvent::Timeout => match purpose {
                 txns::ClientPurpose::Invite(hb) => self.on_out_invite_timeout(now, hb),
                 txns::ClientPurpose::Reinvite(side) => self.on_reinvite_timeout(now, side),
+                txns::ClientPurpose::Message(m) => self.sms_failed(m, 408),
                 _ => {}
             },
             _ => {}

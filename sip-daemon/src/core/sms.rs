@@ -3,8 +3,11 @@
 //! webhook and told to the AI of every live stream call on that number.
 
 use super::call::CallState;
+use super::forward::OutTarget;
 use super::*;
 use crate::routing::normalize_e164;
+use crate::sip::digest::{Challenge, Credentials};
+use api::control::{MessageRequest, OriginateRefused};
 use api::store::{Direction, MessageRecord};
 use media_userspace::aistream::SmsIn;
 
@@ -91,5 +94,176 @@ impl Core {
             record,
             webhook: number.sms_webhook.clone(),
         });
+    }
+}
+
+/// An SMS on its way out, until its MESSAGE is answered.
+#[derive(Debug)]
+pub struct SmsOut {
+    pub id: String,
+    pub target: OutTarget,
+    pub from: String,
+    pub to: String,
+    pub call_id: String,
+    pub cseq: u32,
+    pub body: String,
+    pub auth_tried: bool,
+}
+
+impl Core {
+    /// Sends an SMS through a trunk as a MESSAGE (RFC 3428); its record
+    /// is queued now and its status follows from the response.
+    pub fn send_sms(
+        &mut self,
+        now: Instant,
+        req: &MessageRequest,
+    ) -> Result<MessageRecord, OriginateRefused> {
+        let routing = self.routing.clone();
+        let number = routing
+            .number(&req.from)
+            .filter(|n| n.account_id == req.account && n.pattern != "*")
+            .cloned()
+            .ok_or(OriginateRefused::FromNotOwned)?;
+        if routing.is_blocked(&req.account, &number.pattern, &req.to) {
+            self.metrics.reject("blocked");
+            return Err(OriginateRefused::Blocked);
+        }
+        let trunk_name = req
+            .trunk
+            .clone()
+            .or_else(|| number.trunk.clone())
+            .ok_or(OriginateRefused::NoTrunk)?;
+        let host = routing
+            .trunk(&trunk_name)
+            .and_then(|t| t.trunk.outbound_address.clone())
+            .ok_or_else(|| {
+                OriginateRefused::TrunkUnavailable(format!(
+                    "no trunk {trunk_name:?} with an outbound address"
+                ))
+            })?;
+        let host = host.trim_start_matches("sip:").to_string();
+        let target = self
+            .resolve_forward(
+                now,
+                &api::store::Number {
+                    target: Some(format!("sip:{}@{host}", req.to)),
+                    trunk: Some(trunk_name),
+                    route: api::store::RouteKind::Forward,
+                    ..number
+                },
+            )
+            .map_err(|why| OriginateRefused::TrunkUnavailable(why.into()))?;
+        let record = MessageRecord {
+            id: format!("SM{}", self.random_hex(16)),
+            account_id: req.account.clone(),
+            direction: Direction::Outbound,
+            from_number: req.from.clone(),
+            to_number: req.to.clone(),
+            body: req.body.clone(),
+            status: "queued".into(),
+            created_at: self.unix_ms(now),
+        };
+        let tag = self.new_tag();
+        let local_host = self.local_host(target.peer.local);
+        let m = self.new_id();
+        let out = SmsOut {
+            id: record.id.clone(),
+            from: format!("<sip:{}@{local_host}>;tag={tag}", req.from),
+            to: format!("<sip:{}@{host}>", req.to),
+            call_id: format!("{}@{local_host}", self.random_hex(12)),
+            cseq: 1,
+            body: req.body.clone(),
+            auth_tried: false,
+            target,
+        };
+        self.sms_out.insert(m, out);
+        self.out.push_back(Output::SmsQueued(record.clone()));
+        self.send_sms_request(now, m, None);
+        Ok(record)
+    }
+
+    fn send_sms_request(&mut self, now: Instant, m: u64, auth: Option<(HeaderName, String)>) {
+        let Some(peer) = self.sms_out.get(&m).map(|o| o.target.peer) else {
+            return;
+        };
+        let (via, branch) = self.our_via(&peer);
+        let server = self.cfg.server_name.clone();
+        let Some(o) = self.sms_out.get(&m) else {
+            return;
+        };
+        let mut b = MessageBuilder::request(&Method::Message, &o.target.uri)
+            .header(HeaderName::Via, via)
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, o.from.as_str())
+            .header(HeaderName::To, o.to.as_str())
+            .header(HeaderName::CallId, o.call_id.as_str())
+            .header(HeaderName::CSeq, format!("{} MESSAGE", o.cseq))
+            .header(HeaderName::UserAgent, server);
+        if let Some((name, value)) = auth {
+            b = b.header(name, value);
+        }
+        let b = b.body(
+            "text/plain;charset=UTF-8",
+            Bytes::from(o.body.clone().into_bytes()),
+        );
+        let bytes = Bytes::from(b.encode());
+        self.start_client_request(now, peer, branch, bytes, txns::ClientPurpose::Message(m));
+    }
+
+    /// The final response to our MESSAGE.
+    pub(super) fn on_sms_response(&mut self, now: Instant, m: u64, resp: Response) {
+        let status = resp.status;
+        if status < 200 {
+            return;
+        }
+        if status < 300 {
+            if let Some(o) = self.sms_out.remove(&m) {
+                self.out.push_back(Output::SmsStatus {
+                    id: o.id,
+                    status: "sent",
+                    sip_status: status,
+                });
+            }
+            return;
+        }
+        let cnonce = self.random_hex(8);
+        if (status == 401 || status == 407)
+            && let Some(o) = self.sms_out.get_mut(&m)
+            && !o.auth_tried
+            && let Some((user, pass)) = o.target.credentials.clone()
+        {
+            let (challenge_h, answer_h) = if status == 401 {
+                (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+            } else {
+                (
+                    HeaderName::ProxyAuthenticate,
+                    HeaderName::ProxyAuthorization,
+                )
+            };
+            if let Some(ch) = resp
+                .headers
+                .get(&challenge_h)
+                .and_then(|v| Challenge::parse(v).ok())
+            {
+                o.auth_tried = true;
+                o.cseq += 1;
+                let uri = o.target.uri.to_string();
+                let creds = Credentials::answer(&ch, &user, &pass, "MESSAGE", &uri, &cnonce);
+                return self.send_sms_request(now, m, Some((answer_h, creds.encode())));
+            }
+        }
+        self.sms_failed(m, status);
+    }
+
+    /// Our MESSAGE failed with `status` (408: no answer at all).
+    pub(super) fn sms_failed(&mut self, m: u64, status: u16) {
+        if let Some(o) = self.sms_out.remove(&m) {
+            tracing::info!(message = %o.id, status, "SMS not delivered");
+            self.out.push_back(Output::SmsStatus {
+                id: o.id,
+                status: "failed",
+                sip_status: status,
+            });
+        }
     }
 }

@@ -153,7 +153,9 @@ impl Harness {
                 Output::Registration(r) => self.regs.push(r),
                 o @ (Output::VoiceWebhook { .. }
                 | Output::StatusWebhook { .. }
-                | Output::SmsReceived { .. }) => self.hooks.push(o),
+                | Output::SmsReceived { .. }
+                | Output::SmsQueued(_)
+                | Output::SmsStatus { .. }) => self.hooks.push(o),
             }
         }
     }

@@ -100,6 +100,8 @@ pub enum ClientPurpose {
     Reinvite(super::hold::BridgeSide),
     /// Our REFER asking the caller's carrier to transfer the call.
     Refer(u64),
+    /// An SMS we send (its handle in `Core::sms_out`).
+    Message(u64),
 }
 
 pub struct ClientEntry {
