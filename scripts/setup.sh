@@ -16,7 +16,7 @@ need_pkgs=(build-essential pkg-config ca-certificates curl iproute2)
 if [ "$what" = "test" ]; then
   need_pkgs+=(python3 python3-venv sip-tester baresip-core kamailio postgresql tshark ethtool bpftool
               llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
-              prometheus valgrind rtpengine-daemon)
+              prometheus valgrind rtpengine-daemon openssl)
 fi
 missing=()
 for p in "${need_pkgs[@]}"; do

@@ -279,4 +279,57 @@ mod tests {
             Err(KeyError::Pem(_))
         ));
     }
+
+    /// An ES256 key pair from the openssl CLI (apt package openssl), as an
+    /// operator would make one: tokens signed with the private key verify
+    /// with the public key, and an HS256 token with the PEM as a "secret"
+    /// is refused (no algorithm confusion).
+    #[test]
+    fn es256_public_key_tokens_verify() {
+        let dir = std::env::temp_dir().join(format!("gw-es256-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let ok = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .status()
+                .expect("openssl (apt package openssl)")
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        run(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.pem",
+        ]);
+        run(&[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "ec.pem",
+            "-out",
+            "private.pem",
+        ]);
+        run(&["ec", "-in", "ec.pem", "-pubout", "-out", "public.pem"]);
+        let private = std::fs::read(dir.join("private.pem")).unwrap();
+        let public = std::fs::read(dir.join("public.pem")).unwrap();
+        let v = Verifier::new(
+            "ES256",
+            None,
+            Some(&public),
+            "voice-gateway",
+            "voice-gateway",
+        )
+        .unwrap();
+        let token = mint("ES256", &private, &claims(3600, 0)).unwrap();
+        assert_eq!(v.verify(&token).unwrap().account.as_deref(), Some("acct"));
+        let confused = mint("HS256", &public, &claims(3600, 0)).unwrap();
+        assert!(matches!(v.verify(&confused), Err(AuthError::Signature)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
