@@ -81,6 +81,34 @@ pub struct MediaStats {
     pub xdp_returns: AtomicU64,
     /// Rules the kernel refused (the pair stayed in userspace).
     pub xdp_failures: AtomicU64,
+    /// Receive jitter of stream legs (RFC 3550 §6.4.1), observed when a
+    /// leg that received RTP closes.
+    pub jitter: JitterHistogram,
+}
+
+/// Upper bounds (ms) of the jitter histogram's buckets; the last bucket
+/// (+Inf) is the count.
+pub const JITTER_BUCKETS_MS: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0];
+
+/// A fixed-bucket histogram of per-leg receive jitter, lock-free.
+#[derive(Debug, Default)]
+pub struct JitterHistogram {
+    /// Observations at or below each bound (not cumulative).
+    pub buckets: [AtomicU64; JITTER_BUCKETS_MS.len()],
+    pub count: AtomicU64,
+    /// Sum of observations in microseconds.
+    pub sum_us: AtomicU64,
+}
+
+impl JitterHistogram {
+    pub fn observe_ms(&self, ms: f64) {
+        if let Some(i) = JITTER_BUCKETS_MS.iter().position(|b| ms <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((ms * 1000.0).max(0.0) as u64, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -848,6 +876,13 @@ fn finish_leg(shared: &Shared, run: &mut LegRun, port: u16, end: LegEnd) {
         LegEnd::Closed => "hangup",
         LegEnd::TimedOut => "media_timeout",
     });
+    if let LegCore::Stream(s) = &run.core
+        && run.counters().rx_packets > 1
+    {
+        // RTP clock units of our codecs are 1/8000 s (G.722 too, RFC 3551).
+        let ms = f64::from(s.core.jitter().jitter()) / 8.0;
+        shared.stats.jitter.observe_ms(ms);
+    }
     run.publish(&shared.stats);
     shared.stats.legs_active.fetch_sub(1, Ordering::Relaxed);
     release_port(shared, port);

@@ -259,7 +259,7 @@ impl prometheus::core::Collector for MediaCollector {
             s.xdp_returns.load(Relaxed),
             s.xdp_failures.load(Relaxed),
         ];
-        MEDIA_METRICS
+        let mut families: Vec<_> = MEDIA_METRICS
             .iter()
             .zip(values)
             .flat_map(|((name, help, counter), v)| {
@@ -274,8 +274,45 @@ impl prometheus::core::Collector for MediaCollector {
                         .unwrap_or_default()
                 }
             })
-            .collect()
+            .collect();
+        families.push(jitter_family(&s.jitter));
+        families
     }
+}
+
+const JITTER_NAME: &str = "gateway_rtp_jitter_seconds";
+const JITTER_HELP: &str =
+    "Receive jitter (RFC 3550 interarrival) of stream legs, observed when each leg ends.";
+
+/// The jitter histogram as a Prometheus family (cumulative buckets).
+fn jitter_family(h: &media_userspace::engine::JitterHistogram) -> prometheus::proto::MetricFamily {
+    use media_userspace::engine::JITTER_BUCKETS_MS;
+    use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut cumulative = 0;
+    let buckets = JITTER_BUCKETS_MS
+        .iter()
+        .zip(&h.buckets)
+        .map(|(ub, n)| {
+            cumulative += n.load(Relaxed);
+            let mut b = Bucket::default();
+            b.set_upper_bound(ub / 1000.0);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut hist = Histogram::default();
+    hist.set_sample_count(h.count.load(Relaxed));
+    hist.set_sample_sum(h.sum_us.load(Relaxed) as f64 / 1e6);
+    hist.set_bucket(buckets);
+    let mut m = Metric::default();
+    m.set_histogram(hist);
+    let mut f = MetricFamily::default();
+    f.set_name(JITTER_NAME.into());
+    f.set_help(JITTER_HELP.into());
+    f.set_field_type(MetricType::HISTOGRAM);
+    f.set_metric(vec![m]);
+    f
 }
 
 /// Registers the media counters of `stats` on `registry`.
@@ -283,10 +320,11 @@ pub fn register_media(
     registry: &Registry,
     stats: std::sync::Arc<media_userspace::engine::MediaStats>,
 ) -> Result<(), prometheus::Error> {
-    let descs = MEDIA_METRICS
+    let mut descs: Vec<_> = MEDIA_METRICS
         .iter()
         .map(|(name, help, _)| plain_desc(name, help))
         .collect::<Result<_, _>>()?;
+    descs.push(plain_desc(JITTER_NAME, JITTER_HELP)?);
     registry.register(Box::new(MediaCollector { stats, descs }))
 }
 

@@ -761,9 +761,16 @@ fn metrics_after_stream_calls_pass_promtool_check() {
     let ai = AiServer::start(vec![vec![Step::Text("{nope".into())]]);
     let d = daemon(&ai.url(), "twilio", "");
     let (caller, media, rtp_addr) = call(&d, "promtool-1@test");
-    media.send_to(&rtp(1, 0, &[0xff; 160]), rtp_addr).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    for seq in 0..10u16 {
+        media
+            .send_to(&rtp(seq, u32::from(seq) * 160, &[0xff; 160]), rtp_addr)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     caller.bye();
+    // The leg's receive jitter is observed when it closes.
+    wait_metric(&d, "gateway_rtp_jitter_seconds_count", 1.0);
     let response = d.metrics();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
