@@ -369,3 +369,32 @@ fn busy_no_answer_and_refused_outbound_calls_end_in_defined_statuses() {
         assert_eq!((st, e["error"]["field"].as_str()), (422, Some("from")));
     }
 }
+
+#[test]
+fn a_redirected_outbound_call_reaches_the_new_target_through_the_trunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let far_port = common::free_port();
+    let carrier = run_sipp(tmp.path(), "uas_redirect.xml", far_port);
+    let d = daemon(far_port);
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(300)),
+        Step::Close,
+    ]]);
+    let t = d.token(Some("acct"), false);
+    let (st, call, _) = d.api(
+        "POST",
+        "/v1/calls",
+        Some(&t),
+        Some(&json!({"from": "+15558880000", "to": "+15557654321", "stream": {"url": ai.url()}})),
+    );
+    assert_eq!(st, 201, "{call}");
+    let out = carrier.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the second INVITE asked for the redirect's target: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.logs()
+    );
+    let id = call["id"].as_str().unwrap();
+    wait_call(&d, &t, id, "completed", |c| c["status"] == "completed");
+}

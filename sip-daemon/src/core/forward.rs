@@ -22,6 +22,9 @@ use crate::sip::{Uri, headers_typed::NameAddr};
 use api::store::Number;
 use media_userspace::control::LegMedia;
 
+/// Redirections (3xx) a far leg follows before the failure stands.
+const MAX_REDIRECTS: u8 = 3;
+
 /// Methods the far leg of a forwarded call accepts: REFER too (blind
 /// transfer by the far side, `transfer.rs`).
 pub const ALLOW_FAR: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER";
@@ -90,6 +93,8 @@ pub struct OutLeg {
     pub offer: Option<String>,
     pub offered: Vec<Codec>,
     pub auth_tried: bool,
+    /// Redirections (3xx) followed so far.
+    pub redirects: u8,
     /// A provisional response arrived: CANCEL may be sent (§9.1).
     pub provisional: bool,
     pub cancel_due: bool,
@@ -340,6 +345,7 @@ impl Core {
             offer: None,
             offered,
             auth_tried: false,
+            redirects: 0,
             provisional: false,
             cancel_due: false,
             ring_deadline: None,
@@ -800,6 +806,39 @@ impl Core {
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
+        // A redirection (§8.1.3.4): the INVITE goes again, to the first
+        // Contact, a few times at most. Through a trunk it still leaves
+        // for the trunk; otherwise to the Contact's own host (an IP).
+        if (300..400).contains(&status)
+            && o.state == OutState::Calling
+            && o.redirects < MAX_REDIRECTS
+            && let Some(uri) = resp
+                .headers
+                .get(&HeaderName::Contact)
+                .and_then(|c| NameAddr::parse(c.split(',').next().unwrap_or(c)).ok())
+                .map(|n| n.uri)
+        {
+            let peer = if o.target.via_trunk {
+                Some(o.target.peer)
+            } else {
+                uri.host.as_ref().and_then(|h| h.ip()).map(|ip| Peer {
+                    remote: SocketAddr::new(ip, uri.port_or_default()),
+                    ..o.target.peer
+                })
+            };
+            if let Some(peer) = peer
+                && peer.remote.is_ipv4() == o.target.peer.remote.is_ipv4()
+            {
+                tracing::info!(status, target = %uri, "far leg redirected");
+                o.redirects += 1;
+                o.cseq += 1;
+                o.provisional = false;
+                o.to = format!("<{uri}>");
+                o.target.uri = uri;
+                o.target.peer = peer;
+                return self.send_out_invite(now, hb, None);
+            }
+        }
         if (status == 401 || status == 407)
             && o.state == OutState::Calling
             && !o.auth_tried

@@ -1571,3 +1571,64 @@ fn a_second_fork_answering_is_acked_and_released() {
         sent[0].1
     );
 }
+
+#[test]
+fn a_redirected_far_leg_follows_the_contact_to_its_host() {
+    let mut h = Harness::new();
+    let (_leg_a, _leg_b, inv) = h.forwarded("+15550000002", "fwd-302");
+    h.far(&far_response(
+        &inv,
+        302,
+        "Moved Temporarily",
+        "r1",
+        "Contact: <sip:desk@192.0.2.60:5080>\r\n",
+        "",
+    ));
+    let sent = h.sent_to();
+    let ack = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("ACK "))
+        .expect("the 302 is ACKed");
+    assert_eq!(ack.0, FAR);
+    let (to, inv2) = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE "))
+        .expect("the INVITE goes again")
+        .clone();
+    assert_eq!(to, "192.0.2.60:5080");
+    assert!(
+        inv2.starts_with("INVITE sip:desk@192.0.2.60:5080 SIP/2.0\r\n"),
+        "{inv2}"
+    );
+    assert_eq!(header(&inv2, "CSeq"), Some("2 INVITE"));
+    assert_eq!(header(&inv2, "Call-ID"), header(&inv, "Call-ID"));
+    assert_eq!(header(&inv2, "To"), Some("<sip:desk@192.0.2.60:5080>"));
+    // Three redirections at most: then the failure stands.
+    let mut last = inv2;
+    for n in 0..3 {
+        h.recv_from(
+            peer(TransportKind::Udp, "192.0.2.60:5080"),
+            &far_response(
+                &last,
+                302,
+                "Moved",
+                &format!("r{n}x"),
+                "Contact: <sip:desk@192.0.2.60:5080>\r\n",
+                "",
+            ),
+        );
+        match h
+            .sent_to()
+            .into_iter()
+            .find(|(_, m)| m.starts_with("INVITE "))
+        {
+            Some((_, m)) => last = m,
+            None => break,
+        }
+    }
+    assert_eq!(
+        h.last_cause().0,
+        "failed",
+        "gave up after three redirections"
+    );
+}

@@ -254,3 +254,25 @@ fn outbound_calls_are_refused_without_an_owned_number_or_a_usable_trunk() {
     h.drain();
     assert!(h.cdr.is_empty() && h.media.is_empty() && h.sent.is_empty());
 }
+
+#[test]
+fn a_redirected_outbound_call_asks_the_trunk_for_the_new_target() {
+    let mut h = Harness::new();
+    let (_leg, inv) = h.originated();
+    h.trunk(&reply(&inv, 302, "Moved Temporarily", "r", "").replace(
+        "Contact: <sip:callee@192.0.2.30>",
+        "Contact: <sip:+4930777@192.0.2.99>",
+    ));
+    let sent = h.sent.drain(..).collect::<Vec<_>>();
+    let (p, inv2) = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE "))
+        .expect("the INVITE goes again");
+    assert_eq!(p.remote.to_string(), TRUNK, "still through the trunk");
+    assert!(
+        inv2.starts_with("INVITE sip:+4930777@192.0.2.99 SIP/2.0\r\n"),
+        "{inv2}"
+    );
+    h.trunk(&reply(inv2, 200, "OK", "c2", CALLEE_SDP));
+    assert!(matches!(h.cdr.last(), Some(CdrEvent::Answered { .. })));
+}
