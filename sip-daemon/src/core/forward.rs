@@ -95,6 +95,8 @@ pub struct OutLeg {
     pub auth_tried: bool,
     /// Redirections (3xx) followed so far.
     pub redirects: u8,
+    /// This leg REFERred us: it is told by NOTIFY how the transfer goes.
+    pub referred: bool,
     /// A provisional response arrived: CANCEL may be sent (§9.1).
     pub provisional: bool,
     pub cancel_due: bool,
@@ -346,6 +348,7 @@ impl Core {
             offered,
             auth_tried: false,
             redirects: 0,
+            referred: false,
             provisional: false,
             cancel_due: false,
             ring_deadline: None,

@@ -339,10 +339,11 @@ impl Core {
         if call.state == call::CallState::AwaitingMedia {
             return ControlOutcome::Refused("the call is not answered yet");
         }
-        if call.bridge.is_some() || call.media_leg != h {
-            return ControlOutcome::Refused(
-                "only calls with an AI stream are transferred over REST (forwarded calls: not yet)",
-            );
+        if call.bridge.is_some() {
+            return self.transfer_forwarded(now, h, &to);
+        }
+        if call.media_leg != h {
+            return ControlOutcome::Refused("the call was transferred already");
         }
         if call.transfer.is_some() || call.refer_until.is_some() {
             return ControlOutcome::Refused("a transfer of this call is already under way");

@@ -45,44 +45,67 @@ impl Core {
                 |b| b,
             );
         }
-        let Some(o) = self.out_legs.get(&hb) else {
+        if !self.out_legs.contains_key(&hb) {
             return self.respond(now, id, 481, None, Some(tag), |b| b);
-        };
-        let pending = o
-            .partner
-            .and_then(|h| self.calls.get(&h))
-            .map(|c| c.transfer.is_some());
-        let (Some(h), Some(false), OutState::Confirmed) = (o.partner, pending, o.state) else {
+        }
+        let Some(contact) = self.transferable(hb).map(|o| o.contact.clone()) else {
             // No call to move, a transfer already running, or not yet up.
             return self.respond(now, id, 491, None, Some(tag), |b| b);
         };
-        let codec = o.negotiated.as_ref().map(|n| n.codec);
-        let (Some(codec), Some(local)) = (codec, o.local_media) else {
-            return self.respond(now, id, 491, None, Some(tag), |b| b);
+        self.respond(now, id, 202, None, Some(tag), |b| {
+            b.header(HeaderName::Contact, contact)
+        });
+        if let Some(o) = self.out_legs.get_mut(&hb) {
+            o.referred = true;
+        }
+        self.notify_refer(now, hb, 100, "Trying", false);
+        tracing::info!(hb, "blind transfer by the far side");
+        self.transfer_far_leg(now, hb, refer_to.uri);
+    }
+
+    /// The far leg `hb` if its call can be transferred now: answered, and
+    /// no transfer running.
+    fn transferable(&self, hb: u64) -> Option<&super::forward::OutLeg> {
+        let o = self.out_legs.get(&hb)?;
+        let call = self.calls.get(&o.partner?)?;
+        (o.state == OutState::Confirmed
+            && call.transfer.is_none()
+            && o.negotiated.is_some()
+            && o.local_media.is_some())
+        .then_some(o)
+    }
+
+    /// Places a new far leg to `uri` on far leg `hb`'s relay side; once it
+    /// answers it replaces `hb` (`transfer_completed`).
+    fn transfer_far_leg(&mut self, now: Instant, hb: u64, uri: crate::sip::Uri) {
+        let Some(o) = self.transferable(hb) else {
+            return;
+        };
+        let (Some(h), Some(codec), Some(local)) = (
+            o.partner,
+            o.negotiated.as_ref().map(|n| n.codec),
+            o.local_media,
+        ) else {
+            return;
         };
         // Through the far leg's trunk (the carrier routes the new number);
-        // a far leg reached directly sends the new leg to the Refer-To's
-        // own host when it is an IP address.
+        // a far leg reached directly sends the new leg to the target's own
+        // host when it is an IP address.
         let mut peer = o.target.peer;
         if !o.target.via_trunk
-            && let Some(ip) = refer_to.uri.host.as_ref().and_then(|h| h.ip())
+            && let Some(ip) = uri.host.as_ref().and_then(|h| h.ip())
         {
-            peer.remote = SocketAddr::new(ip, refer_to.uri.port_or_default());
+            peer.remote = SocketAddr::new(ip, uri.port_or_default());
             peer.conn = None;
         }
         let target = OutTarget {
-            uri: refer_to.uri,
+            uri,
             peer,
             credentials: o.target.credentials.clone(),
             via_trunk: o.target.via_trunk,
         };
         let user = uri_user(&o.from);
-        let (max_forwards, media_leg, contact) = (o.max_forwards, o.media_leg, o.contact.clone());
-        self.respond(now, id, 202, None, Some(tag), |b| {
-            b.header(HeaderName::Contact, contact)
-        });
-        self.notify_refer(now, hb, 100, "Trying", false);
-
+        let (max_forwards, media_leg) = (o.max_forwards, o.media_leg);
         // The new far leg offers the bridged codec on the transferor's relay
         // side: the caller's stream is unchanged.
         let hc = self.new_id();
@@ -92,15 +115,53 @@ impl Core {
         if let Some(c) = self.calls.get_mut(&h) {
             c.transfer = Some(hc);
         }
-        tracing::info!(call = h, "blind transfer by the far side");
         self.place_far_leg(now, hc, local);
+    }
+
+    /// A transfer asked for over REST: the caller of forwarded call `h`
+    /// goes to `to` (E.164, through the far leg's trunk, or a `sip:` URI);
+    /// the old far side is released once the new one answers.
+    pub(super) fn transfer_forwarded(
+        &mut self,
+        now: Instant,
+        h: u64,
+        to: &str,
+    ) -> api::control::ControlOutcome {
+        use api::control::ControlOutcome;
+        let Some(hb) = self.calls.get(&h).and_then(|c| c.bridge) else {
+            return ControlOutcome::Refused("the call is not bridged");
+        };
+        let Some(o) = self.transferable(hb) else {
+            return ControlOutcome::Refused(
+                "the call cannot be transferred now (not answered, or a transfer is running)",
+            );
+        };
+        let text = if to.starts_with("sip:") {
+            to.to_string()
+        } else {
+            let Some(host) = o.target.uri.host.as_ref() else {
+                return ControlOutcome::Refused("the far leg's target has no host");
+            };
+            match o.target.uri.port {
+                Some(p) => format!("sip:{to}@{host}:{p}"),
+                None => format!("sip:{to}@{host}"),
+            }
+        };
+        let Ok(uri) = crate::sip::Uri::parse(&text) else {
+            return ControlOutcome::Refused("the target is not a SIP URI");
+        };
+        tracing::info!(call = h, target = %uri, "transfer of a forwarded call over REST");
+        self.transfer_far_leg(now, hb, uri);
+        ControlOutcome::Accepted
     }
 
     /// NOTIFY in the transferor's dialog with the transfer's progress.
     fn notify_refer(&mut self, now: Instant, hb: u64, status: u16, reason: &str, done: bool) {
+        // Only a far side that REFERred us has a subscription to notify.
         let Some((peer, contact)) = self
             .out_legs
             .get(&hb)
+            .filter(|o| o.referred)
             .and_then(|o| Some((o.dialog.as_ref()?.peer, o.contact.clone())))
         else {
             return;

@@ -1632,3 +1632,63 @@ fn a_redirected_far_leg_follows_the_contact_to_its_host() {
         "gave up after three redirections"
     );
 }
+
+#[test]
+fn a_rest_transfer_moves_a_forwarded_caller_without_notifying_the_old_far_side() {
+    let mut h = Harness::new();
+    let (leg_a, _leg_b, inv, _) = h.bridged("xfer-rest");
+    let sid = h
+        .cdr
+        .iter()
+        .find_map(|c| match c {
+            CdrEvent::Started(r) if r.sip_call_id == "xfer-rest" => Some(r.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    h.core.handle_control(
+        h.now,
+        api::control::ControlRequest::Transfer {
+            call_id: sid,
+            to: "+15559990000".into(),
+            reply: tx,
+        },
+    );
+    h.drain();
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        api::control::ControlOutcome::Accepted
+    );
+    let sent = h.sent_to();
+    assert_eq!(sent.len(), 1, "only the new INVITE, no NOTIFY: {sent:?}");
+    let inv2 = sent[0].1.clone();
+    assert!(
+        inv2.starts_with("INVITE sip:+15559990000@192.0.2.10:5070 SIP/2.0"),
+        "{inv2}"
+    );
+    assert!(inv2.contains("m=audio 30002 RTP/AVP 8 101\r\n"), "{inv2}");
+    h.far(&far_response(
+        &inv2,
+        200,
+        "OK",
+        "t2",
+        "Contact: <sip:target@192.0.2.30:5060>\r\n",
+        TARGET_SDP,
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("ACK sip:target@")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m.starts_with("BYE sip:far@192.0.2.10:5070")),
+        "the old far side is released: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(_, m)| m.starts_with("NOTIFY ")),
+        "{sent:?}"
+    );
+    assert!(h.core.calls.contains_key(&leg_a), "the caller stays");
+    let _ = inv;
+}
