@@ -63,6 +63,7 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         password: Some("p@ss'\"word".into()),
         max_calls: Some(u32::MAX),
         transfer: Some("refer".into()),
+        account_id: Some("acc-a".into()),
     };
     let bare = Trunk {
         name: "local".into(),
@@ -73,6 +74,7 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         password: None,
         max_calls: None,
         transfer: None,
+        account_id: None,
     };
     s.upsert_trunk(&full).await.unwrap();
     s.upsert_trunk(&bare).await.unwrap();

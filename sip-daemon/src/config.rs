@@ -368,6 +368,9 @@ pub struct TrunkEntry {
     /// "refer".
     #[serde(default)]
     pub transfer: Option<String>,
+    /// The only account that may send through it (unset: every account).
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 fn default_transport() -> String {
@@ -511,6 +514,11 @@ impl Config {
                     "trunk {}: transport must be udp, tcp or tls",
                     t.name
                 ));
+            }
+            if let Some(a) = &t.account
+                && !accounts.contains(&a.as_str())
+            {
+                out.push(format!("trunk {}: unknown account {a:?}", t.name));
             }
             if !matches!(t.transfer.as_deref(), None | Some("bridge" | "refer")) {
                 out.push(format!(
@@ -742,6 +750,7 @@ impl Config {
                     password: t.password.clone(),
                     max_calls: t.max_calls,
                     transfer: t.transfer.clone(),
+                    account_id: t.account.clone(),
                 })
                 .collect(),
             numbers: self

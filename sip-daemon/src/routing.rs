@@ -254,6 +254,7 @@ mod tests {
             password: None,
             max_calls: None,
             transfer: None,
+            account_id: None,
         };
         // "wide" also lists an IPv6 /128, which must not make its IPv4 /8
         // beat another trunk's /32.
@@ -287,6 +288,7 @@ mod tests {
             password: None,
             max_calls: None,
             transfer: None,
+            account_id: None,
         };
         let (t, problems) = RoutingTable::build(
             vec![trunk],

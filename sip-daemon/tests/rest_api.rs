@@ -521,3 +521,65 @@ fn rate_limits_answer_429_with_retry_after_and_metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_accounts_own_trunk_is_not_usable_by_other_accounts() {
+    let d = Daemon::start(
+        r#"
+[[accounts]]
+id = "other"
+"#,
+    );
+    let admin = d.token(None, true);
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/trunks/private",
+        Some(&admin),
+        Some(&json!({"outbound_address": "127.0.0.1:5999", "account": "other"})),
+    );
+    assert_eq!(
+        (st, body["account"].as_str()),
+        (200, Some("other")),
+        "{body}"
+    );
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/trunks/nobody",
+        Some(&admin),
+        Some(&json!({"account": "ghost"})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "account"), "{body}");
+
+    // Its account may route numbers through it; another may not.
+    let other = d.token(Some("other"), false);
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/+4930123",
+        Some(&other),
+        Some(&json!({"route": "echo", "trunk": "private"})),
+    );
+    assert_eq!(st, 200, "{body}");
+    let t = d.token(Some("acct"), false);
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/+15550007777",
+        Some(&t),
+        Some(&json!({"route": "echo", "trunk": "private"})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "trunk"), "{body}");
+    // Nor place calls or send SMS through it.
+    let (st, body, _) = d.api(
+        "POST",
+        "/v1/calls",
+        Some(&t),
+        Some(&json!({"from": "+15550001234", "to": "+4930999", "trunk": "private", "stream": {"url": "ws://127.0.0.1:9/x"}})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "trunk"), "{body}");
+    let (st, body, _) = d.api(
+        "POST",
+        "/v1/messages",
+        Some(&t),
+        Some(&json!({"from": "+15550001234", "to": "+4930999", "trunk": "private", "body": "x"})),
+    );
+    assert_eq!((st, error_field(&body)), (422, "trunk"), "{body}");
+}

@@ -21,13 +21,14 @@ pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name FROM accounts ORDER BY i
 
 pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
      (name, source_cidrs, outbound_address, transport, username, password, max_calls, \
-     transfer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     transfer, account_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (name) DO UPDATE SET source_cidrs = excluded.source_cidrs, \
      outbound_address = excluded.outbound_address, transport = excluded.transport, \
      username = excluded.username, password = excluded.password, \
-     max_calls = excluded.max_calls, transfer = excluded.transfer";
+     max_calls = excluded.max_calls, transfer = excluded.transfer, \
+     account_id = excluded.account_id";
 pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_address, transport, \
-     username, password, max_calls, transfer FROM trunks ORDER BY name";
+     username, password, max_calls, transfer, account_id FROM trunks ORDER BY name";
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
@@ -225,6 +226,7 @@ pub(crate) type TrunkRow = (
     Option<String>,
     Option<i64>,
     Option<String>,
+    Option<String>,
 );
 pub(crate) type NumberRow = (
     String,
@@ -296,7 +298,17 @@ pub(crate) fn encode_cidrs(cidrs: &[String]) -> String {
 }
 
 pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
-    let (name, cidrs, outbound_address, transport, username, password, max_calls, transfer) = r;
+    let (
+        name,
+        cidrs,
+        outbound_address,
+        transport,
+        username,
+        password,
+        max_calls,
+        transfer,
+        account_id,
+    ) = r;
     let source_cidrs =
         serde_json::from_str(&cidrs).map_err(|_| corrupt("trunks", "source_cidrs", cidrs))?;
     Ok(Trunk {
@@ -308,6 +320,7 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         password,
         max_calls: narrow_opt("trunks", "max_calls", max_calls)?,
         transfer,
+        account_id,
     })
 }
 
@@ -473,6 +486,7 @@ macro_rules! impl_store {
                     .bind(t.password.as_deref())
                     .bind(t.max_calls.map(i64::from))
                     .bind(t.transfer.as_deref())
+                    .bind(t.account_id.as_deref())
                     .execute(&self.pool)
                     .await?;
                 Ok(())

@@ -28,6 +28,16 @@ pub struct Trunk {
     /// How calls from this trunk are transferred: `"refer"` (REFER to the
     /// carrier) or `None`/`"bridge"` (the gateway bridges the new leg).
     pub transfer: Option<String>,
+    /// The account whose outbound calls, SMS and numbers may use it
+    /// (`None`: every account).
+    pub account_id: Option<String>,
+}
+
+impl Trunk {
+    /// Whether `account` may send through this trunk.
+    pub fn usable_by(&self, account: &str) -> bool {
+        self.account_id.as_deref().is_none_or(|a| a == account)
+    }
 }
 
 /// What a number does with a call.

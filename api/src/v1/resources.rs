@@ -184,6 +184,7 @@ fn trunk_out(t: Trunk) -> TrunkOut {
         has_password: t.password.is_some(),
         max_calls: t.max_calls,
         transfer: t.transfer.unwrap_or_else(|| "bridge".into()),
+        account: t.account_id,
     }
 }
 
@@ -268,6 +269,11 @@ pub async fn put_trunk(
         ));
     }
     check_max_calls(b.max_calls)?;
+    if let Some(a) = &b.account
+        && !s.store.list_accounts().await?.iter().any(|x| &x.id == a)
+    {
+        return Err(ApiError::field("account", format!("no account {a:?}")));
+    }
     let t = Trunk {
         name,
         source_cidrs: b.source_cidrs,
@@ -277,6 +283,7 @@ pub async fn put_trunk(
         password: b.password,
         max_calls: b.max_calls,
         transfer: b.transfer,
+        account_id: b.account,
     };
     s.store.upsert_trunk(&t).await?;
     changed(&s).await;
@@ -518,8 +525,11 @@ pub async fn put_number(
         ));
     }
     if let Some(t) = &b.trunk
-        && find_trunk(&s, t).await?.is_none()
+        && !find_trunk(&s, t)
+            .await?
+            .is_some_and(|t| t.usable_by(&account))
     {
+        // Another account's trunk answers as a missing one.
         return Err(ApiError::field("trunk", format!("no trunk named {t:?}")));
     }
     check_max_calls(b.max_calls)?;

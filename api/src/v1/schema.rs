@@ -132,6 +132,10 @@ pub struct TrunkIn {
     /// `bridge` (default) or `refer`: how calls from this trunk are transferred.
     #[schema(pattern = "^(bridge|refer)$")]
     pub transfer: Option<String>,
+    /// The only account that may send calls and SMS through it and give it
+    /// to its numbers (absent: every account).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -145,6 +149,7 @@ pub struct TrunkOut {
     pub has_password: bool,
     pub max_calls: Option<u32>,
     pub transfer: String,
+    pub account: Option<String>,
 }
 
 /// Where a `stream` number sends its calls.

@@ -39,6 +39,7 @@ fn routing() -> RoutingTable {
         password: Some("p".into()),
         max_calls: None,
         transfer: transfer.map(str::to_string),
+        account_id: None,
     };
     RoutingTable::build(
         vec![

@@ -53,6 +53,8 @@ impl Core {
         let trunk = routing
             .trunk(&trunk_name)
             .map(|e| e.trunk.clone())
+            // Another account's trunk answers as a missing one.
+            .filter(|t| t.usable_by(&req.account))
             .ok_or_else(|| {
                 OriginateRefused::TrunkUnavailable(format!("no trunk {trunk_name:?}"))
             })?;

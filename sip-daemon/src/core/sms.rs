@@ -135,6 +135,7 @@ impl Core {
             .ok_or(OriginateRefused::NoTrunk)?;
         let host = routing
             .trunk(&trunk_name)
+            .filter(|t| t.trunk.usable_by(&req.account))
             .and_then(|t| t.trunk.outbound_address.clone())
             .ok_or_else(|| {
                 OriginateRefused::TrunkUnavailable(format!(

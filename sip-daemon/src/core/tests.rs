@@ -38,6 +38,7 @@ fn routing() -> RoutingTable {
                 password: None,
                 max_calls: Some(100),
                 transfer: None,
+                account_id: None,
             },
             Trunk {
                 name: "carrier".into(),
@@ -48,6 +49,7 @@ fn routing() -> RoutingTable {
                 password: Some("trunk-secret".into()),
                 max_calls: None,
                 transfer: Some("refer".into()),
+                account_id: None,
             },
         ],
         vec![
