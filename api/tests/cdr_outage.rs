@@ -94,6 +94,28 @@ impl Store for FlakyStore {
     async fn update_message_status(&self, id: &str, status: &str) -> Result<bool> {
         self.inner.update_message_status(id, status).await
     }
+    async fn claim_idempotency_key(
+        &self,
+        account: &str,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<api::store::IdempotencyClaim> {
+        self.inner
+            .claim_idempotency_key(account, key, fingerprint, now_ms, ttl_ms)
+            .await
+    }
+    async fn finish_idempotency_key(
+        &self,
+        account: &str,
+        key: &str,
+        answer: Option<(u16, &str)>,
+    ) -> Result<()> {
+        self.inner
+            .finish_idempotency_key(account, key, answer)
+            .await
+    }
     async fn announce_change(&self) -> Result<()> {
         self.inner.announce_change().await
     }

@@ -248,6 +248,62 @@ async fn sip_users_roundtrip(s: Arc<dyn Store>) {
     assert!(s.list_registrations(0).await.unwrap().is_empty());
 }
 
+async fn idempotency_keys_claim_replay_and_expire(s: Arc<dyn Store>) {
+    use api::store::IdempotencyClaim::*;
+    let t = 1_700_000_000_000;
+    let day = 24 * 3600 * 1000;
+    assert_eq!(
+        s.claim_idempotency_key("a", "k", "f1", t, day)
+            .await
+            .unwrap(),
+        Claimed
+    );
+    assert_eq!(
+        s.claim_idempotency_key("a", "k", "f1", t, day)
+            .await
+            .unwrap(),
+        InFlight
+    );
+    assert_eq!(
+        s.claim_idempotency_key("a", "k", "f2", t, day)
+            .await
+            .unwrap(),
+        Mismatch
+    );
+    assert_eq!(
+        s.claim_idempotency_key("b", "k", "f1", t, day)
+            .await
+            .unwrap(),
+        Claimed
+    );
+    s.finish_idempotency_key("a", "k", Some((201, r#"{"id":"CA1"}"#)))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.claim_idempotency_key("a", "k", "f1", t + 1, day)
+            .await
+            .unwrap(),
+        Done {
+            status: 201,
+            body: r#"{"id":"CA1"}"#.into()
+        }
+    );
+    // Released: claimable again; expired: too.
+    s.finish_idempotency_key("b", "k", None).await.unwrap();
+    assert_eq!(
+        s.claim_idempotency_key("b", "k", "f9", t, day)
+            .await
+            .unwrap(),
+        Claimed
+    );
+    assert_eq!(
+        s.claim_idempotency_key("a", "k", "f3", t + day + 1, day)
+            .await
+            .unwrap(),
+        Claimed
+    );
+}
+
 async fn registrations_expiry_and_delete(s: Arc<dyn Store>) {
     let now = 1_700_000_000_000;
     let reg = |user: &str, contact: &str, expires_at: i64, cseq: u32| Registration {
@@ -1001,6 +1057,7 @@ suite! {
         numbers_roundtrip,
         blocked_roundtrip,
         sip_users_roundtrip,
+        idempotency_keys_claim_replay_and_expire,
         registrations_expiry_and_delete,
         cdr_batch_lifecycle_is_idempotent,
         cdr_batches_any_cut_any_replay,

@@ -615,7 +615,6 @@ fn rest_state(
         changed,
         control: Some(control),
         metrics: metrics.clone(),
-        idempotency: Default::default(),
     }));
     Ok(Some((state, metrics)))
 }

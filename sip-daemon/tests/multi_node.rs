@@ -77,3 +77,46 @@ fn a_block_made_on_one_node_applies_on_the_other_at_once() {
     assert_eq!(st, 200);
     assert_eq!(list["data"][0]["caller"], "+14155550100");
 }
+
+#[test]
+fn an_idempotency_key_holds_across_nodes() {
+    let Some(url) = pg_schema_url() else {
+        return;
+    };
+    let extra = r#"
+[[trunks]]
+name = "nowhere"
+source_cidrs = ["127.0.0.9/32"]
+outbound_address = "127.0.0.1:9"
+
+[[numbers]]
+pattern = "+15558880000"
+account = "acct"
+route = "echo"
+trunk = "nowhere"
+"#;
+    let a = Daemon::start_with(extra, Some(&url));
+    let b = Daemon::start_with(extra, Some(&url));
+    let token = a.token(Some("acct"), false);
+    let post = |d: &Daemon| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .post(&format!("http://127.0.0.1:{}/v1/calls", d.metrics_port))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", "retry-after-timeout")
+            .send_json(json!({"from": "+15558880000", "to": "+15557654321", "stream": {"url": "ws://127.0.0.1:9/x"}}))
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json::<serde_json::Value>().unwrap(),
+        )
+    };
+    let (st, first) = post(&a);
+    assert_eq!(st, 201, "{first}");
+    // The client's retry reaches the other node: the same call, no second.
+    let (st, again) = post(&b);
+    assert_eq!((st, &again["id"]), (201, &first["id"]), "{again}");
+}

@@ -761,6 +761,98 @@ macro_rules! impl_store {
                 Ok(r.rows_affected())
             }
 
+            async fn claim_idempotency_key(
+                &self,
+                account: &str,
+                key: &str,
+                fingerprint: &str,
+                now_ms: i64,
+                ttl_ms: i64,
+            ) -> $crate::store::Result<$crate::store::IdempotencyClaim> {
+                use $crate::store::IdempotencyClaim;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 \
+                     AND created_at < $3",
+                )
+                .bind(account)
+                .bind(key)
+                .bind(now_ms - ttl_ms)
+                .execute(&mut *tx)
+                .await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys (account_id, key, fingerprint, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, key) DO NOTHING",
+                )
+                .bind(account)
+                .bind(key)
+                .bind(fingerprint)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let claim = if inserted == 1 {
+                    IdempotencyClaim::Claimed
+                } else {
+                    let (f, status, body): (String, Option<i64>, Option<String>) = sqlx::query_as(
+                        "SELECT fingerprint, CAST(status AS BIGINT), body FROM idempotency_keys \
+                         WHERE account_id = $1 AND key = $2",
+                    )
+                    .bind(account)
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    match (status, body) {
+                        _ if f != fingerprint => IdempotencyClaim::Mismatch,
+                        (Some(s), Some(b)) => IdempotencyClaim::Done {
+                            status: u16::try_from(s).map_err(|_| {
+                                $crate::store::StoreError::Corrupt {
+                                    table: "idempotency_keys",
+                                    column: "status",
+                                    value: s.to_string(),
+                                }
+                            })?,
+                            body: b,
+                        },
+                        _ => IdempotencyClaim::InFlight,
+                    }
+                };
+                tx.commit().await?;
+                Ok(claim)
+            }
+
+            async fn finish_idempotency_key(
+                &self,
+                account: &str,
+                key: &str,
+                answer: Option<(u16, &str)>,
+            ) -> $crate::store::Result<()> {
+                match answer {
+                    Some((status, body)) => {
+                        sqlx::query(
+                            "UPDATE idempotency_keys SET status = $1, body = $2 \
+                             WHERE account_id = $3 AND key = $4",
+                        )
+                        .bind(i64::from(status))
+                        .bind(body)
+                        .bind(account)
+                        .bind(key)
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                    None => {
+                        sqlx::query(
+                            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2",
+                        )
+                        .bind(account)
+                        .bind(key)
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                }
+                Ok(())
+            }
+
             async fn announce_change(&self) -> $crate::store::Result<()> {
                 if $backend == "postgres" {
                     sqlx::query("SELECT pg_notify($1, '')")

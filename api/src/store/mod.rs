@@ -81,6 +81,25 @@ pub trait Store: Send + Sync + 'static {
     /// = `now_ms - answer_at` for answered calls (never negative), else 0.
     async fn close_interrupted_calls(&self, now_ms: i64) -> Result<u64>;
 
+    /// Claims `key` for a request with `fingerprint` (its body) at `now_ms`,
+    /// unless a claim younger than `ttl_ms` holds it.
+    async fn claim_idempotency_key(
+        &self,
+        account: &str,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<IdempotencyClaim>;
+    /// Records the answer of the request that claimed `key`, or (`None`)
+    /// releases the key so that a retry may claim it.
+    async fn finish_idempotency_key(
+        &self,
+        account: &str,
+        key: &str,
+        answer: Option<(u16, &str)>,
+    ) -> Result<()>;
+
     /// Tells every node sharing the database that routing rows changed
     /// (PostgreSQL: `NOTIFY gateway_routing`; SQLite has one node: no-op).
     async fn announce_change(&self) -> Result<()>;

@@ -198,6 +198,19 @@ pub fn call_status(
     }
 }
 
+/// What claiming an Idempotency-Key found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is ours: go on, then finish it.
+    Claimed,
+    /// Another request with this key has not finished.
+    InFlight,
+    /// The key was used with another body.
+    Mismatch,
+    /// The first request's answer.
+    Done { status: u16, body: String },
+}
+
 /// A change to a call record; applied in order, idempotently.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CdrEvent {

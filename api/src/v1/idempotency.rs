@@ -1,45 +1,17 @@
 //! `Idempotency-Key` on POSTs that create calls or messages: a client that
 //! retries after a timeout gets the first answer back, and no second call
-//! is placed. Keys live 24 h, per account, on the node that took them.
+//! is placed. Keys live 24 h per account in the store, so a retry that
+//! reaches another node sharing the database finds them too.
 
 use super::error::ApiError;
+use crate::store::{IdempotencyClaim, Store};
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-const TTL: Duration = Duration::from_secs(24 * 3600);
-/// Keys remembered at most; beyond, the oldest are forgotten first.
-const MAX_KEYS: usize = 100_000;
+const TTL_MS: i64 = 24 * 3600 * 1000;
 
 type Answer = (StatusCode, Json<serde_json::Value>);
-
-enum Entry {
-    InFlight {
-        fingerprint: String,
-        at: Instant,
-    },
-    Done {
-        fingerprint: String,
-        status: StatusCode,
-        body: serde_json::Value,
-        at: Instant,
-    },
-}
-
-impl Entry {
-    fn at(&self) -> Instant {
-        match self {
-            Entry::InFlight { at, .. } | Entry::Done { at, .. } => *at,
-        }
-    }
-}
-
-#[derive(Default)]
-pub struct Idempotency {
-    map: Mutex<HashMap<(String, String), Entry>>,
-}
 
 /// The request's key: 1–255 visible ASCII characters.
 pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -57,101 +29,55 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-impl Idempotency {
-    /// Starts a request under `key`: `Some(answer)` replays a finished
-    /// one; a key in flight or reused for another body is refused.
-    pub fn begin(
-        &self,
-        account: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<Option<Answer>, ApiError> {
-        let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_KEYS {
-            map.retain(|_, e| now.duration_since(e.at()) < TTL);
-            if map.len() >= MAX_KEYS {
-                // Forget the oldest tenth of the finished keys at once, so
-                // the scan is not repeated on every request; keys in flight
-                // are kept.
-                let mut done: Vec<(Instant, (String, String))> = map
-                    .iter()
-                    .filter(|(_, e)| matches!(e, Entry::Done { .. }))
-                    .map(|(k, e)| (e.at(), k.clone()))
-                    .collect();
-                done.sort_unstable_by_key(|(at, _)| *at);
-                for (_, k) in done.into_iter().take(MAX_KEYS / 10) {
-                    map.remove(&k);
-                }
-            }
-        }
-        let k = (account.to_string(), key.to_string());
-        match map.get(&k) {
-            Some(e) if now.duration_since(e.at()) < TTL => match e {
-                Entry::InFlight { .. } => Err(ApiError::conflict(
-                    "Idempotency-Key",
-                    "a request with this Idempotency-Key is still in progress",
-                )),
-                Entry::Done {
-                    fingerprint: f,
-                    status,
-                    body,
-                    ..
-                } => {
-                    if f != fingerprint {
-                        return Err(ApiError::field(
-                            "Idempotency-Key",
-                            "this Idempotency-Key was used with a different body",
-                        ));
-                    }
-                    Ok(Some((*status, Json(body.clone()))))
-                }
-            },
-            _ => {
-                map.insert(
-                    k,
-                    Entry::InFlight {
-                        fingerprint: fingerprint.to_string(),
-                        at: now,
-                    },
-                );
-                Ok(None)
-            }
-        }
-    }
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
-    /// Ends a request: a success is remembered for replay; a failure is
-    /// forgotten, so the client may retry with the same key.
-    pub fn finish(&self, account: &str, key: &str, answer: Option<&Answer>) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let k = (account.to_string(), key.to_string());
-        if let (Some((status, Json(body))), Some(Entry::InFlight { fingerprint, .. })) =
-            (answer, map.remove(&k))
-        {
-            map.insert(
-                k,
-                Entry::Done {
-                    fingerprint,
-                    status: *status,
-                    body: body.clone(),
-                    at: Instant::now(),
-                },
-            );
+/// Starts a request under `key`: `Ok(Some(answer))` replays a finished
+/// one; `Ok(None)` means the key is ours (finish it with a [`Guard`]); a
+/// key in flight or reused for another body is refused.
+pub async fn begin(
+    store: &dyn Store,
+    account: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Answer>, ApiError> {
+    match store
+        .claim_idempotency_key(account, key, fingerprint, now_ms(), TTL_MS)
+        .await?
+    {
+        IdempotencyClaim::Claimed => Ok(None),
+        IdempotencyClaim::InFlight => Err(ApiError::conflict(
+            "Idempotency-Key",
+            "a request with this Idempotency-Key is still in progress",
+        )),
+        IdempotencyClaim::Mismatch => Err(ApiError::field(
+            "Idempotency-Key",
+            "this Idempotency-Key was used with a different body",
+        )),
+        IdempotencyClaim::Done { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            Ok(Some((status, Json(body))))
         }
     }
 }
 
-/// Ends a request that began under a key: [`Guard::finish`] records its
-/// answer; dropping the guard unfinished forgets the key.
-pub struct Guard<'a> {
-    store: &'a Idempotency,
+/// Ends a request that claimed a key: [`Guard::finish`] records a success
+/// (a failure releases the key, so the client may retry); dropping the
+/// guard unfinished — the client went away mid-request — releases it too.
+pub struct Guard {
+    store: Arc<dyn Store>,
     account: String,
     key: String,
     done: bool,
 }
 
-impl<'a> Guard<'a> {
-    pub fn new(store: &'a Idempotency, account: &str, key: &str) -> Self {
+impl Guard {
+    pub fn new(store: Arc<dyn Store>, account: &str, key: &str) -> Self {
         Guard {
             store,
             account: account.to_string(),
@@ -160,16 +86,33 @@ impl<'a> Guard<'a> {
         }
     }
 
-    pub fn finish(mut self, answer: Option<&Answer>) {
+    pub async fn finish(mut self, answer: Option<&Answer>) {
         self.done = true;
-        self.store.finish(&self.account, &self.key, answer);
+        let body = answer.map(|(s, Json(b))| (s.as_u16(), b.to_string()));
+        let res = self
+            .store
+            .finish_idempotency_key(
+                &self.account,
+                &self.key,
+                body.as_ref().map(|(s, b)| (*s, b.as_str())),
+            )
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "Idempotency-Key answer not stored; a retry may run again");
+        }
     }
 }
 
-impl Drop for Guard<'_> {
+impl Drop for Guard {
     fn drop(&mut self) {
-        if !self.done {
-            self.store.finish(&self.account, &self.key, None);
+        if self.done {
+            return;
+        }
+        let (store, account, key) = (self.store.clone(), self.account.clone(), self.key.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = store.finish_idempotency_key(&account, &key, None).await;
+            });
         }
     }
 }
@@ -178,25 +121,29 @@ impl Drop for Guard<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn replays_refuses_in_flight_and_other_bodies_and_forgets_failures() {
-        let i = Idempotency::default();
-        assert!(i.begin("a", "k1", "body").unwrap().is_none());
+    #[tokio::test]
+    async fn replays_refuses_in_flight_and_other_bodies_and_forgets_failures() {
+        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        let s = store.as_ref();
+        assert!(begin(s, "a", "k1", "body").await.unwrap().is_none());
         assert_eq!(
-            i.begin("a", "k1", "body").unwrap_err().status,
+            begin(s, "a", "k1", "body").await.unwrap_err().status,
             StatusCode::CONFLICT
         );
         // Another account's key is its own.
-        assert!(i.begin("b", "k1", "body").unwrap().is_none());
+        assert!(begin(s, "b", "k1", "body").await.unwrap().is_none());
         let answer = (StatusCode::CREATED, Json(serde_json::json!({"id": "CA1"})));
-        i.finish("a", "k1", Some(&answer));
-        let (st, Json(body)) = i.begin("a", "k1", "body").unwrap().unwrap();
+        Guard::new(store.clone(), "a", "k1")
+            .finish(Some(&answer))
+            .await;
+        let (st, Json(body)) = begin(s, "a", "k1", "body").await.unwrap().unwrap();
         assert_eq!(
             (st, body["id"].as_str()),
             (StatusCode::CREATED, Some("CA1"))
         );
         assert_eq!(
-            i.begin("a", "k1", "other")
+            begin(s, "a", "k1", "other")
+                .await
                 .unwrap_err()
                 .detail
                 .field
@@ -204,11 +151,14 @@ mod tests {
             Some("Idempotency-Key")
         );
         // A failed request is not remembered.
-        assert!(i.begin("a", "k2", "x").unwrap().is_none());
-        i.finish("a", "k2", None);
-        assert!(i.begin("a", "k2", "x").unwrap().is_none());
+        assert!(begin(s, "a", "k2", "x").await.unwrap().is_none());
+        Guard::new(store.clone(), "a", "k2").finish(None).await;
+        assert!(begin(s, "a", "k2", "x").await.unwrap().is_none());
         // Nor one dropped mid-way.
-        drop(Guard::new(&i, "a", "k2"));
-        assert!(i.begin("a", "k2", "x").unwrap().is_none());
+        drop(Guard::new(store.clone(), "a", "k2"));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(begin(s, "a", "k2", "x").await.unwrap().is_none());
     }
 }

@@ -51,7 +51,6 @@ pub struct Inner {
     /// `None` when the API runs without a signalling core (tests, tools).
     pub control: Option<CallControl>,
     pub metrics: ApiMetrics,
-    pub idempotency: idempotency::Idempotency,
 }
 
 #[derive(Clone)]

@@ -945,21 +945,22 @@ pub async fn create_call(
     JsonBody(b): JsonBody<CallIn>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let account = auth.account()?.to_string();
-    let key = super::idempotency::key(&headers)?;
+    let key = super::idempotency::key(&headers)?.map(|k| format!("call:{k}"));
     let fingerprint = serde_json::to_string(&b).unwrap_or_default();
     if let Some(k) = &key
-        && let Some(done) = s.idempotency.begin(&account, k, &fingerprint)?
+        && let Some(done) =
+            super::idempotency::begin(s.store.as_ref(), &account, k, &fingerprint).await?
     {
         return Ok(done);
     }
-    // A request dropped mid-way (the client went away) forgets its key,
+    // A request dropped mid-way (the client went away) releases its key,
     // so the client's retry is not refused as "in progress" for 24 h.
-    let mut guard = key
+    let guard = key
         .as_ref()
-        .map(|k| super::idempotency::Guard::new(&s.idempotency, &account, k));
+        .map(|k| super::idempotency::Guard::new(s.store.clone(), &account, k));
     let result = place_call(&s, &account, b).await;
-    if let Some(g) = guard.take() {
-        g.finish(result.as_ref().ok());
+    if let Some(g) = guard {
+        g.finish(result.as_ref().ok()).await;
     }
     result
 }
@@ -1231,21 +1232,20 @@ pub async fn send_message(
     JsonBody(b): JsonBody<MessageIn>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let account = auth.account()?.to_string();
-    let key = super::idempotency::key(&headers)?;
+    let key = super::idempotency::key(&headers)?.map(|k| format!("msg:{k}"));
     let fingerprint = serde_json::to_string(&b).unwrap_or_default();
     if let Some(k) = &key
-        && let Some(done) = s
-            .idempotency
-            .begin(&account, &format!("msg:{k}"), &fingerprint)?
+        && let Some(done) =
+            super::idempotency::begin(s.store.as_ref(), &account, k, &fingerprint).await?
     {
         return Ok(done);
     }
-    let mut guard = key
+    let guard = key
         .as_ref()
-        .map(|k| super::idempotency::Guard::new(&s.idempotency, &account, &format!("msg:{k}")));
+        .map(|k| super::idempotency::Guard::new(s.store.clone(), &account, k));
     let result = send_one_message(&s, &account, b).await;
-    if let Some(g) = guard.take() {
-        g.finish(result.as_ref().ok());
+    if let Some(g) = guard {
+        g.finish(result.as_ref().ok()).await;
     }
     result
 }
