@@ -947,21 +947,30 @@ pub async fn create_call(
     let account = auth.account()?.to_string();
     let key = super::idempotency::key(&headers)?.map(|k| format!("call:{k}"));
     let fingerprint = serde_json::to_string(&b).unwrap_or_default();
-    if let Some(k) = &key
-        && let Some(done) =
-            super::idempotency::begin(s.store.as_ref(), &account, k, &fingerprint).await?
+    idempotent(&s, &account, key, &fingerprint, place_call(&s, &account, b)).await
+}
+
+/// Runs `create` under an Idempotency-Key (when given): a finished
+/// request's answer is replayed, a request dropped mid-way (the client
+/// went away) releases its key so the retry is not refused for 24 h.
+async fn idempotent(
+    s: &ApiState,
+    account: &str,
+    key: Option<String>,
+    fingerprint: &str,
+    create: impl std::future::Future<Output = Result<(StatusCode, Json<serde_json::Value>), ApiError>>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Some(key) = key else {
+        return create.await;
+    };
+    if let Some(done) =
+        super::idempotency::begin(s.store.as_ref(), account, &key, fingerprint).await?
     {
         return Ok(done);
     }
-    // A request dropped mid-way (the client went away) releases its key,
-    // so the client's retry is not refused as "in progress" for 24 h.
-    let guard = key
-        .as_ref()
-        .map(|k| super::idempotency::Guard::new(s.store.clone(), &account, k));
-    let result = place_call(&s, &account, b).await;
-    if let Some(g) = guard {
-        g.finish(result.as_ref().ok()).await;
-    }
+    let guard = super::idempotency::Guard::new(s.store.clone(), account, &key);
+    let result = create.await;
+    guard.finish(result.as_ref().ok()).await;
     result
 }
 
@@ -1234,20 +1243,14 @@ pub async fn send_message(
     let account = auth.account()?.to_string();
     let key = super::idempotency::key(&headers)?.map(|k| format!("msg:{k}"));
     let fingerprint = serde_json::to_string(&b).unwrap_or_default();
-    if let Some(k) = &key
-        && let Some(done) =
-            super::idempotency::begin(s.store.as_ref(), &account, k, &fingerprint).await?
-    {
-        return Ok(done);
-    }
-    let guard = key
-        .as_ref()
-        .map(|k| super::idempotency::Guard::new(s.store.clone(), &account, k));
-    let result = send_one_message(&s, &account, b).await;
-    if let Some(g) = guard {
-        g.finish(result.as_ref().ok()).await;
-    }
-    result
+    idempotent(
+        &s,
+        &account,
+        key,
+        &fingerprint,
+        send_one_message(&s, &account, b),
+    )
+    .await
 }
 
 async fn send_one_message(

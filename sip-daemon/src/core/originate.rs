@@ -22,39 +22,47 @@ pub struct Origination {
     pub spec: Box<StreamSpec>,
 }
 
+/// How a request we originate (a call, an SMS) leaves: the caller id's
+/// number, the trunk, its host and the resolved target.
+pub(super) struct OutboundRoute {
+    pub number: Number,
+    pub trunk: api::store::Trunk,
+    pub host: String,
+    pub target: super::forward::OutTarget,
+}
+
 impl Core {
-    /// Places an outbound call: reserves its media port, then (once bound,
-    /// [`Core::originate_port_bound`]) sends the INVITE.
-    pub fn originate(
+    /// The route of a call or SMS from `from` to `to` for `account`:
+    /// `from` must be one of the account's DIDs (the catch-all `*` owns
+    /// none), `to` not blocked, the trunk (named, else the number's) usable
+    /// by the account and reachable.
+    pub(super) fn outbound_route(
         &mut self,
         now: Instant,
-        req: &OriginateRequest,
-    ) -> Result<Originated, OriginateRefused> {
-        if self.draining {
-            return Err(OriginateRefused::Draining);
-        }
+        account: &str,
+        from: &str,
+        to: &str,
+        trunk: Option<&str>,
+    ) -> Result<OutboundRoute, OriginateRefused> {
         let routing = self.routing.clone();
-        // Caller id must be a DID (or DID block) of the account; the
-        // catch-all `*` owns no number.
         let number = routing
-            .number(&req.from)
-            .filter(|n| n.account_id == req.account && n.pattern != "*")
+            .number(from)
+            .filter(|n| n.account_id == account && n.pattern != "*")
             .cloned()
             .ok_or(OriginateRefused::FromNotOwned)?;
-        if routing.is_blocked(&req.account, &number.pattern, &req.to) {
+        if routing.is_blocked(account, &number.pattern, to) {
             self.metrics.reject("blocked");
             return Err(OriginateRefused::Blocked);
         }
-        let trunk_name = req
-            .trunk
-            .clone()
+        let trunk_name = trunk
+            .map(str::to_string)
             .or_else(|| number.trunk.clone())
             .ok_or(OriginateRefused::NoTrunk)?;
         let trunk = routing
             .trunk(&trunk_name)
             .map(|e| e.trunk.clone())
             // Another account's trunk answers as a missing one.
-            .filter(|t| t.usable_by(&req.account))
+            .filter(|t| t.usable_by(account))
             .ok_or_else(|| {
                 OriginateRefused::TrunkUnavailable(format!("no trunk {trunk_name:?}"))
             })?;
@@ -69,13 +77,38 @@ impl Core {
             .resolve_forward(
                 now,
                 &Number {
-                    target: Some(format!("sip:{}@{host}", req.to)),
-                    trunk: Some(trunk_name.clone()),
+                    target: Some(format!("sip:{to}@{host}")),
+                    trunk: Some(trunk_name),
                     route: RouteKind::Forward,
                     ..number.clone()
                 },
             )
             .map_err(|why| OriginateRefused::TrunkUnavailable(why.into()))?;
+        Ok(OutboundRoute {
+            number,
+            trunk,
+            host,
+            target,
+        })
+    }
+
+    /// Places an outbound call: reserves its media port, then (once bound,
+    /// [`Core::originate_port_bound`]) sends the INVITE.
+    pub fn originate(
+        &mut self,
+        now: Instant,
+        req: &OriginateRequest,
+    ) -> Result<Originated, OriginateRefused> {
+        if self.draining {
+            return Err(OriginateRefused::Draining);
+        }
+        let OutboundRoute {
+            number,
+            trunk,
+            host,
+            target,
+        } = self.outbound_route(now, &req.account, &req.from, &req.to, req.trunk.as_deref())?;
+        let trunk_name = trunk.name.clone();
         let number_busy = number.max_calls.is_some_and(|m| {
             self.active_by_number
                 .get(&number.pattern)

@@ -118,42 +118,8 @@ impl Core {
         now: Instant,
         req: &MessageRequest,
     ) -> Result<MessageRecord, OriginateRefused> {
-        let routing = self.routing.clone();
-        let number = routing
-            .number(&req.from)
-            .filter(|n| n.account_id == req.account && n.pattern != "*")
-            .cloned()
-            .ok_or(OriginateRefused::FromNotOwned)?;
-        if routing.is_blocked(&req.account, &number.pattern, &req.to) {
-            self.metrics.reject("blocked");
-            return Err(OriginateRefused::Blocked);
-        }
-        let trunk_name = req
-            .trunk
-            .clone()
-            .or_else(|| number.trunk.clone())
-            .ok_or(OriginateRefused::NoTrunk)?;
-        let host = routing
-            .trunk(&trunk_name)
-            .filter(|t| t.trunk.usable_by(&req.account))
-            .and_then(|t| t.trunk.outbound_address.clone())
-            .ok_or_else(|| {
-                OriginateRefused::TrunkUnavailable(format!(
-                    "no trunk {trunk_name:?} with an outbound address"
-                ))
-            })?;
-        let host = host.trim_start_matches("sip:").to_string();
-        let target = self
-            .resolve_forward(
-                now,
-                &api::store::Number {
-                    target: Some(format!("sip:{}@{host}", req.to)),
-                    trunk: Some(trunk_name),
-                    route: api::store::RouteKind::Forward,
-                    ..number
-                },
-            )
-            .map_err(|why| OriginateRefused::TrunkUnavailable(why.into()))?;
+        let super::originate::OutboundRoute { host, target, .. } =
+            self.outbound_route(now, &req.account, &req.from, &req.to, req.trunk.as_deref())?;
         let record = MessageRecord {
             id: format!("SM{}", self.random_hex(16)),
             account_id: req.account.clone(),
