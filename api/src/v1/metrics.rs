@@ -50,11 +50,6 @@ impl ApiMetrics {
             rejections,
         })
     }
-
-    /// Series for a registry nobody scrapes (tools and tests).
-    pub fn unregistered() -> ApiMetrics {
-        ApiMetrics::register(&Registry::new()).unwrap_or_else(|_| unreachable!())
-    }
 }
 
 /// Counts and times every request.

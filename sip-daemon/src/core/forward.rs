@@ -147,6 +147,31 @@ impl RelaySide {
     }
 }
 
+/// The Authorization (401) or Proxy-Authorization (407) header answering
+/// the challenge in `resp` with `target`'s trunk credentials (RFC 3261
+/// §22.2), for a request of `method`; `None` when there is nothing to
+/// answer (another status, no credentials, no parsable challenge).
+pub(super) fn digest_answer(
+    resp: &Response,
+    target: &OutTarget,
+    method: &str,
+    cnonce: &str,
+) -> Option<(HeaderName, String)> {
+    let (challenge_h, answer_h) = match resp.status {
+        401 => (HeaderName::WwwAuthenticate, HeaderName::Authorization),
+        407 => (
+            HeaderName::ProxyAuthenticate,
+            HeaderName::ProxyAuthorization,
+        ),
+        _ => return None,
+    };
+    let (user, pass) = target.credentials.as_ref()?;
+    let ch = Challenge::parse(resp.headers.get(&challenge_h)?).ok()?;
+    let uri = target.uri.to_string();
+    let creds = Credentials::answer(&ch, user, pass, method, &uri, cnonce);
+    Some((answer_h, creds.encode()))
+}
+
 /// What a final failure of the far leg means for the caller: the cause in
 /// the call record and the status the caller gets.
 pub fn failure_outcome(status: u16) -> (&'static str, u16) {
@@ -842,31 +867,14 @@ impl Core {
                 return self.send_out_invite(now, hb, None);
             }
         }
-        if (status == 401 || status == 407)
-            && o.state == OutState::Calling
+        if o.state == OutState::Calling
             && !o.auth_tried
-            && let Some((user, pass)) = o.target.credentials.clone()
+            && let Some(auth) = digest_answer(&resp, &o.target, "INVITE", &cnonce)
         {
-            let (challenge_h, answer_h) = if status == 401 {
-                (HeaderName::WwwAuthenticate, HeaderName::Authorization)
-            } else {
-                (
-                    HeaderName::ProxyAuthenticate,
-                    HeaderName::ProxyAuthorization,
-                )
-            };
-            if let Some(ch) = resp
-                .headers
-                .get(&challenge_h)
-                .and_then(|v| Challenge::parse(v).ok())
-            {
-                o.auth_tried = true;
-                o.cseq += 1;
-                o.provisional = false;
-                let uri = o.target.uri.to_string();
-                let creds = Credentials::answer(&ch, &user, &pass, "INVITE", &uri, &cnonce);
-                return self.send_out_invite(now, hb, Some((answer_h, creds.encode())));
-            }
+            o.auth_tried = true;
+            o.cseq += 1;
+            o.provisional = false;
+            return self.send_out_invite(now, hb, Some(auth));
         }
         let Some(o) = self.out_legs.remove(&hb) else {
             return;

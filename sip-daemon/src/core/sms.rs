@@ -6,7 +6,6 @@ use super::call::CallState;
 use super::forward::OutTarget;
 use super::*;
 use crate::routing::normalize_e164;
-use crate::sip::digest::{Challenge, Credentials};
 use api::control::{MessageRequest, OriginateRefused};
 use api::store::{Direction, MessageRecord};
 use media_userspace::aistream::SmsIn;
@@ -194,30 +193,13 @@ impl Core {
             return;
         }
         let cnonce = self.random_hex(8);
-        if (status == 401 || status == 407)
-            && let Some(o) = self.sms_out.get_mut(&m)
+        if let Some(o) = self.sms_out.get_mut(&m)
             && !o.auth_tried
-            && let Some((user, pass)) = o.target.credentials.clone()
+            && let Some(auth) = super::forward::digest_answer(&resp, &o.target, "MESSAGE", &cnonce)
         {
-            let (challenge_h, answer_h) = if status == 401 {
-                (HeaderName::WwwAuthenticate, HeaderName::Authorization)
-            } else {
-                (
-                    HeaderName::ProxyAuthenticate,
-                    HeaderName::ProxyAuthorization,
-                )
-            };
-            if let Some(ch) = resp
-                .headers
-                .get(&challenge_h)
-                .and_then(|v| Challenge::parse(v).ok())
-            {
-                o.auth_tried = true;
-                o.cseq += 1;
-                let uri = o.target.uri.to_string();
-                let creds = Credentials::answer(&ch, &user, &pass, "MESSAGE", &uri, &cnonce);
-                return self.send_sms_request(now, m, Some((answer_h, creds.encode())));
-            }
+            o.auth_tried = true;
+            o.cseq += 1;
+            return self.send_sms_request(now, m, Some(auth));
         }
         self.sms_failed(m, status);
     }
