@@ -26,6 +26,19 @@ pub enum ControlRequest {
         to: String,
         reply: oneshot::Sender<ControlOutcome>,
     },
+    /// Start (or replace) a listen-only copy of a relayed call's audio,
+    /// both parties, to a WebSocket (Twilio's `<Start><Stream>`).
+    StartStream {
+        call_id: String,
+        account: String,
+        stream: StreamTarget,
+        reply: oneshot::Sender<ControlOutcome>,
+    },
+    /// Stop that copy.
+    StopStream {
+        call_id: String,
+        reply: oneshot::Sender<ControlOutcome>,
+    },
     /// Send an SMS (SIP MESSAGE through a trunk).
     SendMessage {
         req: Box<MessageRequest>,
@@ -39,8 +52,8 @@ pub enum ControlRequest {
 }
 
 /// An outbound call the REST API asks for (`POST /v1/calls`): INVITE `to`
-/// through a trunk with caller id `from`; on answer the AI stream starts
-/// as for an inbound call.
+/// through a trunk with caller id `from`; on answer the call is connected
+/// as [`Connect`] says.
 #[derive(Clone, Debug)]
 pub struct OriginateRequest {
     pub account: String,
@@ -50,14 +63,35 @@ pub struct OriginateRequest {
     pub to: String,
     /// The trunk to call through; default: the `from` number's trunk.
     pub trunk: Option<String>,
-    pub stream_url: String,
-    pub dialect: Option<String>,
-    /// Custom parameters for the AI (JSON object text).
-    pub params: Option<String>,
+    /// What the answered callee is connected to.
+    pub connect: Connect,
     /// How long the callee may ring; default: `[forward] ring_timeout_secs`.
     pub ring_timeout: Option<std::time::Duration>,
     /// Where the call's status changes are POSTed (signed, retried).
     pub status_webhook: Option<String>,
+}
+
+/// A WebSocket to stream a call to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamTarget {
+    /// `ws://` or `wss://`.
+    pub url: String,
+    /// `twilio` (default) or `pcm`...
+    pub dialect: Option<String>,
+    /// Custom parameters for the AI (JSON object text).
+    pub params: Option<String>,
+}
+
+/// What an answered outbound call is connected to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Connect {
+    /// An AI stream, exactly as for an inbound call.
+    Stream(StreamTarget),
+    /// A second party (click-to-call): the gateway then places a far leg
+    /// and bridges the two, as for a forwarded call. An E.164 number goes
+    /// through the call's trunk, a `sip:` URI to its own host. When that
+    /// leg fails, the call ends (there is no AI to keep the callee).
+    Forward { to: String },
 }
 
 /// An SMS the REST API asks to send (`POST /v1/messages`).
@@ -169,6 +203,29 @@ impl CallControl {
         self.ask(|reply| ControlRequest::Transfer {
             call_id: call_id.to_string(),
             to: to.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn start_stream(
+        &self,
+        call_id: &str,
+        account: &str,
+        stream: StreamTarget,
+    ) -> Option<ControlOutcome> {
+        self.ask(|reply| ControlRequest::StartStream {
+            call_id: call_id.to_string(),
+            account: account.to_string(),
+            stream,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn stop_stream(&self, call_id: &str) -> Option<ControlOutcome> {
+        self.ask(|reply| ControlRequest::StopStream {
+            call_id: call_id.to_string(),
             reply,
         })
         .await

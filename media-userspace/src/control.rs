@@ -87,6 +87,18 @@ pub enum MediaCommand {
         leg: LegId,
         result: crate::aistream::TransferResult,
     },
+    /// Copy a relay's audio, both parties, to a listen-only WebSocket
+    /// ([`crate::tap`]); `leg` is either leg of the relay. A fork already
+    /// running is replaced. While forked, the pair is not offloaded to XDP
+    /// (the kernel would forward packets the tap never sees).
+    StartFork {
+        leg: LegId,
+        spec: Box<crate::aistream::StreamSpec>,
+    },
+    /// Stop the relay's fork (its socket gets `stop`).
+    StopFork {
+        leg: LegId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,5 +139,11 @@ pub enum MediaEvent {
     AiTransfer {
         leg: LegId,
         to: String,
+    },
+    /// A relay's fork could not connect, or its socket ended: the relay
+    /// goes on without it.
+    ForkEnded {
+        leg: LegId,
+        reason: String,
     },
 }

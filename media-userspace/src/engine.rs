@@ -124,6 +124,9 @@ enum LegCtl {
     SendDtmf(char, u32),
     /// A message for the AI from call control (a transfer's result).
     ToAi(crate::aistream::ToAi),
+    /// Start (or replace) a relay's listen-only fork.
+    Fork(Box<StreamSpec>),
+    Unfork,
     Close,
 }
 
@@ -509,6 +512,22 @@ impl MediaEngine {
                 if let Some(&(w, _)) = legs.get(&leg) {
                     let ctl = LegCtl::ToAi(crate::aistream::ToAi::TransferResult(result));
                     self.inner.workers[w].post(WorkerCmd::Ctl(leg, ctl));
+                }
+                None
+            }
+            MediaCommand::StartFork { leg, spec } => {
+                if let Some(&(w, Some(_))) = legs.get(&leg) {
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, LegCtl::Fork(spec)));
+                    return None;
+                }
+                Some(MediaEvent::ForkEnded {
+                    leg,
+                    reason: "not a relayed leg".into(),
+                })
+            }
+            MediaCommand::StopFork { leg } => {
+                if let Some(&(w, Some(_))) = legs.get(&leg) {
+                    self.inner.workers[w].post(WorkerCmd::Ctl(leg, LegCtl::Unfork));
                 }
                 None
             }
@@ -1256,6 +1275,39 @@ mod relayed {
         moved
     }
 
+    /// A relay's listen-only copy to a WebSocket: the tap and its link to
+    /// the socket task, which runs on the same worker.
+    struct Fork {
+        tap: crate::tap::Tap,
+        side: LegSide,
+        frames: Vec<crate::aistream::ToAi>,
+    }
+
+    fn start_fork(shared: &Shared, leg: LegId, pair: &RelayPair, spec: StreamSpec) -> Fork {
+        let (side, socket_side) = client::link(to_ai_capacity(&spec), shared.streams.clone());
+        let mixed = matches!(spec.dialect, crate::aistream::Dialect::Pcm { .. });
+        let tap = crate::tap::Tap::new(
+            [pair.media(Side::A), pair.media(Side::B)],
+            spec.dialect.sample_rate(),
+            mixed,
+            Instant::now(),
+        );
+        let events = shared.events.clone();
+        tokio::task::spawn_local(client::run(spec, socket_side, move |ev| {
+            let reason = match ev {
+                StreamEvent::Failed(r) | StreamEvent::Ended(r) => r,
+                // Listen-only: nothing the socket asks for is done.
+                StreamEvent::Connected | StreamEvent::Transfer(_) => return,
+            };
+            let _ = events.send(MediaEvent::ForkEnded { leg, reason });
+        }));
+        Fork {
+            tap,
+            side,
+            frames: Vec::new(),
+        }
+    }
+
     /// Moves the pair back to userspace (peer moved, re-INVITE, close).
     fn unload(shared: &Shared, pair: &mut RelayPair, off: Offloaded) {
         let Some(x) = &shared.cfg.xdp else {
@@ -1285,10 +1337,12 @@ mod relayed {
         let mut offloaded: Option<Offloaded> = None;
         let mut next_try = opened;
         let mut poll_at = opened + XDP_POLL;
+        let mut fork: Option<Fork> = None;
         let end = loop {
             let idle = pair.last_rx_any().unwrap_or(opened) + timeout;
             let [rbuf_a, rbuf_b] = &mut rtcp_bufs;
             let polling = offloaded.is_some();
+            let fork_at = fork.as_ref().map(|f| f.tap.next_deadline());
             // (side, is RTCP, length, source)
             let got: Option<(Side, bool, usize, SocketAddr)> = tokio::select! {
                 biased;
@@ -1300,11 +1354,40 @@ mod relayed {
                             shared.stats.xdp_returns.fetch_add(1, Ordering::Relaxed);
                         }
                         pair.update(side, &m);
+                        if let Some(f) = fork.as_mut() {
+                            f.tap.update(side, &m);
+                        }
+                        None
+                    }
+                    Some(LegCtl::Fork(spec)) => {
+                        if let Some(off) = offloaded.take() {
+                            unload(shared, &mut pair, off);
+                            shared.stats.xdp_returns.fetch_add(1, Ordering::Relaxed);
+                        }
+                        fork = Some(start_fork(shared, legs[0], &pair, *spec));
+                        None
+                    }
+                    Some(LegCtl::Unfork) => {
+                        if let Some(mut f) = fork.take() {
+                            f.side.stop("stopped");
+                        }
                         None
                     }
                     Some(LegCtl::Close) | None => break LegEnd::Closed,
                     Some(_) => None,
                 },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(fork_at.unwrap_or(idle))), if fork_at.is_some() => {
+                    if let Some(f) = fork.as_mut() {
+                        f.tap.poll(Instant::now(), &mut f.frames);
+                        for m in f.frames.drain(..) {
+                            f.side.send(m);
+                        }
+                        f.side.flush();
+                        // Listen-only: what the socket sends back is dropped.
+                        while f.side.try_recv().is_some() {}
+                    }
+                    None
+                }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(poll_at)), if polling => {
                     poll_at = Instant::now() + XDP_POLL;
                     if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut()) {
@@ -1363,9 +1446,13 @@ mod relayed {
                             let c = x.counters(&off.rules);
                             absorb(shared, &mut pair, off, c);
                         }
+                        let pt = pkt.get(1).map_or(0, |b| b & 0x7f);
                         if let Some(to) = pair.on_rtp(side, now, from, pkt) {
                             to_send[count] = (k, to);
                             count += 1;
+                            if let Some(f) = fork.as_mut() {
+                                f.tap.on_rtp(side, pt, pkt);
+                            }
                         }
                     }
                     if count > 0 {
@@ -1387,7 +1474,7 @@ mod relayed {
                         // keeps a peer from moving more often than every
                         // RELATCH_SILENCE, so this cannot flap faster.
                         next_try = now;
-                    } else if offloaded.is_none() && now >= next_try {
+                    } else if offloaded.is_none() && fork.is_none() && now >= next_try {
                         match x.install(&view, ports) {
                             Ok(rules) => {
                                 shared.stats.xdp_offloads.fetch_add(1, Ordering::Relaxed);

@@ -20,6 +20,7 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod stream_leg;
+pub mod tap;
 #[cfg(feature = "test-netns")]
 pub mod testnet;
 pub mod transcode;

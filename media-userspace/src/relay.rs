@@ -113,6 +113,11 @@ impl RelayPair {
         &self.side(s).counters
     }
 
+    /// What side `s` negotiated.
+    pub fn media(&self, s: Side) -> &LegMedia {
+        &self.side(s).media
+    }
+
     pub fn last_rx(&self, s: Side) -> Option<Instant> {
         self.side(s).latch.last_rx()
     }

@@ -3,7 +3,7 @@
 //! back to the caller as continuous RTP. Sans-IO: the worker feeds
 //! datagrams, AI messages and the time, and drains what this returns.
 
-use crate::aistream::{FRAME_MS, FromAi, ToAi};
+use crate::aistream::{FRAME_MS, FromAi, ToAi, Track};
 use crate::control::LegMedia;
 use crate::dtmf::{DtmfReceiver, DtmfTone};
 use crate::echo::LegCounters;
@@ -276,6 +276,7 @@ impl StreamLeg {
             self.to_ai.push_back(ToAi::Audio {
                 samples,
                 timestamp_ms,
+                track: Track::Inbound,
             });
         }
         self.uplink.drain(..start);
@@ -481,6 +482,7 @@ mod tests {
                 ToAi::Audio {
                     samples,
                     timestamp_ms,
+                    ..
                 } => Some((samples, timestamp_ms)),
                 _ => None,
             })

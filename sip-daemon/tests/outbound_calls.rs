@@ -1,7 +1,8 @@
 //! Outbound calls placed over REST (`POST /v1/calls`): through a real
 //! carrier (SIPp, with a digest challenge) and to a real phone (baresip),
-//! the AI stream starting at the answer; busy, no answer and refusals end
-//! in their defined statuses.
+//! the AI stream starting at the answer; click-to-call between two real
+//! phones, with a listen-only stream of both started and stopped over
+//! REST; busy, no answer and refusals end in their defined statuses.
 
 mod common;
 
@@ -35,6 +36,28 @@ trunk = "far"
 
 [[accounts]]
 id = "other"
+"#
+        ),
+        ..Opts::default()
+    })
+}
+
+/// The daemon with DID +15558880000 whose trunk `phone` reaches a phone
+/// (baresip) on 127.0.0.1:`phone_port`.
+fn phone_daemon(phone_port: u16) -> Daemon {
+    Daemon::start_opts(Opts {
+        extra: &format!(
+            r#"
+[[trunks]]
+name = "phone"
+source_cidrs = ["127.0.0.3/32"]
+outbound_address = "127.0.0.1:{phone_port}"
+
+[[numbers]]
+pattern = "+15558880000"
+account = "acct"
+route = "echo"
+trunk = "phone"
 "#
         ),
         ..Opts::default()
@@ -181,24 +204,7 @@ fn the_ai_greets_a_baresip_callee_who_hears_it_from_the_first_words() {
         &tone(1000.0, 8000, 6000, 8000.0),
         7,
     );
-    let d = Daemon::start_opts(Opts {
-        extra: &format!(
-            r#"
-[[trunks]]
-name = "phone"
-source_cidrs = ["127.0.0.3/32"]
-outbound_address = "127.0.0.1:{}"
-
-[[numbers]]
-pattern = "+15558880000"
-account = "acct"
-route = "echo"
-trunk = "phone"
-"#,
-            callee.port
-        ),
-        ..Opts::default()
-    });
+    let d = phone_daemon(callee.port);
     // The AI speaks 700 Hz for 3 s as soon as the stream starts.
     let mut script: Vec<Step> = tone_ulaw(700.0, 3000)
         .chunks(160)
@@ -247,6 +253,151 @@ trunk = "phone"
         "the AI heard the callee: {frames}, {share:.2}"
     );
     wait_call(&d, &t, &id, "completed", |c| c["status"] == "completed");
+}
+
+#[test]
+fn click_to_call_bridges_two_baresip_phones_who_hear_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The callee says 440 Hz, the second party 1 kHz; each quits (hangs
+    // up) after a few seconds.
+    let callee = Callee::start(
+        tmp.path().join("callee"),
+        "+15557654321",
+        "PCMU/8000/1",
+        8000,
+        &tone(440.0, 8000, 7000, 8000.0),
+        8,
+    );
+    let party = Callee::start(
+        tmp.path().join("party"),
+        "+15557000009",
+        "PCMU/8000/1",
+        8000,
+        &tone(1000.0, 8000, 7000, 8000.0),
+        9,
+    );
+    let d = phone_daemon(callee.port);
+    let t = d.token(Some("acct"), false);
+    // Exactly one of stream and forward_to.
+    let (st, e, _) = d.api(
+        "POST",
+        "/v1/calls",
+        Some(&t),
+        Some(&json!({"from": "+15558880000", "to": "+15557654321"})),
+    );
+    assert_eq!(
+        (st, e["error"]["field"].as_str()),
+        (422, Some("stream")),
+        "{e}"
+    );
+    let (st, e, _) = d.api(
+        "POST",
+        "/v1/calls",
+        Some(&t),
+        Some(&json!({"from": "+15558880000", "to": "+15557654321", "forward_to": "not a party"})),
+    );
+    assert_eq!(
+        (st, e["error"]["field"].as_str()),
+        (422, Some("forward_to")),
+        "{e}"
+    );
+    let party_uri = format!("sip:+15557000009@127.0.0.1:{}", party.port);
+    let (st, call, _) = d.api(
+        "POST",
+        "/v1/calls",
+        Some(&t),
+        Some(&json!({"from": "+15558880000", "to": "+15557654321", "forward_to": party_uri})),
+    );
+    assert_eq!(st, 201, "{call}\n{}", d.logs());
+    assert_eq!(call["media"], "forward");
+    let id = call["id"].as_str().unwrap().to_string();
+    // A listen-only stream of both parties, started once they are bridged
+    // (409 until then), stopped over REST.
+    let ai = AiServer::start(vec![vec![Step::Sleep(Duration::from_secs(30))]]);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (st, r, _) = d.api(
+            "POST",
+            &format!("/v1/calls/{id}/stream"),
+            Some(&t),
+            Some(&json!({"url": ai.url(), "params": {"purpose": "transcribe"}})),
+        );
+        if st == 202 {
+            break;
+        }
+        // 404 until the write-behind call record lands, 409 until bridged.
+        assert!(st == 404 || st == 409, "{st} {r}");
+        assert!(
+            Instant::now() < deadline,
+            "never bridged: {r}\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The audio of one track, from frames the AI server recorded.
+    let per_track = |frames: &[common::ai::Frame], track: &str| {
+        frames
+            .iter()
+            .filter_map(|f| match &f.got {
+                common::ai::Got::Text(v)
+                    if v["event"] == "media" && v["media"]["track"] == track =>
+                {
+                    v["media"]["payload"].as_str().map(str::to_string)
+                }
+                _ => None,
+            })
+            .flat_map(|p| base64::engine::general_purpose::STANDARD.decode(p).unwrap())
+            .map(media_userspace::g711::ulaw_decode)
+            .collect::<Vec<i16>>()
+    };
+    ai.wait_for(Duration::from_secs(5), "2 s of both tracks", |f| {
+        per_track(f, "outbound").len() >= 16_000
+    });
+    let (st, r, _) = d.api("DELETE", &format!("/v1/calls/{id}/stream"), Some(&t), None);
+    assert_eq!(st, 202, "{r}");
+    ai.wait_for(Duration::from_secs(3), "stop", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, common::ai::Got::Text(v) if v["event"] == "stop"))
+    });
+    let (st, _, _) = d.api("DELETE", &format!("/v1/calls/{id}/stream"), Some(&t), None);
+    assert_eq!(st, 409, "no stream runs any more");
+    let start = &ai.events("start")[0].2;
+    assert_eq!(
+        start["start"]["tracks"],
+        json!(["inbound", "outbound"]),
+        "{start}"
+    );
+    assert_eq!(start["start"]["callSid"], id.as_str());
+    assert_eq!(start["start"]["customParameters"]["purpose"], "transcribe");
+    let (frames, share) = tone_in_frames(&per_track(&ai.frames(), "inbound"), 440.0, 8000);
+    assert!(
+        frames >= 50 && share > 0.9,
+        "the stream's inbound track is the callee's 440 Hz: {frames} frames, share {share:.2}"
+    );
+    let (frames, share) = tone_in_frames(&per_track(&ai.frames(), "outbound"), 1000.0, 8000);
+    assert!(
+        frames >= 50 && share > 0.9,
+        "the stream's outbound track is the party's 1 kHz: {frames} frames, share {share:.2}"
+    );
+    let callee_log = callee.log();
+    let (rate, heard) = callee.finish();
+    let party_log = party.log();
+    let (rate_b, heard_b) = party.finish();
+    assert_eq!((rate, rate_b), (8000, 8000));
+    let (frames, share) = tone_in_frames(&heard, 1000.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the callee heard the party's 1 kHz: {frames} frames, share {share:.2}\n{callee_log}\n{}",
+        d.logs()
+    );
+    let (frames, share) = tone_in_frames(&heard_b, 440.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the party heard the callee's 440 Hz: {frames} frames, share {share:.2}\n{party_log}"
+    );
+    let done = wait_call(&d, &t, &id, "completed", |c| c["status"] == "completed");
+    assert_eq!(done["media"], "forward", "{done}");
+    assert!(done["answered_at"].is_i64(), "{done}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         r::list_blocks, r::create_block, r::get_block, r::delete_block,
         r::list_sip_users, r::get_sip_user, r::put_sip_user, r::delete_sip_user,
         r::list_calls, r::create_call, r::get_call, r::hangup_call, r::send_dtmf, r::transfer_call,
+        r::start_stream, r::stop_stream,
         r::list_messages, r::send_message,
     ),
     components(schemas(

@@ -45,6 +45,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/calls/{id}/hangup", post(hangup_call))
         .route("/v1/calls/{id}/dtmf", post(send_dtmf))
         .route("/v1/calls/{id}/transfer", post(transfer_call))
+        .route(
+            "/v1/calls/{id}/stream",
+            post(start_stream).delete(stop_stream),
+        )
         .route("/v1/messages", get(list_messages).post(send_message))
 }
 
@@ -974,12 +978,34 @@ async fn idempotent(
     result
 }
 
+/// A party to call: an E.164 number (normalised) or a `sip:` URI that
+/// parses and carries nothing that could break out of a header.
+fn party(s: &ApiState, field: &str, to: String) -> Result<String, ApiError> {
+    let number = crate::e164::normalize_e164(&to).filter(|n| n.len() <= 16 && n.len() >= 2);
+    match number {
+        Some(n) if !to.starts_with("sip:") => Ok(n),
+        _ if (s.checks.sip_uri)(&to)
+            && to.starts_with("sip:")
+            && to.len() <= 256
+            && !to.chars().any(|c| {
+                c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',')
+            }) =>
+        {
+            Ok(to)
+        }
+        _ => Err(ApiError::field(
+            field,
+            "an E.164 number (+15550001234) or a sip: URI",
+        )),
+    }
+}
+
 async fn place_call(
     s: &ApiState,
     account: &str,
     b: CallIn,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    use crate::control::OriginateRequest;
+    use crate::control::{Connect, OriginateRequest, StreamTarget};
     let from = crate::e164::normalize_e164(&b.from)
         .ok_or_else(|| ApiError::field("from", "an E.164 number (+15550001234)"))?;
     let to = crate::e164::normalize_e164(&b.to)
@@ -997,7 +1023,35 @@ async fn place_call(
             ));
         }
     };
-    let (stream_url, dialect, params) = check_stream(s, b.stream)?;
+    let connect = match (b.stream, b.forward_to) {
+        (Some(st), None) => {
+            let (url, dialect, params) = check_stream(s, st)?;
+            Connect::Stream(StreamTarget {
+                url,
+                dialect,
+                params,
+            })
+        }
+        (None, Some(to)) => Connect::Forward {
+            to: party(s, "forward_to", to)?,
+        },
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "forward_to",
+                "give stream or forward_to, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::field(
+                "stream",
+                "give stream (an AI to connect) or forward_to (a party to connect)",
+            ));
+        }
+    };
+    let media = match connect {
+        Connect::Stream { .. } => "stream",
+        Connect::Forward { .. } => "forward",
+    };
     let status_webhook = b.status_webhook;
     if let Some(w) = &status_webhook
         && !crate::webhook::valid_url(w)
@@ -1020,9 +1074,7 @@ async fn place_call(
             from: from.clone(),
             to: to.clone(),
             trunk: b.trunk,
-            stream_url,
-            dialect,
-            params,
+            connect,
             ring_timeout,
             status_webhook,
         })
@@ -1050,7 +1102,7 @@ async fn place_call(
                 end_cause: None,
                 sip_status: None,
                 duration_ms: None,
-                media: "stream".into(),
+                media: media.into(),
             };
             let body = serde_json::to_value(&out).map_err(ApiError::internal)?;
             Ok((StatusCode::CREATED, Json(body)))
@@ -1143,6 +1195,49 @@ pub async fn hangup_call(
     .await
 }
 
+/// Starts a listen-only copy of a relayed call's audio (a forwarded,
+/// transferred or click-to-call call), both parties, to a WebSocket:
+/// Twilio's `<Start><Stream>` with both tracks. In the `twilio` dialect
+/// each 20 ms frame goes out once per track (`inbound`: the first party,
+/// `outbound`: the party bridged to it); in `pcm` the two are mixed into
+/// one channel. Nothing the socket sends back is used. A stream already
+/// running on the call is replaced; calls that stream to an AI answer 409.
+#[utoipa::path(post, path = "/v1/calls/{id}/stream", params(IdPath), tag = "calls", request_body = StreamSpec,
+    responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn start_stream(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+    JsonBody(b): JsonBody<StreamSpec>,
+) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
+    let account = auth.account()?.to_string();
+    let (url, dialect, params) = check_stream(&s, b)?;
+    let target = crate::control::StreamTarget {
+        url,
+        dialect,
+        params,
+    };
+    live_action(&s, &account, id, "streaming", async |c, id| {
+        c.start_stream(id, &account, target).await
+    })
+    .await
+}
+
+/// Stops the call's listen-only stream (its socket gets `stop`).
+#[utoipa::path(delete, path = "/v1/calls/{id}/stream", params(IdPath), tag = "calls",
+    responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn stop_stream(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
+    let account = auth.account()?;
+    live_action(&s, account, id, "stream-stopped", async |c, id| {
+        c.stop_stream(id).await
+    })
+    .await
+}
+
 /// Plays digits toward the remote party as RFC 4733 events (calls with an
 /// AI stream).
 #[utoipa::path(post, path = "/v1/calls/{id}/dtmf", params(IdPath), tag = "calls", request_body = DtmfIn,
@@ -1188,26 +1283,7 @@ pub async fn transfer_call(
     JsonBody(b): JsonBody<TransferIn>,
 ) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
     let account = auth.account()?;
-    let to = b.to;
-    let number = crate::e164::normalize_e164(&to).filter(|n| n.len() <= 16 && n.len() >= 2);
-    let target = match number {
-        Some(n) if !to.starts_with("sip:") => n,
-        _ if (s.checks.sip_uri)(&to)
-            && to.starts_with("sip:")
-            && to.len() <= 256
-            && !to.chars().any(|c| {
-                c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',')
-            }) =>
-        {
-            to
-        }
-        _ => {
-            return Err(ApiError::field(
-                "to",
-                "an E.164 number (+15550001234) or a sip: URI",
-            ));
-        }
-    };
+    let target = party(&s, "to", b.to)?;
     live_action(&s, account, id, "transferring", async move |c, id| {
         c.transfer(id, &target).await
     })

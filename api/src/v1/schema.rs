@@ -236,7 +236,9 @@ pub struct SipUserOut {
     pub realm: String,
 }
 
-/// `POST /v1/calls`: an outbound call to the AI.
+/// `POST /v1/calls`: an outbound call, connected when answered to an AI
+/// stream or (click-to-call) to a second party: exactly one of `stream`
+/// and `forward_to`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallIn {
@@ -250,7 +252,12 @@ pub struct CallIn {
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub trunk: Option<String>,
     /// The AI the answered call streams to.
-    pub stream: StreamSpec,
+    pub stream: Option<StreamSpec>,
+    /// Click-to-call: once the callee answers, the gateway calls this
+    /// party and bridges the two (an E.164 number through the call's
+    /// trunk, or a `sip:` URI at its own host). If it does not answer,
+    /// the call ends with cause `forward_<outcome>`.
+    pub forward_to: Option<String>,
     /// How long the callee may ring (default: the gateway's ring timeout).
     #[schema(minimum = 1, maximum = 300)]
     pub ring_timeout_secs: Option<u32>,

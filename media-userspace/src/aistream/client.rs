@@ -419,6 +419,7 @@ mod tests {
         ToAi::Audio {
             samples: vec![n; 4],
             timestamp_ms: 0,
+            track: crate::aistream::Track::Inbound,
         }
     }
 

@@ -74,6 +74,30 @@ pub struct StreamSpec {
     pub keepalive: Duration,
     /// Frames larger than this from the AI are refused.
     pub max_frame_bytes: usize,
+    /// A listen-only copy of a relayed call ([`crate::tap`]): both parties'
+    /// audio goes out, nothing the socket sends back is used.
+    pub fork: bool,
+}
+
+/// Whose audio a frame carries (Twilio's `track`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    /// The caller (an AI stream), or side A of a forked relay.
+    Inbound,
+    /// Side B of a forked relay.
+    Outbound,
+    /// Both sides of a forked relay summed (the `pcm` dialect).
+    Mixed,
+}
+
+impl Track {
+    pub fn name(self) -> &'static str {
+        match self {
+            Track::Inbound => "inbound",
+            Track::Outbound => "outbound",
+            Track::Mixed => "mixed",
+        }
+    }
 }
 
 /// Audio frame length on the socket, both ways (Twilio sends 20 ms).
@@ -87,6 +111,7 @@ pub enum ToAi {
     Audio {
         samples: Vec<i16>,
         timestamp_ms: u64,
+        track: Track,
     },
     /// A key press (RFC 4733 or SIP INFO).
     Dtmf { digit: char, duration_ms: u32 },

@@ -5,7 +5,9 @@
 //! rate (8, 16 or 24 kHz), and JSON text frames `dtmf`, `mark` and `stop`.
 //! The AI sends binary PCM frames of any whole number of samples at the
 //! same rate, and JSON text frames `mark` and `clear`. No base64, no JSON
-//! per audio frame.
+//! per audio frame. A listen-only fork of a relayed call (started over
+//! REST) carries both parties summed into the one channel (`"tracks":
+//! ["mixed"]`).
 
 use super::twilio::Parameters;
 use super::{
@@ -36,6 +38,9 @@ pub enum Outbound<'a> {
         account_sid: &'a str,
         from: &'a str,
         to: &'a str,
+        /// `["inbound"]` (the caller), or `["mixed"]` on a listen-only
+        /// fork of a relayed call (both parties summed).
+        tracks: &'static [&'static str],
         media_format: PcmFormat,
         custom_parameters: Parameters<'a>,
     },
@@ -109,6 +114,7 @@ impl DialectCodec for PcmCodec {
             account_sid: &s.account_sid,
             from: &s.from,
             to: &s.to,
+            tracks: if s.fork { &["mixed"] } else { &["inbound"] },
             media_format: PcmFormat {
                 encoding: "audio/l16",
                 endianness: "little",
@@ -192,6 +198,7 @@ mod tests {
             reconnect_window: Duration::from_secs(1),
             keepalive: Duration::from_secs(1),
             max_frame_bytes: 1 << 16,
+            fork: false,
         }
     }
 
@@ -204,7 +211,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"event": "start", "streamSid": "MZ1", "callSid": "CA1", "accountSid": "AC1",
-                   "from": "+15551110000", "to": "+15552220000",
+                   "from": "+15551110000", "to": "+15552220000", "tracks": ["inbound"],
                    "mediaFormat": {"encoding": "audio/l16", "endianness": "little",
                                    "sampleRate": 16000, "channels": 1, "frameMs": 20},
                    "customParameters": {"k": "v"}})
@@ -212,7 +219,8 @@ mod tests {
         assert_eq!(
             c.encode(&ToAi::Audio {
                 samples: vec![1, -2],
-                timestamp_ms: 0
+                timestamp_ms: 0,
+                track: crate::aistream::Track::Inbound,
             }),
             Frame::Binary(vec![1, 0, 0xfe, 0xff])
         );

@@ -46,7 +46,7 @@ pub struct StartInfo<'a> {
     pub account_sid: &'a str,
     pub stream_sid: &'a str,
     pub call_sid: &'a str,
-    pub tracks: [&'static str; 1],
+    pub tracks: &'static [&'static str],
     pub custom_parameters: Parameters<'a>,
     pub media_format: MediaFormat,
 }
@@ -208,7 +208,11 @@ impl DialectCodec for TwilioCodec {
                 account_sid: &s.account_sid,
                 stream_sid: &s.stream_sid,
                 call_sid: &s.call_sid,
-                tracks: ["inbound"],
+                tracks: if s.fork {
+                    &["inbound", "outbound"]
+                } else {
+                    &["inbound"]
+                },
                 custom_parameters: Parameters(&s.parameters),
                 media_format: MediaFormat {
                     encoding: "audio/x-mulaw",
@@ -227,6 +231,7 @@ impl DialectCodec for TwilioCodec {
             ToAi::Audio {
                 samples,
                 timestamp_ms,
+                track,
             } => {
                 self.chunk += 1;
                 self.ulaw.clear();
@@ -237,7 +242,7 @@ impl DialectCodec for TwilioCodec {
                 Self::json(&Outbound::Media {
                     sequence_number,
                     media: MediaOut {
-                        track: "inbound",
+                        track: track.name(),
                         chunk: self.chunk.to_string(),
                         timestamp: timestamp_ms.to_string(),
                         payload: &self.text,
@@ -336,6 +341,7 @@ mod tests {
             reconnect_window: Duration::from_secs(1),
             keepalive: Duration::from_secs(1),
             max_frame_bytes: 1 << 16,
+            fork: false,
         }
     }
 
@@ -380,6 +386,7 @@ mod tests {
         let m = text(c.encode(&ToAi::Audio {
             samples: samples.clone(),
             timestamp_ms: 20,
+            track: crate::aistream::Track::Inbound,
         }));
         assert_eq!(m["event"], "media");
         assert_eq!(m["sequenceNumber"], "2");
@@ -395,6 +402,7 @@ mod tests {
         let m2 = text(c.encode(&ToAi::Audio {
             samples,
             timestamp_ms: 40,
+            track: crate::aistream::Track::Inbound,
         }));
         assert_eq!(
             (m2["sequenceNumber"].as_str(), m2["media"]["chunk"].as_str()),

@@ -23,8 +23,18 @@ use media_userspace::aistream::TransferResult;
 use media_userspace::control::LegMedia;
 
 impl Core {
-    /// Tells the AI of stream leg `leg` how its transfer went.
-    fn ai_result(&mut self, leg: u64, status: &str, sip_status: u16) {
+    /// Tells the AI of stream leg `leg` how its transfer went. A
+    /// click-to-call has no AI to keep the callee: a transfer that did not
+    /// connect ends it (cause `forward_<status>`).
+    fn ai_result(&mut self, now: Instant, leg: u64, status: &str, sip_status: u16) {
+        if status != "answered" && self.calls.get(&leg).is_some_and(|c| c.click_to_call) {
+            tracing::info!(
+                call = leg,
+                status,
+                "click-to-call party not reached; ending the call"
+            );
+            return self.hangup(now, leg, &format!("forward_{status}"));
+        }
         self.out
             .push_back(Output::Media(MediaCommand::TransferResult {
                 leg,
@@ -35,9 +45,9 @@ impl Core {
             }));
     }
 
-    pub(super) fn ai_result_unavailable(&mut self, h: Option<u64>) {
+    pub(super) fn ai_result_unavailable(&mut self, now: Instant, h: Option<u64>) {
         if let Some(h) = h {
-            self.ai_result(h, "unavailable", 0);
+            self.ai_result(now, h, "unavailable", 0);
         }
     }
 
@@ -52,7 +62,7 @@ impl Core {
             && call.refer_until.is_none()
             && call.media_leg == h;
         let Some(n) = call.negotiated.clone().filter(|_| ready) else {
-            return self.ai_result(h, "refused", 0);
+            return self.ai_result(now, h, "refused", 0);
         };
         let routing = self.routing.clone();
         let refer = call
@@ -110,12 +120,19 @@ impl Core {
                 .ok()
         });
         let Some(target) = resolved else {
-            return self.ai_result(h, "unavailable", 0);
+            return self.ai_result(now, h, "unavailable", 0);
         };
-        let caller = self
-            .calls
-            .get(&h)
-            .map_or_else(|| "anonymous".into(), |c| uri_user(&c.dialog.remote_uri));
+        // The party sees the caller, or on a call we placed, our number.
+        let caller = self.calls.get(&h).map_or_else(
+            || "anonymous".into(),
+            |c| {
+                uri_user(if c.outbound {
+                    &c.dialog.local_uri
+                } else {
+                    &c.dialog.remote_uri
+                })
+            },
+        );
         let relay_a = self.new_id();
         let hb = self.new_id();
         let mut leg = self.new_out_leg(h, target, &caller, 69, vec![n.codec], hb);
@@ -165,7 +182,7 @@ impl Core {
     }
 
     /// The carrier's final answer to our REFER: 202 means NOTIFYs follow.
-    pub(super) fn on_refer_response(&mut self, h: u64, status: u16) {
+    pub(super) fn on_refer_response(&mut self, now: Instant, h: u64, status: u16) {
         if status < 300 {
             return;
         }
@@ -176,7 +193,7 @@ impl Core {
             return;
         }
         let leg = c.media_leg;
-        self.ai_result(leg, "refused", status);
+        self.ai_result(now, leg, "refused", status);
     }
 
     /// A NOTIFY in the caller's dialog: the progress of our REFER.
@@ -216,17 +233,17 @@ impl Core {
         c.refer_until = None;
         let leg = c.media_leg;
         if status < 300 {
-            self.ai_result(leg, "answered", status);
+            self.ai_result(now, leg, "answered", status);
             // The carrier connected the caller elsewhere: our side ends.
             return self.hangup(now, h, "transferred");
         }
-        self.ai_result(leg, forward::failure_outcome(status).0, status);
+        self.ai_result(now, leg, forward::failure_outcome(status).0, status);
     }
 
     /// The carrier never said how the REFER ended.
-    pub(super) fn refer_timed_out(&mut self, h: u64) {
+    pub(super) fn refer_timed_out(&mut self, now: Instant, h: u64) {
         if let Some(leg) = self.calls.get(&h).map(|c| c.media_leg) {
-            self.ai_result(leg, "no_answer", 0);
+            self.ai_result(now, leg, "no_answer", 0);
         }
     }
 
@@ -248,7 +265,7 @@ impl Core {
         let (Some(relay_a), Some(local)) = (o.rebridge.take(), o.rebridge_local) else {
             return;
         };
-        self.ai_result(h, "answered", 200);
+        self.ai_result(now, h, "answered", 200);
         self.out
             .push_back(Output::Media(MediaCommand::Close { leg: h }));
         let advertised = self.cfg.advertised_ip;
@@ -287,6 +304,7 @@ impl Core {
     /// transfer's relay is closed.
     pub(super) fn rebridge_failed(
         &mut self,
+        now: Instant,
         partner: Option<u64>,
         relay_a: u64,
         status: &str,
@@ -305,6 +323,6 @@ impl Core {
             status,
             "AI transfer failed; the AI keeps the caller"
         );
-        self.ai_result(h, status, sip_status);
+        self.ai_result(now, h, status, sip_status);
     }
 }

@@ -156,6 +156,11 @@ pub struct Call {
     pub pending: Option<Box<super::webhook::PendingRoute>>,
     /// Where this call's status changes are POSTed.
     pub status_webhook: Option<String>,
+    /// Click-to-call: no AI keeps the callee, so when the far leg to the
+    /// second party fails, the call ends.
+    pub click_to_call: bool,
+    /// A listen-only copy of the relay's audio runs ([`super::fork`]).
+    pub forked: bool,
 }
 
 impl Call {
@@ -706,6 +711,8 @@ impl Core {
                 ring_timeout: None,
                 pending: None,
                 status_webhook: None,
+                click_to_call: false,
+                forked: false,
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
@@ -899,7 +906,7 @@ impl Core {
             {
                 c.transfer = None;
             }
-            return self.ai_result_unavailable(partner);
+            return self.ai_result_unavailable(now, partner);
         }
         let Some(call) = self.calls.get(&h) else {
             return;
@@ -1227,7 +1234,7 @@ impl Core {
         }
         if call.refer_until.is_some_and(|w| now >= w) {
             call.refer_until = None;
-            self.refer_timed_out(h);
+            self.refer_timed_out(now, h);
             return self.schedule_call(h);
         }
         let mut resend = None;

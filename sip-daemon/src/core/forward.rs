@@ -652,7 +652,7 @@ impl Core {
             });
         if let Some(relay_a) = rebridge {
             self.abandon_out(now, hb);
-            return self.rebridge_failed(partner, relay_a, "no_answer", 0);
+            return self.rebridge_failed(now, partner, relay_a, "no_answer", 0);
         }
         if let Some(b) = transfer_of {
             // The transfer target did not answer: the transferor hears 480.
@@ -675,7 +675,7 @@ impl Core {
             return self.transfer_outcome(now, o.partner, b, 408, "Request Timeout");
         }
         if let Some(relay_a) = o.rebridge {
-            return self.rebridge_failed(o.partner, relay_a, "unreachable", 0);
+            return self.rebridge_failed(now, o.partner, relay_a, "unreachable", 0);
         }
         if let Some(h) = o.partner {
             self.fail_forwarded(now, h, "unreachable", 408, Some(RelaySide::of(&o)));
@@ -883,7 +883,13 @@ impl Core {
             return self.transfer_outcome(now, o.partner, b, status, &resp.reason);
         }
         if let Some(relay_a) = o.rebridge {
-            return self.rebridge_failed(o.partner, relay_a, failure_outcome(status).0, status);
+            return self.rebridge_failed(
+                now,
+                o.partner,
+                relay_a,
+                failure_outcome(status).0,
+                status,
+            );
         }
         if let Some(h) = o.partner {
             let (cause, to_caller) = failure_outcome(status);
@@ -1109,7 +1115,7 @@ impl Core {
             let relay_a = self.out_legs.get_mut(&hb).and_then(|o| o.rebridge.take());
             self.remove_out(hb);
             if let Some(relay_a) = relay_a {
-                self.rebridge_failed(Some(h), relay_a, "failed", 488);
+                self.rebridge_failed(now, Some(h), relay_a, "failed", 488);
             }
             return;
         }

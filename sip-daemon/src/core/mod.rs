@@ -8,6 +8,7 @@
 pub mod ai_transfer;
 pub mod call;
 pub mod dialog;
+pub mod fork;
 pub mod forward;
 pub mod hold;
 pub mod originate;
@@ -382,6 +383,25 @@ impl Core {
                 };
                 let _ = reply.send(outcome);
             }
+            ControlRequest::StartStream {
+                call_id,
+                account,
+                stream,
+                reply,
+            } => {
+                let outcome = match self.live_call(&call_id) {
+                    None => ControlOutcome::NotLive,
+                    Some(h) => self.start_fork(h, &account, &stream),
+                };
+                let _ = reply.send(outcome);
+            }
+            ControlRequest::StopStream { call_id, reply } => {
+                let outcome = match self.live_call(&call_id) {
+                    None => ControlOutcome::NotLive,
+                    Some(h) => self.stop_fork(h),
+                };
+                let _ = reply.send(outcome);
+            }
             ControlRequest::SendMessage { req, reply } => {
                 let _ = reply.send(self.send_sms(now, &req));
             }
@@ -453,6 +473,7 @@ impl Core {
                 }
             }
             MediaEvent::AiTransfer { leg, to } => self.on_ai_transfer(now, leg, to),
+            MediaEvent::ForkEnded { leg, reason } => self.fork_ended(leg, &reason),
             MediaEvent::RelayOpened { legs, locals } => self.on_relay_opened(now, legs, locals),
             MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),
             MediaEvent::StreamFailed { leg, reason } => {
@@ -993,7 +1014,7 @@ impl Core {
             ResponseAction::ResendAck(ack) => self.transmit(peer, ack),
             ResponseAction::Deliver => match purpose {
                 txns::ClientPurpose::Invite(hb) => self.on_out_response(now, hb, id, resp),
-                txns::ClientPurpose::Refer(h) => self.on_refer_response(h, resp.status),
+                txns::ClientPurpose::Refer(h) => self.on_refer_response(now, h, resp.status),
                 txns::ClientPurpose::Message(m) => self.on_sms_response(now, m, resp),
                 txns::ClientPurpose::Reinvite(side) => {
                     self.on_reinvite_response(now, side, id, resp)

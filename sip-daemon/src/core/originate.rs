@@ -5,21 +5,29 @@
 //! far leg's dialog becomes the call's dialog and the AI stream starts on
 //! the reserved port, exactly as for an inbound call: the AI's first
 //! words reach a callee who is listening.
+//!
+//! Click-to-call (`forward_to`): at the answer no AI starts; the callee is
+//! transferred at once to the second party by the same flow as an AI's
+//! `transfer` (`ai_transfer.rs`): a far leg on a new relay, and a
+//! re-INVITE moving the callee onto it when that party answers. If it
+//! does not, the call ends (cause `forward_<outcome>`).
 
 use super::call::{CallState, leg_media};
 use super::dialog::{Dialog, DialogKey};
 use super::forward::{OutLeg, OutState};
 use super::*;
-use api::control::{OriginateRefused, OriginateRequest, Originated};
+use api::control::{Connect, OriginateRefused, OriginateRequest, Originated};
 use api::store::{CallRecord, Direction, Number, RouteKind};
 use media_userspace::aistream::StreamSpec;
 use media_userspace::control::LegMode;
 
-/// What an outbound call keeps until it is answered.
+/// What an outbound call is connected to when it is answered.
 #[derive(Debug)]
-pub struct Origination {
-    /// The AI stream that starts at the answer.
-    pub spec: Box<StreamSpec>,
+pub enum Origination {
+    /// This AI stream starts on the reserved port.
+    Stream(Box<StreamSpec>),
+    /// The callee is bridged to this party (E.164 or `sip:` URI).
+    Forward(String),
 }
 
 /// How a request we originate (a call, an SMS) leaves: the caller id's
@@ -137,21 +145,35 @@ impl Core {
         let mut leg = self.new_out_leg(h, target, &req.from, 70, codecs.clone(), h);
         // Twilio's convention for outbound calls: the callee is `to`.
         leg.to = format!("<sip:{}@{host}>", req.to);
-        let stream_number = Number {
-            target: Some(req.stream_url.clone()),
-            dialect: req.dialect.clone(),
-            params: req.params.clone(),
-            route: RouteKind::Stream,
-            ..number.clone()
+        let origination = match &req.connect {
+            Connect::Stream(api::control::StreamTarget {
+                url,
+                dialect,
+                params,
+            }) => {
+                let stream_number = Number {
+                    target: Some(url.clone()),
+                    dialect: dialect.clone(),
+                    params: params.clone(),
+                    route: RouteKind::Stream,
+                    ..number.clone()
+                };
+                let spec =
+                    self.stream_spec(url, &stream_number, &sid, &req.from, &req.to, &leg.call_id);
+                Origination::Stream(Box::new(spec))
+            }
+            Connect::Forward { to } => Origination::Forward(to.clone()),
         };
-        let spec = self.stream_spec(
-            &req.stream_url,
-            &stream_number,
-            &sid,
-            &req.from,
-            &req.to,
-            &leg.call_id,
-        );
+        let media_mode = match origination {
+            Origination::Stream(_) => "stream",
+            Origination::Forward(_) => "forward",
+        };
+        // A party's number goes out through the call's trunk; a sip: URI
+        // to its own host (`on_ai_transfer`).
+        let route_trunk = match &origination {
+            Origination::Forward(to) if to.starts_with("sip:") => None,
+            _ => Some(trunk_name.clone()),
+        };
         let started_at = self.unix_ms(now);
         let originated = Originated {
             call_id: sid.clone(),
@@ -174,7 +196,7 @@ impl Core {
                 end_cause: None,
                 sip_status: None,
                 duration_ms: None,
-                media_mode: "stream".into(),
+                media_mode: media_mode.into(),
             })));
         // Until the answer the call's dialog is the far leg's, without
         // the callee's tag; it is not in the dialog table yet.
@@ -228,16 +250,16 @@ impl Core {
                 reinvite_out: None,
                 reinvite_ack: None,
                 media_leg: h,
-                route_trunk: Some(trunk_name),
+                route_trunk,
                 refer_until: None,
                 fallback: None,
                 outbound: true,
-                origination: Some(Origination {
-                    spec: Box::new(spec),
-                }),
+                origination: Some(origination),
                 ring_timeout: ring,
                 pending: None,
                 status_webhook: req.status_webhook.clone(),
+                click_to_call: matches!(req.connect, Connect::Forward { .. }),
+                forked: false,
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
@@ -262,7 +284,8 @@ impl Core {
 
     /// The callee answered outbound call `h` (far leg `hb`, already ACKed
     /// and holding the callee's SDP answer): its dialog becomes the call's,
-    /// and the AI stream starts on the reserved port.
+    /// and the AI stream starts on the reserved port, or the far leg to
+    /// the second party leaves.
     pub(super) fn originate_answered(&mut self, now: Instant, h: u64, hb: u64) {
         let t64 = self.cfg.timers.t64();
         let Some(o) = self.out_legs.get_mut(&hb) else {
@@ -301,13 +324,21 @@ impl Core {
         self.out
             .push_back(Output::Cdr(CdrEvent::Answered { id: sid, at }));
         self.status_changed(now, h, "in-progress");
-        self.out.push_back(Output::Media(MediaCommand::Open {
-            leg: h,
-            mode: LegMode::Stream(origination.spec),
-            media,
-            timeout: self.cfg.media_timeout,
-        }));
-        self.schedule_call(h);
+        match origination {
+            Origination::Stream(spec) => {
+                self.out.push_back(Output::Media(MediaCommand::Open {
+                    leg: h,
+                    mode: LegMode::Stream(spec),
+                    media,
+                    timeout: self.cfg.media_timeout,
+                }));
+                self.schedule_call(h);
+            }
+            Origination::Forward(to) => {
+                tracing::info!(call = h, "click-to-call answered; calling the second party");
+                self.on_ai_transfer(now, h, to);
+            }
+        }
     }
 }
 

@@ -77,6 +77,7 @@ impl Core {
             reconnect_window: s.reconnect_window,
             keepalive: s.keepalive,
             max_frame_bytes: s.max_frame_bytes,
+            fork: false,
         }
     }
 }

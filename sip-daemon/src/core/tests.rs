@@ -51,6 +51,18 @@ fn routing() -> RoutingTable {
                 transfer: Some("refer".into()),
                 account_id: None,
             },
+            // A trunk that leaves transfers to the B2BUA.
+            Trunk {
+                name: "direct".into(),
+                source_cidrs: vec!["192.0.2.21/32".into()],
+                outbound_address: Some("192.0.2.21:5060".into()),
+                transport: "udp".into(),
+                username: None,
+                password: None,
+                max_calls: None,
+                transfer: None,
+                account_id: None,
+            },
         ],
         vec![
             num("+1555000*", RouteKind::Echo, None),

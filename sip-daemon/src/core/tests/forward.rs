@@ -1692,3 +1692,89 @@ fn a_rest_transfer_moves_a_forwarded_caller_without_notifying_the_old_far_side()
     assert!(h.core.calls.contains_key(&leg_a), "the caller stays");
     let _ = inv;
 }
+
+impl Harness {
+    /// A live-control request answered at once.
+    fn control(
+        &mut self,
+        make: impl FnOnce(
+            tokio::sync::oneshot::Sender<api::control::ControlOutcome>,
+        ) -> api::control::ControlRequest,
+    ) -> api::control::ControlOutcome {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.core.handle_control(self.now, make(tx));
+        self.drain();
+        rx.try_recv().expect("answered at once")
+    }
+
+    fn first_call_sid(&self) -> String {
+        self.cdr
+            .iter()
+            .find_map(|e| match e {
+                CdrEvent::Started(r) => Some(r.id.clone()),
+                _ => None,
+            })
+            .expect("a call record")
+    }
+}
+
+#[test]
+fn a_listen_only_stream_forks_a_bridged_call_and_stops_on_request_or_when_its_socket_ends() {
+    use api::control::{ControlOutcome, ControlRequest, StreamTarget};
+    let mut h = Harness::new();
+    let (a, _b, _inv, _tag) = h.bridged("fork-1@carrier");
+    let sid = h.first_call_sid();
+    let target = StreamTarget {
+        url: "ws://127.0.0.1:9/listen".into(),
+        dialect: None,
+        params: Some(r#"{"purpose":"qa"}"#.into()),
+    };
+    let stop = |h: &mut Harness| {
+        h.control(|reply| ControlRequest::StopStream {
+            call_id: sid.clone(),
+            reply,
+        })
+    };
+    assert_eq!(
+        stop(&mut h),
+        ControlOutcome::Refused("no stream runs on this call")
+    );
+    let start = |h: &mut Harness| {
+        h.control(|reply| ControlRequest::StartStream {
+            call_id: sid.clone(),
+            account: "acme".into(),
+            stream: target.clone(),
+            reply,
+        })
+    };
+    assert_eq!(start(&mut h), ControlOutcome::Accepted);
+    match h.media.last() {
+        Some(MediaCommand::StartFork { leg, spec }) => {
+            assert_eq!(*leg, a, "the relay, by its first leg");
+            assert!(spec.fork);
+            assert_eq!(spec.call_sid, sid);
+            assert_eq!(spec.url, "ws://127.0.0.1:9/listen");
+            assert!(spec.parameters.contains(&("purpose".into(), "qa".into())));
+        }
+        other => panic!("expected StartFork, got {other:?}"),
+    }
+    assert_eq!(stop(&mut h), ControlOutcome::Accepted);
+    assert!(matches!(h.media.last(), Some(MediaCommand::StopFork { leg }) if *leg == a));
+    // The socket ending on its own releases the fork the same way.
+    assert_eq!(start(&mut h), ControlOutcome::Accepted);
+    h.media.clear();
+    h.core.handle_media(
+        h.now,
+        MediaEvent::ForkEnded {
+            leg: a,
+            reason: "connect timeout".into(),
+        },
+    );
+    h.drain();
+    assert!(matches!(h.media.last(), Some(MediaCommand::StopFork { leg }) if *leg == a));
+    assert_eq!(
+        stop(&mut h),
+        ControlOutcome::Refused("no stream runs on this call")
+    );
+    assert_eq!(h.core.active_calls(), 1, "the call itself goes on");
+}

@@ -3,7 +3,7 @@
 //! the AI stream on it and hands the dialog to the call.
 
 use super::*;
-use api::control::{OriginateRefused, OriginateRequest};
+use api::control::{Connect, OriginateRefused, OriginateRequest};
 use api::store::Direction;
 use media_userspace::control::LegMode;
 
@@ -16,9 +16,11 @@ fn request(from: &str) -> OriginateRequest {
         from: from.into(),
         to: "+4930555".into(),
         trunk: None,
-        stream_url: "ws://127.0.0.1:9/ai".into(),
-        dialect: None,
-        params: Some(r#"{"campaign":"c1"}"#.into()),
+        connect: Connect::Stream(api::control::StreamTarget {
+            url: "ws://127.0.0.1:9/ai".into(),
+            dialect: None,
+            params: Some(r#"{"campaign":"c1"}"#.into()),
+        }),
         ring_timeout: Some(Duration::from_secs(20)),
         status_webhook: None,
     }
@@ -45,10 +47,19 @@ impl Harness {
     /// Places the call; its port is bound and the INVITE leaves. Returns
     /// (media leg, INVITE).
     fn originated(&mut self) -> (u64, String) {
-        let placed = self.core.originate(self.now, &request("+15550000003"));
+        self.originated_with(request("+15550000003"))
+    }
+
+    fn originated_with(&mut self, req: OriginateRequest) -> (u64, String) {
+        self.originated_via(req, TRUNK)
+    }
+
+    /// [`Self::originated_with`] through the trunk at `trunk`.
+    fn originated_via(&mut self, req: OriginateRequest, trunk: &str) -> (u64, String) {
+        let placed = self.core.originate(self.now, &req);
         let placed = placed.expect("placed");
         assert!(placed.call_id.starts_with("CA"));
-        assert_eq!(placed.trunk, "carrier");
+        assert_eq!(placed.trunk, req.trunk.as_deref().unwrap_or("carrier"));
         self.drain();
         match self.cdr.last() {
             Some(CdrEvent::Started(r)) => {
@@ -74,7 +85,7 @@ impl Harness {
         );
         self.drain();
         let (p, inv) = self.sent.pop().expect("INVITE");
-        assert_eq!(p.remote.to_string(), TRUNK);
+        assert_eq!(p.remote.to_string(), trunk);
         (leg, inv)
     }
 
@@ -275,4 +286,179 @@ fn a_redirected_outbound_call_asks_the_trunk_for_the_new_target() {
     );
     h.trunk(&reply(inv2, 200, "OK", "c2", CALLEE_SDP));
     assert!(matches!(h.cdr.last(), Some(CdrEvent::Answered { .. })));
+}
+
+/// A trunk that leaves transfers to the B2BUA (the harness's `direct`).
+const DIRECT: &str = "192.0.2.21:5060";
+
+fn click_to_call(trunk: Option<&str>) -> OriginateRequest {
+    let mut req = request("+15550000003");
+    req.trunk = trunk.map(str::to_string);
+    req.connect = Connect::Forward {
+        to: "+4930777".into(),
+    };
+    req
+}
+
+/// Click-to-call through a trunk that leaves transfers to us: the callee
+/// answers, the gateway calls the second party (caller id: our number) on
+/// a new relay. Returns (reserved leg, callee INVITE, relay legs, party
+/// INVITE).
+fn click_to_call_answered(h: &mut Harness) -> (u64, String, [u64; 2], String) {
+    let (leg, inv) = h.originated_via(click_to_call(Some("direct")), DIRECT);
+    match h.cdr.last() {
+        Some(CdrEvent::Started(r)) => assert_eq!(r.media_mode, "forward"),
+        other => panic!("{other:?}"),
+    }
+    h.recv_from(
+        peer(TransportKind::Udp, DIRECT),
+        &reply(&inv, 200, "OK", "cal", CALLEE_SDP),
+    );
+    assert!(h.take_sent().iter().any(|m| m.starts_with("ACK ")));
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Open { .. })),
+        "no AI stream on a click-to-call"
+    );
+    let legs = match h
+        .media
+        .iter()
+        .find(|m| matches!(m, MediaCommand::OpenRelay { .. }))
+    {
+        Some(MediaCommand::OpenRelay { legs, media, .. }) => {
+            assert_eq!(media[0].codec, Codec::Pcma, "the callee's codec");
+            *legs
+        }
+        _ => panic!("expected the relay to the party: {:?}", h.media),
+    };
+    h.core.handle_media(
+        h.now,
+        MediaEvent::RelayOpened {
+            legs,
+            locals: [
+                "127.0.0.1:32000".parse().unwrap(),
+                "127.0.0.1:32002".parse().unwrap(),
+            ],
+        },
+    );
+    h.drain();
+    let sent = h.take_sent();
+    let inv_b = sent
+        .iter()
+        .find(|m| m.starts_with("INVITE sip:+4930777@192.0.2.21:5060 "))
+        .unwrap_or_else(|| panic!("INVITE to the party through the trunk: {sent:?}"))
+        .clone();
+    assert!(
+        header(&inv_b, "From")
+            .unwrap()
+            .starts_with("<sip:+15550000003@"),
+        "the party sees our number: {inv_b}"
+    );
+    assert!(inv_b.contains("m=audio 32002 RTP/AVP 8"), "{inv_b}");
+    (leg, inv, legs, inv_b)
+}
+
+#[test]
+fn click_to_call_bridges_the_callee_to_the_party_when_it_answers() {
+    let mut h = Harness::new();
+    let (leg, _inv, legs, inv_b) = click_to_call_answered(&mut h);
+    let party_sdp = CALLEE_SDP.replace("52000", "52100");
+    h.recv_from(
+        peer(TransportKind::Udp, DIRECT),
+        &reply(&inv_b, 200, "OK", "party", &party_sdp),
+    );
+    let sent = h.take_sent();
+    assert!(sent.iter().any(|m| m.starts_with("ACK ")), "{sent:?}");
+    let reinvite = sent
+        .iter()
+        .find(|m| m.starts_with("INVITE sip:callee@192.0.2.30"))
+        .unwrap_or_else(|| panic!("re-INVITE to the callee: {sent:?}"));
+    assert!(
+        reinvite.contains("m=audio 32000 RTP/AVP 8"),
+        "the callee moves to the relay: {reinvite}"
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg: l } if *l == leg)),
+        "the reserved port is released"
+    );
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg: l } if *l == legs[0])),
+        "the relay stays"
+    );
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn click_to_call_ends_the_call_when_the_party_is_busy() {
+    let mut h = Harness::new();
+    let (_leg, inv, legs, inv_b) = click_to_call_answered(&mut h);
+    h.recv_from(
+        peer(TransportKind::Udp, DIRECT),
+        &reply(&inv_b, 486, "Busy Here", "party", ""),
+    );
+    let sent = h.take_sent();
+    assert!(
+        sent.iter().any(|m| m.starts_with("ACK sip:+4930777@")),
+        "{sent:?}"
+    );
+    let bye = sent
+        .iter()
+        .find(|m| m.starts_with("BYE sip:callee@192.0.2.30"))
+        .unwrap_or_else(|| panic!("BYE to the callee: {sent:?}"));
+    assert_eq!(header(bye, "Call-ID"), header(&inv, "Call-ID"));
+    assert_eq!(h.last_cause().0, "forward_busy");
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg: l } if *l == legs[0])),
+        "the party's relay is closed"
+    );
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn click_to_call_through_a_trunk_that_prefers_refer_asks_the_carrier_to_connect() {
+    let mut h = Harness::new();
+    let (_leg, inv) = h.originated_with(click_to_call(None));
+    h.trunk(&reply(&inv, 200, "OK", "cal", CALLEE_SDP));
+    let sent = h.take_sent();
+    let refer = sent
+        .iter()
+        .find(|m| m.starts_with("REFER sip:callee@192.0.2.30"))
+        .unwrap_or_else(|| panic!("REFER in the callee's dialog: {sent:?}"));
+    assert_eq!(
+        header(refer, "Refer-To"),
+        Some("<sip:+4930777@192.0.2.20:5060>")
+    );
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::OpenRelay { .. })),
+        "the carrier connects them; no relay here"
+    );
+    // The carrier says the party is busy: no AI keeps the callee.
+    h.trunk(&reply(refer, 202, "Accepted", "cal", ""));
+    let notify = format!(
+        "NOTIFY sip:+15550000003@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-n1\r\nFrom: {};tag=cal\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 7 NOTIFY\r\nEvent: refer\r\nSubscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag\r\nContent-Length: 22\r\n\r\nSIP/2.0 486 Busy Here\r\n",
+        header(&inv, "To").unwrap(),
+        header(&inv, "From").unwrap(),
+        header(&inv, "Call-ID").unwrap()
+    );
+    h.trunk(&notify);
+    let sent = h.take_sent();
+    assert!(
+        sent.iter().any(|m| m.starts_with("SIP/2.0 200 OK")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|m| m.starts_with("BYE sip:callee@192.0.2.30")),
+        "{sent:?}"
+    );
+    assert_eq!(h.last_cause().0, "forward_busy");
 }

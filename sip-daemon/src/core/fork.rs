@@ -1,0 +1,102 @@
+//! Listen-only streams of relayed calls, started and stopped over REST
+//! (`POST`/`DELETE /v1/calls/{id}/stream`): Twilio's `<Start><Stream>`.
+//! The media engine's tap copies both parties' audio to the WebSocket
+//! (`media_userspace::tap`); the call itself is untouched. Calls that
+//! stream to an AI already send it the caller's audio and are refused.
+
+use super::*;
+use api::control::{ControlOutcome, StreamTarget};
+use api::store::{Number, RouteKind};
+
+impl Core {
+    /// Starts (or replaces) the fork of relayed call `h`.
+    pub(super) fn start_fork(
+        &mut self,
+        h: u64,
+        account: &str,
+        target: &StreamTarget,
+    ) -> ControlOutcome {
+        let Some(call) = self.calls.get(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        if call.bridge.is_none() {
+            return ControlOutcome::Refused(
+                "the call is not relayed (it streams to an AI, or is not bridged yet): \
+                 only forwarded and transferred calls take a listen-only stream",
+            );
+        }
+        let (from, to) = if call.outbound {
+            (
+                uri_user(&call.dialog.local_uri),
+                uri_user(&call.dialog.remote_uri),
+            )
+        } else {
+            (
+                uri_user(&call.dialog.remote_uri),
+                uri_user(&call.dialog.local_uri),
+            )
+        };
+        let number = Number {
+            pattern: call.number_pattern.clone().unwrap_or_default(),
+            account_id: account.to_string(),
+            route: RouteKind::Stream,
+            target: Some(target.url.clone()),
+            dialect: target.dialect.clone(),
+            params: target.params.clone(),
+            trunk: None,
+            max_calls: None,
+            fallback: None,
+            voice_webhook: None,
+            sms_webhook: None,
+        };
+        let mut spec = self.stream_spec(
+            &target.url,
+            &number,
+            &call.sid,
+            &from,
+            &to,
+            &call.dialog.key.call_id,
+        );
+        spec.fork = true;
+        let leg = call.media_leg;
+        if let Some(c) = self.calls.get_mut(&h) {
+            c.forked = true;
+        }
+        tracing::info!(call = h, "listen-only stream started");
+        self.out.push_back(Output::Media(MediaCommand::StartFork {
+            leg,
+            spec: Box::new(spec),
+        }));
+        ControlOutcome::Accepted
+    }
+
+    /// Stops the fork of call `h`.
+    pub(super) fn stop_fork(&mut self, h: u64) -> ControlOutcome {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        if !c.forked {
+            return ControlOutcome::Refused("no stream runs on this call");
+        }
+        c.forked = false;
+        let leg = c.media_leg;
+        self.out
+            .push_back(Output::Media(MediaCommand::StopFork { leg }));
+        ControlOutcome::Accepted
+    }
+
+    /// The fork's socket failed or ended; the relay goes on without it.
+    pub(super) fn fork_ended(&mut self, leg: u64, reason: &str) {
+        let Some((h, c)) = self
+            .calls
+            .iter_mut()
+            .find(|(_, c)| c.media_leg == leg && c.forked)
+        else {
+            return;
+        };
+        tracing::info!(call = *h, reason, "listen-only stream ended");
+        c.forked = false;
+        self.out
+            .push_back(Output::Media(MediaCommand::StopFork { leg }));
+    }
+}
