@@ -24,6 +24,8 @@ pub enum ControlRequest {
     Transfer {
         call_id: String,
         to: String,
+        /// How long `to` may ring; default: `[forward] ring_timeout_secs`.
+        ring_timeout: Option<std::time::Duration>,
         reply: oneshot::Sender<ControlOutcome>,
     },
     /// Start (or replace) a listen-only copy of a relayed call's audio,
@@ -199,10 +201,16 @@ impl CallControl {
         .await
     }
 
-    pub async fn transfer(&self, call_id: &str, to: &str) -> Option<ControlOutcome> {
+    pub async fn transfer(
+        &self,
+        call_id: &str,
+        to: &str,
+        ring_timeout: Option<std::time::Duration>,
+    ) -> Option<ControlOutcome> {
         self.ask(|reply| ControlRequest::Transfer {
             call_id: call_id.to_string(),
             to: to.to_string(),
+            ring_timeout,
             reply,
         })
         .await

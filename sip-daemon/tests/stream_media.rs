@@ -1024,6 +1024,36 @@ fn rest_dtmf_and_transfer_act_on_a_live_stream_call_and_the_ai_gets_the_result()
         (422, Some("to")),
         "{body}"
     );
+    let (st, body, _) = d.api(
+        "POST",
+        &format!("/v1/calls/{id}/transfer"),
+        Some(&t),
+        Some(&json!({"to": "+15559990000", "ring_timeout_secs": 0})),
+    );
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (422, Some("ring_timeout_secs")),
+        "{body}"
+    );
+    // The AI already hears the caller: no listen-only stream here.
+    let (st, body, _) = d.api(
+        "POST",
+        &format!("/v1/calls/{id}/stream"),
+        Some(&t),
+        Some(&json!({"url": "ws://127.0.0.1:9/listen"})),
+    );
+    assert_eq!(st, 409, "{body}");
+    let (st, body, _) = d.api(
+        "POST",
+        &format!("/v1/calls/{id}/stream"),
+        Some(&t),
+        Some(&json!({"url": "http://127.0.0.1:9/listen"})),
+    );
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (422, Some("url")),
+        "{body}"
+    );
     caller.bye();
     // The ended call refuses control.
     let mut st = 0;

@@ -492,7 +492,7 @@ pub async fn put_number(
             let st = b
                 .stream
                 .ok_or_else(|| ApiError::field("stream", "route stream needs stream.url"))?;
-            let (url, dialect, params) = check_stream(&s, st)?;
+            let (url, dialect, params) = check_stream(&s, st, "stream.")?;
             (Some(url), dialect, params)
         }
         RouteKind::Forward => {
@@ -569,22 +569,23 @@ pub async fn put_number(
 }
 
 /// A stream target's URL, dialect and parameters (as JSON text), or 422
-/// naming the field.
+/// naming the field (`at` is the target's path in the body: `stream.`).
 fn check_stream(
     s: &ApiState,
     st: StreamSpec,
+    at: &str,
 ) -> Result<(String, Option<String>, Option<String>), ApiError> {
     if !(st.url.starts_with("ws://") || st.url.starts_with("wss://"))
         || st.url.len() > 2048
         || st.url.bytes().any(|c| c.is_ascii_control() || c == b' ')
     {
-        return Err(ApiError::field("stream.url", "a ws:// or wss:// URL"));
+        return Err(ApiError::field(format!("{at}url"), "a ws:// or wss:// URL"));
     }
     if let Some(d) = &st.dialect
         && !(s.checks.dialect)(d)
     {
         return Err(ApiError::field(
-            "stream.dialect",
+            format!("{at}dialect"),
             "dialect must be twilio, pcm, pcm8, pcm16 or pcm24",
         ));
     }
@@ -592,7 +593,7 @@ fn check_stream(
         && let Some((k, _)) = params.iter().find(|(_, v)| !v.is_string())
     {
         return Err(ApiError::field(
-            format!("stream.params.{k}"),
+            format!("{at}params.{k}"),
             "custom parameters are strings",
         ));
     }
@@ -978,6 +979,18 @@ async fn idempotent(
     result
 }
 
+/// `ring_timeout_secs`: 1–300 seconds.
+fn ring_timeout(secs: Option<u32>) -> Result<Option<std::time::Duration>, ApiError> {
+    match secs {
+        None => Ok(None),
+        Some(n) if (1..=300).contains(&n) => Ok(Some(std::time::Duration::from_secs(n.into()))),
+        Some(_) => Err(ApiError::field(
+            "ring_timeout_secs",
+            "ring_timeout_secs must be between 1 and 300",
+        )),
+    }
+}
+
 /// A party to call: an E.164 number (normalised) or a `sip:` URI that
 /// parses and carries nothing that could break out of a header.
 fn party(s: &ApiState, field: &str, to: String) -> Result<String, ApiError> {
@@ -1013,19 +1026,10 @@ async fn place_call(
     if let Some(t) = &b.trunk {
         check_id("trunk", t)?;
     }
-    let ring_timeout = match b.ring_timeout_secs {
-        None => None,
-        Some(n) if (1..=300).contains(&n) => Some(std::time::Duration::from_secs(n.into())),
-        Some(_) => {
-            return Err(ApiError::field(
-                "ring_timeout_secs",
-                "ring_timeout_secs must be between 1 and 300",
-            ));
-        }
-    };
+    let ring_timeout = ring_timeout(b.ring_timeout_secs)?;
     let connect = match (b.stream, b.forward_to) {
         (Some(st), None) => {
-            let (url, dialect, params) = check_stream(s, st)?;
+            let (url, dialect, params) = check_stream(s, st, "stream.")?;
             Connect::Stream(StreamTarget {
                 url,
                 dialect,
@@ -1211,7 +1215,7 @@ pub async fn start_stream(
     JsonBody(b): JsonBody<StreamSpec>,
 ) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
     let account = auth.account()?.to_string();
-    let (url, dialect, params) = check_stream(&s, b)?;
+    let (url, dialect, params) = check_stream(&s, b, "")?;
     let target = crate::control::StreamTarget {
         url,
         dialect,
@@ -1284,8 +1288,9 @@ pub async fn transfer_call(
 ) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
     let account = auth.account()?;
     let target = party(&s, "to", b.to)?;
+    let ring = ring_timeout(b.ring_timeout_secs)?;
     live_action(&s, account, id, "transferring", async move |c, id| {
-        c.transfer(id, &target).await
+        c.transfer(id, &target, ring).await
     })
     .await
 }

@@ -346,6 +346,11 @@ pub struct DtmfIn {
 pub struct TransferIn {
     /// E.164 number (through the number's trunk) or `sip:` URI.
     pub to: String,
+    /// How long the target may ring before the transfer fails (and the
+    /// AI, or the old far side, keeps the caller); default: the gateway's
+    /// ring timeout.
+    #[schema(minimum = 1, maximum = 300)]
+    pub ring_timeout_secs: Option<u32>,
 }
 
 macro_rules! page {

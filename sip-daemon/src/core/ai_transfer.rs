@@ -51,8 +51,16 @@ impl Core {
         }
     }
 
-    /// The AI of stream call `h` asks to transfer the caller to `to`.
-    pub(super) fn on_ai_transfer(&mut self, now: Instant, h: u64, to: String) {
+    /// The AI of stream call `h` (or REST, or a click-to-call's answer)
+    /// asks to transfer the caller to `to`, ringing it for `ring` (default:
+    /// `[forward] ring_timeout_secs`).
+    pub(super) fn on_ai_transfer(
+        &mut self,
+        now: Instant,
+        h: u64,
+        to: String,
+        ring: Option<Duration>,
+    ) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -137,6 +145,7 @@ impl Core {
         let hb = self.new_id();
         let mut leg = self.new_out_leg(h, target, &caller, 69, vec![n.codec], hb);
         leg.rebridge = Some(relay_a);
+        leg.ring_timeout = ring;
         self.out_legs.insert(hb, leg);
         if let Some(c) = self.calls.get_mut(&h) {
             c.transfer = Some(hb);

@@ -150,8 +150,6 @@ pub struct Call {
     pub outbound: bool,
     /// An outbound call until it is answered: the stream it starts then.
     pub origination: Option<super::originate::Origination>,
-    /// An outbound call's own ring timeout.
-    pub ring_timeout: Option<Duration>,
     /// Waiting for the number's voice webhook to pick the route.
     pub pending: Option<Box<super::webhook::PendingRoute>>,
     /// Where this call's status changes are POSTed.
@@ -708,7 +706,6 @@ impl Core {
                 refer_until: None,
                 outbound: false,
                 origination: None,
-                ring_timeout: None,
                 pending: None,
                 status_webhook: None,
                 click_to_call: false,

@@ -101,6 +101,8 @@ pub struct OutLeg {
     pub provisional: bool,
     pub cancel_due: bool,
     pub ring_deadline: Option<Instant>,
+    /// This leg's own ring timeout (REST), else `[forward]`'s.
+    pub ring_timeout: Option<Duration>,
     pub dialog: Option<Dialog>,
     /// The ACK for the 2xx, resent when the 2xx is retransmitted.
     pub ack: Option<Bytes>,
@@ -377,6 +379,7 @@ impl Core {
             provisional: false,
             cancel_due: false,
             ring_deadline: None,
+            ring_timeout: None,
             dialog: None,
             ack: None,
             local_media: None,
@@ -434,10 +437,11 @@ impl Core {
     /// `local`, and starts its ring timeout.
     pub(super) fn place_far_leg(&mut self, now: Instant, hb: u64, local: SocketAddr) {
         let advertised = self.cfg.advertised_ip;
-        let ring = self.cfg.forward.ring_timeout;
+        let default_ring = self.cfg.forward.ring_timeout;
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
+        let ring = o.ring_timeout.unwrap_or(default_ring);
         let lm = LocalMedia {
             addr: advertised,
             port: local.port(),

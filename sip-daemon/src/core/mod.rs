@@ -332,6 +332,7 @@ impl Core {
         now: Instant,
         h: u64,
         to: String,
+        ring: Option<Duration>,
     ) -> api::control::ControlOutcome {
         use api::control::ControlOutcome;
         let Some(call) = self.calls.get(&h) else {
@@ -341,7 +342,7 @@ impl Core {
             return ControlOutcome::Refused("the call is not answered yet");
         }
         if call.bridge.is_some() {
-            return self.transfer_forwarded(now, h, &to);
+            return self.transfer_forwarded(now, h, &to, ring);
         }
         if call.media_leg != h {
             return ControlOutcome::Refused("the call was transferred already");
@@ -349,7 +350,7 @@ impl Core {
         if call.transfer.is_some() || call.refer_until.is_some() {
             return ControlOutcome::Refused("a transfer of this call is already under way");
         }
-        self.on_ai_transfer(now, h, to);
+        self.on_ai_transfer(now, h, to, ring);
         ControlOutcome::Accepted
     }
 
@@ -376,10 +377,15 @@ impl Core {
                 };
                 let _ = reply.send(outcome);
             }
-            ControlRequest::Transfer { call_id, to, reply } => {
+            ControlRequest::Transfer {
+                call_id,
+                to,
+                ring_timeout,
+                reply,
+            } => {
                 let outcome = match self.live_call(&call_id) {
                     None => ControlOutcome::NotLive,
-                    Some(h) => self.control_transfer(now, h, to),
+                    Some(h) => self.control_transfer(now, h, to, ring_timeout),
                 };
                 let _ = reply.send(outcome);
             }
@@ -472,7 +478,7 @@ impl Core {
                     self.hangup(now, h, "media_timeout");
                 }
             }
-            MediaEvent::AiTransfer { leg, to } => self.on_ai_transfer(now, leg, to),
+            MediaEvent::AiTransfer { leg, to } => self.on_ai_transfer(now, leg, to, None),
             MediaEvent::ForkEnded { leg, reason } => self.fork_ended(leg, &reason),
             MediaEvent::RelayOpened { legs, locals } => self.on_relay_opened(now, legs, locals),
             MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),

@@ -145,6 +145,7 @@ impl Core {
         let mut leg = self.new_out_leg(h, target, &req.from, 70, codecs.clone(), h);
         // Twilio's convention for outbound calls: the callee is `to`.
         leg.to = format!("<sip:{}@{host}>", req.to);
+        leg.ring_timeout = req.ring_timeout;
         let origination = match &req.connect {
             Connect::Stream(api::control::StreamTarget {
                 url,
@@ -214,7 +215,6 @@ impl Core {
             remote_cseq: 0,
             peer: leg.target.peer,
         };
-        let ring = req.ring_timeout;
         self.out_legs.insert(hb, leg);
         *self
             .active_by_number
@@ -255,7 +255,6 @@ impl Core {
                 fallback: None,
                 outbound: true,
                 origination: Some(origination),
-                ring_timeout: ring,
                 pending: None,
                 status_webhook: req.status_webhook.clone(),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
@@ -274,12 +273,7 @@ impl Core {
         let Some(hb) = self.calls.get(&h).and_then(|c| c.bridge) else {
             return;
         };
-        let ring = self.calls.get(&h).and_then(|c| c.ring_timeout);
         self.place_far_leg(now, hb, local);
-        if let (Some(ring), Some(o)) = (ring, self.out_legs.get_mut(&hb)) {
-            o.ring_deadline = Some(now + ring);
-            self.schedule_out(hb);
-        }
     }
 
     /// The callee answered outbound call `h` (far leg `hb`, already ACKed
@@ -336,7 +330,7 @@ impl Core {
             }
             Origination::Forward(to) => {
                 tracing::info!(call = h, "click-to-call answered; calling the second party");
-                self.on_ai_transfer(now, h, to);
+                self.on_ai_transfer(now, h, to, None);
             }
         }
     }

@@ -60,7 +60,7 @@ impl Core {
         }
         self.notify_refer(now, hb, 100, "Trying", false);
         tracing::info!(hb, "blind transfer by the far side");
-        self.transfer_far_leg(now, hb, refer_to.uri);
+        self.transfer_far_leg(now, hb, refer_to.uri, None);
     }
 
     /// The far leg `hb` if its call can be transferred now: answered, and
@@ -77,7 +77,13 @@ impl Core {
 
     /// Places a new far leg to `uri` on far leg `hb`'s relay side; once it
     /// answers it replaces `hb` (`transfer_completed`).
-    fn transfer_far_leg(&mut self, now: Instant, hb: u64, uri: crate::sip::Uri) {
+    fn transfer_far_leg(
+        &mut self,
+        now: Instant,
+        hb: u64,
+        uri: crate::sip::Uri,
+        ring: Option<Duration>,
+    ) {
         let Some(o) = self.transferable(hb) else {
             return;
         };
@@ -111,6 +117,7 @@ impl Core {
         let hc = self.new_id();
         let mut leg = self.new_out_leg(h, target, &user, max_forwards, vec![codec], media_leg);
         leg.transfer_of = Some(hb);
+        leg.ring_timeout = ring;
         self.out_legs.insert(hc, leg);
         if let Some(c) = self.calls.get_mut(&h) {
             c.transfer = Some(hc);
@@ -126,6 +133,7 @@ impl Core {
         now: Instant,
         h: u64,
         to: &str,
+        ring: Option<Duration>,
     ) -> api::control::ControlOutcome {
         use api::control::ControlOutcome;
         let Some(hb) = self.calls.get(&h).and_then(|c| c.bridge) else {
@@ -151,7 +159,7 @@ impl Core {
             return ControlOutcome::Refused("the target is not a SIP URI");
         };
         tracing::info!(call = h, target = %uri, "transfer of a forwarded call over REST");
-        self.transfer_far_leg(now, hb, uri);
+        self.transfer_far_leg(now, hb, uri, ring);
         ControlOutcome::Accepted
     }
 

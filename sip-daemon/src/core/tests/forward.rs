@@ -1651,6 +1651,7 @@ fn a_rest_transfer_moves_a_forwarded_caller_without_notifying_the_old_far_side()
         api::control::ControlRequest::Transfer {
             call_id: sid,
             to: "+15559990000".into(),
+            ring_timeout: None,
             reply: tx,
         },
     );
@@ -1777,4 +1778,44 @@ fn a_listen_only_stream_forks_a_bridged_call_and_stops_on_request_or_when_its_so
         ControlOutcome::Refused("no stream runs on this call")
     );
     assert_eq!(h.core.active_calls(), 1, "the call itself goes on");
+}
+
+#[test]
+fn a_rest_transfer_rings_the_target_for_its_own_timeout_then_keeps_the_caller() {
+    use api::control::{ControlOutcome, ControlRequest};
+    let mut h = Harness::new();
+    let (leg_a, _leg_b, _inv, _) = h.bridged("xfer-ring");
+    let sid = h.first_call_sid();
+    let start = h.now;
+    assert_eq!(
+        h.control(|reply| ControlRequest::Transfer {
+            call_id: sid,
+            to: "+15559990000".into(),
+            ring_timeout: Some(Duration::from_secs(4)),
+            reply,
+        }),
+        ControlOutcome::Accepted
+    );
+    let inv2 = h.sent_to().pop().expect("INVITE to the target").1;
+    h.far(&far_response(&inv2, 180, "Ringing", "t2", "", ""));
+    h.sent_to();
+    // Virtual ms since the harness began, when the INVITE left.
+    let placed = start.duration_since(h.t0).as_millis() as u64;
+    h.advance_to(placed + 3_900);
+    assert!(
+        !h.sent_to().iter().any(|(_, m)| m.starts_with("CANCEL ")),
+        "still ringing at 3.9 s"
+    );
+    h.advance_to(placed + 4_100);
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m.starts_with("CANCEL sip:+15559990000@")),
+        "canceled at its own 4 s, not the gateway's 30 s: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(_, m)| m.starts_with("BYE ")),
+        "the caller stays with the old far side: {sent:?}"
+    );
+    assert!(h.core.calls.contains_key(&leg_a));
 }
