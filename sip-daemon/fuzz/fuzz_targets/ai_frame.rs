@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             reconnect_window: Duration::from_secs(1),
             keepalive: Duration::from_secs(1),
             max_frame_bytes: 1 << 20,
+            fork: false,
         };
         let mut codec = codec_for(&spec);
         let mut out = Vec::new();

@@ -1,11 +1,14 @@
 //! Datagrams into a stream leg (RTP, RTCP, DTMF events, garbage) and on
-//! its RTCP port, with time moving on: never a panic, whatever arrives.
+//! its RTCP port, and into a relay's listen-only tap, with time moving
+//! on: never a panic, whatever arrives.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use media_userspace::codec::Codec;
 use media_userspace::control::LegMedia;
 use media_userspace::rtcp::WallClock;
+use media_userspace::relay::Side;
 use media_userspace::stream_leg::StreamLeg;
+use media_userspace::tap::Tap;
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +27,15 @@ fuzz_target!(|data: &[u8]| {
         at: now,
         wall: std::time::UNIX_EPOCH,
     };
-    let mut leg = StreamLeg::new(&media, [8000, 16000, 24000][usize::from(sel / 3 % 3)], 1, clock);
+    let rate = [8000, 16000, 24000][usize::from(sel / 3 % 3)];
+    let mut leg = StreamLeg::new(&media, rate, 1, clock);
+    let pcma = LegMedia {
+        codec: Codec::Pcma,
+        payload_type: 8,
+        ..media
+    };
+    let mut tap = Tap::new([&media, &pcma], rate, sel & 0x80 != 0, now);
+    let mut frames = Vec::new();
     let from = "127.0.0.1:4000".parse().unwrap();
     // Datagrams are length-prefixed chunks of the input.
     let mut input = rest;
@@ -36,11 +47,15 @@ fuzz_target!(|data: &[u8]| {
         } else {
             leg.on_rtcp_datagram(now, from, pkt);
         }
+        let side = if len & 2 == 0 { Side::A } else { Side::B };
+        tap.on_rtp(side, pkt.get(1).map_or(0, |b| b & 0x7f), pkt);
         now += Duration::from_millis(u64::from(len % 40));
         leg.handle_timeout(now);
         while leg.poll_transmit().is_some() {}
         while leg.poll_to_ai().is_some() {}
         while leg.poll_rtcp().is_some() {}
+        tap.poll(now, &mut frames);
+        frames.clear();
         input = next;
     }
 });
