@@ -46,7 +46,9 @@ pub struct PairView {
     pub peers: [Option<SocketAddr>; 2],
     /// Whether each side may be sent to (not on hold).
     pub sending: [bool; 2],
-    /// Payload types (codec and telephone-event) numbered alike.
+    /// The same codec on both sides, with payload types (codec and
+    /// telephone-event) numbered alike: the kernel forwards payloads
+    /// untouched, so it takes no pair that transcodes or renumbers.
     pub same_numbering: bool,
 }
 

@@ -7,13 +7,17 @@
 //! the XDP fast path takes over once both sides are latched: a packet for
 //! side `s`'s local port goes to the other side's peer from the other
 //! side's local port, which is exactly one kernel rule per direction.
-//! Payloads pass untouched; only the payload type is mapped when the two
-//! sides numbered the same codec or telephone-event differently.
+//! Payloads pass untouched when both sides use the same codec (only the
+//! payload type is mapped when they numbered it or telephone-event
+//! differently). When a re-INVITE left the sides on different codecs, the
+//! audio is transcoded here ([`Transcoder`]), and such a pair never moves
+//! to the kernel.
 
 use crate::control::LegMedia;
 use crate::echo::LegCounters;
 use crate::latch::{Latch, LatchDecision};
 use crate::rtp::{self, RtpHeader};
+use crate::transcode::Transcoder;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -40,6 +44,8 @@ struct RelaySide {
     /// Where the peer's RTCP comes from, once it has.
     rtcp_peer: Option<SocketAddr>,
     counters: LegCounters,
+    /// This side's audio into the other side's codec, when they differ.
+    transcoder: Option<Transcoder>,
 }
 
 impl RelaySide {
@@ -49,6 +55,7 @@ impl RelaySide {
             latch: Latch::new(media.remote),
             rtcp_peer: None,
             counters: LegCounters::default(),
+            transcoder: None,
         }
     }
 
@@ -70,6 +77,10 @@ pub struct RelayCounters {
     /// Telephone-events dropped because the other side did not negotiate
     /// telephone-event.
     pub dropped_events: u64,
+    /// Audio packets converted between the sides' codecs.
+    pub transcoded: u64,
+    /// Audio packets dropped because they could not be converted.
+    pub transcode_failures: u64,
 }
 
 #[derive(Debug)]
@@ -81,10 +92,31 @@ pub struct RelayPair {
 
 impl RelayPair {
     pub fn new(a: &LegMedia, b: &LegMedia) -> RelayPair {
-        RelayPair {
+        let mut pair = RelayPair {
             a: RelaySide::new(a),
             b: RelaySide::new(b),
             counters: RelayCounters::default(),
+        };
+        pair.set_transcoders();
+        pair
+    }
+
+    /// Transcoders for both directions exactly when the codecs differ.
+    fn set_transcoders(&mut self) {
+        let (a, b) = (self.a.media.codec, self.b.media.codec);
+        let same = a == b;
+        let keep =
+            |t: &Option<Transcoder>, from, to| t.as_ref().is_some_and(|t| t.codecs() == (from, to));
+        if same {
+            self.a.transcoder = None;
+            self.b.transcoder = None;
+            return;
+        }
+        if !keep(&self.a.transcoder, a, b) {
+            self.a.transcoder = Some(Transcoder::new(a, b));
+        }
+        if !keep(&self.b.transcoder, b, a) {
+            self.b.transcoder = Some(Transcoder::new(b, a));
         }
     }
 
@@ -107,6 +139,7 @@ impl RelayPair {
         let side = self.side_mut(s);
         side.latch.reset(media.remote);
         side.media = *media;
+        self.set_transcoders();
     }
 
     pub fn counters(&self, s: Side) -> &LegCounters {
@@ -142,7 +175,8 @@ impl RelayPair {
         crate::offload::PairView {
             peers: [self.latched_peer(Side::A), self.latched_peer(Side::B)],
             sending: [a.send, b.send],
-            same_numbering: a.payload_type == b.payload_type
+            same_numbering: a.codec == b.codec
+                && a.payload_type == b.payload_type
                 && a.telephone_event == b.telephone_event,
         }
     }
@@ -204,6 +238,16 @@ impl RelayPair {
             self.counters.no_target += 1;
             return None;
         };
+        if h.payload_type == in_pt
+            && let Some(t) = self.side_mut(s).transcoder.as_mut()
+        {
+            let payload = &mut pkt[h.payload_offset..h.payload_offset + h.payload_len];
+            if !t.convert(payload) {
+                self.counters.transcode_failures += 1;
+                return None;
+            }
+            self.counters.transcoded += 1;
+        }
         if pt != h.payload_type {
             pkt[1] = (pkt[1] & 0x80) | (pt & 0x7f);
         }
@@ -358,5 +402,64 @@ mod tests {
             r.on_rtcp(Side::A, "10.0.0.1:4001".parse().unwrap(), &[0x80]),
             None
         );
+    }
+
+    #[test]
+    fn sides_on_different_codecs_are_transcoded_and_never_offloaded() {
+        let t0 = Instant::now();
+        let a = media(0, Some(101), CALLER);
+        let b = LegMedia {
+            codec: Codec::Pcma,
+            payload_type: 8,
+            ..media(8, Some(101), CALLEE)
+        };
+        let mut pair = RelayPair::new(&a, &b);
+        assert!(!pair.offload_view().same_numbering);
+        let ulaw: Vec<u8> = (0..160)
+            .map(|i| crate::g711::ulaw_encode(i * 50 - 4000))
+            .collect();
+        let mut p = rtp(0, 1, 7);
+        p[12..].copy_from_slice(&ulaw);
+        let to = pair.on_rtp(Side::A, t0, CALLER.parse().unwrap(), &mut p);
+        assert_eq!(to, Some(CALLEE.parse().unwrap()));
+        assert_eq!(p[1] & 0x7f, 8, "A-law's payload type");
+        let want: Vec<u8> = ulaw
+            .iter()
+            .map(|&c| crate::g711::alaw_encode(crate::g711::ulaw_decode(c)))
+            .collect();
+        assert_eq!(&p[12..], &want[..], "G.711 to G.711 is exact");
+        assert_eq!(
+            &p[2..12],
+            &rtp(0, 1, 7)[2..12],
+            "sequence, timestamp, SSRC kept"
+        );
+        // Telephone-events pass untouched (same numbering here).
+        let mut ev = rtp(101, 2, 7);
+        let before = ev.clone();
+        assert!(
+            pair.on_rtp(Side::A, t0, CALLER.parse().unwrap(), &mut ev)
+                .is_some()
+        );
+        assert_eq!(ev, before);
+        assert_eq!(pair.counters.transcoded, 1);
+        // A re-INVITE puts side B on PCMU too: payloads pass untouched.
+        pair.update(Side::B, &media(0, Some(101), CALLEE));
+        let mut p = rtp(0, 3, 7);
+        let before = p.clone();
+        pair.on_rtp(Side::A, t0, CALLER.parse().unwrap(), &mut p);
+        assert_eq!(p, before);
+        assert_eq!(pair.counters.transcoded, 1);
+        assert!(pair.offload_view().same_numbering);
+        // And G.722 on one side: 160 bytes stay 160 bytes.
+        let g722 = LegMedia {
+            codec: Codec::G722,
+            payload_type: 9,
+            ..media(9, Some(101), CALLEE)
+        };
+        pair.update(Side::B, &g722);
+        let mut p = rtp(0, 4, 7);
+        pair.on_rtp(Side::A, t0, CALLER.parse().unwrap(), &mut p);
+        assert_eq!((p.len(), p[1] & 0x7f), (172, 9));
+        assert_eq!(pair.counters.transcoded, 2);
     }
 }

@@ -93,6 +93,32 @@ fn relay_round_trip(prefer_io_uring: bool, base: u16) {
     caller.send_to(&rtp(101, 100, 0xaaaa), locals[0]).unwrap();
     let (_, _) = callee.recv_from(&mut buf).unwrap();
     assert_eq!(buf[1] & 0x7f, 96);
+    // A re-INVITE moves the callee to A-law: the relay transcodes.
+    engine.command(MediaCommand::Update {
+        leg: 11,
+        media: LegMedia {
+            codec: Codec::Pcma,
+            ..media(callee.local_addr().unwrap(), 8, 96)
+        },
+    });
+    // The update reaches the worker on its next tick: packets sent before
+    // it still arrive as μ-law (bounded: 40 packets).
+    let p = rtp(0, 200, 0xaaaa);
+    let mut n = 0;
+    for _ in 0..40 {
+        caller.send_to(&p, locals[0]).unwrap();
+        n = callee.recv_from(&mut buf).expect("relayed to the callee").0;
+        if buf[1] & 0x7f == 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!((n, buf[1] & 0x7f), (p.len(), 8), "A-law, same length");
+    let want: Vec<u8> = p[12..]
+        .iter()
+        .map(|&c| media_userspace::g711::alaw_encode(media_userspace::g711::ulaw_decode(c)))
+        .collect();
+    assert_eq!(&buf[12..n], &want[..]);
     // RTCP between the RTCP ports.
     let rr = [0x80, 201, 0, 1, 0, 0, 0xaa, 0xaa];
     let rtcp_a: SocketAddr = SocketAddr::new(locals[0].ip(), locals[0].port() + 1);

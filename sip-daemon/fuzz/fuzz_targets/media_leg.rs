@@ -1,6 +1,6 @@
 //! Datagrams into a stream leg (RTP, RTCP, DTMF events, garbage) and on
-//! its RTCP port, and into a relay's listen-only tap, with time moving
-//! on: never a panic, whatever arrives.
+//! its RTCP port, into a relay's listen-only tap and through a relay's
+//! transcoder, with time moving on: never a panic, whatever arrives.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use media_userspace::codec::Codec;
@@ -9,6 +9,7 @@ use media_userspace::rtcp::WallClock;
 use media_userspace::relay::Side;
 use media_userspace::stream_leg::StreamLeg;
 use media_userspace::tap::Tap;
+use media_userspace::transcode::Transcoder;
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
@@ -36,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut tap = Tap::new([&media, &pcma], rate, sel & 0x80 != 0, now);
     let mut frames = Vec::new();
+    let mut transcoder = Transcoder::new(codec, [Codec::Pcma, Codec::G722, Codec::Pcmu][usize::from(sel % 3)]);
     let from = "127.0.0.1:4000".parse().unwrap();
     // Datagrams are length-prefixed chunks of the input.
     let mut input = rest;
@@ -49,6 +51,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let side = if len & 2 == 0 { Side::A } else { Side::B };
         tap.on_rtp(side, pkt.get(1).map_or(0, |b| b & 0x7f), pkt);
+        let mut payload = pkt.to_vec();
+        transcoder.convert(&mut payload);
+        assert_eq!(payload.len(), pkt.len());
         now += Duration::from_millis(u64::from(len % 40));
         leg.handle_timeout(now);
         while leg.poll_transmit().is_some() {}

@@ -277,6 +277,26 @@ pub(super) fn local_offer(codecs: &[Codec], local: &LocalMedia) -> SessionDescri
     }
 }
 
+/// The answer to an offer in a re-INVITE or UPDATE on one side of a relay
+/// whose codec is `current`: the same codec when the offer still has it;
+/// otherwise another of `codecs` (RFC 3264 §8.3.2: the peer changed
+/// codec), which the relay then transcodes to and from the other side's.
+pub(super) fn answer_relayed(
+    offer: &sdp::SessionDescription,
+    local: &LocalMedia,
+    current: Codec,
+    codecs: &[Codec],
+) -> Result<(sdp::SessionDescription, NegotiatedAudio), OfferAnswerError> {
+    sdp::answer(offer, local, &[current]).or_else(|_| {
+        let others: Vec<Codec> = codecs
+            .iter()
+            .copied()
+            .filter(|&c| c != current && media_userspace::transcode::can_transcode(c))
+            .collect();
+        sdp::answer(offer, local, &others)
+    })
+}
+
 pub(super) fn leg_media(n: &NegotiatedAudio) -> LegMedia {
     LegMedia {
         codec: n.codec,
@@ -1159,10 +1179,20 @@ impl Core {
                     return self.respond(now, id, 400, Some(&phrase), Some(tag), |b| b);
                 }
             };
-            match sdp::answer(&offer, &lm, &call.codecs) {
+            let current = call.negotiated.as_ref().map(|n| n.codec);
+            let answered = match current {
+                // A relayed call may change codec: the relay transcodes.
+                Some(c) if call.bridge.is_some() => answer_relayed(&offer, &lm, c, &cfg.codecs),
+                _ => sdp::answer(&offer, &lm, &call.codecs),
+            };
+            match answered {
                 Ok((answer, n)) => {
                     let media = leg_media(&n);
                     offered_dir = Some(n.direction.reverse());
+                    if call.bridge.is_some() {
+                        // Later offers of ours to this side use its codec.
+                        call.codecs = vec![n.codec];
+                    }
                     call.negotiated = Some(n);
                     let leg = call.media_leg;
                     self.out

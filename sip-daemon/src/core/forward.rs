@@ -1251,6 +1251,7 @@ impl Core {
             session_version: o.sdp_version,
         };
         let codecs: Vec<Codec> = codec.into_iter().collect();
+        let all_codecs = self.cfg.codecs.clone();
         let contact = o.contact.clone();
         if req.body.is_empty() {
             if req.method == Method::Update {
@@ -1272,7 +1273,12 @@ impl Core {
                 return self.respond(now, id, 400, Some(&phrase), Some(tag), |b| b);
             }
         };
-        match sdp::answer(&offer, &lm, &codecs) {
+        let answered = match codec {
+            // The far side may change codec: the relay transcodes.
+            Some(c) => super::call::answer_relayed(&offer, &lm, c, &all_codecs),
+            None => sdp::answer(&offer, &lm, &codecs),
+        };
+        match answered {
             Ok((answer, n)) => {
                 let media = leg_media(&n);
                 let offered = n.direction.reverse();

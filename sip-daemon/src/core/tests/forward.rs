@@ -1819,3 +1819,90 @@ fn a_rest_transfer_rings_the_target_for_its_own_timeout_then_keeps_the_caller() 
     );
     assert!(h.core.calls.contains_key(&leg_a));
 }
+
+#[test]
+fn either_side_may_change_codec_mid_call_and_the_relay_transcodes() {
+    let mut h = Harness::new();
+    let (leg_a, leg_b, inv, caller_tag) = h.bridged("codec-1");
+    // Bridged on PCMA; the caller now offers only PCMU.
+    let pcmu_only = SDP.replace("RTP/AVP 0 8 101", "RTP/AVP 0 101");
+    h.recv(&in_dialog(
+        "INVITE",
+        "codec-1",
+        &caller_tag,
+        2,
+        "z9hG4bK-c1",
+        "",
+        &pcmu_only,
+    ));
+    let sent = h.sent_to();
+    assert_eq!(
+        sent.len(),
+        1,
+        "answered here, nothing asked of the far side: {sent:?}"
+    );
+    assert!(
+        sent[0].1.starts_with("SIP/2.0 200 OK")
+            && sent[0].1.contains("m=audio 30000 RTP/AVP 0 101"),
+        "{}",
+        sent[0].1
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Update { leg, media }
+            if *leg == leg_a && media.codec == Codec::Pcmu && media.payload_type == 0)),
+        "{:?}",
+        h.media
+    );
+    h.recv(&in_dialog(
+        "ACK",
+        "codec-1",
+        &caller_tag,
+        2,
+        "z9hG4bK-c1a",
+        "",
+        "",
+    ));
+    h.media.clear();
+    // The far side moves to G.722 (and keeps PCMA when it still offers it).
+    h.far(&far_request(
+        &inv,
+        "far1",
+        "INVITE",
+        2,
+        "",
+        &FAR_SDP
+            .replace("RTP/AVP 8 101", "RTP/AVP 9 101")
+            .replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:9 G722/8000"),
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m.starts_with("SIP/2.0 200 OK") && m.contains("RTP/AVP 9 101")),
+        "{sent:?}"
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Update { leg, media }
+            if *leg == leg_b && media.codec == Codec::G722)),
+        "{:?}",
+        h.media
+    );
+    // A codec neither we nor the relay know: 488, the session stays.
+    h.recv(&in_dialog(
+        "INVITE",
+        "codec-1",
+        &caller_tag,
+        3,
+        "z9hG4bK-c2",
+        "",
+        &SDP.replace("RTP/AVP 0 8 101", "RTP/AVP 18"),
+    ));
+    assert!(
+        h.sent_to()
+            .iter()
+            .any(|(_, m)| m.starts_with("SIP/2.0 488")),
+    );
+}
