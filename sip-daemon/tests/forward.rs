@@ -256,3 +256,91 @@ fn sipp_far_side_blind_transfers_the_call() {
     );
     d.wait_cdr_cause("caller_hangup");
 }
+
+#[test]
+fn sipp_caller_side_blind_transfers_the_call_and_the_far_party_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let far_port = common::free_port();
+    let target_port = common::free_port();
+    // The far party and the transfer target: SIPp's built-in UAS (answer,
+    // wait for BYE).
+    let uas = |port: u16| {
+        run_sipp(
+            tmp.path(),
+            &[
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-mp",
+                &sipp_media_port(port),
+                "-m",
+                "1",
+            ],
+        )
+    };
+    let far = uas(far_port);
+    let target = uas(target_port);
+    let d = daemon(far_port);
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/uac_refers_the_call.xml"
+    );
+    let target_addr = format!("127.0.0.1:{target_port}");
+    let caller = run_sipp(
+        tmp.path(),
+        &[
+            "-sf",
+            scenario,
+            &d.sip_addr().to_string(),
+            "-s",
+            "+15557000005",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &common::free_port().to_string(),
+            "-m",
+            "1",
+            "-key",
+            "target",
+            &target_addr,
+        ],
+    );
+    let caller = caller.wait_with_output().unwrap();
+    assert!(
+        caller.status.success(),
+        "REFER answered 202, NOTIFY 100 and 200 received, the transferor released: {:?} {}\n{}",
+        caller.status,
+        String::from_utf8_lossy(&caller.stderr),
+        d.logs()
+    );
+    // The far party now talks to the target; hanging the call up over
+    // REST releases both.
+    let t = d.token(Some("acct"), false);
+    let (st, page, _) = d.api("GET", "/v1/calls?active=true", Some(&t), None);
+    assert_eq!(st, 200, "{page}");
+    let id = page["data"][0]["id"]
+        .as_str()
+        .expect("the call is still up")
+        .to_string();
+    let (st, r, _) = d.api("POST", &format!("/v1/calls/{id}/hangup"), Some(&t), None);
+    assert_eq!(st, 202, "{r}");
+    let far = far.wait_with_output().unwrap();
+    let target = target.wait_with_output().unwrap();
+    assert!(
+        far.status.success(),
+        "the far party stayed until the hangup: {:?} {}",
+        far.status,
+        String::from_utf8_lossy(&far.stderr)
+    );
+    assert!(
+        target.status.success(),
+        "the target was called, answered and hung up: {:?} {}\n{}",
+        target.status,
+        String::from_utf8_lossy(&target.stderr),
+        d.logs()
+    );
+    d.wait_cdr_cause("api_hangup");
+}

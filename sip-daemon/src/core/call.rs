@@ -159,6 +159,9 @@ pub struct Call {
     pub click_to_call: bool,
     /// A listen-only copy of the relay's audio runs ([`super::fork`]).
     pub forked: bool,
+    /// The caller hung up after REFERring the call elsewhere: the call
+    /// waits for the Refer-To target ([`super::caller_refer`]).
+    pub caller_left: bool,
 }
 
 impl Call {
@@ -730,6 +733,7 @@ impl Core {
                 status_webhook: None,
                 click_to_call: false,
                 forked: false,
+                caller_left: false,
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
@@ -1078,6 +1082,9 @@ impl Core {
         match method {
             Method::Bye => {
                 self.respond(now, id, 200, None, Some(&tag), |b| b);
+                if self.caller_left_during_refer(h) {
+                    return;
+                }
                 let outbound = self.calls.get(&h).is_some_and(|c| c.outbound);
                 let cause = if outbound {
                     "callee_hangup"
@@ -1089,6 +1096,7 @@ impl Core {
             Method::Invite | Method::Update => self.on_session_update(now, id, h, &tag),
             Method::Options => self.respond(now, id, 200, None, Some(&tag), Self::capabilities),
             Method::Notify => self.on_refer_notify(now, id, h, &tag, &req),
+            Method::Refer => self.on_caller_refer(now, id, h, &tag, &req),
             Method::Info => {
                 if let Some((digit, duration_ms)) = parse_dtmf_info(&req) {
                     let leg = self.calls.get(&h).map_or(h, |c| c.media_leg);
@@ -1306,7 +1314,7 @@ impl Core {
     }
 
     /// Sends a request inside the call's dialog through a client transaction.
-    fn send_in_dialog(&mut self, now: Instant, h: u64, method: Method) {
+    pub(super) fn send_in_dialog(&mut self, now: Instant, h: u64, method: Method) {
         let Some(peer) = self.calls.get(&h).map(|c| c.dialog.peer) else {
             return;
         };

@@ -122,6 +122,9 @@ pub struct OutLeg {
     /// For the far leg of an AI transfer: the relay side that takes the
     /// caller over when this leg answers, and its local address.
     pub rebridge: Option<u64>,
+    /// A REFER from the caller's side: this leg takes the caller's
+    /// place in the call when it answers ([`super::caller_refer`]).
+    pub replaces_caller: bool,
     pub rebridge_local: Option<SocketAddr>,
     /// Version of our SDP on this leg (o= line), raised with each offer
     /// or changed answer (RFC 3264 §8).
@@ -393,6 +396,7 @@ impl Core {
             ok: None,
             rebridge: None,
             rebridge_local: None,
+            replaces_caller: false,
         }
     }
 
@@ -663,6 +667,10 @@ impl Core {
             self.abandon_out(now, hb);
             return self.transfer_outcome(now, partner, b, 480, "Temporarily Unavailable");
         }
+        if self.out_legs.get(&hb).is_some_and(|o| o.replaces_caller) {
+            self.abandon_out(now, hb);
+            return self.caller_refer_failed(now, partner, 480, "Temporarily Unavailable");
+        }
         let side = self.out_legs.get(&hb).map(RelaySide::of);
         self.abandon_out(now, hb);
         if let Some(h) = partner {
@@ -677,6 +685,9 @@ impl Core {
         };
         if let Some(b) = o.transfer_of {
             return self.transfer_outcome(now, o.partner, b, 408, "Request Timeout");
+        }
+        if o.replaces_caller {
+            return self.caller_refer_failed(now, o.partner, 408, "Request Timeout");
         }
         if let Some(relay_a) = o.rebridge {
             return self.rebridge_failed(now, o.partner, relay_a, "unreachable", 0);
@@ -886,6 +897,9 @@ impl Core {
         if let Some(b) = o.transfer_of {
             return self.transfer_outcome(now, o.partner, b, status, &resp.reason);
         }
+        if o.replaces_caller {
+            return self.caller_refer_failed(now, o.partner, status, &resp.reason);
+        }
         if let Some(relay_a) = o.rebridge {
             return self.rebridge_failed(
                 now,
@@ -924,7 +938,7 @@ impl Core {
         if self
             .out_legs
             .get(&hb)
-            .is_some_and(|o| o.rebridge.is_some() || o.transfer_of.is_some())
+            .is_some_and(|o| o.rebridge.is_some() || o.transfer_of.is_some() || o.replaces_caller)
         {
             // An AI transfer (the caller is still with the AI) or a far-side
             // transfer (the transferor still holds the relay side): the
@@ -1122,6 +1136,14 @@ impl Core {
                 self.rebridge_failed(now, Some(h), relay_a, "failed", 488);
             }
             return;
+        }
+        if self.out_legs.get(&hb).is_some_and(|o| o.replaces_caller) {
+            if codec.is_some() {
+                return self.caller_replaced(now, h, hb);
+            }
+            self.bye_out(now, hb);
+            self.remove_out(hb);
+            return self.caller_refer_failed(now, Some(h), 488, "Not Acceptable Here");
         }
         let outbound = self
             .out_legs

@@ -7,6 +7,7 @@
 
 pub mod ai_transfer;
 pub mod call;
+pub mod caller_refer;
 pub mod dialog;
 pub mod fork;
 pub mod forward;
@@ -837,7 +838,8 @@ impl Core {
         match r.method {
             Method::Extension(_) => return Some(CheckFailure::NotImplemented),
             // REFER inside a dialog: blind transfer by the far side of a
-            // forwarded call (transfer.rs); outside one, not allowed.
+            // forwarded call (transfer.rs) or by the caller's side
+            // (caller_refer.rs); outside one, not allowed.
             Method::Refer if r.to_tag().is_some() => {}
             // NOTIFY inside a dialog: how a REFER of ours goes.
             Method::Notify if r.to_tag().is_some() => {}

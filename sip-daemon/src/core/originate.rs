@@ -259,6 +259,7 @@ impl Core {
                 status_webhook: req.status_webhook.clone(),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
                 forked: false,
+                caller_left: false,
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);

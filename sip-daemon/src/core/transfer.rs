@@ -15,36 +15,13 @@
 
 use super::forward::{OutState, OutTarget};
 use super::*;
-use crate::sip::headers_typed::NameAddr;
 
 impl Core {
     /// A REFER inside the far leg `hb`'s dialog.
     pub(super) fn on_refer(&mut self, now: Instant, id: u64, hb: u64, tag: &str, req: &Request) {
-        let Some(refer_to) = req
-            .headers
-            .get(&HeaderName::ReferTo)
-            .and_then(|v| NameAddr::parse(v).ok())
-        else {
-            self.metrics.reject("malformed");
-            return self.respond(
-                now,
-                id,
-                400,
-                Some("Bad Request (missing or malformed Refer-To)"),
-                Some(tag),
-                |b| b,
-            );
+        let Some(refer_to) = self.refer_target(now, id, tag, req) else {
+            return;
         };
-        if refer_to.uri.as_str().contains('?') {
-            return self.respond(
-                now,
-                id,
-                501,
-                Some("Not Implemented (attended transfer)"),
-                Some(tag),
-                |b| b,
-            );
-        }
         if !self.out_legs.contains_key(&hb) {
             return self.respond(now, id, 481, None, Some(tag), |b| b);
         }

@@ -1906,3 +1906,189 @@ fn either_side_may_change_codec_mid_call_and_the_relay_transcodes() {
             .any(|(_, m)| m.starts_with("SIP/2.0 488")),
     );
 }
+
+/// The caller's side REFERs a bridged forwarded call to a new party at
+/// 192.0.2.40: 202, NOTIFY 100, and the INVITE there offering the
+/// bridged codec on the caller's relay port. Returns (caller leg, far
+/// INVITE, caller tag, the new INVITE).
+fn caller_referred(h: &mut Harness, call_id: &str) -> (u64, String, String, String) {
+    let (leg_a, _leg_b, inv, caller_tag) = h.bridged(call_id);
+    h.recv(&in_dialog(
+        "REFER",
+        call_id,
+        &caller_tag,
+        2,
+        "z9hG4bK-cref",
+        "Refer-To: <sip:+15559990000@192.0.2.40:5060>\r\nReferred-By: <sip:+15551230000@127.0.0.1>\r\n",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("SIP/2.0 202 Accepted")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().any(|(to, m)| to == CARRIER
+            && m.starts_with("NOTIFY sip:")
+            && m.contains("Event: refer")
+            && m.ends_with("SIP/2.0 100 Trying\r\n")),
+        "{sent:?}"
+    );
+    let new_inv = sent
+        .iter()
+        .find(|(to, m)| {
+            to == "192.0.2.40:5060" && m.starts_with("INVITE sip:+15559990000@192.0.2.40:5060 ")
+        })
+        .unwrap_or_else(|| panic!("INVITE to the Refer-To target: {sent:?}"))
+        .1
+        .clone();
+    assert!(
+        new_inv.contains("m=audio 30000 RTP/AVP 8 101\r\n"),
+        "{new_inv}"
+    );
+    (leg_a, inv, caller_tag, new_inv)
+}
+
+#[test]
+fn a_refer_from_the_callers_side_hands_the_far_party_to_the_new_target() {
+    let mut h = Harness::new();
+    let (leg_a, _inv, _caller_tag, new_inv) = caller_referred(&mut h, "cref-1");
+    // Ringing is not passed to anyone; the answer replaces the caller.
+    h.far(&far_response(&new_inv, 180, "Ringing", "t9", "", ""));
+    assert!(h.sent_to().is_empty());
+    h.media.clear();
+    h.far(&far_response(
+        &new_inv,
+        200,
+        "OK",
+        "t9",
+        "Contact: <sip:target@192.0.2.30:5060>\r\n",
+        TARGET_SDP,
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m.starts_with("ACK sip:target@192.0.2.30:5060")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().any(|(to, m)| to == CARRIER
+            && m.starts_with("NOTIFY ")
+            && m.contains("Subscription-State: terminated")
+            && m.ends_with("SIP/2.0 200 OK\r\n")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("BYE ")),
+        "the transferor is released: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(to, _)| to == FAR),
+        "the far party notices nothing: {sent:?}"
+    );
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Update { leg, media }
+            if *leg == leg_a && media.remote == Some("192.0.2.30:51000".parse().unwrap()))),
+        "the caller's relay side now sends to the target: {:?}",
+        h.media
+    );
+    assert_eq!(h.core.active_calls(), 1);
+    // The new party's BYE ends the call, and the far party hears it.
+    h.far(&far_request(&new_inv, "t9", "BYE", 5, "", ""));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("SIP/2.0 200 OK")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == FAR && m.starts_with("BYE sip:far@")),
+        "{sent:?}"
+    );
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn a_transferor_who_leaves_early_ends_the_call_only_if_the_target_fails() {
+    let mut h = Harness::new();
+    let (_leg_a, _inv, caller_tag, new_inv) = caller_referred(&mut h, "cref-2");
+    // Blind transferors hang up at once.
+    h.recv(&in_dialog(
+        "BYE",
+        "cref-2",
+        &caller_tag,
+        3,
+        "z9hG4bK-cbye",
+        "",
+        "",
+    ));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("SIP/2.0 200 OK")),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(to, _)| to == FAR),
+        "the far party waits for the target: {sent:?}"
+    );
+    assert_eq!(h.core.active_calls(), 1);
+    h.far(&far_response(&new_inv, 486, "Busy Here", "t9", "", ""));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == FAR && m.starts_with("BYE sip:far@")),
+        "{sent:?}"
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("NOTIFY ")),
+        "nobody left to notify: {sent:?}"
+    );
+    assert_eq!(h.last_cause().0, "transfer_failed");
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn a_callers_refer_to_a_busy_target_keeps_the_call_and_says_why() {
+    let mut h = Harness::new();
+    let (_leg_a, _inv, caller_tag, new_inv) = caller_referred(&mut h, "cref-3");
+    h.far(&far_response(&new_inv, 486, "Busy Here", "t9", "", ""));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter().any(|(to, m)| to == CARRIER
+            && m.starts_with("NOTIFY ")
+            && m.ends_with("SIP/2.0 486 Busy Here\r\n")),
+        "{sent:?}"
+    );
+    assert!(!sent.iter().any(|(_, m)| m.starts_with("BYE ")), "{sent:?}");
+    assert_eq!(h.core.active_calls(), 1);
+    // Attended transfer and a missing Refer-To are refused.
+    for (i, (extra, status)) in [
+        ("Refer-To: <sip:x@192.0.2.40?Replaces=abc>\r\n", "501"),
+        ("", "400"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.recv(&in_dialog(
+            "REFER",
+            "cref-3",
+            &caller_tag,
+            3 + i as u32,
+            &format!("z9hG4bK-cr{i}"),
+            extra,
+            "",
+        ));
+        let sent = h.sent_to();
+        assert!(
+            sent.iter()
+                .any(|(_, m)| m.starts_with(&format!("SIP/2.0 {status}"))),
+            "{sent:?}"
+        );
+    }
+}
