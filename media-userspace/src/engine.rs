@@ -47,6 +47,9 @@ pub struct EngineConfig {
     pub prefer_io_uring: bool,
     /// The XDP fast path for relayed pairs, when attached.
     pub xdp: Option<Arc<crate::offload::XdpPath>>,
+    /// A relayed leg a previous run left in the kernel (pinned maps) is
+    /// removed once the kernel saw no packet on it for this long.
+    pub inherited_idle: Duration,
 }
 
 /// Process-wide media counters (exported to Prometheus by the daemon).
@@ -312,6 +315,7 @@ impl MediaEngine {
             stats: stats.clone(),
             streams: Arc::default(),
         });
+        take_over_inherited(&shared)?;
         let mut workers = Vec::new();
         for i in 0..cfg.workers.max(1) {
             let mailbox = Arc::new(Mailbox::default());
@@ -620,6 +624,79 @@ fn bind_leg_socket(shared: &Shared) -> Option<(std::net::UdpSocket, u16)> {
         }
     }
     None
+}
+
+/// Relayed legs a previous run of the daemon left in the kernel (pinned
+/// maps, [`crate::xdp::XdpOffload::load_pinned`]): their media goes on
+/// flowing across the restart. Their ports stay out of the allocator, and
+/// a thread removes each leg's rule once the kernel has seen no packet on
+/// it for `inherited_idle` (the call ended while we were away, or since),
+/// then frees the port.
+fn take_over_inherited(shared: &Arc<Shared>) -> Result<(), EngineError> {
+    let Some(x) = shared.cfg.xdp.clone() else {
+        return Ok(());
+    };
+    let keys: Vec<crate::xdp::RelayKey> = x.rules().into_iter().map(|(k, _)| k).collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    {
+        let mut ports = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &keys {
+            ports.reserve(u16::from_be(k.local_port));
+        }
+    }
+    shared
+        .stats
+        .xdp_pairs_active
+        .fetch_add(keys.len() as u64 / 2, Ordering::Relaxed);
+    tracing::info!(
+        legs = keys.len(),
+        "took over relayed legs a previous run left in the kernel"
+    );
+    let shared = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name("xdp-inherited".into())
+        .spawn(move || sweep_inherited(shared, x, keys))?;
+    Ok(())
+}
+
+fn sweep_inherited(
+    shared: std::sync::Weak<Shared>,
+    x: Arc<crate::offload::XdpPath>,
+    mut keys: Vec<crate::xdp::RelayKey>,
+) {
+    const EVERY: Duration = Duration::from_secs(2);
+    while !keys.is_empty() {
+        std::thread::sleep(EVERY);
+        let Some(shared) = shared.upgrade() else {
+            // The engine is gone (this process exits): the legs stay
+            // pinned for the next run.
+            return;
+        };
+        let idle = shared.cfg.inherited_idle.as_nanos() as u64;
+        let now = crate::offload::monotonic_ns();
+        let before = keys.len();
+        keys.retain(|k| {
+            let last = x.leg_counters(k).map_or(0, |c| c.last_seen_ns);
+            if now.saturating_sub(last) < idle {
+                return true;
+            }
+            x.remove_key(k);
+            release_port(&shared, u16::from_be(k.local_port));
+            false
+        });
+        let gone = (before - keys.len()) as u64;
+        if gone > 0 {
+            // Legs go in pairs; an odd one out is counted with its pair.
+            let pairs = before as u64 / 2 - keys.len() as u64 / 2;
+            shared
+                .stats
+                .xdp_pairs_active
+                .fetch_sub(pairs, Ordering::Relaxed);
+            tracing::info!(legs = gone, "removed idle relayed legs a previous run left");
+        }
+    }
 }
 
 /// A stream leg and its link to the socket task.

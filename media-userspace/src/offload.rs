@@ -404,6 +404,21 @@ impl XdpPath {
         let o = self.lock();
         rules.map(|(k, _)| o.counters(&k).ok().flatten().unwrap_or_default())
     }
+
+    /// Every rule the kernel holds, those a previous run left included.
+    pub fn rules(&self) -> Vec<(RelayKey, RelayRule)> {
+        self.lock().rules()
+    }
+
+    /// Removes one leg's rule (and its counters).
+    pub fn remove_key(&self, key: &RelayKey) {
+        let _ = self.lock().remove_rule(key);
+    }
+
+    /// One leg's kernel counters.
+    pub fn leg_counters(&self, key: &RelayKey) -> Option<crate::xdp::LegCounters> {
+        self.lock().counters(key).ok().flatten()
+    }
 }
 
 /// Index and MAC of interface `name` in this thread's network namespace

@@ -37,6 +37,17 @@ impl PortAllocator {
         }
     }
 
+    /// Takes `port` out of the free list (a relayed leg a previous run left
+    /// in the kernel still uses it); false if it was not free.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        let Some(i) = self.free.iter().position(|&p| p == port) else {
+            return false;
+        };
+        self.free.remove(i);
+        self.in_use += 1;
+        true
+    }
+
     pub fn available(&self) -> usize {
         self.free.len()
     }
@@ -66,5 +77,19 @@ mod tests {
         assert_eq!(a.allocate(), Some(30002));
         a.release(30003); // odd ports are never ours
         assert_eq!(a.in_use(), 3);
+    }
+
+    #[test]
+    fn reserved_ports_are_not_handed_out_until_released() {
+        let mut a = PortAllocator::new(30000, 30007);
+        assert!(a.reserve(30002));
+        assert!(!a.reserve(30002), "already taken");
+        assert!(!a.reserve(40000), "outside the range");
+        assert_eq!(
+            (a.allocate(), a.allocate(), a.allocate()),
+            (Some(30000), Some(30004), None)
+        );
+        a.release(30002);
+        assert_eq!(a.allocate(), Some(30002));
     }
 }

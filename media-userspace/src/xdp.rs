@@ -9,11 +9,16 @@
 //! [`crate::offload`] decides which relay pairs run here.
 
 use std::io;
+use std::path::Path;
 
 use aya::{
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
     maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
+    programs::{
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
 };
 pub use media_common::{
     FAMILY_V4, FLAG_CHECK_PEER, FLAG_DROP, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM,
@@ -97,6 +102,10 @@ pub enum XdpError {
     /// `BPF_PROG_TEST_RUN` failed.
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] ProgramError),
+    /// Pinning in bpffs failed (no bpffs at the directory, a stale pin of
+    /// another kind, or an XDP attachment without bpf_link, before 5.9).
+    #[error("pinning the XDP offload in {dir} failed: {why}")]
+    Pin { dir: String, why: String },
 }
 
 /// The first `io::Error` in `err`'s source chain, if it is EPERM/EACCES.
@@ -128,13 +137,35 @@ pub struct TestRunOutput {
     pub frame: Vec<u8>,
 }
 
+/// Names in a pin directory ([`XdpOffload::load_pinned`]).
+const PIN_RULES: &str = "relay_rules";
+const PIN_COUNTERS: &str = "leg_counters";
+const PIN_LINK_PREFIX: &str = "link_";
+
+/// Whether `dir` is on a bpffs mount (where pins can live).
+fn is_bpffs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string and a zeroed statfs to fill.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
 /// The loaded relay program and its maps. Dropping it detaches the program
-/// and frees the maps.
+/// and frees the maps, unless they are pinned ([`Self::load_pinned`],
+/// [`Self::attach_pinned`]): then they stay for the next run.
 pub struct XdpOffload {
     ebpf: Ebpf,
     rules: HashMap<MapData, RelayKey, RelayRule>,
     counters: PerCpuHashMap<MapData, RelayKey, LegCounters>,
     attached: Vec<(String, Attached)>,
+    /// Links [`Self::attach`] made, newest last.
+    link_ids: Vec<aya::programs::xdp::XdpLinkId>,
 }
 
 impl std::fmt::Debug for XdpOffload {
@@ -156,8 +187,34 @@ impl XdpOffload {
     /// Loads the program and creates its maps without attaching it (for
     /// [`Self::test_run`], or to fill rules before [`Self::attach`]).
     pub fn load_detached() -> Result<Self, XdpError> {
+        Self::load_with(&mut EbpfLoader::new())
+    }
+
+    /// Loads the program with its maps pinned in `dir`, a directory on a
+    /// bpffs mount: maps a previous run pinned there are taken over with
+    /// their rules and counters, so relayed legs the kernel was forwarding
+    /// go on being forwarded. Attach with [`Self::attach_pinned`].
+    pub fn load_pinned(dir: &Path) -> Result<Self, XdpError> {
+        let pin_err = |why: String| XdpError::Pin {
+            dir: dir.display().to_string(),
+            why,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(e.to_string()))?;
+        if !is_bpffs(dir) {
+            return Err(pin_err(
+                "not on a bpffs mount (mount -t bpf bpf <dir>)".into(),
+            ));
+        }
+        Self::load_with(
+            EbpfLoader::new()
+                .map_pin_path(RELAY_RULES, dir.join(PIN_RULES))
+                .map_pin_path(LEG_COUNTERS, dir.join(PIN_COUNTERS)),
+        )
+    }
+
+    fn load_with(loader: &mut EbpfLoader<'_>) -> Result<Self, XdpError> {
         let bytes = program_bytes().ok_or(XdpError::NotBuilt)?;
-        let mut ebpf = Ebpf::load(bytes).map_err(|e| match permission_error(&e) {
+        let mut ebpf = loader.load(bytes).map_err(|e| match permission_error(&e) {
             Some(source) => XdpError::Permission {
                 context: "creating maps",
                 source,
@@ -189,6 +246,7 @@ impl XdpOffload {
             rules,
             counters,
             attached: Vec::new(),
+            link_ids: Vec::new(),
         })
     }
 
@@ -224,9 +282,10 @@ impl XdpOffload {
         let mut last = None;
         for &(aya_mode, attached) in attempts {
             match prog.attach(iface, aya_mode) {
-                Ok(_link) => {
+                Ok(link) => {
                     // The link is owned by the program: detached on drop.
                     self.attached.push((iface.to_owned(), attached));
+                    self.link_ids.push(link);
                     return Ok(attached);
                 }
                 Err(ProgramError::UnknownInterface { name }) => {
@@ -248,6 +307,87 @@ impl XdpOffload {
             mode,
             source: last.unwrap_or(ProgramError::NotAttached),
         })
+    }
+
+    /// Attaches to `iface` through a bpf_link pinned in `dir` (next to the
+    /// maps of [`Self::load_pinned`]), so the program stays attached when
+    /// this process exits. A link a previous run pinned for `iface` is
+    /// taken over and its program replaced by this one atomically
+    /// (`BPF_LINK_UPDATE`: no frame meets no program); otherwise a new
+    /// link is made (native first when `mode` allows) and pinned.
+    pub fn attach_pinned(
+        &mut self,
+        iface: &str,
+        mode: XdpMode,
+        dir: &Path,
+    ) -> Result<Attached, XdpError> {
+        let pin_err = |why: String| XdpError::Pin {
+            dir: dir.display().to_string(),
+            why,
+        };
+        // bpffs holds only BPF objects: the mode is in the pin's name.
+        let link_path = |a: Attached| {
+            let mode = match a {
+                Attached::Native => "native",
+                Attached::Generic => "generic",
+            };
+            dir.join(format!("{PIN_LINK_PREFIX}{mode}_{iface}"))
+        };
+        let pinned = [Attached::Native, Attached::Generic]
+            .into_iter()
+            .find(|&a| link_path(a).exists());
+        if let Some(attached) = pinned {
+            let link_path = link_path(attached);
+            let fd: FdLink = PinnedLink::from_pin(&link_path)
+                .map_err(|e| pin_err(format!("{}: {e}", link_path.display())))?
+                .into();
+            let link = XdpLink::try_from(fd).map_err(|e| pin_err(e.to_string()))?;
+            let prog: &mut Xdp = self
+                .ebpf
+                .program_mut(PROGRAM_NAME)
+                .ok_or(XdpError::Missing("program `relay`"))?
+                .try_into()
+                .map_err(XdpError::Program)?;
+            prog.attach_to_link(link)
+                .map_err(|e| pin_err(format!("replacing the program: {e}")))?;
+            self.attached.push((iface.to_owned(), attached));
+            return Ok(attached);
+        }
+        let attached = self.attach(iface, mode)?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(XdpError::Missing("program `relay`"))?
+            .try_into()
+            .map_err(XdpError::Program)?;
+        let id = prog
+            .take_link(self.link_ids.pop().ok_or(XdpError::Missing("link"))?)
+            .map_err(XdpError::Program)?;
+        let fd = FdLink::try_from(id)
+            .map_err(|e| pin_err(format!("no bpf_link for XDP (Linux 5.9+ needed): {e}")))?;
+        // The pin holds the link; this process's descriptor may close.
+        fd.pin(link_path(attached))
+            .map_err(|e| pin_err(e.to_string()))?;
+        Ok(attached)
+    }
+
+    /// Removes every pin in `dir` (links, maps): the program detaches and
+    /// the maps go once no process holds them any more.
+    pub fn unpin(dir: &Path) -> io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(PIN_LINK_PREFIX) || name == PIN_RULES || name == PIN_COUNTERS {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every rule in the map (a restart takes over the ones a previous run
+    /// left).
+    pub fn rules(&self) -> Vec<(RelayKey, RelayRule)> {
+        self.rules.iter().filter_map(Result::ok).collect()
     }
 
     /// Interface and mode the program was last attached in, if any.

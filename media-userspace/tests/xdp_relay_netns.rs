@@ -20,6 +20,7 @@ use media_userspace::offload::XdpPath;
 use media_userspace::testnet::Topology;
 use media_userspace::xdp::{Attached, XdpMode, XdpOffload, build_info, program_bytes};
 use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -82,6 +83,17 @@ struct Gateway {
 /// Starts the engine in the gateway namespace (with the XDP path when
 /// `xdp`) and opens a relay pair between the two peers.
 fn gateway(t: &Topology, xdp: bool, caller: SocketAddr, far: SocketAddr) -> Gateway {
+    gateway_pinned(t, xdp, None, caller, far)
+}
+
+/// [`gateway`] with its offload pinned in `pin` (a bpffs directory).
+fn gateway_pinned(
+    t: &Topology,
+    xdp: bool,
+    pin: Option<PathBuf>,
+    caller: SocketAddr,
+    far: SocketAddr,
+) -> Gateway {
     let mut pass = Vec::new();
     if xdp {
         // Frames redirected into a veth are received by its peer's XDP
@@ -93,16 +105,7 @@ fn gateway(t: &Topology, xdp: bool, caller: SocketAddr, far: SocketAddr) -> Gate
         }
     }
     let engine = t.run(1, move || {
-        let path = xdp.then(|| {
-            let mut o = XdpOffload::load_detached().expect("load XDP program");
-            for dev in ["gc", "gf"] {
-                let how = o
-                    .attach(dev, XdpMode::Native)
-                    .expect("attach in driver mode");
-                assert_eq!(how, Attached::Native, "{dev}: driver mode");
-            }
-            Arc::new(XdpPath::new(o, Some(GW_C.parse().unwrap()), false))
-        });
+        let path = xdp.then(|| Arc::new(relay_offload(pin.as_deref())));
         let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
         std::mem::forget(_rx);
         MediaEngine::start(
@@ -113,6 +116,7 @@ fn gateway(t: &Topology, xdp: bool, caller: SocketAddr, far: SocketAddr) -> Gate
                 workers: 1,
                 prefer_io_uring: false,
                 xdp: path,
+                inherited_idle: Duration::from_secs(30),
             },
             events,
         )
@@ -134,6 +138,25 @@ fn gateway(t: &Topology, xdp: bool, caller: SocketAddr, far: SocketAddr) -> Gate
         ports: [locals[0].port(), locals[1].port()],
         _pass: pass,
     }
+}
+
+/// The gateway's XDP program on both its veths in driver mode; with `pin`,
+/// loaded and attached through pins there (taking over what a previous
+/// run left).
+fn relay_offload(pin: Option<&Path>) -> XdpPath {
+    let mut o = match pin {
+        Some(dir) => XdpOffload::load_pinned(dir).expect("load the pinned XDP program"),
+        None => XdpOffload::load_detached().expect("load XDP program"),
+    };
+    for dev in ["gc", "gf"] {
+        let how = match pin {
+            Some(dir) => o.attach_pinned(dev, XdpMode::Native, dir),
+            None => o.attach(dev, XdpMode::Native),
+        }
+        .expect("attach in driver mode");
+        assert_eq!(how, Attached::Native, "{dev}: driver mode");
+    }
+    XdpPath::new(o, Some(GW_C.parse().unwrap()), false)
 }
 
 /// Sends `n` packets each way, 2 ms apart, and receives them; returns
@@ -281,4 +304,138 @@ fn forwarded_rtp_is_relayed_in_userspace_without_xdp() {
     assert_eq!((a, b), (300, 300));
     let stats = gw.engine.stats();
     assert_eq!(stat(stats, |s| &s.xdp_offloads), 0);
+}
+
+/// A bpffs mounted at a fresh directory for the test (the host's
+/// /sys/fs/bpf may be absent); unmounted on drop.
+struct BpfFs(PathBuf);
+
+impl BpfFs {
+    fn mount(tag: &str) -> BpfFs {
+        let dir = std::env::temp_dir().join(format!("gw-bpffs-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        media_userspace::testnet::sh(&["mount", "-t", "bpf", "bpf", dir.to_str().unwrap()]);
+        BpfFs(dir)
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = XdpOffload::unpin(&self.0);
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn offloaded_media_keeps_flowing_while_the_relay_restarts() {
+    if !available(true) {
+        return;
+    }
+    let bpffs = BpfFs::mount("restart");
+    let pin = bpffs.0.join("gateway");
+    let t = Topology::new("r");
+    let caller = t.run(0, || UdpSocket::bind(format!("{CALLER}:0")).unwrap());
+    let far = t.run(2, || UdpSocket::bind(format!("{FAR}:0")).unwrap());
+    let gw = gateway_pinned(
+        &t,
+        true,
+        Some(pin.clone()),
+        caller.local_addr().unwrap(),
+        far.local_addr().unwrap(),
+    );
+    let (a, b) = exchange(&caller, &far, gw.ports, 0, 300);
+    assert_eq!((a, b), (300, 300));
+    assert_eq!(
+        stat(gw.engine.stats(), |s| &s.xdp_pairs_active),
+        1,
+        "offloaded"
+    );
+
+    // The daemon goes away without closing its calls: its relay task and
+    // sockets are gone once the leg's port can be bound again.
+    let ports = gw.ports;
+    let Gateway { engine, _pass, .. } = gw;
+    drop(engine);
+    let freed = t.run(1, move || {
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if UdpSocket::bind(format!("{GW_C}:{}", ports[0])).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    });
+    assert!(freed, "the relay's sockets closed");
+    // Nobody in userspace: the kernel alone keeps the call's media going.
+    let (a, b) = exchange(&caller, &far, ports, 300, 300);
+    assert_eq!((a, b), (300, 300), "0 lost while no relay runs");
+
+    // The next run takes the pinned maps and links over: the program is
+    // replaced in place, the rules are there, media still flows, and the
+    // engine keeps the legs' ports from new calls.
+    let p = pin.clone();
+    let (engine, path) = t.run(1, move || {
+        let path = Arc::new(relay_offload(Some(&p)));
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::mem::forget(rx);
+        let engine = MediaEngine::start(
+            EngineConfig {
+                bind_ip: GW_C.parse().unwrap(),
+                port_min: 30_000,
+                port_max: 30_099,
+                workers: 1,
+                prefer_io_uring: false,
+                xdp: Some(path.clone()),
+                inherited_idle: Duration::from_secs(1),
+            },
+            events,
+        )
+        .expect("media engine");
+        (engine, path)
+    });
+    let rules = path.rules();
+    assert_eq!(rules.len(), 2, "one rule per direction survived: {rules:?}");
+    assert_eq!(
+        stat(engine.stats(), |s| &s.xdp_pairs_active),
+        1,
+        "taken over"
+    );
+    let (a, b) = exchange(&caller, &far, ports, 600, 300);
+    assert_eq!((a, b), (300, 300), "0 lost after the restart");
+    let forwarded: u64 = rules
+        .iter()
+        .map(|(k, _)| path.leg_counters(k).map_or(0, |c| c.packets))
+        .sum();
+    assert!(
+        forwarded >= 2 * 900 - 20,
+        "the kernel forwarded all but the latching packets, before, during and after: {forwarded}"
+    );
+    let e = engine.clone();
+    let (c, f) = (caller.local_addr().unwrap(), far.local_addr().unwrap());
+    let opened = t.run(1, move || {
+        e.command(MediaCommand::OpenRelay {
+            legs: [3, 4],
+            media: [media(c), media(f)],
+            timeout: Duration::from_secs(30),
+        })
+    });
+    let Some(MediaEvent::RelayOpened { locals, .. }) = opened else {
+        panic!("{opened:?}");
+    };
+    assert!(
+        !locals.iter().any(|l| ports.contains(&l.port())),
+        "a new call does not get an inherited leg's port: {locals:?} vs {ports:?}"
+    );
+    // Silent for longer than `inherited_idle`: the inherited rules go.
+    let until = Instant::now() + Duration::from_secs(8);
+    while !path.rules().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(path.rules().is_empty(), "idle inherited legs removed");
+    assert_eq!(stat(engine.stats(), |s| &s.xdp_pairs_active), 0);
+    drop(engine);
+    drop(path);
+    drop(_pass);
 }

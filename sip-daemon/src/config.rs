@@ -140,6 +140,10 @@ pub struct MediaSection {
     /// Send relayed UDP with a zero checksum (IPv4 allows it) instead of
     /// updating it: saves a few ns per packet.
     pub xdp_zero_udp_checksum: bool,
+    /// Directory on a bpffs mount where the XDP program's links and maps
+    /// are pinned, so offloaded legs keep flowing across a restart and the
+    /// next run takes them over (empty: not pinned).
+    pub xdp_pin_dir: String,
 }
 
 /// Calls on route `stream` (the AI's WebSocket).
@@ -202,6 +206,7 @@ impl Default for MediaSection {
             xdp: "auto".into(),
             xdp_interfaces: Vec::new(),
             xdp_zero_udp_checksum: false,
+            xdp_pin_dir: "/sys/fs/bpf/voice-gateway".into(),
         }
     }
 }

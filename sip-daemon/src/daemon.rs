@@ -11,6 +11,7 @@ use api::cdr::{CdrMetrics, CdrQueue, CdrWriterConfig, spawn_writer};
 use api::store::Store;
 use media_userspace::engine::{EngineConfig, MediaEngine};
 use media_userspace::offload::XdpPath;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -151,6 +152,7 @@ pub async fn run(
             workers,
             prefer_io_uring: cfg.media.io_uring,
             xdp,
+            inherited_idle: Duration::from_secs(cfg.media.timeout_secs.max(1)),
         },
         media_tx,
     )?;
@@ -386,13 +388,38 @@ fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
             cfg.media.bind_ip
         ));
     }
-    let mut offload = match XdpOffload::load_detached() {
+    // Pinned, the program, its links and maps outlive this process: the
+    // kernel goes on forwarding offloaded legs while the daemon restarts,
+    // and the next run takes them over. Without a bpffs there, it still
+    // runs, unpinned.
+    let mut pin =
+        (!cfg.media.xdp_pin_dir.is_empty()).then(|| PathBuf::from(&cfg.media.xdp_pin_dir));
+    let loaded = match &pin {
+        Some(dir) => XdpOffload::load_pinned(dir).or_else(|e| {
+            tracing::warn!("XDP offload not pinned, so it will not survive a restart: {e}");
+            pin = None;
+            XdpOffload::load_detached()
+        }),
+        None => XdpOffload::load_detached(),
+    };
+    let mut offload = match loaded {
         Ok(o) => o,
         Err(e) => return fail(e.to_string()),
     };
     for i in &ifaces {
-        match offload.attach(i, XdpMode::NativeOrGeneric) {
-            Ok(how) => tracing::info!(interface = %i, mode = ?how, "XDP fast path attached"),
+        let attached = match &pin {
+            Some(dir) => offload
+                .attach_pinned(i, XdpMode::NativeOrGeneric, dir)
+                .or_else(|e| {
+                    tracing::warn!(interface = %i, "XDP link not pinned: {e}");
+                    offload.attach(i, XdpMode::NativeOrGeneric)
+                }),
+            None => offload.attach(i, XdpMode::NativeOrGeneric),
+        };
+        match attached {
+            Ok(how) => {
+                tracing::info!(interface = %i, mode = ?how, pinned = pin.is_some(), "XDP fast path attached")
+            }
             Err(e) => return fail(e.to_string()),
         }
     }
