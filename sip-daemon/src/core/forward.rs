@@ -933,6 +933,11 @@ impl Core {
                 o.ringing_sent = true;
                 self.status_changed(now, h, "ringing");
             }
+            // Early media: its SDP is the answer (RFC 3261 §13.2.1), which
+            // a 2xx without a body then confirms.
+            if !resp.body.is_empty() {
+                self.far_answer(hb, resp);
+            }
             return;
         }
         if self
@@ -1123,7 +1128,14 @@ impl Core {
         let Some(h) = self.out_legs.get(&hb).and_then(|o| o.partner) else {
             return;
         };
-        let codec = self.far_answer(hb, resp);
+        let codec = if resp.body.is_empty() {
+            // The answer came in early media (a 2xx need not repeat it).
+            self.out_legs
+                .get(&hb)
+                .and_then(|o| o.negotiated.as_ref().map(|n| n.codec))
+        } else {
+            self.far_answer(hb, resp)
+        };
         if self.out_legs.get(&hb).is_some_and(|o| o.rebridge.is_some()) {
             // An AI transfer: the target was offered the caller's codec.
             if codec.is_some() {

@@ -462,3 +462,34 @@ fn click_to_call_through_a_trunk_that_prefers_refer_asks_the_carrier_to_connect(
     );
     assert_eq!(h.last_cause().0, "forward_busy");
 }
+
+#[test]
+fn early_media_sdp_answers_an_outbound_call_whose_2xx_has_no_body() {
+    let mut h = Harness::new();
+    let (leg, inv) = h.originated();
+    // Announcements or ringback with SDP, then a 200 that does not repeat it.
+    h.trunk(&reply(&inv, 183, "Session Progress", "em", CALLEE_SDP));
+    assert!(h.take_sent().is_empty());
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Open { .. })),
+        "the AI starts at the answer"
+    );
+    h.trunk(&reply(&inv, 200, "OK", "em", ""));
+    assert!(h.take_sent().iter().any(|m| m.starts_with("ACK ")));
+    match h.media.last() {
+        Some(MediaCommand::Open {
+            leg: l,
+            mode: LegMode::Stream(_),
+            media,
+            ..
+        }) => {
+            assert_eq!(*l, leg);
+            assert_eq!(media.codec, Codec::Pcma);
+            assert_eq!(media.remote, Some("192.0.2.30:52000".parse().unwrap()));
+        }
+        other => panic!("expected the stream on the early media's answer, got {other:?}"),
+    }
+    assert!(matches!(h.cdr.last(), Some(CdrEvent::Answered { .. })));
+}
