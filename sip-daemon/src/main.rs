@@ -44,6 +44,10 @@ enum Command {
         #[arg(long, default_value = "cli")]
         subject: String,
     },
+    /// Detach the XDP fast path for good: remove the pins in
+    /// media.xdp_pin_dir (the program stays attached across restarts
+    /// otherwise). Legs still offloaded stop being forwarded.
+    XdpUnpin,
 }
 
 fn parse_ttl(s: &str) -> Result<u64, String> {
@@ -109,6 +113,26 @@ fn main() -> anyhow::Result<()> {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let args = Args::parse();
+    let config_path = || {
+        args.config
+            .clone()
+            .or_else(|| std::env::var_os("SIP_DAEMON_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("deploy/examples/loopback.toml"))
+    };
+    if let Some(Command::XdpUnpin) = args.command {
+        let cfg = Config::load(&config_path())?;
+        let dir = PathBuf::from(&cfg.media.xdp_pin_dir);
+        if cfg.media.xdp_pin_dir.is_empty() || !dir.exists() {
+            println!(
+                "nothing pinned (media.xdp_pin_dir = {:?})",
+                cfg.media.xdp_pin_dir
+            );
+            return Ok(());
+        }
+        media_userspace::xdp::XdpOffload::unpin(&dir)?;
+        println!("unpinned {}: the XDP program detaches", dir.display());
+        return Ok(());
+    }
     if let Some(Command::Token {
         account,
         admin,
@@ -116,11 +140,10 @@ fn main() -> anyhow::Result<()> {
         subject,
     }) = args.command
     {
-        let path = args
-            .config
-            .or_else(|| std::env::var_os("SIP_DAEMON_CONFIG").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("deploy/examples/loopback.toml"));
-        println!("{}", mint_token(&path, account, admin, ttl, subject)?);
+        println!(
+            "{}",
+            mint_token(&config_path(), account, admin, ttl, subject)?
+        );
         return Ok(());
     }
     if let Some(path) = args.check_config {
