@@ -106,21 +106,7 @@ fn gateway_pinned(
     }
     let engine = t.run(1, move || {
         let path = xdp.then(|| Arc::new(relay_offload(pin.as_deref())));
-        let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
-        std::mem::forget(_rx);
-        MediaEngine::start(
-            EngineConfig {
-                bind_ip: GW_C.parse().unwrap(),
-                port_min: 30_000,
-                port_max: 30_099,
-                workers: 1,
-                prefer_io_uring: false,
-                xdp: path,
-                inherited_idle: Duration::from_secs(30),
-            },
-            events,
-        )
-        .expect("media engine")
+        relay_engine(path, Duration::from_secs(30))
     });
     let e = engine.clone();
     let opened = t.run(1, move || {
@@ -138,6 +124,26 @@ fn gateway_pinned(
         ports: [locals[0].port(), locals[1].port()],
         _pass: pass,
     }
+}
+
+/// The gateway's media engine (run it inside the gateway namespace), with
+/// the fast path when given.
+fn relay_engine(xdp: Option<Arc<XdpPath>>, inherited_idle: Duration) -> MediaEngine {
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::mem::forget(rx);
+    MediaEngine::start(
+        EngineConfig {
+            bind_ip: GW_C.parse().unwrap(),
+            port_min: 30_000,
+            port_max: 30_099,
+            workers: 1,
+            prefer_io_uring: false,
+            xdp,
+            inherited_idle,
+        },
+        events,
+    )
+    .expect("media engine")
 }
 
 /// The gateway's XDP program on both its veths in driver mode; with `pin`,
@@ -378,22 +384,10 @@ fn offloaded_media_keeps_flowing_while_the_relay_restarts() {
     let p = pin.clone();
     let (engine, path) = t.run(1, move || {
         let path = Arc::new(relay_offload(Some(&p)));
-        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        std::mem::forget(rx);
-        let engine = MediaEngine::start(
-            EngineConfig {
-                bind_ip: GW_C.parse().unwrap(),
-                port_min: 30_000,
-                port_max: 30_099,
-                workers: 1,
-                prefer_io_uring: false,
-                xdp: Some(path.clone()),
-                inherited_idle: Duration::from_secs(1),
-            },
-            events,
+        (
+            relay_engine(Some(path.clone()), Duration::from_secs(1)),
+            path,
         )
-        .expect("media engine");
-        (engine, path)
     });
     let rules = path.rules();
     assert_eq!(rules.len(), 2, "one rule per direction survived: {rules:?}");

@@ -157,22 +157,15 @@ impl Core {
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
-        let state = if done {
-            "terminated;reason=noresource"
-        } else {
-            "active;expires=60"
-        };
-        let b = c
-            .dialog
-            .request(Method::Notify, &via, &server)
-            .header(HeaderName::Event, "refer")
-            .header(HeaderName::SubscriptionState, state)
-            .header(HeaderName::Contact, contact)
-            .body(
-                "message/sipfrag;version=2.0",
-                Bytes::from(format!("SIP/2.0 {status} {reason}\r\n")),
-            );
-        let bytes = Bytes::from(b.encode());
+        let bytes = super::transfer::refer_notify(
+            &mut c.dialog,
+            &via,
+            &server,
+            contact,
+            status,
+            reason,
+            done,
+        );
         self.start_client_request(now, peer, branch, bytes, txns::ClientPurpose::Notify);
     }
 

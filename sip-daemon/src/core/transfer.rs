@@ -16,6 +16,35 @@
 use super::forward::{OutState, OutTarget};
 use super::*;
 
+/// A NOTIFY in `dialog` with a REFER's progress (RFC 3515 §2.4.4): the
+/// new call's status line as `message/sipfrag`; `done` ends the implicit
+/// subscription.
+pub(super) fn refer_notify(
+    dialog: &mut super::dialog::Dialog,
+    via: &str,
+    server: &str,
+    contact: String,
+    status: u16,
+    reason: &str,
+    done: bool,
+) -> Bytes {
+    let state = if done {
+        "terminated;reason=noresource"
+    } else {
+        "active;expires=60"
+    };
+    let b = dialog
+        .request(Method::Notify, via, server)
+        .header(HeaderName::Event, "refer")
+        .header(HeaderName::SubscriptionState, state)
+        .header(HeaderName::Contact, contact)
+        .body(
+            "message/sipfrag;version=2.0",
+            Bytes::from(format!("SIP/2.0 {status} {reason}\r\n")),
+        );
+    Bytes::from(b.encode())
+}
+
 impl Core {
     /// A REFER inside the far leg `hb`'s dialog.
     pub(super) fn on_refer(&mut self, now: Instant, id: u64, hb: u64, tag: &str, req: &Request) {
@@ -156,21 +185,7 @@ impl Core {
         let Some(d) = self.out_legs.get_mut(&hb).and_then(|o| o.dialog.as_mut()) else {
             return;
         };
-        let state = if done {
-            "terminated;reason=noresource"
-        } else {
-            "active;expires=60"
-        };
-        let b = d
-            .request(Method::Notify, &via, &server)
-            .header(HeaderName::Event, "refer")
-            .header(HeaderName::SubscriptionState, state)
-            .header(HeaderName::Contact, contact)
-            .body(
-                "message/sipfrag;version=2.0",
-                Bytes::from(format!("SIP/2.0 {status} {reason}\r\n")),
-            );
-        let bytes = Bytes::from(b.encode());
+        let bytes = refer_notify(d, &via, &server, contact, status, reason, done);
         self.start_client_request(now, peer, branch, bytes, txns::ClientPurpose::Notify);
     }
 
