@@ -276,6 +276,7 @@ impl prometheus::core::Collector for MediaCollector {
             })
             .collect();
         families.push(jitter_family(&s.jitter));
+        families.extend(legs_by_path(s));
         families
     }
 }
@@ -315,6 +316,28 @@ fn jitter_family(h: &media_userspace::engine::JitterHistogram) -> prometheus::pr
     f
 }
 
+const LEGS_BY_PATH_NAME: &str = "gateway_media_legs_by_path";
+const LEGS_BY_PATH_HELP: &str =
+    "Media legs open, by where their packets are forwarded: xdp (in the kernel) or userspace.";
+
+/// `gateway_media_legs_by_path{path}`: a relayed pair in the kernel is two
+/// legs on path `xdp`; every other open leg is on `userspace`.
+fn legs_by_path(s: &media_userspace::engine::MediaStats) -> Vec<prometheus::proto::MetricFamily> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let xdp = 2 * s.xdp_pairs_active.load(Relaxed);
+    let user = s.legs_active.load(Relaxed).saturating_sub(xdp);
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(LEGS_BY_PATH_NAME, LEGS_BY_PATH_HELP),
+        &["path"],
+    )
+    .map(|g| {
+        g.with_label_values(&["xdp"]).set(xdp as i64);
+        g.with_label_values(&["userspace"]).set(user as i64);
+        prometheus::core::Collector::collect(&g)
+    })
+    .unwrap_or_default()
+}
+
 /// Registers the media counters of `stats` on `registry`.
 pub fn register_media(
     registry: &Registry,
@@ -325,6 +348,12 @@ pub fn register_media(
         .map(|(name, help, _)| plain_desc(name, help))
         .collect::<Result<_, _>>()?;
     descs.push(plain_desc(JITTER_NAME, JITTER_HELP)?);
+    descs.push(prometheus::core::Desc::new(
+        LEGS_BY_PATH_NAME.into(),
+        LEGS_BY_PATH_HELP.into(),
+        vec!["path".into()],
+        Default::default(),
+    )?);
     registry.register(Box::new(MediaCollector { stats, descs }))
 }
 
@@ -439,4 +468,36 @@ pub fn register_streams(
         Default::default(),
     )?);
     registry.register(Box::new(StreamCollector { stats, descs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder as _;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn media_legs_are_counted_by_path() {
+        let registry = Registry::new();
+        let stats = std::sync::Arc::new(media_userspace::engine::MediaStats::default());
+        register_media(&registry, stats.clone()).expect("registered");
+        // Two relayed pairs (four legs), one of them in the kernel, and a
+        // stream leg.
+        stats.legs_active.store(5, Relaxed);
+        stats.xdp_pairs_active.store(1, Relaxed);
+        let mut text = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut text)
+            .expect("encoded");
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("gateway_media_legs_by_path{path=\"xdp\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_media_legs_by_path{path=\"userspace\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("gateway_media_legs_active 5\n"));
+    }
 }
