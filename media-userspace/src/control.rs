@@ -141,9 +141,11 @@ pub enum MediaEvent {
         to: String,
     },
     /// A relay's fork could not connect, or its socket ended: the relay
-    /// goes on without it.
+    /// goes on without it. `stream_sid` tells which fork (a newer one may
+    /// have replaced it).
     ForkEnded {
         leg: LegId,
+        stream_sid: String,
         reason: String,
     },
 }

@@ -526,6 +526,7 @@ impl MediaEngine {
                 }
                 Some(MediaEvent::ForkEnded {
                     leg,
+                    stream_sid: spec.stream_sid,
                     reason: "not a relayed leg".into(),
                 })
             }
@@ -1370,13 +1371,18 @@ mod relayed {
             Instant::now(),
         );
         let events = shared.events.clone();
+        let stream_sid = spec.stream_sid.clone();
         tokio::task::spawn_local(client::run(spec, socket_side, move |ev| {
             let reason = match ev {
                 StreamEvent::Failed(r) | StreamEvent::Ended(r) => r,
                 // Listen-only: nothing the socket asks for is done.
                 StreamEvent::Connected | StreamEvent::Transfer(_) => return,
             };
-            let _ = events.send(MediaEvent::ForkEnded { leg, reason });
+            let _ = events.send(MediaEvent::ForkEnded {
+                leg,
+                stream_sid: stream_sid.clone(),
+                reason,
+            });
         }));
         Fork {
             tap,

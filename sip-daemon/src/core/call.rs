@@ -157,8 +157,9 @@ pub struct Call {
     /// Click-to-call: no AI keeps the callee, so when the far leg to the
     /// second party fails, the call ends.
     pub click_to_call: bool,
-    /// A listen-only copy of the relay's audio runs ([`super::fork`]).
-    pub forked: bool,
+    /// The streamSid of the listen-only copy of the relay's audio that
+    /// runs ([`super::fork`]).
+    pub forked: Option<String>,
     /// The caller hung up after REFERring the call elsewhere: the call
     /// waits for the Refer-To target ([`super::caller_refer`]).
     pub caller_left: bool,
@@ -732,7 +733,7 @@ impl Core {
                 pending: None,
                 status_webhook: None,
                 click_to_call: false,
-                forked: false,
+                forked: None,
                 caller_left: false,
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,

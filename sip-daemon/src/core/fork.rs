@@ -60,7 +60,7 @@ impl Core {
         spec.fork = true;
         let leg = call.media_leg;
         if let Some(c) = self.calls.get_mut(&h) {
-            c.forked = true;
+            c.forked = Some(spec.stream_sid.clone());
         }
         tracing::info!(call = h, "listen-only stream started");
         self.out.push_back(Output::Media(MediaCommand::StartFork {
@@ -75,27 +75,27 @@ impl Core {
         let Some(c) = self.calls.get_mut(&h) else {
             return ControlOutcome::NotLive;
         };
-        if !c.forked {
+        if c.forked.take().is_none() {
             return ControlOutcome::Refused("no stream runs on this call");
         }
-        c.forked = false;
         let leg = c.media_leg;
         self.out
             .push_back(Output::Media(MediaCommand::StopFork { leg }));
         ControlOutcome::Accepted
     }
 
-    /// The fork's socket failed or ended; the relay goes on without it.
-    pub(super) fn fork_ended(&mut self, leg: u64, reason: &str) {
+    /// Fork `stream_sid` failed or its socket ended; the relay goes on
+    /// without it. A fork that a newer one replaced is forgotten already.
+    pub(super) fn fork_ended(&mut self, leg: u64, stream_sid: &str, reason: &str) {
         let Some((h, c)) = self
             .calls
             .iter_mut()
-            .find(|(_, c)| c.media_leg == leg && c.forked)
+            .find(|(_, c)| c.media_leg == leg && c.forked.as_deref() == Some(stream_sid))
         else {
             return;
         };
         tracing::info!(call = *h, reason, "listen-only stream ended");
-        c.forked = false;
+        c.forked = None;
         self.out
             .push_back(Output::Media(MediaCommand::StopFork { leg }));
     }

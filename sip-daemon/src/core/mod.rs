@@ -480,7 +480,11 @@ impl Core {
                 }
             }
             MediaEvent::AiTransfer { leg, to } => self.on_ai_transfer(now, leg, to, None),
-            MediaEvent::ForkEnded { leg, reason } => self.fork_ended(leg, &reason),
+            MediaEvent::ForkEnded {
+                leg,
+                stream_sid,
+                reason,
+            } => self.fork_ended(leg, &stream_sid, &reason),
             MediaEvent::RelayOpened { legs, locals } => self.on_relay_opened(now, legs, locals),
             MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),
             MediaEvent::StreamFailed { leg, reason } => {

@@ -258,7 +258,7 @@ impl Core {
                 pending: None,
                 status_webhook: req.status_webhook.clone(),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
-                forked: false,
+                forked: None,
                 caller_left: false,
             },
         );

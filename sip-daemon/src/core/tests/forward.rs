@@ -1749,25 +1749,45 @@ fn a_listen_only_stream_forks_a_bridged_call_and_stops_on_request_or_when_its_so
         })
     };
     assert_eq!(start(&mut h), ControlOutcome::Accepted);
-    match h.media.last() {
+    let first_sid = match h.media.last() {
         Some(MediaCommand::StartFork { leg, spec }) => {
             assert_eq!(*leg, a, "the relay, by its first leg");
             assert!(spec.fork);
             assert_eq!(spec.call_sid, sid);
             assert_eq!(spec.url, "ws://127.0.0.1:9/listen");
             assert!(spec.parameters.contains(&("purpose".into(), "qa".into())));
+            spec.stream_sid.clone()
         }
         other => panic!("expected StartFork, got {other:?}"),
-    }
-    assert_eq!(stop(&mut h), ControlOutcome::Accepted);
-    assert!(matches!(h.media.last(), Some(MediaCommand::StopFork { leg }) if *leg == a));
-    // The socket ending on its own releases the fork the same way.
+    };
+    // A second start replaces the first; the first's late failure does
+    // not stop the second.
     assert_eq!(start(&mut h), ControlOutcome::Accepted);
     h.media.clear();
     h.core.handle_media(
         h.now,
         MediaEvent::ForkEnded {
             leg: a,
+            stream_sid: first_sid,
+            reason: "connect timeout".into(),
+        },
+    );
+    h.drain();
+    assert!(h.media.is_empty(), "{:?}", h.media);
+    assert_eq!(stop(&mut h), ControlOutcome::Accepted);
+    assert!(matches!(h.media.last(), Some(MediaCommand::StopFork { leg }) if *leg == a));
+    // The socket ending on its own releases the fork the same way.
+    assert_eq!(start(&mut h), ControlOutcome::Accepted);
+    let sid_now = match h.media.last() {
+        Some(MediaCommand::StartFork { spec, .. }) => spec.stream_sid.clone(),
+        other => panic!("{other:?}"),
+    };
+    h.media.clear();
+    h.core.handle_media(
+        h.now,
+        MediaEvent::ForkEnded {
+            leg: a,
+            stream_sid: sid_now,
             reason: "connect timeout".into(),
         },
     );
