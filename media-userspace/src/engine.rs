@@ -637,16 +637,23 @@ fn take_over_inherited(shared: &Arc<Shared>) -> Result<(), EngineError> {
     let Some(x) = shared.cfg.xdp.clone() else {
         return Ok(());
     };
-    let keys: Vec<crate::xdp::RelayKey> = x.rules().into_iter().map(|(k, _)| k).collect();
-    if keys.is_empty() {
+    let rules = x.rules();
+    if rules.is_empty() {
         return Ok(());
     }
-    {
+    // Each leg with whether its port was ours to reserve (a changed port
+    // range may leave it outside): only those are released later.
+    let keys: Vec<(crate::xdp::RelayKey, bool)> = {
         let mut ports = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
-        for k in &keys {
-            ports.reserve(u16::from_be(k.local_port));
-        }
-    }
+        rules
+            .into_iter()
+            .map(|(k, _)| (k, ports.reserve(u16::from_be(k.local_port))))
+            .collect()
+    };
+    shared
+        .stats
+        .legs_active
+        .fetch_add(keys.len() as u64, Ordering::Relaxed);
     shared
         .stats
         .xdp_pairs_active
@@ -665,7 +672,7 @@ fn take_over_inherited(shared: &Arc<Shared>) -> Result<(), EngineError> {
 fn sweep_inherited(
     shared: std::sync::Weak<Shared>,
     x: Arc<crate::offload::XdpPath>,
-    mut keys: Vec<crate::xdp::RelayKey>,
+    mut keys: Vec<(crate::xdp::RelayKey, bool)>,
 ) {
     const EVERY: Duration = Duration::from_secs(2);
     while !keys.is_empty() {
@@ -678,17 +685,20 @@ fn sweep_inherited(
         let idle = shared.cfg.inherited_idle.as_nanos() as u64;
         let now = crate::offload::monotonic_ns();
         let before = keys.len();
-        keys.retain(|k| {
+        keys.retain(|(k, reserved)| {
             let last = x.leg_counters(k).map_or(0, |c| c.last_seen_ns);
             if now.saturating_sub(last) < idle {
                 return true;
             }
             x.remove_key(k);
-            release_port(&shared, u16::from_be(k.local_port));
+            if *reserved {
+                release_port(&shared, u16::from_be(k.local_port));
+            }
             false
         });
         let gone = (before - keys.len()) as u64;
         if gone > 0 {
+            shared.stats.legs_active.fetch_sub(gone, Ordering::Relaxed);
             // Legs go in pairs; an odd one out is counted with its pair.
             let pairs = before as u64 / 2 - keys.len() as u64 / 2;
             shared
@@ -1359,6 +1369,8 @@ mod relayed {
         tap: crate::tap::Tap,
         side: LegSide,
         frames: Vec<crate::aistream::ToAi>,
+        /// The packet as its side sent it (the relay may transcode it).
+        scratch: Vec<u8>,
     }
 
     fn start_fork(shared: &Shared, leg: LegId, pair: &RelayPair, spec: StreamSpec) -> Fork {
@@ -1388,6 +1400,7 @@ mod relayed {
             tap,
             side,
             frames: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -1530,11 +1543,16 @@ mod relayed {
                             absorb(shared, &mut pair, off, c);
                         }
                         let pt = pkt.get(1).map_or(0, |b| b & 0x7f);
+                        if let Some(f) = fork.as_mut() {
+                            f.scratch.clear();
+                            f.scratch.extend_from_slice(pkt);
+                        }
                         if let Some(to) = pair.on_rtp(side, now, from, pkt) {
                             to_send[count] = (k, to);
                             count += 1;
+                            // Only what the relay accepted, as it arrived.
                             if let Some(f) = fork.as_mut() {
-                                f.tap.on_rtp(side, pt, pkt);
+                                f.tap.on_rtp(side, pt, &f.scratch);
                             }
                         }
                     }

@@ -362,9 +362,11 @@ fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
     let mode = cfg.media.xdp.as_str();
     if mode == "off" {
         tracing::info!("XDP offload disabled by media.xdp = \"off\"; relayed media in userspace");
+        release_stale_pins(&cfg.media.xdp_pin_dir);
         return Ok(None);
     }
     let fail = |why: String| -> Result<Option<Arc<XdpPath>>, DaemonError> {
+        release_stale_pins(&cfg.media.xdp_pin_dir);
         if mode == "on" {
             return Err(DaemonError::Config(format!("media.xdp = \"on\": {why}")));
         }
@@ -397,6 +399,7 @@ fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
     let loaded = match &pin {
         Some(dir) => XdpOffload::load_pinned(dir).or_else(|e| {
             tracing::warn!("XDP offload not pinned, so it will not survive a restart: {e}");
+            release_stale_pins(&cfg.media.xdp_pin_dir);
             pin = None;
             XdpOffload::load_detached()
         }),
@@ -433,6 +436,22 @@ fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
         Some(local_ip),
         cfg.media.xdp_zero_udp_checksum,
     ))))
+}
+
+/// A run that does not take the pinned offload over removes what a
+/// previous run pinned: its program would stay attached (and its
+/// interfaces busy) and its rules would go on forwarding old calls.
+fn release_stale_pins(dir: &str) {
+    let path = std::path::Path::new(dir);
+    if dir.is_empty() || !path.exists() {
+        return;
+    }
+    match media_userspace::xdp::XdpOffload::unpin(path) {
+        Ok(()) => tracing::info!(dir, "removed the XDP pins a previous run left"),
+        Err(e) => {
+            tracing::warn!(dir, error = %e, "could not remove the XDP pins a previous run left")
+        }
+    }
 }
 
 fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duration, why: &str) {

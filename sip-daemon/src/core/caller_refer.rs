@@ -203,6 +203,12 @@ impl Core {
         let (Some(dialog), Some(negotiated)) = (o.dialog.clone(), o.negotiated.clone()) else {
             return;
         };
+        // Our SDP toward the target is the one its INVITE offered (its o=
+        // line goes on in later offers, RFC 3264 §8).
+        let local_sdp = o
+            .offer
+            .as_deref()
+            .and_then(|s| parse_sdp(s.as_bytes()).ok());
         // The new leg stays only to re-ACK a retransmitted 2xx; the call
         // owns its dialog from now on.
         o.partner = None;
@@ -214,10 +220,18 @@ impl Core {
             return;
         };
         let old = std::mem::replace(&mut c.dialog, dialog);
+        c.codecs = vec![negotiated.codec];
         c.negotiated = Some(negotiated);
+        c.local_sdp = local_sdp;
         c.transfer = None;
         c.caller_left = false;
         c.session = None;
+        // Whatever was under way with the old caller is over.
+        c.ok = None;
+        c.reinvite_txn = None;
+        c.reinvite_out = None;
+        c.reinvite_ack = None;
+        c.ack_offer_pending = false;
         let new_key = c.dialog.key.clone();
         self.dialogs.remove(&old.key);
         self.dialogs.insert(new_key, h);

@@ -996,12 +996,15 @@ impl Core {
         Some(codec)
     }
 
-    /// The caller's side uses the codec the far side chose (the relay does
-    /// not transcode): re-negotiates the caller's answer to it.
+    /// A caller not answered yet uses the codec the far side chose, so the
+    /// relay passes payloads untouched: re-negotiates the caller's answer
+    /// to it. An answered caller keeps its codec and the relay transcodes.
     fn bridge_codec(&mut self, h: u64, codec: Codec) -> Option<()> {
         let advertised = self.cfg.advertised_ip;
         let call = self.calls.get_mut(&h)?;
-        if call.codecs == [codec] {
+        if call.codecs == [codec] || call.state != CallState::AwaitingMedia {
+            // An answered caller keeps its codec (a transfer target may
+            // answer with another): the relay transcodes.
             return Some(());
         }
         let offer = call.offer.as_ref()?;
@@ -1224,16 +1227,19 @@ impl Core {
                 let partner = self.out_legs.get(&hb).and_then(|o| o.partner);
                 self.remove_out(hb);
                 if let Some(h) = partner {
-                    let transferring = match self.calls.get_mut(&h) {
-                        Some(c) => {
-                            c.bridge = None;
-                            c.transfer.is_some()
-                        }
-                        None => false,
-                    };
+                    // Only a transfer this far leg asked for replaces it.
+                    let own_transfer = self
+                        .calls
+                        .get(&h)
+                        .and_then(|c| c.transfer)
+                        .and_then(|hc| self.out_legs.get(&hc))
+                        .is_some_and(|o| o.transfer_of == Some(hb));
+                    if let Some(c) = self.calls.get_mut(&h) {
+                        c.bridge = None;
+                    }
                     // A blind transferor hangs up once it has its 202: the
                     // caller stays for the transfer target.
-                    if !transferring {
+                    if !own_transfer {
                         self.hangup(now, h, "callee_hangup");
                     }
                 }

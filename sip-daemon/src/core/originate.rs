@@ -116,6 +116,14 @@ impl Core {
             host,
             target,
         } = self.outbound_route(now, &req.account, &req.from, &req.to, req.trunk.as_deref())?;
+        // The second party of a click-to-call is checked like the callee.
+        if let Connect::Forward { to } = &req.connect
+            && !to.starts_with("sip:")
+            && self.routing.is_blocked(&req.account, &number.pattern, to)
+        {
+            self.metrics.reject("blocked");
+            return Err(OriginateRefused::Blocked);
+        }
         let trunk_name = trunk.name.clone();
         let number_busy = number.max_calls.is_some_and(|m| {
             self.active_by_number

@@ -2112,3 +2112,30 @@ fn a_callers_refer_to_a_busy_target_keeps_the_call_and_says_why() {
         );
     }
 }
+
+#[test]
+fn the_far_party_leaving_during_a_callers_refer_ends_the_call() {
+    let mut h = Harness::new();
+    let (_leg_a, inv, _caller_tag, new_inv) = caller_referred(&mut h, "cref-4");
+    h.far(&far_response(&new_inv, 180, "Ringing", "t9", "", ""));
+    h.sent_to();
+    // The party the caller was handing over hangs up: nobody is left for
+    // the target, so the caller hears BYE and the target CANCEL.
+    h.far(&far_request(&inv, "far1", "BYE", 3, "", ""));
+    let sent = h.sent_to();
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("SIP/2.0 200 OK")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to == CARRIER && m.starts_with("BYE ")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m.starts_with("CANCEL sip:+15559990000@192.0.2.40")),
+        "{sent:?}"
+    );
+    assert_eq!(h.core.active_calls(), 0);
+}

@@ -255,6 +255,15 @@ fn outbound_calls_are_refused_without_an_owned_number_or_a_usable_trunk() {
         h.core.originate(h.now, &r).unwrap_err(),
         OriginateRefused::Blocked
     );
+    // A blocked second party of a click-to-call too.
+    let mut r = click_to_call(Some("direct"));
+    r.connect = Connect::Forward {
+        to: "+19005550100".into(),
+    };
+    assert_eq!(
+        h.core.originate(h.now, &r).unwrap_err(),
+        OriginateRefused::Blocked
+    );
     h.core.start_drain();
     assert_eq!(
         h.core
