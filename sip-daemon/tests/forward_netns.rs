@@ -56,10 +56,8 @@ fn forwarded_call(t: &Topology, xdp: &str) -> Daemon {
         netns: Some(&t.ns[1]),
         ip: Some(GW_C),
         listen: Some(r#"["udp:{ip}:{port}"]"#),
-        // Not pinned: daemons of parallel tests must not share one bpffs pin.
-        media_extra: &format!(
-            "xdp = \"{xdp}\"\nxdp_interfaces = [\"gc\", \"gf\"]\nxdp_pin_dir = \"\"\n"
-        ),
+        // (Not pinned: tests/common sets `xdp_pin_dir = ""`.)
+        media_extra: &format!("xdp = \"{xdp}\"\nxdp_interfaces = [\"gc\", \"gf\"]\n"),
         extra: &format!(
             r#"
 [[trunks]]

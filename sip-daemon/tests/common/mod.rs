@@ -144,6 +144,7 @@ port_min = {media_base}
 port_max = {media_max}
 timeout_secs = 30
 workers = 1
+xdp_pin_dir = ""
 {media_extra}
 
 [store]
