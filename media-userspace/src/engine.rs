@@ -1542,7 +1542,6 @@ mod relayed {
                             let c = x.counters(&off.rules);
                             absorb(shared, &mut pair, off, c);
                         }
-                        let pt = pkt.get(1).map_or(0, |b| b & 0x7f);
                         if let Some(f) = fork.as_mut() {
                             f.scratch.clear();
                             f.scratch.extend_from_slice(pkt);
@@ -1552,7 +1551,7 @@ mod relayed {
                             count += 1;
                             // Only what the relay accepted, as it arrived.
                             if let Some(f) = fork.as_mut() {
-                                f.tap.on_rtp(side, pt, &f.scratch);
+                                f.tap.on_rtp(side, &f.scratch);
                             }
                         }
                     }

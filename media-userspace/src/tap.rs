@@ -87,11 +87,10 @@ impl Tap {
         }
     }
 
-    /// An RTP packet side `side` sent, whose payload type as side `side`
-    /// numbered it was `payload_type` (the relay may have renumbered the
-    /// packet for the other side since). Only the negotiated audio payload
-    /// type is taken (not telephone-events, comfort noise or RTCP).
-    pub fn on_rtp(&mut self, side: Side, payload_type: u8, pkt: &[u8]) {
+    /// An RTP packet as side `side` sent it (before the relay renumbered or
+    /// transcoded it). Only the negotiated audio payload type is taken
+    /// (not telephone-events, comfort noise or RTCP).
+    pub fn on_rtp(&mut self, side: Side, pkt: &[u8]) {
         if rtp::looks_like_rtcp(pkt) {
             return;
         }
@@ -99,7 +98,7 @@ impl Tap {
             return;
         };
         let t = &mut self.tracks[index(side)];
-        if payload_type != t.payload_type {
+        if h.payload_type != t.payload_type {
             return;
         }
         let payload = &pkt[h.payload_offset..h.payload_offset + h.payload_len];
@@ -216,7 +215,7 @@ mod tests {
         let t0 = Instant::now();
         let (a, b) = (media(Codec::Pcmu, 0), media(Codec::Pcma, 8));
         let mut tap = Tap::new([&a, &b], 8000, false, t0);
-        tap.on_rtp(Side::A, 0, &packet(0, 1, &[g711::ulaw_encode(1000); 160]));
+        tap.on_rtp(Side::A, &packet(0, 1, &[g711::ulaw_encode(1000); 160]));
         let mut out = Vec::new();
         tap.poll(t0 + ms(19), &mut out);
         assert!(out.is_empty(), "nothing before the first 20 ms");
@@ -242,9 +241,9 @@ mod tests {
         }
         // A-law from side B reaches the outbound track; the wrong payload
         // type (a telephone-event) and garbage are ignored.
-        tap.on_rtp(Side::B, 8, &packet(8, 1, &[g711::alaw_encode(-2000); 160]));
-        tap.on_rtp(Side::B, 101, &packet(101, 2, &[1, 2, 3, 4]));
-        tap.on_rtp(Side::B, 8, &[0x80, 8, 0]);
+        tap.on_rtp(Side::B, &packet(8, 1, &[g711::alaw_encode(-2000); 160]));
+        tap.on_rtp(Side::B, &packet(101, 2, &[1, 2, 3, 4]));
+        tap.on_rtp(Side::B, &[0x80, 8, 0]);
         out.clear();
         tap.poll(t0 + ms(40), &mut out);
         match &out[1] {
@@ -262,8 +261,8 @@ mod tests {
         let t0 = Instant::now();
         let (a, b) = (media(Codec::Pcmu, 0), media(Codec::Pcmu, 0));
         let mut tap = Tap::new([&a, &b], 16000, true, t0);
-        tap.on_rtp(Side::A, 0, &packet(0, 1, &[g711::ulaw_encode(1000); 160]));
-        tap.on_rtp(Side::B, 0, &packet(0, 1, &[g711::ulaw_encode(500); 160]));
+        tap.on_rtp(Side::A, &packet(0, 1, &[g711::ulaw_encode(1000); 160]));
+        tap.on_rtp(Side::B, &packet(0, 1, &[g711::ulaw_encode(500); 160]));
         let mut out = Vec::new();
         tap.poll(t0 + ms(20), &mut out);
         match &out[..] {
@@ -288,7 +287,7 @@ mod tests {
         let a = media(Codec::Pcmu, 0);
         let mut tap = Tap::new([&a, &a], 8000, false, t0);
         for seq in 0..100 {
-            tap.on_rtp(Side::A, 0, &packet(0, seq, &[0xff; 160]));
+            tap.on_rtp(Side::A, &packet(0, seq, &[0xff; 160]));
         }
         assert_eq!(tap.counters.overflow_samples, 100 * 160 - 8000);
         let mut out = Vec::new();

@@ -142,6 +142,14 @@ const PIN_RULES: &str = "relay_rules";
 const PIN_COUNTERS: &str = "leg_counters";
 const PIN_LINK_PREFIX: &str = "link_";
 
+/// The relay program of a loaded object.
+fn relay_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(XdpError::Missing("program `relay`"))?
+        .try_into()
+        .map_err(XdpError::Program)
+}
+
 /// Whether `dir` is on a bpffs mount (where pins can live).
 fn is_bpffs(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt as _;
@@ -221,11 +229,7 @@ impl XdpOffload {
             },
             None => XdpError::Load(e),
         })?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(XdpError::Missing("program `relay`"))?
-            .try_into()
-            .map_err(XdpError::Program)?;
+        let prog = relay_program(&mut ebpf)?;
         prog.load().map_err(|e| match permission_error(&e) {
             Some(source) => XdpError::Permission {
                 context: "loading the program",
@@ -265,12 +269,7 @@ impl XdpOffload {
 
     /// Attaches to `iface`; native first when `mode` allows it.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<Attached, XdpError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(XdpError::Missing("program `relay`"))?
-            .try_into()
-            .map_err(XdpError::Program)?;
+        let prog = relay_program(&mut self.ebpf)?;
         let attempts: &[(AyaXdpMode, Attached)] = match mode {
             XdpMode::Native => &[(AyaXdpMode::Driver, Attached::Native)],
             XdpMode::Generic => &[(AyaXdpMode::Skb, Attached::Generic)],
@@ -342,24 +341,14 @@ impl XdpOffload {
                 .map_err(|e| pin_err(format!("{}: {e}", link_path.display())))?
                 .into();
             let link = XdpLink::try_from(fd).map_err(|e| pin_err(e.to_string()))?;
-            let prog: &mut Xdp = self
-                .ebpf
-                .program_mut(PROGRAM_NAME)
-                .ok_or(XdpError::Missing("program `relay`"))?
-                .try_into()
-                .map_err(XdpError::Program)?;
+            let prog = relay_program(&mut self.ebpf)?;
             prog.attach_to_link(link)
                 .map_err(|e| pin_err(format!("replacing the program: {e}")))?;
             self.attached.push((iface.to_owned(), attached));
             return Ok(attached);
         }
         let attached = self.attach(iface, mode)?;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(XdpError::Missing("program `relay`"))?
-            .try_into()
-            .map_err(XdpError::Program)?;
+        let prog = relay_program(&mut self.ebpf)?;
         let id = prog
             .take_link(self.link_ids.pop().ok_or(XdpError::Missing("link"))?)
             .map_err(XdpError::Program)?;

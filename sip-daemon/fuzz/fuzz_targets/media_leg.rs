@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
             leg.on_rtcp_datagram(now, from, pkt);
         }
         let side = if len & 2 == 0 { Side::A } else { Side::B };
-        tap.on_rtp(side, pkt.get(1).map_or(0, |b| b & 0x7f), pkt);
+        tap.on_rtp(side, pkt);
         let mut payload = pkt.to_vec();
         transcoder.convert(&mut payload);
         assert_eq!(payload.len(), pkt.len());

@@ -117,10 +117,14 @@ impl Core {
                 |b| b,
             );
         };
-        let contact = {
-            let c = &self.calls[&h];
-            self.contact_for(&c.dialog.peer, c.callee_user.as_deref())
+        let Some((peer, user)) = self
+            .calls
+            .get(&h)
+            .map(|c| (c.dialog.peer, c.callee_user.clone()))
+        else {
+            return;
         };
+        let contact = self.contact_for(&peer, user.as_deref());
         self.respond(now, id, 202, None, Some(tag), |b| {
             b.header(HeaderName::Contact, contact)
         });
