@@ -49,6 +49,20 @@ pub enum MediaCommand {
         media: [LegMedia; 2],
         timeout: Duration,
     },
+    /// Take over a relay a previous run of the daemon left (a call it
+    /// restored from the store): bind the same two local RTP ports
+    /// (RTCP on the next ones) and relay as [`MediaCommand::OpenRelay`]
+    /// does. When the kernel still holds the pair's pinned XDP rules
+    /// ([`crate::engine::MediaEngine`] took them over at start), the pair
+    /// starts latched to the peers those rules name and stays offloaded,
+    /// so the kernel forwards without a gap. Answered with
+    /// [`MediaEvent::RelayOpened`] or [`MediaEvent::Failed`].
+    AdoptRelay {
+        legs: [LegId; 2],
+        media: [LegMedia; 2],
+        ports: [u16; 2],
+        timeout: Duration,
+    },
     /// Bind a leg's RTP (and RTCP) port now, so that its address can go
     /// in an SDP offer, and start it later with [`MediaCommand::Open`] on
     /// the same leg id (an outbound call: the AI stream starts at the

@@ -47,9 +47,6 @@ pub struct EngineConfig {
     pub prefer_io_uring: bool,
     /// The XDP fast path for relayed pairs, when attached.
     pub xdp: Option<Arc<crate::offload::XdpPath>>,
-    /// A relayed leg a previous run left in the kernel (pinned maps) is
-    /// removed once the kernel saw no packet on it for this long.
-    pub inherited_idle: Duration,
 }
 
 /// Process-wide media counters (exported to Prometheus by the daemon).
@@ -165,6 +162,15 @@ struct OpenRelay {
     media: [LegMedia; 2],
     sockets: [BoundLeg; 2],
     timeout: Duration,
+    /// A relay taken over with its kernel rules: it starts offloaded.
+    adopted: Option<Box<AdoptedRules>>,
+}
+
+/// The pinned rules of a relay a restored call adopts, and the peers they
+/// send to (side A's, side B's).
+struct AdoptedRules {
+    rules: crate::offload::PairRules,
+    peers: [SocketAddr; 2],
 }
 
 /// A leg's bound RTP socket, its port and its RTCP socket.
@@ -289,6 +295,18 @@ struct Shared {
     events: mpsc::UnboundedSender<MediaEvent>,
     stats: Arc<MediaStats>,
     streams: Arc<StreamStats>,
+    /// Relayed legs a previous run left in the kernel, by local port,
+    /// until a restored call adopts them or they are released.
+    inherited: Mutex<HashMap<u16, Inherited>>,
+}
+
+/// One pinned rule of a previous run ([`take_over_inherited`]).
+struct Inherited {
+    key: crate::xdp::RelayKey,
+    rule: crate::xdp::RelayRule,
+    /// Its port was ours to reserve (a changed port range may leave it
+    /// outside): only then is it released.
+    reserved: bool,
 }
 
 fn io_uring_available() -> bool {
@@ -314,6 +332,7 @@ impl MediaEngine {
             events,
             stats: stats.clone(),
             streams: Arc::default(),
+            inherited: Mutex::default(),
         });
         take_over_inherited(&shared)?;
         let mut workers = Vec::new();
@@ -452,6 +471,37 @@ impl MediaEngine {
                     media,
                     sockets,
                     timeout,
+                    adopted: None,
+                }));
+                legs.insert(pair[0], (w, Some(pair[1])));
+                legs.insert(pair[1], (w, Some(pair[0])));
+                shared.stats.legs_active.fetch_add(2, Ordering::Relaxed);
+                Some(MediaEvent::RelayOpened { legs: pair, locals })
+            }
+            MediaCommand::AdoptRelay {
+                legs: pair,
+                media,
+                ports,
+                timeout,
+            } => {
+                let shared = &self.inner.shared;
+                let (sockets, adopted) = match adopt_sockets(shared, ports) {
+                    Ok(found) => found,
+                    Err(reason) => {
+                        return Some(MediaEvent::Failed {
+                            leg: pair[0],
+                            reason,
+                        });
+                    }
+                };
+                let locals = ports.map(|p| SocketAddr::new(shared.cfg.bind_ip, p));
+                let w = (pair[0] as usize) % self.inner.workers.len();
+                self.inner.workers[w].post(WorkerCmd::OpenRelay(OpenRelay {
+                    legs: pair,
+                    media,
+                    sockets,
+                    timeout,
+                    adopted,
                 }));
                 legs.insert(pair[0], (w, Some(pair[1])));
                 legs.insert(pair[1], (w, Some(pair[0])));
@@ -562,6 +612,121 @@ impl MediaEngine {
     pub fn active_legs(&self) -> usize {
         self.inner.legs.lock().map(|l| l.len()).unwrap_or(0)
     }
+
+    /// Removes the kernel rules a previous run left that no restored call
+    /// adopted ([`MediaCommand::AdoptRelay`]): their calls ended while the
+    /// daemon was away, or are not ours to resume. Frees their ports;
+    /// returns how many legs were removed.
+    pub fn release_inherited(&self) -> usize {
+        let shared = &self.inner.shared;
+        let left: Vec<Inherited> = lock(&shared.inherited).drain().map(|(_, i)| i).collect();
+        if let Some(x) = &shared.cfg.xdp {
+            for i in &left {
+                x.remove_key(&i.key);
+                if i.reserved {
+                    release_port(shared, u16::from_be(i.key.local_port));
+                }
+            }
+        }
+        let n = left.len() as u64;
+        shared.stats.legs_active.fetch_sub(n, Ordering::Relaxed);
+        shared
+            .stats
+            .xdp_pairs_active
+            .fetch_sub(n.div_ceil(2), Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(
+                legs = n,
+                "removed relayed legs a previous run left that no open call adopted"
+            );
+        }
+        left.len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Binds the two ports of a relay a restored call adopts and takes its
+/// pinned rules, when the kernel still holds both.
+fn adopt_sockets(
+    shared: &Shared,
+    ports: [u16; 2],
+) -> Result<([BoundLeg; 2], Option<Box<AdoptedRules>>), String> {
+    let mut taken = {
+        let mut inherited = lock(&shared.inherited);
+        ports.map(|p| inherited.remove(&p))
+    };
+    let mut bound = Vec::with_capacity(2);
+    for (p, inherited) in ports.into_iter().zip(&taken) {
+        // A port a previous run left in the kernel is reserved already.
+        if inherited.as_ref().is_none_or(|i| !i.reserved) {
+            lock(&shared.ports).reserve(p);
+        }
+        let addr = SocketAddr::new(shared.cfg.bind_ip, p);
+        let rtp = match std::net::UdpSocket::bind(addr) {
+            Ok(s) if s.set_nonblocking(true).is_ok() => s,
+            Ok(_) | Err(_) => {
+                let e = std::io::Error::last_os_error();
+                for b in &bound {
+                    let b: &BoundLeg = b;
+                    release_port(shared, b.port);
+                }
+                release_port(shared, p);
+                forget_inherited(shared, &mut taken);
+                return Err(format!("relay port {addr} cannot be bound again: {e}"));
+            }
+        };
+        let rtcp = bind_rtcp_socket(shared, p);
+        bound.push(BoundLeg { rtp, port: p, rtcp });
+    }
+    let Ok(sockets) = <[BoundLeg; 2]>::try_from(bound) else {
+        return Err("relay sockets".into());
+    };
+    // Inherited legs were counted active at start; the relay counts them
+    // again from here.
+    let inherited = taken.iter().flatten().count() as u64;
+    shared
+        .stats
+        .legs_active
+        .fetch_sub(inherited, Ordering::Relaxed);
+    let adopted = match taken {
+        [Some(a), Some(b)] => {
+            // Side A's rule sends to B's peer and B's to A's.
+            let peers = [
+                crate::offload::rule_remote(&b.rule),
+                crate::offload::rule_remote(&a.rule),
+            ];
+            Some(Box::new(AdoptedRules {
+                rules: [(a.key, a.rule), (b.key, b.rule)],
+                peers,
+            }))
+        }
+        mut half => {
+            // Half a pair is no use: the relay offloads afresh once latched.
+            let n = half.iter().flatten().count() as u64;
+            if let Some(x) = &shared.cfg.xdp {
+                for i in half.iter_mut().flatten() {
+                    x.remove_key(&i.key);
+                }
+            }
+            shared
+                .stats
+                .xdp_pairs_active
+                .fetch_sub(n.div_ceil(2), Ordering::Relaxed);
+            None
+        }
+    };
+    Ok((sockets, adopted))
+}
+
+/// Puts rules taken for an adoption that failed back among the inherited.
+fn forget_inherited(shared: &Shared, taken: &mut [Option<Inherited>; 2]) {
+    let mut inherited = lock(&shared.inherited);
+    for i in taken.iter_mut().filter_map(Option::take) {
+        inherited.insert(u16::from_be(i.key.local_port), i);
+    }
 }
 
 fn run_worker(backend: Backend, shared: Arc<Shared>, rx: Arc<Mailbox>) {
@@ -629,10 +794,9 @@ fn bind_leg_socket(shared: &Shared) -> Option<(std::net::UdpSocket, u16)> {
 
 /// Relayed legs a previous run of the daemon left in the kernel (pinned
 /// maps, [`crate::xdp::XdpOffload::load_pinned`]): their media goes on
-/// flowing across the restart. Their ports stay out of the allocator, and
-/// a thread removes each leg's rule once the kernel has seen no packet on
-/// it for `inherited_idle` (the call ended while we were away, or since),
-/// then frees the port.
+/// flowing across the restart. Their ports stay out of the allocator
+/// until a restored call adopts its pair ([`MediaCommand::AdoptRelay`])
+/// or the rest are released ([`MediaEngine::release_inherited`]).
 fn take_over_inherited(shared: &Arc<Shared>) -> Result<(), EngineError> {
     let Some(x) = shared.cfg.xdp.clone() else {
         return Ok(());
@@ -641,73 +805,33 @@ fn take_over_inherited(shared: &Arc<Shared>) -> Result<(), EngineError> {
     if rules.is_empty() {
         return Ok(());
     }
-    // Each leg with whether its port was ours to reserve (a changed port
-    // range may leave it outside): only those are released later.
-    let keys: Vec<(crate::xdp::RelayKey, bool)> = {
-        let mut ports = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
-        rules
-            .into_iter()
-            .map(|(k, _)| (k, ports.reserve(u16::from_be(k.local_port))))
-            .collect()
-    };
-    shared
-        .stats
-        .legs_active
-        .fetch_add(keys.len() as u64, Ordering::Relaxed);
+    let mut inherited = lock(&shared.inherited);
+    {
+        let mut ports = lock(&shared.ports);
+        for (key, rule) in rules {
+            let port = u16::from_be(key.local_port);
+            let reserved = ports.reserve(port);
+            inherited.insert(
+                port,
+                Inherited {
+                    key,
+                    rule,
+                    reserved,
+                },
+            );
+        }
+    }
+    let n = inherited.len() as u64;
+    shared.stats.legs_active.fetch_add(n, Ordering::Relaxed);
     shared
         .stats
         .xdp_pairs_active
-        .fetch_add(keys.len() as u64 / 2, Ordering::Relaxed);
+        .fetch_add(n.div_ceil(2), Ordering::Relaxed);
     tracing::info!(
-        legs = keys.len(),
+        legs = n,
         "took over relayed legs a previous run left in the kernel"
     );
-    let shared = Arc::downgrade(shared);
-    std::thread::Builder::new()
-        .name("xdp-inherited".into())
-        .spawn(move || sweep_inherited(shared, x, keys))?;
     Ok(())
-}
-
-fn sweep_inherited(
-    shared: std::sync::Weak<Shared>,
-    x: Arc<crate::offload::XdpPath>,
-    mut keys: Vec<(crate::xdp::RelayKey, bool)>,
-) {
-    const EVERY: Duration = Duration::from_secs(2);
-    while !keys.is_empty() {
-        std::thread::sleep(EVERY);
-        let Some(shared) = shared.upgrade() else {
-            // The engine is gone (this process exits): the legs stay
-            // pinned for the next run.
-            return;
-        };
-        let idle = shared.cfg.inherited_idle.as_nanos() as u64;
-        let now = crate::offload::monotonic_ns();
-        let before = keys.len();
-        keys.retain(|(k, reserved)| {
-            let last = x.leg_counters(k).map_or(0, |c| c.last_seen_ns);
-            if now.saturating_sub(last) < idle {
-                return true;
-            }
-            x.remove_key(k);
-            if *reserved {
-                release_port(&shared, u16::from_be(k.local_port));
-            }
-            false
-        });
-        let gone = (before - keys.len()) as u64;
-        if gone > 0 {
-            shared.stats.legs_active.fetch_sub(gone, Ordering::Relaxed);
-            // Legs go in pairs; an odd one out is counted with its pair.
-            let pairs = before as u64 / 2 - keys.len() as u64 / 2;
-            shared
-                .stats
-                .xdp_pairs_active
-                .fetch_sub(pairs, Ordering::Relaxed);
-            tracing::info!(legs = gone, "removed idle relayed legs a previous run left");
-        }
-    }
 }
 
 /// A stream leg and its link to the socket task.
@@ -1257,6 +1381,7 @@ mod relayed {
             media,
             sockets,
             timeout,
+            adopted,
         } = open;
         let ports = [sockets[0].port, sockets[1].port];
         let [a, b] = sockets;
@@ -1281,7 +1406,7 @@ mod relayed {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
             let pair = RelayPair::new(&media[0], &media[1]);
-            let end = run(&shared, legs, pair, &sockets, timeout, ctl, ports).await;
+            let end = run(&shared, legs, pair, &sockets, timeout, ctl, ports, adopted).await;
             drop(sockets);
             shared.stats.legs_active.fetch_sub(2, Ordering::Relaxed);
             for p in ports {
@@ -1418,6 +1543,7 @@ mod relayed {
             .fetch_sub(1, Ordering::Relaxed);
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         shared: &Shared,
         legs: [LegId; 2],
@@ -1426,11 +1552,22 @@ mod relayed {
         timeout: Duration,
         mut ctl: mpsc::UnboundedReceiver<LegCtl>,
         ports: [u16; 2],
+        adopted: Option<Box<AdoptedRules>>,
     ) -> LegEnd {
         let opened = Instant::now();
         let mut rtcp_bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
         let mut published = [LegCounters::default(); 2];
         let mut offloaded: Option<Offloaded> = None;
+        if let (Some(a), Some(x)) = (adopted, &shared.cfg.xdp) {
+            // The kernel forwards already: start latched where it sends,
+            // counting only what it forwards from now on.
+            pair.adopt(a.peers, opened);
+            offloaded = Some(Offloaded {
+                seen: x.counters(&a.rules),
+                rules: a.rules,
+                peers: a.peers.map(Some),
+            });
+        }
         let mut next_try = opened;
         let mut poll_at = opened + XDP_POLL;
         let mut fork: Option<Fork> = None;

@@ -44,7 +44,7 @@ impl Latch {
             LatchDecision::Latched
         } else if Some(from) == self.target {
             LatchDecision::Accept
-        } else if Some(ssrc) != self.ssrc
+        } else if self.ssrc.is_some_and(|s| s != ssrc)
             || self
                 .last_rx
                 .is_none_or(|t| now.duration_since(t) >= RELATCH_SILENCE)
@@ -60,6 +60,17 @@ impl Latch {
         self.ssrc = Some(ssrc);
         self.last_rx = Some(now);
         decision
+    }
+
+    /// Starts latched to `peer`, live at `at`: a relay taken over from a
+    /// previous run, whose kernel rule already sends there. The SSRC is
+    /// learnt from the peer's next packet; until then another source
+    /// takes over only after [`RELATCH_SILENCE`].
+    pub fn adopt(&mut self, peer: SocketAddr, at: Instant) {
+        self.target = Some(peer);
+        self.latched = true;
+        self.ssrc = None;
+        self.last_rx = Some(at);
     }
 
     /// A re-INVITE changed the SDP address: latch afresh.
@@ -121,6 +132,37 @@ mod tests {
             LatchDecision::Latched
         );
         assert_eq!(l.target(), Some(evil));
+    }
+
+    #[test]
+    fn adopted_latch_keeps_its_peer_until_it_falls_silent() {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let other: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let mut l = Latch::new(None);
+        l.adopt(peer, t0);
+        assert!(l.is_latched());
+        assert_eq!(l.target(), Some(peer));
+        // No SSRC known yet: another source is not a new stream.
+        assert_eq!(
+            l.on_packet(t0 + Duration::from_millis(100), other, 9),
+            LatchDecision::Reject
+        );
+        assert_eq!(
+            l.on_packet(t0 + Duration::from_millis(120), peer, 7),
+            LatchDecision::Accept
+        );
+        // Now the SSRC is known: a new one takes over as usual.
+        assert_eq!(
+            l.on_packet(t0 + Duration::from_millis(140), other, 9),
+            LatchDecision::Latched
+        );
+        let mut l = Latch::new(None);
+        l.adopt(peer, t0);
+        assert_eq!(
+            l.on_packet(t0 + RELATCH_SILENCE, other, 9),
+            LatchDecision::Latched
+        );
     }
 
     #[test]

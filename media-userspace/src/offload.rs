@@ -464,6 +464,13 @@ fn interface(name: &str) -> std::io::Result<Interface> {
     })
 }
 
+/// Where a rule sends: the peer of the leg it forwards to.
+pub fn rule_remote(rule: &RelayRule) -> SocketAddr {
+    let ip = std::net::Ipv6Addr::from(rule.remote_ip);
+    let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+    SocketAddr::new(ip, rule.remote_port_host())
+}
+
 /// CLOCK_MONOTONIC in ns: the clock of the program's `last_seen_ns`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {

@@ -186,6 +186,13 @@ impl RelayPair {
         self.side_mut(s).latch.note_rx(at);
     }
 
+    /// Starts both sides latched to `peers` (A, B), live at `at`: a relay
+    /// taken over from a previous run ([`Latch::adopt`]).
+    pub fn adopt(&mut self, peers: [SocketAddr; 2], at: Instant) {
+        self.a.latch.adopt(peers[0], at);
+        self.b.latch.adopt(peers[1], at);
+    }
+
     /// Counts packets the kernel forwarded while the pair was offloaded:
     /// `packets`/`bytes` arrived on side `s` and left from the other side.
     pub fn add_offloaded(&mut self, s: Side, packets: u64, bytes: u64) {

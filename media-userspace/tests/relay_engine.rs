@@ -54,7 +54,6 @@ fn relay_round_trip(prefer_io_uring: bool, base: u16) {
             workers: 1,
             prefer_io_uring,
             xdp: None,
-            inherited_idle: Duration::from_secs(30),
         },
         events,
     )

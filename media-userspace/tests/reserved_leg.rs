@@ -21,7 +21,6 @@ fn engine(base: u16) -> MediaEngine {
             workers: 1,
             prefer_io_uring: false,
             xdp: None,
-            inherited_idle: Duration::from_secs(30),
         },
         events,
     )

@@ -106,7 +106,7 @@ fn gateway_pinned(
     }
     let engine = t.run(1, move || {
         let path = xdp.then(|| Arc::new(relay_offload(pin.as_deref())));
-        relay_engine(path, Duration::from_secs(30))
+        relay_engine(path)
     });
     let e = engine.clone();
     let opened = t.run(1, move || {
@@ -128,7 +128,7 @@ fn gateway_pinned(
 
 /// The gateway's media engine (run it inside the gateway namespace), with
 /// the fast path when given.
-fn relay_engine(xdp: Option<Arc<XdpPath>>, inherited_idle: Duration) -> MediaEngine {
+fn relay_engine(xdp: Option<Arc<XdpPath>>) -> MediaEngine {
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     std::mem::forget(rx);
     MediaEngine::start(
@@ -139,7 +139,6 @@ fn relay_engine(xdp: Option<Arc<XdpPath>>, inherited_idle: Duration) -> MediaEng
             workers: 1,
             prefer_io_uring: false,
             xdp,
-            inherited_idle,
         },
         events,
     )
@@ -352,14 +351,32 @@ fn offloaded_media_keeps_flowing_while_the_relay_restarts() {
     );
     let (a, b) = exchange(&caller, &far, gw.ports, 0, 300);
     assert_eq!((a, b), (300, 300));
+    // A second call, which ends while the daemon is away: its rules are
+    // orphans the next run removes.
+    let caller2 = t.run(0, || UdpSocket::bind(format!("{CALLER}:0")).unwrap());
+    let far2 = t.run(2, || UdpSocket::bind(format!("{FAR}:0")).unwrap());
+    let e = gw.engine.clone();
+    let (c2, f2) = (caller2.local_addr().unwrap(), far2.local_addr().unwrap());
+    let opened = t.run(1, move || {
+        e.command(MediaCommand::OpenRelay {
+            legs: [3, 4],
+            media: [media(c2), media(f2)],
+            timeout: Duration::from_secs(30),
+        })
+    });
+    let Some(MediaEvent::RelayOpened { locals, .. }) = opened else {
+        panic!("second relay did not open: {opened:?}");
+    };
+    let ports2 = [locals[0].port(), locals[1].port()];
+    assert_eq!(exchange(&caller2, &far2, ports2, 0, 100), (100, 100));
     assert_eq!(
         stat(gw.engine.stats(), |s| &s.xdp_pairs_active),
-        1,
-        "offloaded"
+        2,
+        "both offloaded"
     );
 
-    // The daemon goes away without closing its calls: its relay task and
-    // sockets are gone once the leg's port can be bound again.
+    // The daemon goes away without closing its calls: its relay tasks and
+    // sockets are gone once the legs' ports can be bound again.
     let ports = gw.ports;
     let Gateway { engine, _pass, .. } = gw;
     drop(engine);
@@ -384,21 +401,51 @@ fn offloaded_media_keeps_flowing_while_the_relay_restarts() {
     let p = pin.clone();
     let (engine, path) = t.run(1, move || {
         let path = Arc::new(relay_offload(Some(&p)));
-        (
-            relay_engine(Some(path.clone()), Duration::from_secs(1)),
-            path,
-        )
+        (relay_engine(Some(path.clone())), path)
     });
     let rules = path.rules();
-    assert_eq!(rules.len(), 2, "one rule per direction survived: {rules:?}");
+    assert_eq!(rules.len(), 4, "one rule per direction survived: {rules:?}");
     assert_eq!(
         stat(engine.stats(), |s| &s.xdp_pairs_active),
-        1,
+        2,
         "taken over"
     );
-    let (a, b) = exchange(&caller, &far, ports, 600, 300);
-    assert_eq!((a, b), (300, 300), "0 lost after the restart");
-    let forwarded: u64 = rules
+    let (a, b) = exchange(&caller, &far, ports, 600, 100);
+    assert_eq!((a, b), (100, 100), "0 lost after the restart");
+
+    // The restored call adopts its relay: it starts offloaded on the
+    // same rules, so the kernel never stops forwarding.
+    let e = engine.clone();
+    let (c, f) = (caller.local_addr().unwrap(), far.local_addr().unwrap());
+    let adopted = t.run(1, move || {
+        e.command(MediaCommand::AdoptRelay {
+            legs: [11, 12],
+            media: [media(c), media(f)],
+            ports,
+            timeout: Duration::from_secs(30),
+        })
+    });
+    assert!(
+        matches!(adopted, Some(MediaEvent::RelayOpened { locals, .. }) if locals.map(|l| l.port()) == ports),
+        "{adopted:?}"
+    );
+    // The other call's rules are orphans: removed at once.
+    assert_eq!(engine.release_inherited(), 2, "the ended call's two legs");
+    let keys: Vec<u16> = path
+        .rules()
+        .iter()
+        .map(|(k, _)| u16::from_be(k.local_port))
+        .collect();
+    assert!(
+        keys.len() == 2 && keys.iter().all(|p| ports.contains(p)),
+        "only the adopted pair's rules are left: {keys:?}"
+    );
+    assert_eq!(stat(engine.stats(), |s| &s.xdp_pairs_active), 1);
+    assert_eq!(stat(engine.stats(), |s| &s.legs_active), 2);
+    let (a, b) = exchange(&caller, &far, ports, 700, 200);
+    assert_eq!((a, b), (200, 200), "0 lost once adopted");
+    let forwarded: u64 = path
+        .rules()
         .iter()
         .map(|(k, _)| path.leg_counters(k).map_or(0, |c| c.packets))
         .sum();
@@ -406,28 +453,39 @@ fn offloaded_media_keeps_flowing_while_the_relay_restarts() {
         forwarded >= 2 * 900 - 20,
         "the kernel forwarded all but the latching packets, before, during and after: {forwarded}"
     );
-    let e = engine.clone();
-    let (c, f) = (caller.local_addr().unwrap(), far.local_addr().unwrap());
-    let opened = t.run(1, move || {
-        e.command(MediaCommand::OpenRelay {
-            legs: [3, 4],
-            media: [media(c), media(f)],
-            timeout: Duration::from_secs(30),
+    assert_eq!(
+        stat(engine.stats(), |s| &s.xdp_offloads),
+        0,
+        "adopted as offloaded, not offloaded afresh"
+    );
+    let opened = {
+        let e = engine.clone();
+        t.run(1, move || {
+            e.command(MediaCommand::OpenRelay {
+                legs: [5, 6],
+                media: [media(c), media(f)],
+                timeout: Duration::from_secs(30),
+            })
         })
-    });
+    };
     let Some(MediaEvent::RelayOpened { locals, .. }) = opened else {
         panic!("{opened:?}");
     };
     assert!(
         !locals.iter().any(|l| ports.contains(&l.port())),
-        "a new call does not get an inherited leg's port: {locals:?} vs {ports:?}"
+        "a new call does not get an adopted leg's port: {locals:?} vs {ports:?}"
     );
-    // Silent for longer than `inherited_idle`: the inherited rules go.
-    let until = Instant::now() + Duration::from_secs(8);
+    // The adopted relay owns its rules: closing the call removes them.
+    let e = engine.clone();
+    t.run(1, move || e.command(MediaCommand::Close { leg: 11 }));
+    let until = Instant::now() + Duration::from_secs(3);
     while !path.rules().is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(path.rules().is_empty(), "idle inherited legs removed");
+    assert!(
+        path.rules().is_empty(),
+        "closing the adopted call removed its rules"
+    );
     assert_eq!(stat(engine.stats(), |s| &s.xdp_pairs_active), 0);
     drop(engine);
     drop(path);

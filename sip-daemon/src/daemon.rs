@@ -152,7 +152,6 @@ pub async fn run(
             workers,
             prefer_io_uring: cfg.media.io_uring,
             xdp,
-            inherited_idle: Duration::from_secs(cfg.media.timeout_secs.max(1)),
         },
         media_tx,
     )?;

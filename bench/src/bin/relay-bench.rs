@@ -437,7 +437,6 @@ fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
                 workers: 1,
                 prefer_io_uring: false,
                 xdp: path,
-                inherited_idle: Duration::from_secs(30),
             },
             events,
         )
