@@ -148,6 +148,9 @@ impl Store for FlakyStore {
     async fn close_interrupted_calls(&self, now_ms: i64) -> Result<u64> {
         self.inner.close_interrupted_calls(now_ms).await
     }
+    async fn list_resumable_calls(&self, node: &str) -> Result<Vec<ResumableCall>> {
+        self.inner.list_resumable_calls(node).await
+    }
     async fn insert_message(&self, m: &MessageRecord) -> Result<()> {
         self.inner.insert_message(m).await
     }

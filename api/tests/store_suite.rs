@@ -433,6 +433,9 @@ async fn cdr_batches_any_cut_any_replay(s: Arc<dyn Store>) {
                     sip_status: *sip_status,
                     duration_ms: *duration_ms,
                 },
+                CdrEvent::Resumable { .. } | CdrEvent::NotResumable { .. } => {
+                    unreachable!("the reference events are call records only")
+                }
             })
             .collect();
         s.apply_cdr_batch(&renamed[..cut]).await.unwrap();
@@ -885,6 +888,66 @@ async fn close_interrupted_calls_closes_open_rows(s: Arc<dyn Store>) {
     assert!(open.is_empty());
 }
 
+async fn resumable_calls_stay_open_for_their_node(s: Arc<dyn Store>) {
+    let t = 1_700_000_000_000;
+    let [a, b, c, d] = [1, 2, 3, 4].map(|i| call(i, None, Direction::Inbound, t));
+    let resumable = |id: &str, node: &str, snapshot: &str, at| CdrEvent::Resumable {
+        id: id.into(),
+        node: node.into(),
+        snapshot: snapshot.into(),
+        at,
+    };
+    s.apply_cdr_batch(&[
+        CdrEvent::Started(a.clone()),
+        CdrEvent::Started(b.clone()),
+        CdrEvent::Started(c.clone()),
+        CdrEvent::Started(d.clone()),
+        resumable(&a.id, "n1", "a-old", t + 1),
+        resumable(&b.id, "n2", "b", t + 2),
+        // The last change of a batch wins.
+        resumable(&a.id, "n1", "a-new", t + 3),
+        resumable(&c.id, "n1", "c", t + 4),
+        CdrEvent::NotResumable { id: c.id.clone() },
+    ])
+    .await
+    .unwrap();
+    // A later batch replaces a snapshot; a call that ended is not listed.
+    s.apply_cdr_batch(&[
+        resumable(&d.id, "n1", "d", t + 5),
+        CdrEvent::Ended {
+            id: d.id.clone(),
+            at: t + 6,
+            cause: "caller_hangup".into(),
+            sip_status: 200,
+            duration_ms: 0,
+        },
+    ])
+    .await
+    .unwrap();
+    let listed = s.list_resumable_calls("n1").await.unwrap();
+    assert_eq!(
+        listed,
+        vec![ResumableCall {
+            id: a.id.clone(),
+            snapshot: "a-new".into()
+        }]
+    );
+    assert_eq!(s.list_resumable_calls("n2").await.unwrap().len(), 1);
+    assert!(s.list_resumable_calls("n3").await.unwrap().is_empty());
+    // Only c is closed: a and b are resumable (by n1 and n2), d ended.
+    assert_eq!(s.close_interrupted_calls(t + 10).await.unwrap(), 1);
+    let c_now = s.get_call(&c.id).await.unwrap().unwrap();
+    assert_eq!(c_now.end_cause.as_deref(), Some("interrupted"));
+    assert!(s.get_call(&a.id).await.unwrap().unwrap().end_at.is_none());
+    // Once a is not resumable, the next start closes it.
+    s.apply_cdr_batch(&[CdrEvent::NotResumable { id: a.id.clone() }])
+        .await
+        .unwrap();
+    assert!(s.list_resumable_calls("n1").await.unwrap().is_empty());
+    assert_eq!(s.close_interrupted_calls(t + 11).await.unwrap(), 1);
+    assert_eq!(s.list_resumable_calls("n2").await.unwrap().len(), 1);
+}
+
 async fn messages_insert_and_list(s: Arc<dyn Store>) {
     let msg = |id: &str, account: &str, dir, at| MessageRecord {
         id: id.into(),
@@ -1064,6 +1127,7 @@ suite! {
         list_calls_filters_and_pages,
         list_calls_limits,
         close_interrupted_calls_closes_open_rows,
+        resumable_calls_stay_open_for_their_node,
         messages_insert_and_list,
     ],
     raw: [

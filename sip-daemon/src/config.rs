@@ -220,6 +220,11 @@ pub struct StoreSection {
     /// CDR events held in memory while the database is unreachable before
     /// new calls are refused with 503.
     pub cdr_queue_capacity: usize,
+    /// This node's name among the nodes sharing the store: the bridged
+    /// calls it leaves resumable are taken back only by a run with the
+    /// same name. Empty: the host name (stable across restarts, and on
+    /// Kubernetes with host networking the node's).
+    pub node_id: String,
 }
 
 impl Default for StoreSection {
@@ -227,6 +232,7 @@ impl Default for StoreSection {
         StoreSection {
             url: "sqlite://./data/gateway.db".into(),
             cdr_queue_capacity: 100_000,
+            node_id: String::new(),
         }
     }
 }
@@ -678,6 +684,21 @@ impl Config {
             .unwrap_or_else(|| self.store.url.clone())
     }
 
+    /// [`StoreSection::node_id`], or the host name when it is empty.
+    pub fn node_id(&self) -> String {
+        if !self.store.node_id.is_empty() {
+            return self.store.node_id.clone();
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        match std::str::from_utf8(&buf[..len]) {
+            Ok(h) if rc == 0 && !h.is_empty() => h.to_string(),
+            _ => "localhost".into(),
+        }
+    }
+
     pub fn core_config(&self) -> CoreConfig {
         let mut c = CoreConfig {
             timers: TimerConfig::with_t1(Duration::from_millis(self.sip.t1_ms.max(1))),
@@ -711,6 +732,7 @@ impl Config {
             max_frame_bytes: self.stream.max_frame_bytes.max(1024),
         };
         c.voice_fallback_to_route = self.webhooks.voice_on_failure != "reject";
+        c.resume_node = Some(self.node_id());
         c.forward = crate::core::forward::ForwardSettings {
             ring_timeout: Duration::from_secs(self.forward.ring_timeout_secs.max(1)),
         };

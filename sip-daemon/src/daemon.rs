@@ -97,13 +97,6 @@ pub async fn run(
     let store = api::store::open(&url).await?;
     tracing::info!(backend = store.backend(), "store opened");
     provision(store.as_ref(), &cfg).await?;
-    let closed = store.close_interrupted_calls(unix_ms_now()).await?;
-    if closed > 0 {
-        tracing::warn!(
-            calls = closed,
-            "closed calls left open by a previous run as interrupted"
-        );
-    }
     let changed = Arc::new(tokio::sync::Notify::new());
     let (control, mut control_rx) = api::control::CallControl::channel();
     if let Some(addr) = cfg.api.listen {
@@ -226,6 +219,10 @@ pub async fn run(
     };
     let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
     tokio::spawn(routing_reloader(store.clone(), routing_tx, changed));
+
+    resume_calls(&cfg, store.as_ref(), &mut core).await?;
+    flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
+    close_store_leftovers(store.as_ref(), &engine).await?;
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Signal)?;
@@ -478,6 +475,48 @@ struct Hooks {
 }
 
 type VoiceAnswerFor = (u64, Result<api::webhook::VoiceAnswer, String>);
+
+/// Takes back the bridged calls a previous run of this node left: their
+/// dialogs answer again and their relays are adopted when `flush` runs
+/// the core's commands (in the kernel without a gap when pinned).
+/// Snapshots that cannot be restored are withdrawn at once, so that
+/// [`close_store_leftovers`] closes their calls.
+async fn resume_calls(cfg: &Config, store: &dyn Store, core: &mut Core) -> Result<(), DaemonError> {
+    let node = cfg.node_id();
+    let calls = store.list_resumable_calls(&node).await?;
+    let listed = calls.len();
+    let failed = core.restore(Instant::now(), calls);
+    let mut withdrawn = Vec::with_capacity(failed.len());
+    for (id, why) in failed {
+        tracing::warn!(call = %id, error = %why, "call not restored");
+        withdrawn.push(api::store::CdrEvent::NotResumable { id });
+    }
+    store.apply_cdr_batch(&withdrawn).await?;
+    if listed > 0 {
+        tracing::info!(
+            node = %node,
+            restored = listed - withdrawn.len(),
+            failed = withdrawn.len(),
+            "resumed bridged calls of the previous run"
+        );
+    }
+    Ok(())
+}
+
+/// After [`resume_calls`] and the adoption of their relays: removes the
+/// kernel rules no call adopted and closes every other call left open as
+/// `interrupted`.
+async fn close_store_leftovers(store: &dyn Store, engine: &MediaEngine) -> Result<(), DaemonError> {
+    engine.release_inherited();
+    let closed = store.close_interrupted_calls(unix_ms_now()).await?;
+    if closed > 0 {
+        tracing::warn!(
+            calls = closed,
+            "closed calls left open by a previous run as interrupted"
+        );
+    }
+    Ok(())
+}
 
 fn flush(
     core: &mut Core,

@@ -118,7 +118,18 @@ pub(crate) const CLOSE_INTERRUPTED: &str = "UPDATE calls SET end_at = $1, \
      CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
      duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
      ELSE $1 - answer_at END \
-     WHERE end_at IS NULL";
+     WHERE end_at IS NULL AND id NOT IN (SELECT call_id FROM call_resume)";
+/// Resume rows of calls that ended (or never had a row).
+pub(crate) const SWEEP_RESUME: &str = "DELETE FROM call_resume WHERE call_id NOT IN \
+     (SELECT id FROM calls WHERE end_at IS NULL)";
+pub(crate) const LIST_RESUMABLE: &str = "SELECT r.call_id, r.snapshot FROM call_resume r \
+     JOIN calls c ON c.id = r.call_id WHERE r.node = $1 AND c.end_at IS NULL \
+     ORDER BY r.saved_at, r.call_id";
+pub(crate) const SAVE_RESUME_HEAD: &str =
+    "INSERT INTO call_resume (call_id, node, snapshot, saved_at) ";
+pub(crate) const SAVE_RESUME_TAIL: &str = " ON CONFLICT (call_id) DO UPDATE SET \
+     node = excluded.node, snapshot = excluded.snapshot, saved_at = excluded.saved_at";
+pub(crate) const DROP_RESUME_HEAD: &str = "DELETE FROM call_resume WHERE call_id IN (";
 
 pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, account_id, direction, from_number, to_number, body, status, created_at) \
@@ -720,6 +731,28 @@ macro_rules! impl_store {
                     qb.push($crate::store::common::END_CALLS_TAIL);
                     qb.build().execute(&mut *tx).await?;
                 }
+                for rows in batch.resume_save.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new($crate::store::common::SAVE_RESUME_HEAD);
+                    qb.push_values(rows, |mut b, (id, node, snapshot, at)| {
+                        b.push_bind(id.clone())
+                            .push_bind(node.clone())
+                            .push_bind(snapshot.clone())
+                            .push_bind(*at);
+                    });
+                    qb.push($crate::store::common::SAVE_RESUME_TAIL);
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for ids in batch.resume_drop.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new($crate::store::common::DROP_RESUME_HEAD);
+                    let mut sep = qb.separated(", ");
+                    for id in ids {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -754,11 +787,31 @@ macro_rules! impl_store {
             }
 
             async fn close_interrupted_calls(&self, now_ms: i64) -> $crate::store::Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query($crate::store::common::SWEEP_RESUME)
+                    .execute(&mut *tx)
+                    .await?;
                 let r = sqlx::query($crate::store::common::CLOSE_INTERRUPTED)
                     .bind(now_ms)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(r.rows_affected())
+            }
+
+            async fn list_resumable_calls(
+                &self,
+                node: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::ResumableCall>> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as($crate::store::common::LIST_RESUMABLE)
+                        .bind(node)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, snapshot)| $crate::store::ResumableCall { id, snapshot })
+                    .collect())
             }
 
             async fn claim_idempotency_key(
@@ -925,9 +978,14 @@ pub(crate) struct FoldedBatch {
     pub answered: Vec<(String, i64)>,
     /// (id, at, cause, sip_status, duration_ms)
     pub ended: Vec<(String, i64, String, u16, i64)>,
+    /// The last resume snapshot of each call the batch left resumable:
+    /// (id, node, snapshot, at).
+    pub resume_save: Vec<(String, String, String, i64)>,
+    /// Calls the batch left not resumable.
+    pub resume_drop: Vec<String>,
 }
 
-pub(crate) fn fold(events: &[crate::store::CdrEvent]) -> FoldedBatch {
+pub(crate) fn fold<'a>(events: &'a [crate::store::CdrEvent]) -> FoldedBatch {
     use crate::store::CdrEvent;
     use std::collections::HashMap;
     use std::collections::hash_map::Entry;
@@ -935,8 +993,27 @@ pub(crate) fn fold(events: &[crate::store::CdrEvent]) -> FoldedBatch {
     let mut started: HashMap<&str, usize> = HashMap::new();
     let mut answered: HashMap<&str, ()> = HashMap::new();
     let mut ended: HashMap<&str, ()> = HashMap::new();
+    // Each call's last resume change, in first-seen order: (node,
+    // snapshot, at), or None when withdrawn.
+    type Change<'a> = Option<(&'a str, &'a str, i64)>;
+    let mut resume: Vec<(&str, Change)> = Vec::new();
+    let mut resume_at: HashMap<&str, usize> = HashMap::new();
+    let mut set_resume = |id: &'a str, v: Change<'a>| match resume_at.entry(id) {
+        Entry::Occupied(o) => resume[*o.get()].1 = v,
+        Entry::Vacant(e) => {
+            e.insert(resume.len());
+            resume.push((id, v));
+        }
+    };
     for ev in events {
         match ev {
+            CdrEvent::Resumable {
+                id,
+                node,
+                snapshot,
+                at,
+            } => set_resume(id, Some((node, snapshot, *at))),
+            CdrEvent::NotResumable { id } => set_resume(id, None),
             CdrEvent::Started(c) => {
                 if let Entry::Vacant(v) = started.entry(c.id.as_str()) {
                     v.insert(f.started.len());
@@ -977,6 +1054,15 @@ pub(crate) fn fold(events: &[crate::store::CdrEvent]) -> FoldedBatch {
                     }
                 }
             },
+        }
+    }
+    for (id, v) in resume {
+        match v {
+            Some((node, snapshot, at)) => {
+                f.resume_save
+                    .push((id.to_string(), node.to_string(), snapshot.to_string(), at));
+            }
+            None => f.resume_drop.push(id.to_string()),
         }
     }
     f

@@ -79,7 +79,11 @@ pub trait Store: Send + Sync + 'static {
     /// Closes calls left open by a crash as `interrupted`; returns how many.
     /// `end_at` = `now_ms`, `sip_status` kept if set else 500, `duration_ms`
     /// = `now_ms - answer_at` for answered calls (never negative), else 0.
+    /// Calls that are resumable ([`CdrEvent::Resumable`]) stay open for
+    /// their node to take back; resume rows of ended calls are swept.
     async fn close_interrupted_calls(&self, now_ms: i64) -> Result<u64>;
+    /// The open calls `node` left resumable, oldest first.
+    async fn list_resumable_calls(&self, node: &str) -> Result<Vec<ResumableCall>>;
 
     /// Claims `key` for a request with `fingerprint` (its body) at `now_ms`,
     /// unless a claim younger than `ttl_ms` holds it.

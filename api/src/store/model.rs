@@ -227,6 +227,25 @@ pub enum CdrEvent {
         sip_status: u16,
         duration_ms: i64,
     },
+    /// The live call can be taken back by `node` after a restart from
+    /// `snapshot` (the daemon's own format); replaces an earlier one.
+    Resumable {
+        id: String,
+        node: String,
+        snapshot: String,
+        at: i64,
+    },
+    /// The call can no longer be resumed (it ended, or is mid-change).
+    NotResumable {
+        id: String,
+    },
+}
+
+/// A live call a node may take back after its restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumableCall {
+    pub id: String,
+    pub snapshot: String,
 }
 
 /// Filter for call listings.

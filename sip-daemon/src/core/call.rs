@@ -74,7 +74,7 @@ pub struct SessionTimer {
 }
 
 impl SessionTimer {
-    fn start(now: Instant, interval: u32, we_refresh: bool) -> SessionTimer {
+    pub(super) fn start(now: Instant, interval: u32, we_refresh: bool) -> SessionTimer {
         let secs = if we_refresh {
             interval / 2
         } else {
@@ -1360,6 +1360,8 @@ impl Core {
         let Some(call) = self.calls.remove(&h) else {
             return;
         };
+        self.restoring.remove(&h);
+        self.forget_snapshot(h, &call.sid);
         self.dialogs.remove(&call.dialog.key);
         for hb in call.bridge.into_iter().chain(call.transfer) {
             self.end_bridge(now, hb);

@@ -408,6 +408,9 @@ impl Core {
         locals: [SocketAddr; 2],
     ) {
         let [h, hb] = legs;
+        if self.restored_relay_opened(h) {
+            return;
+        }
         if let Some(o) = self.out_legs.get(&hb)
             && o.rebridge == Some(h)
         {

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod hold;
 pub mod originate;
 pub mod registrar;
+pub mod resume;
 pub mod sms;
 pub mod stream;
 pub mod transfer;
@@ -43,7 +44,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use registrar::{RegisterOutcome, Registrar, RegistrarConfig, RegistrationChange};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,6 +83,9 @@ pub struct CoreConfig {
     /// When a voice webhook fails (error, timeout, bad answer): take the
     /// number's own route (true) or refuse the call with 503 (false).
     pub voice_fallback_to_route: bool,
+    /// This node's name in the store: bridged calls are kept resumable
+    /// under it ([`resume`]). `None`: no snapshots.
+    pub resume_node: Option<String>,
 }
 
 /// How calls on route `stream` reach the AI.
@@ -129,6 +133,7 @@ impl Default for CoreConfig {
             forward: forward::ForwardSettings::default(),
             listeners: Vec::new(),
             voice_fallback_to_route: true,
+            resume_node: None,
         }
     }
 }
@@ -191,6 +196,8 @@ enum TimerRef {
     /// already (RFC 3261 §17.2.1).
     Trying(u64),
     Sweep,
+    /// Save the snapshots of bridged calls that changed ([`resume`]).
+    Snapshots,
 }
 
 /// Interval of registrar sweeps.
@@ -219,6 +226,10 @@ pub struct Core {
     cdr_saturated: bool,
     active_by_number: HashMap<String, u32>,
     active_by_trunk: HashMap<String, u32>,
+    /// Calls whose snapshot the store holds, with its fingerprint.
+    resumable: HashMap<u64, u64>,
+    /// Restored calls whose relay is not adopted yet.
+    restoring: HashSet<u64>,
 }
 
 impl Core {
@@ -251,8 +262,13 @@ impl Core {
             cdr_saturated: false,
             active_by_number: HashMap::new(),
             active_by_trunk: HashMap::new(),
+            resumable: HashMap::new(),
+            restoring: HashSet::new(),
         };
         core.schedule(clock.base + SWEEP_EVERY, TimerRef::Sweep);
+        if core.cfg.resume_node.is_some() {
+            core.schedule(clock.base + resume::SAVE_EVERY, TimerRef::Snapshots);
+        }
         core
     }
 
@@ -531,6 +547,10 @@ impl Core {
                         .registrations_active
                         .set(self.registrar.count() as i64);
                     self.schedule(now + SWEEP_EVERY, TimerRef::Sweep);
+                }
+                TimerRef::Snapshots => {
+                    self.save_snapshots(now);
+                    self.schedule(now + resume::SAVE_EVERY, TimerRef::Snapshots);
                 }
             }
         }

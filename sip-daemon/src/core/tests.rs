@@ -130,12 +130,19 @@ fn peer(transport: TransportKind, remote: &str) -> Peer {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::new_with(|_| {})
+    }
+
+    /// A core whose config `f` adjusts.
+    fn new_with(f: impl FnOnce(&mut CoreConfig)) -> Harness {
         let t0 = Instant::now();
+        let mut cfg = CoreConfig {
+            listeners: vec![(TransportKind::Udp, LOCAL.parse().unwrap())],
+            ..CoreConfig::default()
+        };
+        f(&mut cfg);
         let core = Core::new(
-            CoreConfig {
-                listeners: vec![(TransportKind::Udp, LOCAL.parse().unwrap())],
-                ..CoreConfig::default()
-            },
+            cfg,
             Arc::new(routing()),
             Metrics::unregistered(),
             WallClock {
@@ -1078,4 +1085,5 @@ fn registered_user_as_call_target_is_redirected_to_its_binding() {
 
 mod forward;
 mod originate;
+mod resume;
 mod webhook;

@@ -15,7 +15,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn parse(a: &str) -> Option<Direction> {
+    pub fn parse(a: &str) -> Option<Direction> {
         Some(match a {
             "sendrecv" => Direction::SendRecv,
             "sendonly" => Direction::SendOnly,

@@ -4,11 +4,11 @@
 
 use super::*;
 
-const FAR: &str = "192.0.2.10:5070";
-const FAR_SDP: &str = "v=0\r\no=far 7 7 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 50000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+pub(super) const FAR: &str = "192.0.2.10:5070";
+pub(super) const FAR_SDP: &str = "v=0\r\no=far 7 7 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 50000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
 
 /// Responds to the far INVITE `inv` as the far side.
-fn far_response(
+pub(super) fn far_response(
     inv: &str,
     status: u16,
     reason: &str,
@@ -44,7 +44,7 @@ fn far_peer() -> Peer {
 impl Harness {
     /// The caller's INVITE to a forward number: the relay is bound and
     /// the far INVITE leaves. Returns (caller leg, far leg, far INVITE).
-    fn forwarded(&mut self, to: &str, call_id: &str) -> (u64, u64, String) {
+    pub(super) fn forwarded(&mut self, to: &str, call_id: &str) -> (u64, u64, String) {
         self.recv(&invite(to, call_id, "z9hG4bK-fwd1", "", SDP));
         let (legs, media) = match self.media.last() {
             Some(MediaCommand::OpenRelay { legs, media, .. }) => (*legs, *media),
@@ -79,11 +79,11 @@ impl Harness {
         })
     }
 
-    fn far(&mut self, msg: &str) {
+    pub(super) fn far(&mut self, msg: &str) {
         self.recv_from(far_peer(), msg);
     }
 
-    fn sent_to(&mut self) -> Vec<(String, String)> {
+    pub(super) fn sent_to(&mut self) -> Vec<(String, String)> {
         self.sent
             .drain(..)
             .map(|(p, s)| (p.remote.to_string(), s))
