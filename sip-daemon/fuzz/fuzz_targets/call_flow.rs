@@ -2,7 +2,9 @@
 //! a caller and a far side, media events and time passing, on routes that
 //! echo, stream to an AI and forward (the B2BUA: far legs, CANCEL, REFER,
 //! hold across the bridge, fallbacks, AI transfers). The core must never
-//! panic, whatever arrives in whatever order.
+//! panic, whatever arrives in whatever order. The snapshots it saves of
+//! bridged calls are then restored by a second core, as the next run of
+//! the daemon would, both as saved and altered by the input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use media_userspace::control::{MediaCommand, MediaEvent};
@@ -66,14 +68,32 @@ fn peer(remote: &str) -> Peer {
     }
 }
 
+fn config() -> CoreConfig {
+    CoreConfig {
+        listeners: vec![(TransportKind::Udp, "127.0.0.1:5060".parse().unwrap())],
+        resume_node: Some("n".into()),
+        ..CoreConfig::default()
+    }
+}
+
+/// `snapshot` with bytes replaced where `edits` (pairs of position and
+/// byte) say.
+fn altered(snapshot: &str, edits: &[u8]) -> String {
+    let mut b = snapshot.as_bytes().to_vec();
+    for e in edits.chunks(2) {
+        if let ([at, v], false) = (e, b.is_empty()) {
+            let i = usize::from(*at) * 7 % b.len();
+            b[i] = *v;
+        }
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let mut now = t0;
     let mut core = Core::new(
-        CoreConfig {
-            listeners: vec![(TransportKind::Udp, "127.0.0.1:5060".parse().unwrap())],
-            ..CoreConfig::default()
-        },
+        config(),
         Arc::new(routing()),
         Metrics::unregistered(),
         WallClock {
@@ -85,6 +105,8 @@ fuzz_target!(|data: &[u8]| {
     let peers = [peer("127.0.0.1:5061"), peer("192.0.2.10:5070"), peer("192.0.2.11:5060")];
     // Media commands seen so far: the events below answer them.
     let mut opened: Vec<MediaCommand> = Vec::new();
+    // Snapshots the core saved: (call id, snapshot).
+    let mut saved: Vec<(String, String)> = Vec::new();
     let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     for chunk in data.split(|&b| b == 0xff).take(64) {
         let Some((&op, rest)) = chunk.split_first() else {
@@ -122,11 +144,50 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         while let Some(o) = core.poll_output() {
-            if let Output::Media(m @ (MediaCommand::Open { .. } | MediaCommand::OpenRelay { .. })) = o {
-                opened.push(m);
+            match o {
+                Output::Media(m @ (MediaCommand::Open { .. } | MediaCommand::OpenRelay { .. })) => opened.push(m),
+                Output::Cdr(api::store::CdrEvent::Resumable { id, snapshot, .. }) => saved.push((id, snapshot)),
+                _ => {}
             }
         }
     }
+    // The next run takes the saved calls back.
+    let mut next = Core::new(
+        config(),
+        Arc::new(routing()),
+        Metrics::unregistered(),
+        WallClock {
+            base: now,
+            base_unix_ms: 1_700_000_100_000,
+        },
+        8,
+    );
+    let edits = data.rsplit(|&b| b == 0xff).next().unwrap_or_default();
+    let resumable = saved
+        .iter()
+        .flat_map(|(id, snapshot)| {
+            [snapshot.clone(), altered(snapshot, edits)]
+                .map(|snapshot| api::store::ResumableCall { id: id.clone(), snapshot })
+        })
+        .collect();
+    let _ = next.restore(now, resumable);
+    while let Some(o) = next.poll_output() {
+        if let Output::Media(MediaCommand::AdoptRelay { legs, .. }) = o {
+            let ev = if legs[0] % 2 == 0 {
+                MediaEvent::RelayOpened { legs, locals: [local(30002), local(30004)] }
+            } else {
+                MediaEvent::Failed { leg: legs[0], reason: "x".into() }
+            };
+            next.handle_media(now, ev);
+        }
+    }
+    for chunk in data.split(|&b| b == 0xff).take(8) {
+        let msg = parse(chunk, Framing::Datagram);
+        next.handle_inbound(now, peers[chunk.len() % 3], msg);
+    }
+    next.handle_timeout(now + Duration::from_secs(120));
+    next.hangup_all(now + Duration::from_secs(120), "shutdown");
+    while next.poll_output().is_some() {}
     // Everything ends: no timer may panic on the way out.
     now += Duration::from_secs(120);
     core.handle_timeout(now);

@@ -31,6 +31,9 @@ pub struct Opts<'a> {
     pub ip: Option<&'a str>,
     /// Keys added to the `[api]` section.
     pub api_extra: &'a str,
+    /// `media.xdp_pin_dir` (a bpffs directory the test mounted); empty by
+    /// default, so a test daemon never touches a host gateway's pins.
+    pub xdp_pin_dir: &'a str,
 }
 
 pub struct Daemon {
@@ -115,6 +118,7 @@ impl Daemon {
             netns,
             ip,
             api_extra,
+            xdp_pin_dir,
         } = o;
         let ip = ip.unwrap_or("127.0.0.1");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -144,7 +148,7 @@ port_min = {media_base}
 port_max = {media_max}
 timeout_secs = 30
 workers = 1
-xdp_pin_dir = ""
+xdp_pin_dir = "{xdp_pin_dir}"
 {media_extra}
 
 [store]
@@ -501,7 +505,12 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 
 impl Caller {
     pub fn new(daemon: SocketAddr, call_id: &str) -> Caller {
-        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Caller::with_socket(UdpSocket::bind("127.0.0.1:0").unwrap(), daemon, call_id)
+    }
+
+    /// A caller on `sip` (bound where the test wants, e.g. in a network
+    /// namespace); its SDP names that socket's address.
+    pub fn with_socket(sip: UdpSocket, daemon: SocketAddr, call_id: &str) -> Caller {
         sip.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         Caller {
@@ -558,8 +567,9 @@ impl Caller {
     /// INVITE; `Some(rtp address)` when answered 2xx, `None` when the
     /// final response is `want` (a rejection).
     pub fn try_invite(&mut self, sdp_port: u16, want: u16) -> Option<SocketAddr> {
+        let ip = self.sip.local_addr().unwrap().ip();
         let sdp = format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP {formats}\r\n{rtpmaps}a=ptime:20\r\na=sendrecv\r\n",
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP {formats}\r\n{rtpmaps}a=ptime:20\r\na=sendrecv\r\n",
             formats = self.formats,
             rtpmaps = self.rtpmaps,
         );
@@ -601,7 +611,12 @@ impl Caller {
         self.sip
             .send_to(self.request("ACK", 1, "ack1", "").as_bytes(), self.daemon)
             .unwrap();
-        Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        let ip = ok
+            .lines()
+            .find_map(|l| l.strip_prefix("c=IN IP4 "))
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        Some(SocketAddr::new(ip, port))
     }
 
     pub fn bye(&self) {
