@@ -228,6 +228,8 @@ pub async fn run(
         .map_err(DaemonError::Signal)?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(DaemonError::Signal)?;
+    let mut sigusr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .map_err(DaemonError::Signal)?;
 
     if let Some(s) = started {
         let _ = s.send(Started {
@@ -250,6 +252,13 @@ pub async fn run(
             biased;
             _ = sigterm.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGTERM"),
             _ = sigint.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGINT"),
+            _ = sigusr2.recv() => {
+                // A restart that keeps the bridged calls: the next run
+                // takes them back from the store (and the kernel).
+                let kept = core.hand_over(Instant::now());
+                tracing::info!(calls = kept, "SIGUSR2: handing bridged calls over to the next run");
+                begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGUSR2");
+            }
             _ = shutdown.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "shutdown request"),
             Some(ev) = media_rx.recv() => core.handle_media(Instant::now(), ev),
             Some(inb) = in_rx.recv() => {
@@ -281,15 +290,15 @@ pub async fn run(
         if let Some(deadline) = drain_deadline {
             // Server transactions merely absorbing retransmissions (Timer
             // J/K) do not hold the process; our own BYEs do.
-            if core.active_calls() == 0 && core.pending_requests() == 0 {
+            if core.calls_to_drain() == 0 && core.pending_requests() == 0 {
                 break;
             }
             if hung_up_at.is_none() && now >= deadline {
                 tracing::warn!(
-                    calls = core.active_calls(),
+                    calls = core.calls_to_drain(),
                     "drain timeout: hanging up remaining calls"
                 );
-                core.hangup_all(now, "shutdown");
+                core.hangup_drained(now, "shutdown");
                 hung_up_at = Some(now);
                 flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
             }

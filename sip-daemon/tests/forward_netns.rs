@@ -331,12 +331,25 @@ fn rtp_counter(sock: UdpSocket, ssrc: u32, stop: Arc<AtomicBool>) -> std::thread
     })
 }
 
+/// How the first run stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: nothing closed, nothing flushed.
+    Crash,
+    /// SIGUSR2: a planned restart that hands the bridged calls over.
+    HandOver,
+}
+
 /// A call caller → +15557000005 → far party through the daemon, with RTP
-/// flowing both ways while the daemon is killed (SIGKILL, nothing closed)
-/// and started again on the same store; then the caller hangs up through
-/// the new run. Returns (sent, received) per direction (caller→far,
-/// far→caller) and the daemon.
-fn call_across_a_restart(t: &Topology, xdp: &str, pin: &str) -> ([(u64, u64); 2], Daemon) {
+/// flowing both ways while the daemon stops (`stop`) and starts again on
+/// the same store; then the caller hangs up through the new run. Returns
+/// (sent, received) per direction (caller→far, far→caller) and the daemon.
+fn call_across_a_restart(
+    t: &Topology,
+    xdp: &str,
+    pin: &str,
+    stop_how: Stop,
+) -> ([(u64, u64); 2], Daemon) {
     let far = FarParty::start(t, Duration::from_secs(60));
     let mut d = Daemon::start_opts(Opts {
         netns: Some(&t.ns[1]),
@@ -396,7 +409,22 @@ trunk = "far"
             d.logs()
         );
     }
-    d.crash();
+    match stop_how {
+        Stop::Crash => d.crash(),
+        Stop::HandOver => {
+            let asked = Instant::now();
+            d.sigusr2();
+            // The call is left to the next run: the drain (5 s in tests)
+            // does not wait for it.
+            let exit = d.wait_exit(Duration::from_secs(4));
+            assert!(
+                exit.is_some_and(|e| e.success()),
+                "exited at once and cleanly: {exit:?}\n{}",
+                d.logs()
+            );
+            eprintln!("handed over and exited in {:?}", asked.elapsed());
+        }
+    }
     std::thread::sleep(Duration::from_millis(500));
     d.restart();
     std::thread::sleep(Duration::from_millis(1500));
@@ -434,7 +462,7 @@ fn forwarded_call_keeps_its_media_in_the_kernel_and_its_dialogs_across_a_daemon_
             })
         })
         .collect();
-    let (flows, d) = call_across_a_restart(&t, "on", pin.to_str().unwrap());
+    let (flows, d) = call_across_a_restart(&t, "on", pin.to_str().unwrap(), Stop::Crash);
     eprintln!(
         "across the restart (sent, received): caller→far {:?}, far→caller {:?}",
         flows[0], flows[1]
@@ -464,7 +492,7 @@ fn forwarded_call_keeps_its_dialogs_across_a_daemon_restart_in_userspace() {
         return;
     }
     let t = Topology::new("u");
-    let (flows, d) = call_across_a_restart(&t, "off", "");
+    let (flows, d) = call_across_a_restart(&t, "off", "", Stop::Crash);
     eprintln!(
         "across the restart (sent, received): caller→far {:?}, far→caller {:?}",
         flows[0], flows[1]
@@ -479,4 +507,43 @@ fn forwarded_call_keeps_its_dialogs_across_a_daemon_restart_in_userspace() {
         );
     }
     assert!(d.metric("gateway_rtp_tx_packets_total") > 300.0);
+}
+
+#[test]
+fn sigusr2_hands_a_kernel_relayed_call_over_to_the_next_run() {
+    if !available() {
+        return;
+    }
+    let bpffs = BpfFs::mount("handover");
+    let pin = bpffs.0.join("voice-gateway");
+    let t = Topology::new("h");
+    let _pass: Vec<XdpOffload> = [(0, "c0"), (2, "f0")]
+        .into_iter()
+        .map(|(i, dev)| {
+            t.run(i, move || {
+                XdpOffload::load(dev, XdpMode::Native).expect("XDP_PASS")
+            })
+        })
+        .collect();
+    let (flows, d) = call_across_a_restart(&t, "on", pin.to_str().unwrap(), Stop::HandOver);
+    eprintln!(
+        "across the hand-over (sent, received): caller→far {:?}, far→caller {:?}",
+        flows[0], flows[1]
+    );
+    for (i, (sent, got)) in flows.into_iter().enumerate() {
+        assert!(sent >= 500, "direction {i}: {sent} sent");
+        assert_eq!(
+            got,
+            sent,
+            "direction {i}: 0 lost across the hand-over\n{}",
+            d.logs()
+        );
+    }
+    assert!(
+        d.logs().contains("handing bridged calls over"),
+        "{}",
+        d.logs()
+    );
+    drop(d);
+    let _ = XdpOffload::unpin(&pin);
 }

@@ -230,6 +230,8 @@ pub struct Core {
     resumable: HashMap<u64, u64>,
     /// Restored calls whose relay is not adopted yet.
     restoring: HashSet<u64>,
+    /// Stopping for a restart: resumable calls are left to the next run.
+    handing_over: bool,
 }
 
 impl Core {
@@ -264,6 +266,7 @@ impl Core {
             active_by_trunk: HashMap::new(),
             resumable: HashMap::new(),
             restoring: HashSet::new(),
+            handing_over: false,
         };
         core.schedule(clock.base + SWEEP_EVERY, TimerRef::Sweep);
         if core.cfg.resume_node.is_some() {
@@ -448,8 +451,21 @@ impl Core {
 
     /// Requests we sent that still await their final response (a drain
     /// waits for the BYEs of calls it hung up).
+    /// An INVITE that got its answer (RFC 6026 Accepted, Completed) only
+    /// absorbs retransmissions: it holds nothing.
     pub fn pending_requests(&self) -> usize {
-        self.txns.client.len()
+        use crate::sip::transaction::ClientState;
+        self.txns
+            .client
+            .values()
+            .filter(|e| {
+                !(matches!(e.purpose, txns::ClientPurpose::Invite(_))
+                    && matches!(
+                        e.txn.state(),
+                        ClientState::Accepted | ClientState::Completed | ClientState::Terminated
+                    ))
+            })
+            .count()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {

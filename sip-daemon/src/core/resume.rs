@@ -368,6 +368,39 @@ impl Core {
         }
     }
 
+    /// A hand-over to the next run (SIGUSR2): saves every snapshot that
+    /// changed now; returns how many calls the next run will take back.
+    /// Those calls no longer hold the drain ([`Core::calls_to_drain`]).
+    pub fn hand_over(&mut self, now: Instant) -> usize {
+        self.handing_over = true;
+        self.save_snapshots(now);
+        self.resumable.len()
+    }
+
+    /// Calls a drain waits for: all of them, or during a hand-over those
+    /// the next run will not take back.
+    pub fn calls_to_drain(&self) -> usize {
+        if self.handing_over {
+            self.calls.len() - self.resumable.len().min(self.calls.len())
+        } else {
+            self.calls.len()
+        }
+    }
+
+    /// The end of a drain: hangs up the calls it waited for (during a
+    /// hand-over, the resumable ones are left to the next run).
+    pub fn hangup_drained(&mut self, now: Instant, cause: &str) {
+        let handles: Vec<u64> = self
+            .calls
+            .keys()
+            .copied()
+            .filter(|h| !(self.handing_over && self.resumable.contains_key(h)))
+            .collect();
+        for h in handles {
+            self.hangup(now, h, cause);
+        }
+    }
+
     /// A call that ends is no longer resumable.
     pub(super) fn forget_snapshot(&mut self, h: u64, sid: &str) {
         if self.resumable.remove(&h).is_some() {

@@ -248,6 +248,15 @@ target = "ws://127.0.0.1:9/stream"
         }
     }
 
+    /// Sends SIGUSR2 (a restart that hands bridged calls over) without
+    /// waiting.
+    pub fn sigusr2(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        unsafe {
+            libc::kill(pid as i32, libc::SIGUSR2);
+        }
+    }
+
     /// Waits (bounded) for the process to exit on its own.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
