@@ -405,6 +405,11 @@ impl XdpPath {
         rules.map(|(k, _)| o.counters(&k).ok().flatten().unwrap_or_default())
     }
 
+    /// The kernel's id of this process's copy of the program.
+    pub fn program_id(&self) -> Option<u32> {
+        self.lock().program_id()
+    }
+
     /// Every rule the kernel holds, those a previous run left included.
     pub fn rules(&self) -> Vec<(RelayKey, RelayRule)> {
         self.lock().rules()

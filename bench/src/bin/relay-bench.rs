@@ -246,8 +246,11 @@ struct Run {
     /// ns per run of the XDP program itself (kernel bpf_stats), for the
     /// modes that run it at the gateway.
     prog_ns: Option<f64>,
+    /// Everything the generator sent and what of it arrived (loss).
     sent: u64,
     delivered: u64,
+    /// What arrived within the measured window (rates and CPU per packet).
+    window: u64,
     /// CPU of the relay itself: its threads (ours, rtpengine) or the NAPI
     /// kernel thread running the XDP program.
     relay_ticks: u64,
@@ -258,17 +261,17 @@ struct Run {
 
 impl Run {
     fn pps(&self) -> f64 {
-        self.delivered as f64 / self.secs
+        self.window as f64 / self.secs
     }
     fn loss(&self) -> f64 {
         1.0 - self.delivered as f64 / self.sent.max(1) as f64
     }
     fn ns_per_packet(&self) -> f64 {
         // USER_HZ is 100 on Linux.
-        self.busy_ticks as f64 * 1e7 / self.delivered.max(1) as f64
+        self.busy_ticks as f64 * 1e7 / self.window.max(1) as f64
     }
     fn relay_ns_per_packet(&self) -> f64 {
-        self.relay_ticks as f64 * 1e7 / self.delivered.max(1) as f64
+        self.relay_ticks as f64 * 1e7 / self.window.max(1) as f64
     }
     fn cpu_share(&self) -> f64 {
         self.busy_ticks as f64 / self.total_ticks.max(1) as f64
@@ -276,7 +279,11 @@ impl Run {
 }
 
 /// Runs the generator against `targets` (after 0.5 s of warm-up) for
-/// `secs`, counting delivery with `delivered`.
+/// `secs`, counting delivery with `delivered`. Loss is counted over the
+/// whole run, from before the first packet to after the last arrived:
+/// sampling `delivered` mid-stream takes long with thousands of flows
+/// (one map read each), and packets landing during that read would show
+/// as lost.
 fn measure(
     t: &Topology,
     targets: Vec<SocketAddrV4>,
@@ -289,19 +296,13 @@ fn measure(
     });
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    let base = delivered();
     let (st, se, rate) = (stop.clone(), sent.clone(), a.rate);
     let g = std::thread::spawn(move || generator(sock, targets, rate, st, se));
     std::thread::sleep(Duration::from_millis(500));
-    let (s0, d0, c0, r0, t0) = (
-        sent.load(Ordering::Relaxed),
-        delivered(),
-        cpu_ticks(),
-        stat_ticks(relay),
-        Instant::now(),
-    );
+    let (d0, c0, r0, t0) = (delivered(), cpu_ticks(), stat_ticks(relay), Instant::now());
     std::thread::sleep(Duration::from_secs(a.secs));
-    let (s1, c1, r1, t1) = (
-        sent.load(Ordering::Relaxed),
+    let (c1, r1, t1) = (
         cpu_ticks(),
         stat_ticks(relay),
         Instant::now(),
@@ -313,8 +314,9 @@ fn measure(
     let d1 = delivered();
     Run {
         prog_ns: None,
-        sent: s1 - s0,
-        delivered: d1 - d0,
+        sent: sent.load(Ordering::Relaxed),
+        delivered: d1 - base,
+        window: d1 - d0,
         relay_ticks: r1 - r0,
         busy_ticks: c1.0 - c0.0,
         total_ticks: c1.1 - c0.1,
@@ -413,79 +415,246 @@ fn media(remote: SocketAddr) -> LegMedia {
     }
 }
 
-/// Our relay (with or without the XDP path) on one media worker, CPU 0.
+/// Calls one engine process relays in the XDP mode's concurrency runs: a
+/// relayed call holds four sockets (RTP and RTCP, both legs) and this
+/// sandbox caps a process at 20,000 descriptors without letting it raise
+/// the cap, so larger runs split the calls over several engine processes
+/// sharing one pinned program and its maps (as successive runs of the
+/// daemon do). Production sets the cap (LimitNOFILE) instead.
+const CALLS_PER_PROCESS: usize = 4_000;
+
+/// Ports each engine process allocates from (RTP even, RTCP odd).
+fn port_range(process: usize, processes: usize) -> (u16, u16) {
+    let span = 45_000 / processes;
+    let min = 20_000 + process * span;
+    (min as u16, (min + span - 1) as u16)
+}
+
+/// Opens `flows` relays on `engine` (legs numbered from `first_leg`)
+/// between `caller` and `far`; their (caller side, far side) ports.
+fn open_relays(
+    engine: &MediaEngine,
+    flows: usize,
+    first_leg: u64,
+    caller: SocketAddr,
+    far: SocketAddr,
+) -> Vec<[u16; 2]> {
+    (0..flows)
+        .map(|i| {
+            match engine.command(MediaCommand::OpenRelay {
+                legs: [first_leg + 2 * i as u64, first_leg + 1 + 2 * i as u64],
+                media: [media(caller), media(far)],
+                timeout: Duration::from_secs(300),
+            }) {
+                Some(MediaEvent::RelayOpened { locals, .. }) => [locals[0].port(), locals[1].port()],
+                other => panic!("relay: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn start_engine(xdp: Option<Arc<XdpPath>>, ports: (u16, u16)) -> MediaEngine {
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::mem::forget(rx);
+    MediaEngine::start(
+        EngineConfig {
+            bind_ip: GW_C.parse().unwrap(),
+            port_min: ports.0,
+            port_max: ports.1,
+            workers: 1,
+            prefer_io_uring: false,
+            xdp,
+        },
+        events,
+    )
+    .expect("engine")
+}
+
+/// The XDP program pinned in `dir` and attached (through pinned links) on
+/// the gateway's veths: a program and maps shared with the other engine
+/// processes; the last one attached runs.
+fn pinned_path(dir: &std::path::Path) -> XdpPath {
+    let mut o = XdpOffload::load_pinned(dir).expect("load XDP pinned");
+    for dev in ["gc", "gf"] {
+        o.attach_pinned(dev, XdpMode::Native, dir).expect("attach pinned");
+    }
+    XdpPath::new(o, Some(GW_C.parse().unwrap()), false)
+}
+
+/// `relay-bench --engine-child DIR FLOWS FIRST_LEG PROCESS PROCESSES CALLER FAR`,
+/// run by `ip netns exec` in the gateway namespace: one more engine
+/// process on the pinned program. Prints each relay's ports, then
+/// `ready`, and relays until its stdin closes.
+fn engine_child(v: &[String]) {
+    let arg = |i: usize| v.get(i).unwrap_or_else(|| panic!("--engine-child: argument {i}"));
+    let dir = std::path::PathBuf::from(arg(0));
+    let flows: usize = arg(1).parse().expect("flows");
+    let first_leg: u64 = arg(2).parse().expect("first leg");
+    let process: usize = arg(3).parse().expect("process");
+    let processes: usize = arg(4).parse().expect("processes");
+    let caller: SocketAddr = arg(5).parse().expect("caller");
+    let far: SocketAddr = arg(6).parse().expect("far");
+    pin(0);
+    let path = Arc::new(pinned_path(&dir));
+    let engine = start_engine(Some(path), port_range(process, processes));
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for p in open_relays(&engine, flows, first_leg, caller, far) {
+        writeln!(out, "{} {}", p[0], p[1]).expect("stdout");
+    }
+    writeln!(out, "ready").expect("stdout");
+    out.flush().expect("stdout");
+    drop(out);
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+    drop(engine);
+}
+
+/// A bpffs mounted for one run's pins; unpinned and unmounted on drop.
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn mount() -> PinDir {
+        let dir = std::env::temp_dir().join(format!("relay-bench-bpffs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf", dir.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -t bpf bpf {}", dir.display());
+        PinDir(dir)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = XdpOffload::unpin(&self.0.join("p"));
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The other engine processes of a run: each one's child handle and the
+/// `stat` files of its media worker.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            drop(c.stdin.take());
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `stat` files of process `pid`'s threads named `name`.
+fn threads_of(pid: u32, name: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|e| e.path().join("stat"))
+        .collect()
+}
+
+/// Our relay (with or without the XDP path) on one media worker, CPU 0;
+/// with XDP and more than [`CALLS_PER_PROCESS`] calls, on several engine
+/// processes sharing the pinned program (their workers all on CPU 0 and
+/// all counted). Returns the run and how many pairs the kernel forwards.
 fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
     let (far, sink) = far_side(t);
-    let (engine, prog_id) = t.run(1, move || {
-        pin(0);
-        let mut prog_id = None;
-        let path = xdp.then(|| {
-            let mut o = XdpOffload::load_detached().expect("load XDP");
-            for dev in ["gc", "gf"] {
-                o.attach(dev, XdpMode::Native).expect("attach");
-            }
-            prog_id = o.program_id();
-            Arc::new(XdpPath::new(o, Some(GW_C.parse().unwrap()), false))
-        });
-        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        std::mem::forget(rx);
-        MediaEngine::start(
-            EngineConfig {
-                bind_ip: GW_C.parse().unwrap(),
-                port_min: 20_000,
-                port_max: 65_000,
-                workers: 1,
-                prefer_io_uring: false,
-                xdp: path,
-            },
-            events,
-        )
-        .map(|e| (e, prog_id))
-        .expect("engine")
-    });
-    let mut relay = own_threads("media-0");
-    if xdp {
-        relay.extend(napi_on_cpu0(t, "gc"));
-    }
     let caller: SocketAddr =
         SocketAddr::from((CALLER.parse::<std::net::Ipv4Addr>().unwrap(), CALLER_PORT));
     let far_addr = far.local_addr().unwrap();
-    let e = engine.clone();
-    let flows = a.flows;
-    let pairs: Vec<[u16; 2]> = t.run(1, move || {
-        (0..flows)
-            .map(|i| {
-                match e.command(MediaCommand::OpenRelay {
-                    legs: [10 + 2 * i as u64, 11 + 2 * i as u64],
-                    media: [media(caller), media(far_addr)],
-                    timeout: Duration::from_secs(300),
-                }) {
-                    Some(MediaEvent::RelayOpened { locals, .. }) => {
-                        [locals[0].port(), locals[1].port()]
-                    }
-                    other => panic!("relay: {other:?}"),
+    let processes = if xdp {
+        a.flows.div_ceil(CALLS_PER_PROCESS)
+    } else {
+        1
+    };
+    let pins = (processes > 1).then(PinDir::mount);
+    let per = a.flows.div_ceil(processes);
+    let mut pairs: Vec<[u16; 2]> = Vec::with_capacity(a.flows);
+    let mut children = Children(Vec::new());
+    let mut relay = Vec::new();
+    if let Some(pins) = &pins {
+        let exe = std::env::current_exe().expect("own executable");
+        for k in 1..processes {
+            let flows = per.min(a.flows - k * per);
+            let mut c = t
+                .exec(1)
+                .arg(&exe)
+                .arg("--engine-child")
+                .arg(pins.0.join("p"))
+                .args([
+                    flows.to_string(),
+                    (1_000_000 * k as u64).to_string(),
+                    k.to_string(),
+                    processes.to_string(),
+                    caller.to_string(),
+                    far_addr.to_string(),
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("engine process");
+            let out = c.stdout.take().expect("child stdout");
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+                let line = line.expect("child output");
+                if line == "ready" {
+                    break;
                 }
-            })
-            .collect()
+                let mut it = line.split(' ').map(|p| p.parse::<u16>().expect("port"));
+                pairs.push([it.next().expect("port"), it.next().expect("port")]);
+            }
+            relay.extend(threads_of(c.id(), "media-0"));
+            children.0.push(c);
+        }
+    }
+    let pin_dir = pins.as_ref().map(|p| p.0.join("p"));
+    let (engine, path) = t.run(1, move || {
+        pin(0);
+        let path = xdp.then(|| {
+            let path = match &pin_dir {
+                // Attached last: its program is the one that runs.
+                Some(dir) => pinned_path(dir),
+                None => {
+                    let mut o = XdpOffload::load_detached().expect("load XDP");
+                    for dev in ["gc", "gf"] {
+                        o.attach(dev, XdpMode::Native).expect("attach");
+                    }
+                    XdpPath::new(o, Some(GW_C.parse().unwrap()), false)
+                }
+            };
+            Arc::new(path)
+        });
+        (start_engine(path.clone(), port_range(0, processes)), path)
     });
+    let prog_id = path.as_ref().and_then(|p| p.program_id());
+    relay.extend(own_threads("media-0"));
+    if xdp {
+        relay.extend(napi_on_cpu0(t, "gc"));
+    }
+    let e = engine.clone();
+    let own = a.flows - pairs.len();
+    pairs.extend(t.run(1, move || open_relays(&e, own, 10, caller, far_addr)));
     // Both sides speak once so every pair latches (and, with XDP, moves
     // to the kernel); the generator's first packets latch the caller side.
     for p in &pairs {
         far.send_to(&rtp(0, 0xfa), gw_c(p[1])).expect("latch far");
     }
     let targets: Vec<SocketAddrV4> = pairs.iter().map(|p| gw_c(p[0])).collect();
-    let stats = engine.stats().clone();
+    // Pairs in the kernel: two rules each, whichever process made them.
+    let in_kernel = || path.as_ref().map_or(0, |p| p.rules().len() as u64 / 2);
     if xdp {
         // Latch the caller side too, and wait (bounded) until every pair
         // runs in the kernel before measuring.
         let caller_sock = t.run(0, || {
             UdpSocket::bind((CALLER, CALLER_PORT)).expect("caller")
         });
-        let until = Instant::now() + Duration::from_secs(60);
+        let until = Instant::now() + Duration::from_secs(90);
         let mut seq = 1;
-        while (stats.xdp_pairs_active.load(Ordering::Relaxed) as usize) < a.flows
-            && Instant::now() < until
-        {
+        while (in_kernel() as usize) < a.flows && Instant::now() < until {
             for (i, p) in pairs.iter().enumerate() {
                 let _ = caller_sock.send_to(&rtp(seq, i as u32 + 1), gw_c(p[0]));
                 let _ = far.send_to(&rtp(seq, 0xfa), gw_c(p[1]));
@@ -497,8 +666,11 @@ fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
     let before = prog_stats(prog_id);
     let mut run = measure(t, targets, a, &|| sink.delivered(), &relay);
     run.prog_ns = per_run(before, prog_stats(prog_id));
-    let offloaded = stats.xdp_pairs_active.load(Ordering::Relaxed);
+    let offloaded = in_kernel();
     drop(far);
+    drop(engine);
+    drop(children);
+    drop(pins);
     (run, offloaded)
 }
 
@@ -635,6 +807,10 @@ fn rtpengine(t: &Topology, a: &Args) -> Run {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "--engine-child") {
+        return engine_child(&argv[1..]);
+    }
     let a = args();
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
