@@ -42,6 +42,8 @@ struct QueueInner {
     /// writer is busy, so no wake-up is lost).
     notify: Notify,
     soft_capacity: usize,
+    /// Events taken by the writer and not yet committed.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl CdrQueue {
@@ -53,6 +55,7 @@ impl CdrQueue {
                 events: Mutex::new(VecDeque::new()),
                 notify: Notify::new(),
                 soft_capacity,
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -67,6 +70,16 @@ impl CdrQueue {
     /// Events waiting to be written (not counting a batch being applied).
     pub fn depth(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Events not yet committed to the store: queued or being written.
+    pub fn unwritten(&self) -> usize {
+        let q = self.lock();
+        q.len()
+            + self
+                .inner
+                .in_flight
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// True when the depth reached the soft capacity: admission should then
@@ -92,12 +105,18 @@ impl CdrQueue {
     fn take_front(&self, max: usize) -> Vec<CdrEvent> {
         let mut q = self.lock();
         let n = max.max(1).min(q.len());
+        self.inner
+            .in_flight
+            .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
         q.drain(..n).collect()
     }
 
     /// Puts `batch` back at the front, in its original order.
     fn requeue_front(&self, batch: Vec<CdrEvent>) {
         let mut q = self.lock();
+        self.inner
+            .in_flight
+            .fetch_sub(batch.len(), std::sync::atomic::Ordering::AcqRel);
         for ev in batch.into_iter().rev() {
             q.push_front(ev);
         }
@@ -273,6 +292,10 @@ struct InFlight<'a> {
 
 impl InFlight<'_> {
     fn written(mut self) {
+        self.queue
+            .inner
+            .in_flight
+            .fetch_sub(self.events.len(), std::sync::atomic::Ordering::AcqRel);
         self.events.clear();
     }
 }

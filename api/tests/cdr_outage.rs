@@ -145,8 +145,8 @@ impl Store for FlakyStore {
     async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>> {
         self.inner.list_calls(filter).await
     }
-    async fn close_interrupted_calls(&self, now_ms: i64) -> Result<u64> {
-        self.inner.close_interrupted_calls(now_ms).await
+    async fn close_interrupted_calls(&self, now_ms: i64, node: &str) -> Result<u64> {
+        self.inner.close_interrupted_calls(now_ms, node).await
     }
     async fn list_resumable_calls(&self, node: &str) -> Result<Vec<ResumableCall>> {
         self.inner.list_resumable_calls(node).await
@@ -316,6 +316,7 @@ async fn writer_backs_off_keeps_order_and_recovers() {
     // Everything is still queued: the failed batch went back to the front
     // (the writer is asleep in its backoff whenever this task runs).
     assert_eq!(queue.depth(), pushed);
+    assert_eq!(queue.unwritten(), pushed, "nothing counted as written");
     assert_eq!(metrics.queue_depth.get(), pushed as i64);
     // Exponential backoff: 10, 20, 40 ms, then capped at 40 ms.
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1].0 - w[0].0).collect();
@@ -333,6 +334,7 @@ async fn writer_backs_off_keeps_order_and_recovers() {
         metrics.written.get() == pushed as u64
     })
     .await;
+    assert_eq!(queue.unwritten(), 0, "all committed");
     assert_eq!(writer.shutdown(Duration::from_secs(5)).await, 0);
     for n in 0..30 {
         assert_final(&*store, n).await;

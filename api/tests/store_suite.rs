@@ -845,7 +845,7 @@ async fn close_interrupted_calls_closes_open_rows(s: Arc<dyn Store>) {
     .unwrap();
     let ended_before = s.get_call(&ended.id).await.unwrap();
 
-    assert_eq!(s.close_interrupted_calls(now).await.unwrap(), 4);
+    assert_eq!(s.close_interrupted_calls(now, "n1").await.unwrap(), 4);
     let get = |id: String| {
         let s = s.clone();
         async move { s.get_call(&id).await.unwrap().unwrap() }
@@ -877,7 +877,7 @@ async fn close_interrupted_calls_closes_open_rows(s: Arc<dyn Store>) {
     assert_eq!(s.get_call(&ended.id).await.unwrap(), ended_before);
 
     // Nothing left open.
-    assert_eq!(s.close_interrupted_calls(now + 1).await.unwrap(), 0);
+    assert_eq!(s.close_interrupted_calls(now + 1, "n1").await.unwrap(), 0);
     let open = s
         .list_calls(&CallFilter {
             active: Some(true),
@@ -935,7 +935,7 @@ async fn resumable_calls_stay_open_for_their_node(s: Arc<dyn Store>) {
     assert_eq!(s.list_resumable_calls("n2").await.unwrap().len(), 1);
     assert!(s.list_resumable_calls("n3").await.unwrap().is_empty());
     // Only c is closed: a and b are resumable (by n1 and n2), d ended.
-    assert_eq!(s.close_interrupted_calls(t + 10).await.unwrap(), 1);
+    assert_eq!(s.close_interrupted_calls(t + 10, "n1").await.unwrap(), 1);
     let c_now = s.get_call(&c.id).await.unwrap().unwrap();
     assert_eq!(c_now.end_cause.as_deref(), Some("interrupted"));
     assert!(s.get_call(&a.id).await.unwrap().unwrap().end_at.is_none());
@@ -944,8 +944,47 @@ async fn resumable_calls_stay_open_for_their_node(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(s.list_resumable_calls("n1").await.unwrap().is_empty());
-    assert_eq!(s.close_interrupted_calls(t + 11).await.unwrap(), 1);
+    assert_eq!(s.close_interrupted_calls(t + 11, "n1").await.unwrap(), 1);
     assert_eq!(s.list_resumable_calls("n2").await.unwrap().len(), 1);
+}
+
+async fn close_interrupted_calls_leaves_other_nodes_calls_alone(s: Arc<dyn Store>) {
+    let t = 1_700_000_000_000;
+    let on = |n: u64, node: Option<&str>| CallRecord {
+        node: node.map(str::to_string),
+        ..call(n, None, Direction::Inbound, t)
+    };
+    let (mine, theirs, legacy) = (on(1, Some("n1")), on(2, Some("n2")), on(3, None));
+    s.apply_cdr_batch(&[
+        CdrEvent::Started(mine.clone()),
+        CdrEvent::Started(theirs.clone()),
+        CdrEvent::Started(legacy.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_call(&mine.id).await.unwrap().unwrap().node.as_deref(),
+        Some("n1")
+    );
+    // n1 starts: its own call and the row from before nodes are closed.
+    assert_eq!(s.close_interrupted_calls(t + 1, "n1").await.unwrap(), 2);
+    assert!(
+        s.get_call(&theirs.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .end_at
+            .is_none()
+    );
+    assert!(
+        s.get_call(&legacy.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .end_at
+            .is_some()
+    );
+    assert_eq!(s.close_interrupted_calls(t + 2, "n2").await.unwrap(), 1);
 }
 
 async fn messages_insert_and_list(s: Arc<dyn Store>) {
@@ -1128,6 +1167,7 @@ suite! {
         list_calls_limits,
         close_interrupted_calls_closes_open_rows,
         resumable_calls_stay_open_for_their_node,
+        close_interrupted_calls_leaves_other_nodes_calls_alone,
         messages_insert_and_list,
     ],
     raw: [

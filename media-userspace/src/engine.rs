@@ -178,6 +178,9 @@ struct BoundLeg {
     rtp: std::net::UdpSocket,
     port: u16,
     rtcp: Option<std::net::UdpSocket>,
+    /// The allocator handed the port out (or reserved it): it goes back
+    /// there when the leg ends. An adopted port outside the range is not.
+    owned: bool,
 }
 
 /// What a worker starts.
@@ -456,7 +459,12 @@ impl MediaEngine {
                         });
                     };
                     let rtcp = bind_rtcp_socket(shared, port);
-                    bound.push(BoundLeg { rtp, port, rtcp });
+                    bound.push(BoundLeg {
+                        rtp,
+                        port,
+                        rtcp,
+                        owned: true,
+                    });
                 }
                 let locals = [
                     SocketAddr::new(shared.cfg.bind_ip, bound[0].port),
@@ -628,12 +636,7 @@ impl MediaEngine {
                 }
             }
         }
-        let n = left.len() as u64;
-        shared.stats.legs_active.fetch_sub(n, Ordering::Relaxed);
-        shared
-            .stats
-            .xdp_pairs_active
-            .fetch_sub(n.div_ceil(2), Ordering::Relaxed);
+        let n = left.len();
         if n > 0 {
             tracing::info!(
                 legs = n,
@@ -649,50 +652,71 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Binds the two ports of a relay a restored call adopts and takes its
-/// pinned rules, when the kernel still holds both.
+/// pinned rules, when the kernel still holds both and they are the two
+/// directions of this very pair.
 fn adopt_sockets(
     shared: &Shared,
     ports: [u16; 2],
 ) -> Result<([BoundLeg; 2], Option<Box<AdoptedRules>>), String> {
+    if ports[0] == 0 || ports[1] == 0 || ports[0] == ports[1] {
+        return Err(format!("relay ports {ports:?} are not a pair"));
+    }
     let mut taken = {
         let mut inherited = lock(&shared.inherited);
         ports.map(|p| inherited.remove(&p))
     };
-    let mut bound = Vec::with_capacity(2);
+    let mut bound: Vec<BoundLeg> = Vec::with_capacity(2);
     for (p, inherited) in ports.into_iter().zip(&taken) {
-        // A port a previous run left in the kernel is reserved already.
-        if inherited.as_ref().is_none_or(|i| !i.reserved) {
-            lock(&shared.ports).reserve(p);
-        }
+        // A port a previous run left in the kernel is reserved already;
+        // another one is reserved now, unless outside the range (then it
+        // is never handed back to the allocator).
+        let owned = match inherited {
+            Some(i) => i.reserved,
+            None => lock(&shared.ports).reserve(p),
+        };
         let addr = SocketAddr::new(shared.cfg.bind_ip, p);
-        let rtp = match std::net::UdpSocket::bind(addr) {
-            Ok(s) if s.set_nonblocking(true).is_ok() => s,
-            Ok(_) | Err(_) => {
-                let e = std::io::Error::last_os_error();
+        let rtp = match std::net::UdpSocket::bind(addr).and_then(|s| {
+            s.set_nonblocking(true)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                // Ports this call reserved go back; an inherited one stays
+                // reserved with its rule for the release.
                 for b in &bound {
-                    let b: &BoundLeg = b;
-                    release_port(shared, b.port);
+                    if b.owned
+                        && taken
+                            .iter()
+                            .flatten()
+                            .all(|i| u16::from_be(i.key.local_port) != b.port)
+                    {
+                        release_port(shared, b.port);
+                    }
                 }
-                release_port(shared, p);
+                if owned && inherited.is_none() {
+                    release_port(shared, p);
+                }
                 forget_inherited(shared, &mut taken);
                 return Err(format!("relay port {addr} cannot be bound again: {e}"));
             }
         };
         let rtcp = bind_rtcp_socket(shared, p);
-        bound.push(BoundLeg { rtp, port: p, rtcp });
+        bound.push(BoundLeg {
+            rtp,
+            port: p,
+            rtcp,
+            owned,
+        });
     }
     let Ok(sockets) = <[BoundLeg; 2]>::try_from(bound) else {
         return Err("relay sockets".into());
     };
-    // Inherited legs were counted active at start; the relay counts them
-    // again from here.
-    let inherited = taken.iter().flatten().count() as u64;
-    shared
-        .stats
-        .legs_active
-        .fetch_sub(inherited, Ordering::Relaxed);
+    let same_pair = |a: &Inherited, b: &Inherited| {
+        // Side A's rule leaves from side B's port, and the reverse.
+        a.rule.src_port_host() == ports[1] && b.rule.src_port_host() == ports[0]
+    };
     let adopted = match taken {
-        [Some(a), Some(b)] => {
+        [Some(a), Some(b)] if same_pair(&a, &b) => {
             // Side A's rule sends to B's peer and B's to A's.
             let peers = [
                 crate::offload::rule_remote(&b.rule),
@@ -703,18 +727,14 @@ fn adopt_sockets(
                 peers,
             }))
         }
-        mut half => {
-            // Half a pair is no use: the relay offloads afresh once latched.
-            let n = half.iter().flatten().count() as u64;
+        others => {
+            // Half a pair, or rules of other pairs: of no use to this
+            // relay, which offloads afresh once latched.
             if let Some(x) = &shared.cfg.xdp {
-                for i in half.iter_mut().flatten() {
+                for i in others.iter().flatten() {
                     x.remove_key(&i.key);
                 }
             }
-            shared
-                .stats
-                .xdp_pairs_active
-                .fetch_sub(n.div_ceil(2), Ordering::Relaxed);
             None
         }
     };
@@ -796,7 +816,9 @@ fn bind_leg_socket(shared: &Shared) -> Option<(std::net::UdpSocket, u16)> {
 /// maps, [`crate::xdp::XdpOffload::load_pinned`]): their media goes on
 /// flowing across the restart. Their ports stay out of the allocator
 /// until a restored call adopts its pair ([`MediaCommand::AdoptRelay`])
-/// or the rest are released ([`MediaEngine::release_inherited`]).
+/// or the rest are released ([`MediaEngine::release_inherited`]). They
+/// count in no statistic until adopted: the relay that adopts a pair
+/// counts it as its own.
 fn take_over_inherited(shared: &Arc<Shared>) -> Result<(), EngineError> {
     let Some(x) = shared.cfg.xdp.clone() else {
         return Ok(());
@@ -806,29 +828,33 @@ fn take_over_inherited(shared: &Arc<Shared>) -> Result<(), EngineError> {
         return Ok(());
     }
     let mut inherited = lock(&shared.inherited);
-    {
-        let mut ports = lock(&shared.ports);
-        for (key, rule) in rules {
-            let port = u16::from_be(key.local_port);
-            let reserved = ports.reserve(port);
-            inherited.insert(
-                port,
-                Inherited {
-                    key,
-                    rule,
-                    reserved,
-                },
-            );
+    let mut ports = lock(&shared.ports);
+    for (key, rule) in rules {
+        let port = u16::from_be(key.local_port);
+        if let Some(old) = inherited.get(&port) {
+            // The same port under another local address (the bind address
+            // changed): neither can be adopted by port; both go.
+            x.remove_key(&old.key);
+            x.remove_key(&key);
+            if let Some(old) = inherited.remove(&port)
+                && old.reserved
+            {
+                ports.release(port);
+            }
+            continue;
         }
+        let reserved = ports.reserve(port);
+        inherited.insert(
+            port,
+            Inherited {
+                key,
+                rule,
+                reserved,
+            },
+        );
     }
-    let n = inherited.len() as u64;
-    shared.stats.legs_active.fetch_add(n, Ordering::Relaxed);
-    shared
-        .stats
-        .xdp_pairs_active
-        .fetch_add(n.div_ceil(2), Ordering::Relaxed);
     tracing::info!(
-        legs = n,
+        legs = inherited.len(),
         "took over relayed legs a previous run left in the kernel"
     );
     Ok(())
@@ -1384,14 +1410,24 @@ mod relayed {
             adopted,
         } = open;
         let ports = [sockets[0].port, sockets[1].port];
+        let owned = [sockets[0].owned, sockets[1].owned];
+        let release = move |shared: &Shared| {
+            for (p, owned) in ports.into_iter().zip(owned) {
+                if owned {
+                    release_port(shared, p);
+                }
+            }
+        };
         let [a, b] = sockets;
         let (Ok(rtp_a), Ok(rtp_b)) = (
             tokio::net::UdpSocket::from_std(a.rtp),
             tokio::net::UdpSocket::from_std(b.rtp),
         ) else {
             shared.stats.legs_active.fetch_sub(2, Ordering::Relaxed);
-            for p in ports {
-                release_port(shared, p);
+            release(shared);
+            if let (Some(a), Some(x)) = (adopted, &shared.cfg.xdp) {
+                // Nothing will relay the pair: the kernel must not either.
+                x.remove(&a.rules);
             }
             let _ = shared.events.send(MediaEvent::Failed {
                 leg: legs[0],
@@ -1409,9 +1445,7 @@ mod relayed {
             let end = run(&shared, legs, pair, &sockets, timeout, ctl, ports, adopted).await;
             drop(sockets);
             shared.stats.legs_active.fetch_sub(2, Ordering::Relaxed);
-            for p in ports {
-                release_port(&shared, p);
-            }
+            release(&shared);
             if let LegEnd::TimedOut = end {
                 for leg in legs {
                     let _ = shared.events.send(MediaEvent::Timeout { leg });
@@ -1562,6 +1596,10 @@ mod relayed {
             // The kernel forwards already: start latched where it sends,
             // counting only what it forwards from now on.
             pair.adopt(a.peers, opened);
+            shared
+                .stats
+                .xdp_pairs_active
+                .fetch_add(1, Ordering::Relaxed);
             offloaded = Some(Offloaded {
                 seen: x.counters(&a.rules),
                 rules: a.rules,

@@ -151,3 +151,92 @@ fn relay_on_tokio_workers() {
 fn relay_on_io_uring_workers() {
     relay_round_trip(true, 43200);
 }
+
+/// A restored call's relay taken over in userspace (no kernel rules): the
+/// same ports bound again, relaying at once; refused with a reason when the
+/// ports are not a pair or are taken; a port outside the range serves the
+/// call and is never handed to another one.
+#[test]
+fn a_restored_call_adopts_its_relay_on_the_same_ports() {
+    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = MediaEngine::start(
+        EngineConfig {
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            port_min: 46_100,
+            port_max: 46_103,
+            workers: 1,
+            prefer_io_uring: false,
+            xdp: None,
+        },
+        events,
+    )
+    .unwrap();
+    let (caller, _) = endpoint();
+    let (callee, _) = endpoint();
+    let media = [
+        media(caller.local_addr().unwrap(), 0, 101),
+        media(callee.local_addr().unwrap(), 0, 101),
+    ];
+    let adopt = |legs: [u64; 2], ports: [u16; 2]| {
+        engine.command(MediaCommand::AdoptRelay {
+            legs,
+            media,
+            ports,
+            timeout: Duration::from_secs(30),
+        })
+    };
+    for bad in [[0, 46_102], [46_102, 46_102]] {
+        let r = adopt([1, 2], bad);
+        assert!(
+            matches!(&r, Some(MediaEvent::Failed { reason, .. }) if reason.contains("not a pair")),
+            "{r:?}"
+        );
+    }
+    // One port in the range, one outside it (the range changed).
+    let outside = 46_200;
+    let r = adopt([10, 11], [46_100, outside]);
+    let Some(MediaEvent::RelayOpened { locals, .. }) = r else {
+        panic!("{r:?}");
+    };
+    assert_eq!(locals.map(|l| l.port()), [46_100, outside]);
+    let mut buf = [0u8; 2048];
+    let p = rtp(0, 1, 0xaaaa);
+    caller.send_to(&p, locals[0]).unwrap();
+    let (n, from) = callee.recv_from(&mut buf).expect("relayed at once");
+    assert_eq!((&buf[..n], from), (&p[..], locals[1]));
+    // Taken: the same ports again fail, with the port named.
+    let r = adopt([20, 21], [46_100, outside]);
+    assert!(
+        matches!(&r, Some(MediaEvent::Failed { reason, .. }) if reason.contains("46100")),
+        "{r:?}"
+    );
+    // The range has one pair left (46102/46103): a new call gets it, and
+    // with the adopted call closed, the in-range port comes back while
+    // the outside one never enters the range.
+    let r = engine.command(MediaCommand::OpenRelay {
+        legs: [30, 31],
+        media,
+        timeout: Duration::from_secs(30),
+    });
+    assert!(
+        matches!(r, Some(MediaEvent::Failed { .. })),
+        "two ports needed, one free: {r:?}"
+    );
+    engine.command(MediaCommand::Close { leg: 10 });
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let opened = loop {
+        let r = engine.command(MediaCommand::OpenRelay {
+            legs: [40, 41],
+            media,
+            timeout: Duration::from_secs(30),
+        });
+        match r {
+            Some(MediaEvent::RelayOpened { locals, .. }) => break locals,
+            _ if std::time::Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut got = opened.map(|l| l.port());
+    got.sort_unstable();
+    assert_eq!(got, [46_100, 46_102], "{opened:?}");
+}

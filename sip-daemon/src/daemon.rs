@@ -41,6 +41,8 @@ const ROUTING_RELOAD: Duration = Duration::from_secs(10);
 /// After the drain timeout hangs up the remaining calls, how long their
 /// BYE transactions may take.
 const BYE_GRACE: Duration = Duration::from_secs(5);
+/// How often a drain checks on the store and the calls it waits for.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 pub fn unix_ms_now() -> i64 {
     SystemTime::now()
@@ -222,7 +224,7 @@ pub async fn run(
 
     resume_calls(&cfg, store.as_ref(), &mut core).await?;
     flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
-    close_store_leftovers(store.as_ref(), &engine).await?;
+    close_store_leftovers(&cfg, store.as_ref(), &engine).await?;
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Signal)?;
@@ -245,6 +247,8 @@ pub async fn run(
             .poll_timeout()
             .into_iter()
             .chain(drain_deadline)
+            // While draining, the store's progress is polled too.
+            .chain(drain_deadline.map(|_| Instant::now() + DRAIN_POLL))
             .chain(hung_up_at.map(|t| t + BYE_GRACE))
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -254,9 +258,15 @@ pub async fn run(
             _ = sigint.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGINT"),
             _ = sigusr2.recv() => {
                 // A restart that keeps the bridged calls: the next run
-                // takes them back from the store (and the kernel).
-                let kept = core.hand_over(Instant::now());
-                tracing::info!(calls = kept, "SIGUSR2: handing bridged calls over to the next run");
+                // takes them back from the store (and the kernel). With
+                // the store behind, their snapshots might never land:
+                // then it is an ordinary drain.
+                if queue.is_saturated() {
+                    tracing::warn!("SIGUSR2: the store is behind; draining without handing calls over");
+                } else {
+                    let kept = core.hand_over(Instant::now());
+                    tracing::info!(calls = kept, "SIGUSR2: handing bridged calls over to the next run");
+                }
                 begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGUSR2");
             }
             _ = shutdown.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "shutdown request"),
@@ -290,7 +300,9 @@ pub async fn run(
         if let Some(deadline) = drain_deadline {
             // Server transactions merely absorbing retransmissions (Timer
             // J/K) do not hold the process; our own BYEs do.
-            if core.calls_to_drain() == 0 && core.pending_requests() == 0 {
+            // Calls handed over are safe once their snapshots are stored.
+            let stored = !core.is_handing_over() || queue.unwritten() == 0;
+            if core.calls_to_drain() == 0 && core.pending_requests() == 0 && stored {
                 break;
             }
             if hung_up_at.is_none() && now >= deadline {
@@ -298,7 +310,15 @@ pub async fn run(
                     calls = core.calls_to_drain(),
                     "drain timeout: hanging up remaining calls"
                 );
-                core.hangup_drained(now, "shutdown");
+                if stored {
+                    core.hangup_drained(now, "shutdown");
+                } else {
+                    tracing::error!(
+                        events = queue.unwritten(),
+                        "the store did not take the snapshots in time: hanging up the calls handed over too"
+                    );
+                    core.hangup_all(now, "shutdown");
+                }
                 hung_up_at = Some(now);
                 flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
             }
@@ -515,9 +535,15 @@ async fn resume_calls(cfg: &Config, store: &dyn Store, core: &mut Core) -> Resul
 /// After [`resume_calls`] and the adoption of their relays: removes the
 /// kernel rules no call adopted and closes every other call left open as
 /// `interrupted`.
-async fn close_store_leftovers(store: &dyn Store, engine: &MediaEngine) -> Result<(), DaemonError> {
+async fn close_store_leftovers(
+    cfg: &Config,
+    store: &dyn Store,
+    engine: &MediaEngine,
+) -> Result<(), DaemonError> {
     engine.release_inherited();
-    let closed = store.close_interrupted_calls(unix_ms_now()).await?;
+    let closed = store
+        .close_interrupted_calls(unix_ms_now(), &cfg.node_id())
+        .await?;
     if closed > 0 {
         tracing::warn!(
             calls = closed,

@@ -80,7 +80,7 @@ macro_rules! call_columns {
     () => {
         "id, account_id, direction, from_number, to_number, trunk, sip_call_id, \
          invite_at, answer_at, end_at, end_cause, CAST(sip_status AS BIGINT) AS sip_status, \
-         duration_ms, media_mode"
+         duration_ms, media_mode, node"
     };
 }
 
@@ -91,7 +91,7 @@ macro_rules! call_columns {
 /// goes between head and merge.
 pub(crate) const INSERT_CALLS_HEAD: &str = "INSERT INTO calls \
      (id, account_id, direction, from_number, to_number, trunk, sip_call_id, invite_at, \
-     answer_at, end_at, end_cause, sip_status, duration_ms, media_mode) ";
+     answer_at, end_at, end_cause, sip_status, duration_ms, media_mode, node) ";
 pub(crate) const INSERT_CALLS_MERGE: &str = " ON CONFLICT (id) DO UPDATE SET \
      answer_at = COALESCE(calls.answer_at, excluded.answer_at), \
      end_cause = CASE WHEN calls.end_at IS NULL THEN excluded.end_cause ELSE calls.end_cause END, \
@@ -118,7 +118,8 @@ pub(crate) const CLOSE_INTERRUPTED: &str = "UPDATE calls SET end_at = $1, \
      CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
      duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
      ELSE $1 - answer_at END \
-     WHERE end_at IS NULL AND id NOT IN (SELECT call_id FROM call_resume)";
+     WHERE end_at IS NULL AND (node = $2 OR node IS NULL) \
+     AND id NOT IN (SELECT call_id FROM call_resume)";
 /// Resume rows of calls that ended (or never had a row).
 pub(crate) const SWEEP_RESUME: &str = "DELETE FROM call_resume WHERE call_id NOT IN \
      (SELECT id FROM calls WHERE end_at IS NULL)";
@@ -270,6 +271,7 @@ pub(crate) type CallRow = (
     Option<i64>,
     Option<i64>,
     String,
+    Option<String>,
 );
 pub(crate) type MessageRow = (String, String, String, String, String, String, String, i64);
 
@@ -415,6 +417,7 @@ pub(crate) fn call_from_row(r: CallRow) -> Result<CallRecord> {
         sip_status,
         duration_ms,
         media_mode,
+        node,
     ) = r;
     Ok(CallRecord {
         id,
@@ -431,6 +434,7 @@ pub(crate) fn call_from_row(r: CallRow) -> Result<CallRecord> {
         sip_status: narrow_opt("calls", "sip_status", sip_status)?,
         duration_ms,
         media_mode,
+        node,
     })
 }
 
@@ -704,7 +708,8 @@ macro_rules! impl_store {
                             .push_bind(c.end_cause.clone())
                             .push_bind(c.sip_status.map(i32::from))
                             .push_bind(c.duration_ms)
-                            .push_bind(c.media_mode.clone());
+                            .push_bind(c.media_mode.clone())
+                            .push_bind(c.node.clone());
                     });
                     qb.push($crate::store::common::INSERT_CALLS_MERGE);
                     qb.build().execute(&mut *tx).await?;
@@ -786,13 +791,18 @@ macro_rules! impl_store {
                 $crate::store::common::collect(rows, $crate::store::common::call_from_row)
             }
 
-            async fn close_interrupted_calls(&self, now_ms: i64) -> $crate::store::Result<u64> {
+            async fn close_interrupted_calls(
+                &self,
+                now_ms: i64,
+                node: &str,
+            ) -> $crate::store::Result<u64> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query($crate::store::common::SWEEP_RESUME)
                     .execute(&mut *tx)
                     .await?;
                 let r = sqlx::query($crate::store::common::CLOSE_INTERRUPTED)
                     .bind(now_ms)
+                    .bind(node)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

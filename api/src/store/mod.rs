@@ -81,7 +81,9 @@ pub trait Store: Send + Sync + 'static {
     /// = `now_ms - answer_at` for answered calls (never negative), else 0.
     /// Calls that are resumable ([`CdrEvent::Resumable`]) stay open for
     /// their node to take back; resume rows of ended calls are swept.
-    async fn close_interrupted_calls(&self, now_ms: i64) -> Result<u64>;
+    /// Only calls of `node` (and rows from before calls had a node) are
+    /// closed: the other nodes' calls are theirs.
+    async fn close_interrupted_calls(&self, now_ms: i64, node: &str) -> Result<u64>;
     /// The open calls `node` left resumable, oldest first.
     async fn list_resumable_calls(&self, node: &str) -> Result<Vec<ResumableCall>>;
 

@@ -174,6 +174,9 @@ pub struct CallRecord {
     pub duration_ms: Option<i64>,
     /// "echo", "stream", "forward", or "none" for rejected calls.
     pub media_mode: String,
+    /// The node that handles the call (its `store.node_id`).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// The Twilio-style status of a call (REST and status webhooks):

@@ -176,5 +176,6 @@ pub fn call(n: u64, account: Option<&str>, direction: Direction, invite_at: i64)
         sip_status: None,
         duration_ms: None,
         media_mode: "echo".to_string(),
+        node: None,
     }
 }

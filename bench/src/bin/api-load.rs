@@ -47,6 +47,7 @@ async fn seed(url: &str, rows: usize) {
             sip_status: Some(200),
             duration_ms: Some(59_000),
             media_mode: "stream".into(),
+            node: None,
         }));
         if batch.len() == 1000 {
             store.apply_cdr_batch(&batch).await.expect("seed batch");

@@ -302,11 +302,7 @@ fn measure(
     std::thread::sleep(Duration::from_millis(500));
     let (d0, c0, r0, t0) = (delivered(), cpu_ticks(), stat_ticks(relay), Instant::now());
     std::thread::sleep(Duration::from_secs(a.secs));
-    let (c1, r1, t1) = (
-        cpu_ticks(),
-        stat_ticks(relay),
-        Instant::now(),
-    );
+    let (c1, r1, t1) = (cpu_ticks(), stat_ticks(relay), Instant::now());
     stop.store(true, Ordering::Relaxed);
     g.join().expect("generator");
     // Packets in flight at the end of the window arrive within 200 ms.
@@ -446,7 +442,9 @@ fn open_relays(
                 media: [media(caller), media(far)],
                 timeout: Duration::from_secs(300),
             }) {
-                Some(MediaEvent::RelayOpened { locals, .. }) => [locals[0].port(), locals[1].port()],
+                Some(MediaEvent::RelayOpened { locals, .. }) => {
+                    [locals[0].port(), locals[1].port()]
+                }
                 other => panic!("relay: {other:?}"),
             }
         })
@@ -476,7 +474,8 @@ fn start_engine(xdp: Option<Arc<XdpPath>>, ports: (u16, u16)) -> MediaEngine {
 fn pinned_path(dir: &std::path::Path) -> XdpPath {
     let mut o = XdpOffload::load_pinned(dir).expect("load XDP pinned");
     for dev in ["gc", "gf"] {
-        o.attach_pinned(dev, XdpMode::Native, dir).expect("attach pinned");
+        o.attach_pinned(dev, XdpMode::Native, dir)
+            .expect("attach pinned");
     }
     XdpPath::new(o, Some(GW_C.parse().unwrap()), false)
 }
@@ -486,7 +485,10 @@ fn pinned_path(dir: &std::path::Path) -> XdpPath {
 /// process on the pinned program. Prints each relay's ports, then
 /// `ready`, and relays until its stdin closes.
 fn engine_child(v: &[String]) {
-    let arg = |i: usize| v.get(i).unwrap_or_else(|| panic!("--engine-child: argument {i}"));
+    let arg = |i: usize| {
+        v.get(i)
+            .unwrap_or_else(|| panic!("--engine-child: argument {i}"))
+    };
     let dir = std::path::PathBuf::from(arg(0));
     let flows: usize = arg(1).parse().expect("flows");
     let first_leg: u64 = arg(2).parse().expect("first leg");

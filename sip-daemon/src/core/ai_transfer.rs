@@ -295,7 +295,7 @@ impl Core {
         let lm = LocalMedia {
             addr: advertised,
             port: local.port(),
-            session_id: h,
+            session_id: c.sdp_session_id(),
             session_version: version,
         };
         let offer = local_offer(&[codec], &lm);

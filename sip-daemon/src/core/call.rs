@@ -166,6 +166,15 @@ pub struct Call {
 }
 
 impl Call {
+    /// The o= session id of our SDP toward this call's party: later
+    /// offers keep it (RFC 3264 §8), also after a restart gave the call a
+    /// new handle.
+    pub(super) fn sdp_session_id(&self) -> u64 {
+        self.local_sdp
+            .as_ref()
+            .map_or(self.handle, |s| s.session_id)
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let ok = self.ok.as_ref().map(|o| match o.next {
             Some(n) => n.min(o.give_up),
@@ -509,6 +518,7 @@ impl Core {
                     .as_ref()
                     .map_or("none", |n| n.route.as_str())
                     .to_string(),
+                node: self.cfg.resume_node.clone(),
             })));
         let Some(number) = number else {
             if let Some(user) = target_user {

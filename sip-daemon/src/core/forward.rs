@@ -134,6 +134,18 @@ pub struct OutLeg {
     pub ok: Option<super::call::OkRetransmit>,
 }
 
+impl OutLeg {
+    /// The o= session id of our SDP toward the far side: later offers and
+    /// answers keep it (RFC 3264 §8), also after a restart gave the leg
+    /// a new handle.
+    pub(super) fn sdp_session_id(&self, hb: u64) -> u64 {
+        self.offer
+            .as_deref()
+            .and_then(|t| SessionDescription::parse(t.as_bytes()).ok())
+            .map_or(hb, |s| s.session_id)
+    }
+}
+
 /// The relay side a failed far leg held, for the leg that takes over.
 #[derive(Clone, Debug)]
 pub struct RelaySide {
@@ -1290,7 +1302,7 @@ impl Core {
         let lm = LocalMedia {
             addr: advertised,
             port: o.local_media.map_or(0, |l| l.port()),
-            session_id: hb,
+            session_id: o.sdp_session_id(hb),
             session_version: o.sdp_version,
         };
         let codecs: Vec<Codec> = codec.into_iter().collect();

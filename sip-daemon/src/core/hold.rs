@@ -118,8 +118,8 @@ impl Core {
         }
         .unwrap_or(2);
         let session_id = match to {
-            BridgeSide::Caller(h) => h,
-            BridgeSide::Far(hb) => hb,
+            BridgeSide::Caller(h) => self.calls.get(&h).map_or(h, Call::sdp_session_id),
+            BridgeSide::Far(hb) => self.out_legs.get(&hb).map_or(hb, |o| o.sdp_session_id(hb)),
         };
         let lm = LocalMedia {
             addr: self.cfg.advertised_ip,

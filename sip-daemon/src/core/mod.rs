@@ -180,8 +180,13 @@ pub struct WallClock {
 }
 
 impl WallClock {
+    /// Wall-clock time of `now`, which may precede `base` (a restored
+    /// call answered in a previous run).
     pub fn unix_ms(&self, now: Instant) -> i64 {
-        self.base_unix_ms + now.saturating_duration_since(self.base).as_millis() as i64
+        match now.checked_duration_since(self.base) {
+            Some(d) => self.base_unix_ms + d.as_millis() as i64,
+            None => self.base_unix_ms - (self.base - now).as_millis() as i64,
+        }
     }
 }
 
@@ -459,11 +464,13 @@ impl Core {
             .client
             .values()
             .filter(|e| {
-                !(matches!(e.purpose, txns::ClientPurpose::Invite(_))
-                    && matches!(
-                        e.txn.state(),
-                        ClientState::Accepted | ClientState::Completed | ClientState::Terminated
-                    ))
+                !(matches!(
+                    e.purpose,
+                    txns::ClientPurpose::Invite(_) | txns::ClientPurpose::Reinvite(_)
+                ) && matches!(
+                    e.txn.state(),
+                    ClientState::Accepted | ClientState::Completed | ClientState::Terminated
+                ))
             })
             .count()
     }

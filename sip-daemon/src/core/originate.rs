@@ -206,6 +206,7 @@ impl Core {
                 sip_status: None,
                 duration_ms: None,
                 media_mode: media_mode.into(),
+                node: self.cfg.resume_node.clone(),
             })));
         // Until the answer the call's dialog is the far leg's, without
         // the callee's tag; it is not in the dialog table yet.

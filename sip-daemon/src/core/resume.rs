@@ -123,6 +123,8 @@ pub enum RestoreError {
     Field(&'static str),
     #[error("snapshot is of another call ({0})")]
     OtherCall(String),
+    #[error("a dialog of the snapshot belongs to a call already restored")]
+    DialogTaken,
 }
 
 fn transport_named(s: &str) -> Option<TransportKind> {
@@ -246,6 +248,7 @@ impl Core {
             && c.reinvite_out.is_none()
             && c.reinvite_txn.is_none()
             && c.ok.is_none()
+            && c.refer_until.is_none()
             && !c.caller_left
             && c.pending.is_none()
             && c.local_media.is_some()
@@ -255,6 +258,7 @@ impl Core {
             && o.rebridge.is_none()
             && o.transfer_of.is_none()
             && o.reinvite_out.is_none()
+            && o.ok.is_none()
             && !o.replaces_caller
             && o.dialog.is_some()
             && o.local_media.is_some()
@@ -377,6 +381,10 @@ impl Core {
         self.resumable.len()
     }
 
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over
+    }
+
     /// Calls a drain waits for: all of them, or during a hand-over those
     /// the next run will not take back.
     pub fn calls_to_drain(&self) -> usize {
@@ -443,6 +451,16 @@ impl Core {
         let codecs: Vec<Codec> = s.codecs.iter().filter_map(|n| codec_named(n)).collect();
         let caller_dialog = s.caller.dialog.dialog()?;
         let far_dialog = s.far.dialog.dialog()?;
+        if caller_dialog.key == far_dialog.key
+            || self.dialogs.contains_key(&caller_dialog.key)
+            || self.dialogs.contains_key(&far_dialog.key)
+        {
+            return Err(RestoreError::DialogTaken);
+        }
+        let ports = [s.caller.media.local_port, s.far.media.local_port];
+        if ports[0] == 0 || ports[1] == 0 || ports[0] == ports[1] {
+            return Err(RestoreError::Field("media.local_port"));
+        }
         let caller_media = s.caller.media.negotiated()?;
         let far_media = s.far.media.negotiated()?;
         let offer = parse_sdp(&s.caller.remote_sdp, "caller.remote_sdp")?;
@@ -580,7 +598,7 @@ impl Core {
         self.out.push_back(Output::Media(MediaCommand::AdoptRelay {
             legs: [h, hb],
             media,
-            ports: [s.caller.media.local_port, s.far.media.local_port],
+            ports,
             timeout: self.cfg.media_timeout,
         }));
         tracing::info!(call = %s.sid, "restored a bridged call a previous run left");

@@ -339,3 +339,74 @@ fn a_call_on_hold_change_is_withdrawn_and_saved_again_once_settled() {
     assert_ne!(again[0].1, again[1].1, "the hold is in the new snapshot");
     assert!(again[1].1.contains("sendonly") || again[1].1.contains("recvonly"));
 }
+
+/// The o= line's session id (RFC 4566 §5.2).
+fn sdp_session_id(msg: &str) -> String {
+    msg.lines()
+        .find_map(|l| l.strip_prefix("o="))
+        .and_then(|o| o.split(' ').nth(1))
+        .unwrap_or_else(|| panic!("no o= line: {msg}"))
+        .to_string()
+}
+
+#[test]
+fn a_restored_call_keeps_its_sdp_sessions_when_put_on_hold() {
+    let mut a = resuming();
+    let (_, _, inv) = a.forwarded("+15550000002", "res-6");
+    a.far(&far_response(
+        &inv,
+        200,
+        "OK",
+        "far1",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    ));
+    let sent = a.sent_to();
+    let ok = sent.iter().find(|(to, _)| to == CARRIER).unwrap().1.clone();
+    let tag = to_tag_of(&ok);
+    a.recv(&in_dialog("ACK", "res-6", &tag, 1, "z9hG4bK-6a", "", ""));
+    a.advance_to(1_500);
+    let (id, snapshot) = snapshots(&a).remove(0);
+    let mut b = resuming();
+    // Handles of the new run differ from the first run's.
+    b.core.restore(b.now, vec![]);
+    assert!(
+        b.core
+            .restore(b.now, vec![ResumableCall { id, snapshot }])
+            .is_empty()
+    );
+    b.drain();
+    let hold_sdp = format!("{SDP}a=sendonly\r\n");
+    b.recv(&in_dialog(
+        "INVITE",
+        "res-6",
+        &tag,
+        3,
+        "z9hG4bK-6h",
+        "",
+        &hold_sdp,
+    ));
+    let sent = b.sent_to();
+    let reinvite = &sent
+        .iter()
+        .find(|(to, m)| to == FAR && m.starts_with("INVITE "))
+        .unwrap_or_else(|| panic!("{sent:?}"))
+        .1;
+    assert_eq!(
+        sdp_session_id(reinvite),
+        sdp_session_id(&inv),
+        "the far side sees the same session"
+    );
+    // The caller's re-INVITE is answered at once; the hold goes on to
+    // the far side in our own re-INVITE.
+    let answer = &sent
+        .iter()
+        .find(|(to, m)| to == CARRIER && m.starts_with("SIP/2.0 200"))
+        .unwrap_or_else(|| panic!("{sent:?}"))
+        .1;
+    assert_eq!(
+        sdp_session_id(answer),
+        sdp_session_id(&ok),
+        "the caller sees the same session"
+    );
+}
