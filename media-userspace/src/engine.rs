@@ -1607,7 +1607,12 @@ mod relayed {
             });
         }
         let mut next_try = opened;
-        let mut poll_at = opened + XDP_POLL;
+        // Pairs offloaded together (a burst of calls, a restart) would
+        // otherwise read the kernel's counters together every XDP_POLL: a
+        // burst of map reads that keeps the core from the NAPI work the
+        // offloaded packets need. Each pair keeps its own phase.
+        let phase = Duration::from_millis(legs[0].wrapping_mul(7919) % XDP_POLL.as_millis() as u64);
+        let mut poll_at = opened + XDP_POLL + phase;
         let mut fork: Option<Fork> = None;
         let end = loop {
             let idle = pair.last_rx_any().unwrap_or(opened) + timeout;
@@ -1757,7 +1762,7 @@ mod relayed {
                                     .stats
                                     .xdp_pairs_active
                                     .fetch_add(1, Ordering::Relaxed);
-                                poll_at = now + XDP_POLL;
+                                poll_at = now + XDP_POLL + phase;
                                 offloaded = Some(Offloaded {
                                     rules,
                                     peers: view.peers,

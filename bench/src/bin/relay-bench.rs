@@ -341,8 +341,14 @@ fn far_side(t: &Topology) -> (UdpSocket, Sink) {
 /// into a kernel thread on CPU 0, the relay's core: by default veth polls
 /// on the sending CPU, the generator's.
 fn napi_on_cpu0(t: &Topology, dev: &str) -> Vec<std::path::PathBuf> {
+    napi_on(t, 1, dev, 0)
+}
+
+/// Moves the NAPI polling of `dev` in namespace `ns` into a kernel thread
+/// on `cpu`; the `stat` files of that thread.
+fn napi_on(t: &Topology, ns: usize, dev: &str, cpu: usize) -> Vec<std::path::PathBuf> {
     let ok = t
-        .exec(1)
+        .exec(ns)
         .args([
             "sh",
             "-c",
@@ -361,12 +367,54 @@ fn napi_on_cpu0(t: &Topology, dev: &str) -> Vec<std::path::PathBuf> {
         if comm.trim().starts_with(&format!("napi/{dev}-")) {
             let pid = e.file_name().to_string_lossy().to_string();
             let _ = std::process::Command::new("taskset")
-                .args(["-p", "-c", "0", &pid])
+                .args(["-p", "-c", &cpu.to_string(), &pid])
+                .output();
+            // NAPI normally runs in softirq, ahead of any process on its
+            // core; as a thread it gets a real-time priority to match
+            // (else a busy media worker delays it and the veth ring
+            // overflows).
+            let _ = std::process::Command::new("chrt")
+                .args(["-f", "-p", "50", &pid])
                 .output();
             stats.push(e.path().join("stat"));
         }
     }
     stats
+}
+
+/// Prints the veth counters of drops and errors that are not zero (where
+/// packets the relay did not deliver were lost).
+fn veth_drops(t: &Topology) {
+    for (i, dev) in [(0, "c0"), (1, "gc"), (1, "gf"), (2, "f0")] {
+        let Ok(out) = t.exec(i).args(["ethtool", "-S", dev]).output() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lost: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains("drop") || l.contains("err"))
+            .filter(|l| !l.ends_with(": 0"))
+            .collect();
+        if !lost.is_empty() {
+            eprintln!("{dev}: {}", lost.join(", "));
+        }
+        // The device's own drop counters (a full veth ring drops here).
+        if let Ok(out) = t.exec(i).args(["ip", "-s", "link", "show", dev]).output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = text.lines().map(str::trim).collect();
+            for (k, l) in lines.iter().enumerate() {
+                if (l.starts_with("RX:") || l.starts_with("TX:"))
+                    && let Some(v) = lines.get(k + 1)
+                {
+                    let f: Vec<&str> = v.split_whitespace().collect();
+                    if f.get(3).is_some_and(|d| *d != "0") {
+                        eprintln!("{dev} {}: dropped {}", &l[..2], f[3]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn gw_c(port: u16) -> SocketAddrV4 {
@@ -397,6 +445,7 @@ fn ceiling(t: &Topology, a: &Args) -> Run {
     let before = prog_stats(id);
     let mut run = measure(t, targets, a, &|| sink.delivered(), &napi);
     run.prog_ns = per_run(before, prog_stats(id));
+    veth_drops(t);
     run
 }
 
@@ -669,6 +718,7 @@ fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
     let mut run = measure(t, targets, a, &|| sink.delivered(), &relay);
     run.prog_ns = per_run(before, prog_stats(prog_id));
     let offloaded = in_kernel();
+    veth_drops(t);
     drop(far);
     drop(engine);
     drop(children);
