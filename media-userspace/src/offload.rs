@@ -8,9 +8,11 @@
 //! userspace relay does: both sides latched (the rules carry the latched
 //! peer, [`crate::xdp::FLAG_CHECK_PEER`]), both sending, and payload types
 //! numbered the same on both sides (the program does not rewrite RTP).
-//! Legs that need re-encryption or transcoding (SRTP with different keys,
-//! different codecs) belong here too and stay in userspace; RTCP (port + 1)
-//! always stays in userspace, at a few packets per second.
+//! Legs that need re-encryption or transcoding stay in userspace: different
+//! codecs ([`PairView::same_numbering`]) and SRTP with different keys on the
+//! two sides ([`PairView::srtp`]); SRTP with the same keys end to end passes
+//! through the kernel untouched, like plain RTP. RTCP (port + 1) always
+//! stays in userspace, at a few packets per second.
 
 use crate::xdp::{FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, RelayKey, RelayRule};
 use std::collections::{HashMap, HashSet};
@@ -25,6 +27,8 @@ pub enum StayInUserspace {
     OnHold,
     #[error("the sides number the codec or telephone-event differently")]
     PayloadTypeMapping,
+    #[error("the sides encrypt differently (SRTP must be re-encrypted)")]
+    SrtpReencrypt,
     #[error("IPv6 leg (the fast path handles IPv4)")]
     Ipv6,
     #[error("no IPv4 media address to key the rules on")]
@@ -50,6 +54,11 @@ pub struct PairView {
     /// telephone-event) numbered alike: the kernel forwards payloads
     /// untouched, so it takes no pair that transcodes or renumbers.
     pub same_numbering: bool,
+    /// Each side's SRTP keying, as an identity of its master key and
+    /// suite (`None`: plain RTP). The kernel forwards ciphertext as it is,
+    /// so both sides plain or both with the same key may be offloaded;
+    /// anything else needs decrypting and encrypting again in userspace.
+    pub srtp: [Option<u64>; 2],
 }
 
 /// A network interface the fast path may send from.
@@ -230,6 +239,11 @@ pub fn check(view: &PairView, local_ip: Option<IpAddr>) -> Result<Ready, StayInU
     }
     if !view.same_numbering {
         return Err(StayInUserspace::PayloadTypeMapping);
+    }
+    match view.srtp {
+        [None, None] => {}
+        [Some(a), Some(b)] if a == b => {}
+        _ => return Err(StayInUserspace::SrtpReencrypt),
     }
     let local = match local_ip {
         Some(IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
@@ -531,6 +545,7 @@ gw-f\t00000000\tFE0112C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
             peers: [Some(a.parse().unwrap()), Some(b.parse().unwrap())],
             sending: [true, true],
             same_numbering: true,
+            srtp: [None, None],
         }
     }
 
@@ -585,6 +600,23 @@ gw-f\t00000000\tFE0112C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         );
         assert_eq!(r.flags & FLAG_REDIRECT, 0, "same interface: XDP_TX");
         assert_ne!(r.flags & FLAG_ZERO_UDP_CSUM, 0);
+    }
+
+    #[test]
+    fn srtp_passes_through_only_with_the_same_keys_on_both_sides() {
+        let n = net();
+        let p = |srtp: [Option<u64>; 2]| {
+            let v = PairView {
+                srtp,
+                ..view("198.18.0.2:4000", "198.18.1.2:6000")
+            };
+            plan(&v, LOCAL, [30000, 30002], &n, false).err()
+        };
+        assert_eq!(p([None, None]), None, "plain RTP");
+        assert_eq!(p([Some(7), Some(7)]), None, "same keys end to end");
+        assert_eq!(p([Some(7), Some(8)]), Some(StayInUserspace::SrtpReencrypt));
+        assert_eq!(p([Some(7), None]), Some(StayInUserspace::SrtpReencrypt));
+        assert_eq!(p([None, Some(8)]), Some(StayInUserspace::SrtpReencrypt));
     }
 
     #[test]

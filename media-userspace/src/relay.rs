@@ -178,6 +178,9 @@ impl RelayPair {
             same_numbering: a.codec == b.codec
                 && a.payload_type == b.payload_type
                 && a.telephone_event == b.telephone_event,
+            // Relayed legs are plain RTP until SRTP arrives (the security
+            // issue); its keys will be reported here.
+            srtp: [None, None],
         }
     }
 
