@@ -18,7 +18,7 @@ echo "## throughput: offered as fast as the generator can"
 $B --flows "$FLOWS" --rate max --secs "$SECS" --modes ceiling,xdp
 
 echo "## userspace relays: loss as the offered rate grows (one core each)"
-for r in 125000 150000 200000 250000 300000; do
+for r in 100000 110000 125000 150000 175000 200000 210000 225000 250000; do
   $B --flows "$FLOWS" --rate "$r" --secs "$SECS" --modes userspace,rtpengine
 done
 

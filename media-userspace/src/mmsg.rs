@@ -3,11 +3,19 @@
 //! of once per packet. Used by the userspace relay after tokio reports the
 //! socket readable; both calls are non-blocking (`MSG_DONTWAIT`) and report
 //! `WouldBlock` like the socket's own methods.
+//!
+//! Sends also use UDP segmentation offload (`UDP_SEGMENT`, Linux 4.18+):
+//! a run of equal-sized datagrams to one destination (a relayed leg's
+//! batch of RTP frames) goes down the stack once, and is cut into
+//! datagrams by the NIC or at the end of the stack. A kernel or device
+//! that refuses it (no checksum offload on the egress device) turns it off
+//! for the process, and the batch goes out datagram by datagram.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
@@ -155,10 +163,154 @@ fn to_storage(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (s, len as libc::socklen_t)
 }
 
-/// Sends `packets` (payload, destination) with one `sendmmsg(2)` per
-/// [`BATCH`]; returns how many left. Stops at the first error (a full
-/// socket buffer drops the rest, as a lost datagram would).
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// The kernel's limit of segments per send (UDP_MAX_SEGMENTS).
+const MAX_SEGMENTS: usize = 64;
+/// Whether `UDP_SEGMENT` is used; cleared at the kernel's first refusal.
+static GSO: AtomicBool = AtomicBool::new(true);
+
+/// Sends `packets` (payload, destination); returns how many left. Runs of
+/// equal-sized datagrams to one destination go as one segmented send
+/// (see the module notes), the rest with one `sendmmsg(2)` per [`BATCH`].
+/// Stops at the first error (a full socket buffer drops the rest, as a
+/// lost datagram would).
 pub fn send(fd: RawFd, packets: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+    if !(GSO.load(Ordering::Relaxed) && has_run(packets)) {
+        return send_each(fd, packets);
+    }
+    let mut sent = 0;
+    for (c, chunk) in packets.chunks(BATCH).enumerate() {
+        let runs = runs(chunk);
+        let outcome = send_runs(fd, chunk, &runs);
+        if matches!(outcome, Ok(m) if m == runs.len()) {
+            sent += chunk.len();
+            continue;
+        }
+        // Stopped at message `m`; what came before it left.
+        let m = *outcome.as_ref().unwrap_or(&0);
+        sent += runs[..m].iter().map(|&(_, k)| k).sum::<usize>();
+        let (start, k) = runs[m];
+        if k > 1 {
+            // A segmented message failed. If the datagrams go out one by
+            // one, the kernel refused the segmentation (a device without
+            // checksum offload): stop asking for it.
+            let rest = &packets[c * BATCH + start..];
+            return match send_each(fd, rest) {
+                Ok(more) => {
+                    if more > 0 {
+                        GSO.store(false, Ordering::Relaxed);
+                    }
+                    Ok(sent + more)
+                }
+                Err(e) if sent == 0 => Err(e),
+                Err(_) => Ok(sent),
+            };
+        }
+        return match outcome {
+            Err(e) if sent == 0 => Err(e),
+            _ => Ok(sent),
+        };
+    }
+    Ok(sent)
+}
+
+/// Whether two neighbours could share a segmented send.
+fn has_run(packets: &[(&[u8], SocketAddr)]) -> bool {
+    packets
+        .windows(2)
+        .any(|w| w[0].1 == w[1].1 && w[0].0.len() == w[1].0.len() && !w[0].0.is_empty())
+}
+
+/// Where each message of a segmented batch starts and how many datagrams
+/// it carries: runs of equal length to one destination, at most
+/// [`MAX_SEGMENTS`] and 64 KiB each.
+fn runs(packets: &[(&[u8], SocketAddr)]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, (p, to)) in packets.iter().enumerate() {
+        if let Some((start, n)) = out.last_mut() {
+            let (first, first_to) = packets[*start];
+            if *to == first_to
+                && p.len() == first.len()
+                && !p.is_empty()
+                && *n < MAX_SEGMENTS
+                && (*n + 1) * p.len() <= 65_000
+            {
+                *n += 1;
+                continue;
+            }
+        }
+        out.push((i, 1));
+    }
+    out
+}
+
+/// One `sendmmsg(2)` of `chunk` (at most [`BATCH`] datagrams), one
+/// message per run, a run of several with `UDP_SEGMENT`; how many messages
+/// left.
+fn send_runs(
+    fd: RawFd,
+    chunk: &[(&[u8], SocketAddr)],
+    runs: &[(usize, usize)],
+) -> io::Result<usize> {
+    debug_assert!(chunk.len() <= BATCH);
+    // SAFETY: all-zero is valid for these C structs.
+    let mut names: [(libc::sockaddr_storage, libc::socklen_t); BATCH] = unsafe { zeroed() };
+    let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+    // One control message (a u16 segment size) per message, aligned.
+    let mut cmsgs = [[0u64; 4]; BATCH];
+    for (i, (p, _)) in chunk.iter().enumerate() {
+        iov[i] = libc::iovec {
+            iov_base: p.as_ptr().cast_mut().cast(),
+            iov_len: p.len(),
+        };
+    }
+    for (m, &(start, n)) in runs.iter().enumerate() {
+        names[m] = to_storage(chunk[start].1);
+        let h = &mut hdrs[m].msg_hdr;
+        h.msg_name = (&mut names[m].0 as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = names[m].1;
+        h.msg_iov = &mut iov[start];
+        h.msg_iovlen = n as _;
+        if n > 1 {
+            // SAFETY: CMSG_SPACE only computes a size.
+            let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+            h.msg_control = cmsgs[m].as_mut_ptr().cast();
+            h.msg_controllen = space as _;
+            // SAFETY: msg_control points at `space` bytes of `cmsgs[m]`
+            // (32 bytes, more than CMSG_SPACE(2)); the header and data are
+            // written inside it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                std::ptr::write_unaligned(
+                    libc::CMSG_DATA(c).cast::<u16>(),
+                    chunk[start].0.len() as u16,
+                );
+            }
+        }
+    }
+    // SAFETY: the headers point into `names`, `iov`, `cmsgs` and the
+    // caller's packets, all alive for the call; the kernel only reads.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            runs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// [`send`] datagram by datagram (one `sendmmsg(2)` per [`BATCH`]).
+fn send_each(fd: RawFd, packets: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
     let mut sent = 0;
     for chunk in packets.chunks(BATCH) {
         // On the stack: a relay sends a batch per readiness, no allocation.
@@ -238,6 +390,99 @@ mod tests {
             batch.recv(b.as_raw_fd()).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+    }
+
+    #[test]
+    fn runs_group_equal_datagrams_to_one_destination() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        let (x, y, dtmf) = ([0u8; 172], [1u8; 172], [2u8; 16]);
+        let p = [
+            (&x[..], a),
+            (&y[..], a),
+            (&x[..], a),
+            (&dtmf[..], a),
+            (&x[..], a),
+            (&x[..], b),
+            (&x[..], b),
+        ];
+        assert_eq!(runs(&p), vec![(0, 3), (3, 1), (4, 1), (5, 2)]);
+        assert!(has_run(&p));
+        assert!(!has_run(&p[2..5]));
+        let many: Vec<(&[u8], SocketAddr)> = (0..70).map(|_| (&x[..], a)).collect();
+        assert_eq!(runs(&many), vec![(0, 64), (64, 6)], "64 segments at most");
+    }
+
+    #[test]
+    fn segmented_sends_arrive_as_separate_datagrams() {
+        // Loopback takes UDP_SEGMENT; a receiver without UDP_GRO gets the
+        // datagrams one by one, byte for byte, in order.
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (tb, tc) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 172]).collect();
+        let mut packets: Vec<(&[u8], SocketAddr)> =
+            payloads.iter().map(|p| (p.as_slice(), tb)).collect();
+        let dtmf = [9u8; 16];
+        packets.insert(10, (&dtmf, tb));
+        packets.push((&payloads[0], tc));
+        let r = runs(&packets);
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert_eq!(
+            send_runs(a.as_raw_fd(), &packets, &r).unwrap(),
+            4,
+            "all four messages"
+        );
+        let mut batch = RecvBatch::default();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while got.len() < 21 && std::time::Instant::now() < deadline {
+            match batch.recv(b.as_raw_fd()) {
+                Ok(n) => (0..n).for_each(|i| got.push(batch.get_mut(i).0.to_vec())),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        let want: Vec<Vec<u8>> = packets[..21].iter().map(|(p, _)| p.to_vec()).collect();
+        assert_eq!(got, want);
+        c.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        assert_eq!(c.recv(&mut buf).unwrap(), 172);
+    }
+
+    #[test]
+    fn a_refused_segmentation_falls_back_to_single_datagrams_and_stays_off() {
+        // Without UDP checksums (SO_NO_CHECK) the kernel refuses
+        // UDP_SEGMENT, as it does on a device without checksum offload.
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = b.local_addr().unwrap();
+        let payloads: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 172]).collect();
+        let packets: Vec<(&[u8], SocketAddr)> =
+            payloads.iter().map(|p| (p.as_slice(), to)).collect();
+        assert!(GSO.load(Ordering::Relaxed));
+        assert_eq!(send(a.as_raw_fd(), &packets).unwrap(), 8, "none lost");
+        assert!(!GSO.load(Ordering::Relaxed), "not asked for again");
+        b.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        for p in &payloads {
+            let n = b.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &p[..]);
+        }
     }
 
     #[test]

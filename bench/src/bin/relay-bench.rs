@@ -892,6 +892,24 @@ fn main() {
         let t = Topology::new("b");
         // Frames redirected into the caller's veth need a program there.
         let _pass = t.run(0, || XdpOffload::load("c0", XdpMode::Native).expect("c0"));
+        if matches!(m.as_str(), "userspace" | "rtpengine") {
+            // The relays' own sends toward the far host: checksums left
+            // to the device, as a NIC does (the topology turns it off for
+            // frames the XDP program must see whole; the far sink drops
+            // them either way).
+            let _ = t.exec(1).args(["ethtool", "-K", "gf", "tx", "on"]).output();
+            // The kernel's receive path for the relay's sockets runs on
+            // the relay's core (receive packet steering), as a NIC's
+            // interrupt would put it, not on the generator's.
+            let _ = t
+                .exec(1)
+                .args([
+                    "sh",
+                    "-c",
+                    "echo 1 > /sys/class/net/gc/queues/rx-0/rps_cpus",
+                ])
+                .output();
+        }
         let (run, note) = match m.as_str() {
             "ceiling" => (ceiling(&t, &a), String::new()),
             "xdp" => {
