@@ -7,9 +7,12 @@
 //! Sends also use UDP segmentation offload (`UDP_SEGMENT`, Linux 4.18+):
 //! a run of equal-sized datagrams to one destination (a relayed leg's
 //! batch of RTP frames) goes down the stack once, and is cut into
-//! datagrams by the NIC or at the end of the stack. A kernel or device
-//! that refuses it (no checksum offload on the egress device) turns it off
-//! for the process, and the batch goes out datagram by datagram.
+//! datagrams by the NIC or at the end of the stack. It is used only when
+//! the kernel knows the option (probed once) and for datagrams small enough
+//! for any path MTU; a refusal (`EIO` or `EINVAL`: a device without
+//! checksum offload before Linux 6.11, an IPsec route, no UDP checksums)
+//! turns it off for the process, and the batch goes out datagram by
+//! datagram, nothing lost.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -167,8 +170,32 @@ const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;
 /// The kernel's limit of segments per send (UDP_MAX_SEGMENTS).
 const MAX_SEGMENTS: usize = 64;
-/// Whether `UDP_SEGMENT` is used; cleared at the kernel's first refusal.
+/// Runs are made only of datagrams this small: with IP and UDP headers
+/// they fit the smallest IPv6 MTU (1,280), so a path MTU never refuses a
+/// segmented send and `EINVAL` means a refusal of the option itself.
+const MAX_SEGMENT: usize = 1_232;
+/// Whether `UDP_SEGMENT` is used: probed on the first send, cleared at the
+/// kernel's first refusal.
 static GSO: AtomicBool = AtomicBool::new(true);
+static GSO_PROBED: std::sync::Once = std::sync::Once::new();
+
+/// Whether the kernel knows `UDP_SEGMENT` (before 4.18 it would ignore the
+/// control message and send a run as one large datagram).
+fn probe_gso(fd: RawFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            SOL_UDP,
+            UDP_SEGMENT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0
+}
 
 /// Sends `packets` (payload, destination); returns how many left. Runs of
 /// equal-sized datagrams to one destination go as one segmented send
@@ -176,50 +203,66 @@ static GSO: AtomicBool = AtomicBool::new(true);
 /// Stops at the first error (a full socket buffer drops the rest, as a
 /// lost datagram would).
 pub fn send(fd: RawFd, packets: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
-    if !(GSO.load(Ordering::Relaxed) && has_run(packets)) {
+    if !has_run(packets) {
+        return send_each(fd, packets);
+    }
+    GSO_PROBED.call_once(|| {
+        if !probe_gso(fd) {
+            GSO.store(false, Ordering::Relaxed);
+        }
+    });
+    if !GSO.load(Ordering::Relaxed) {
         return send_each(fd, packets);
     }
     let mut sent = 0;
     for (c, chunk) in packets.chunks(BATCH).enumerate() {
         let runs = runs(chunk);
-        let outcome = send_runs(fd, chunk, &runs);
-        if matches!(outcome, Ok(m) if m == runs.len()) {
-            sent += chunk.len();
+        let mut m = 0;
+        // sendmmsg reports an error only when the first message fails:
+        // after a partial send, retry from where it stopped to learn why.
+        let err = loop {
+            match send_runs(fd, chunk, &runs[m..]) {
+                Ok(n) => {
+                    sent += runs[m..m + n].iter().map(|&(_, k)| k).sum::<usize>();
+                    m += n;
+                    if m == runs.len() || n == 0 {
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        if m == runs.len() {
             continue;
         }
-        // Stopped at message `m`; what came before it left.
-        let m = *outcome.as_ref().unwrap_or(&0);
-        sent += runs[..m].iter().map(|&(_, k)| k).sum::<usize>();
         let (start, k) = runs[m];
-        if k > 1 {
-            // A segmented message failed. If the datagrams go out one by
-            // one, the kernel refused the segmentation (a device without
-            // checksum offload): stop asking for it.
-            let rest = &packets[c * BATCH + start..];
-            return match send_each(fd, rest) {
-                Ok(more) => {
-                    if more > 0 {
-                        GSO.store(false, Ordering::Relaxed);
-                    }
-                    Ok(sent + more)
-                }
-                Err(e) if sent == 0 => Err(e),
-                Err(_) => Ok(sent),
-            };
+        match err {
+            Some(e) if k > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                // The kernel refused the segmentation: stop asking, and
+                // send what is left one datagram at a time.
+                GSO.store(false, Ordering::Relaxed);
+                let rest = &packets[c * BATCH + start..];
+                return match send_each(fd, rest) {
+                    Ok(more) => Ok(sent + more),
+                    Err(e) if sent == 0 => Err(e),
+                    Err(_) => Ok(sent),
+                };
+            }
+            // A full buffer or an unreachable peer: the rest is dropped.
+            Some(e) if sent == 0 => return Err(e),
+            _ => return Ok(sent),
         }
-        return match outcome {
-            Err(e) if sent == 0 => Err(e),
-            _ => Ok(sent),
-        };
     }
     Ok(sent)
 }
 
 /// Whether two neighbours could share a segmented send.
 fn has_run(packets: &[(&[u8], SocketAddr)]) -> bool {
-    packets
-        .windows(2)
-        .any(|w| w[0].1 == w[1].1 && w[0].0.len() == w[1].0.len() && !w[0].0.is_empty())
+    packets.windows(2).any(|w| {
+        w[0].1 == w[1].1
+            && w[0].0.len() == w[1].0.len()
+            && (1..=MAX_SEGMENT).contains(&w[0].0.len())
+    })
 }
 
 /// Where each message of a segmented batch starts and how many datagrams
@@ -232,7 +275,7 @@ fn runs(packets: &[(&[u8], SocketAddr)]) -> Vec<(usize, usize)> {
             let (first, first_to) = packets[*start];
             if *to == first_to
                 && p.len() == first.len()
-                && !p.is_empty()
+                && (1..=MAX_SEGMENT).contains(&p.len())
                 && *n < MAX_SEGMENTS
                 && (*n + 1) * p.len() <= 65_000
             {
@@ -266,12 +309,14 @@ fn send_runs(
             iov_len: p.len(),
         };
     }
+    let iov_p = iov.as_mut_ptr();
     for (m, &(start, n)) in runs.iter().enumerate() {
         names[m] = to_storage(chunk[start].1);
         let h = &mut hdrs[m].msg_hdr;
         h.msg_name = (&mut names[m].0 as *mut libc::sockaddr_storage).cast();
         h.msg_namelen = names[m].1;
-        h.msg_iov = &mut iov[start];
+        // SAFETY: start + n <= chunk.len() <= BATCH: inside `iov`.
+        h.msg_iov = unsafe { iov_p.add(start) };
         h.msg_iovlen = n as _;
         if n > 1 {
             // SAFETY: CMSG_SPACE only computes a size.
@@ -411,6 +456,11 @@ mod tests {
         assert!(!has_run(&p[2..5]));
         let many: Vec<(&[u8], SocketAddr)> = (0..70).map(|_| (&x[..], a)).collect();
         assert_eq!(runs(&many), vec![(0, 64), (64, 6)], "64 segments at most");
+        // Datagrams too large for every path MTU are sent one by one.
+        let big = [3u8; 1_300];
+        let large = [(&big[..], a), (&big[..], a)];
+        assert_eq!(runs(&large), vec![(0, 1), (1, 1)]);
+        assert!(!has_run(&large));
     }
 
     #[test]
