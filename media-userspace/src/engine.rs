@@ -473,18 +473,17 @@ impl MediaEngine {
                 let Ok(sockets) = <[BoundLeg; 2]>::try_from(bound) else {
                     return None;
                 };
-                let w = (pair[0] as usize) % self.inner.workers.len();
-                self.inner.workers[w].post(WorkerCmd::OpenRelay(OpenRelay {
-                    legs: pair,
-                    media,
-                    sockets,
-                    timeout,
-                    adopted: None,
-                }));
-                legs.insert(pair[0], (w, Some(pair[1])));
-                legs.insert(pair[1], (w, Some(pair[0])));
-                shared.stats.legs_active.fetch_add(2, Ordering::Relaxed);
-                Some(MediaEvent::RelayOpened { legs: pair, locals })
+                Some(self.start_relay(
+                    &mut legs,
+                    OpenRelay {
+                        legs: pair,
+                        media,
+                        sockets,
+                        timeout,
+                        adopted: None,
+                    },
+                    locals,
+                ))
             }
             MediaCommand::AdoptRelay {
                 legs: pair,
@@ -503,18 +502,17 @@ impl MediaEngine {
                     }
                 };
                 let locals = ports.map(|p| SocketAddr::new(shared.cfg.bind_ip, p));
-                let w = (pair[0] as usize) % self.inner.workers.len();
-                self.inner.workers[w].post(WorkerCmd::OpenRelay(OpenRelay {
-                    legs: pair,
-                    media,
-                    sockets,
-                    timeout,
-                    adopted,
-                }));
-                legs.insert(pair[0], (w, Some(pair[1])));
-                legs.insert(pair[1], (w, Some(pair[0])));
-                shared.stats.legs_active.fetch_add(2, Ordering::Relaxed);
-                Some(MediaEvent::RelayOpened { legs: pair, locals })
+                Some(self.start_relay(
+                    &mut legs,
+                    OpenRelay {
+                        legs: pair,
+                        media,
+                        sockets,
+                        timeout,
+                        adopted,
+                    },
+                    locals,
+                ))
             }
             MediaCommand::Reserve { leg } => {
                 let shared = &self.inner.shared;
@@ -615,6 +613,26 @@ impl MediaEngine {
                 None
             }
         }
+    }
+
+    /// Hands a bound relay pair to its worker and records both legs.
+    fn start_relay(
+        &self,
+        legs: &mut HashMap<LegId, (usize, Option<LegId>)>,
+        open: OpenRelay,
+        locals: [SocketAddr; 2],
+    ) -> MediaEvent {
+        let pair = open.legs;
+        let w = (pair[0] as usize) % self.inner.workers.len();
+        self.inner.workers[w].post(WorkerCmd::OpenRelay(open));
+        legs.insert(pair[0], (w, Some(pair[1])));
+        legs.insert(pair[1], (w, Some(pair[0])));
+        self.inner
+            .shared
+            .stats
+            .legs_active
+            .fetch_add(2, Ordering::Relaxed);
+        MediaEvent::RelayOpened { legs: pair, locals }
     }
 
     pub fn active_legs(&self) -> usize {

@@ -446,15 +446,24 @@ trunk = "far"
     ([(sent[0], got[0]), (sent[1], got[1])], d)
 }
 
-#[test]
-fn forwarded_call_keeps_its_media_in_the_kernel_and_its_dialogs_across_a_daemon_restart() {
-    if !available() {
-        return;
-    }
-    let bpffs = BpfFs::mount("restart");
+/// A run of [`call_across_a_restart`] with the XDP path pinned in a bpffs
+/// the test mounts; fields drop in order (the daemon first, the bpffs last).
+struct KernelRun {
+    d: Daemon,
+    pin: std::path::PathBuf,
+    _pass: Vec<XdpOffload>,
+    _t: Topology,
+    _bpffs: BpfFs,
+}
+
+/// A forwarded call relayed in the kernel across a restart stopped with
+/// `stop`: every packet of both directions must arrive.
+fn kernel_relayed_call_across(tag: &str, stop: Stop) -> KernelRun {
+    let bpffs = BpfFs::mount(tag);
     let pin = bpffs.0.join("voice-gateway");
-    let t = Topology::new("k");
-    let _pass: Vec<XdpOffload> = [(0, "c0"), (2, "f0")]
+    let t = Topology::new(tag);
+    // Frames redirected into the hosts' veths need a program there.
+    let pass: Vec<XdpOffload> = [(0, "c0"), (2, "f0")]
         .into_iter()
         .map(|(i, dev)| {
             t.run(i, move || {
@@ -462,7 +471,7 @@ fn forwarded_call_keeps_its_media_in_the_kernel_and_its_dialogs_across_a_daemon_
             })
         })
         .collect();
-    let (flows, d) = call_across_a_restart(&t, "on", pin.to_str().unwrap(), Stop::Crash);
+    let (flows, d) = call_across_a_restart(&t, "on", pin.to_str().unwrap(), stop);
     eprintln!(
         "across the restart (sent, received): caller→far {:?}, far→caller {:?}",
         flows[0], flows[1]
@@ -476,13 +485,30 @@ fn forwarded_call_keeps_its_media_in_the_kernel_and_its_dialogs_across_a_daemon_
             d.logs()
         );
     }
+    KernelRun {
+        d,
+        pin,
+        _pass: pass,
+        _t: t,
+        _bpffs: bpffs,
+    }
+}
+
+#[test]
+fn forwarded_call_keeps_its_media_in_the_kernel_and_its_dialogs_across_a_daemon_restart() {
+    if !available() {
+        return;
+    }
+    let run = kernel_relayed_call_across("k", Stop::Crash);
+    let d = &run.d;
     // The second run adopted the call's pinned rules rather than
     // offloading it afresh, and it removed them at the BYE.
     assert_eq!(d.metric("gateway_xdp_offloads_total"), 0.0, "{}", d.logs());
     assert_eq!(d.metric("gateway_xdp_pairs_active"), 0.0);
-    let left = XdpOffload::load_pinned(&pin).map(|o| o.rules().len());
+    let left = XdpOffload::load_pinned(&run.pin).map(|o| o.rules().len());
     assert!(matches!(left, Ok(0)), "no rule left pinned: {left:?}");
-    drop(d);
+    let pin = run.pin.clone();
+    drop(run.d);
     let _ = XdpOffload::unpin(&pin);
 }
 
@@ -514,36 +540,14 @@ fn sigusr2_hands_a_kernel_relayed_call_over_to_the_next_run() {
     if !available() {
         return;
     }
-    let bpffs = BpfFs::mount("handover");
-    let pin = bpffs.0.join("voice-gateway");
-    let t = Topology::new("h");
-    let _pass: Vec<XdpOffload> = [(0, "c0"), (2, "f0")]
-        .into_iter()
-        .map(|(i, dev)| {
-            t.run(i, move || {
-                XdpOffload::load(dev, XdpMode::Native).expect("XDP_PASS")
-            })
-        })
-        .collect();
-    let (flows, d) = call_across_a_restart(&t, "on", pin.to_str().unwrap(), Stop::HandOver);
-    eprintln!(
-        "across the hand-over (sent, received): caller→far {:?}, far→caller {:?}",
-        flows[0], flows[1]
-    );
-    for (i, (sent, got)) in flows.into_iter().enumerate() {
-        assert!(sent >= 500, "direction {i}: {sent} sent");
-        assert_eq!(
-            got,
-            sent,
-            "direction {i}: 0 lost across the hand-over\n{}",
-            d.logs()
-        );
-    }
+    let run = kernel_relayed_call_across("h", Stop::HandOver);
+    let d = &run.d;
     assert!(
         d.logs().contains("handing bridged calls over"),
         "{}",
         d.logs()
     );
-    drop(d);
+    let pin = run.pin.clone();
+    drop(run.d);
     let _ = XdpOffload::unpin(&pin);
 }

@@ -111,13 +111,7 @@ fn stat_ticks(stats: &[std::path::PathBuf]) -> u64 {
 
 /// `stat` files of this process's threads named `name`.
 fn own_threads(name: &str) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
-        .map(|e| e.path().join("stat"))
-        .collect()
+    threads_in("self", name)
 }
 
 /// `run_time_ns` and `run_cnt` of BPF program `id` (kernel bpf_stats,
@@ -600,7 +594,12 @@ impl Drop for Children {
 
 /// `stat` files of process `pid`'s threads named `name`.
 fn threads_of(pid: u32, name: &str) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+    threads_in(&pid.to_string(), name)
+}
+
+/// `stat` files of the threads named `name` of `/proc/<proc>`.
+fn threads_in(proc: &str, name: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{proc}/task"))
         .into_iter()
         .flatten()
         .flatten()

@@ -225,6 +225,14 @@ impl Harness {
         self.drain();
     }
 
+    /// The relay of `legs` is bound on 127.0.0.1 `ports`.
+    fn relay_opened(&mut self, legs: [u64; 2], ports: [u16; 2]) {
+        let locals = ports.map(|p| SocketAddr::new("127.0.0.1".parse().unwrap(), p));
+        self.core
+            .handle_media(self.now, MediaEvent::RelayOpened { legs, locals });
+        self.drain();
+    }
+
     fn take_sent(&mut self) -> Vec<String> {
         self.sent.drain(..).map(|(_, s)| s).collect()
     }

@@ -59,17 +59,7 @@ impl Harness {
             self.take_sent().is_empty(),
             "the far INVITE waits for the relay ports"
         );
-        self.core.handle_media(
-            self.now,
-            MediaEvent::RelayOpened {
-                legs,
-                locals: [
-                    "127.0.0.1:30000".parse().unwrap(),
-                    "127.0.0.1:30002".parse().unwrap(),
-                ],
-            },
-        );
-        self.drain();
+        self.relay_opened(legs, [30000, 30002]);
         let (p, inv) = self.sent.pop().expect("far INVITE");
         assert!(self.sent.is_empty());
         assert!(inv.starts_with("INVITE "), "{inv}");

@@ -36,8 +36,8 @@ fn withdrawn(h: &Harness) -> Vec<String> {
 }
 
 /// A forwarded call answered by the far side and ACKed by the caller:
-/// (caller's To tag, the far INVITE).
-fn bridged(h: &mut Harness, call_id: &str) -> (String, String) {
+/// (caller's To tag, the far INVITE, our 200 to the caller).
+fn bridged(h: &mut Harness, call_id: &str) -> (String, String, String) {
     let (_, _, inv) = h.forwarded("+15550000002", call_id);
     h.far(&far_response(
         &inv,
@@ -48,16 +48,44 @@ fn bridged(h: &mut Harness, call_id: &str) -> (String, String) {
         FAR_SDP,
     ));
     let sent = h.sent_to();
-    let ok = &sent.iter().find(|(to, _)| to == CARRIER).expect("200").1;
-    let tag = to_tag_of(ok);
+    let ok = sent
+        .iter()
+        .find(|(to, _)| to == CARRIER)
+        .expect("200")
+        .1
+        .clone();
+    let tag = to_tag_of(&ok);
     h.recv(&in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-ra", "", ""));
-    (tag, inv)
+    (tag, inv, ok)
+}
+
+/// A call bridged by a first run and taken back by a second from the
+/// snapshot alone: (the second run, the call's id, the caller's To tag,
+/// the far INVITE, our 200 to the caller).
+fn restored(call_id: &str) -> (Harness, String, String, String, String) {
+    let mut a = resuming();
+    let (tag, inv, ok) = bridged(&mut a, call_id);
+    a.advance_to(1_500);
+    let (id, snapshot) = snapshots(&a).remove(0);
+    // The new run numbers its calls afresh: the restored call gets other
+    // handles than it had (the first run's went to transactions first).
+    let mut b = resuming();
+    let failed = b.core.restore(
+        b.now,
+        vec![ResumableCall {
+            id: id.clone(),
+            snapshot,
+        }],
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    b.drain();
+    (b, id, tag, inv, ok)
 }
 
 #[test]
 fn a_bridged_call_is_saved_once_and_taken_back_by_the_next_run() {
     let mut a = resuming();
-    let (tag, inv) = bridged(&mut a, "res-1");
+    let (tag, inv, _) = bridged(&mut a, "res-1");
     assert!(snapshots(&a).is_empty(), "saved by the periodic pass");
     a.advance_to(1_500);
     let saved = snapshots(&a);
@@ -99,17 +127,7 @@ fn a_bridged_call_is_saved_once_and_taken_back_by_the_next_run() {
     assert_eq!(media[0].remote, Some("127.0.0.1:40000".parse().unwrap()));
     assert_eq!((media[0].codec, media[1].codec), (Codec::Pcma, Codec::Pcma));
     assert_eq!(b.core.active_calls(), 1);
-    b.core.handle_media(
-        b.now,
-        MediaEvent::RelayOpened {
-            legs,
-            locals: [
-                "127.0.0.1:30000".parse().unwrap(),
-                "127.0.0.1:30002".parse().unwrap(),
-            ],
-        },
-    );
-    b.drain();
+    b.relay_opened(legs, [30000, 30002]);
     assert!(b.take_sent().is_empty(), "no INVITE: the far leg is up");
     assert!(
         !b.media
@@ -163,17 +181,7 @@ fn a_bridged_call_is_saved_once_and_taken_back_by_the_next_run() {
 
 #[test]
 fn the_far_party_can_hang_up_a_restored_call() {
-    let mut a = resuming();
-    let (_, _) = bridged(&mut a, "res-2");
-    a.advance_to(1_500);
-    let (id, snapshot) = snapshots(&a).remove(0);
-    let mut b = resuming();
-    assert!(
-        b.core
-            .restore(b.now, vec![ResumableCall { id, snapshot }])
-            .is_empty()
-    );
-    b.drain();
+    let (mut b, ..) = restored("res-2");
     let far_call_id = match &b.core.out_legs.values().next().unwrap().dialog {
         Some(d) => d.key.call_id.clone(),
         None => panic!("far dialog"),
@@ -204,17 +212,7 @@ Content-Length: 0\r\n\r\n"
 
 #[test]
 fn a_relay_that_cannot_be_adopted_hangs_the_restored_call_up() {
-    let mut a = resuming();
-    let (_, _) = bridged(&mut a, "res-3");
-    a.advance_to(1_500);
-    let (id, snapshot) = snapshots(&a).remove(0);
-    let mut b = resuming();
-    assert!(
-        b.core
-            .restore(b.now, vec![ResumableCall { id, snapshot }])
-            .is_empty()
-    );
-    b.drain();
+    let (mut b, ..) = restored("res-3");
     let legs = match b.media.last() {
         Some(MediaCommand::AdoptRelay { legs, .. }) => *legs,
         other => panic!("{other:?}"),
@@ -294,7 +292,7 @@ fn snapshots_that_cannot_be_read_are_refused_with_the_reason() {
 #[test]
 fn a_call_on_hold_change_is_withdrawn_and_saved_again_once_settled() {
     let mut a = resuming();
-    let (tag, _) = bridged(&mut a, "res-5");
+    let (tag, _, _) = bridged(&mut a, "res-5");
     a.advance_to(1_500);
     let first = snapshots(&a);
     assert_eq!(first.len(), 1);
@@ -351,31 +349,7 @@ fn sdp_session_id(msg: &str) -> String {
 
 #[test]
 fn a_restored_call_keeps_its_sdp_sessions_when_put_on_hold() {
-    let mut a = resuming();
-    let (_, _, inv) = a.forwarded("+15550000002", "res-6");
-    a.far(&far_response(
-        &inv,
-        200,
-        "OK",
-        "far1",
-        "Contact: <sip:far@192.0.2.10:5070>\r\n",
-        FAR_SDP,
-    ));
-    let sent = a.sent_to();
-    let ok = sent.iter().find(|(to, _)| to == CARRIER).unwrap().1.clone();
-    let tag = to_tag_of(&ok);
-    a.recv(&in_dialog("ACK", "res-6", &tag, 1, "z9hG4bK-6a", "", ""));
-    a.advance_to(1_500);
-    let (id, snapshot) = snapshots(&a).remove(0);
-    let mut b = resuming();
-    // Handles of the new run differ from the first run's.
-    b.core.restore(b.now, vec![]);
-    assert!(
-        b.core
-            .restore(b.now, vec![ResumableCall { id, snapshot }])
-            .is_empty()
-    );
-    b.drain();
+    let (mut b, _, tag, inv, ok) = restored("res-6");
     let hold_sdp = format!("{SDP}a=sendonly\r\n");
     b.recv(&in_dialog(
         "INVITE",
