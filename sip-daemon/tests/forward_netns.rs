@@ -41,6 +41,40 @@ fn available() -> bool {
     }
 }
 
+/// The daemon in the gateway namespace: callers' trunk on the caller side,
+/// `number` forwarded through the far trunk to port `far_port` of the far
+/// host; `media.xdp = xdp`, pinned in `pin` (empty: not pinned).
+fn gateway_daemon(t: &Topology, number: &str, far_port: u16, xdp: &str, pin: &str) -> Daemon {
+    Daemon::start_opts(Opts {
+        netns: Some(&t.ns[1]),
+        ip: Some(GW_C),
+        listen: Some(r#"["udp:{ip}:{port}"]"#),
+        media_extra: &format!("xdp = \"{xdp}\"\nxdp_interfaces = [\"gc\", \"gf\"]\n"),
+        xdp_pin_dir: pin,
+        extra: &format!(
+            r#"
+[[trunks]]
+name = "callers"
+source_cidrs = ["198.18.0.0/24"]
+
+[[trunks]]
+name = "far"
+source_cidrs = ["198.18.1.0/24"]
+outbound_address = "{FAR}:{far_port}"
+transport = "udp"
+
+[[numbers]]
+pattern = "{number}"
+account = "acct"
+route = "forward"
+target = "sip:{number}@far.test"
+trunk = "far"
+"#
+        ),
+        ..Opts::default()
+    })
+}
+
 /// Places one call caller → +15557000004 → far phone through the daemon
 /// in the gateway namespace; checks both directions of audio. Returns the
 /// daemon (for its metrics).
@@ -56,35 +90,8 @@ fn forwarded_call(t: &Topology, xdp: &str) -> Daemon {
         &tone(1000.0, 8000, 6000, 8000.0),
         7,
     );
-    let d = Daemon::start_opts(Opts {
-        netns: Some(&t.ns[1]),
-        ip: Some(GW_C),
-        listen: Some(r#"["udp:{ip}:{port}"]"#),
-        // (Not pinned: tests/common sets `xdp_pin_dir = ""`.)
-        media_extra: &format!("xdp = \"{xdp}\"\nxdp_interfaces = [\"gc\", \"gf\"]\n"),
-        extra: &format!(
-            r#"
-[[trunks]]
-name = "callers"
-source_cidrs = ["198.18.0.0/24"]
-
-[[trunks]]
-name = "far"
-source_cidrs = ["198.18.1.0/24"]
-outbound_address = "{FAR}:{port}"
-transport = "udp"
-
-[[numbers]]
-pattern = "+15557000004"
-account = "acct"
-route = "forward"
-target = "sip:+15557000004@far.test"
-trunk = "far"
-"#,
-            port = callee.port
-        ),
-        ..Opts::default()
-    });
+    // (Not pinned.)
+    let d = gateway_daemon(t, "+15557000004", callee.port, xdp, "");
     let (rate, heard) = baresip_call_from(
         Some(&t.ns[0]),
         CALLER,
@@ -351,35 +358,7 @@ fn call_across_a_restart(
     stop_how: Stop,
 ) -> ([(u64, u64); 2], Daemon) {
     let far = FarParty::start(t, Duration::from_secs(60));
-    let mut d = Daemon::start_opts(Opts {
-        netns: Some(&t.ns[1]),
-        ip: Some(GW_C),
-        listen: Some(r#"["udp:{ip}:{port}"]"#),
-        media_extra: &format!("xdp = \"{xdp}\"\nxdp_interfaces = [\"gc\", \"gf\"]\n"),
-        xdp_pin_dir: pin,
-        extra: &format!(
-            r#"
-[[trunks]]
-name = "callers"
-source_cidrs = ["198.18.0.0/24"]
-
-[[trunks]]
-name = "far"
-source_cidrs = ["198.18.1.0/24"]
-outbound_address = "{FAR}:{port}"
-transport = "udp"
-
-[[numbers]]
-pattern = "+15557000005"
-account = "acct"
-route = "forward"
-target = "sip:+15557000005@far.test"
-trunk = "far"
-"#,
-            port = far.port
-        ),
-        ..Opts::default()
-    });
+    let mut d = gateway_daemon(t, "+15557000005", far.port, xdp, pin);
     let (sip, rtp) = t.run(0, || {
         (
             UdpSocket::bind(format!("{CALLER}:0")).unwrap(),
