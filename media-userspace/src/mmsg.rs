@@ -267,12 +267,29 @@ fn has_run(packets: &[(&[u8], SocketAddr)]) -> bool {
 
 /// Where each message of a segmented batch starts and how many datagrams
 /// it carries: runs of equal length to one destination, at most
-/// [`MAX_SEGMENTS`] and 64 KiB each.
-fn runs(packets: &[(&[u8], SocketAddr)]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for (i, (p, to)) in packets.iter().enumerate() {
-        if let Some((start, n)) = out.last_mut() {
-            let (first, first_to) = packets[*start];
+/// [`MAX_SEGMENTS`] and 64 KiB each. On the stack: it is built per batch.
+#[derive(Debug)]
+struct Runs {
+    runs: [(usize, usize); BATCH],
+    len: usize,
+}
+
+impl std::ops::Deref for Runs {
+    type Target = [(usize, usize)];
+    fn deref(&self) -> &[(usize, usize)] {
+        &self.runs[..self.len]
+    }
+}
+
+/// The runs of `chunk` (at most [`BATCH`] datagrams).
+fn runs(chunk: &[(&[u8], SocketAddr)]) -> Runs {
+    let mut out = Runs {
+        runs: [(0, 0); BATCH],
+        len: 0,
+    };
+    for (i, (p, to)) in chunk.iter().take(BATCH).enumerate() {
+        if let Some((start, n)) = out.len.checked_sub(1).map(|l| &mut out.runs[l]) {
+            let (first, first_to) = chunk[*start];
             if *to == first_to
                 && p.len() == first.len()
                 && (1..=MAX_SEGMENT).contains(&p.len())
@@ -283,7 +300,8 @@ fn runs(packets: &[(&[u8], SocketAddr)]) -> Vec<(usize, usize)> {
                 continue;
             }
         }
-        out.push((i, 1));
+        out.runs[out.len] = (i, 1);
+        out.len += 1;
     }
     out
 }
@@ -451,15 +469,15 @@ mod tests {
             (&x[..], b),
             (&x[..], b),
         ];
-        assert_eq!(runs(&p), vec![(0, 3), (3, 1), (4, 1), (5, 2)]);
+        assert_eq!(&runs(&p)[..], &[(0, 3), (3, 1), (4, 1), (5, 2)]);
         assert!(has_run(&p));
         assert!(!has_run(&p[2..5]));
-        let many: Vec<(&[u8], SocketAddr)> = (0..70).map(|_| (&x[..], a)).collect();
-        assert_eq!(runs(&many), vec![(0, 64), (64, 6)], "64 segments at most");
+        let many: Vec<(&[u8], SocketAddr)> = (0..BATCH).map(|_| (&x[..], a)).collect();
+        assert_eq!(&runs(&many)[..], &[(0, BATCH)], "a whole batch in one");
         // Datagrams too large for every path MTU are sent one by one.
         let big = [3u8; 1_300];
         let large = [(&big[..], a), (&big[..], a)];
-        assert_eq!(runs(&large), vec![(0, 1), (1, 1)]);
+        assert_eq!(&runs(&large)[..], &[(0, 1), (1, 1)]);
         assert!(!has_run(&large));
     }
 
