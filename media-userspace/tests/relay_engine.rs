@@ -156,14 +156,16 @@ fn relay_on_io_uring_workers() {
 /// same ports bound again, relaying at once; refused with a reason when the
 /// ports are not a pair or are taken; a port outside the range serves the
 /// call and is never handed to another one.
+// Fixed ports below the kernel's ephemeral range (32768 and up), so no
+// socket another test binds on port 0 can hold them.
 #[test]
 fn a_restored_call_adopts_its_relay_on_the_same_ports() {
     let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = MediaEngine::start(
         EngineConfig {
             bind_ip: "127.0.0.1".parse().unwrap(),
-            port_min: 46_100,
-            port_max: 46_103,
+            port_min: 31_100,
+            port_max: 31_103,
             workers: 1,
             prefer_io_uring: false,
             xdp: None,
@@ -185,7 +187,7 @@ fn a_restored_call_adopts_its_relay_on_the_same_ports() {
             timeout: Duration::from_secs(30),
         })
     };
-    for bad in [[0, 46_102], [46_102, 46_102]] {
+    for bad in [[0, 31_102], [31_102, 31_102]] {
         let r = adopt([1, 2], bad);
         assert!(
             matches!(&r, Some(MediaEvent::Failed { reason, .. }) if reason.contains("not a pair")),
@@ -193,21 +195,21 @@ fn a_restored_call_adopts_its_relay_on_the_same_ports() {
         );
     }
     // One port in the range, one outside it (the range changed).
-    let outside = 46_200;
-    let r = adopt([10, 11], [46_100, outside]);
+    let outside = 31_200;
+    let r = adopt([10, 11], [31_100, outside]);
     let Some(MediaEvent::RelayOpened { locals, .. }) = r else {
         panic!("{r:?}");
     };
-    assert_eq!(locals.map(|l| l.port()), [46_100, outside]);
+    assert_eq!(locals.map(|l| l.port()), [31_100, outside]);
     let mut buf = [0u8; 2048];
     let p = rtp(0, 1, 0xaaaa);
     caller.send_to(&p, locals[0]).unwrap();
     let (n, from) = callee.recv_from(&mut buf).expect("relayed at once");
     assert_eq!((&buf[..n], from), (&p[..], locals[1]));
     // Taken: the same ports again fail, with the port named.
-    let r = adopt([20, 21], [46_100, outside]);
+    let r = adopt([20, 21], [31_100, outside]);
     assert!(
-        matches!(&r, Some(MediaEvent::Failed { reason, .. }) if reason.contains("46100")),
+        matches!(&r, Some(MediaEvent::Failed { reason, .. }) if reason.contains("31100")),
         "{r:?}"
     );
     // The range has one pair left (46102/46103): a new call gets it, and
@@ -238,5 +240,5 @@ fn a_restored_call_adopts_its_relay_on_the_same_ports() {
     };
     let mut got = opened.map(|l| l.port());
     got.sort_unstable();
-    assert_eq!(got, [46_100, 46_102], "{opened:?}");
+    assert_eq!(got, [31_100, 31_102], "{opened:?}");
 }
