@@ -37,6 +37,18 @@ pub(super) fn far_response(
     )
 }
 
+/// The far side's 200 OK with its SDP (PCMA) to the far INVITE `inv`.
+pub(super) fn far_ok(inv: &str) -> String {
+    far_response(
+        inv,
+        200,
+        "OK",
+        "far1",
+        "Contact: <sip:far@192.0.2.10:5070>\r\n",
+        FAR_SDP,
+    )
+}
+
 fn far_peer() -> Peer {
     peer(TransportKind::Udp, FAR)
 }
@@ -144,14 +156,7 @@ fn forwarded_call_rings_answers_and_bridges_both_ways() {
     h.advance_to(3_000);
     h.take_sent();
     h.media.clear();
-    h.far(&far_response(
-        &inv,
-        200,
-        "OK",
-        "far1",
-        "Contact: <sip:far@192.0.2.10:5070>\r\n",
-        FAR_SDP,
-    ));
+    h.far(&far_ok(&inv));
     let sent = h.sent_to();
     assert_eq!(sent.len(), 2, "{sent:?}");
     let ack = &sent.iter().find(|(to, _)| to == FAR).expect("ACK to far").1;
@@ -190,14 +195,7 @@ fn forwarded_call_rings_answers_and_bridges_both_ways() {
     assert!(matches!(h.cdr.last(), Some(CdrEvent::Answered { .. })));
 
     // A retransmitted 200 gets the same ACK again.
-    h.far(&far_response(
-        &inv,
-        200,
-        "OK",
-        "far1",
-        "Contact: <sip:far@192.0.2.10:5070>\r\n",
-        FAR_SDP,
-    ));
+    h.far(&far_ok(&inv));
     let again = h.sent_to();
     assert_eq!(again.len(), 1);
     assert_eq!(&again[0].1, ack);
@@ -548,14 +546,7 @@ impl Harness {
     /// caller's ACK in. Returns (caller leg, far leg, far INVITE, caller tag).
     fn bridged(&mut self, call_id: &str) -> (u64, u64, String, String) {
         let (a, b, inv) = self.forwarded("+15550000002", call_id);
-        self.far(&far_response(
-            &inv,
-            200,
-            "OK",
-            "far1",
-            "Contact: <sip:far@192.0.2.10:5070>\r\n",
-            FAR_SDP,
-        ));
+        self.far(&far_ok(&inv));
         let ok = self
             .sent_to()
             .into_iter()

@@ -2,7 +2,7 @@
 //! virtual time: the snapshot the first core saves is all the second one
 //! gets, as across a restart of the daemon.
 
-use super::forward::{FAR, FAR_SDP, far_response};
+use super::forward::{FAR, FAR_SDP, far_ok, far_response};
 use super::*;
 use api::store::ResumableCall;
 
@@ -39,14 +39,7 @@ fn withdrawn(h: &Harness) -> Vec<String> {
 /// (caller's To tag, the far INVITE, our 200 to the caller).
 fn bridged(h: &mut Harness, call_id: &str) -> (String, String, String) {
     let (_, _, inv) = h.forwarded("+15550000002", call_id);
-    h.far(&far_response(
-        &inv,
-        200,
-        "OK",
-        "far1",
-        "Contact: <sip:far@192.0.2.10:5070>\r\n",
-        FAR_SDP,
-    ));
+    h.far(&far_ok(&inv));
     let sent = h.sent_to();
     let ok = sent
         .iter()
@@ -70,16 +63,21 @@ fn restored(call_id: &str) -> (Harness, String, String, String, String) {
     // The new run numbers its calls afresh: the restored call gets other
     // handles than it had (the first run's went to transactions first).
     let mut b = resuming();
+    take_back(&mut b, &id, snapshot);
+    (b, id, tag, inv, ok)
+}
+
+/// Run `b` restores call `id` from `snapshot`, which must succeed.
+fn take_back(b: &mut Harness, id: &str, snapshot: String) {
     let failed = b.core.restore(
         b.now,
         vec![ResumableCall {
-            id: id.clone(),
+            id: id.to_string(),
             snapshot,
         }],
     );
     assert!(failed.is_empty(), "{failed:?}");
     b.drain();
-    (b, id, tag, inv, ok)
 }
 
 #[test]
@@ -107,15 +105,7 @@ fn a_bridged_call_is_saved_once_and_taken_back_by_the_next_run() {
     // The next run knows only the snapshot.
     let mut b = resuming();
     b.advance_to(2_000);
-    let failed = b.core.restore(
-        b.now,
-        vec![ResumableCall {
-            id: id.clone(),
-            snapshot,
-        }],
-    );
-    assert!(failed.is_empty(), "{failed:?}");
-    b.drain();
+    take_back(&mut b, &id, snapshot);
     let (legs, media, ports) = match b.media.last() {
         Some(MediaCommand::AdoptRelay {
             legs, media, ports, ..
