@@ -93,6 +93,11 @@ pub struct SipSection {
     /// Signalling threads: 1 runs transports and the core on one thread
     /// (the cheapest per call); more spreads parsing and I/O.
     pub threads: usize,
+    /// Answer UDP requests at the address and port they came from, as if
+    /// every Via asked for `rport` (RFC 3581): what works through NAT and
+    /// what load balancers expect. `false`: strict RFC 3261 §18.2.2, the
+    /// source IP with the Via's sent-by port unless `rport` is present.
+    pub symmetric_responses: bool,
 }
 
 impl Default for SipSection {
@@ -113,6 +118,7 @@ impl Default for SipSection {
             max_tcp_connections: 4096,
             drain_timeout_secs: 30,
             threads: 1,
+            symmetric_responses: true,
         }
     }
 }
@@ -732,6 +738,7 @@ impl Config {
             max_frame_bytes: self.stream.max_frame_bytes.max(1024),
         };
         c.voice_fallback_to_route = self.webhooks.voice_on_failure != "reject";
+        c.symmetric_responses = self.sip.symmetric_responses;
         c.resume_node = Some(self.node_id());
         c.forward = crate::core::forward::ForwardSettings {
             ring_timeout: Duration::from_secs(self.forward.ring_timeout_secs.max(1)),

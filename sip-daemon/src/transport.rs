@@ -376,6 +376,20 @@ async fn stream_writer(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Re
     let _ = wr.shutdown().await;
 }
 
+/// How long a connection closed for a framing error stays open for the
+/// answer to leave; what the peer sends meanwhile is discarded.
+const LINGER: Duration = Duration::from_secs(1);
+
+async fn linger(rd: &mut tokio::net::tcp::OwnedReadHalf) {
+    let mut sink = [0u8; 4096];
+    let until = tokio::time::Instant::now() + LINGER;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, rd.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 async fn stream_reader(
     t: Transports,
     mut rd: tokio::net::tcp::OwnedReadHalf,
@@ -411,9 +425,18 @@ async fn stream_reader(
                 Ok(Some(Frame::Message(m))) => t.deliver(peer, &m, Framing::Stream),
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing
-                    // error (§18.3): count it and close.
+                    // error (§18.3): answer a request 400 when its headers
+                    // are all here, count it and close once the answer had
+                    // its time to leave.
                     t.inner.metrics.reject("framing");
                     tracing::debug!(%remote, error = %e, "closing SIP TCP connection");
+                    if let Some(head) = framer.head() {
+                        let msg = Err(parse::unframeable(head, &e.to_string()));
+                        if t.inner.inbound.try_send(Inbound { peer, msg }).is_err() {
+                            t.inner.metrics.reject("overload");
+                        }
+                        linger(&mut rd).await;
+                    }
                     break 'conn;
                 }
             }

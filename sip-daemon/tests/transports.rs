@@ -68,15 +68,24 @@ fn tcp_keepalive_ping_gets_pong() {
 }
 
 #[test]
-fn tcp_without_content_length_is_closed_and_counted() {
+fn tcp_without_content_length_is_answered_400_closed_and_counted() {
     let d = Daemon::start("");
     let mut s = TcpStream::connect(d.sip_addr()).unwrap();
     let local = s.local_addr().unwrap();
     let msg = options("TCP", local, d.sip_addr(), 3, "").replace("Content-Length: 0\r\n", "");
     s.write_all(msg.as_bytes()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut buf = [0u8; 1024];
-    assert!(matches!(s.read(&mut buf), Ok(0)), "connection closed");
+    // RFC 3261 §18.3: the stream cannot be framed any further. The request
+    // is answered 400 naming why, then the connection closes.
+    let mut got = Vec::new();
+    let closed = s.read_to_end(&mut got).is_ok();
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("SIP/2.0 400 Bad Request (Content-Length is required"),
+        "{text}"
+    );
+    assert!(text.contains("t-3@test"), "{text}");
+    assert!(closed, "connection closed after the 400");
     assert_eq!(
         d.metric("gateway_sip_rejections_total{reason=\"framing\"}"),
         1.0

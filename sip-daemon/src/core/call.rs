@@ -964,13 +964,14 @@ impl Core {
     }
 
     pub(super) fn on_cancel(&mut self, now: Instant, id: u64) {
-        let Some((invite_key, cancel_tag)) = self
-            .request(id)
-            .map(|r| (TxnKey::invite_of(r), r.to_tag().map(str::to_string)))
+        let Some(invite_key) = self
+            .txns
+            .server
+            .get(&id)
+            .and_then(|e| Some(TxnKey::invite_of_cancel(e.request.as_ref()?, &e.key)))
         else {
             return;
         };
-        let _ = cancel_tag;
         let Some(&inv) = self.txns.server_index.get(&invite_key) else {
             return self.reply(now, id, 481, None);
         };
@@ -993,9 +994,9 @@ impl Core {
         }
     }
 
-    pub(super) fn on_ack(&mut self, now: Instant, ack: Request) {
+    pub(super) fn on_ack(&mut self, now: Instant, peer: Peer, ack: Request) {
         // ACK for a non-2xx final: absorbed by the INVITE transaction.
-        let key = TxnKey::invite_of(&ack);
+        let key = TxnKey::invite_of(&ack, &peer);
         if let Some(&id) = self.txns.server_index.get(&key)
             && let Some(e) = self.txns.server.get_mut(&id)
             && e.txn.state() == ServerState::Completed

@@ -86,6 +86,9 @@ pub struct CoreConfig {
     /// This node's name in the store: bridged calls are kept resumable
     /// under it ([`resume`]). `None`: no snapshots.
     pub resume_node: Option<String>,
+    /// UDP responses go to the request's source port whether or not its
+    /// Via has `rport` (RFC 3581 behaviour for every request).
+    pub symmetric_responses: bool,
 }
 
 /// How calls on route `stream` reach the AI.
@@ -134,6 +137,7 @@ impl Default for CoreConfig {
             listeners: Vec::new(),
             voice_fallback_to_route: true,
             resume_node: None,
+            symmetric_responses: true,
         }
     }
 }
@@ -660,10 +664,10 @@ impl Core {
 
     /// Where responses to a request from `peer` go (§18.2.2, RFC 3581):
     /// streams answer on the same connection; datagrams go to the source
-    /// address when `rport` asked for it, else to the source IP and the
-    /// Via port.
-    fn response_peer(peer: Peer, req: &Request) -> Peer {
-        if peer.transport.is_reliable() {
+    /// address when `rport` asked for it or responses are symmetric, else
+    /// to the source IP and the Via port.
+    fn response_peer(&self, peer: Peer, req: &Request) -> Peer {
+        if peer.transport.is_reliable() || self.cfg.symmetric_responses {
             return peer;
         }
         let via = req.core.top_via();
@@ -798,10 +802,10 @@ impl Core {
             .with_label_values(&[req.method.metric_label()])
             .inc();
         if req.method == Method::Ack {
-            self.on_ack(now, req);
+            self.on_ack(now, peer, req);
             return;
         }
-        let key = TxnKey::for_request(&req);
+        let key = TxnKey::for_request(&req, &peer);
         if let Some(&id) = self.txns.server_index.get(&key) {
             // A retransmission: the transaction answers it (§17.2).
             if let Some(entry) = self.txns.server.get(&id)
@@ -825,6 +829,7 @@ impl Core {
             .as_ref()
             .is_some_and(|m| self.txns.merge_index.contains_key(m));
         let id = self.new_id();
+        let response_peer = self.response_peer(peer, &req);
         let method = req.method.clone();
         self.txns.insert_server(
             id,
@@ -832,7 +837,7 @@ impl Core {
                 txn: ServerTransaction::new(kind, reliable, self.cfg.timers),
                 key,
                 merge_key: if merged { None } else { merge_key },
-                peer: Self::response_peer(peer, &req),
+                peer: response_peer,
                 request: Some(req),
                 call: None,
             },
@@ -923,6 +928,15 @@ impl Core {
                 return Some(CheckFailure::UnsupportedMedia("Accept", ACCEPT));
             }
         }
+        // RFC 4475 §3.3.15: an INVITE whose Accept leaves out SDP cannot be
+        // answered (every answer to it carries a session description).
+        if r.method == Method::Invite
+            && r.to_tag().is_none()
+            && r.headers.count(&HeaderName::Accept) > 0
+            && !r.headers.get_all(&HeaderName::Accept).any(accepts_sdp)
+        {
+            return Some(CheckFailure::NotAcceptable);
+        }
         if let Some(enc) = r.headers.get(&HeaderName::ContentEncoding)
             && !enc.trim().eq_ignore_ascii_case("identity")
         {
@@ -951,6 +965,17 @@ impl Core {
             CheckFailure::BadExtension(tags) => {
                 self.metrics.reject("unsupported_extension");
                 self.reply_with(now, id, 420, |b| b.header(HeaderName::Unsupported, tags));
+            }
+            CheckFailure::NotAcceptable => {
+                self.metrics.reject("not_acceptable");
+                let warning = format!(
+                    "399 {} \"the answer is SDP, which Accept does not admit\"",
+                    self.cfg.server_name.split('/').next().unwrap_or("gateway")
+                );
+                self.reply_with(now, id, 406, |b| {
+                    b.header(HeaderName::Accept, ACCEPT)
+                        .header(HeaderName::Warning, warning)
+                });
             }
             CheckFailure::UnsupportedMedia(h, v) => {
                 self.metrics.reject("unsupported_media");
@@ -1199,6 +1224,21 @@ enum CheckFailure {
     TooManyHops,
     BadExtension(String),
     UnsupportedMedia(&'static str, &'static str),
+    /// The answer must carry SDP, which the request's Accept refuses.
+    NotAcceptable,
+}
+
+/// Whether an Accept header value (RFC 3261 §20.1) admits
+/// `application/sdp`; an empty value admits nothing.
+fn accepts_sdp(accept: &str) -> bool {
+    crate::sip::grammar::split_commas(accept)
+        .iter()
+        .any(|range| {
+            let mt = range.split(';').next().unwrap_or("").trim();
+            ["application/sdp", "application/*", "*/*"]
+                .iter()
+                .any(|ok| mt.eq_ignore_ascii_case(ok))
+        })
 }
 
 /// Replaces a valueless `rport` parameter with `rport=<port>`.

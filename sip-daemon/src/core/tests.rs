@@ -1091,6 +1091,7 @@ fn registered_user_as_call_target_is_redirected_to_its_binding() {
     assert_eq!(h.core.active_calls(), 0);
 }
 
+mod edge;
 mod forward;
 mod originate;
 mod resume;

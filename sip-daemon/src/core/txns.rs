@@ -6,6 +6,7 @@ use crate::sip::transaction::{ClientTransaction, ServerTransaction};
 use crate::sip::transport::Peer;
 use crate::sip::{Method, Request};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 /// Identifies a server transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -14,19 +15,37 @@ pub struct TxnKey {
     sent_by: String,
     /// ACK is folded into INVITE (it matches the INVITE transaction).
     method: Method,
+    /// Where the request came from: the address and port of a datagram,
+    /// the address of a stream (a retransmission may come on a new
+    /// connection). Branch and sent-by are the sender's to choose, so
+    /// without it anyone could make their request (or CANCEL) match
+    /// another source's transaction.
+    source: SocketAddr,
 }
 
 impl TxnKey {
-    pub fn for_request(req: &Request) -> TxnKey {
-        Self::with_method(req, req.method.clone())
+    pub fn for_request(req: &Request, peer: &Peer) -> TxnKey {
+        Self::with_method(req, req.method.clone(), Self::source_of(peer))
     }
 
-    /// The key of the INVITE a CANCEL or ACK refers to.
-    pub fn invite_of(req: &Request) -> TxnKey {
-        Self::with_method(req, Method::Invite)
+    /// The key of the INVITE a CANCEL or ACK from `peer` refers to.
+    pub fn invite_of(req: &Request, peer: &Peer) -> TxnKey {
+        Self::with_method(req, Method::Invite, Self::source_of(peer))
     }
 
-    fn with_method(req: &Request, method: Method) -> TxnKey {
+    /// The key of the INVITE a CANCEL whose own key is `cancel` refers to.
+    pub fn invite_of_cancel(req: &Request, cancel: &TxnKey) -> TxnKey {
+        Self::with_method(req, Method::Invite, cancel.source)
+    }
+
+    fn source_of(peer: &Peer) -> SocketAddr {
+        match peer.transport.is_reliable() {
+            true => SocketAddr::new(peer.remote.ip(), 0),
+            false => peer.remote,
+        }
+    }
+
+    fn with_method(req: &Request, method: Method, source: SocketAddr) -> TxnKey {
         let method = if method == Method::Ack {
             Method::Invite
         } else {
@@ -49,6 +68,7 @@ impl TxnKey {
             branch,
             sent_by: via.sent_by().to_ascii_lowercase(),
             method,
+            source,
         }
     }
 }

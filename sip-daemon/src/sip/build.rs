@@ -109,12 +109,9 @@ pub fn response_to_raw(
 ) -> Option<MessageBuilder> {
     let h = &raw.headers;
     let vias: Vec<&str> = h.get_all(&HeaderName::Via).collect();
-    let (from, to, call_id, cseq) = (
-        h.get(&HeaderName::From)?,
-        h.get(&HeaderName::To)?,
-        h.get(&HeaderName::CallId)?,
-        h.get(&HeaderName::CSeq)?,
-    );
+    // Without a Via the answer has nowhere to be matched; the other
+    // headers are copied when present (RFC 4475 §3.3.1: a request missing
+    // From, To or Call-ID still gets its 400).
     if vias.is_empty() {
         return None;
     }
@@ -122,10 +119,17 @@ pub fn response_to_raw(
     for v in vias {
         b.headers.push(HeaderName::Via, v);
     }
-    b.headers.push(HeaderName::From, from);
-    b.headers.push(HeaderName::To, with_tag(to, Some(to_tag)));
-    b.headers.push(HeaderName::CallId, call_id);
-    b.headers.push(HeaderName::CSeq, cseq);
+    if let Some(from) = h.get(&HeaderName::From) {
+        b.headers.push(HeaderName::From, from);
+    }
+    if let Some(to) = h.get(&HeaderName::To) {
+        b.headers.push(HeaderName::To, with_tag(to, Some(to_tag)));
+    }
+    for name in [HeaderName::CallId, HeaderName::CSeq] {
+        if let Some(v) = h.get(&name) {
+            b.headers.push(name, v);
+        }
+    }
     Some(b)
 }
 

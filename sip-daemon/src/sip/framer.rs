@@ -23,7 +23,7 @@ pub enum Frame {
 pub enum FramingError {
     #[error("message larger than {0} bytes")]
     TooLarge(usize),
-    #[error("missing Content-Length on a stream transport")]
+    #[error("Content-Length is required on a stream transport")]
     NoContentLength,
     #[error("malformed Content-Length")]
     BadContentLength,
@@ -46,6 +46,18 @@ impl StreamFramer {
     /// Bytes held waiting for the rest of a message.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The header section of the message being framed, through its blank
+    /// line, once it has all arrived: what a framing error is answered from.
+    pub fn head(&self) -> Option<&[u8]> {
+        let start = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        let rest = &self.buf[start..];
+        find_header_end(rest).map(|(_, body)| &rest[..body])
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -127,6 +139,25 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 5\r\n\r\nhello";
+
+    #[test]
+    fn a_framing_error_leaves_the_head_to_answer_from() {
+        for msg in [
+            &b"\r\nOPTIONS sip:a@b SIP/2.0\r\nl: -1\r\n\r\n"[..],
+            b"OPTIONS sip:a@b SIP/2.0\r\nl: 1\r\nContent-Length: 2\r\n\r\nab",
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nbody",
+        ] {
+            let mut f = StreamFramer::new(4096);
+            assert!(f.head().is_none());
+            f.push(msg);
+            assert!(f.next_frame().is_err());
+            let head = f.head().expect("the header section");
+            assert!(head.starts_with(b"OPTIONS") && head.ends_with(b"\r\n\r\n"));
+        }
+        let mut f = StreamFramer::new(4096);
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n");
+        assert!(f.head().is_none(), "the header section has not ended");
+    }
 
     #[test]
     fn frames_split_anywhere() {

@@ -204,7 +204,7 @@ impl NameAddr {
             let gt = after
                 .find('>')
                 .ok_or(NameAddrError::Syntax("missing '>'"))?;
-            let uri = Uri::parse(&after[..gt])?;
+            let uri = Uri::parse_absolute(&after[..gt])?;
             let params = Params::parse(&after[gt + 1..])
                 .map_err(|_| NameAddrError::Syntax("malformed header parameters"))?;
             Ok(NameAddr {
@@ -220,7 +220,7 @@ impl NameAddr {
             if uri_str.contains([' ', '\t', ',', '?', '"']) {
                 return Err(NameAddrError::Syntax("addr-spec needs angle brackets"));
             }
-            let uri = Uri::parse(uri_str)?;
+            let uri = Uri::parse_absolute(uri_str)?;
             let params = Params::parse(&v[end..])
                 .map_err(|_| NameAddrError::Syntax("malformed header parameters"))?;
             Ok(NameAddr {

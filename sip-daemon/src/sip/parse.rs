@@ -97,14 +97,37 @@ pub fn skip_leading_crlf(buf: &[u8]) -> &[u8] {
     &buf[n..]
 }
 
+/// Whether the first line of `buf` ends in a SIP-Version, as a request
+/// line does: bytes that do not are noise, not a message to answer.
+fn ends_like_a_request_line(buf: &[u8]) -> bool {
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.rsplit(|b| *b == b' ')
+        .next()
+        .is_some_and(|v| v.len() >= 4 && v[..4].eq_ignore_ascii_case(b"SIP/"))
+        && line.contains(&b' ')
+}
+
 /// Splits `buf` into start line, headers and body.
 pub fn parse_frame(buf: &[u8], framing: Framing) -> Result<RawMessage, ParseError> {
     let buf = skip_leading_crlf(buf);
     if buf.is_empty() {
         return Err(ParseError::Drop("empty"));
     }
-    let (head_end, body_start) =
-        find_header_end(buf).ok_or(ParseError::Drop("no end of headers"))?;
+    // A datagram is the whole message: one whose header section does not
+    // end in an empty line is still answerable (RFC 4475 §3.1.2.15).
+    let (head_end, body_start, unterminated) = match find_header_end(buf) {
+        Some((h, b)) => (h, b, false),
+        None if framing == Framing::Datagram && ends_like_a_request_line(buf) => {
+            let end = buf
+                .strip_suffix(b"\r\n")
+                .or_else(|| buf.strip_suffix(b"\n"))
+                .unwrap_or(buf)
+                .len();
+            (end, buf.len(), true)
+        }
+        None => return Err(ParseError::Drop("no end of headers")),
+    };
     let head = &buf[..head_end];
     let head =
         std::str::from_utf8(head).map_err(|_| ParseError::Drop("header section is not UTF-8"))?;
@@ -210,6 +233,9 @@ pub fn parse_frame(buf: &[u8], framing: Framing) -> Result<RawMessage, ParseErro
     if let Some(b) = bad_header {
         return Err(reject(raw, b));
     }
+    if unterminated {
+        return Err(reject(raw, "no empty line ends the header section".into()));
+    }
     Ok(raw)
 }
 
@@ -219,6 +245,22 @@ fn truncate(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// The answer to a stream whose framing failed once a whole header section
+/// had arrived (`head`, through the blank line): a request gets a stateless
+/// 400 naming `why`, anything else is dropped. The connection closes after
+/// it, since the stream cannot be resynchronised (RFC 3261 §18.3).
+pub fn unframeable(head: &[u8], why: &str) -> ParseError {
+    let raw = match parse_frame(head, Framing::Datagram) {
+        Ok(raw) => raw,
+        Err(ParseError::Reject { raw, .. }) => *raw,
+        Err(e @ ParseError::Drop(_)) => return e,
+    };
+    if !raw.is_request() {
+        return ParseError::Drop("unframeable response");
+    }
+    reject(raw, 400, why)
 }
 
 /// Parses a complete message.
@@ -440,6 +482,50 @@ Content-Length: 0\r\n\r\n";
             Err(ParseError::Reject { status, .. }) => status,
             Err(ParseError::Drop(_)) => 1,
         }
+    }
+
+    #[test]
+    fn a_datagram_without_the_empty_line_is_answered_400() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n";
+        match parse(msg, Framing::Datagram) {
+            Err(ParseError::Reject {
+                status,
+                reason,
+                raw,
+            }) => {
+                assert_eq!(status, 400);
+                assert!(reason.contains("empty line"), "{reason}");
+                assert_eq!(raw.headers.get(&HeaderName::CallId), Some("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // On a stream the rest may still come: the framer waits, and a
+        // parse of the bytes so far is no message.
+        assert!(matches!(
+            parse(msg, Framing::Stream),
+            Err(ParseError::Drop(_))
+        ));
+        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n";
+        assert!(matches!(
+            parse(resp, Framing::Datagram),
+            Err(ParseError::Drop(_))
+        ));
+    }
+
+    #[test]
+    fn an_unframeable_request_gets_400_and_a_response_nothing() {
+        let head = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: -5\r\n\r\n";
+        match unframeable(head, "Content-Length is required") {
+            ParseError::Reject { status, reason, .. } => {
+                assert_eq!(
+                    (status, reason.as_str()),
+                    (400, "Content-Length is required")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP h\r\n\r\n";
+        assert!(matches!(unframeable(resp, "x"), ParseError::Drop(_)));
     }
 
     #[test]

@@ -9,6 +9,9 @@ pub enum Scheme {
     Sip,
     Sips,
     Tel,
+    /// Any other absoluteURI (RFC 3261 §25.1), allowed in From, To and
+    /// Contact (RFC 4475 §3.3.4): kept as received, never routed to.
+    Other,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +154,33 @@ fn is_user_char(b: u8) -> bool {
         )
 }
 
+/// uric of RFC 2396 (RFC 3261 §25.1): reserved, unreserved or escaped.
+fn is_uric(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b';' | b'/'
+                | b'?'
+                | b':'
+                | b'@'
+                | b'&'
+                | b'='
+                | b'+'
+                | b'$'
+                | b','
+                | b'-'
+                | b'_'
+                | b'.'
+                | b'!'
+                | b'~'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')'
+                | b'%'
+        )
+}
+
 fn is_password_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
@@ -198,6 +228,30 @@ fn is_param_char(b: u8) -> bool {
 }
 
 impl Uri {
+    /// A URI in a name-addr header (From, To, Contact...): SIP, SIPS and
+    /// tel are parsed, any other scheme is kept whole as [`Scheme::Other`]
+    /// (RFC 3261 §20.10 allows an absoluteURI there).
+    pub fn parse_absolute(s: &str) -> Result<Uri, UriError> {
+        match Uri::parse(s) {
+            Err(UriError::UnsupportedScheme(_)) => {
+                // absoluteURI: scheme ":" followed by uric characters.
+                let rest = &s[s.find(':').map_or(s.len(), |i| i + 1)..];
+                if rest.is_empty() || !rest.bytes().all(is_uric) {
+                    return Err(UriError::Invalid("malformed absoluteURI"));
+                }
+                Ok(Uri {
+                    scheme: Scheme::Other,
+                    user: None,
+                    host: None,
+                    port: None,
+                    params: Params::default(),
+                    raw: s.to_string(),
+                })
+            }
+            other => other,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Uri, UriError> {
         let colon = s.find(':').ok_or(UriError::Invalid("missing scheme"))?;
         let scheme_str = &s[..colon];
@@ -404,6 +458,25 @@ mod tests {
         assert_eq!(u.port, Some(5070));
         assert!(Uri::parse("sip:[2001:db8::10:5070").is_err());
         assert!(Uri::parse("sip:[2001:db8::10]5070").is_err());
+    }
+
+    #[test]
+    fn name_addr_headers_take_any_absolute_uri() {
+        // RFC 4475 §3.3.4.
+        for u in [
+            "isbn:2983792873",
+            "http://www.example.com",
+            "name:John_Smith",
+        ] {
+            let parsed = Uri::parse_absolute(u).unwrap();
+            assert_eq!(parsed.scheme, Scheme::Other);
+            assert_eq!(parsed.as_str(), u);
+            assert!(parsed.host.is_none() && parsed.user.is_none());
+            assert!(matches!(Uri::parse(u), Err(UriError::UnsupportedScheme(_))));
+        }
+        assert!(Uri::parse_absolute("http:").is_err());
+        assert!(Uri::parse_absolute("http:a\"b").is_err());
+        assert_eq!(Uri::parse_absolute("sip:a@b").unwrap().scheme, Scheme::Sip);
     }
 
     #[test]
