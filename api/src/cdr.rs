@@ -10,6 +10,10 @@
 //! - The writer takes up to `batch_max` events, applies them with
 //!   `Store::apply_cdr_batch` (one transaction), and on failure puts them
 //!   back at the front and retries with exponential backoff.
+//! - A batch the database refuses for good ([`StoreError::is_permanent`])
+//!   is taken apart: its events are applied one by one, and one that is
+//!   refused alone goes to `cdr_dead_letters` (`Store::dead_letter_cdr`),
+//!   so one bad event never blocks the queue behind it.
 //! - Shutdown ([`CdrWriter::shutdown`]) keeps writing until the queue is
 //!   empty or the timeout passes and reports what is left unwritten.
 //!
@@ -27,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::store::{CdrEvent, Store};
+use crate::store::{CdrEvent, Store, StoreError};
 
 /// The in-memory CDR queue. Cloning is cheap and yields a handle to the
 /// same queue.
@@ -141,6 +145,9 @@ pub struct CdrMetrics {
     pub written: IntCounter,
     /// `gateway_store_write_failures_total`: failed batch attempts.
     pub write_failures: IntCounter,
+    /// `gateway_cdr_dead_letters_total`: events the database refused for
+    /// good, kept in `cdr_dead_letters` instead.
+    pub dead_letters: IntCounter,
 }
 
 impl CdrMetrics {
@@ -158,6 +165,10 @@ impl CdrMetrics {
                 "gateway_store_write_failures_total",
                 "Failed attempts to write a batch of CDR events",
             )?,
+            dead_letters: IntCounter::new(
+                "gateway_cdr_dead_letters_total",
+                "CDR events the database refused for good, kept in cdr_dead_letters",
+            )?,
         })
     }
 
@@ -168,6 +179,7 @@ impl CdrMetrics {
         reg.register(Box::new(m.queue_depth.clone()))?;
         reg.register(Box::new(m.written.clone()))?;
         reg.register(Box::new(m.write_failures.clone()))?;
+        reg.register(Box::new(m.dead_letters.clone()))?;
         Ok(m)
     }
 
@@ -330,6 +342,19 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Keeps `ev`, refused for good with `why`, in the dead-letter table.
+async fn dead_letter(store: &dyn Store, ev: &CdrEvent, why: &StoreError) -> Result<(), StoreError> {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    tracing::warn!(
+        call = ev.call_id(),
+        error = %why,
+        "CDR event refused by the database for good; kept in cdr_dead_letters"
+    );
+    store.dead_letter_cdr(ev, &why.to_string(), at).await
+}
+
 fn gauge(metrics: &CdrMetrics, queue: &CdrQueue) {
     metrics
         .queue_depth
@@ -347,6 +372,9 @@ async fn run(
     // Failed attempts in the current outage (0: the store is healthy).
     let mut failures: u64 = 0;
     let mut outage_start = Instant::now();
+    // Events still to apply one at a time, after a batch that held an
+    // event the database refuses for good.
+    let mut isolate: usize = 0;
     loop {
         gauge(&metrics, queue);
         let deadline = shared.deadline();
@@ -363,7 +391,7 @@ async fn run(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if failures == 0 && deadline.is_none() && queue.depth() < cfg.batch_max {
+        if failures == 0 && isolate == 0 && deadline.is_none() && queue.depth() < cfg.batch_max {
             // Gather more events into this batch (a shutdown cuts it short;
             // after a failure the backoff already waited).
             let _ = until_deadline(&shared, tokio::time::sleep(cfg.linger)).await;
@@ -371,7 +399,7 @@ async fn run(
 
         let batch = InFlight {
             queue,
-            events: queue.take_front(cfg.batch_max),
+            events: queue.take_front(if isolate > 0 { 1 } else { cfg.batch_max }),
         };
         gauge(&metrics, queue);
         let n = batch.events.len();
@@ -381,7 +409,41 @@ async fn run(
             break;
         };
         match result {
+            Err(e) if e.is_permanent() && n > 1 => {
+                tracing::warn!(
+                    backend = store.backend(),
+                    error = %e,
+                    events = n,
+                    "CDR batch refused for good; applying its events one by one"
+                );
+                drop(batch);
+                isolate = n;
+            }
+            Err(e) if e.is_permanent() => {
+                isolate = isolate.saturating_sub(1);
+                match dead_letter(&*store, &batch.events[0], &e).await {
+                    Ok(()) => {
+                        batch.written();
+                        metrics.dead_letters.inc();
+                    }
+                    Err(e2) => {
+                        // Kept at the front; retried after the backoff.
+                        tracing::warn!(error = %e2, "CDR dead letter failed");
+                        drop(batch);
+                        metrics.write_failures.inc();
+                        isolate += 1;
+                        if until_deadline(&shared, tokio::time::sleep(backoff))
+                            .await
+                            .is_none()
+                        {
+                            break;
+                        }
+                        backoff = backoff.saturating_mul(2).min(cfg.retry_max);
+                    }
+                }
+            }
             Ok(()) => {
+                isolate = isolate.saturating_sub(1);
                 batch.written();
                 metrics.written.inc_by(n as u64);
                 if failures > 0 {

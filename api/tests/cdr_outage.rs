@@ -139,6 +139,12 @@ impl Store for FlakyStore {
         }
         self.inner.apply_cdr_batch(events).await
     }
+    async fn dead_letter_cdr(&self, event: &CdrEvent, error: &str, at_ms: i64) -> Result<()> {
+        self.inner.dead_letter_cdr(event, error, at_ms).await
+    }
+    async fn list_cdr_dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.inner.list_cdr_dead_letters().await
+    }
     async fn get_call(&self, id: &str) -> Result<Option<CallRecord>> {
         self.inner.get_call(id).await
     }
@@ -527,4 +533,108 @@ async fn pg_outage_keeps_events_and_recovers() {
     reopened.pool().close().await;
     drop(store);
     schema.drop().await;
+}
+
+fn rec(n: u64) -> CallRecord {
+    call(n, Some("acc-a"), Direction::Inbound, T0 + n as i64)
+}
+
+/// A batch holding one event the database refuses for good: the others are
+/// written, the bad one lands in `cdr_dead_letters`, the queue empties and
+/// later events go through. The refusal is the database's own: a CHECK
+/// constraint (PostgreSQL, SQLSTATE 23514) or a trigger that aborts
+/// (SQLite, SQLITE_CONSTRAINT), added by the test to its own schema.
+async fn poison_batch_goes_row_by_row(store: Arc<dyn Store>) {
+    let q = CdrQueue::new(1000);
+    let metrics = CdrMetrics::unregistered();
+    let w = spawn_writer(
+        store.clone(),
+        q.clone(),
+        CdrWriterConfig {
+            linger: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(10),
+            ..CdrWriterConfig::default()
+        },
+        metrics.clone(),
+    );
+    let mut poison = rec(2);
+    poison.from_number = "poison".into();
+    for c in [rec(1), poison, rec(3)] {
+        q.push(CdrEvent::Started(c));
+    }
+    wait_for(Duration::from_secs(10), "queue drained", || {
+        q.unwritten() == 0
+    })
+    .await;
+    q.push(CdrEvent::Started(rec(4)));
+    assert_eq!(w.shutdown(Duration::from_secs(5)).await, 0);
+    for n in [1, 3, 4] {
+        assert!(
+            store.get_call(&call_id(n)).await.unwrap().is_some(),
+            "call {n}"
+        );
+    }
+    assert!(store.get_call(&call_id(2)).await.unwrap().is_none());
+    let dead = store.list_cdr_dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].call_id, call_id(2));
+    assert!(dead[0].event.contains("poison"), "{dead:?}");
+    assert_eq!(metrics.dead_letters.get(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_refusal_goes_to_dead_letters_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON calls WHEN NEW.from_number = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    poison_batch_goes_row_by_row(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn postgres_refusal_goes_to_dead_letters_and_the_queue_goes_on() {
+    let Some(url) = common::pg_url() else {
+        return;
+    };
+    let schema = common::PgSchema::create(&url).await;
+    let store = PgStore::open(&schema.url).await.unwrap();
+    sqlx::query("ALTER TABLE calls ADD CONSTRAINT refuse_poison CHECK (from_number <> 'poison')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    poison_batch_goes_row_by_row(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn postgres_stores_control_characters_escaped_as_sqlite_does() {
+    let Some(url) = common::pg_url() else {
+        return;
+    };
+    let schema = common::PgSchema::create(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stores: [Arc<dyn Store>; 2] = [
+        Arc::new(PgStore::open(&schema.url).await.unwrap()),
+        sqlite(&dir).await,
+    ];
+    for store in stores {
+        let mut c = rec(7);
+        // A `%00` in a From user part and a NUL in a Call-ID, as hostile
+        // input brings them: PostgreSQL refuses NUL in TEXT.
+        c.from_number = "+1555\u{0}0001".into();
+        c.sip_call_id = "bad\u{0}\u{7}id".into();
+        store
+            .apply_cdr_batch(&[CdrEvent::Started(c)])
+            .await
+            .unwrap();
+        let got = store.get_call(&call_id(7)).await.unwrap().unwrap();
+        assert_eq!(got.from_number, "+1555\\x000001", "{}", store.backend());
+        assert_eq!(got.sip_call_id, "bad\\x00\\x07id", "{}", store.backend());
+    }
 }

@@ -4,38 +4,9 @@
 
 mod common;
 
-use common::{Caller, Daemon};
+use common::{Caller, Daemon, pg_schema_url};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-/// A fresh schema in the test server, as a database URL selecting it.
-fn pg_schema_url() -> Option<String> {
-    let base = match std::env::var("TEST_DATABASE_URL") {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ if std::env::var("GATEWAY_TEST_SKIP_PG").as_deref() == Ok("1") => {
-            eprintln!(
-                "SKIPPED (PostgreSQL): TEST_DATABASE_URL is not set and GATEWAY_TEST_SKIP_PG=1"
-            );
-            return None;
-        }
-        _ => panic!(
-            "TEST_DATABASE_URL is not set: start a server with `eval \"$(scripts/pg-throwaway.sh start /tmp/gw-pg)\"` or set GATEWAY_TEST_SKIP_PG=1"
-        ),
-    };
-    let schema = format!("mn_{}_{}", std::process::id(), common::free_port());
-    let out = std::process::Command::new("psql")
-        .arg(&base)
-        .args(["-q", "-c", &format!("CREATE SCHEMA {schema}")])
-        .output()
-        .expect("psql (apt package postgresql)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
-}
 
 #[test]
 fn a_block_made_on_one_node_applies_on_the_other_at_once() {

@@ -13,6 +13,66 @@
 use super::model::*;
 use super::{Result, StoreError};
 
+// ------------------------------------------------------- text as stored
+
+/// `s` as it is stored: C0 control characters but tab, CR and LF, and DEL,
+/// become `\xNN` (two lower-case hex digits). PostgreSQL refuses a NUL in
+/// TEXT and SQLite cuts strings at one, so call records from hostile input
+/// (a `%00` in a From user part, a NUL in a display name) are written the
+/// same way on both backends instead of failing their batch.
+pub fn db_text(s: &str) -> std::borrow::Cow<'_, str> {
+    let refused = |c: char| c.is_ascii_control() && !matches!(c, '\t' | '\r' | '\n');
+    if !s.contains(refused) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if refused(c) {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn db_text_owned(s: &mut String) {
+    if let std::borrow::Cow::Owned(o) = db_text(s) {
+        *s = o;
+    }
+}
+
+/// A call record with every text field as it is stored ([`db_text`]).
+pub(crate) fn stored_call(c: &CallRecord) -> CallRecord {
+    let mut c = c.clone();
+    for s in [
+        &mut c.id,
+        &mut c.from_number,
+        &mut c.to_number,
+        &mut c.sip_call_id,
+        &mut c.media_mode,
+    ] {
+        db_text_owned(s);
+    }
+    for s in [
+        &mut c.account_id,
+        &mut c.trunk,
+        &mut c.end_cause,
+        &mut c.node,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        db_text_owned(s);
+    }
+    c
+}
+
+pub(crate) const INSERT_DEAD_LETTER: &str =
+    "INSERT INTO cdr_dead_letters (call_id, event, error, at) VALUES ($1, $2, $3, $4)";
+pub(crate) const LIST_DEAD_LETTERS: &str =
+    "SELECT call_id, event, error, at FROM cdr_dead_letters ORDER BY seq";
+
 // ---------------------------------------------------------------- SQL text
 
 pub(crate) const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (id, name) VALUES ($1, $2) \
@@ -762,6 +822,42 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn dead_letter_cdr(
+                &self,
+                event: &$crate::store::CdrEvent,
+                error: &str,
+                at_ms: i64,
+            ) -> $crate::store::Result<()> {
+                use $crate::store::common::db_text;
+                // Debug text escapes what a TEXT column refuses.
+                sqlx::query($crate::store::common::INSERT_DEAD_LETTER)
+                    .bind(db_text(event.call_id()).into_owned())
+                    .bind(db_text(&format!("{event:?}")).into_owned())
+                    .bind(db_text(error).into_owned())
+                    .bind(at_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_cdr_dead_letters(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::DeadLetter>> {
+                let rows: Vec<(String, String, String, i64)> =
+                    sqlx::query_as($crate::store::common::LIST_DEAD_LETTERS)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(call_id, event, error, at)| $crate::store::DeadLetter {
+                        call_id,
+                        event,
+                        error,
+                        at,
+                    })
+                    .collect())
+            }
+
             async fn get_call(
                 &self,
                 id: &str,
@@ -930,13 +1026,14 @@ macro_rules! impl_store {
                 &self,
                 m: &$crate::store::MessageRecord,
             ) -> $crate::store::Result<()> {
+                use $crate::store::common::db_text;
                 sqlx::query($crate::store::common::INSERT_MESSAGE)
                     .bind(&m.id)
                     .bind(&m.account_id)
                     .bind(m.direction.as_str())
-                    .bind(&m.from_number)
-                    .bind(&m.to_number)
-                    .bind(&m.body)
+                    .bind(db_text(&m.from_number).into_owned())
+                    .bind(db_text(&m.to_number).into_owned())
+                    .bind(db_text(&m.body).into_owned())
                     .bind(&m.status)
                     .bind(m.created_at)
                     .execute(&self.pool)
@@ -1027,7 +1124,7 @@ pub(crate) fn fold<'a>(events: &'a [crate::store::CdrEvent]) -> FoldedBatch {
             CdrEvent::Started(c) => {
                 if let Entry::Vacant(v) = started.entry(c.id.as_str()) {
                     v.insert(f.started.len());
-                    f.started.push(c.clone());
+                    f.started.push(stored_call(c));
                 }
             }
             CdrEvent::Answered { id, at } => match started.get(id.as_str()) {
@@ -1052,15 +1149,20 @@ pub(crate) fn fold<'a>(events: &'a [crate::store::CdrEvent]) -> FoldedBatch {
                     let c = &mut f.started[i];
                     if c.end_at.is_none() {
                         c.end_at = Some(*at);
-                        c.end_cause = Some(cause.clone());
+                        c.end_cause = Some(db_text(cause).into_owned());
                         c.sip_status = Some(*sip_status);
                         c.duration_ms = Some(*duration_ms);
                     }
                 }
                 None => {
                     if ended.insert(id.as_str(), ()).is_none() {
-                        f.ended
-                            .push((id.clone(), *at, cause.clone(), *sip_status, *duration_ms));
+                        f.ended.push((
+                            id.clone(),
+                            *at,
+                            db_text(cause).into_owned(),
+                            *sip_status,
+                            *duration_ms,
+                        ));
                     }
                 }
             },
@@ -1081,3 +1183,42 @@ pub(crate) fn fold<'a>(events: &'a [crate::store::CdrEvent]) -> FoldedBatch {
 /// Rows per multi-row statement (14 binds per row stays far below both
 /// databases' parameter limits).
 pub(crate) const ROWS_PER_STATEMENT: usize = 200;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_stored_escaped() {
+        assert!(matches!(
+            db_text("+15551230000"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(db_text("a\u{0}b"), "a\\x00b");
+        assert_eq!(db_text("\u{7}\u{7f}\u{1b}"), "\\x07\\x7f\\x1b");
+        // Tab, CR, LF and non-ASCII stay as they are.
+        assert_eq!(db_text("a\tb\r\nc ü €"), "a\tb\r\nc ü €");
+        let c = CallRecord {
+            id: "CA1".into(),
+            account_id: Some("acct\u{0}".into()),
+            direction: Direction::Inbound,
+            from_number: "evil\u{0}".into(),
+            to_number: "+1555".into(),
+            trunk: None,
+            sip_call_id: "x\u{1}y".into(),
+            invite_at: 1,
+            answer_at: None,
+            end_at: None,
+            end_cause: None,
+            sip_status: None,
+            duration_ms: None,
+            media_mode: "echo".into(),
+            node: None,
+        };
+        let s = stored_call(&c);
+        assert_eq!(s.from_number, "evil\\x00");
+        assert_eq!(s.sip_call_id, "x\\x01y");
+        assert_eq!(s.account_id.as_deref(), Some("acct\\x00"));
+        assert_eq!(s.to_number, "+1555");
+    }
+}

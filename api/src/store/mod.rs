@@ -5,7 +5,7 @@ pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
-pub use common::{DEFAULT_LIMIT, MAX_LIMIT};
+pub use common::{DEFAULT_LIMIT, MAX_LIMIT, db_text};
 pub use model::*;
 
 use async_trait::async_trait;
@@ -27,7 +27,41 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl StoreError {
+    /// Whether the database refused the data itself, so that the same
+    /// statement would fail again however often it is retried: PostgreSQL
+    /// SQLSTATE classes 22 (data exception, e.g. a NUL in TEXT) and 23
+    /// (integrity constraint), SQLite's constraint, mismatch and too-big
+    /// results. Connection and server trouble is not permanent.
+    pub fn is_permanent(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        let code = e.code();
+        let code = code.as_deref().unwrap_or("");
+        match e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            // Primary result codes (the low byte of an extended code):
+            // SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19, SQLITE_MISMATCH 20.
+            Some(_) => code
+                .parse::<i32>()
+                .is_ok_and(|c| matches!(c & 0xff, 18..=20)),
+            None => code.starts_with("22") || code.starts_with("23"),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A CDR event the database refused for good, as kept in
+/// `cdr_dead_letters`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub call_id: String,
+    /// The event as text (control characters escaped).
+    pub event: String,
+    pub error: String,
+    pub at: i64,
+}
 
 /// Everything the daemon and the API persist.
 #[async_trait]
@@ -70,6 +104,11 @@ pub trait Store: Send + Sync + 'static {
     /// earlier batch — which the FIFO [`crate::cdr::CdrQueue`] guarantees
     /// when the `Started` is pushed first.
     async fn apply_cdr_batch(&self, events: &[CdrEvent]) -> Result<()>;
+    /// Keeps `event`, which the database refused for good with `error`, in
+    /// `cdr_dead_letters`, so the queue can go on past it.
+    async fn dead_letter_cdr(&self, event: &CdrEvent, error: &str, at_ms: i64) -> Result<()>;
+    /// The dead-lettered CDR events, oldest first.
+    async fn list_cdr_dead_letters(&self) -> Result<Vec<DeadLetter>>;
     async fn get_call(&self, id: &str) -> Result<Option<CallRecord>>;
     /// Calls matching `filter`, newest first by (invite_at, id); at most
     /// `filter.limit` rows ([`DEFAULT_LIMIT`] for 0, capped at

@@ -244,6 +244,19 @@ pub enum CdrEvent {
     },
 }
 
+impl CdrEvent {
+    /// The call the event is about.
+    pub fn call_id(&self) -> &str {
+        match self {
+            CdrEvent::Started(c) => &c.id,
+            CdrEvent::Answered { id, .. }
+            | CdrEvent::Ended { id, .. }
+            | CdrEvent::Resumable { id, .. }
+            | CdrEvent::NotResumable { id } => id,
+        }
+    }
+}
+
 /// A live call a node may take back after its restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResumableCall {

@@ -450,7 +450,8 @@ fn core_headers(headers: &Headers) -> Result<CoreHeaders, String> {
     let from = name_addr(HeaderName::From)?;
     let to = name_addr(HeaderName::To)?;
     let call_id = trim_lws(single(headers, &HeaderName::CallId)?).to_string();
-    if call_id.is_empty() || call_id.contains([' ', '\t']) {
+    // callid = word ["@" word] (RFC 3261 §25.1): no whitespace, no CTLs.
+    if call_id.is_empty() || call_id.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err("malformed Call-ID".into());
     }
     let cseq = CSeq::parse(single(headers, &HeaderName::CSeq)?).map_err(str::to_string)?;
@@ -569,6 +570,9 @@ Content-Length: 0\r\n\r\n";
             400
         );
         assert_eq!(status_of(&OPTIONS.replace("Call-ID: opt-1\r\n", "")), 400);
+        // A NUL or another control character in a Call-ID (not a word).
+        assert_eq!(status_of(&OPTIONS.replace("opt-1", "opt\u{0}1")), 400);
+        assert_eq!(status_of(&OPTIONS.replace("opt-1", "opt\u{7}1")), 400);
         assert_eq!(
             status_of(&OPTIONS.replace("Content-Length: 0", "Content-Length: 10")),
             400

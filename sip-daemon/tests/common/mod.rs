@@ -78,6 +78,35 @@ pub fn in_netns<T: Send + 'static>(ns: Option<&str>, f: impl FnOnce() -> T + Sen
     }
 }
 
+/// A fresh schema in the test server, as a database URL selecting it.
+pub fn pg_schema_url() -> Option<String> {
+    let base = match std::env::var("TEST_DATABASE_URL") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ if std::env::var("GATEWAY_TEST_SKIP_PG").as_deref() == Ok("1") => {
+            eprintln!(
+                "SKIPPED (PostgreSQL): TEST_DATABASE_URL is not set and GATEWAY_TEST_SKIP_PG=1"
+            );
+            return None;
+        }
+        _ => panic!(
+            "TEST_DATABASE_URL is not set: start a server with `eval \"$(scripts/pg-throwaway.sh start /tmp/gw-pg)\"` or set GATEWAY_TEST_SKIP_PG=1"
+        ),
+    };
+    let schema = format!("mn_{}_{}", std::process::id(), free_port());
+    let out = std::process::Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-c", &format!("CREATE SCHEMA {schema}")])
+        .output()
+        .expect("psql (apt package postgresql)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1.
 pub fn free_port() -> u16 {
     for _ in 0..100 {
@@ -479,6 +508,8 @@ pub struct Caller {
     /// Payload types offered (first preferred) and their rtpmap lines.
     pub formats: String,
     pub rtpmaps: String,
+    /// The From header's name-addr (display name and URI, no tag).
+    pub from: Option<String>,
 }
 
 pub fn recv_status(sock: &UdpSocket, call_id: &str, want: u16) -> String {
@@ -528,6 +559,7 @@ impl Caller {
             call_id: call_id.into(),
             to_tag: None,
             number: "+15550001234".into(),
+            from: None,
             formats: "0 101".into(),
             rtpmaps: "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n".into(),
         }
@@ -558,8 +590,12 @@ impl Caller {
         } else {
             "Content-Type: application/sdp\r\n".into()
         };
+        let from = self
+            .from
+            .clone()
+            .unwrap_or_else(|| format!("<sip:+14155550100@{local}>"));
         format!(
-            "{method} sip:{num}@{d} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+14155550100@{local}>;tag=caller1\r\nTo: <sip:{num}@{d}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+            "{method} sip:{num}@{d} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: {from};tag=caller1\r\nTo: <sip:{num}@{d}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
             d = self.daemon,
             num = self.number,
             cid = self.call_id,
