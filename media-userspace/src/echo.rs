@@ -61,7 +61,7 @@ impl EchoLeg {
             self.counters.malformed += 1;
             return None;
         };
-        if self.latch.on_packet(now, from, h.ssrc) == LatchDecision::Reject {
+        if self.latch.on_packet(now, from, h.ssrc, h.sequence) == LatchDecision::Reject {
             self.counters.rejected_source += 1;
             return None;
         }
@@ -100,29 +100,50 @@ mod tests {
         let t0 = Instant::now();
         let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let mut leg = EchoLeg::new(&media(Some("127.0.0.1:6000".parse().unwrap()), true), 99);
-        let mut pkt = vec![0u8; 172];
-        rtp::write_header(&mut pkt, false, 0, 1, 160, 5);
-        pkt[12..].fill(0x55);
+        let packet = |seq: u16| {
+            let mut pkt = vec![0u8; 172];
+            rtp::write_header(&mut pkt, false, 0, seq, 160 * u32::from(seq), 5);
+            pkt[12..].fill(0x55);
+            pkt
+        };
+        // Not the SDP address (NAT): latched after a run of in-sequence
+        // packets, none echoed before.
+        let latch_at = u16::from(crate::latch::LATCH_PACKETS);
+        for seq in 1..latch_at {
+            assert_eq!(leg.on_datagram(t0, from, &mut packet(seq)), None);
+            assert_eq!(leg.counters.rejected_source, u64::from(seq));
+        }
+        let mut pkt = packet(latch_at);
         let original_payload = pkt[12..].to_vec();
         assert_eq!(leg.on_datagram(t0, from, &mut pkt), Some(from));
         let h = RtpHeader::parse(&pkt).unwrap();
-        assert_eq!((h.ssrc, h.sequence, h.timestamp), (99, 1, 160));
+        assert_eq!(
+            (h.ssrc, h.sequence, h.timestamp),
+            (99, latch_at, 160 * u32::from(latch_at))
+        );
         assert_eq!(&pkt[12..], &original_payload[..], "payload untouched");
         assert_eq!(leg.counters.tx_packets, 1);
+        // A spoofer's packet is neither echoed nor takes the leg.
+        let evil: SocketAddr = "127.0.0.9:1".parse().unwrap();
+        assert_eq!(leg.on_datagram(t0, evil, &mut packet(9)), None);
+        assert_eq!(
+            leg.on_datagram(t0, from, &mut packet(latch_at + 1)),
+            Some(from)
+        );
     }
 
     #[test]
     fn drops_garbage_rtcp_and_held_audio() {
         let t0 = Instant::now();
         let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let mut leg = EchoLeg::new(&media(None, true), 1);
+        let mut leg = EchoLeg::new(&media(Some(from), true), 1);
         assert_eq!(leg.on_datagram(t0, from, &mut [1, 2, 3]), None);
         assert_eq!(
             leg.on_datagram(t0, from, &mut [0x80, 200, 0, 6, 0, 0, 0, 1]),
             None
         );
         assert_eq!(leg.counters.malformed, 2);
-        leg.update(&media(None, false));
+        leg.update(&media(Some(from), false));
         let mut pkt = vec![0u8; 20];
         rtp::write_header(&mut pkt, false, 0, 1, 160, 5);
         assert_eq!(

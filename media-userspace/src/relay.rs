@@ -220,14 +220,19 @@ impl RelayPair {
         inbound.counters.rx_packets += 1;
         inbound.counters.rx_bytes += pkt.len() as u64;
         if rtp::looks_like_rtcp(pkt) {
-            // RTCP multiplexed on the RTP port goes the same way.
+            // RTCP multiplexed on the RTP port goes the same way, from the
+            // latched peer only.
+            if !inbound.latch.is_peer_rtcp(from, rtp::rtcp_sender_ssrc(pkt)) {
+                inbound.counters.rejected_source += 1;
+                return None;
+            }
             return self.forward_rtcp(s, pkt.len());
         }
         let Ok(h) = RtpHeader::parse(pkt) else {
             inbound.counters.malformed += 1;
             return None;
         };
-        if inbound.latch.on_packet(now, from, h.ssrc) == LatchDecision::Reject {
+        if inbound.latch.on_packet(now, from, h.ssrc, h.sequence) == LatchDecision::Reject {
             inbound.counters.rejected_source += 1;
             return None;
         }
@@ -285,10 +290,16 @@ impl RelayPair {
             inbound.counters.malformed += 1;
             return None;
         }
-        // Only the peer's own host may set where its RTCP goes.
-        if inbound.latch.target().is_some_and(|t| t.ip() == from.ip()) {
-            inbound.rtcp_peer = Some(from);
+        // Only the latched peer's RTCP is taken; where it comes from is
+        // where ours goes.
+        if !inbound
+            .latch
+            .is_peer_rtcp(from, crate::rtp::rtcp_sender_ssrc(pkt))
+        {
+            inbound.counters.rejected_source += 1;
+            return None;
         }
+        inbound.rtcp_peer = Some(from);
         self.forward_rtcp(s, pkt.len())
     }
 }
@@ -330,9 +341,14 @@ mod tests {
             Some(CALLEE.parse().unwrap())
         );
         assert_eq!(p, orig, "payload, SSRC, sequence and timestamp kept");
-        // The callee answers from behind a NAT: latched there.
+        // The callee answers from behind a NAT: latched there after a run
+        // of in-sequence packets, none relayed before.
         let nat: SocketAddr = "192.0.2.9:6000".parse().unwrap();
-        let mut q = rtp(0, 1, 9);
+        let latch_at = u16::from(crate::latch::LATCH_PACKETS);
+        for seq in 1..latch_at {
+            assert_eq!(r.on_rtp(Side::B, t, nat, &mut rtp(0, seq, 9)), None);
+        }
+        let mut q = rtp(0, latch_at, 9);
         assert_eq!(
             r.on_rtp(Side::B, t, nat, &mut q),
             Some(CALLER.parse().unwrap())
@@ -345,6 +361,7 @@ mod tests {
         assert_eq!(r.latched_peer(Side::B), Some(nat));
         assert_eq!(r.counters(Side::A).rx_packets, 2);
         assert_eq!(r.counters(Side::B).tx_packets, 2);
+        assert_eq!(r.counters(Side::B).rejected_source, u64::from(latch_at - 1));
     }
 
     #[test]
@@ -392,9 +409,28 @@ mod tests {
         let t = Instant::now();
         let mut r = RelayPair::new(&media(0, None, CALLER), &media(0, None, CALLEE));
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 7];
+        // Before its RTP latched, nobody's RTCP is relayed.
+        assert_eq!(
+            r.on_rtcp(Side::A, "10.0.0.1:4001".parse().unwrap(), &rr),
+            None
+        );
+        for (side, from) in [(Side::A, CALLER), (Side::B, CALLEE)] {
+            r.on_rtp(side, t, from.parse().unwrap(), &mut rtp(0, 1, 7));
+        }
         assert_eq!(
             r.on_rtcp(Side::A, "10.0.0.1:4001".parse().unwrap(), &rr),
             Some("10.0.0.2:5001".parse().unwrap())
+        );
+        // Another host's RTCP, and another port of the caller's host that
+        // does not name the caller's SSRC (7).
+        assert_eq!(
+            r.on_rtcp(Side::A, "10.9.9.9:4001".parse().unwrap(), &rr),
+            None
+        );
+        let stranger = [0x80, 201, 0, 1, 0, 0, 0x0b, 0xad];
+        assert_eq!(
+            r.on_rtcp(Side::A, "10.0.0.1:4003".parse().unwrap(), &stranger),
+            None
         );
         // The callee's RTCP comes from another port of its host: used.
         r.on_rtcp(Side::B, "10.0.0.2:7777".parse().unwrap(), &rr);
@@ -407,6 +443,16 @@ mod tests {
         assert_eq!(
             r.on_rtp(Side::A, t, CALLER.parse().unwrap(), &mut mux),
             Some("10.0.0.2:7777".parse().unwrap())
+        );
+        // ... and from the latched peer only.
+        assert_eq!(
+            r.on_rtp(
+                Side::A,
+                t,
+                "10.0.0.1:4009".parse().unwrap(),
+                &mut stranger.to_vec()
+            ),
+            None
         );
         assert_eq!(
             r.on_rtcp(Side::A, "10.0.0.1:4001".parse().unwrap(), &[0x80]),

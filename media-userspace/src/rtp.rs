@@ -97,6 +97,13 @@ pub fn write_header(buf: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32, ssr
     set_ssrc(buf, ssrc);
 }
 
+/// The sender SSRC of an RTCP packet (the first compound member's, RFC
+/// 3550 §6.4), when it is long enough to have one.
+pub fn rtcp_sender_ssrc(buf: &[u8]) -> Option<u32> {
+    buf.get(4..8)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

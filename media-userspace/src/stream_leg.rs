@@ -163,15 +163,20 @@ impl StreamLeg {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += pkt.len() as u64;
         if rtp::looks_like_rtcp(pkt) {
-            // RTCP multiplexed on the RTP port (RFC 5761).
-            self.rtcp.on_rtcp(now, pkt);
+            // RTCP multiplexed on the RTP port (RFC 5761), from the latched
+            // peer only.
+            if self.latch.is_peer_rtcp(from, rtp::rtcp_sender_ssrc(pkt)) {
+                self.rtcp.on_rtcp(now, pkt);
+            } else {
+                self.counters.rejected_source += 1;
+            }
             return;
         }
         let Ok(h) = RtpHeader::parse(pkt) else {
             self.counters.malformed += 1;
             return;
         };
-        if self.latch.on_packet(now, from, h.ssrc) == LatchDecision::Reject {
+        if self.latch.on_packet(now, from, h.ssrc, h.sequence) == LatchDecision::Reject {
             self.counters.rejected_source += 1;
             return;
         }
@@ -406,9 +411,16 @@ impl StreamLeg {
 
     /// A datagram on the leg's RTCP port.
     pub fn on_rtcp_datagram(&mut self, now: Instant, from: SocketAddr, pkt: &[u8]) {
-        if self.latch.target().is_some_and(|rtp| rtp.ip() == from.ip()) {
-            self.rtcp_peer = Some(from);
+        // Only the latched peer's RTCP is taken; where it comes from is
+        // where ours goes.
+        if !self
+            .latch
+            .is_peer_rtcp(from, crate::rtp::rtcp_sender_ssrc(pkt))
+        {
+            self.counters.rejected_source += 1;
+            return;
         }
+        self.rtcp_peer = Some(from);
         self.rtcp.on_rtcp(now, pkt);
     }
 
@@ -508,6 +520,39 @@ mod tests {
         let got: Vec<i16> = frames.into_iter().flat_map(|f| f.0).collect();
         let expect: Vec<i16> = codes.iter().map(|&c| g711::alaw_decode(c)).collect();
         assert_eq!(got, expect, "sample-exact");
+    }
+
+    #[test]
+    fn a_spoofed_stream_reaches_neither_the_ai_nor_the_call() {
+        let t0 = Instant::now();
+        let from = CALLER.parse().unwrap();
+        let evil: SocketAddr = "127.0.0.9:40000".parse().unwrap();
+        let mut leg = StreamLeg::new(&media(Codec::Pcmu, 0), 8000, 1, clock());
+        let caller = vec![g711::ulaw_encode(1000); 160];
+        let spoof = vec![g711::ulaw_encode(-7000); 160];
+        for i in 0..50u16 {
+            let at = t0 + Duration::from_millis(20 * u64::from(i));
+            leg.on_datagram(at, from, &rtp(0, i, 160 * u32::from(i), &caller));
+            // Its own in-sequence stream, and RTCP naming no SSRC we know.
+            let mut p = rtp(0, 900 + i, 0, &spoof);
+            p[8..12].copy_from_slice(&0xbadu32.to_be_bytes());
+            leg.on_datagram(at, evil, &p);
+            leg.on_datagram(at, evil, &[0x80, 200, 0, 1, 0, 0, 0x0b, 0xad]);
+            leg.on_rtcp_datagram(at, evil, &[0x80, 200, 0, 1, 0, 0, 0x0b, 0xad]);
+        }
+        let q = g711::ulaw_decode(g711::ulaw_encode(1000));
+        let frames = audio_frames(&mut leg);
+        assert!(!frames.is_empty());
+        assert!(
+            frames.iter().all(|f| f.0.iter().all(|&v| v == q)),
+            "only the caller's audio reaches the AI"
+        );
+        assert_eq!(leg.latch.target(), Some(from));
+        assert_eq!(
+            leg.counters.rejected_source, 150,
+            "RTP, multiplexed RTCP, RTCP"
+        );
+        assert!(leg.rtcp_target().is_some_and(|t| t.ip() == from.ip()));
     }
 
     #[test]

@@ -142,6 +142,106 @@ fn relay_round_trip(prefer_io_uring: bool, base: u16) {
     );
 }
 
+/// A spoofer who knows a relayed call's media ports sends a perfect RTP
+/// stream (its own SSRC, in sequence) and RTCP while both peers talk: the
+/// far side hears only the caller, the spoofer gets nothing back, and the
+/// call stays latched to its peers.
+fn spoofed_stream_gets_neither_audio_nor_the_call(prefer_io_uring: bool, base: u16) {
+    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = MediaEngine::start(
+        EngineConfig {
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            port_min: base,
+            port_max: base + 99,
+            workers: 1,
+            prefer_io_uring,
+            xdp: None,
+        },
+        events,
+    )
+    .unwrap();
+    let (caller, _caller_rtcp) = endpoint();
+    let (callee, callee_rtcp) = endpoint();
+    let (spoofer, spoofer_rtcp) = endpoint();
+    for s in [&spoofer, &spoofer_rtcp, &callee_rtcp] {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    }
+    let opened = engine.command(MediaCommand::OpenRelay {
+        legs: [20, 21],
+        media: [
+            media(caller.local_addr().unwrap(), 0, 101),
+            media(callee.local_addr().unwrap(), 0, 101),
+        ],
+        timeout: Duration::from_secs(30),
+    });
+    let Some(MediaEvent::RelayOpened { locals, .. }) = opened else {
+        panic!("{opened:?}");
+    };
+    let rtcp_a = SocketAddr::new(locals[0].ip(), locals[0].port() + 1);
+    let mut buf = [0u8; 2048];
+    let (mut heard, mut spoofed_heard) = (0, 0);
+    for seq in 0..100u16 {
+        caller.send_to(&rtp(0, seq, 0xaaaa), locals[0]).unwrap();
+        callee.send_to(&rtp(0, seq, 0xbbbb), locals[1]).unwrap();
+        // At both legs, as a stream of its own.
+        spoofer
+            .send_to(&rtp(0, 1000 + seq, 0xbad), locals[0])
+            .unwrap();
+        spoofer
+            .send_to(&rtp(0, 3000 + seq, 0xbad), locals[1])
+            .unwrap();
+        spoofer_rtcp
+            .send_to(&[0x80, 201, 0, 1, 0, 0, 0x0b, 0xad], rtcp_a)
+            .unwrap();
+        while let Ok((n, _)) = callee.recv_from(&mut buf) {
+            match u32::from_be_bytes(buf[8..12].try_into().unwrap()) {
+                0xaaaa => heard += 1,
+                _ => spoofed_heard += 1,
+            }
+            if n > 0 && heard > seq.into() {
+                break;
+            }
+        }
+        let _ = caller.recv_from(&mut buf);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(spoofed_heard, 0, "the spoofer's audio reached the callee");
+    assert!(
+        heard >= 95,
+        "the caller's audio reached the callee: {heard}"
+    );
+    assert!(
+        spoofer.recv_from(&mut buf).is_err(),
+        "the spoofer got the call's audio"
+    );
+    assert!(
+        callee_rtcp.recv_from(&mut buf).is_err(),
+        "the spoofer's RTCP was relayed"
+    );
+    // The call's own peers still talk through it.
+    caller.send_to(&rtp(0, 500, 0xaaaa), locals[0]).unwrap();
+    let (n, _) = callee.recv_from(&mut buf).expect("still relayed");
+    assert_eq!(&buf[8..12], &0xaaaau32.to_be_bytes(), "{n}");
+    assert!(
+        engine
+            .stats()
+            .rejected_source
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 200,
+        "spoofed packets counted"
+    );
+}
+
+#[test]
+fn spoofing_a_relay_on_tokio_workers() {
+    spoofed_stream_gets_neither_audio_nor_the_call(false, 43400);
+}
+
+#[test]
+fn spoofing_a_relay_on_io_uring_workers() {
+    spoofed_stream_gets_neither_audio_nor_the_call(true, 43600);
+}
+
 #[test]
 fn relay_on_tokio_workers() {
     relay_round_trip(false, 43000);

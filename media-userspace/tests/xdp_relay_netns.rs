@@ -174,6 +174,19 @@ fn exchange(
     first_seq: u16,
     n: u16,
 ) -> (usize, usize) {
+    exchange_spoofed(caller, far, None, ports, first_seq, n)
+}
+
+/// [`exchange`], with `spoofer` sending its own in-sequence stream to both
+/// legs alongside: the sides must still get only each other's packets.
+fn exchange_spoofed(
+    caller: &UdpSocket,
+    far: &UdpSocket,
+    spoofer: Option<&UdpSocket>,
+    ports: [u16; 2],
+    first_seq: u16,
+    n: u16,
+) -> (usize, usize) {
     let to_a: SocketAddr = format!("{GW_C}:{}", ports[0]).parse().unwrap();
     let to_b: SocketAddr = format!("{GW_C}:{}", ports[1]).parse().unwrap();
     for s in [caller, far] {
@@ -185,6 +198,12 @@ fn exchange(
     for seq in first_seq..first_seq + n {
         caller.send_to(&rtp(seq, 0xa), to_a).unwrap();
         far.send_to(&rtp(seq, 0xb), to_b).unwrap();
+        if let Some(s) = spoofer {
+            s.send_to(&rtp(seq.wrapping_add(7000), 0xbad), to_a)
+                .unwrap();
+            s.send_to(&rtp(seq.wrapping_add(9000), 0xbad), to_b)
+                .unwrap();
+        }
         std::thread::sleep(Duration::from_millis(2));
         while let Ok((len, from)) = far.recv_from(&mut buf) {
             assert_eq!(from, to_b, "far side sees our leg B address");
@@ -248,9 +267,12 @@ fn forwarded_rtp_moves_to_the_kernel_and_back_when_a_peer_moves() {
     std::thread::sleep(Duration::from_millis(600));
     let far2 = t.run(2, || UdpSocket::bind(format!("{FAR}:0")).unwrap());
     let (a, b) = exchange(&caller, &far2, gw.ports, 400, 600);
-    // The caller's first packet after the move leaves before the far side
-    // has spoken from its new port: it goes to the old one, as it would in
-    // userspace (a move is known only once the peer speaks).
+    // A new port is not the SDP address: it is latched once it sent a run
+    // of LATCH_PACKETS in-sequence packets (a spoofer cannot take the call
+    // with one). The run's first packets are not relayed, and the caller's
+    // packets sent until the move is latched go to the old port, as they
+    // would in userspace (a move is known only once the peer earned it).
+    let run = usize::from(media_userspace::latch::LATCH_PACKETS);
     far.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut buf = [0u8; 1500];
@@ -260,8 +282,8 @@ fn forwarded_rtp_moves_to_the_kernel_and_back_when_a_peer_moves() {
     }
     assert_eq!(
         (a, b, to_old),
-        (600, 599, 1),
-        "nothing lost across the move"
+        (600 - (run - 1), 600 - run, run),
+        "only the latching run is not relayed across the move"
     );
     assert_eq!(
         stat(&stats, |s| &s.xdp_returns),
@@ -288,6 +310,44 @@ fn forwarded_rtp_moves_to_the_kernel_and_back_when_a_peer_moves() {
     assert!(
         kernel >= 1900,
         "all but the latching and moving packets went through the kernel: {kernel}"
+    );
+}
+
+#[test]
+fn a_spoofed_stream_gets_nothing_from_an_offloaded_pair() {
+    if !available(true) {
+        return;
+    }
+    let t = Topology::new("s");
+    let caller = t.run(0, || UdpSocket::bind(format!("{CALLER}:0")).unwrap());
+    let far = t.run(2, || UdpSocket::bind(format!("{FAR}:0")).unwrap());
+    // On the caller's host, as a NAT-mate or a spoofer of its address.
+    let spoofer = t.run(0, || UdpSocket::bind(format!("{CALLER}:0")).unwrap());
+    let gw = gateway(
+        &t,
+        true,
+        caller.local_addr().unwrap(),
+        far.local_addr().unwrap(),
+    );
+    let stats = gw.engine.stats().clone();
+    assert_eq!(exchange(&caller, &far, gw.ports, 0, 200), (200, 200));
+    assert_eq!(stat(&stats, |s| &s.xdp_offloads), 1);
+    // While both peers talk, a perfect stream of the spoofer's own at both
+    // legs: `exchange` asserts every packet each side gets is the other's.
+    let (a, b) = exchange_spoofed(&caller, &far, Some(&spoofer), gw.ports, 200, 400);
+    assert_eq!((a, b), (400, 400), "the call goes on untouched");
+    spoofer
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    assert!(
+        spoofer.recv_from(&mut buf).is_err(),
+        "the spoofer got audio"
+    );
+    assert_eq!(stat(&stats, |s| &s.xdp_returns), 0, "never left the kernel");
+    assert!(
+        stat(&stats, |s| &s.rejected_source) >= 700,
+        "the kernel passed the spoofed packets up and userspace refused them"
     );
 }
 

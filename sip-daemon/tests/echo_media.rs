@@ -53,10 +53,32 @@ fn echo_round_trip(d: Daemon) {
     let rtp_addr = caller.invite(advertised.local_addr().unwrap().port());
 
     let mut buf = [0u8; 2048];
+    // A source that is not the SDP's is latched once it sent a run of
+    // in-sequence packets; none of the run's first packets is echoed.
+    let run = u16::from(media_userspace::latch::LATCH_PACKETS);
+    let spoofer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    spoofer
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     for i in 0..50u16 {
         let payload: Vec<u8> = (0..160).map(|j| (i as usize * 7 + j) as u8).collect();
         let sent = rtp(1000 + i, 160 * i as u32, &payload);
         media.send_to(&sent, rtp_addr).unwrap();
+        if i + 1 < run {
+            media
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            assert!(media.recv_from(&mut buf).is_err(), "echoed before latched");
+            media
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            continue;
+        }
+        // Once latched, another source's stream is neither echoed nor
+        // takes the call.
+        let mut spoofed = rtp(5000 + i, 0, &payload);
+        spoofed[8..12].copy_from_slice(&0xbadu32.to_be_bytes());
+        spoofer.send_to(&spoofed, rtp_addr).unwrap();
         let (n, from) = media.recv_from(&mut buf).expect("echoed packet");
         assert_eq!(from, rtp_addr, "echo comes from the port in our SDP answer");
         let got = &buf[..n];
@@ -73,21 +95,31 @@ fn echo_round_trip(d: Daemon) {
         advertised.recv_from(&mut buf).is_err(),
         "nothing goes to the SDP address once latched"
     );
+    assert!(
+        spoofer.recv_from(&mut buf).is_err(),
+        "the spoofer got audio"
+    );
     // Not RTP: counted, not echoed.
     media.send_to(b"hello", rtp_addr).unwrap();
     assert!(media.recv_from(&mut buf).is_err());
     caller.bye();
     // Leg counters are published when the leg closes, just after the BYE.
     let deadline = Instant::now() + Duration::from_secs(5);
+    let echoed = f64::from(50 - (run - 1));
     let (tx, malformed) = loop {
         let tx = d.metric("gateway_rtp_tx_packets_total");
         let malformed = d.metric("gateway_rtp_malformed_total");
-        if (tx >= 50.0 && malformed >= 1.0) || Instant::now() > deadline {
+        if (tx >= echoed && malformed >= 1.0) || Instant::now() > deadline {
             break (tx, malformed);
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!((tx, malformed), (50.0, 1.0));
+    assert_eq!((tx, malformed), (echoed, 1.0));
+    // The run's first packets and every spoofed one.
+    assert_eq!(
+        d.metric("gateway_rtp_rejected_source_total"),
+        f64::from(run - 1) + echoed
+    );
     assert_eq!(d.metric("gateway_media_legs_active"), 0.0);
 }
 

@@ -77,9 +77,23 @@ fn two_baresip_phones_hear_each_other_through_the_forwarded_call() {
         d.logs()
     );
     d.wait_cdr_cause("caller_hangup");
+    // The relay publishes its counters when it closes, which may come
+    // after the record is written: wait for them (bounded). 300 packets is
+    // 3 s of both directions, less each phone's latching run: baresip's SDP
+    // names its eth0 address while it sends from loopback, so each side is
+    // latched after LATCH_PACKETS in-sequence packets, the first ones not
+    // relayed.
+    let want = 300.0 - 2.0 * f64::from(media_userspace::latch::LATCH_PACKETS - 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut tx = d.metric("gateway_rtp_tx_packets_total");
+    while tx < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        tx = d.metric("gateway_rtp_tx_packets_total");
+    }
     assert!(
-        d.metric("gateway_rtp_tx_packets_total") >= 300.0,
-        "both directions went through the userspace relay"
+        tx >= want,
+        "both directions went through the userspace relay: {tx} packets\n{}",
+        d.logs()
     );
 }
 
