@@ -142,10 +142,12 @@ pub fn baresip_call_from(
         .dir
         .path()
         .join(format!("baresip-{}", codec.replace('/', "-")));
+    // baresip binds SIP on the port and SIP over TLS on the next one.
+    let lease = super::reserved_port_pair();
     profile(
         &dir,
         ip,
-        super::free_port(),
+        lease.port,
         rate,
         input,
         &format!("<sip:+14155550100@{ip}>;regint=0;audio_codecs={codec}"),
@@ -177,6 +179,8 @@ pub struct Callee {
     child: Option<Child>,
     pub dir: PathBuf,
     pub port: u16,
+    /// Keeps `port` and `port + 1` from other tests while baresip runs.
+    _lease: super::PortLease,
 }
 
 impl Callee {
@@ -203,7 +207,9 @@ impl Callee {
         input: &[i16],
         secs: u32,
     ) -> Callee {
-        let port = super::free_port();
+        // baresip binds SIP on the port and SIP over TLS on the next one.
+        let lease = super::reserved_port_pair();
+        let port = lease.port;
         profile(
             &dir,
             ip,
@@ -238,6 +244,7 @@ impl Callee {
             child: Some(child),
             dir,
             port,
+            _lease: lease,
         }
     }
 

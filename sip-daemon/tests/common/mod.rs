@@ -107,6 +107,47 @@ pub fn pg_schema_url() -> Option<String> {
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
 
+/// A port held for one test process until dropped: see
+/// [`reserved_port_pair`].
+pub struct PortLease {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+/// A port `p` with `p + 1` free too, for UDP and TCP on 127.0.0.1, that no
+/// other test takes until the lease is dropped. For peers that bind the
+/// next port themselves (baresip binds SIP over TLS on `p + 1`): an
+/// ephemeral port's neighbour can be taken at any moment by any socket
+/// bound to port 0, so these come from 7000–9999, below the kernel's
+/// ephemeral range and the test daemons' media ranges (20000 and up), and
+/// tests share them through lock files.
+pub fn reserved_port_pair() -> PortLease {
+    let dir = std::env::temp_dir().join("gateway-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock dir");
+    let start = (std::process::id() as usize * 2) % 1500;
+    for i in 0..1500 {
+        let port = 7000 + (((start + i) % 1500) * 2) as u16;
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{port}.lock")))
+        else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let free = [port, port + 1].iter().all(|&p| {
+            TcpListener::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            return PortLease { port, _lock: lock };
+        }
+    }
+    panic!("no free port pair in 7000-9999");
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1.
 pub fn free_port() -> u16 {
     for _ in 0..100 {
