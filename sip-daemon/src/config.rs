@@ -98,6 +98,13 @@ pub struct SipSection {
     /// what load balancers expect. `false`: strict RFC 3261 §18.2.2, the
     /// source IP with the Via's sent-by port unless `rport` is present.
     pub symmetric_responses: bool,
+    /// A request from a source that is no trunk and no registered user:
+    /// `"reject"` (one stateless 403) or `"drop"` (no answer).
+    pub unknown_sources: crate::core::UnknownSources,
+    /// Transactions held at once; beyond, a stateless 503.
+    pub max_transactions: usize,
+    /// Calls and far legs held at once; beyond, a new INVITE gets 503.
+    pub max_dialogs: usize,
 }
 
 impl Default for SipSection {
@@ -119,6 +126,9 @@ impl Default for SipSection {
             drain_timeout_secs: 30,
             threads: 1,
             symmetric_responses: true,
+            unknown_sources: crate::core::UnknownSources::Reject,
+            max_transactions: 65_536,
+            max_dialogs: 65_536,
         }
     }
 }
@@ -739,6 +749,9 @@ impl Config {
         };
         c.voice_fallback_to_route = self.webhooks.voice_on_failure != "reject";
         c.symmetric_responses = self.sip.symmetric_responses;
+        c.unknown_sources = self.sip.unknown_sources;
+        c.max_transactions = self.sip.max_transactions.max(1);
+        c.max_dialogs = self.sip.max_dialogs.max(1);
         c.resume_node = Some(self.node_id());
         c.forward = crate::core::forward::ForwardSettings {
             ring_timeout: Duration::from_secs(self.forward.ring_timeout_secs.max(1)),

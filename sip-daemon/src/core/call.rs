@@ -1047,7 +1047,7 @@ impl Core {
         self.schedule_call(h);
     }
 
-    fn dialog_of(&self, req: &Request) -> Option<u64> {
+    pub(super) fn dialog_of(&self, req: &Request) -> Option<u64> {
         let key = DialogKey {
             call_id: req.core.call_id.clone(),
             local_tag: req.to_tag()?.to_string(),

@@ -89,6 +89,25 @@ pub struct CoreConfig {
     /// UDP responses go to the request's source port whether or not its
     /// Via has `rport` (RFC 3581 behaviour for every request).
     pub symmetric_responses: bool,
+    /// What a request from a source that is no trunk and no registered
+    /// user gets (REGISTER aside, and requests in one of our dialogs).
+    pub unknown_sources: UnknownSources,
+    /// Server and client transactions held at once; beyond, 503.
+    pub max_transactions: usize,
+    /// Calls and far legs held at once; beyond, a new INVITE gets 503.
+    pub max_dialogs: usize,
+}
+
+/// The answer to a request from an unknown source: never a transaction,
+/// so it costs one datagram at most and nothing is retransmitted to a
+/// spoofable address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSources {
+    /// A single stateless 403.
+    Reject,
+    /// Nothing at all.
+    Drop,
 }
 
 /// How calls on route `stream` reach the AI.
@@ -138,6 +157,9 @@ impl Default for CoreConfig {
             voice_fallback_to_route: true,
             resume_node: None,
             symmetric_responses: true,
+            unknown_sources: UnknownSources::Reject,
+            max_transactions: 65_536,
+            max_dialogs: 65_536,
         }
     }
 }
@@ -750,6 +772,29 @@ impl Core {
         }
     }
 
+    /// A final response sent without a transaction (§8.2.6 answered once,
+    /// retransmissions answered again one for one): for sources we keep no
+    /// state for, and for requests refused because the tables are full.
+    fn reply_stateless(
+        &mut self,
+        peer: Peer,
+        req: &Request,
+        status: u16,
+        reason: &str,
+        extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
+    ) {
+        let tag = self.new_tag();
+        let mut b = build::response_to(req, status, Some(reason), Some(&tag));
+        Self::stamp_via(&mut b, peer.remote, req);
+        b = extra(b.header(HeaderName::Server, self.cfg.server_name.as_str()));
+        self.metrics
+            .sip_responses
+            .with_label_values(&["sent", status_class(status)])
+            .inc();
+        let to = self.response_peer(peer, req);
+        self.transmit(to, Bytes::from(b.encode()));
+    }
+
     /// A final response with a random To tag (requests outside any call).
     fn reply(&mut self, now: Instant, id: u64, status: u16, reason: Option<&str>) {
         let tag = self.new_tag();
@@ -805,6 +850,19 @@ impl Core {
             self.on_ack(now, peer, req);
             return;
         }
+        // An unknown source (no trunk, no registered user) is answered
+        // without a transaction, unless it registers or speaks in one of
+        // our dialogs (a forwarded call's far party may be anywhere).
+        if req.method != Method::Register
+            && self.dialog_of(&req).is_none()
+            && !self.source_allowed(now, peer)
+        {
+            self.metrics.reject("acl");
+            if self.cfg.unknown_sources == UnknownSources::Reject {
+                self.reply_stateless(peer, &req, 403, "Forbidden (unknown source)", |b| b);
+            }
+            return;
+        }
         let key = TxnKey::for_request(&req, &peer);
         if let Some(&id) = self.txns.server_index.get(&key) {
             // A retransmission: the transaction answers it (§17.2).
@@ -814,6 +872,23 @@ impl Core {
                 let p = entry.peer;
                 self.transmit(p, bytes);
             }
+            return;
+        }
+        // Bounded tables: beyond the caps a new request is refused without
+        // state, and says when to come back (RFC 3261 §21.5.4).
+        let new_dialog = req.method == Method::Invite && req.to_tag().is_none();
+        let full = if self.txns.len() >= self.cfg.max_transactions {
+            Some("txn_cap")
+        } else if new_dialog && self.calls.len() + self.out_legs.len() >= self.cfg.max_dialogs {
+            Some("dialog_cap")
+        } else {
+            None
+        };
+        if let Some(why) = full {
+            self.metrics.reject(why);
+            self.reply_stateless(peer, &req, 503, "Service Unavailable (busy)", |b| {
+                b.header(HeaderName::RetryAfter, "5")
+            });
             return;
         }
         let kind = if req.method == Method::Invite {
@@ -869,6 +944,8 @@ impl Core {
             Method::Invite if from_ok => self.on_invite(now, id, peer),
             Method::Message if from_ok => self.on_message(now, id, peer),
             Method::Options | Method::Invite | Method::Message => {
+                // Only reached by a source that stopped being known
+                // between the check above and here: never, but answered.
                 self.metrics.reject("acl");
                 self.reply(now, id, 403, Some("Forbidden (unknown source)"));
             }

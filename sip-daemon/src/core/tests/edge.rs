@@ -93,3 +93,72 @@ fn an_invite_that_refuses_sdp_answers_gets_406() {
         );
     }
 }
+
+const STRANGER: &str = "198.51.100.9:5060";
+
+fn stranger_invite(call_id: &str) -> String {
+    invite("+15550001", call_id, &format!("z9hG4bK-{call_id}"), "", SDP)
+        .replace("127.0.0.1:5061", STRANGER)
+}
+
+#[test]
+fn an_unknown_source_costs_one_stateless_403_and_no_state() {
+    let mut h = Harness::new();
+    let from = peer(TransportKind::Udp, STRANGER);
+    h.recv_from(from, &stranger_invite("u1"));
+    let sent = std::mem::take(&mut h.sent);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].1.starts_with("SIP/2.0 403"), "{}", sent[0].1);
+    assert_eq!(sent[0].0.remote, from.remote);
+    assert!(
+        h.core.txns.is_empty(),
+        "no transaction for an unknown source"
+    );
+    // No Timer G: nothing is ever retransmitted to the spoofable address.
+    h.advance_to(64_000);
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+    // Its retransmission is answered once more, one for one.
+    h.recv_from(from, &stranger_invite("u1"));
+    assert_eq!(h.statuses(), vec![403]);
+    assert_eq!(h.core.metrics.rejection_count("acl"), 2);
+    // REGISTER still reaches the registrar (how phones become known).
+    h.recv_from(
+        from,
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK-r1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r1\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: reg-u\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@198.51.100.9:5060>\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(h.statuses(), vec![401]);
+}
+
+#[test]
+fn unknown_sources_can_be_dropped_silently() {
+    let mut h = Harness::new_with(|c| c.unknown_sources = UnknownSources::Drop);
+    h.recv_from(peer(TransportKind::Udp, STRANGER), &stranger_invite("u2"));
+    assert!(h.sent.is_empty());
+    assert!(h.core.txns.is_empty());
+    assert_eq!(h.core.metrics.rejection_count("acl"), 1);
+}
+
+#[test]
+fn full_tables_refuse_new_requests_statelessly_with_503() {
+    let mut h = Harness::new_with(|c| c.max_dialogs = 1);
+    h.recv(&invite("+15550001", "cap1", "z9hG4bK-cap1", "", SDP));
+    assert!(matches!(h.media.last(), Some(MediaCommand::Open { .. })));
+    h.take_sent();
+    h.recv(&invite("+15550001", "cap2", "z9hG4bK-cap2", "", SDP));
+    let r = h.take_sent().pop().unwrap();
+    assert!(r.starts_with("SIP/2.0 503"), "{r}");
+    assert_eq!(header(&r, "Retry-After"), Some("5"));
+    assert_eq!(h.core.metrics.rejection_count("dialog_cap"), 1);
+    // OPTIONS still work: only new dialogs are capped.
+    h.recv(&options_without_rport(5061));
+    assert_eq!(h.statuses(), vec![200]);
+
+    let mut h = Harness::new_with(|c| c.max_transactions = 1);
+    h.recv(&invite("+15550001", "cap3", "z9hG4bK-cap3", "", SDP));
+    h.take_sent();
+    let before = h.core.txns.len();
+    h.recv(&options_without_rport(5061));
+    assert_eq!(h.statuses(), vec![503]);
+    assert_eq!(h.core.txns.len(), before, "no transaction for the refusal");
+    assert_eq!(h.core.metrics.rejection_count("txn_cap"), 1);
+}
