@@ -88,6 +88,11 @@ pub struct SipSection {
     pub tcp_idle_timeout_secs: u64,
     /// Inbound TCP connections held at once.
     pub max_tcp_connections: usize,
+    /// Inbound TCP connections held at once from one address.
+    pub max_tcp_connections_per_source: usize,
+    /// A message begun on a TCP connection must be whole within this many
+    /// seconds, or the connection closes (slow senders).
+    pub tcp_message_timeout_secs: u64,
     /// On SIGTERM/SIGINT: wait this long for calls to end, then hang up.
     pub drain_timeout_secs: u64,
     /// Signalling threads: 1 runs transports and the core on one thread
@@ -123,6 +128,8 @@ impl Default for SipSection {
             max_message_size: 65_535,
             tcp_idle_timeout_secs: 300,
             max_tcp_connections: 4096,
+            max_tcp_connections_per_source: 64,
+            tcp_message_timeout_secs: 10,
             drain_timeout_secs: 30,
             threads: 1,
             symmetric_responses: true,

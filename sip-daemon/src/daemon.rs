@@ -170,6 +170,8 @@ pub async fn run(
             max_message_size: cfg.sip.max_message_size,
             tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_secs.max(1)),
             max_tcp_connections: cfg.sip.max_tcp_connections,
+            max_tcp_connections_per_source: cfg.sip.max_tcp_connections_per_source.max(1),
+            tcp_message_timeout: Duration::from_secs(cfg.sip.tcp_message_timeout_secs.max(1)),
         },
         in_tx,
         metrics.clone(),

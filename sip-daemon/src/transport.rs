@@ -32,6 +32,10 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
+    /// Inbound connections from one address held at once.
+    pub max_tcp_connections_per_source: usize,
+    /// A message begun must be whole within this, or the connection closes.
+    pub tcp_message_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +227,15 @@ impl Transports {
         }
     }
 
+    /// Open stream connections with a peer at `ip`.
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
+        self.inner
+            .conns
+            .lock()
+            .map(|t| t.by_id.values().filter(|c| c.remote.ip() == ip).count())
+            .unwrap_or(0)
+    }
+
     /// Open stream connections.
     pub fn connections(&self) -> usize {
         self.inner.conns.lock().map(|t| t.by_id.len()).unwrap_or(0)
@@ -356,6 +369,12 @@ async fn tcp_acceptor(t: Transports, local: SocketAddr, listener: TcpListener) {
                     drop(stream);
                     continue;
                 }
+                // One host may not hold every slot.
+                if t.connections_from(remote.ip()) >= t.inner.cfg.max_tcp_connections_per_source {
+                    t.inner.metrics.reject("tcp_source_limit");
+                    drop(stream);
+                    continue;
+                }
                 t.adopt_stream(stream, local, remote);
             }
             Err(e) => {
@@ -406,10 +425,24 @@ async fn stream_reader(
         remote,
         conn: Some(id),
     };
+    // When the message being framed began: it must be whole by the
+    // message timeout (a sender trickling bytes holds no slot for long).
+    let mut begun: Option<tokio::time::Instant> = None;
     'conn: loop {
-        let n = match tokio::time::timeout(t.inner.cfg.tcp_idle_timeout, rd.read(&mut buf)).await {
+        let wait = match begun {
+            Some(at) => (at + t.inner.cfg.tcp_message_timeout)
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(t.inner.cfg.tcp_idle_timeout),
+            None => t.inner.cfg.tcp_idle_timeout,
+        };
+        let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => n,
+            Err(_) if begun.is_some() => {
+                t.inner.metrics.reject("tcp_message_timeout");
+                tracing::debug!(%remote, "closing SIP TCP connection: message not whole in time");
+                break;
+            }
             Err(_) => {
                 tracing::debug!(%remote, "closing idle SIP TCP connection");
                 break;
@@ -420,9 +453,13 @@ async fn stream_reader(
             match framer.next_frame() {
                 Ok(None) => break,
                 Ok(Some(Frame::Ping)) => {
+                    begun = None;
                     let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                 }
-                Ok(Some(Frame::Message(m))) => t.deliver(peer, &m, Framing::Stream),
+                Ok(Some(Frame::Message(m))) => {
+                    begun = None;
+                    t.deliver(peer, &m, Framing::Stream)
+                }
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing
                     // error (§18.3): answer a request 400 when its headers
@@ -440,6 +477,9 @@ async fn stream_reader(
                     break 'conn;
                 }
             }
+        }
+        if framer.buffered() > 0 {
+            begun.get_or_insert_with(tokio::time::Instant::now);
         }
     }
     t.forget(id);

@@ -169,3 +169,65 @@ fn ipv6_udp_and_tcp() {
     let rs = read_responses(&mut s, 1);
     assert!(rs[0].starts_with("SIP/2.0 200"), "{rs:?}");
 }
+
+#[test]
+fn a_slow_sender_is_closed_at_the_message_deadline() {
+    let d = Daemon::start_opts(Opts {
+        sip_extra: "tcp_message_timeout_secs = 1",
+        ..Opts::default()
+    });
+    let mut s = TcpStream::connect(d.sip_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = s.local_addr().unwrap();
+    let msg = options("TCP", local, d.sip_addr(), 8, "");
+    // One byte every 100 ms: never idle, never whole in time.
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for b in msg.as_bytes().iter().take(60) {
+        if s.write_all(std::slice::from_ref(b)).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut buf = [0u8; 64];
+    closed |= matches!(s.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "the trickling connection was closed");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        d.metric("gateway_sip_rejections_total{reason=\"tcp_message_timeout\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn one_host_cannot_hold_every_tcp_slot() {
+    let d = Daemon::start_opts(Opts {
+        sip_extra: "max_tcp_connections_per_source = 2",
+        ..Opts::default()
+    });
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(d.sip_addr()).unwrap())
+        .collect();
+    // Accepted ones are registered once the acceptor saw them.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(d.sip_addr()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(third.read(&mut buf), Ok(0) | Err(_)),
+        "the third connection from one host is closed"
+    );
+    assert_eq!(
+        d.metric("gateway_sip_rejections_total{reason=\"tcp_source_limit\"}"),
+        1.0
+    );
+    // The held ones still work.
+    let mut s = &held[0];
+    let local = s.local_addr().unwrap();
+    s.write_all(options("TCP", local, d.sip_addr(), 9, "").as_bytes())
+        .unwrap();
+    assert!(read_responses(&mut held[0].try_clone().unwrap(), 1)[0].starts_with("SIP/2.0 200"));
+}

@@ -29,10 +29,21 @@ pub enum FramingError {
     BadContentLength,
 }
 
+/// Resumes where it stopped: bytes already searched for the end of the
+/// header section are not searched again, and once the header section is
+/// read the message's length is kept, so a sender trickling one byte at a
+/// time costs linear work, not quadratic.
 #[derive(Debug)]
 pub struct StreamFramer {
     buf: Vec<u8>,
     max_message: usize,
+    /// Leading bytes of `buf` searched for the end of the header section.
+    scanned: usize,
+    /// The whole length of the message being framed, once its header
+    /// section was read.
+    framed: Option<usize>,
+    /// Bytes examined in all: what the linear-cost test reads.
+    examined: u64,
 }
 
 impl StreamFramer {
@@ -40,7 +51,15 @@ impl StreamFramer {
         StreamFramer {
             buf: Vec::new(),
             max_message,
+            scanned: 0,
+            framed: None,
+            examined: 0,
         }
+    }
+
+    /// Bytes examined so far by the header-section search.
+    pub fn examined(&self) -> u64 {
+        self.examined
     }
 
     /// Bytes held waiting for the rest of a message.
@@ -81,6 +100,9 @@ impl StreamFramer {
                 return Ok(None);
             }
             self.buf.drain(..crlf);
+            // Only between messages: nothing of one was scanned yet.
+            self.scanned = 0;
+            self.framed = None;
             if ping {
                 return Ok(Some(Frame::Ping));
             }
@@ -88,24 +110,40 @@ impl StreamFramer {
         if self.buf.is_empty() {
             return Ok(None);
         }
-        let Some((head_end, body_start)) = find_header_end(&self.buf) else {
-            if self.buf.len() > self.max_message {
-                return Err(FramingError::TooLarge(self.max_message));
+        let total = match self.framed {
+            Some(total) => total,
+            None => {
+                // The end pattern is at most 3 bytes long: step back so a
+                // pattern split across two pushes is still found.
+                let from = self.scanned.saturating_sub(2);
+                self.examined += (self.buf.len() - from) as u64;
+                let Some((head_end, body_start)) =
+                    find_header_end(&self.buf[from..]).map(|(h, b)| (h + from, b + from))
+                else {
+                    self.scanned = self.buf.len();
+                    if self.buf.len() > self.max_message {
+                        return Err(FramingError::TooLarge(self.max_message));
+                    }
+                    return Ok(None);
+                };
+                let len = content_length(&self.buf[..head_end])?;
+                let total = body_start
+                    .checked_add(len)
+                    .ok_or(FramingError::BadContentLength)?;
+                if total > self.max_message {
+                    return Err(FramingError::TooLarge(self.max_message));
+                }
+                self.framed = Some(total);
+                total
             }
-            return Ok(None);
         };
-        let len = content_length(&self.buf[..head_end])?;
-        let total = body_start
-            .checked_add(len)
-            .ok_or(FramingError::BadContentLength)?;
-        if total > self.max_message {
-            return Err(FramingError::TooLarge(self.max_message));
-        }
         if self.buf.len() < total {
             return Ok(None);
         }
         let rest = self.buf.split_off(total);
         let msg = std::mem::replace(&mut self.buf, rest);
+        self.scanned = 0;
+        self.framed = None;
         Ok(Some(Frame::Message(msg)))
     }
 }
@@ -157,6 +195,35 @@ mod tests {
         let mut f = StreamFramer::new(4096);
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n");
         assert!(f.head().is_none(), "the header section has not ended");
+    }
+
+    #[test]
+    fn one_byte_segments_cost_linear_work() {
+        // A 32 KiB header section and body trickled one byte at a time:
+        // each byte is examined a bounded number of times (a rescan from
+        // the start on every read would examine it ~16,000 times).
+        let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for i in 0..600 {
+            msg.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "p".repeat(40)).as_bytes());
+        }
+        msg.extend_from_slice(b"Content-Length: 4000\r\n\r\n");
+        msg.extend(std::iter::repeat_n(b'b', 4000));
+        let mut f = StreamFramer::new(65_535);
+        let mut frames = 0;
+        for b in &msg {
+            f.push(std::slice::from_ref(b));
+            while let Some(Frame::Message(m)) = f.next_frame().unwrap() {
+                assert_eq!(m, msg);
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 1);
+        assert!(
+            f.examined() <= 4 * msg.len() as u64,
+            "{} bytes examined for a {}-byte message",
+            f.examined(),
+            msg.len()
+        );
     }
 
     #[test]
