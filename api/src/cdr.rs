@@ -342,6 +342,19 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Waits `backoff` after a failure and doubles it up to `max`; false when
+/// the shutdown deadline cut the wait short.
+async fn back_off(shared: &Shared, backoff: &mut Duration, max: Duration) -> bool {
+    if until_deadline(shared, tokio::time::sleep(*backoff))
+        .await
+        .is_none()
+    {
+        return false;
+    }
+    *backoff = backoff.saturating_mul(2).min(max);
+    true
+}
+
 /// Keeps `ev`, refused for good with `why`, in the dead-letter table.
 async fn dead_letter(store: &dyn Store, ev: &CdrEvent, why: &StoreError) -> Result<(), StoreError> {
     let at = std::time::SystemTime::now()
@@ -432,13 +445,9 @@ async fn run(
                         drop(batch);
                         metrics.write_failures.inc();
                         isolate += 1;
-                        if until_deadline(&shared, tokio::time::sleep(backoff))
-                            .await
-                            .is_none()
-                        {
+                        if !back_off(&shared, &mut backoff, cfg.retry_max).await {
                             break;
                         }
-                        backoff = backoff.saturating_mul(2).min(cfg.retry_max);
                     }
                 }
             }
@@ -474,13 +483,9 @@ async fn run(
                 }
                 failures += 1;
                 gauge(&metrics, queue);
-                if until_deadline(&shared, tokio::time::sleep(backoff))
-                    .await
-                    .is_none()
-                {
+                if !back_off(&shared, &mut backoff, cfg.retry_max).await {
                     break;
                 }
-                backoff = backoff.saturating_mul(2).min(cfg.retry_max);
             }
         }
     }

@@ -196,15 +196,16 @@ impl Latch {
         self.latched && Some(from) == self.target
     }
 
-    /// Whether an RTCP packet from `from` whose sender is `sender_ssrc` is
-    /// the latched peer's: from its RTP address (RFC 5761 multiplexing),
-    /// from the next port (RFC 3550 §11), or from another port of its host
-    /// (NAT) when it names the peer's own SSRC, which an off-path sender
-    /// does not know. RTCP carries no sequence to earn a latch with.
-    pub fn is_peer_rtcp(&self, from: SocketAddr, sender_ssrc: Option<u32>) -> bool {
+    /// Whether RTCP packet `pkt` from `from` is the latched peer's: from
+    /// its RTP address (RFC 5761 multiplexing), from the next port (RFC
+    /// 3550 §11), or from another port of its host (NAT) when its sender
+    /// SSRC is the peer's own, which an off-path sender does not know. RTCP
+    /// carries no sequence to earn a latch with.
+    pub fn is_peer_rtcp(&self, from: SocketAddr, pkt: &[u8]) -> bool {
         let Some(t) = self.target.filter(|_| self.latched) else {
             return false;
         };
+        let sender_ssrc = crate::rtp::rtcp_sender_ssrc(pkt);
         from == t
             || (from.ip() == t.ip() && t.port().checked_add(1) == Some(from.port()))
             || (from.ip() == t.ip() && sender_ssrc.is_some() && sender_ssrc == self.ssrc)
@@ -379,23 +380,33 @@ mod tests {
         assert!(!l.is_peer(a("198.51.100.7:61001")));
     }
 
+    /// A receiver report naming `ssrc` as its sender.
+    fn rr(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 201, 0, 1];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
     #[test]
     fn rtcp_is_taken_from_the_latched_peer_only() {
         let t0 = Instant::now();
         let mut l = Latch::new(Some(a(SDP)));
         assert!(
-            !l.is_peer_rtcp(a("192.0.2.1:4001"), Some(1)),
+            !l.is_peer_rtcp(a("192.0.2.1:4001"), &rr(1)),
             "nothing latched"
         );
         l.on_packet(t0, a(SDP), 0x1234, 1);
-        assert!(l.is_peer_rtcp(a(SDP), None), "multiplexed");
-        assert!(l.is_peer_rtcp(a("192.0.2.1:4001"), None), "the next port");
-        // Another port of the host: only naming the peer's SSRC.
-        assert!(l.is_peer_rtcp(a("192.0.2.1:7777"), Some(0x1234)));
-        assert!(!l.is_peer_rtcp(a("192.0.2.1:7777"), Some(0xbad)));
-        assert!(!l.is_peer_rtcp(a("192.0.2.1:7777"), None));
+        assert!(l.is_peer_rtcp(a(SDP), &[0x80, 201, 0, 0]), "multiplexed");
         assert!(
-            !l.is_peer_rtcp(a("192.0.2.9:4001"), Some(0x1234)),
+            l.is_peer_rtcp(a("192.0.2.1:4001"), &[0x80, 201, 0, 0]),
+            "the next port"
+        );
+        // Another port of the host: only naming the peer's SSRC.
+        assert!(l.is_peer_rtcp(a("192.0.2.1:7777"), &rr(0x1234)));
+        assert!(!l.is_peer_rtcp(a("192.0.2.1:7777"), &rr(0xbad)));
+        assert!(!l.is_peer_rtcp(a("192.0.2.1:7777"), &[0x80, 201, 0, 0]));
+        assert!(
+            !l.is_peer_rtcp(a("192.0.2.9:4001"), &rr(0x1234)),
             "another host"
         );
     }

@@ -222,7 +222,7 @@ impl RelayPair {
         if rtp::looks_like_rtcp(pkt) {
             // RTCP multiplexed on the RTP port goes the same way, from the
             // latched peer only.
-            if !inbound.latch.is_peer_rtcp(from, rtp::rtcp_sender_ssrc(pkt)) {
+            if !inbound.latch.is_peer_rtcp(from, pkt) {
                 inbound.counters.rejected_source += 1;
                 return None;
             }
@@ -292,10 +292,7 @@ impl RelayPair {
         }
         // Only the latched peer's RTCP is taken; where it comes from is
         // where ours goes.
-        if !inbound
-            .latch
-            .is_peer_rtcp(from, crate::rtp::rtcp_sender_ssrc(pkt))
-        {
+        if !inbound.latch.is_peer_rtcp(from, pkt) {
             inbound.counters.rejected_source += 1;
             return None;
         }

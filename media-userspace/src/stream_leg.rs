@@ -165,7 +165,7 @@ impl StreamLeg {
         if rtp::looks_like_rtcp(pkt) {
             // RTCP multiplexed on the RTP port (RFC 5761), from the latched
             // peer only.
-            if self.latch.is_peer_rtcp(from, rtp::rtcp_sender_ssrc(pkt)) {
+            if self.latch.is_peer_rtcp(from, pkt) {
                 self.rtcp.on_rtcp(now, pkt);
             } else {
                 self.counters.rejected_source += 1;
@@ -413,10 +413,7 @@ impl StreamLeg {
     pub fn on_rtcp_datagram(&mut self, now: Instant, from: SocketAddr, pkt: &[u8]) {
         // Only the latched peer's RTCP is taken; where it comes from is
         // where ours goes.
-        if !self
-            .latch
-            .is_peer_rtcp(from, crate::rtp::rtcp_sender_ssrc(pkt))
-        {
+        if !self.latch.is_peer_rtcp(from, pkt) {
             self.counters.rejected_source += 1;
             return;
         }

@@ -44,8 +44,16 @@ fn rtp(pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
     p
 }
 
-fn relay_round_trip(prefer_io_uring: bool, base: u16) {
-    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+/// A one-worker engine on 127.0.0.1 with the ports `base`..`base + 99`,
+/// and the receiver of its events (kept alive by the caller).
+fn engine(
+    prefer_io_uring: bool,
+    base: u16,
+) -> (
+    MediaEngine,
+    tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
+) {
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = MediaEngine::start(
         EngineConfig {
             bind_ip: "127.0.0.1".parse().unwrap(),
@@ -58,6 +66,11 @@ fn relay_round_trip(prefer_io_uring: bool, base: u16) {
         events,
     )
     .unwrap();
+    (engine, rx)
+}
+
+fn relay_round_trip(prefer_io_uring: bool, base: u16) {
+    let (engine, _rx) = engine(prefer_io_uring, base);
     let (caller, caller_rtcp) = endpoint();
     let (callee, callee_rtcp) = endpoint();
     let opened = engine.command(MediaCommand::OpenRelay {
@@ -147,19 +160,7 @@ fn relay_round_trip(prefer_io_uring: bool, base: u16) {
 /// far side hears only the caller, the spoofer gets nothing back, and the
 /// call stays latched to its peers.
 fn spoofed_stream_gets_neither_audio_nor_the_call(prefer_io_uring: bool, base: u16) {
-    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let engine = MediaEngine::start(
-        EngineConfig {
-            bind_ip: "127.0.0.1".parse().unwrap(),
-            port_min: base,
-            port_max: base + 99,
-            workers: 1,
-            prefer_io_uring,
-            xdp: None,
-        },
-        events,
-    )
-    .unwrap();
+    let (engine, _rx) = engine(prefer_io_uring, base);
     let (caller, _caller_rtcp) = endpoint();
     let (callee, callee_rtcp) = endpoint();
     let (spoofer, spoofer_rtcp) = endpoint();

@@ -62,6 +62,8 @@ struct ConnTable {
     /// §18.1.1/§18.2.2: requests and responses to a remote reuse an open
     /// connection to it.
     by_remote: HashMap<SocketAddr, ConnId>,
+    /// Open connections per peer address (the per-host cap).
+    per_ip: HashMap<std::net::IpAddr, usize>,
 }
 
 struct Inner {
@@ -232,7 +234,7 @@ impl Transports {
         self.inner
             .conns
             .lock()
-            .map(|t| t.by_id.values().filter(|c| c.remote.ip() == ip).count())
+            .map(|t| t.per_ip.get(&ip).copied().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -261,6 +263,7 @@ impl Transports {
                 },
             );
             table.by_remote.insert(remote, id);
+            *table.per_ip.entry(remote.ip()).or_default() += 1;
             self.inner
                 .metrics
                 .tcp_connections
@@ -281,10 +284,16 @@ impl Transports {
 
     fn forget(&self, id: ConnId) {
         let mut table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = table.by_id.remove(&id)
-            && table.by_remote.get(&c.remote) == Some(&id)
-        {
-            table.by_remote.remove(&c.remote);
+        if let Some(c) = table.by_id.remove(&id) {
+            if table.by_remote.get(&c.remote) == Some(&id) {
+                table.by_remote.remove(&c.remote);
+            }
+            if let Some(n) = table.per_ip.get_mut(&c.remote.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    table.per_ip.remove(&c.remote.ip());
+                }
+            }
         }
         self.inner
             .metrics

@@ -746,11 +746,7 @@ impl Core {
             return;
         };
         let tag = if status > 100 { to_tag } else { None };
-        let mut b = build::response_to(req, status, reason, tag);
-        Self::stamp_via(&mut b, entry.peer.remote, req);
-        b = b.header(HeaderName::Server, self.cfg.server_name.as_str());
-        b = extra(b);
-        let bytes = Bytes::from(b.encode());
+        let bytes = self.response_bytes(req, entry.peer.remote, status, reason, tag, extra);
         let peer = entry.peer;
         let Some(entry) = self.txns.server.get_mut(&id) else {
             return;
@@ -784,15 +780,30 @@ impl Core {
         extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
     ) {
         let tag = self.new_tag();
-        let mut b = build::response_to(req, status, Some(reason), Some(&tag));
-        Self::stamp_via(&mut b, peer.remote, req);
-        b = extra(b.header(HeaderName::Server, self.cfg.server_name.as_str()));
+        let bytes = self.response_bytes(req, peer.remote, status, Some(reason), Some(&tag), extra);
         self.metrics
             .sip_responses
             .with_label_values(&["sent", status_class(status)])
             .inc();
         let to = self.response_peer(peer, req);
-        self.transmit(to, Bytes::from(b.encode()));
+        self.transmit(to, bytes);
+    }
+
+    /// A response to `req` from `source`: its Via stamped (§18.2.1), our
+    /// Server header, then what `extra` adds.
+    fn response_bytes(
+        &self,
+        req: &Request,
+        source: SocketAddr,
+        status: u16,
+        reason: Option<&str>,
+        to_tag: Option<&str>,
+        extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
+    ) -> Bytes {
+        let mut b = build::response_to(req, status, reason, to_tag);
+        Self::stamp_via(&mut b, source, req);
+        b = extra(b.header(HeaderName::Server, self.cfg.server_name.as_str()));
+        Bytes::from(b.encode())
     }
 
     /// A final response with a random To tag (requests outside any call).
@@ -933,22 +944,17 @@ impl Core {
         let Some(in_dialog) = self.request(id).map(|r| r.to_tag().is_some()) else {
             return;
         };
-        let from_ok = self.source_allowed(now, peer);
         if in_dialog {
             self.on_in_dialog(now, id, peer);
             return;
         }
+        // Sources that are neither trunks nor registered users got their
+        // stateless answer above: only REGISTER reaches here from them.
         match method {
             Method::Register => self.on_register(now, id, peer),
-            Method::Options if from_ok => self.reply_with(now, id, 200, Self::capabilities),
-            Method::Invite if from_ok => self.on_invite(now, id, peer),
-            Method::Message if from_ok => self.on_message(now, id, peer),
-            Method::Options | Method::Invite | Method::Message => {
-                // Only reached by a source that stopped being known
-                // between the check above and here: never, but answered.
-                self.metrics.reject("acl");
-                self.reply(now, id, 403, Some("Forbidden (unknown source)"));
-            }
+            Method::Options => self.reply_with(now, id, 200, Self::capabilities),
+            Method::Invite => self.on_invite(now, id, peer),
+            Method::Message => self.on_message(now, id, peer),
             // BYE, UPDATE, INFO outside a dialog.
             _ => self.reply(now, id, 481, None),
         }

@@ -154,31 +154,10 @@ fn is_user_char(b: u8) -> bool {
         )
 }
 
-/// uric of RFC 2396 (RFC 3261 §25.1): reserved, unreserved or escaped.
+/// uric of RFC 2396 (RFC 3261 §25.1): reserved, unreserved or escaped,
+/// which is what a user part takes plus ':' and '@'.
 fn is_uric(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b';' | b'/'
-                | b'?'
-                | b':'
-                | b'@'
-                | b'&'
-                | b'='
-                | b'+'
-                | b'$'
-                | b','
-                | b'-'
-                | b'_'
-                | b'.'
-                | b'!'
-                | b'~'
-                | b'*'
-                | b'\''
-                | b'('
-                | b')'
-                | b'%'
-        )
+    is_user_char(b) || matches!(b, b':' | b'@')
 }
 
 fn is_password_char(b: u8) -> bool {
