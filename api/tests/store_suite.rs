@@ -64,6 +64,7 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         max_calls: Some(u32::MAX),
         transfer: Some("refer".into()),
         account_id: Some("acc-a".into()),
+        requests_per_sec: Some(u32::MAX),
     };
     let bare = Trunk {
         name: "local".into(),
@@ -75,6 +76,7 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         max_calls: None,
         transfer: None,
         account_id: None,
+        requests_per_sec: None,
     };
     s.upsert_trunk(&full).await.unwrap();
     s.upsert_trunk(&bare).await.unwrap();

@@ -110,6 +110,13 @@ pub struct SipSection {
     pub max_transactions: usize,
     /// Calls and far legs held at once; beyond, a new INVITE gets 503.
     pub max_dialogs: usize,
+    /// SIP messages (and TCP connections) per second one address that is
+    /// no trunk may send, with bursts of twice that; beyond, they are
+    /// dropped before the parse and counted (`source_rate`). 0: no limit.
+    /// Trunks have their own `requests_per_sec`.
+    pub source_requests_per_sec: u32,
+    /// Addresses the per-source limit remembers (twice this at most).
+    pub source_table_size: usize,
 }
 
 impl Default for SipSection {
@@ -136,6 +143,8 @@ impl Default for SipSection {
             unknown_sources: crate::core::UnknownSources::Reject,
             max_transactions: 65_536,
             max_dialogs: 65_536,
+            source_requests_per_sec: 100,
+            source_table_size: 65_536,
         }
     }
 }
@@ -405,6 +414,10 @@ pub struct TrunkEntry {
     /// The only account that may send through it (unset: every account).
     #[serde(default)]
     pub account: Option<String>,
+    /// SIP messages per second its networks may send together (a burst
+    /// of twice that); unset: no limit.
+    #[serde(default)]
+    pub requests_per_sec: Option<u32>,
 }
 
 fn default_transport() -> String {
@@ -805,6 +818,7 @@ impl Config {
                     max_calls: t.max_calls,
                     transfer: t.transfer.clone(),
                     account_id: t.account.clone(),
+                    requests_per_sec: t.requests_per_sec,
                 })
                 .collect(),
             numbers: self

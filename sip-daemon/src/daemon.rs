@@ -1,12 +1,13 @@
 //! The daemon's event loop: the only place where the sans-IO core meets
 //! sockets, the clock, the media workers and the store.
 
+use crate::admission::{Rate, SourceAdmission};
 use crate::config::{Config, Listener};
 use crate::core::registrar::RegistrationChange;
 use crate::core::{Core, Output, WallClock};
 use crate::metrics::Metrics;
 use crate::routing::RoutingTable;
-use crate::transport::{Inbound, TransportConfig, Transports};
+use crate::transport::{Inbound, Queues, TransportConfig, Transports};
 use api::cdr::{CdrMetrics, CdrQueue, CdrWriterConfig, spawn_writer};
 use api::store::Store;
 use media_userspace::engine::{EngineConfig, MediaEngine};
@@ -35,6 +36,8 @@ pub enum DaemonError {
 /// Messages waiting for the core; beyond this, datagrams are dropped and
 /// counted (UDP senders retransmit).
 const INBOUND_QUEUE: usize = 32_768;
+/// Messages handled per wake-up before timers and other events get a turn.
+const INBOUND_BATCH: usize = 256;
 /// How often the routing table is re-read from the store, so rows changed
 /// by another node or the API take effect without a restart.
 const ROUTING_RELOAD: Duration = Duration::from_secs(10);
@@ -164,6 +167,11 @@ pub async fn run(
 
     let listeners = cfg.listeners().map_err(DaemonError::Config)?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let (trunk_tx, mut trunk_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let source_rate = (cfg.sip.source_requests_per_sec > 0)
+        .then(|| Rate::with_double_burst(cfg.sip.source_requests_per_sec));
+    let mut admission = SourceAdmission::new(source_rate, cfg.sip.source_table_size);
+    admission.set_routing(&routing);
     let (transports, bound) = Transports::bind(
         &listeners,
         TransportConfig {
@@ -173,7 +181,11 @@ pub async fn run(
             max_tcp_connections_per_source: cfg.sip.max_tcp_connections_per_source.max(1),
             tcp_message_timeout: Duration::from_secs(cfg.sip.tcp_message_timeout_secs.max(1)),
         },
-        in_tx,
+        Queues {
+            trunk: trunk_tx,
+            other: in_tx,
+        },
+        admission,
         metrics.clone(),
     )
     .await?;
@@ -273,22 +285,27 @@ pub async fn run(
             }
             _ = shutdown.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "shutdown request"),
             Some(ev) = media_rx.recv() => core.handle_media(Instant::now(), ev),
+            // Trunk traffic first: a flood from elsewhere waits behind it.
+            Some(inb) = trunk_rx.recv() => {
+                let now = Instant::now();
+                core.handle_inbound(now, inb.peer, inb.msg);
+                drain_inbound(&mut trunk_rx, &mut in_rx, |inb| {
+                    core.handle_inbound(now, inb.peer, inb.msg);
+                    flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
+                });
+            }
             Some(inb) = in_rx.recv() => {
                 let now = Instant::now();
                 core.handle_inbound(now, inb.peer, inb.msg);
-                // Drain what is already queued before the next poll: one
-                // wake-up per burst, not per message.
-                let mut n = 0;
-                while n < 256 {
-                    match in_rx.try_recv() {
-                        Ok(inb) => core.handle_inbound(now, inb.peer, inb.msg),
-                        Err(_) => break,
-                    }
-                    n += 1;
+                drain_inbound(&mut trunk_rx, &mut in_rx, |inb| {
+                    core.handle_inbound(now, inb.peer, inb.msg);
                     flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
-                }
+                });
             }
-            Some(table) = routing_rx.recv() => core.set_routing(Arc::new(table)),
+            Some(table) = routing_rx.recv() => {
+                transports.set_trunks(&table);
+                core.set_routing(Arc::new(table));
+            }
             Some(req) = control_rx.recv() => core.handle_control(Instant::now(), req),
             Some((call, answer)) = voice_rx.recv() => core.handle_voice_answer(Instant::now(), call, answer),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
@@ -555,6 +572,21 @@ async fn close_store_leftovers(
     Ok(())
 }
 
+/// Handles what is already queued before the next poll (one wake-up per
+/// burst, not per message), trunk messages first, at most a batch.
+fn drain_inbound(
+    trunk_rx: &mut mpsc::Receiver<Inbound>,
+    in_rx: &mut mpsc::Receiver<Inbound>,
+    mut handle: impl FnMut(Inbound),
+) {
+    for _ in 0..INBOUND_BATCH {
+        let Ok(inb) = trunk_rx.try_recv().or_else(|_| in_rx.try_recv()) else {
+            break;
+        };
+        handle(inb);
+    }
+}
+
 fn flush(
     core: &mut Core,
     transports: &Transports,
@@ -738,4 +770,46 @@ fn rest_state(
         metrics: metrics.clone(),
     }));
     Ok(Some((state, metrics)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::transport::{Peer, TransportKind};
+
+    fn inbound(port: u16) -> Inbound {
+        Inbound {
+            peer: Peer {
+                transport: TransportKind::Udp,
+                local: "127.0.0.1:5060".parse().unwrap(),
+                remote: std::net::SocketAddr::from(([192, 0, 2, 1], port)),
+                conn: None,
+            },
+            msg: Err(crate::sip::parse::ParseError::Drop("test")),
+        }
+    }
+
+    #[test]
+    fn queued_trunk_messages_are_handled_before_the_flood() {
+        let (trunk_tx, mut trunk_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (in_tx, mut in_rx) = mpsc::channel(INBOUND_QUEUE);
+        for i in 0..1000 {
+            in_tx.try_send(inbound(10_000 + i)).unwrap();
+        }
+        for i in 0..3 {
+            trunk_tx.try_send(inbound(i)).unwrap();
+        }
+        let mut order = Vec::new();
+        drain_inbound(&mut trunk_rx, &mut in_rx, |inb| {
+            order.push(inb.peer.remote.port());
+            if order.len() == 10 {
+                // One arrives from the trunk mid-batch: it goes next.
+                trunk_tx.try_send(inbound(3)).unwrap();
+            }
+        });
+        assert_eq!(order.len(), INBOUND_BATCH, "one batch per wake-up");
+        assert_eq!(&order[..3], &[0, 1, 2]);
+        assert_eq!(order[10], 3);
+        assert!(order[3..10].iter().all(|p| *p >= 10_000));
+    }
 }

@@ -1,6 +1,7 @@
 //! The voice gateway's SIP daemon: signalling, call control and the glue to
 //! media, storage and the API.
 
+pub mod admission;
 pub mod blocklist;
 pub mod config;
 pub mod core;

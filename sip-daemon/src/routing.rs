@@ -145,6 +145,11 @@ impl RoutingTable {
             .map(|(_, e)| e)
     }
 
+    /// Every trunk, most specific network first.
+    pub fn trunks(&self) -> impl Iterator<Item = &TrunkEntry> {
+        self.trunks.iter()
+    }
+
     pub fn trunk(&self, name: &str) -> Option<&TrunkEntry> {
         self.trunks.iter().find(|e| e.trunk.name == name)
     }
@@ -255,6 +260,7 @@ mod tests {
             max_calls: None,
             transfer: None,
             account_id: None,
+            requests_per_sec: None,
         };
         // "wide" also lists an IPv6 /128, which must not make its IPv4 /8
         // beat another trunk's /32.
@@ -289,6 +295,7 @@ mod tests {
             max_calls: None,
             transfer: None,
             account_id: None,
+            requests_per_sec: None,
         };
         let (t, problems) = RoutingTable::build(
             vec![trunk],

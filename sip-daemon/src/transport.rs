@@ -1,9 +1,12 @@
 //! The socket edge of SIP (RFC 3261 §18): UDP and TCP listeners on IPv4
-//! and IPv6. Receivers parse in their own tasks and hand messages to the
-//! core through a bounded channel; [`Transports::send`] never blocks the
-//! core. TLS (a later issue) is one more stream variant beside TCP: the
+//! and IPv6. Receivers admit each message by its source's rate
+//! ([`crate::admission`]) before parsing it, then hand it to the core
+//! through one of two bounded channels: trunk traffic has its own, served
+//! first, so a flood from elsewhere cannot starve the carriers;
+//! [`Transports::send`] never blocks the core. TLS (a later issue) is one more stream variant beside TCP: the
 //! framing, connection table and reuse rules below are shared.
 
+use crate::admission::{Admission, SourceAdmission};
 use crate::config::Listener;
 use crate::metrics::Metrics;
 use crate::sip::SipMessage;
@@ -74,8 +77,18 @@ struct Inner {
     tcp_local: Vec<SocketAddr>,
     conns: Mutex<ConnTable>,
     next_conn: AtomicU64,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Queues,
+    admission: Mutex<SourceAdmission>,
     metrics: Metrics,
+}
+
+/// The core's two inbound queues.
+#[derive(Clone)]
+pub struct Queues {
+    /// From trunks' networks.
+    pub trunk: mpsc::Sender<Inbound>,
+    /// From everyone else.
+    pub other: mpsc::Sender<Inbound>,
 }
 
 /// Handle to the SIP sockets. Cheap to clone.
@@ -86,12 +99,13 @@ pub struct Transports {
 
 impl Transports {
     /// Binds every listener and starts its receive task. Messages go to
-    /// `inbound`; when it is full, datagrams are dropped (and counted)
-    /// rather than queued without bound.
+    /// the queue `admission` chooses; when it is full, datagrams are
+    /// dropped (and counted) rather than queued without bound.
     pub async fn bind(
         listeners: &[Listener],
         cfg: TransportConfig,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: Queues,
+        admission: SourceAdmission,
         metrics: Metrics,
     ) -> Result<(Transports, Vec<Listener>), TransportError> {
         let mut udp = HashMap::new();
@@ -135,6 +149,7 @@ impl Transports {
                 conns: Mutex::new(ConnTable::default()),
                 next_conn: AtomicU64::new(1),
                 inbound,
+                admission: Mutex::new(admission),
                 metrics,
             }),
         };
@@ -301,11 +316,43 @@ impl Transports {
             .set(table.by_id.len() as i64);
     }
 
-    /// Hands a message to the core; drops it (counted) when the core is
-    /// overloaded so memory stays bounded.
+    /// Replaces the trunks admission knows (after a routing change).
+    pub fn set_trunks(&self, routing: &crate::routing::RoutingTable) {
+        self.admission().set_routing(routing);
+    }
+
+    fn admission(&self) -> std::sync::MutexGuard<'_, SourceAdmission> {
+        self.inner
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The queue for a message from `remote`, or `None` (counted) when its
+    /// source is over its rate.
+    fn admit(&self, remote: SocketAddr) -> Option<&mpsc::Sender<Inbound>> {
+        let verdict = self
+            .admission()
+            .admit(std::time::Instant::now(), remote.ip());
+        match verdict {
+            Admission::Trunk => Some(&self.inner.inbound.trunk),
+            Admission::Source => Some(&self.inner.inbound.other),
+            Admission::OverRate => {
+                self.inner.metrics.reject("source_rate");
+                None
+            }
+        }
+    }
+
+    /// Admits, parses and hands a message to the core; drops it (counted)
+    /// when its source is over its rate or the core is overloaded, so
+    /// memory stays bounded and a flood costs no parse.
     fn deliver(&self, peer: Peer, bytes: &[u8], framing: Framing) {
+        let Some(queue) = self.admit(peer.remote) else {
+            return;
+        };
         let msg = parse::parse(bytes, framing);
-        if self.inner.inbound.try_send(Inbound { peer, msg }).is_err() {
+        if queue.try_send(Inbound { peer, msg }).is_err() {
             self.inner.metrics.reject("overload");
         }
     }
@@ -381,6 +428,11 @@ async fn tcp_acceptor(t: Transports, local: SocketAddr, listener: TcpListener) {
                 // One host may not hold every slot.
                 if t.connections_from(remote.ip()) >= t.inner.cfg.max_tcp_connections_per_source {
                     t.inner.metrics.reject("tcp_source_limit");
+                    drop(stream);
+                    continue;
+                }
+                // A connection costs its source a message's token.
+                if t.admit(remote).is_none() {
                     drop(stream);
                     continue;
                 }
@@ -477,9 +529,11 @@ async fn stream_reader(
                     t.inner.metrics.reject("framing");
                     tracing::debug!(%remote, error = %e, "closing SIP TCP connection");
                     if let Some(head) = framer.head() {
-                        let msg = Err(parse::unframeable(head, &e.to_string()));
-                        if t.inner.inbound.try_send(Inbound { peer, msg }).is_err() {
-                            t.inner.metrics.reject("overload");
+                        if let Some(queue) = t.admit(remote) {
+                            let msg = Err(parse::unframeable(head, &e.to_string()));
+                            if queue.try_send(Inbound { peer, msg }).is_err() {
+                                t.inner.metrics.reject("overload");
+                            }
                         }
                         linger(&mut rd).await;
                     }

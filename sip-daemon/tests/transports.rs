@@ -231,3 +231,98 @@ fn one_host_cannot_hold_every_tcp_slot() {
         .unwrap();
     assert!(read_responses(&mut held[0].try_clone().unwrap(), 1)[0].starts_with("SIP/2.0 200"));
 }
+
+/// Sends `count` OPTIONS from `sock` as fast as it can, then collects the
+/// answers until the daemon has been quiet for a while. Returns the
+/// answers' status lines and how long the sending took.
+fn burst_of_options(sock: &UdpSocket, to: SocketAddr, count: u32, tag: u32) -> (Vec<String>, f64) {
+    let local = sock.local_addr().unwrap();
+    let started = Instant::now();
+    for n in 0..count {
+        let m = options("UDP", local, to, tag * 10_000 + n, "");
+        sock.send_to(m.as_bytes(), to).unwrap();
+    }
+    let sending = started.elapsed().as_secs_f64();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match sock.recv(&mut buf) {
+            Ok(n) => answers.push(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            Err(_) => break,
+        }
+    }
+    (answers, sending)
+}
+
+#[test]
+fn a_source_over_its_rate_is_dropped_unparsed_and_a_trunk_is_not() {
+    let d = Daemon::start_opts(Opts {
+        sip_extra: "source_requests_per_sec = 10",
+        local_trunk: Some(r#"source_cidrs = ["127.0.0.1/32"]"#),
+        ..Opts::default()
+    });
+    // 127.0.0.2 is no trunk: a burst of twice its rate, then its rate.
+    let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let (answers, secs) = burst_of_options(&stranger, d.sip_addr(), 200, 1);
+    let most = 20 + (10.0 * secs).ceil() as usize;
+    assert!(
+        (20..=most).contains(&answers.len()),
+        "{} answers in {secs:.3} s",
+        answers.len()
+    );
+    assert!(
+        answers.iter().all(|a| a.starts_with("SIP/2.0 403")),
+        "{answers:?}"
+    );
+    assert_eq!(
+        d.metric("gateway_sip_rejections_total{reason=\"source_rate\"}") as usize,
+        200 - answers.len(),
+        "every message not answered was dropped by the rate, and counted"
+    );
+    // The trunk is not limited, and the stranger's flood took nothing from it.
+    let carrier = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (answers, _) = burst_of_options(&carrier, d.sip_addr(), 200, 2);
+    assert_eq!(answers.len(), 200);
+    assert!(answers.iter().all(|a| a.starts_with("SIP/2.0 200")));
+}
+
+#[test]
+fn a_trunk_with_a_rate_shares_one_bucket() {
+    let d = Daemon::start_opts(Opts {
+        local_trunk: Some(
+            r#"source_cidrs = ["127.0.0.0/8"]
+requests_per_sec = 5"#,
+        ),
+        ..Opts::default()
+    });
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.3:0").unwrap();
+    // The readiness probe spent a token: wait until the bucket is full.
+    std::thread::sleep(Duration::from_millis(2100));
+    let started = Instant::now();
+    let (from_a, _) = burst_of_options(&a, d.sip_addr(), 50, 3);
+    let (from_b, _) = burst_of_options(&b, d.sip_addr(), 50, 4);
+    let secs = started.elapsed().as_secs_f64();
+    let total = from_a.len() + from_b.len();
+    // Ten at once, then five a second across both addresses.
+    assert!(from_a.len() >= 10, "{from_a:?}");
+    assert!(
+        total <= 10 + (5.0 * secs).ceil() as usize,
+        "{total} answers in {secs:.3} s"
+    );
+    assert!(
+        from_a
+            .iter()
+            .chain(&from_b)
+            .all(|a| a.starts_with("SIP/2.0 200"))
+    );
+}

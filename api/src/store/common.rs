@@ -81,14 +81,15 @@ pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name FROM accounts ORDER BY i
 
 pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
      (name, source_cidrs, outbound_address, transport, username, password, max_calls, \
-     transfer, account_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     transfer, account_id, requests_per_sec) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (name) DO UPDATE SET source_cidrs = excluded.source_cidrs, \
      outbound_address = excluded.outbound_address, transport = excluded.transport, \
      username = excluded.username, password = excluded.password, \
      max_calls = excluded.max_calls, transfer = excluded.transfer, \
-     account_id = excluded.account_id";
+     account_id = excluded.account_id, requests_per_sec = excluded.requests_per_sec";
 pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_address, transport, \
-     username, password, max_calls, transfer, account_id FROM trunks ORDER BY name";
+     username, password, max_calls, transfer, account_id, requests_per_sec FROM trunks \
+     ORDER BY name";
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
@@ -299,6 +300,7 @@ pub(crate) type TrunkRow = (
     Option<i64>,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 pub(crate) type NumberRow = (
     String,
@@ -381,6 +383,7 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         max_calls,
         transfer,
         account_id,
+        requests_per_sec,
     ) = r;
     let source_cidrs =
         serde_json::from_str(&cidrs).map_err(|_| corrupt("trunks", "source_cidrs", cidrs))?;
@@ -394,6 +397,7 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         max_calls: narrow_opt("trunks", "max_calls", max_calls)?,
         transfer,
         account_id,
+        requests_per_sec: narrow_opt("trunks", "requests_per_sec", requests_per_sec)?,
     })
 }
 
@@ -562,6 +566,7 @@ macro_rules! impl_store {
                     .bind(t.max_calls.map(i64::from))
                     .bind(t.transfer.as_deref())
                     .bind(t.account_id.as_deref())
+                    .bind(t.requests_per_sec.map(i64::from))
                     .execute(&self.pool)
                     .await?;
                 Ok(())

@@ -31,6 +31,9 @@ pub struct Trunk {
     /// The account whose outbound calls, SMS and numbers may use it
     /// (`None`: every account).
     pub account_id: Option<String>,
+    /// SIP messages per second its source networks may send together,
+    /// with a burst of twice that (`None`: no limit).
+    pub requests_per_sec: Option<u32>,
 }
 
 impl Trunk {

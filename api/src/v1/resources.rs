@@ -189,6 +189,7 @@ fn trunk_out(t: Trunk) -> TrunkOut {
         max_calls: t.max_calls,
         transfer: t.transfer.unwrap_or_else(|| "bridge".into()),
         account: t.account_id,
+        requests_per_sec: t.requests_per_sec,
     }
 }
 
@@ -273,6 +274,14 @@ pub async fn put_trunk(
         ));
     }
     check_max_calls(b.max_calls)?;
+    if b.requests_per_sec
+        .is_some_and(|n| !(1..=1_000_000).contains(&n))
+    {
+        return Err(ApiError::field(
+            "requests_per_sec",
+            "requests_per_sec must be between 1 and 1000000",
+        ));
+    }
     if let Some(a) = &b.account
         && !s.store.list_accounts().await?.iter().any(|x| &x.id == a)
     {
@@ -288,6 +297,7 @@ pub async fn put_trunk(
         max_calls: b.max_calls,
         transfer: b.transfer,
         account_id: b.account,
+        requests_per_sec: b.requests_per_sec,
     };
     s.store.upsert_trunk(&t).await?;
     changed(&s).await;

@@ -136,6 +136,11 @@ pub struct TrunkIn {
     /// to its numbers (absent: every account).
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub account: Option<String>,
+    /// SIP messages per second the trunk's networks may send together,
+    /// with bursts of twice that; beyond, datagrams are dropped before
+    /// they are parsed (absent: no limit).
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub requests_per_sec: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -150,6 +155,7 @@ pub struct TrunkOut {
     pub max_calls: Option<u32>,
     pub transfer: String,
     pub account: Option<String>,
+    pub requests_per_sec: Option<u32>,
 }
 
 /// Where a `stream` number sends its calls.

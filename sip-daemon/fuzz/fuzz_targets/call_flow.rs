@@ -42,6 +42,7 @@ fn routing() -> RoutingTable {
         max_calls: None,
         transfer: transfer.map(str::to_string),
         account_id: None,
+        requests_per_sec: None,
     };
     RoutingTable::build(
         vec![

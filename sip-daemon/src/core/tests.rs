@@ -39,6 +39,7 @@ fn routing() -> RoutingTable {
                 max_calls: Some(100),
                 transfer: None,
                 account_id: None,
+                requests_per_sec: None,
             },
             Trunk {
                 name: "carrier".into(),
@@ -50,6 +51,7 @@ fn routing() -> RoutingTable {
                 max_calls: None,
                 transfer: Some("refer".into()),
                 account_id: None,
+                requests_per_sec: None,
             },
             // A trunk that leaves transfers to the B2BUA.
             Trunk {
@@ -62,6 +64,7 @@ fn routing() -> RoutingTable {
                 max_calls: None,
                 transfer: None,
                 account_id: None,
+                requests_per_sec: None,
             },
         ],
         vec![

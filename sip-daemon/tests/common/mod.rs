@@ -34,6 +34,8 @@ pub struct Opts<'a> {
     /// `media.xdp_pin_dir` (a bpffs directory the test mounted); empty by
     /// default, so a test daemon never touches a host gateway's pins.
     pub xdp_pin_dir: &'a str,
+    /// Keys of the `local` trunk instead of its loopback `source_cidrs`.
+    pub local_trunk: Option<&'a str>,
 }
 
 pub struct Daemon {
@@ -189,7 +191,9 @@ impl Daemon {
             ip,
             api_extra,
             xdp_pin_dir,
+            local_trunk,
         } = o;
+        let local_trunk = local_trunk.unwrap_or(r#"source_cidrs = ["127.0.0.0/8", "::1/128"]"#);
         let ip = ip.unwrap_or("127.0.0.1");
         let dir = tempfile::tempdir().expect("tempdir");
         let sip_port = free_port();
@@ -237,7 +241,7 @@ id = "acct"
 
 [[trunks]]
 name = "local"
-source_cidrs = ["127.0.0.0/8", "::1/128"]
+{local_trunk}
 
 [[numbers]]
 pattern = "+1555000*"
