@@ -63,14 +63,18 @@ impl Pattern {
 impl Pattern {
     /// Whether some number matches both patterns.
     pub fn overlaps(&self, other: &Pattern) -> bool {
-        let covers = |a: &Pattern, b: &Pattern| match (a, b) {
+        self.covers(other) || other.covers(self)
+    }
+
+    /// Whether every number `other` matches is matched by `self` too.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        match (self, other) {
             (Pattern::Exact(x), Pattern::Exact(y)) => x == y,
             (Pattern::Prefix(p), Pattern::Exact(x) | Pattern::Prefix(x)) => {
                 x.starts_with(p.as_str())
             }
             (Pattern::Exact(_), Pattern::Prefix(_)) => false,
-        };
-        covers(self, other) || covers(other, self)
+        }
     }
 
     /// The catch-all `*`.
@@ -102,6 +106,8 @@ mod tests {
         assert!(!p("+1556*").overlaps(&p("+15550001234")));
         assert!(!p("+15550001234").overlaps(&p("+15550001235")));
         assert!(p("*").is_catch_all() && !p("+1*").is_catch_all());
+        assert!(p("+1555*").covers(&p("+15551*")) && !p("+15551*").covers(&p("+1555*")));
+        assert!(!p("+15550001234").covers(&p("+1555*")));
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Store for FlakyStore {
     async fn delete_trunk(&self, name: &str) -> Result<bool> {
         self.inner.delete_trunk(name).await
     }
-    async fn upsert_number(&self, n: &Number) -> Result<()> {
+    async fn upsert_number(&self, n: &Number) -> Result<bool> {
         self.inner.upsert_number(n).await
     }
     async fn list_numbers(&self) -> Result<Vec<Number>> {
@@ -82,7 +82,7 @@ impl Store for FlakyStore {
     async fn delete_blocked(&self, id: &str) -> Result<bool> {
         self.inner.delete_blocked(id).await
     }
-    async fn upsert_sip_user(&self, u: &SipUser) -> Result<()> {
+    async fn upsert_sip_user(&self, u: &SipUser) -> Result<bool> {
         self.inner.upsert_sip_user(u).await
     }
     async fn list_sip_users(&self) -> Result<Vec<SipUser>> {

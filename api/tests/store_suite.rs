@@ -36,10 +36,12 @@ async fn accounts_roundtrip(s: Arc<dyn Store>) {
     let b = Account {
         id: "acc-b".into(),
         name: "Bravo".into(),
+        number_ranges: vec![],
     };
     let a = Account {
         id: "acc-a".into(),
         name: "Alpha".into(),
+        number_ranges: vec!["+1555*".into(), "+4930123".into()],
     };
     s.upsert_account(&b).await.unwrap();
     s.upsert_account(&a).await.unwrap();
@@ -47,6 +49,7 @@ async fn accounts_roundtrip(s: Arc<dyn Store>) {
 
     let a2 = Account {
         name: "Alpha Renamed".into(),
+        number_ranges: vec!["*".into()],
         ..a
     };
     s.upsert_account(&a2).await.unwrap();
@@ -143,7 +146,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         sms_webhook: None,
     };
     for n in [&echo, &stream, &fwd] {
-        s.upsert_number(n).await.unwrap();
+        assert!(s.upsert_number(n).await.unwrap());
     }
     // Ordered by pattern (byte order: '*' < '0').
     assert_eq!(
@@ -151,15 +154,25 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         vec![stream.clone(), echo.clone(), fwd.clone()]
     );
 
+    // Its account replaces it.
     let echo2 = Number {
-        account_id: "acc-b".into(),
         route: RouteKind::Forward,
         target: Some("sip:x@y".into()),
         trunk: Some("local".into()),
         max_calls: Some(3),
         ..echo.clone()
     };
-    s.upsert_number(&echo2).await.unwrap();
+    assert!(s.upsert_number(&echo2).await.unwrap());
+    assert_eq!(
+        s.list_numbers().await.unwrap(),
+        vec![stream.clone(), echo2.clone(), fwd.clone()]
+    );
+    // Another account's write changes nothing.
+    let taken = Number {
+        account_id: "acc-b".into(),
+        ..echo.clone()
+    };
+    assert!(!s.upsert_number(&taken).await.unwrap());
     assert_eq!(
         s.list_numbers().await.unwrap(),
         vec![stream.clone(), echo2, fwd.clone()]
@@ -215,21 +228,27 @@ async fn sip_users_roundtrip(s: Arc<dyn Store>) {
         username: "alice".into(),
         ..bob.clone()
     };
-    s.upsert_sip_user(&bob).await.unwrap();
-    s.upsert_sip_user(&alice).await.unwrap();
+    assert!(s.upsert_sip_user(&bob).await.unwrap());
+    assert!(s.upsert_sip_user(&alice).await.unwrap());
     assert_eq!(
         s.list_sip_users().await.unwrap(),
         vec![alice.clone(), bob.clone()]
     );
 
+    // A new password from its account; another account takes nothing.
     let bob2 = SipUser {
-        account_id: "acc-b".into(),
         realm: "other.example".into(),
         ha1_md5: "a".repeat(32),
         ha1_sha256: "b".repeat(64),
+        ..bob.clone()
+    };
+    assert!(s.upsert_sip_user(&bob2).await.unwrap());
+    let stolen = SipUser {
+        account_id: "acc-b".into(),
+        ha1_md5: "c".repeat(32),
         ..bob
     };
-    s.upsert_sip_user(&bob2).await.unwrap();
+    assert!(!s.upsert_sip_user(&stolen).await.unwrap());
     assert_eq!(s.list_sip_users().await.unwrap(), vec![alice.clone(), bob2]);
 
     // Deleting a user takes its registrar bindings with it.
@@ -1101,6 +1120,55 @@ async fn sqlite_store() -> (Arc<dyn Store>, Raw, tempfile::TempDir) {
 }
 
 /// Generates one `#[tokio::test]` per suite function and backend.
+/// Two accounts write the same number and SIP user at once, many times:
+/// the first write decides the owner, and no later write moves the rows.
+async fn concurrent_upserts_never_move_a_row(s: Arc<dyn Store>) {
+    let number = |account: &str, i: usize| Number {
+        pattern: "+15557770000".into(),
+        account_id: account.into(),
+        route: RouteKind::Echo,
+        target: None,
+        dialect: None,
+        params: None,
+        trunk: None,
+        max_calls: Some(1 + i as u32),
+        fallback: None,
+        voice_webhook: None,
+        sms_webhook: None,
+    };
+    let user = |account: &str| SipUser {
+        username: "shared".into(),
+        account_id: account.into(),
+        realm: "gw".into(),
+        ha1_md5: "0".repeat(32),
+        ha1_sha256: "1".repeat(64),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = s.clone();
+        let account = if i % 2 == 0 { "acc-a" } else { "acc-b" };
+        tasks.push(tokio::spawn(async move {
+            let n = s.upsert_number(&number(account, i)).await.unwrap();
+            let u = s.upsert_sip_user(&user(account)).await.unwrap();
+            (account, n, u)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let numbers = s.list_numbers().await.unwrap();
+    assert_eq!(numbers.len(), 1);
+    let owner = numbers[0].account_id.clone();
+    let users = s.list_sip_users().await.unwrap();
+    assert_eq!(users.len(), 1);
+    let user_owner = users[0].account_id.clone();
+    for (account, wrote_number, wrote_user) in results {
+        assert_eq!(wrote_number, account == owner, "{account} number");
+        assert_eq!(wrote_user, account == user_owner, "{account} user");
+    }
+}
+
 macro_rules! suite {
     (store: [$($name:ident),* $(,)?], raw: [$($raw_name:ident),* $(,)?] $(,)?) => {
         mod sqlite {
@@ -1161,6 +1229,7 @@ suite! {
         numbers_roundtrip,
         blocked_roundtrip,
         sip_users_roundtrip,
+        concurrent_upserts_never_move_a_row,
         idempotency_keys_claim_replay_and_expire,
         registrations_expiry_and_delete,
         cdr_batch_lifecycle_is_idempotent,
@@ -1192,6 +1261,7 @@ async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
         s.upsert_account(&Account {
             id: "x".into(),
             name: "X".into(),
+            number_ranges: vec![],
         })
         .await
         .unwrap();

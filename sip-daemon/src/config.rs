@@ -389,6 +389,9 @@ pub struct AccountEntry {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// Numbers and prefixes the account may claim over REST itself.
+    #[serde(default)]
+    pub number_ranges: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -571,6 +574,18 @@ impl Config {
                 out.push(format!(
                     "trunk {}: transfer must be bridge or refer",
                     t.name
+                ));
+            }
+        }
+        for a in &self.accounts {
+            for r in a
+                .number_ranges
+                .iter()
+                .filter(|r| Pattern::parse(r).is_none())
+            {
+                out.push(format!(
+                    "account {}: number range {r:?} is not an E.164 number or prefix pattern",
+                    a.id
                 ));
             }
         }
@@ -803,6 +818,11 @@ impl Config {
                 .map(|a| Account {
                     id: a.id.clone(),
                     name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+                    number_ranges: a
+                        .number_ranges
+                        .iter()
+                        .filter_map(|r| Pattern::parse(r).map(|p| p.to_string()))
+                        .collect(),
                 })
                 .collect(),
             trunks: self

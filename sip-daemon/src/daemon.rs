@@ -65,13 +65,22 @@ pub async fn provision(store: &dyn Store, cfg: &Config) -> Result<(), DaemonErro
         store.upsert_trunk(t).await?;
     }
     for n in &p.numbers {
-        store.upsert_number(n).await?;
+        // The operator's file moves a number another account held.
+        if !store.upsert_number(n).await? {
+            tracing::warn!(number = %n.pattern, account = %n.account_id, "config moves this number from another account");
+            store.delete_number(&n.pattern).await?;
+            store.upsert_number(n).await?;
+        }
     }
     for b in &p.blocked {
         store.upsert_blocked(b).await?;
     }
     for u in &p.sip_users {
-        store.upsert_sip_user(u).await?;
+        if !store.upsert_sip_user(u).await? {
+            tracing::warn!(user = %u.username, account = %u.account_id, "config moves this SIP user from another account");
+            store.delete_sip_user(&u.username).await?;
+            store.upsert_sip_user(u).await?;
+        }
     }
     Ok(())
 }

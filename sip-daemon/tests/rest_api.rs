@@ -40,6 +40,7 @@ fn auth_failures_are_401_and_other_accounts_resources_are_404() {
         r#"
 [[accounts]]
 id = "other"
+number_ranges = ["+1555*"]
 [[numbers]]
 pattern = "+15557770000"
 account = "other"
@@ -528,6 +529,7 @@ fn an_accounts_own_trunk_is_not_usable_by_other_accounts() {
         r#"
 [[accounts]]
 id = "other"
+number_ranges = ["+49*"]
 "#,
     );
     let admin = d.token(None, true);
@@ -582,4 +584,128 @@ id = "other"
         Some(&json!({"from": "+15550001234", "to": "+4930999", "trunk": "private", "body": "x"})),
     );
     assert_eq!((st, error_field(&body)), (422, "trunk"), "{body}");
+}
+
+#[test]
+fn accounts_claim_numbers_only_inside_granted_ranges_and_parallel_puts_move_nothing() {
+    let d = Daemon::start(
+        r#"
+[[accounts]]
+id = "tenant-a"
+[[accounts]]
+id = "tenant-b"
+"#,
+    );
+    let admin = d.token(None, true);
+    let a = d.token(Some("tenant-a"), false);
+    let b = d.token(Some("tenant-b"), false);
+    let echo = json!({"route": "echo"});
+
+    // No grant yet: the account claims nothing, not even a wide prefix
+    // that would take other tenants' unmatched calls.
+    for n in ["+15550400000", "+1*", "+1555*"] {
+        let (st, body, _) = d.api("PUT", &format!("/v1/numbers/{n}"), Some(&a), Some(&echo));
+        assert_eq!((st, error_code(&body)), (403, "forbidden"), "{n}: {body}");
+    }
+    // An admin grants ranges (canonicalised), then the account claims
+    // inside them, and only there.
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/accounts/tenant-a",
+        Some(&admin),
+        Some(&json!({"name": "A", "number_ranges": ["+1 (555) 04*", "+4930123"]})),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["number_ranges"], json!(["+155504*", "+4930123"]));
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/accounts/tenant-a",
+        Some(&admin),
+        Some(&json!({"name": "A", "number_ranges": ["+1555x"]})),
+    );
+    assert_eq!(
+        (st, error_field(&body)),
+        (422, "number_ranges[0]"),
+        "{body}"
+    );
+    // A rename keeps the grant.
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/accounts/tenant-a",
+        Some(&admin),
+        Some(&json!({"name": "Tenant A"})),
+    );
+    assert_eq!(
+        body["number_ranges"],
+        json!(["+155504*", "+4930123"]),
+        "{st} {body}"
+    );
+    for (n, want) in [
+        ("+15550400001", 200),
+        ("+1555041*", 200),
+        ("+4930123", 200),
+        ("+155505*", 403),
+        ("+1555*", 403),
+        ("+49301234", 403),
+    ] {
+        let (st, body, _) = d.api("PUT", &format!("/v1/numbers/{n}"), Some(&a), Some(&echo));
+        assert_eq!(st, want, "{n}: {body}");
+    }
+    // A token with the admin claim assigns outside any grant.
+    let admin_b = mint(JWT_SECRET, &{
+        let mut c = claims(Some("tenant-b"), 3600);
+        c.admin = true;
+        c
+    });
+    let (st, body, _) = d.api(
+        "PUT",
+        "/v1/numbers/+15559990000",
+        Some(&admin_b),
+        Some(&echo),
+    );
+    assert_eq!(st, 200, "{body}");
+
+    // Both accounts granted the same range race for one number and one
+    // SIP user: whoever writes first owns them, every other write from
+    // the other account is refused, and no row ever changes hands.
+    for t in ["tenant-a", "tenant-b"] {
+        let (st, body, _) = d.api(
+            "PUT",
+            &format!("/v1/accounts/{t}"),
+            Some(&admin),
+            Some(&json!({"name": t, "number_ranges": ["+1666*"]})),
+        );
+        assert_eq!(st, 200, "{body}");
+    }
+    let results: Vec<(usize, u16, u16)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let (d, token) = (&d, if i % 2 == 0 { &a } else { &b });
+                scope.spawn(move || {
+                    let route = json!({"route": "echo", "max_calls": i + 1});
+                    let n = d
+                        .api("PUT", "/v1/numbers/+16660000001", Some(token), Some(&route))
+                        .0;
+                    let pw = json!({"password": format!("secret-{i:04}")});
+                    let u = d
+                        .api("PUT", "/v1/sip-users/contested", Some(token), Some(&pw))
+                        .0;
+                    (i % 2, n, u)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let owner_of = |path: &str| {
+        let got_a = d.api("GET", path, Some(&a), None).0 == 200;
+        let got_b = d.api("GET", path, Some(&b), None).0 == 200;
+        assert!(got_a ^ got_b, "{path}: exactly one owner");
+        usize::from(got_b)
+    };
+    let number_owner = owner_of("/v1/numbers/+16660000001");
+    let user_owner = owner_of("/v1/sip-users/contested");
+    for (who, n, u) in results {
+        assert_eq!(n, if who == number_owner { 200 } else { 409 }, "number");
+        assert_eq!(u, if who == user_owner { 200 } else { 409 }, "user");
+    }
 }

@@ -75,9 +75,10 @@ pub(crate) const LIST_DEAD_LETTERS: &str =
 
 // ---------------------------------------------------------------- SQL text
 
-pub(crate) const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (id, name) VALUES ($1, $2) \
-     ON CONFLICT (id) DO UPDATE SET name = excluded.name";
-pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name FROM accounts ORDER BY id";
+pub(crate) const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (id, name, number_ranges) \
+     VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+     number_ranges = excluded.number_ranges";
+pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name, number_ranges FROM accounts ORDER BY id";
 
 pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
      (name, source_cidrs, outbound_address, transport, username, password, max_calls, \
@@ -99,7 +100,7 @@ pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
      route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
      params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls, \
      fallback = excluded.fallback, voice_webhook = excluded.voice_webhook, \
-     sms_webhook = excluded.sms_webhook";
+     sms_webhook = excluded.sms_webhook WHERE numbers.account_id = excluded.account_id";
 pub(crate) const LIST_NUMBERS: &str = "SELECT pattern, account_id, route, target, dialect, \
      params, trunk, max_calls, fallback, voice_webhook, sms_webhook FROM numbers \
      ORDER BY pattern";
@@ -116,7 +117,8 @@ pub(crate) const DELETE_BLOCKED: &str = "DELETE FROM blocked_numbers WHERE id = 
 pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
      (username, account_id, realm, ha1_md5, ha1_sha256) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (username) DO UPDATE SET account_id = excluded.account_id, \
-     realm = excluded.realm, ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256";
+     realm = excluded.realm, ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256 \
+     WHERE sip_users.account_id = excluded.account_id";
 pub(crate) const LIST_SIP_USERS: &str = "SELECT username, account_id, realm, ha1_md5, \
      ha1_sha256 FROM sip_users ORDER BY username";
 
@@ -289,7 +291,7 @@ pub(crate) fn list_calls_query(f: &CallFilter) -> (String, Vec<Arg<'_>>) {
 
 // ---------------------------------------------------------------- rows
 
-pub(crate) type AccountRow = (String, String);
+pub(crate) type AccountRow = (String, String, String);
 pub(crate) type TrunkRow = (
     String,
     String,
@@ -362,12 +364,19 @@ fn direction(table: &'static str, s: String) -> Result<Direction> {
     Direction::parse(&s).ok_or_else(|| corrupt(table, "direction", s))
 }
 
-pub(crate) fn account_from_row((id, name): AccountRow) -> Result<Account> {
-    Ok(Account { id, name })
+pub(crate) fn account_from_row((id, name, ranges): AccountRow) -> Result<Account> {
+    let number_ranges =
+        serde_json::from_str(&ranges).map_err(|_| corrupt("accounts", "number_ranges", ranges))?;
+    Ok(Account {
+        id,
+        name,
+        number_ranges,
+    })
 }
 
-/// Trunk source networks are stored as a JSON array of strings.
-pub(crate) fn encode_cidrs(cidrs: &[String]) -> String {
+/// Trunk source networks and account number ranges are stored as a JSON
+/// array of strings.
+pub(crate) fn encode_strings(cidrs: &[String]) -> String {
     // Serializing a slice of strings cannot fail.
     serde_json::to_string(cidrs).unwrap_or_else(|_| "[]".to_string())
 }
@@ -541,6 +550,7 @@ macro_rules! impl_store {
                 sqlx::query($crate::store::common::UPSERT_ACCOUNT)
                     .bind(&a.id)
                     .bind(&a.name)
+                    .bind($crate::store::common::encode_strings(&a.number_ranges))
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -558,7 +568,7 @@ macro_rules! impl_store {
             async fn upsert_trunk(&self, t: &$crate::store::Trunk) -> $crate::store::Result<()> {
                 sqlx::query($crate::store::common::UPSERT_TRUNK)
                     .bind(&t.name)
-                    .bind($crate::store::common::encode_cidrs(&t.source_cidrs))
+                    .bind($crate::store::common::encode_strings(&t.source_cidrs))
                     .bind(t.outbound_address.as_deref())
                     .bind(&t.transport)
                     .bind(t.username.as_deref())
@@ -589,8 +599,11 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() > 0)
             }
 
-            async fn upsert_number(&self, n: &$crate::store::Number) -> $crate::store::Result<()> {
-                sqlx::query($crate::store::common::UPSERT_NUMBER)
+            async fn upsert_number(
+                &self,
+                n: &$crate::store::Number,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::UPSERT_NUMBER)
                     .bind(&n.pattern)
                     .bind(&n.account_id)
                     .bind(n.route.as_str())
@@ -604,7 +617,7 @@ macro_rules! impl_store {
                     .bind(n.sms_webhook.as_deref())
                     .execute(&self.pool)
                     .await?;
-                Ok(())
+                Ok(r.rows_affected() > 0)
             }
 
             async fn list_numbers(&self) -> $crate::store::Result<Vec<$crate::store::Number>> {
@@ -660,8 +673,8 @@ macro_rules! impl_store {
             async fn upsert_sip_user(
                 &self,
                 u: &$crate::store::SipUser,
-            ) -> $crate::store::Result<()> {
-                sqlx::query($crate::store::common::UPSERT_SIP_USER)
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::UPSERT_SIP_USER)
                     .bind(&u.username)
                     .bind(&u.account_id)
                     .bind(&u.realm)
@@ -669,7 +682,7 @@ macro_rules! impl_store {
                     .bind(&u.ha1_sha256)
                     .execute(&self.pool)
                     .await?;
-                Ok(())
+                Ok(r.rows_affected() > 0)
             }
 
             async fn list_sip_users(&self) -> $crate::store::Result<Vec<$crate::store::SipUser>> {

@@ -76,7 +76,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_trunks(&self) -> Result<Vec<Trunk>>;
     async fn delete_trunk(&self, name: &str) -> Result<bool>;
 
-    async fn upsert_number(&self, n: &Number) -> Result<()>;
+    /// Inserts the number, or replaces it when it belongs to the same
+    /// account, in one statement: `false` (nothing written) when another
+    /// account holds the pattern, whatever a concurrent writer did.
+    async fn upsert_number(&self, n: &Number) -> Result<bool>;
     async fn list_numbers(&self) -> Result<Vec<Number>>;
     async fn delete_number(&self, pattern: &str) -> Result<bool>;
 
@@ -84,7 +87,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_blocked(&self) -> Result<Vec<BlockedNumber>>;
     async fn delete_blocked(&self, id: &str) -> Result<bool>;
 
-    async fn upsert_sip_user(&self, u: &SipUser) -> Result<()>;
+    /// Like [`Store::upsert_number`]: `false` when another account holds
+    /// the username.
+    async fn upsert_sip_user(&self, u: &SipUser) -> Result<bool>;
     async fn list_sip_users(&self) -> Result<Vec<SipUser>>;
     /// Deletes the user and its registrar bindings.
     async fn delete_sip_user(&self, username: &str) -> Result<bool>;

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 pub struct Account {
     pub id: String,
     pub name: String,
+    /// Numbers and prefix patterns an admin granted the account: it may
+    /// claim numbers inside them itself (the patterns, canonical E.164).
+    pub number_ranges: Vec<String>,
 }
 
 /// A carrier: where it sends from, where we send to, how we authenticate.

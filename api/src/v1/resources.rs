@@ -98,6 +98,7 @@ fn account_out(a: Account) -> AccountOut {
     AccountOut {
         id: a.id,
         name: a.name,
+        number_ranges: a.number_ranges,
     }
 }
 
@@ -168,9 +169,35 @@ pub async fn put_account(
     if body.name.trim().is_empty() || body.name.len() > 200 {
         return Err(ApiError::field("name", "name must be 1–200 characters"));
     }
+    let number_ranges = match body.number_ranges {
+        Some(ranges) => {
+            if ranges.len() > 1000 {
+                return Err(ApiError::field(
+                    "number_ranges",
+                    "at most 1000 number ranges",
+                ));
+            }
+            let mut canon = Vec::with_capacity(ranges.len());
+            for (i, raw) in ranges.iter().enumerate() {
+                canon.push(pattern(&format!("number_ranges[{i}]"), raw)?);
+            }
+            canon.sort();
+            canon.dedup();
+            canon
+        }
+        None => s
+            .store
+            .list_accounts()
+            .await?
+            .into_iter()
+            .find(|a| a.id == id)
+            .map(|a| a.number_ranges)
+            .unwrap_or_default(),
+    };
     let a = Account {
         id,
         name: body.name.trim().to_string(),
+        number_ranges,
     };
     s.store.upsert_account(&a).await?;
     Ok(Json(account_out(a)))
@@ -469,6 +496,27 @@ pub async fn put_number(
             "the catch-all number * needs an admin token",
         ));
     }
+    // Admins assign numbers; an account claims only inside the ranges an
+    // admin granted it.
+    if !auth.0.admin {
+        let granted = s
+            .store
+            .list_accounts()
+            .await?
+            .into_iter()
+            .find(|a| a.id == account)
+            .map(|a| a.number_ranges)
+            .unwrap_or_default();
+        if !granted
+            .iter()
+            .filter_map(|g| Pattern::parse(g))
+            .any(|g| g.covers(&new))
+        {
+            return Err(ApiError::forbidden(
+                "this number is outside the ranges granted to the account; an admin assigns it",
+            ));
+        }
+    }
     // Numbers are routed by the most specific pattern, so a pattern inside
     // (or around) another account's would take its calls and caller ids.
     // Another account's catch-all `*` is the operator's default, not a
@@ -573,7 +621,14 @@ pub async fn put_number(
         voice_webhook: b.voice_webhook,
         sms_webhook: b.sms_webhook,
     };
-    s.store.upsert_number(&n).await?;
+    // The check above may race a concurrent PUT from another account: the
+    // write itself refuses to move the row.
+    if !s.store.upsert_number(&n).await? {
+        return Err(ApiError::conflict(
+            "number",
+            "this number (or a number it covers) belongs to another account",
+        ));
+    }
     changed(&s).await;
     Ok(Json(number_out(n)))
 }
@@ -832,7 +887,9 @@ pub async fn put_sip_user(
         ha1_md5: md5,
         ha1_sha256: sha256,
     };
-    s.store.upsert_sip_user(&u).await?;
+    if !s.store.upsert_sip_user(&u).await? {
+        return Err(ApiError::conflict("username", "this username is taken"));
+    }
     changed(&s).await;
     Ok(Json(sip_user_out(u)))
 }

@@ -103,12 +103,19 @@ pub struct AccountIn {
     /// Display name.
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
+    /// Numbers and prefix patterns (`+1555*`) the account may claim with
+    /// its own token; outside them only an admin assigns it numbers.
+    /// Absent: unchanged (none for a new account).
+    #[schema(max_items = 1000)]
+    pub number_ranges: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccountOut {
     pub id: String,
     pub name: String,
+    /// Canonical patterns the account may claim numbers inside.
+    pub number_ranges: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

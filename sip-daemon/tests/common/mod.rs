@@ -238,6 +238,7 @@ level = "info"
 
 [[accounts]]
 id = "acct"
+number_ranges = ["*"]
 
 [[trunks]]
 name = "local"
