@@ -6,5 +6,6 @@ pub mod control;
 pub mod e164;
 pub mod http;
 pub mod store;
+pub mod targets;
 pub mod v1;
 pub mod webhook;

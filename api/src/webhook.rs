@@ -157,6 +157,55 @@ pub enum WebhookError {
     Answer(String),
 }
 
+/// The host of a `sip:`/`sips:` URI (`sip:user@host:port;params`), if
+/// the text is one.
+fn sip_host(uri: &str) -> Option<&str> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostport.split([';', '?', '>']).next()?;
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    hostport.split(':').next()
+}
+
+/// Resolves webhook hosts and keeps only the addresses the target policy
+/// allows: a name that resolves inward is refused when it is used.
+struct GuardedResolver(crate::targets::TargetPolicy);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let allowed: Vec<std::net::SocketAddr> = found
+                .into_iter()
+                .filter(|a| match policy.check_ip(a.ip()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = refused.map_or_else(
+                    || format!("{host} resolved to no address"),
+                    |e| format!("{host}: {e}"),
+                );
+                return Err(why.into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// One call's status events waiting for delivery.
 type StatusQueue = tokio::sync::mpsc::UnboundedSender<(String, StatusEvent)>;
 
@@ -164,6 +213,7 @@ type StatusQueue = tokio::sync::mpsc::UnboundedSender<(String, StatusEvent)>;
 #[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
+    targets: crate::targets::TargetPolicy,
     secret: Option<String>,
     requests: IntCounterVec,
     /// Per call: the queue its status events wait in.
@@ -177,7 +227,13 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub const STATUS_ATTEMPTS: u32 = 5;
 
 impl WebhookSender {
-    pub fn new(secret: Option<String>, registry: &Registry) -> prometheus::Result<Self> {
+    /// `targets`: where webhooks (and what their answers name) may point;
+    /// names are checked as they resolve, IP literals before sending.
+    pub fn new(
+        secret: Option<String>,
+        targets: crate::targets::TargetPolicy,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
         // rustls needs a process-wide crypto provider; the daemon's
         // WebSocket client uses ring too. Installed once; a second call
         // finds it there.
@@ -194,10 +250,12 @@ impl WebhookSender {
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("voice-gateway/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(std::sync::Arc::new(GuardedResolver(targets.clone())))
             .build()
             .map_err(|e| prometheus::Error::Msg(format!("webhook client: {e}")))?;
         Ok(WebhookSender {
             client,
+            targets,
             secret: secret.filter(|s| !s.is_empty()),
             requests,
             queues: Default::default(),
@@ -211,6 +269,9 @@ impl WebhookSender {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<reqwest::Response, WebhookError> {
+        self.targets
+            .check_url(url)
+            .map_err(|e| WebhookError::Http(e.to_string()))?;
         let mut req = self
             .client
             .post(url)
@@ -256,10 +317,22 @@ impl WebhookSender {
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            serde_json::from_slice::<VoiceAnswer>(&bytes)
+            let answer = serde_json::from_slice::<VoiceAnswer>(&bytes)
                 .map_err(|e| WebhookError::Answer(e.to_string()))?
                 .check()
-                .map_err(WebhookError::Answer)
+                .map_err(WebhookError::Answer)?;
+            // What the answer points at obeys the tenants' target policy.
+            let refused = match &answer {
+                VoiceAnswer::Stream { url, .. } => self.targets.check_url(url).err(),
+                VoiceAnswer::Forward { to } => {
+                    sip_host(to).and_then(|h| self.targets.check_host(h).err())
+                }
+                _ => None,
+            };
+            match refused {
+                Some(e) => Err(WebhookError::Answer(e.to_string())),
+                None => Ok(answer),
+            }
         }
         .await;
         let outcome = match &res {

@@ -39,6 +39,7 @@ url = "sqlite://$WORK/gw.db"
 
 [api]
 listen = "127.0.0.1:18080"
+allowed_target_networks = ["127.0.0.0/8"]
 
 [log]
 level = "warn"

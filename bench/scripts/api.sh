@@ -29,6 +29,7 @@ listen = "127.0.0.1:18090"
 jwt_secret = "bench-secret"
 account_rate = 0.0
 ip_rate = 0.0
+allowed_target_networks = ["127.0.0.0/8"]
 [log]
 level = "warn"
 [[accounts]]

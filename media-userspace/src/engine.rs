@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub prefer_io_uring: bool,
     /// The XDP fast path for relayed pairs, when attached.
     pub xdp: Option<Arc<crate::offload::XdpPath>>,
+    /// Which addresses AI streams may connect to (`None`: any).
+    pub connect_guard: Option<crate::aistream::client::ConnectGuard>,
 }
 
 /// Process-wide media counters (exported to Prometheus by the daemon).
@@ -939,7 +941,8 @@ impl LegRun {
                 let events = shared.events.clone();
                 let leg = open.leg;
                 let spec = (**spec).clone();
-                let task = client::run(spec, socket_side, move |ev| {
+                let guard = shared.cfg.connect_guard.clone();
+                let task = client::run(spec, socket_side, guard, move |ev| {
                     let ev = match ev {
                         StreamEvent::Connected => MediaEvent::StreamConnected { leg },
                         StreamEvent::Failed(reason) => MediaEvent::StreamFailed { leg, reason },
@@ -1564,7 +1567,8 @@ mod relayed {
         );
         let events = shared.events.clone();
         let stream_sid = spec.stream_sid.clone();
-        tokio::task::spawn_local(client::run(spec, socket_side, move |ev| {
+        let guard = shared.cfg.connect_guard.clone();
+        tokio::task::spawn_local(client::run(spec, socket_side, guard, move |ev| {
             let reason = match ev {
                 StreamEvent::Failed(r) | StreamEvent::Ended(r) => r,
                 // Listen-only: nothing the socket asks for is done.

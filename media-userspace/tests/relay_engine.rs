@@ -62,6 +62,7 @@ fn engine(
             workers: 1,
             prefer_io_uring,
             xdp: None,
+            connect_guard: None,
         },
         events,
     )
@@ -264,6 +265,7 @@ fn a_restored_call_adopts_its_relay_on_the_same_ports() {
             workers: 1,
             prefer_io_uring: false,
             xdp: None,
+            connect_guard: None,
         },
         events,
     )

@@ -21,6 +21,7 @@ fn engine(base: u16) -> MediaEngine {
             workers: 1,
             prefer_io_uring: false,
             xdp: None,
+            connect_guard: None,
         },
         events,
     )

@@ -139,6 +139,7 @@ fn relay_engine(xdp: Option<Arc<XdpPath>>) -> MediaEngine {
             workers: 1,
             prefer_io_uring: false,
             xdp,
+            connect_guard: None,
         },
         events,
     )

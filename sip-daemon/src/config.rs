@@ -294,6 +294,11 @@ pub struct ApiSection {
     /// Requests per second per client IP (0: unlimited), with this burst.
     pub ip_rate: f64,
     pub ip_burst: f64,
+    /// Networks tenants may point webhooks, AI streams and forwards at
+    /// although they are loopback, private, link-local or otherwise not
+    /// public (refused by default), e.g. `["10.20.0.0/16"]` for an AI
+    /// platform on the private network.
+    pub allowed_target_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for ApiSection {
@@ -310,6 +315,7 @@ impl Default for ApiSection {
             account_burst: 400.0,
             ip_rate: 500.0,
             ip_burst: 1000.0,
+            allowed_target_networks: Vec::new(),
         }
     }
 }

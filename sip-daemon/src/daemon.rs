@@ -151,6 +151,8 @@ pub async fn run(
     };
     let xdp = setup_offload(&cfg)?;
     let xdp_attached = xdp.is_some();
+    let targets = api::targets::TargetPolicy::new(cfg.api.allowed_target_networks.clone());
+    let stream_targets = targets.clone();
     let engine = MediaEngine::start(
         EngineConfig {
             bind_ip: cfg.media.bind_ip,
@@ -159,6 +161,9 @@ pub async fn run(
             workers,
             prefer_io_uring: cfg.media.io_uring,
             xdp,
+            connect_guard: Some(media_userspace::aistream::client::ConnectGuard(Arc::new(
+                move |ip| stream_targets.check_ip(ip).map_err(|e| e.to_string()),
+            ))),
         },
         media_tx,
     )?;
@@ -233,7 +238,7 @@ pub async fn run(
         tracing::warn!("webhooks.secret is unset: webhook requests are not signed");
     }
     let (voice_tx, mut voice_rx) = mpsc::unbounded_channel::<VoiceAnswerFor>();
-    let sender = api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), &registry)?;
+    let sender = api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), targets, &registry)?;
     let (sms_tx, sms_rx) = mpsc::unbounded_channel::<SmsWrite>();
     tokio::spawn(sms_writer(store.clone(), sender.clone(), sms_rx));
     let hooks = Hooks {
@@ -754,7 +759,11 @@ fn rest_state(
         verifier,
         checks: api::v1::Checks {
             realm: cfg.sip.realm.clone(),
-            sip_uri: |s| crate::sip::Uri::parse(s).is_ok(),
+            sip_uri_host: |s| {
+                crate::sip::Uri::parse(s)
+                    .ok()
+                    .map(|u| u.host.map(|h| h.to_string()).unwrap_or_default())
+            },
             dialect: |d| media_userspace::aistream::Dialect::parse(d).is_some(),
             ha1: |user, realm, password| {
                 use crate::sip::digest::{Algorithm, ha1};
@@ -764,6 +773,7 @@ fn rest_state(
                 )
             },
         },
+        targets: api::targets::TargetPolicy::new(a.allowed_target_networks.clone()),
         limits: RateLimits::new(
             Limit {
                 rate: a.account_rate,

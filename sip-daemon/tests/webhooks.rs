@@ -234,3 +234,129 @@ secret = "{SECRET}"
     assert_eq!(events[2]["end_cause"], "ai_hangup");
     assert!(carrier.wait_with_output().unwrap().status.success());
 }
+
+/// Tenants cannot point the gateway inward: loopback, private, link-local
+/// and metadata targets are refused when written over REST (the field
+/// named), and again when the gateway connects, for names that resolve
+/// inward and for rows that never went through REST.
+#[test]
+fn inward_targets_are_refused_on_write_and_on_connect() {
+    let ai = AiServer::start(vec![vec![]]);
+    let hooks = HookServer::start(vec![(
+        "/voice",
+        reply(json!({"action": "stream", "url": ai.url()})),
+    )]);
+    let d = Daemon::start_opts(Opts {
+        api_extra: r#"allowed_target_networks = ["10.20.0.0/16"]"#,
+        extra: &format!(
+            r#"
+[[numbers]]
+pattern = "+15556670000"
+account = "acct"
+route = "stream"
+target = "{}"
+
+[[numbers]]
+pattern = "+15556680000"
+account = "acct"
+route = "echo"
+voice_webhook = "{}"
+"#,
+            ai.url(),
+            // A name, so the refusal happens as it resolves.
+            hooks.url("/voice").replace("127.0.0.1", "localhost")
+        ),
+        ..Opts::default()
+    });
+    let t = d.token(Some("acct"), false);
+    for (body, field) in [
+        (
+            json!({"route": "stream", "stream": {"url": "ws://127.0.0.1:9/x"}}),
+            "stream.url",
+        ),
+        (
+            json!({"route": "stream", "stream": {"url": "wss://ai.localhost/x"}}),
+            "stream.url",
+        ),
+        (
+            json!({"route": "stream", "stream": {"url": "ws://[::ffff:10.0.0.1]/x"}}),
+            "stream.url",
+        ),
+        (
+            json!({"route": "echo", "voice_webhook": "http://169.254.169.254/latest/meta-data/"}),
+            "voice_webhook",
+        ),
+        (
+            json!({"route": "echo", "sms_webhook": "http://192.168.1.1/sms"}),
+            "sms_webhook",
+        ),
+        (
+            json!({"route": "forward", "forward_to": "sip:bob@10.0.0.7"}),
+            "forward_to",
+        ),
+        (
+            json!({"route": "forward", "forward_to": "sip:bob@[fe80::1]:5060"}),
+            "forward_to",
+        ),
+        (
+            json!({"route": "echo", "fallback": "sip:bob@127.0.0.1"}),
+            "fallback",
+        ),
+    ] {
+        let (st, got, _) = d.api("PUT", "/v1/numbers/+15556690000", Some(&t), Some(&body));
+        assert_eq!(
+            (st, got["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {got}"
+        );
+        assert!(
+            got["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("allowed_target_networks")),
+            "{got}"
+        );
+    }
+    // The operator's network passes, and so do public ones.
+    for body in [
+        json!({"route": "forward", "forward_to": "sip:bob@10.20.0.7"}),
+        json!({"route": "stream", "stream": {"url": "wss://ai.example.com/x"}}),
+    ] {
+        let (st, got, _) = d.api("PUT", "/v1/numbers/+15556690000", Some(&t), Some(&body));
+        assert_eq!(st, 200, "{body}: {got}");
+    }
+    let (st, got, _) = d.api(
+        "POST",
+        "/v1/calls",
+        Some(&t),
+        Some(&json!({"from": "+15550001234", "to": "+15550009999", "stream": {"url": "wss://ai.example.com/x"}, "status_webhook": "http://[::1]:80/s"})),
+    );
+    assert_eq!(
+        (st, got["error"]["field"].as_str()),
+        (422, Some("status_webhook")),
+        "{got}"
+    );
+
+    // A stream row at loopback (written by the operator's file, which the
+    // policy does not exempt at connect): the AI is never reached.
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut caller = Caller::new(d.sip_addr(), "inward-1@test").dialing("+15556670000");
+    assert!(
+        caller
+            .try_invite(media.local_addr().unwrap().port(), 503)
+            .is_none()
+    );
+    d.wait_cdr_cause("stream_failed");
+    assert!(ai.frames().is_empty(), "the AI got nothing");
+    assert!(d.metric("gateway_ai_stream_connect_failures_total") >= 1.0);
+
+    // A voice webhook whose name resolves to loopback is not called; the
+    // number's own route takes the call.
+    let mut caller = Caller::new(d.sip_addr(), "inward-2@test").dialing("+15556680000");
+    caller.invite(media.local_addr().unwrap().port());
+    caller.bye();
+    assert!(hooks.hits("/voice").is_empty(), "the webhook got nothing");
+    assert_eq!(
+        d.metric("gateway_webhook_requests_total{kind=\"voice\",outcome=\"error\"}"),
+        1.0
+    );
+}

@@ -32,8 +32,9 @@ use tokio::sync::Notify;
 pub struct Checks {
     /// The digest realm SIP users authenticate in.
     pub realm: String,
-    /// Whether a forward target / fallback is a SIP URI we can dial.
-    pub sip_uri: fn(&str) -> bool,
+    /// The host of a forward target / fallback when it is a SIP URI we
+    /// can dial (`None`: not one).
+    pub sip_uri_host: fn(&str) -> Option<String>,
     /// Whether a stream dialect name is known.
     pub dialect: fn(&str) -> bool,
     /// (MD5 HA1, SHA-256 HA1) of (username, realm, password).
@@ -44,6 +45,8 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub verifier: Verifier,
     pub checks: Checks,
+    /// Where tenants may point webhooks, streams and forwards.
+    pub targets: crate::targets::TargetPolicy,
     pub limits: RateLimits,
     /// Woken after every change the routing table depends on, so this
     /// node applies it at once (other nodes re-read the store on a timer).

@@ -534,7 +534,7 @@ pub async fn put_number(
     let users = s.store.list_sip_users().await?;
     // Only this account's SIP users can be forwarded to.
     let dialable = |v: &str| {
-        (s.checks.sip_uri)(v)
+        (s.checks.sip_uri_host)(v).is_some()
             || users
                 .iter()
                 .any(|u| u.username == v && u.account_id == account)
@@ -566,6 +566,7 @@ pub async fn put_number(
                     "a sip: URI or one of this gateway's SIP users",
                 ));
             }
+            check_sip_target(&s, "forward_to", &to)?;
             (Some(to), None, None)
         }
         RouteKind::Echo => {
@@ -578,13 +579,14 @@ pub async fn put_number(
             (None, None, None)
         }
     };
-    if let Some(f) = &b.fallback
-        && !dialable(f)
-    {
-        return Err(ApiError::field(
-            "fallback",
-            "a sip: URI or one of this gateway's SIP users",
-        ));
+    if let Some(f) = &b.fallback {
+        if !dialable(f) {
+            return Err(ApiError::field(
+                "fallback",
+                "a sip: URI or one of this gateway's SIP users",
+            ));
+        }
+        check_sip_target(&s, "fallback", f)?;
     }
     if let Some(t) = &b.trunk
         && !find_trunk(&s, t)
@@ -595,18 +597,11 @@ pub async fn put_number(
         return Err(ApiError::field("trunk", format!("no trunk named {t:?}")));
     }
     check_max_calls(b.max_calls)?;
-    if let Some(w) = &b.voice_webhook
-        && !crate::webhook::valid_url(w)
-    {
-        return Err(ApiError::field(
-            "voice_webhook",
-            "an http:// or https:// URL",
-        ));
+    if let Some(w) = &b.voice_webhook {
+        check_webhook(&s, "voice_webhook", w)?;
     }
-    if let Some(w) = &b.sms_webhook
-        && !crate::webhook::valid_url(w)
-    {
-        return Err(ApiError::field("sms_webhook", "an http:// or https:// URL"));
+    if let Some(w) = &b.sms_webhook {
+        check_webhook(&s, "sms_webhook", w)?;
     }
     let n = Number {
         pattern: p,
@@ -633,6 +628,28 @@ pub async fn put_number(
     Ok(Json(number_out(n)))
 }
 
+/// An http(s) URL the gateway may POST to, or 422 naming `field`.
+fn check_webhook(s: &ApiState, field: &str, url: &str) -> Result<(), ApiError> {
+    if !crate::webhook::valid_url(url) {
+        return Err(ApiError::field(field, "an http:// or https:// URL"));
+    }
+    s.targets
+        .check_url(url)
+        .map_err(|e| ApiError::field(field, e.to_string()))
+}
+
+/// A SIP URI's host the gateway may send to, or 422 naming `field` (SIP
+/// user names and E.164 numbers go through trunks and pass).
+fn check_sip_target(s: &ApiState, field: &str, target: &str) -> Result<(), ApiError> {
+    match (s.checks.sip_uri_host)(target) {
+        Some(host) => s
+            .targets
+            .check_host(&host)
+            .map_err(|e| ApiError::field(field, e.to_string())),
+        None => Ok(()),
+    }
+}
+
 /// A stream target's URL, dialect and parameters (as JSON text), or 422
 /// naming the field (`at` is the target's path in the body: `stream.`).
 fn check_stream(
@@ -646,6 +663,9 @@ fn check_stream(
     {
         return Err(ApiError::field(format!("{at}url"), "a ws:// or wss:// URL"));
     }
+    s.targets
+        .check_url(&st.url)
+        .map_err(|e| ApiError::field(format!("{at}url"), e.to_string()))?;
     if let Some(d) = &st.dialect
         && !(s.checks.dialect)(d)
     {
@@ -1064,7 +1084,7 @@ fn party(s: &ApiState, field: &str, to: String) -> Result<String, ApiError> {
     let number = crate::e164::normalize_e164(&to).filter(|n| n.len() <= 16 && n.len() >= 2);
     match number {
         Some(n) if !to.starts_with("sip:") => Ok(n),
-        _ if (s.checks.sip_uri)(&to)
+        _ if (s.checks.sip_uri_host)(&to).is_some()
             && to.starts_with("sip:")
             && to.len() <= 256
             && !to.chars().any(|c| {
@@ -1103,9 +1123,11 @@ async fn place_call(
                 params,
             })
         }
-        (None, Some(to)) => Connect::Forward {
-            to: party(s, "forward_to", to)?,
-        },
+        (None, Some(to)) => {
+            let to = party(s, "forward_to", to)?;
+            check_sip_target(s, "forward_to", &to)?;
+            Connect::Forward { to }
+        }
         (Some(_), Some(_)) => {
             return Err(ApiError::field(
                 "forward_to",
@@ -1124,13 +1146,8 @@ async fn place_call(
         Connect::Forward { .. } => "forward",
     };
     let status_webhook = b.status_webhook;
-    if let Some(w) = &status_webhook
-        && !crate::webhook::valid_url(w)
-    {
-        return Err(ApiError::field(
-            "status_webhook",
-            "an http:// or https:// URL",
-        ));
+    if let Some(w) = &status_webhook {
+        check_webhook(s, "status_webhook", w)?;
     }
     let Some(control) = &s.control else {
         return Err(ApiError::new(

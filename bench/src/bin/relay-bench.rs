@@ -505,6 +505,7 @@ fn start_engine(xdp: Option<Arc<XdpPath>>, ports: (u16, u16)) -> MediaEngine {
             workers: 1,
             prefer_io_uring: false,
             xdp,
+            connect_guard: None,
         },
         events,
     )

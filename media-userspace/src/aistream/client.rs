@@ -194,7 +194,56 @@ type Ws =
 /// instead of breaking the socket.
 const WS_HARD_LIMIT: usize = 16 << 20;
 
-async fn connect(spec: &StreamSpec) -> Result<Ws, String> {
+/// Decides whether an AI stream may connect to an address (the operator's
+/// target policy): `Err` says why not.
+#[derive(Clone)]
+pub struct ConnectGuard(pub Arc<dyn Fn(std::net::IpAddr) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for ConnectGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectGuard")
+    }
+}
+
+/// Resolves the URL's host and opens TCP to the first address the guard
+/// allows (the name is checked as it resolves now, not as it did when the
+/// URL was stored).
+async fn open_tcp(
+    url: &str,
+    guard: Option<&ConnectGuard>,
+) -> Result<tokio::net::TcpStream, String> {
+    let uri: tokio_tungstenite::tungstenite::http::Uri =
+        url.parse().map_err(|e| format!("bad stream URL: {e}"))?;
+    let host = uri.host().ok_or("stream URL without a host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut refused = None;
+    let mut last = None;
+    for addr in addrs {
+        if let Some(Err(why)) = guard.map(|g| (g.0)(addr.ip())) {
+            refused = Some(why);
+            continue;
+        }
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(last
+        .or(refused)
+        .unwrap_or_else(|| format!("{host} resolved to no address")))
+}
+
+async fn connect(spec: &StreamSpec, guard: Option<&ConnectGuard>) -> Result<Ws, String> {
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(WS_HARD_LIMIT);
     cfg.max_frame_size = Some(WS_HARD_LIMIT);
@@ -202,11 +251,16 @@ async fn connect(spec: &StreamSpec) -> Result<Ws, String> {
     // memory; frames here are small and every batch is flushed at once.
     cfg.read_buffer_size = 4096;
     cfg.write_buffer_size = 0;
-    let attempt =
-        tokio_tungstenite::connect_async_tls_with_config(spec.url.as_str(), Some(cfg), true, None);
+    let attempt = async {
+        let tcp = open_tcp(&spec.url, guard).await?;
+        let _ = tcp.set_nodelay(true);
+        tokio_tungstenite::client_async_tls_with_config(spec.url.as_str(), tcp, Some(cfg), None)
+            .await
+            .map_err(|e| e.to_string())
+    };
     match tokio::time::timeout(spec.connect_timeout, attempt).await {
         Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err("connect timeout".into()),
     }
 }
@@ -221,11 +275,16 @@ enum SessionEnd {
 }
 
 /// Runs the stream until the call ends or the AI is gone.
-pub async fn run(spec: StreamSpec, mut side: SocketSide, events: impl Fn(StreamEvent)) {
+pub async fn run(
+    spec: StreamSpec,
+    mut side: SocketSide,
+    guard: Option<ConnectGuard>,
+    events: impl Fn(StreamEvent),
+) {
     let mut codec = codec_for(&spec);
     let stats = side.stats.clone();
     let mut ws = tokio::select! {
-        r = connect(&spec) => match r {
+        r = connect(&spec, guard.as_ref()) => match r {
             Ok(ws) => ws,
             Err(e) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +331,7 @@ pub async fn run(spec: StreamSpec, mut side: SocketSide, events: impl Fn(StreamE
             }
             SessionEnd::Lost(why) => {
                 tracing::warn!(call = %spec.call_sid, error = %why, "AI stream lost; reconnecting");
-                match reconnect(&spec, &mut side).await {
+                match reconnect(&spec, guard.as_ref(), &mut side).await {
                     Ok(new) => {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         ws = new;
@@ -291,12 +350,16 @@ pub async fn run(spec: StreamSpec, mut side: SocketSide, events: impl Fn(StreamE
 
 /// Tries to reconnect until the window lapses (`Err(None)`) or the call
 /// ends (`Err(Some(reason))`).
-async fn reconnect(spec: &StreamSpec, side: &mut SocketSide) -> Result<Ws, Option<String>> {
+async fn reconnect(
+    spec: &StreamSpec,
+    guard: Option<&ConnectGuard>,
+    side: &mut SocketSide,
+) -> Result<Ws, Option<String>> {
     let deadline = Instant::now() + spec.reconnect_window;
     let mut backoff = Duration::from_millis(100);
     while Instant::now() < deadline {
         tokio::select! {
-            r = connect(spec) => if let Ok(ws) = r {
+            r = connect(spec, guard) => if let Ok(ws) = r {
                 return Ok(ws);
             },
             r = &mut side.stop => return Err(Some(r.unwrap_or_default())),

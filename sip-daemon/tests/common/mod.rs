@@ -193,6 +193,13 @@ impl Daemon {
             xdp_pin_dir,
             local_trunk,
         } = o;
+        // The tests' AI servers, webhooks and far parties are on loopback
+        // and in the benchmarking range the network namespaces use.
+        let allowed_targets = if api_extra.contains("allowed_target_networks") {
+            ""
+        } else {
+            r#"allowed_target_networks = ["127.0.0.0/8", "::1/128", "198.18.0.0/15"]"#
+        };
         let local_trunk = local_trunk.unwrap_or(r#"source_cidrs = ["127.0.0.0/8", "::1/128"]"#);
         let ip = ip.unwrap_or("127.0.0.1");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -231,6 +238,7 @@ url = "sqlite://{db}"
 [api]
 listen = "127.0.0.1:{metrics_port}"
 jwt_secret = "{JWT_SECRET}"
+{allowed_targets}
 {api_extra}
 
 [log]
