@@ -1,31 +1,170 @@
 //! The HTTP front end (axum): `GET /metrics` (Prometheus text exposition of
 //! the daemon's registry), `GET /healthz`, and the REST API under `/v1`
-//! when it is configured.
+//! when it is configured, behind the edge: a deadline per request, a cap on
+//! requests in progress (shed with 503 beyond, never queued without bound),
+//! the client address taken from `X-Forwarded-For` only when the peer is a
+//! trusted proxy, and `/metrics` optionally behind a bearer token.
 
+use crate::v1::error::ApiError;
 use crate::v1::{self, ApiMetrics, ApiState};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ipnet::IpNet;
 use prometheus::{Encoder, Registry, TextEncoder};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
 
-/// The router: metrics and health on `registry`, plus `/v1` on `api`.
-pub fn router(registry: Registry, api: Option<(ApiState, ApiMetrics)>) -> Router {
-    let base = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(registry);
-    match api {
-        Some((state, m)) => base.merge(
-            v1::router(state).layer(axum::middleware::from_fn_with_state(m, v1::metrics_track)),
-        ),
-        None => base,
+/// The HTTP edge's settings (`[api]`).
+#[derive(Clone, Debug)]
+pub struct Edge {
+    /// A request (body included) must be answered within this.
+    pub request_timeout: Duration,
+    /// Requests in progress at once; beyond, 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Bearer token `/metrics` requires (`None`: open).
+    pub metrics_token: Option<String>,
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Edge {
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 512,
+            trusted_proxies: Vec::new(),
+            metrics_token: None,
+        }
     }
 }
 
-async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
+/// The client's address as the edge decided it (the TCP peer, or what a
+/// trusted proxy said): what per-IP limits and logs use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The router: metrics and health on `registry`, plus `/v1` on `api`.
+pub fn router(registry: Registry, api: Option<(ApiState, ApiMetrics)>, edge: &Edge) -> Router {
+    let token = Arc::new(edge.metrics_token.clone().filter(|t| !t.is_empty()));
+    let base = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state((registry, token))
+        .route("/healthz", get(|| async { "ok\n" }));
+    let timeout = edge.request_timeout;
+    let all = match api {
+        Some((state, m)) => base.merge(
+            v1::router(state)
+                .layer(
+                    ServiceBuilder::new()
+                        .layer(HandleErrorLayer::new(move |e| edge_error(e, timeout)))
+                        .load_shed()
+                        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                            edge.max_concurrent_requests.max(1),
+                        ))
+                        .timeout(timeout),
+                )
+                .layer(axum::middleware::from_fn_with_state(m, v1::metrics_track)),
+        ),
+        None => base,
+    };
+    let proxies = Arc::new(edge.trusted_proxies.clone());
+    all.layer(axum::middleware::from_fn_with_state(proxies, client_addr))
+}
+
+/// What the edge layers refused, as the API's JSON errors (counted by the
+/// metrics layer as `timeout` and `overloaded`).
+async fn edge_error(e: tower::BoxError, timeout: Duration) -> ApiError {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        let mut err = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {} ms", timeout.as_millis()),
+        );
+        err.retry_after_secs = Some(1);
+        err
+    } else if e.is::<tower::load_shed::error::Overloaded>() {
+        let mut err = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in progress; retry later",
+        );
+        err.retry_after_secs = Some(1);
+        err
+    } else {
+        ApiError::internal(e)
+    }
+}
+
+/// Decides the client address: the TCP peer, unless the peer is a trusted
+/// proxy; then the rightmost `X-Forwarded-For` entry that is not one (the
+/// entries left of it are the client's to write, so they are not trusted).
+async fn client_addr(
+    State(proxies): State<Arc<Vec<IpNet>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        let client = client_of(peer.ip(), req.headers(), &proxies);
+        req.extensions_mut().insert(ClientAddr(client));
+    }
+    next.run(req).await
+}
+
+fn client_of(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+    let trusted = |ip: &IpAddr| proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        // A list with anything but addresses is not believed at all.
+        .unwrap_or_default();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        client = *hop;
+        if !trusted(hop) {
+            break;
+        }
+    }
+    client
+}
+
+/// Compares without an early exit on the first differing byte.
+fn same_token(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+async fn metrics(
+    State((registry, token)): State<(Registry, Arc<Option<String>>)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(want) = token.as_deref() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same_token(given.trim().as_bytes(), want.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
+                "metrics need the bearer token (api.metrics_token)\n",
+            )
+                .into_response();
+        }
+    }
     let enc = TextEncoder::new();
     let mut out = Vec::new();
     match enc.encode(&registry.gather(), &mut out) {
@@ -40,6 +179,7 @@ async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
             format!("cannot encode metrics: {e}\n").into_bytes(),
         ),
     }
+    .into_response()
 }
 
 /// Serves `router` on `listener` until the process ends; handlers see the
@@ -52,4 +192,58 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_address_comes_from_trusted_proxies_only() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Not a proxy: its header is ignored.
+        assert_eq!(
+            client_of(ip("203.0.113.7"), &headers(&["198.51.100.1"]), &proxies),
+            ip("203.0.113.7")
+        );
+        // A proxy: the rightmost untrusted hop, whatever the client wrote
+        // further left.
+        assert_eq!(
+            client_of(
+                ip("10.0.0.2"),
+                &headers(&["1.2.3.4, 198.51.100.9", "10.0.0.5"]),
+                &proxies
+            ),
+            ip("198.51.100.9")
+        );
+        // Only proxies: the leftmost.
+        assert_eq!(
+            client_of(ip("10.0.0.2"), &headers(&["10.1.1.1"]), &proxies),
+            ip("10.1.1.1")
+        );
+        // No header, or garbage: the proxy itself.
+        assert_eq!(
+            client_of(ip("10.0.0.2"), &headers(&[]), &proxies),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_of(ip("10.0.0.2"), &headers(&["1.2.3.4, unknown"]), &proxies),
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abd", b"abc") && !same_token(b"ab", b"abc"));
+    }
 }

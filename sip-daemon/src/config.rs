@@ -299,6 +299,16 @@ pub struct ApiSection {
     /// public (refused by default), e.g. `["10.20.0.0/16"]` for an AI
     /// platform on the private network.
     pub allowed_target_networks: Vec<ipnet::IpNet>,
+    /// A request (its body included) must be answered within this; beyond,
+    /// 503 `timeout`.
+    pub request_timeout_ms: u64,
+    /// Requests in progress at once; beyond, 503 `overloaded` at once.
+    pub max_concurrent_requests: usize,
+    /// Peers (load balancers, ingress) whose `X-Forwarded-For` names the
+    /// client for per-IP limits; other peers' headers are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiSection {
@@ -316,6 +326,10 @@ impl Default for ApiSection {
             ip_rate: 500.0,
             ip_burst: 1000.0,
             allowed_target_networks: Vec::new(),
+            request_timeout_ms: 10_000,
+            max_concurrent_requests: 512,
+            trusted_proxies: Vec::new(),
+            metrics_token: None,
         }
     }
 }

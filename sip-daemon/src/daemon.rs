@@ -118,7 +118,13 @@ pub async fn run(
             .await
             .map_err(|e| DaemonError::Config(format!("api.listen {addr}: {e}")))?;
         let rest = rest_state(&cfg, store.clone(), &registry, changed.clone(), control)?;
-        let router = api::http::router(registry.clone(), rest);
+        let edge = api::http::Edge {
+            request_timeout: Duration::from_millis(cfg.api.request_timeout_ms.max(1)),
+            max_concurrent_requests: cfg.api.max_concurrent_requests.max(1),
+            trusted_proxies: cfg.api.trusted_proxies.clone(),
+            metrics_token: cfg.api.metrics_token.clone(),
+        };
+        let router = api::http::router(registry.clone(), rest, &edge);
         tokio::spawn(async move {
             if let Err(e) = api::http::serve(listener, router).await {
                 tracing::error!(%addr, error = %e, "HTTP listener failed");

@@ -709,3 +709,117 @@ id = "tenant-b"
         assert_eq!(u, if who == user_owner { 200 } else { 409 }, "user");
     }
 }
+
+/// One raw HTTP/1.1 exchange with the daemon's API port: the status and
+/// the body.
+fn raw_http(d: &Daemon, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.metrics_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn the_rest_edge_sheds_load_times_out_slow_requests_and_trusts_only_its_proxies() {
+    let d = Daemon::start_opts(Opts {
+        api_extra: r#"request_timeout_ms = 800
+max_concurrent_requests = 2
+ip_rate = 0.5
+ip_burst = 3.0
+trusted_proxies = ["127.0.0.0/8"]
+metrics_token = "scrape-secret""#,
+        ..Opts::default()
+    });
+    let t = d.token(Some("acct"), false);
+    // Two requests whose bodies never finish hold both slots.
+    use std::io::Write;
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", d.metrics_port)).unwrap();
+            write!(
+                s,
+                "PUT /v1/numbers/+1555000{i}000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nX-Forwarded-For: 198.51.100.{i}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"route\""
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third is shed at once, not queued.
+    let asked = Instant::now();
+    let (st, body) = raw_http(
+        &d,
+        &format!(
+            "GET /v1/numbers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nX-Forwarded-For: 198.51.100.50\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("\"overloaded\""), "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(700),
+        "shed, not queued"
+    );
+    // The held ones are answered at their deadline.
+    for mut s in held {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("\"timeout\""), "{out}");
+    }
+
+    // Behind the trusted proxy (loopback here), each forwarded client has
+    // its own bucket: one spends its burst of 3, another is untouched.
+    let get = |client: &str| {
+        raw_http(
+            &d,
+            &format!("GET /v1/numbers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"),
+        )
+        .0
+    };
+    let spent: Vec<u16> = (0..4).map(|_| get("198.51.100.7")).collect();
+    assert_eq!(spent, [200, 200, 200, 429]);
+    assert_eq!(get("198.51.100.8"), 200);
+    // A forged hop left of the real one does not help the client.
+    assert_eq!(get("10.9.9.9, 198.51.100.7"), 429);
+
+    // /metrics wants its token; with it, the refusals above are counted.
+    let (st, _) = raw_http(
+        &d,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(st, 401);
+    let (st, _) = raw_http(
+        &d,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(st, 401);
+    let (st, text) = raw_http(
+        &d,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer scrape-secret\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(st, 200);
+    let count = |reason: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "gateway_api_rejections_total{{reason=\"{reason}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("overloaded"), 1.0, "{text}");
+    assert_eq!(count("timeout"), 2.0);
+    assert_eq!(count("rate_limited"), 2.0);
+}

@@ -83,8 +83,19 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn per_ip_limit(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
-        && let Err(wait) = state.limits.ip(peer.ip())
+    // The edge decided who the client is (a trusted proxy's word or the
+    // TCP peer); without the edge, the TCP peer.
+    let client = req
+        .extensions()
+        .get::<crate::http::ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| {
+            req.extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
+    if let Some(ip) = client
+        && let Err(wait) = state.limits.ip(ip)
     {
         return ratelimit::too_many(wait, "client address").into_response();
     }

@@ -16,26 +16,49 @@ pub struct Limit {
     pub burst: f64,
 }
 
-/// Buckets beyond this are pruned (full buckets first): a flood of
-/// distinct source addresses cannot grow memory without bound.
-const MAX_KEYS: usize = 65_536;
+/// Keys remembered per generation. When the current generation is full it
+/// becomes the previous one and the older is forgotten: a flood of
+/// distinct addresses keeps memory bounded (two generations), and a new
+/// client always gets a bucket (a forgotten one was at worst partly spent).
+const GENERATION: usize = 32_768;
 
 struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
+struct Generations<K> {
+    current: HashMap<K, Bucket>,
+    previous: HashMap<K, Bucket>,
+}
+
 struct Buckets<K> {
     limit: Limit,
-    map: Mutex<HashMap<K, Bucket>>,
+    capacity: usize,
+    map: Mutex<Generations<K>>,
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
     fn new(limit: Limit) -> Self {
+        Self::with_capacity(limit, GENERATION)
+    }
+
+    fn with_capacity(limit: Limit, capacity: usize) -> Self {
         Buckets {
             limit,
-            map: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            map: Mutex::new(Generations {
+                current: HashMap::new(),
+                previous: HashMap::new(),
+            }),
         }
+    }
+
+    /// Keys remembered now (both generations).
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        let g = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        g.current.len() + g.previous.len()
     }
 
     /// Takes one token for `key` at `now`; `Err(wait)` when empty.
@@ -44,19 +67,23 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         if rate <= 0.0 {
             return Ok(());
         }
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_KEYS && !map.contains_key(key) {
-            map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
-            if map.len() >= MAX_KEYS {
-                return Err(Duration::from_secs(1));
+        let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let g = &mut *g;
+        if !g.current.contains_key(key) {
+            if g.current.len() >= self.capacity {
+                g.previous = std::mem::take(&mut g.current);
             }
+            let b = g.previous.remove(key).unwrap_or(Bucket {
+                tokens: burst,
+                at: now,
+            });
+            g.current.insert(key.clone(), b);
         }
-        let b = map.entry(key.clone()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
-        b.at = now;
+        let Some(b) = g.current.get_mut(key) else {
+            return Ok(());
+        };
+        b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = b.at.max(now);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
@@ -121,6 +148,30 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         assert!(b.take(&"a", t1).is_ok());
         assert!(b.take(&"a", t1).is_err());
+    }
+
+    #[test]
+    fn a_full_table_never_locks_a_new_client_out() {
+        let b = Buckets::with_capacity(
+            Limit {
+                rate: 1.0,
+                burst: 2.0,
+            },
+            100,
+        );
+        let t0 = Instant::now();
+        // A flood of distinct addresses, each spending its bucket.
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            let _ = b.take(&ip, t0);
+            let _ = b.take(&ip, t0);
+            assert!(b.tracked() <= 200);
+        }
+        // Someone new still gets a burst; a recent flooder is still empty.
+        let new = IpAddr::from([203, 0, 113, 1]);
+        assert!(b.take(&new, t0).is_ok() && b.take(&new, t0).is_ok());
+        assert!(b.take(&new, t0).is_err());
+        assert!(b.take(&IpAddr::from(9_999u32.to_be_bytes()), t0).is_err());
     }
 
     #[test]
