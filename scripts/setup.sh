@@ -64,6 +64,14 @@ if [ "$what" = "test" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check pipecat-ai==1.14.0 websockets
   fi
+  # SIPVicious (PyPI): the scanner, extension enumerator and password
+  # cracker attackers point at SIP servers, in sip-daemon/tests/sipvicious.rs.
+  sv_venv="$(cd "$(dirname "$0")/.." && pwd)/target/sipvicious-venv"
+  if ! "$sv_venv/bin/pip" show sipvicious 2>/dev/null | grep -q '^Version: 0.3.8'; then
+    say "installing sipvicious 0.3.8 into $sv_venv"
+    python3 -m venv "$sv_venv"
+    "$sv_venv/bin/pip" install -q --disable-pip-version-check sipvicious==0.3.8
+  fi
   # Schemathesis (PyPI) fuzzes the REST API from its served OpenAPI
   # document in sip-daemon/tests/rest_schemathesis.rs.
   st_venv="$(cd "$(dirname "$0")/.." && pwd)/target/schemathesis-venv"

@@ -117,6 +117,21 @@ pub struct SipSection {
     pub source_requests_per_sec: u32,
     /// Addresses the per-source limit remembers (twice this at most).
     pub source_table_size: usize,
+    /// Failed digest authentications allowed per source address (and per
+    /// username) within `auth_failure_window_secs`; the next locks it out.
+    pub auth_max_failures: u32,
+    pub auth_failure_window_secs: u64,
+    /// How long a lockout lasts: every request from a locked source, and
+    /// every authentication as a locked username from addresses where it
+    /// holds no binding, gets 403.
+    pub auth_lockout_secs: u64,
+    /// Contacts one SIP user may hold at once.
+    pub max_bindings_per_user: usize,
+    /// INVITEs from registered users must carry their digest credentials
+    /// (407 challenge), not just come from a registered address.
+    pub challenge_invites: bool,
+    /// Digest challenges offered, in order: "SHA-256", "MD5".
+    pub digest_algorithms: Vec<String>,
 }
 
 impl Default for SipSection {
@@ -145,6 +160,12 @@ impl Default for SipSection {
             max_dialogs: 65_536,
             source_requests_per_sec: 100,
             source_table_size: 65_536,
+            auth_max_failures: 10,
+            auth_failure_window_secs: 60,
+            auth_lockout_secs: 600,
+            max_bindings_per_user: 10,
+            challenge_invites: false,
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
         }
     }
 }
@@ -783,7 +804,21 @@ impl Config {
             min_expires: self.sip.min_expires,
             max_expires: self.sip.max_expires,
             default_expires: self.sip.max_expires,
+            max_bindings_per_user: self.sip.max_bindings_per_user.max(1),
+            algorithms: self
+                .sip
+                .digest_algorithms
+                .iter()
+                .filter_map(|a| crate::sip::digest::Algorithm::parse(a))
+                .collect(),
+            guard: crate::core::auth_guard::AuthGuardConfig {
+                max_failures: self.sip.auth_max_failures.max(1),
+                window_secs: self.sip.auth_failure_window_secs.max(1),
+                lockout_secs: self.sip.auth_lockout_secs,
+                ..Default::default()
+            },
         };
+        c.challenge_invites = self.sip.challenge_invites;
         if self.sip.auth_secret.is_empty() {
             // Nonces then only verify on this process: fine for one node,
             // but clustered nodes must share sip.auth_secret.

@@ -73,9 +73,12 @@ fn register_with_digest_persists_bindings() {
 
     let first = register(&sock, &d, "alice", 1, "Expires: 600\r\n");
     assert!(first.starts_with("SIP/2.0 401"), "{first}");
-    for (cseq, alg) in [(2, "SHA-256"), (3, "MD5")] {
+    // Each answer to a fresh challenge: a nonce answered with nc=1 once
+    // cannot be answered with nc=1 again (a replay).
+    for (cseq, alg) in [(3, "SHA-256"), (5, "MD5")] {
+        let fresh = register(&sock, &d, "alice", cseq - 1, "Expires: 600\r\n");
         let auth = Credentials::answer(
-            &challenge(&first, alg),
+            &challenge(&fresh, alg),
             "alice",
             "alice-secret",
             "REGISTER",
@@ -99,6 +102,7 @@ fn register_with_digest_persists_bindings() {
     wait_for_bindings(&d, &format!("[('alice', '{contact}')]"));
 
     // Wrong password and unknown user: the same status and challenge shape.
+    let first = register(&sock, &d, "alice", 6, "");
     let wrong = Credentials::answer(
         &challenge(&first, "SHA-256"),
         "alice",
@@ -112,7 +116,7 @@ fn register_with_digest_persists_bindings() {
         &sock,
         &d,
         "alice",
-        4,
+        7,
         &format!("Authorization: {wrong}\r\n"),
     );
     let ghost = Credentials::answer(
@@ -128,7 +132,7 @@ fn register_with_digest_persists_bindings() {
         &sock,
         &d,
         "mallory",
-        5,
+        8,
         &format!("Authorization: {ghost}\r\n"),
     );
     let status = |r: &str| r.split_whitespace().nth(1).unwrap().to_string();
@@ -143,7 +147,7 @@ fn register_with_digest_persists_bindings() {
     assert_eq!(bindings(&d), format!("[('alice', '{contact}')]"));
 
     // Expires: 0 removes it, in memory and in the store.
-    let fresh = register(&sock, &d, "alice", 6, "");
+    let fresh = register(&sock, &d, "alice", 9, "");
     let auth = Credentials::answer(
         &challenge(&fresh, "SHA-256"),
         "alice",
@@ -157,7 +161,7 @@ fn register_with_digest_persists_bindings() {
         &sock,
         &d,
         "alice",
-        7,
+        10,
         &format!("Expires: 0\r\nAuthorization: {auth}\r\n"),
     );
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");

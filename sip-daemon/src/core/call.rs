@@ -466,6 +466,29 @@ impl Core {
         } else {
             None
         };
+        // A registered address is not proof enough when the operator asks
+        // for credentials on every call (a NAT shared with others).
+        if self.cfg.challenge_invites
+            && let Some(user) = source_user.as_deref()
+        {
+            let now_ms = self.unix_ms(now);
+            match self
+                .registrar
+                .authenticate(&req, peer.remote, now_ms, &routing)
+            {
+                Ok(who) if who == user => {}
+                Ok(_) => {
+                    self.metrics.reject("auth_user_mismatch");
+                    return self.reply(
+                        now,
+                        id,
+                        403,
+                        Some("Forbidden (credentials of another user)"),
+                    );
+                }
+                Err(why) => return self.refuse_auth(now, id, peer, why, 407),
+            }
+        }
         let dialed_raw = req
             .uri
             .user

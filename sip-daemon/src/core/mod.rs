@@ -6,6 +6,7 @@
 //! the database, so every flow is testable on virtual time.
 
 pub mod ai_transfer;
+pub mod auth_guard;
 pub mod call;
 pub mod caller_refer;
 pub mod dialog;
@@ -35,6 +36,7 @@ use crate::sip::transaction::{
 use crate::sip::transport::{Peer, Transmit, TransportKind};
 use crate::sip::{Method, Request, Response, SipMessage};
 use api::store::{CdrEvent, Registration};
+use auth_guard::Lockout;
 use bytes::Bytes;
 use call::Call;
 use dialog::DialogKey;
@@ -42,7 +44,7 @@ use media_userspace::codec::Codec;
 use media_userspace::control::{MediaCommand, MediaEvent};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use registrar::{RegisterOutcome, Registrar, RegistrarConfig, RegistrationChange};
+use registrar::{AuthRefusal, RegisterOutcome, Registrar, RegistrarConfig, RegistrationChange};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -96,6 +98,9 @@ pub struct CoreConfig {
     pub max_transactions: usize,
     /// Calls and far legs held at once; beyond, a new INVITE gets 503.
     pub max_dialogs: usize,
+    /// INVITEs from registered users (not trunks) must carry digest
+    /// credentials of the user registered at that address (407 otherwise).
+    pub challenge_invites: bool,
 }
 
 /// The answer to a request from an unknown source: never a transaction,
@@ -144,6 +149,12 @@ impl Default for CoreConfig {
                 min_expires: 60,
                 max_expires: 3600,
                 default_expires: 3600,
+                max_bindings_per_user: 10,
+                algorithms: vec![
+                    crate::sip::digest::Algorithm::Sha256,
+                    crate::sip::digest::Algorithm::Md5,
+                ],
+                guard: auth_guard::AuthGuardConfig::default(),
             },
             auth_secret: b"change-me".to_vec(),
             nonce_lifetime_secs: 300,
@@ -160,6 +171,7 @@ impl Default for CoreConfig {
             unknown_sources: UnknownSources::Reject,
             max_transactions: 65_536,
             max_dialogs: 65_536,
+            challenge_invites: false,
         }
     }
 }
@@ -274,7 +286,12 @@ impl Core {
         seed: u64,
     ) -> Core {
         let signer = NonceSigner::new(&cfg.auth_secret, cfg.nonce_lifetime_secs);
-        let registrar = Registrar::new(cfg.registrar.clone(), signer);
+        let registrar = Registrar::new(
+            cfg.registrar.clone(),
+            signer,
+            cfg.nonce_lifetime_secs,
+            seed.rotate_left(17),
+        );
         let mut core = Core {
             cfg,
             routing,
@@ -874,6 +891,24 @@ impl Core {
             }
             return;
         }
+        // A source locked out for guessing passwords gets one stateless 403
+        // per request: no transaction, no digest, no new nonce.
+        if matches!(req.method, Method::Register | Method::Invite)
+            && self.dialog_of(&req).is_none()
+            && self
+                .registrar
+                .source_locked(peer.remote.ip(), self.clock.unix_ms(now))
+        {
+            self.metrics.reject("auth_locked");
+            self.reply_stateless(
+                peer,
+                &req,
+                403,
+                "Forbidden (too many failed authentications)",
+                |b| b,
+            );
+            return;
+        }
         let key = TxnKey::for_request(&req, &peer);
         if let Some(&id) = self.txns.server_index.get(&key) {
             // A retransmission: the transaction answers it (§17.2).
@@ -1086,32 +1121,86 @@ impl Core {
                 .is_some()
     }
 
+    /// Answers a request whose credentials were refused: a challenge
+    /// (`status` 401 or 407), or 403 for a lockout; counted by why.
+    fn refuse_auth(&mut self, now: Instant, id: u64, peer: Peer, why: AuthRefusal, status: u16) {
+        let unix_secs = (self.clock.unix_ms(now) / 1000).max(0) as u64;
+        let stale = match why {
+            AuthRefusal::Challenge => {
+                self.metrics.reject("auth");
+                false
+            }
+            AuthRefusal::Stale => {
+                self.metrics.reject("auth");
+                true
+            }
+            AuthRefusal::Replayed => {
+                self.metrics.reject("auth_replay");
+                true
+            }
+            AuthRefusal::Failed { locked } => {
+                self.metrics.reject("auth_failure");
+                if let Some(l) = locked {
+                    self.metrics.reject(match l {
+                        Lockout::Source => "auth_lockout_source",
+                        Lockout::User => "auth_lockout_user",
+                    });
+                    tracing::warn!(source = %peer.remote, ?l, "too many failed authentications: locked out");
+                }
+                false
+            }
+            AuthRefusal::LockedOut(_) => {
+                self.metrics.reject("auth_locked");
+                return self.reply(
+                    now,
+                    id,
+                    403,
+                    Some("Forbidden (too many failed authentications)"),
+                );
+            }
+            AuthRefusal::Reject(status, reason) => {
+                self.metrics.reject("registrar");
+                let phrase = format!("{} ({reason})", crate::sip::message::reason_phrase(status));
+                return self.reply(now, id, status, Some(&phrase));
+            }
+        };
+        let challenges = self
+            .registrar
+            .challenges(unix_secs, stale, peer.remote.ip());
+        let header = if status == 407 {
+            HeaderName::ProxyAuthenticate
+        } else {
+            HeaderName::WwwAuthenticate
+        };
+        self.reply_with(now, id, status, |mut b| {
+            for c in challenges {
+                b = b.header(header.clone(), c);
+            }
+            b
+        });
+    }
+
     fn on_register(&mut self, now: Instant, id: u64, peer: Peer) {
-        let unix_secs = (self.clock.unix_ms(now) / 1000) as u64;
         let now_ms = self.clock.unix_ms(now);
         let routing = self.routing.clone();
-        let outcome = {
-            let Some(req) = self.request(id) else {
-                return;
-            };
-            match self.registrar.authenticate(req, unix_secs, &routing) {
-                Ok(user) => {
-                    let req = req.clone();
-                    self.registrar.register(&req, &user, &peer, now_ms)
-                }
-                Err(o) => o,
-            }
+        let Some(req) = self.request(id).cloned() else {
+            return;
+        };
+        let outcome = match self
+            .registrar
+            .authenticate(&req, peer.remote, now_ms, &routing)
+        {
+            Ok(user) => self.registrar.register(&req, &user, &peer, now_ms),
+            Err(why) => return self.refuse_auth(now, id, peer, why, 401),
         };
         match outcome {
             RegisterOutcome::Challenge { stale } => {
-                self.metrics.reject("auth");
-                let challenges = self.registrar.challenges(unix_secs, stale);
-                self.reply_with(now, id, 401, |mut b| {
-                    for c in challenges {
-                        b = b.header(HeaderName::WwwAuthenticate, c);
-                    }
-                    b
-                });
+                let why = if stale {
+                    AuthRefusal::Stale
+                } else {
+                    AuthRefusal::Challenge
+                };
+                self.refuse_auth(now, id, peer, why, 401);
             }
             RegisterOutcome::IntervalTooBrief { min } => {
                 self.reply_with(now, id, 423, |b| {

@@ -1,12 +1,17 @@
 //! The registrar (RFC 3261 §10.3) with digest authentication (RFC 8760:
 //! SHA-256 preferred, MD5 offered; qop=auth; stale nonces). Unknown users
 //! and wrong passwords get the same challenge, so usernames cannot be
-//! enumerated.
+//! enumerated. Nonces are bound to the client's address and their `nc`
+//! tracked (replays refused); failures are throttled per source and per
+//! username ([`super::auth_guard`]); a user holds a bounded number of
+//! bindings.
 
+use super::auth_guard::{AuthGuard, AuthGuardConfig, Failed, Lockout};
 use crate::routing::RoutingTable;
 use crate::sip::Request;
 use crate::sip::digest::{
-    Algorithm, Challenge, Credentials, NonceCheck, NonceSigner, constant_time_eq,
+    Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceSigner, NonceUse,
+    constant_time_eq,
 };
 use crate::sip::grammar;
 use crate::sip::header::HeaderName;
@@ -14,7 +19,7 @@ use crate::sip::headers_typed::NameAddr;
 use crate::sip::transport::{Peer, TransportKind};
 use api::store::Registration;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 #[derive(Clone, Debug)]
 pub struct RegistrarConfig {
@@ -22,6 +27,31 @@ pub struct RegistrarConfig {
     pub min_expires: u32,
     pub max_expires: u32,
     pub default_expires: u32,
+    /// Contacts one user may hold at once; a REGISTER beyond gets 403.
+    pub max_bindings_per_user: usize,
+    /// Challenges offered, in order (RFC 8760 §2.4: SHA-256 first).
+    pub algorithms: Vec<Algorithm>,
+    pub guard: AuthGuardConfig,
+}
+
+/// Why credentials were not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// No usable credentials (or a nonce we did not issue to this
+    /// address): challenge. Not a failure.
+    Challenge,
+    /// The right answer to an old nonce: challenge with stale=true.
+    Stale,
+    /// A nonce (and nc) used before, or one too old to remember: a
+    /// replay, or a client reusing its nonce; challenge with stale=true.
+    Replayed,
+    /// A wrong answer: challenge again; counted, and `locked` when this
+    /// failure locked the source or the username out.
+    Failed { locked: Option<Lockout> },
+    /// Locked out: refused (403) without a look at the credentials.
+    LockedOut(Lockout),
+    /// A final error status with a reason.
+    Reject(u16, String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +89,10 @@ pub enum RegisterOutcome {
 pub struct Registrar {
     cfg: RegistrarConfig,
     signer: NonceSigner,
+    nonces: NonceCounts,
+    guard: AuthGuard,
+    /// Makes every nonce unique (see [`NonceSigner::issue`]).
+    salt: u64,
     bindings: HashMap<String, Vec<Binding>>,
     by_source: HashMap<SocketAddr, String>,
 }
@@ -76,8 +110,19 @@ fn parse_transport(s: &str) -> TransportKind {
 }
 
 impl Registrar {
-    pub fn new(cfg: RegistrarConfig, signer: NonceSigner) -> Registrar {
+    /// `nonce_lifetime_secs`: how long the signer's nonces live (their
+    /// counts are remembered that long); `salt`: where this process's nonce
+    /// salts start (random, so nodes sharing a secret differ).
+    pub fn new(
+        cfg: RegistrarConfig,
+        signer: NonceSigner,
+        nonce_lifetime_secs: u64,
+        salt: u64,
+    ) -> Registrar {
         Registrar {
+            nonces: NonceCounts::new(nonce_lifetime_secs, cfg.guard.capacity),
+            guard: AuthGuard::new(cfg.guard),
+            salt,
             cfg,
             signer,
             bindings: HashMap::new(),
@@ -106,11 +151,16 @@ impl Registrar {
         }
     }
 
-    /// The challenges to send: SHA-256 first, then MD5 (RFC 8760 §2.4).
-    pub fn challenges(&self, unix_secs: u64, stale: bool) -> Vec<String> {
-        let nonce = self.signer.issue(unix_secs);
-        [Algorithm::Sha256, Algorithm::Md5]
-            .into_iter()
+    /// The challenges to send `client`, one per configured algorithm (by
+    /// default SHA-256, then MD5: RFC 8760 §2.4), with a nonce only
+    /// `client` can use.
+    pub fn challenges(&mut self, unix_secs: u64, stale: bool, client: IpAddr) -> Vec<String> {
+        self.salt = self.salt.wrapping_add(1);
+        let nonce = self.signer.issue(unix_secs, self.salt, client);
+        self.cfg
+            .algorithms
+            .iter()
+            .copied()
             .map(|algorithm| {
                 Challenge {
                     realm: self.cfg.realm.clone(),
@@ -125,14 +175,20 @@ impl Registrar {
             .collect()
     }
 
-    /// Checks the request's digest credentials against `routing`'s users.
-    /// Returns the authenticated username or the outcome to send.
+    /// Checks the request's digest credentials from `client` against
+    /// `routing`'s users: the authenticated username, or why not.
     pub fn authenticate(
-        &self,
+        &mut self,
         req: &Request,
-        unix_secs: u64,
+        client: SocketAddr,
+        now_ms: i64,
         routing: &RoutingTable,
-    ) -> Result<String, RegisterOutcome> {
+    ) -> Result<String, AuthRefusal> {
+        let unix_secs = (now_ms / 1000).max(0) as u64;
+        let ip = client.ip();
+        if let Some(l @ Lockout::Source) = self.guard.locked(ip, None, false, unix_secs) {
+            return Err(AuthRefusal::LockedOut(l));
+        }
         let header = req
             .headers
             .get_all(&HeaderName::Authorization)
@@ -140,14 +196,21 @@ impl Registrar {
             .filter_map(|v| Credentials::parse(v).ok())
             .find(|c| c.realm == self.cfg.realm);
         let Some(creds) = header else {
-            return Err(RegisterOutcome::Challenge { stale: false });
+            return Err(AuthRefusal::Challenge);
         };
+        let bound_here = self.bound_at(&creds.username, ip, now_ms);
+        if let Some(l) = self
+            .guard
+            .locked(ip, Some(&creds.username), bound_here, unix_secs)
+        {
+            return Err(AuthRefusal::LockedOut(l));
+        }
         let Some(alg) = creds.algorithm() else {
-            return Err(RegisterOutcome::Challenge { stale: false });
+            return Err(AuthRefusal::Challenge);
         };
-        let nonce_state = self.signer.check(&creds.nonce, unix_secs);
+        let nonce_state = self.signer.check(&creds.nonce, unix_secs, ip);
         if nonce_state == NonceCheck::Invalid {
-            return Err(RegisterOutcome::Challenge { stale: false });
+            return Err(AuthRefusal::Challenge);
         }
         // Unknown users are checked against a throwaway digest so that the
         // work and the answer are the same as for a wrong password.
@@ -161,18 +224,46 @@ impl Registrar {
         let ok = user.is_some()
             && expected.is_some_and(|e| constant_time_eq(e.as_bytes(), creds.response.as_bytes()));
         if !ok {
-            return Err(RegisterOutcome::Challenge { stale: false });
+            let locked = match self.guard.failed(ip, &creds.username, unix_secs) {
+                Failed::Counted => None,
+                Failed::LockedOut(l) => Some(l),
+            };
+            return Err(AuthRefusal::Failed { locked });
         }
         if nonce_state == NonceCheck::Stale {
-            return Err(RegisterOutcome::Challenge { stale: true });
+            return Err(AuthRefusal::Stale);
         }
         if creds.uri != req.uri.as_str() {
-            return Err(RegisterOutcome::Reject(
+            return Err(AuthRefusal::Reject(
                 400,
                 "Authorization uri does not match the Request-URI".into(),
             ));
         }
+        let nc = creds
+            .qop
+            .as_deref()
+            .filter(|q| q.eq_ignore_ascii_case("auth"))
+            .and(creds.nc.as_deref());
+        match self.nonces.record(&creds.nonce, nc, unix_secs) {
+            NonceUse::Fresh => {}
+            NonceUse::Replayed | NonceUse::Forgotten => return Err(AuthRefusal::Replayed),
+        }
+        self.guard.succeeded(ip);
         Ok(creds.username)
+    }
+
+    /// Whether `ip` is locked out for failed authentications.
+    pub fn source_locked(&self, ip: IpAddr, now_ms: i64) -> bool {
+        let now = (now_ms / 1000).max(0) as u64;
+        self.guard.locked(ip, None, false, now).is_some()
+    }
+
+    /// Whether `user` holds a live binding registered from `ip`.
+    fn bound_at(&self, user: &str, ip: IpAddr, now_ms: i64) -> bool {
+        self.bindings.get(user).is_some_and(|l| {
+            l.iter()
+                .any(|b| b.source.ip() == ip && b.expires_at_ms > now_ms)
+        })
     }
 
     /// Handles a REGISTER (§10.3 steps 4–8) after authentication.
@@ -242,6 +333,21 @@ impl Registrar {
             ));
         }
         let list = self.bindings.entry(username.to_string()).or_default();
+        // The cap counts what the user would hold after this REGISTER.
+        let after = list
+            .iter()
+            .filter(|b| b.expires_at_ms > now_ms && !updates.iter().any(|(c, _)| *c == b.contact))
+            .count()
+            + updates.iter().filter(|(_, e)| *e > 0).count();
+        if after > self.cfg.max_bindings_per_user {
+            return RegisterOutcome::Reject(
+                403,
+                format!(
+                    "at most {} contacts per user",
+                    self.cfg.max_bindings_per_user
+                ),
+            );
+        }
         for (contact, expires) in updates {
             list.retain(|b| b.contact != contact);
             if expires == 0 {

@@ -855,13 +855,22 @@ fn answer_challenge(challenge_resp: &str, user: &str, password: &str, alg: &str)
     Credentials::answer(&ch, user, password, "REGISTER", "sip:127.0.0.1", "cn0").encode()
 }
 
+/// Sends a REGISTER without credentials from `p` and returns its 401.
+fn fresh_challenge(h: &mut Harness, p: Peer, user: &str, cseq: u32) -> String {
+    h.recv_from(
+        p,
+        &register(user, &format!("z9hG4bK-c{user}{cseq}"), cseq, ""),
+    );
+    let chal = h.take_sent().pop().unwrap();
+    assert!(chal.starts_with("SIP/2.0 401"), "{chal}");
+    chal
+}
+
 #[test]
 fn registrar_digest_flow() {
     let mut h = Harness::new();
     let p = peer(TransportKind::Udp, "127.0.0.1:5070");
-    h.recv_from(p, &register("alice", "z9hG4bK-g1", 1, "Expires: 600\r\n"));
-    let chal = h.take_sent().pop().unwrap();
-    assert!(chal.starts_with("SIP/2.0 401"));
+    let chal = fresh_challenge(&mut h, p, "alice", 1);
     let algs: Vec<Challenge> = headers(&chal, "WWW-Authenticate")
         .into_iter()
         .map(|v| Challenge::parse(v).unwrap())
@@ -874,15 +883,17 @@ fn registrar_digest_flow() {
     );
     assert!(algs[0].qop_auth);
     // A new CSeq per request: the same one again within Timer J would be a
-    // merged request (§8.2.2.2).
-    for (cseq, alg) in [(2, "SHA-256"), (3, "MD5")] {
+    // merged request (§8.2.2.2). Each answer uses a fresh nonce: a nonce
+    // answered once with nc=1 cannot be answered with nc=1 again.
+    for (cseq, alg) in [(2, "SHA-256"), (4, "MD5")] {
+        let chal = fresh_challenge(&mut h, p, "alice", cseq);
         let auth = answer_challenge(&chal, "alice", "secret", alg);
         h.recv_from(
             p,
             &register(
                 "alice",
                 &format!("z9hG4bK-g2{alg}"),
-                cseq,
+                cseq + 1,
                 &format!("Expires: 600\r\nAuthorization: {auth}\r\n"),
             ),
         );
@@ -897,13 +908,14 @@ fn registrar_digest_flow() {
         matches!(h.regs.last(), Some(RegistrationChange::Upsert(r)) if r.username == "alice" && r.source == "127.0.0.1:5070")
     );
     // Wrong password and unknown user: the very same answer.
+    let chal = fresh_challenge(&mut h, p, "alice", 6);
     let bad = answer_challenge(&chal, "alice", "wrong", "SHA-256");
     h.recv_from(
         p,
         &register(
             "alice",
             "z9hG4bK-g3",
-            4,
+            7,
             &format!("Authorization: {bad}\r\n"),
         ),
     );
@@ -914,7 +926,7 @@ fn registrar_digest_flow() {
         &register(
             "mallory",
             "z9hG4bK-g4",
-            4,
+            8,
             &format!("Authorization: {ghost}\r\n"),
         ),
     );
@@ -927,14 +939,16 @@ fn registrar_digest_flow() {
             .collect::<Vec<_>>()
     };
     assert_eq!(shape(&r1), shape(&r2));
+    assert_eq!(h.core.metrics.rejection_count("auth_failure"), 2);
     // Too short an interval.
+    let chal = fresh_challenge(&mut h, p, "alice", 9);
     let auth = answer_challenge(&chal, "alice", "secret", "MD5");
     h.recv_from(
         p,
         &register(
             "alice",
             "z9hG4bK-g5",
-            5,
+            10,
             &format!("Expires: 10\r\nAuthorization: {auth}\r\n"),
         ),
     );
@@ -942,6 +956,8 @@ fn registrar_digest_flow() {
     assert!(r.starts_with("SIP/2.0 423"));
     assert_eq!(header(&r, "Min-Expires"), Some("60"));
     // After the nonce lifetime: stale=true.
+    let chal = fresh_challenge(&mut h, p, "alice", 11);
+    let auth = answer_challenge(&chal, "alice", "secret", "MD5");
     h.advance_to(400_000);
     h.take_sent();
     h.recv_from(
@@ -949,7 +965,7 @@ fn registrar_digest_flow() {
         &register(
             "alice",
             "z9hG4bK-g6",
-            6,
+            12,
             &format!("Authorization: {auth}\r\n"),
         ),
     );
@@ -1094,6 +1110,7 @@ fn registered_user_as_call_target_is_redirected_to_its_binding() {
     assert_eq!(h.core.active_calls(), 0);
 }
 
+mod auth;
 mod edge;
 mod forward;
 mod originate;

@@ -1,12 +1,16 @@
 //! HTTP Digest authentication for SIP (RFC 3261 §22.4, RFC 8760: MD5 and
-//! SHA-256 with qop=auth). Nonces are stateless: a timestamp signed with a
-//! server secret, so any node sharing the secret can check them.
+//! SHA-256 with qop=auth). Nonces are stateless: a timestamp and the
+//! client's address signed with a server secret, so any node sharing the
+//! secret can check them and a nonce is worth nothing from elsewhere.
+//! [`NonceCounts`] remembers each nonce's highest `nc` (RFC 7616 §3.4), so
+//! a captured request replayed within the nonce's life is refused.
 
 use super::grammar::{self, parse_quoted, trim_lws};
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
@@ -261,7 +265,10 @@ impl Challenge {
     }
 }
 
-/// Issues and checks stateless nonces: `<unix seconds hex>.<hmac hex>`.
+/// Issues and checks stateless nonces: `<unix seconds hex>.<salt
+/// hex>.<hmac hex>`, the HMAC over the time, the salt (unique per
+/// challenge, so two challenges in one second differ) and the client's IP
+/// address.
 #[derive(Clone)]
 pub struct NonceSigner {
     key: Vec<u8>,
@@ -284,23 +291,36 @@ impl NonceSigner {
         }
     }
 
-    fn mac(&self, ts: &str) -> String {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+    fn mac(&self, ts: &str, salt: &str, client: IpAddr) -> String {
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         m.update(ts.as_bytes());
+        m.update(b"|");
+        m.update(salt.as_bytes());
+        m.update(b"|");
+        m.update(canonical_ip(client).to_string().as_bytes());
         hex::encode(&m.finalize().into_bytes()[..16])
     }
 
-    pub fn issue(&self, unix_secs: u64) -> String {
+    /// A nonce for `client` issued at `unix_secs`; `salt` makes it unique.
+    pub fn issue(&self, unix_secs: u64, salt: u64, client: IpAddr) -> String {
         let ts = format!("{unix_secs:x}");
-        let mac = self.mac(&ts);
-        format!("{ts}.{mac}")
+        let salt = format!("{salt:x}");
+        let mac = self.mac(&ts, &salt, client);
+        format!("{ts}.{salt}.{mac}")
     }
 
-    pub fn check(&self, nonce: &str, unix_secs: u64) -> NonceCheck {
-        let Some((ts, mac)) = nonce.split_once('.') else {
+    /// Checks a nonce presented by `client`: one issued to another address
+    /// is as invalid as a forged one.
+    pub fn check(&self, nonce: &str, unix_secs: u64, client: IpAddr) -> NonceCheck {
+        let mut parts = nonce.splitn(3, '.');
+        let (Some(ts), Some(salt), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
             return NonceCheck::Invalid;
         };
-        if ts.len() > 16 || !constant_time_eq(self.mac(ts).as_bytes(), mac.as_bytes()) {
+        if ts.len() > 16
+            || salt.len() > 16
+            || !constant_time_eq(self.mac(ts, salt, client).as_bytes(), mac.as_bytes())
+        {
             return NonceCheck::Invalid;
         }
         let Ok(issued) = u64::from_str_radix(ts, 16) else {
@@ -313,6 +333,108 @@ impl NonceSigner {
         } else {
             NonceCheck::Valid
         }
+    }
+}
+
+/// The issue time of a well-formed nonce (for [`NonceCounts`]).
+pub fn nonce_issued(nonce: &str) -> Option<u64> {
+    let (ts, _) = nonce.split_once('.')?;
+    (ts.len() <= 16)
+        .then(|| u64::from_str_radix(ts, 16).ok())
+        .flatten()
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Whether a nonce use is new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceUse {
+    Fresh,
+    /// The nonce was used with this `nc` (or a higher one) already, or
+    /// without `qop` at all (RFC 2069 style: one use per nonce).
+    Replayed,
+    /// The table forgot nonces this old: challenge again (stale=true).
+    Forgotten,
+}
+
+/// The highest `nc` seen per nonce, for nonces still alive (sans-IO: fed
+/// the current Unix time). Bounded: when full, the oldest nonces are
+/// forgotten and any nonce issued before them counts as stale, so a
+/// replay never passes for want of memory.
+#[derive(Debug)]
+pub struct NonceCounts {
+    lifetime_secs: u64,
+    capacity: usize,
+    seen: std::collections::HashMap<String, (u64, u32)>,
+    /// Nonces issued at or before this were forgotten.
+    forgotten_through: Option<u64>,
+}
+
+impl NonceCounts {
+    pub fn new(lifetime_secs: u64, capacity: usize) -> NonceCounts {
+        NonceCounts {
+            lifetime_secs,
+            capacity: capacity.max(1),
+            seen: std::collections::HashMap::new(),
+            forgotten_through: None,
+        }
+    }
+
+    /// Records a use of a valid nonce with `nc` (`None`: no qop) at
+    /// `unix_secs`.
+    pub fn record(&mut self, nonce: &str, nc: Option<&str>, unix_secs: u64) -> NonceUse {
+        let Some(issued) = nonce_issued(nonce) else {
+            return NonceUse::Replayed;
+        };
+        // No qop: the nonce itself is single-use (recorded as the highest
+        // count, so no later use passes). With qop, nc counts up.
+        let count = match nc {
+            None => u32::MAX,
+            Some(n) => match u32::from_str_radix(n, 16) {
+                Ok(c) if n.len() == 8 => c,
+                _ => return NonceUse::Replayed,
+            },
+        };
+        if let Some((_, last)) = self.seen.get_mut(nonce) {
+            if nc.is_none() || count <= *last {
+                return NonceUse::Replayed;
+            }
+            *last = count;
+            return NonceUse::Fresh;
+        }
+        if self.forgotten_through.is_some_and(|t| issued <= t) {
+            return NonceUse::Forgotten;
+        }
+        if self.seen.len() >= self.capacity {
+            let alive_from = unix_secs.saturating_sub(self.lifetime_secs);
+            self.seen.retain(|_, (at, _)| *at >= alive_from);
+            if self.seen.len() >= self.capacity {
+                // Forget the older half by issue time.
+                let mut times: Vec<u64> = self.seen.values().map(|(at, _)| *at).collect();
+                times.sort_unstable();
+                let cut = times[times.len() / 2];
+                self.seen.retain(|_, (at, _)| *at > cut);
+                self.forgotten_through = Some(self.forgotten_through.map_or(cut, |t| t.max(cut)));
+                if issued <= cut {
+                    return NonceUse::Forgotten;
+                }
+            }
+        }
+        self.seen.insert(nonce.to_string(), (issued, count));
+        NonceUse::Fresh
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
     }
 }
 
@@ -368,17 +490,75 @@ mod tests {
 
     #[test]
     fn nonces_expire_and_reject_forgery() {
+        let me: IpAddr = "192.0.2.10".parse().unwrap();
         let s = NonceSigner::new(b"k", 300);
-        let n = s.issue(1000);
-        assert_eq!(s.check(&n, 1100), NonceCheck::Valid);
-        assert_eq!(s.check(&n, 1400), NonceCheck::Stale);
-        assert_eq!(s.check(&n.replace('.', "x"), 1100), NonceCheck::Invalid);
-        let forged = format!("{:x}.{}", 1000, "0".repeat(32));
-        assert_eq!(s.check(&forged, 1100), NonceCheck::Invalid);
+        let n = s.issue(1000, 1, me);
+        assert_eq!(s.check(&n, 1100, me), NonceCheck::Valid);
+        assert_eq!(s.check(&n, 1400, me), NonceCheck::Stale);
+        assert_eq!(s.check(&n.replace('.', "x"), 1100, me), NonceCheck::Invalid);
+        let forged = format!("{:x}.1.{}", 1000, "0".repeat(32));
+        assert_ne!(s.issue(1000, 2, me), n, "unique per salt");
+        assert_eq!(s.check(&forged, 1100, me), NonceCheck::Invalid);
         assert_eq!(
-            NonceSigner::new(b"other", 300).check(&n, 1100),
+            NonceSigner::new(b"other", 300).check(&n, 1100, me),
             NonceCheck::Invalid
         );
+        // Bound to the address it was issued to (a mapped form is the same
+        // host); from anywhere else it is worthless.
+        let mapped: IpAddr = "::ffff:192.0.2.10".parse().unwrap();
+        assert_eq!(s.check(&n, 1100, mapped), NonceCheck::Valid);
+        assert_eq!(
+            s.check(&n, 1100, "192.0.2.11".parse().unwrap()),
+            NonceCheck::Invalid
+        );
+        // From the future (beyond 5 s of skew): invalid.
+        assert_eq!(
+            s.check(&s.issue(2000, 2, me), 1100, me),
+            NonceCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn nonce_counts_refuse_replays() {
+        let s = NonceSigner::new(b"k", 300);
+        let me: IpAddr = "192.0.2.10".parse().unwrap();
+        let n = s.issue(1000, 1, me);
+        let mut c = NonceCounts::new(300, 1024);
+        assert_eq!(c.record(&n, Some("00000001"), 1001), NonceUse::Fresh);
+        assert_eq!(c.record(&n, Some("00000001"), 1002), NonceUse::Replayed);
+        assert_eq!(c.record(&n, Some("00000003"), 1003), NonceUse::Fresh);
+        assert_eq!(c.record(&n, Some("00000002"), 1004), NonceUse::Replayed);
+        for bad in ["1", "zzzzzzzz", "000000001"] {
+            assert_eq!(c.record(&n, Some(bad), 1005), NonceUse::Replayed, "{bad}");
+        }
+        // Without qop a nonce is good once.
+        let m = s.issue(1010, 3, me);
+        assert_eq!(c.record(&m, None, 1011), NonceUse::Fresh);
+        assert_eq!(c.record(&m, None, 1012), NonceUse::Replayed);
+        assert_eq!(c.record(&m, Some("00000005"), 1012), NonceUse::Replayed);
+    }
+
+    #[test]
+    fn nonce_counts_stay_bounded_and_forget_safely() {
+        let s = NonceSigner::new(b"k", 300);
+        let me: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut c = NonceCounts::new(300, 100);
+        let first = s.issue(1000, 1, me);
+        assert_eq!(c.record(&first, Some("00000001"), 1000), NonceUse::Fresh);
+        // A flood of fresh nonces (all alive) overflows the table.
+        for t in 1001..1300 {
+            let n = s.issue(t, t, me);
+            c.record(&n, Some("00000001"), t);
+            assert!(c.len() <= 100);
+        }
+        // The first nonce was forgotten: a replay of it is not let through.
+        assert_eq!(
+            c.record(&first, Some("00000001"), 1300),
+            NonceUse::Forgotten
+        );
+        // Nonces past their life are dropped first.
+        let late = s.issue(1700, 9, me);
+        assert_eq!(c.record(&late, Some("00000001"), 1700), NonceUse::Fresh);
     }
 
     #[test]
