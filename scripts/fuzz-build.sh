@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds every cargo-fuzz target (SIP message, SIP stream framer, SDP,
-# AI stream frames, stream media leg, call flows through the core).
+# AI stream frames, stream media leg, call flows through the core, the
+# relay with its latch, the registrar with real digests, TCP bytes into
+# the core).
 # With a number argument, also runs each target that many seconds:
 #   scripts/fuzz-build.sh 60
 set -euo pipefail

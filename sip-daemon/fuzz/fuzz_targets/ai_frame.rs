@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         let mut codec = codec_for(&spec);
         let mut out = Vec::new();
         let _ = codec.decode(Frame::Binary(data.to_vec()), &mut out);
-        let _ = codec.decode(Frame::Text(String::from_utf8_lossy(data).into_owned()), &mut out);
+        let _ = codec.decode(
+            Frame::Text(String::from_utf8_lossy(data).into_owned()),
+            &mut out,
+        );
     }
 });

@@ -50,8 +50,18 @@ fn routing() -> RoutingTable {
             trunk("far", "192.0.2.0/24", Some("refer")),
         ],
         vec![
-            num("+1555*", RouteKind::Forward, Some("sip:+1555@192.0.2.10:5070"), Some("sip:+1999@192.0.2.11")),
-            num("+1666*", RouteKind::Stream, Some("ws://127.0.0.1:1/"), Some("sip:+1999@192.0.2.11")),
+            num(
+                "+1555*",
+                RouteKind::Forward,
+                Some("sip:+1555@192.0.2.10:5070"),
+                Some("sip:+1999@192.0.2.11"),
+            ),
+            num(
+                "+1666*",
+                RouteKind::Stream,
+                Some("ws://127.0.0.1:1/"),
+                Some("sip:+1999@192.0.2.11"),
+            ),
             num("*", RouteKind::Echo, None, None),
         ],
         vec![],
@@ -103,7 +113,11 @@ fuzz_target!(|data: &[u8]| {
         },
         7,
     );
-    let peers = [peer("127.0.0.1:5061"), peer("192.0.2.10:5070"), peer("192.0.2.11:5060")];
+    let peers = [
+        peer("127.0.0.1:5061"),
+        peer("192.0.2.10:5070"),
+        peer("192.0.2.11:5060"),
+    ];
     // Media commands seen so far: the events below answer them.
     let mut opened: Vec<MediaCommand> = Vec::new();
     // Snapshots the core saved: (call id, snapshot).
@@ -124,21 +138,40 @@ fuzz_target!(|data: &[u8]| {
                 core.handle_timeout(now);
             }
             _ => {
-                let Some(cmd) = opened.get(rest.first().map_or(0, |&b| usize::from(b)) % opened.len().max(1)).cloned() else {
+                let Some(cmd) = opened
+                    .get(rest.first().map_or(0, |&b| usize::from(b)) % opened.len().max(1))
+                    .cloned()
+                else {
                     continue;
                 };
                 let ev = match (op % 8, cmd) {
-                    (4, MediaCommand::Open { leg, .. }) => MediaEvent::Opened { leg, local: local(30000) },
-                    (4, MediaCommand::OpenRelay { legs, .. }) => MediaEvent::RelayOpened { legs, locals: [local(30002), local(30004)] },
+                    (4, MediaCommand::Open { leg, .. }) => MediaEvent::Opened {
+                        leg,
+                        local: local(30000),
+                    },
+                    (4, MediaCommand::OpenRelay { legs, .. }) => MediaEvent::RelayOpened {
+                        legs,
+                        locals: [local(30002), local(30004)],
+                    },
                     (5, MediaCommand::Open { leg, .. }) => MediaEvent::StreamConnected { leg },
-                    (5, MediaCommand::OpenRelay { legs, .. }) => MediaEvent::Timeout { leg: legs[1] },
+                    (5, MediaCommand::OpenRelay { legs, .. }) => {
+                        MediaEvent::Timeout { leg: legs[1] }
+                    }
                     (6, MediaCommand::Open { leg, .. }) => MediaEvent::AiTransfer {
                         leg,
                         to: String::from_utf8_lossy(rest.get(1..).unwrap_or_default()).into_owned(),
                     },
-                    (6, MediaCommand::OpenRelay { legs, .. }) => MediaEvent::Failed { leg: legs[0], reason: "x".into() },
-                    (_, MediaCommand::Open { leg, .. }) => MediaEvent::StreamFailed { leg, reason: "x".into() },
-                    (_, MediaCommand::OpenRelay { legs, .. }) => MediaEvent::Timeout { leg: legs[0] },
+                    (6, MediaCommand::OpenRelay { legs, .. }) => MediaEvent::Failed {
+                        leg: legs[0],
+                        reason: "x".into(),
+                    },
+                    (_, MediaCommand::Open { leg, .. }) => MediaEvent::StreamFailed {
+                        leg,
+                        reason: "x".into(),
+                    },
+                    (_, MediaCommand::OpenRelay { legs, .. }) => {
+                        MediaEvent::Timeout { leg: legs[0] }
+                    }
                     _ => continue,
                 };
                 core.handle_media(now, ev);
@@ -146,8 +179,12 @@ fuzz_target!(|data: &[u8]| {
         }
         while let Some(o) = core.poll_output() {
             match o {
-                Output::Media(m @ (MediaCommand::Open { .. } | MediaCommand::OpenRelay { .. })) => opened.push(m),
-                Output::Cdr(api::store::CdrEvent::Resumable { id, snapshot, .. }) => saved.push((id, snapshot)),
+                Output::Media(m @ (MediaCommand::Open { .. } | MediaCommand::OpenRelay { .. })) => {
+                    opened.push(m)
+                }
+                Output::Cdr(api::store::CdrEvent::Resumable { id, snapshot, .. }) => {
+                    saved.push((id, snapshot))
+                }
                 _ => {}
             }
         }
@@ -167,17 +204,25 @@ fuzz_target!(|data: &[u8]| {
     let resumable = saved
         .iter()
         .flat_map(|(id, snapshot)| {
-            [snapshot.clone(), altered(snapshot, edits)]
-                .map(|snapshot| api::store::ResumableCall { id: id.clone(), snapshot })
+            [snapshot.clone(), altered(snapshot, edits)].map(|snapshot| api::store::ResumableCall {
+                id: id.clone(),
+                snapshot,
+            })
         })
         .collect();
     let _ = next.restore(now, resumable);
     while let Some(o) = next.poll_output() {
         if let Output::Media(MediaCommand::AdoptRelay { legs, .. }) = o {
             let ev = if legs[0] % 2 == 0 {
-                MediaEvent::RelayOpened { legs, locals: [local(30002), local(30004)] }
+                MediaEvent::RelayOpened {
+                    legs,
+                    locals: [local(30002), local(30004)],
+                }
             } else {
-                MediaEvent::Failed { leg: legs[0], reason: "x".into() }
+                MediaEvent::Failed {
+                    leg: legs[0],
+                    reason: "x".into(),
+                }
             };
             next.handle_media(now, ev);
         }

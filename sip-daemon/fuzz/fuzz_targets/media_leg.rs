@@ -5,15 +5,17 @@
 use libfuzzer_sys::fuzz_target;
 use media_userspace::codec::Codec;
 use media_userspace::control::LegMedia;
-use media_userspace::rtcp::WallClock;
 use media_userspace::relay::Side;
+use media_userspace::rtcp::WallClock;
 use media_userspace::stream_leg::StreamLeg;
 use media_userspace::tap::Tap;
 use media_userspace::transcode::Transcoder;
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let codec = [Codec::Pcmu, Codec::Pcma, Codec::G722][usize::from(sel % 3)];
     let media = LegMedia {
         codec,
@@ -37,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut tap = Tap::new([&media, &pcma], rate, sel & 0x80 != 0, now);
     let mut frames = Vec::new();
-    let mut transcoder = Transcoder::new(codec, [Codec::Pcma, Codec::G722, Codec::Pcmu][usize::from(sel % 3)]);
+    let mut transcoder = Transcoder::new(
+        codec,
+        [Codec::Pcma, Codec::G722, Codec::Pcmu][usize::from(sel % 3)],
+    );
     let from = "127.0.0.1:4000".parse().unwrap();
     // Datagrams are length-prefixed chunks of the input.
     let mut input = rest;

@@ -6,7 +6,9 @@ use sip_daemon::sip::framer::StreamFramer;
 use sip_daemon::sip::parse::{Framing, parse};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, rest)) = data.split_first() else { return };
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
     let cut = (cut as usize).max(1);
     let mut f = StreamFramer::new(4096);
     for chunk in rest.chunks(cut) {
