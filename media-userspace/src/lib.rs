@@ -25,3 +25,4 @@ pub mod tap;
 pub mod testnet;
 pub mod transcode;
 pub mod xdp;
+pub mod xdp_sip;

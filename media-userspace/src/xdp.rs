@@ -171,6 +171,7 @@ pub struct XdpOffload {
     ebpf: Ebpf,
     rules: HashMap<MapData, RelayKey, RelayRule>,
     counters: PerCpuHashMap<MapData, RelayKey, LegCounters>,
+    sip: crate::xdp_sip::SipGuardMaps,
     attached: Vec<(String, Attached)>,
     /// Links [`Self::attach`] made, newest last.
     link_ids: Vec<aya::programs::xdp::XdpLinkId>,
@@ -245,10 +246,12 @@ impl XdpOffload {
             .take_map(LEG_COUNTERS)
             .ok_or(XdpError::Missing("map LEG_COUNTERS"))?;
         let counters = PerCpuHashMap::try_from(counters).map_err(XdpError::Map)?;
+        let sip = crate::xdp_sip::SipGuardMaps::take(&mut ebpf)?;
         Ok(Self {
             ebpf,
             rules,
             counters,
+            sip,
             attached: Vec::new(),
             link_ids: Vec::new(),
         })
@@ -387,6 +390,11 @@ impl XdpOffload {
     /// Every interface the program is attached to, with its mode.
     pub fn interfaces(&self) -> &[(String, Attached)] {
         &self.attached
+    }
+
+    /// The SIP guard's maps (off until enabled).
+    pub fn sip_guard(&mut self) -> &mut crate::xdp_sip::SipGuardMaps {
+        &mut self.sip
     }
 
     /// Installs (or replaces) the rule for `key`. Its counters start at

@@ -513,3 +513,117 @@ fn attach_native_falls_back_to_generic_in_a_private_netns() {
     .join()
     .expect("netns thread");
 }
+
+/// Keeps the calling thread on one CPU: the guard meters per CPU, and
+/// `BPF_PROG_TEST_RUN` runs on the caller's.
+fn pin_to_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+const SIP_PORT: u16 = 5060;
+
+fn sip_from(src: [u8; 4], dst_port: u16) -> Vec<u8> {
+    Frame {
+        src_ip: src,
+        src_port: 5060,
+        dst_port,
+        payload: b"OPTIONS sip:gw SIP/2.0\r\n\r\n".to_vec(),
+        ..Frame::to_local()
+    }
+    .build()
+}
+
+#[test]
+fn the_sip_guard_drops_sources_over_their_rate_and_denied_networks() {
+    let Some(mut o) = setup(0) else { return };
+    pin_to_one_cpu();
+    let a = [203, 0, 113, 10];
+    let b = [203, 0, 113, 11];
+    // Off: every SIP datagram passes, untouched and uncounted.
+    for _ in 0..20 {
+        assert_pass_unchanged(&o, &sip_from(a, SIP_PORT), "guard off");
+    }
+    assert_eq!(o.sip_guard().counters().unwrap(), Default::default());
+    // One a second with bursts of 5: five pass, then drops, for this
+    // source only (the test runs take microseconds, far from a refill).
+    o.sip_guard().enable(SIP_PORT, 1, 5).unwrap();
+    let verdicts: Vec<u32> = (0..8).map(|_| run(&o, &sip_from(a, SIP_PORT)).0).collect();
+    assert_eq!(
+        verdicts,
+        [XDP_PASS; 5]
+            .iter()
+            .chain(&[XDP_DROP; 3])
+            .copied()
+            .collect::<Vec<_>>()
+    );
+    assert_pass_unchanged(
+        &o,
+        &sip_from(b, SIP_PORT),
+        "another source has its own meter",
+    );
+    // Other ports are not the guard's: the relay rule still applies, and
+    // unknown ports pass.
+    let (action, _) = run(&o, &Frame::to_local().build());
+    assert_eq!(action, XDP_TX, "the relayed leg is untouched");
+    assert_pass_unchanged(&o, &sip_from(a, 5070), "another port");
+    // A denied network is dropped before any meter; a trusted one is
+    // never metered.
+    o.sip_guard()
+        .deny(std::net::Ipv4Addr::new(198, 51, 100, 0), 24)
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(run(&o, &sip_from([198, 51, 100, 77], SIP_PORT)).0, XDP_DROP);
+    }
+    o.sip_guard()
+        .trust(std::net::Ipv4Addr::new(192, 0, 2, 0), 24)
+        .unwrap();
+    for _ in 0..50 {
+        assert_pass_unchanged(&o, &sip_from([192, 0, 2, 9], SIP_PORT), "a trunk");
+    }
+    let c = o.sip_guard().counters().unwrap();
+    assert_eq!(
+        (c.passed, c.rate_dropped, c.denied, c.trusted),
+        (6, 3, 3, 50)
+    );
+    // Lifted: the network is metered again like any source.
+    assert!(
+        o.sip_guard()
+            .undeny(std::net::Ipv4Addr::new(198, 51, 100, 0), 24)
+            .unwrap()
+    );
+    assert!(
+        !o.sip_guard()
+            .undeny(std::net::Ipv4Addr::new(198, 51, 100, 0), 24)
+            .unwrap()
+    );
+    assert_eq!(run(&o, &sip_from([198, 51, 100, 77], SIP_PORT)).0, XDP_PASS);
+    // Off again: the over-rate source passes.
+    o.sip_guard().disable().unwrap();
+    assert_pass_unchanged(&o, &sip_from(a, SIP_PORT), "guard off again");
+}
+
+#[test]
+fn the_sip_guard_lets_a_source_back_at_its_rate() {
+    let Some(mut o) = setup(0) else { return };
+    pin_to_one_cpu();
+    let a = [203, 0, 113, 20];
+    // Two a second, bursts of 2: after the burst, one more per 500 ms
+    // (wide margins: the runs take microseconds).
+    o.sip_guard().enable(SIP_PORT, 2, 2).unwrap();
+    assert_eq!(run(&o, &sip_from(a, SIP_PORT)).0, XDP_PASS);
+    assert_eq!(run(&o, &sip_from(a, SIP_PORT)).0, XDP_PASS);
+    assert_eq!(run(&o, &sip_from(a, SIP_PORT)).0, XDP_DROP);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(run(&o, &sip_from(a, SIP_PORT)).0, XDP_PASS);
+}

@@ -312,6 +312,114 @@ impl LegCounters {
 // SAFETY: all three are `#[repr(C)]`, `Copy`, made only of integers and
 // byte arrays, with no implicit padding (asserted above), so every bit
 // pattern is valid and every byte is initialised.
+/// Name of the SIP guard's settings (`BPF_MAP_TYPE_ARRAY`, one
+/// [`SipGuard`] at index 0; all zero: the guard is off).
+pub const SIP_GUARD: &str = "SIP_GUARD";
+/// Name of the per-source state of the SIP guard
+/// (`BPF_MAP_TYPE_LRU_PERCPU_HASH`, IPv4 source in wire order →
+/// [`SipSource`]): each CPU meters the sources it sees, and the least
+/// recently seen are evicted when it is full.
+pub const SIP_SOURCES: &str = "SIP_SOURCES";
+/// Name of the deny set (`BPF_MAP_TYPE_LPM_TRIE`, IPv4 prefix → `u8`):
+/// SIP datagrams from these networks are dropped.
+pub const SIP_DENY: &str = "SIP_DENY";
+/// Name of the trusted set (`BPF_MAP_TYPE_LPM_TRIE`, IPv4 prefix → `u8`):
+/// trunks' networks, never metered.
+pub const SIP_TRUSTED: &str = "SIP_TRUSTED";
+/// Name of the guard's counters (`BPF_MAP_TYPE_PERCPU_ARRAY`, one
+/// [`SipCounters`] at index 0).
+pub const SIP_COUNTERS: &str = "SIP_COUNTERS";
+/// `max_entries` of [`SIP_SOURCES`] (per CPU).
+pub const MAX_SIP_SOURCES: u32 = 65_536;
+/// `max_entries` of [`SIP_DENY`] and [`SIP_TRUSTED`].
+pub const MAX_SIP_NETS: u32 = 16_384;
+
+/// The SIP guard's settings. A GCRA meter per source: a datagram at `now`
+/// passes when the source's theoretical arrival time is at most
+/// `burst_ns` ahead of `now`, and moves it `interval_ns` on (the loader
+/// computes both from a rate and a burst, so the program never divides).
+///
+/// Layout (24 bytes, align 8): `interval_ns` u64, `burst_ns` u64,
+/// `port` u16 (wire order), `enabled` u8, `_pad` [u8; 5] (zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipGuard {
+    /// Nanoseconds per datagram at the allowed rate.
+    pub interval_ns: u64,
+    /// How far ahead the arrival time may run: (burst − 1) × interval.
+    pub burst_ns: u64,
+    /// The SIP UDP port, wire order (value is `port.to_be()`).
+    pub port: u16,
+    /// 0: the guard is off and every datagram goes on as before.
+    pub enabled: u8,
+    pub _pad: [u8; 5],
+}
+
+const _: () = assert!(size_of::<SipGuard>() == 24);
+
+impl SipGuard {
+    /// The guard on UDP `port` (host order) at `rate_per_sec` datagrams
+    /// per source (per CPU), with bursts of `burst`.
+    pub const fn new(port: u16, rate_per_sec: u32, burst: u32) -> Self {
+        let rate = if rate_per_sec == 0 {
+            1
+        } else {
+            rate_per_sec as u64
+        };
+        let interval_ns = 1_000_000_000 / rate;
+        let burst = if burst == 0 { 1 } else { burst as u64 };
+        Self {
+            interval_ns,
+            burst_ns: (burst - 1) * interval_ns,
+            port: port.to_be(),
+            enabled: 1,
+            _pad: [0; 5],
+        }
+    }
+}
+
+/// One source's meter: its theoretical arrival time (ktime ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipSource {
+    pub tat_ns: u64,
+}
+
+const _: () = assert!(size_of::<SipSource>() == 8);
+
+/// What the guard did, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipCounters {
+    /// Metered and within the rate: passed to the kernel.
+    pub passed: u64,
+    /// From a trusted network: passed without a meter.
+    pub trusted: u64,
+    /// Over the source's rate: dropped.
+    pub rate_dropped: u64,
+    /// From a denied network: dropped.
+    pub denied: u64,
+}
+
+const _: () = assert!(size_of::<SipCounters>() == 32);
+
+impl SipCounters {
+    pub const fn merge(self, o: Self) -> Self {
+        Self {
+            passed: self.passed + o.passed,
+            trusted: self.trusted + o.trusted,
+            rate_dropped: self.rate_dropped + o.rate_dropped,
+            denied: self.denied + o.denied,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SipGuard {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SipSource {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SipCounters {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for RelayKey {}
 #[cfg(feature = "user")]

@@ -10,6 +10,13 @@
 //! anything it does not fully understand, is `XDP_PASS`ed to the kernel so
 //! the userspace relay handles it: the fast path fails open.
 //!
+//! On the SIP port it is a guard instead, when userspace turned it on
+//! (`SIP_GUARD`): a datagram from a denied network (`SIP_DENY`) is
+//! dropped, one from a trusted network (`SIP_TRUSTED`, the trunks) passes,
+//! and any other is metered per source (GCRA in `SIP_SOURCES`, an LRU
+//! per-CPU map) and dropped over its rate; all counted in `SIP_COUNTERS`.
+//! What is not IPv4 UDP to the SIP port is untouched by the guard.
+//!
 //! All header fields are read and written as 16-bit words in wire order
 //! (Ethernet starts 2-byte aligned in XDP and every field used here sits at
 //! an even offset). The one's-complement checksum arithmetic is byte-order
@@ -20,12 +27,15 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{bpf_ktime_get_ns, bpf_redirect},
     macros::{map, xdp},
-    maps::{HashMap, PerCpuHashMap},
+    maps::{
+        Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::XdpContext,
 };
 use media_common::{
     FLAG_CHECK_PEER, FLAG_DROP, FLAG_IPV6, FLAG_REDIRECT, FLAG_ZERO_UDP_CSUM, LegCounters, MAX_LEGS,
-    RelayKey, RelayRule,
+    MAX_SIP_NETS, MAX_SIP_SOURCES, RelayKey, RelayRule, SipCounters, SipGuard, SipSource,
 };
 
 // The map names must equal `media_common::RELAY_RULES` / `LEG_COUNTERS`
@@ -36,6 +46,22 @@ static RELAY_RULES: HashMap<RelayKey, RelayRule> = HashMap::with_max_entries(MAX
 #[map(name = "LEG_COUNTERS")]
 static LEG_COUNTERS: PerCpuHashMap<RelayKey, LegCounters> =
     PerCpuHashMap::with_max_entries(MAX_LEGS, 0);
+
+#[map(name = "SIP_GUARD")]
+static SIP_GUARD: Array<SipGuard> = Array::with_max_entries(1, 0);
+
+#[map(name = "SIP_SOURCES")]
+static SIP_SOURCES: LruPerCpuHashMap<u32, SipSource> =
+    LruPerCpuHashMap::with_max_entries(MAX_SIP_SOURCES, 0);
+
+#[map(name = "SIP_DENY")]
+static SIP_DENY: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_SIP_NETS, 0);
+
+#[map(name = "SIP_TRUSTED")]
+static SIP_TRUSTED: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_SIP_NETS, 0);
+
+#[map(name = "SIP_COUNTERS")]
+static SIP_COUNTERS: PerCpuArray<SipCounters> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
@@ -144,6 +170,21 @@ fn try_relay(ctx: &XdpContext) -> Option<u32> {
     let udp_len = usize::from(u16::from_be(unsafe { rd16(data, OFF_UDP_LEN) }));
     if udp_len != tot_len - IPV4_HLEN {
         return None;
+    }
+
+    if let Some(g) = SIP_GUARD.get(0)
+        && g.enabled != 0
+        && unsafe { rd16(data, OFF_UDP_DPORT) } == g.port
+    {
+        let src = unsafe {
+            [
+                rd8(data, OFF_IP_SRC),
+                rd8(data, OFF_IP_SRC + 1),
+                rd8(data, OFF_IP_SRC + 2),
+                rd8(data, OFF_IP_SRC + 3),
+            ]
+        };
+        return Some(sip_guard(g, src));
     }
 
     let dst_ip = unsafe {
@@ -255,6 +296,55 @@ fn try_relay(ctx: &XdpContext) -> Option<u32> {
         Some(unsafe { bpf_redirect(rule.ifindex, 0) } as u32)
     } else {
         Some(XDP_TX)
+    }
+}
+
+/// The verdict on a SIP datagram from `src` (wire order).
+#[inline(always)]
+fn sip_guard(g: &SipGuard, src: [u8; 4]) -> u32 {
+    let net = Key::new(32, src);
+    if SIP_DENY.get(&net).is_some() {
+        sip_count(|c| c.denied += 1);
+        return XDP_DROP;
+    }
+    if SIP_TRUSTED.get(&net).is_some() {
+        sip_count(|c| c.trusted += 1);
+        return XDP_PASS;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let id = u32::from_ne_bytes(src);
+    match SIP_SOURCES.get_ptr_mut(&id) {
+        // Per-CPU value: no other writer on this CPU while we run.
+        Some(s) => {
+            let tat = unsafe { (*s).tat_ns };
+            let tat = if tat > now { tat } else { now };
+            if tat - now > g.burst_ns {
+                sip_count(|c| c.rate_dropped += 1);
+                return XDP_DROP;
+            }
+            unsafe { (*s).tat_ns = tat + g.interval_ns };
+        }
+        None => {
+            // A new source starts with its whole burst. Losing the entry
+            // (a full map, an eviction) only ever lets a datagram through.
+            let _ = SIP_SOURCES.insert(
+                &id,
+                &SipSource {
+                    tat_ns: now + g.interval_ns,
+                },
+                0,
+            );
+        }
+    }
+    sip_count(|c| c.passed += 1);
+    XDP_PASS
+}
+
+#[inline(always)]
+fn sip_count(f: impl FnOnce(&mut SipCounters)) {
+    if let Some(c) = SIP_COUNTERS.get_ptr_mut(0) {
+        // Per-CPU value: no other writer on this CPU while we run.
+        unsafe { f(&mut *c) }
     }
 }
 
