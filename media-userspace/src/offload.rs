@@ -349,6 +349,12 @@ impl std::fmt::Debug for XdpPath {
 }
 
 impl XdpPath {
+    /// Runs `f` on the SIP guard's maps of the loaded program.
+    pub fn sip_guard<R>(&self, f: impl FnOnce(&mut crate::xdp_sip::SipGuardMaps) -> R) -> R {
+        let mut o = self.offload.lock().unwrap_or_else(|p| p.into_inner());
+        f(o.sip_guard())
+    }
+
     pub fn new(
         offload: crate::xdp::XdpOffload,
         local_ip: Option<IpAddr>,

@@ -132,6 +132,17 @@ pub struct SipSection {
     pub challenge_invites: bool,
     /// Digest challenges offered, in order: "SHA-256", "MD5".
     pub digest_algorithms: Vec<String>,
+    /// The XDP SIP guard: with the XDP program attached (media.xdp), drop
+    /// SIP datagrams on the first UDP listener's port in the kernel, from
+    /// sources over `xdp_guard_rate_per_sec` (bursts of `xdp_guard_burst`,
+    /// per CPU) and from sources the registrar locked out; trunks' IPv4
+    /// networks pass unmetered.
+    pub xdp_guard: bool,
+    pub xdp_guard_rate_per_sec: u32,
+    pub xdp_guard_burst: u32,
+    /// Interfaces to attach the program to for the guard, besides the
+    /// media interfaces (where SIP arrives on another NIC).
+    pub xdp_guard_interfaces: Vec<String>,
 }
 
 impl Default for SipSection {
@@ -166,6 +177,10 @@ impl Default for SipSection {
             max_bindings_per_user: 10,
             challenge_invites: false,
             digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            xdp_guard: false,
+            xdp_guard_rate_per_sec: 100,
+            xdp_guard_burst: 200,
+            xdp_guard_interfaces: Vec::new(),
         }
     }
 }

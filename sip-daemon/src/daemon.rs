@@ -5,6 +5,7 @@ use crate::admission::{Rate, SourceAdmission};
 use crate::config::{Config, Listener};
 use crate::core::registrar::RegistrationChange;
 use crate::core::{Core, Output, WallClock};
+use crate::kernel_guard::KernelGuard;
 use crate::metrics::Metrics;
 use crate::routing::RoutingTable;
 use crate::transport::{Inbound, Queues, TransportConfig, Transports};
@@ -157,6 +158,7 @@ pub async fn run(
     };
     let xdp = setup_offload(&cfg)?;
     let xdp_attached = xdp.is_some();
+    let guard_path = xdp.clone();
     let targets = api::targets::TargetPolicy::new(cfg.api.allowed_target_networks.clone());
     let stream_targets = targets.clone();
     let engine = MediaEngine::start(
@@ -212,6 +214,7 @@ pub async fn run(
     for l in &bound {
         tracing::info!(transport = l.transport.label(), addr = %l.addr, "SIP listening");
     }
+    let kernel_guard = start_kernel_guard(&cfg, guard_path, &bound, &routing, &registry)?;
 
     let clock = WallClock {
         base: Instant::now(),
@@ -248,6 +251,7 @@ pub async fn run(
     let (sms_tx, sms_rx) = mpsc::unbounded_channel::<SmsWrite>();
     tokio::spawn(sms_writer(store.clone(), sender.clone(), sms_rx));
     let hooks = Hooks {
+        kernel_guard: kernel_guard.clone(),
         sender: sender.clone(),
         sms: sms_tx,
         voice_tx,
@@ -324,6 +328,9 @@ pub async fn run(
             }
             Some(table) = routing_rx.recv() => {
                 transports.set_trunks(&table);
+                if let Some(g) = &kernel_guard {
+                    g.lock().unwrap_or_else(|p| p.into_inner()).set_trunks(&table);
+                }
                 core.set_routing(Arc::new(table));
             }
             Some(req) = control_rx.recv() => core.handle_control(Instant::now(), req),
@@ -443,11 +450,18 @@ fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
                 .into(),
         );
     }
-    let ifaces = if cfg.media.xdp_interfaces.is_empty() {
+    let mut ifaces = if cfg.media.xdp_interfaces.is_empty() {
         media_interfaces(cfg.media.bind_ip)
     } else {
         cfg.media.xdp_interfaces.clone()
     };
+    if cfg.sip.xdp_guard {
+        for i in &cfg.sip.xdp_guard_interfaces {
+            if !ifaces.contains(i) {
+                ifaces.push(i.clone());
+            }
+        }
+    }
     if ifaces.is_empty() {
         return fail(format!(
             "no interface carries media address {} (loopback stays in userspace; set media.xdp_interfaces)",
@@ -502,6 +516,56 @@ fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
     ))))
 }
 
+/// Turns the XDP SIP guard on when asked for and the program is attached:
+/// trunks trusted, its counters registered, lockouts lifted on time.
+fn start_kernel_guard(
+    cfg: &Config,
+    path: Option<Arc<XdpPath>>,
+    bound: &[Listener],
+    routing: &RoutingTable,
+    registry: &prometheus::Registry,
+) -> Result<Option<Arc<std::sync::Mutex<KernelGuard>>>, DaemonError> {
+    if !cfg.sip.xdp_guard {
+        return Ok(None);
+    }
+    let Some(path) = path else {
+        tracing::warn!(
+            "sip.xdp_guard: the XDP program is not attached (media.xdp); SIP is metered in userspace only"
+        );
+        return Ok(None);
+    };
+    let Some(port) = bound
+        .iter()
+        .find(|l| l.transport == crate::sip::transport::TransportKind::Udp)
+        .map(|l| l.addr.port())
+    else {
+        tracing::warn!("sip.xdp_guard: no UDP listener to guard");
+        return Ok(None);
+    };
+    let Some(mut guard) = KernelGuard::enable(
+        path.clone(),
+        port,
+        cfg.sip.xdp_guard_rate_per_sec,
+        cfg.sip.xdp_guard_burst,
+    ) else {
+        return Ok(None);
+    };
+    guard.set_trunks(routing);
+    crate::metrics::register_sip_guard(registry, path)?;
+    let guard = Arc::new(std::sync::Mutex::new(guard));
+    let g = guard.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            g.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .expire(Instant::now());
+        }
+    });
+    Ok(Some(guard))
+}
+
 /// A run that does not take the pinned offload over removes what a
 /// previous run pinned: its program would stay attached (and its
 /// interfaces busy) and its rules would go on forwarding old calls.
@@ -534,6 +598,8 @@ fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duratio
 /// The webhook edge: the sender and where voice answers go back to the
 /// core's loop.
 struct Hooks {
+    /// The XDP SIP guard, when on: lockouts go to its deny set.
+    kernel_guard: Option<Arc<std::sync::Mutex<KernelGuard>>>,
     sender: api::webhook::WebhookSender,
     /// SMS rows, written in order by one task (a status never overtakes
     /// its row).
@@ -647,6 +713,13 @@ fn flush(
             }
             Output::SmsQueued(record) => {
                 let _ = hooks.sms.send(SmsWrite::Insert(record, None));
+            }
+            Output::SourceLockedOut { source, secs } => {
+                if let Some(g) = &hooks.kernel_guard {
+                    g.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .deny(Instant::now(), source, secs);
+                }
             }
             Output::SmsStatus { id, status, .. } => {
                 let _ = hooks.sms.send(SmsWrite::Status(id, status));

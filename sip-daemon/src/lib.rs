@@ -6,6 +6,7 @@ pub mod blocklist;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod kernel_guard;
 pub mod metrics;
 pub mod routing;
 pub mod sip;

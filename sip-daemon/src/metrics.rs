@@ -470,6 +470,60 @@ pub fn register_streams(
     registry.register(Box::new(StreamCollector { stats, descs }))
 }
 
+/// The XDP SIP guard's counters, read from the kernel at scrape time.
+const SIP_GUARD_COUNTERS: &[(&str, &str)] = &[
+    (
+        "gateway_xdp_sip_passed_total",
+        "SIP datagrams the XDP guard metered and passed.",
+    ),
+    (
+        "gateway_xdp_sip_trusted_total",
+        "SIP datagrams from trunk networks the XDP guard passed unmetered.",
+    ),
+    (
+        "gateway_xdp_sip_rate_dropped_total",
+        "SIP datagrams the XDP guard dropped: their source was over its rate.",
+    ),
+    (
+        "gateway_xdp_sip_denied_total",
+        "SIP datagrams the XDP guard dropped: their source was denied.",
+    ),
+];
+
+struct SipGuardCollector {
+    path: std::sync::Arc<media_userspace::offload::XdpPath>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl prometheus::core::Collector for SipGuardCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Ok(c) = self.path.sip_guard(|g| g.counters()) else {
+            return Vec::new();
+        };
+        SIP_GUARD_COUNTERS
+            .iter()
+            .zip([c.passed, c.trusted, c.rate_dropped, c.denied])
+            .flat_map(|((name, help), v)| counter_family(name, help, v))
+            .collect()
+    }
+}
+
+/// Registers the XDP SIP guard's counters of `path` on `registry`.
+pub fn register_sip_guard(
+    registry: &Registry,
+    path: std::sync::Arc<media_userspace::offload::XdpPath>,
+) -> Result<(), prometheus::Error> {
+    let descs = SIP_GUARD_COUNTERS
+        .iter()
+        .map(|(name, help)| plain_desc(name, help))
+        .collect::<Result<Vec<_>, _>>()?;
+    registry.register(Box::new(SipGuardCollector { path, descs }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,12 @@ pub enum Output {
     },
     /// An SMS we send, to store as `queued` before its status.
     SmsQueued(api::store::MessageRecord),
+    /// A source was locked out for failed authentications for `secs`: the
+    /// edge may drop its SIP earlier still (the XDP guard's deny set).
+    SourceLockedOut {
+        source: IpAddr,
+        secs: u64,
+    },
     /// How an SMS we send went: `sent` or `failed` (with the status).
     SmsStatus {
         id: String,
@@ -1146,6 +1152,12 @@ impl Core {
                         Lockout::User => "auth_lockout_user",
                     });
                     tracing::warn!(source = %peer.remote, ?l, "too many failed authentications: locked out");
+                    if l == Lockout::Source {
+                        self.out.push_back(Output::SourceLockedOut {
+                            source: peer.remote.ip(),
+                            secs: self.cfg.registrar.guard.lockout_secs,
+                        });
+                    }
                 }
                 false
             }

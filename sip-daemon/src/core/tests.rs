@@ -179,7 +179,8 @@ impl Harness {
                 | Output::StatusWebhook { .. }
                 | Output::SmsReceived { .. }
                 | Output::SmsQueued(_)
-                | Output::SmsStatus { .. }) => self.hooks.push(o),
+                | Output::SmsStatus { .. }
+                | Output::SourceLockedOut { .. }) => self.hooks.push(o),
             }
         }
     }

@@ -68,6 +68,12 @@ fn a_password_guesser_is_locked_out_and_the_right_password_no_longer_helps() {
     }
     assert_eq!(h.core.metrics.rejection_count("auth_failure"), 5);
     assert_eq!(h.core.metrics.rejection_count("auth_lockout_source"), 1);
+    // The edge is told, so the kernel may drop it before the parse.
+    assert!(
+        h.hooks.iter().any(|o| matches!(o, Output::SourceLockedOut { source, secs: 600 } if source.to_string() == "203.0.113.66")),
+        "{:?}",
+        h.hooks
+    );
     // Locked: everything from it gets 403 at once, no digest computed
     // (and no new nonce handed out), even the right password.
     h.recv_from(guesser, &register("alice", "z9hG4bK-gs9", 90, ""));

@@ -1,0 +1,103 @@
+//! The daemon's side of the XDP SIP guard (`media_userspace::xdp_sip`):
+//! turned on for the SIP UDP port when the XDP program is attached, it
+//! trusts the trunks' IPv4 networks (kept in step with routing reloads)
+//! and denies sources the registrar locked out, for the lockout's length.
+//! Everything here fails open: an error is logged and counted, and the
+//! userspace checks stay in force.
+
+use crate::routing::RoutingTable;
+use ipnet::Ipv4Net;
+use media_userspace::offload::XdpPath;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct KernelGuard {
+    path: Arc<XdpPath>,
+    trusted: HashSet<Ipv4Net>,
+    /// Denied sources and when their lockout ends.
+    denied: HashMap<Ipv4Addr, Instant>,
+}
+
+impl KernelGuard {
+    /// Enables the guard on `port` at `rate_per_sec` per source with
+    /// bursts of `burst`; `None` (logged) when the maps refuse.
+    pub fn enable(path: Arc<XdpPath>, port: u16, rate_per_sec: u32, burst: u32) -> Option<Self> {
+        match path.sip_guard(|g| g.enable(port, rate_per_sec, burst)) {
+            Ok(()) => {
+                tracing::info!(port, rate_per_sec, burst, "XDP SIP guard on");
+                Some(KernelGuard {
+                    path,
+                    trusted: HashSet::new(),
+                    denied: HashMap::new(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "XDP SIP guard unavailable; SIP is metered in userspace only");
+                None
+            }
+        }
+    }
+
+    /// Trusts exactly the trunks' IPv4 networks of `routing`.
+    pub fn set_trunks(&mut self, routing: &RoutingTable) {
+        let want: HashSet<Ipv4Net> = routing
+            .trunks()
+            .flat_map(|e| e.nets.iter())
+            .filter_map(|n| match n {
+                ipnet::IpNet::V4(v4) => Some(v4.trunc()),
+                ipnet::IpNet::V6(_) => None,
+            })
+            .collect();
+        for gone in self.trusted.difference(&want) {
+            let _ = self
+                .path
+                .sip_guard(|g| g.untrust(gone.network(), gone.prefix_len()));
+        }
+        for new in want.difference(&self.trusted) {
+            if let Err(e) = self
+                .path
+                .sip_guard(|g| g.trust(new.network(), new.prefix_len()))
+            {
+                tracing::warn!(net = %new, error = %e, "XDP SIP guard: cannot trust a trunk network");
+            }
+        }
+        self.trusted = want;
+    }
+
+    /// Drops SIP from `source` in the kernel for `secs`.
+    pub fn deny(&mut self, now: Instant, source: IpAddr, secs: u64) {
+        let IpAddr::V4(v4) = canonical(source) else {
+            return;
+        };
+        match self.path.sip_guard(|g| g.deny(v4, 32)) {
+            Ok(()) => {
+                self.denied.insert(v4, now + Duration::from_secs(secs));
+            }
+            Err(e) => tracing::warn!(%v4, error = %e, "XDP SIP guard: cannot deny a source"),
+        }
+    }
+
+    /// Lifts the denials whose time is up; the next deadline.
+    pub fn expire(&mut self, now: Instant) -> Option<Instant> {
+        let ended: Vec<Ipv4Addr> = self
+            .denied
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in ended {
+            self.denied.remove(&ip);
+            let _ = self.path.sip_guard(|g| g.undeny(ip, 32));
+        }
+        self.denied.values().min().copied()
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
