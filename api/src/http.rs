@@ -122,19 +122,24 @@ fn client_of(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
     if !trusted(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|h| h.trim().parse::<IpAddr>())
-        .collect::<Result<_, _>>()
-        // A list with anything but addresses is not believed at all.
-        .unwrap_or_default();
+        .map(str::trim)
+        .collect();
+    // From the right: each trusted proxy vouches for the hop left of it.
+    // The first hop that is no trusted proxy is the client; an entry that
+    // is no address ends the walk at the last hop believed (what a client
+    // writes on the left cannot move it).
     let mut client = peer;
     for hop in hops.iter().rev() {
-        client = *hop;
-        if !trusted(hop) {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !trusted(&ip) {
             break;
         }
     }
@@ -238,6 +243,11 @@ mod tests {
         assert_eq!(
             client_of(ip("10.0.0.2"), &headers(&["1.2.3.4, unknown"]), &proxies),
             ip("10.0.0.2")
+        );
+        // Garbage the client wrote on the left does not hide it.
+        assert_eq!(
+            client_of(ip("10.0.0.2"), &headers(&["junk, 198.51.100.9"]), &proxies),
+            ip("198.51.100.9")
         );
     }
 

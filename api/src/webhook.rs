@@ -251,6 +251,9 @@ impl WebhookSender {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("voice-gateway/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(std::sync::Arc::new(GuardedResolver(targets.clone())))
+            // An HTTP(S)_PROXY in the environment would connect for us,
+            // past the resolver's check.
+            .no_proxy()
             .build()
             .map_err(|e| prometheus::Error::Msg(format!("webhook client: {e}")))?;
         Ok(WebhookSender {

@@ -145,6 +145,7 @@ impl SourceAdmission {
         let Some(rate) = self.source_rate else {
             return Admission::Source;
         };
+        let ip = bucket_key(ip);
         let bucket = match self.current.get_mut(&ip) {
             Some(b) => b,
             None => {
@@ -181,6 +182,17 @@ impl SourceAdmission {
     /// Addresses with a bucket now (both generations).
     pub fn tracked(&self) -> usize {
         self.current.len() + self.previous.len()
+    }
+}
+
+/// The bucket of a source: an IPv4 host, or an IPv6 /64 (one host may
+/// hold a whole /64 and rotate through it).
+fn bucket_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
     }
 }
 
@@ -243,6 +255,15 @@ mod tests {
         assert_eq!(admitted(&mut a, t0, "203.0.113.5", 1), 1);
         assert_eq!(admitted(&mut a, t0, "::ffff:203.0.113.5", 5), 1);
         assert_eq!(admitted(&mut a, t0, "::ffff:203.0.113.5", 5), 0);
+    }
+
+    #[test]
+    fn an_ipv6_host_shares_one_bucket_across_its_slash_64() {
+        let t0 = Instant::now();
+        let mut a = SourceAdmission::new(Some(Rate::with_double_burst(1)), 1024);
+        assert_eq!(admitted(&mut a, t0, "2001:db8:1:2::1", 5), 2);
+        assert_eq!(admitted(&mut a, t0, "2001:db8:1:2:aaaa::7", 5), 0);
+        assert_eq!(admitted(&mut a, t0, "2001:db8:1:3::1", 5), 2);
     }
 
     #[test]

@@ -834,6 +834,7 @@ impl Config {
             },
         };
         c.challenge_invites = self.sip.challenge_invites;
+        c.targets = api::targets::TargetPolicy::new(self.api.allowed_target_networks.clone());
         if self.sip.auth_secret.is_empty() {
             // Nonces then only verify on this process: fine for one node,
             // but clustered nodes must share sip.auth_secret.

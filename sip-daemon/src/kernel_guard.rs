@@ -55,15 +55,22 @@ impl KernelGuard {
                 .path
                 .sip_guard(|g| g.untrust(gone.network(), gone.prefix_len()));
         }
+        let mut trusted: HashSet<Ipv4Net> = self.trusted.intersection(&want).copied().collect();
         for new in want.difference(&self.trusted) {
-            if let Err(e) = self
+            match self
                 .path
                 .sip_guard(|g| g.trust(new.network(), new.prefix_len()))
             {
-                tracing::warn!(net = %new, error = %e, "XDP SIP guard: cannot trust a trunk network");
+                Ok(()) => {
+                    trusted.insert(*new);
+                }
+                // Retried at the next routing change.
+                Err(e) => {
+                    tracing::warn!(net = %new, error = %e, "XDP SIP guard: cannot trust a trunk network")
+                }
             }
         }
-        self.trusted = want;
+        self.trusted = trusted;
     }
 
     /// Drops SIP from `source` in the kernel for `secs`.
@@ -73,7 +80,10 @@ impl KernelGuard {
         };
         match self.path.sip_guard(|g| g.deny(v4, 32)) {
             Ok(()) => {
-                self.denied.insert(v4, now + Duration::from_secs(secs));
+                let until = now
+                    .checked_add(Duration::from_secs(secs))
+                    .unwrap_or(now + Duration::from_secs(86_400 * 365));
+                self.denied.insert(v4, until);
             }
             Err(e) => tracing::warn!(%v4, error = %e, "XDP SIP guard: cannot deny a source"),
         }

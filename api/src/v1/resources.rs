@@ -497,8 +497,11 @@ pub async fn put_number(
         ));
     }
     // Admins assign numbers; an account claims only inside the ranges an
-    // admin granted it.
-    if !auth.0.admin {
+    // admin granted it (and keeps editing what it holds already).
+    let owned = numbers
+        .iter()
+        .any(|n| n.pattern == p && n.account_id == account);
+    if !auth.0.admin && !owned {
         let granted = s
             .store
             .list_accounts()
@@ -1372,6 +1375,7 @@ pub async fn transfer_call(
 ) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
     let account = auth.account()?;
     let target = party(&s, "to", b.to)?;
+    check_sip_target(&s, "to", &target)?;
     let ring = ring_timeout(b.ring_timeout_secs)?;
     live_action(&s, account, id, "transferring", async move |c, id| {
         c.transfer(id, &target, ring).await

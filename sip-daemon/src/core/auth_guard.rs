@@ -96,11 +96,19 @@ impl AuthGuard {
         None
     }
 
-    /// Counts a failed authentication from `source` as `user`.
-    pub fn failed(&mut self, source: IpAddr, user: &str, now: u64) -> Failed {
+    /// Whether `user` is locked out for a request from an address where it
+    /// holds no live binding (`bound_here` false).
+    pub fn user_locked(&self, user: &str, bound_here: bool, now: u64) -> bool {
+        !bound_here && self.users.get(user).is_some_and(|f| f.locked_until > now)
+    }
+
+    /// Counts a failed authentication from `source` as `user`; `known`:
+    /// `user` is one of ours (unknown names are not worth a lockout, and
+    /// are not kept: a flood of made-up names cannot fill the table).
+    pub fn failed(&mut self, source: IpAddr, user: &str, known: bool, now: u64) -> Failed {
         let cfg = self.cfg;
         let by_source = count(&mut self.sources, canonical(source), now, cfg);
-        let by_user = count(&mut self.users, user.to_string(), now, cfg);
+        let by_user = known && count(&mut self.users, user.to_string(), now, cfg);
         if by_source {
             Failed::LockedOut(Lockout::Source)
         } else if by_user {
@@ -132,7 +140,7 @@ fn count<K: Hash + Eq>(
     if !table.contains_key(&key) && table.len() >= cfg.capacity {
         // Forget what lapsed, then anything not locked; a table of locked
         // entries only is cleared (fail open rather than grow).
-        table.retain(|_, f| f.locked_until > now || now < f.since + cfg.window_secs);
+        table.retain(|_, f| f.locked_until > now || now < f.since.saturating_add(cfg.window_secs));
         if table.len() >= cfg.capacity {
             table.retain(|_, f| f.locked_until > now);
         }
@@ -144,7 +152,7 @@ fn count<K: Hash + Eq>(
     if f.locked_until > now {
         return false;
     }
-    if f.count == 0 || now >= f.since + cfg.window_secs {
+    if f.count == 0 || now >= f.since.saturating_add(cfg.window_secs) {
         *f = Failures {
             count: 0,
             since: now,
@@ -153,16 +161,23 @@ fn count<K: Hash + Eq>(
     }
     f.count += 1;
     if f.count >= cfg.max_failures {
-        f.locked_until = now + cfg.lockout_secs;
+        f.locked_until = now.saturating_add(cfg.lockout_secs);
         f.count = 0;
         return true;
     }
     false
 }
 
+/// The key of a source: an IPv4 host, or an IPv6 /64 (one host may hold
+/// a whole /64 and rotate through it).
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
         v4 => v4,
     }
 }
@@ -189,11 +204,11 @@ mod tests {
         let mut g = guard();
         let at = ip("203.0.113.9");
         for i in 0..4 {
-            assert_eq!(g.failed(at, "alice", 100 + i), Failed::Counted);
+            assert_eq!(g.failed(at, "alice", true, 100 + i), Failed::Counted);
             assert_eq!(g.locked(at, Some("alice"), false, 100 + i), None);
         }
         assert_eq!(
-            g.failed(at, "alice", 104),
+            g.failed(at, "alice", true, 104),
             Failed::LockedOut(Lockout::Source)
         );
         assert_eq!(g.locked(at, Some("bob"), false, 105), Some(Lockout::Source));
@@ -211,7 +226,7 @@ mod tests {
         let mut g = guard();
         let at = ip("203.0.113.9");
         for i in 0..50 {
-            assert_eq!(g.failed(at, "alice", i * 20), Failed::Counted, "{i}");
+            assert_eq!(g.failed(at, "alice", true, i * 20), Failed::Counted, "{i}");
         }
     }
 
@@ -220,10 +235,10 @@ mod tests {
         let mut g = guard();
         for i in 0..4 {
             let at = ip(&format!("198.51.100.{i}"));
-            assert_eq!(g.failed(at, "alice", 100), Failed::Counted);
+            assert_eq!(g.failed(at, "alice", true, 100), Failed::Counted);
         }
         assert_eq!(
-            g.failed(ip("198.51.100.9"), "alice", 100),
+            g.failed(ip("198.51.100.9"), "alice", true, 100),
             Failed::LockedOut(Lockout::User)
         );
         let elsewhere = ip("198.51.100.77");
@@ -241,24 +256,42 @@ mod tests {
         let mut g = guard();
         let at = ip("203.0.113.9");
         for _ in 0..4 {
-            g.failed(at, "alice", 100);
+            g.failed(at, "alice", true, 100);
         }
         g.succeeded(at);
         for _ in 0..4 {
-            assert_eq!(g.failed(at, "bob", 101), Failed::Counted);
+            assert_eq!(g.failed(at, "bob", true, 101), Failed::Counted);
         }
         // alice's count went on: 4 before, one more now locks her.
         assert_eq!(
-            g.failed(ip("192.0.2.1"), "alice", 102),
+            g.failed(ip("192.0.2.1"), "alice", true, 102),
             Failed::LockedOut(Lockout::User)
         );
+    }
+
+    #[test]
+    fn an_ipv6_guesser_cannot_rotate_through_its_slash_64() {
+        let mut g = guard();
+        for i in 0..4u16 {
+            let at: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
+            assert_eq!(g.failed(at, "x", false, 100), Failed::Counted);
+        }
+        assert_eq!(
+            g.failed(ip("2001:db8:1:2:ffff::1"), "x", false, 100),
+            Failed::LockedOut(Lockout::Source)
+        );
+        assert_eq!(
+            g.locked(ip("2001:db8:1:2::99"), None, false, 101),
+            Some(Lockout::Source)
+        );
+        assert_eq!(g.locked(ip("2001:db8:1:3::1"), None, false, 101), None);
     }
 
     #[test]
     fn spoofed_sources_keep_the_table_bounded() {
         let mut g = guard();
         for i in 0..100_000u32 {
-            g.failed(IpAddr::from(i.to_be_bytes()), "x", 100);
+            g.failed(IpAddr::from(i.to_be_bytes()), "x", false, 100);
             assert!(g.tracked() <= 1001);
         }
     }

@@ -275,6 +275,14 @@ impl Core {
                     .as_ref()
                     .and_then(|h| h.ip())
                     .ok_or("forward target host is not an IP address")?;
+                // Every way to a direct target ends here (numbers, REST and
+                // AI transfers, a caller's REFER): the tenants' target
+                // policy holds for all. Trunks are the operator's.
+                if self.cfg.targets.check_ip(ip).is_err() {
+                    return Err(
+                        "forward target address is not allowed (api.allowed_target_networks)",
+                    );
+                }
                 let transport = match uri.transport_param().as_deref() {
                     None | Some("udp") => TransportKind::Udp,
                     Some("tcp") => TransportKind::Tcp,

@@ -101,6 +101,8 @@ pub struct CoreConfig {
     /// INVITEs from registered users (not trunks) must carry digest
     /// credentials of the user registered at that address (407 otherwise).
     pub challenge_invites: bool,
+    /// Where direct (not through a trunk) forward targets may be.
+    pub targets: api::targets::TargetPolicy,
 }
 
 /// The answer to a request from an unknown source: never a transaction,
@@ -172,6 +174,7 @@ impl Default for CoreConfig {
             max_transactions: 65_536,
             max_dialogs: 65_536,
             challenge_invites: false,
+            targets: api::targets::TargetPolicy::allow_all(),
         }
     }
 }
@@ -1152,7 +1155,10 @@ impl Core {
                         Lockout::User => "auth_lockout_user",
                     });
                     tracing::warn!(source = %peer.remote, ?l, "too many failed authentications: locked out");
-                    if l == Lockout::Source {
+                    let now_ms = self.clock.unix_ms(now);
+                    if l == Lockout::Source
+                        && !self.registrar.has_binding_at(peer.remote.ip(), now_ms)
+                    {
                         self.out.push_back(Output::SourceLockedOut {
                             source: peer.remote.ip(),
                             secs: self.cfg.registrar.guard.lockout_secs,

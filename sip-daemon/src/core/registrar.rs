@@ -186,8 +186,8 @@ impl Registrar {
     ) -> Result<String, AuthRefusal> {
         let unix_secs = (now_ms / 1000).max(0) as u64;
         let ip = client.ip();
-        if let Some(l @ Lockout::Source) = self.guard.locked(ip, None, false, unix_secs) {
-            return Err(AuthRefusal::LockedOut(l));
+        if self.source_locked(ip, now_ms) {
+            return Err(AuthRefusal::LockedOut(Lockout::Source));
         }
         let header = req
             .headers
@@ -199,13 +199,18 @@ impl Registrar {
             return Err(AuthRefusal::Challenge);
         };
         let bound_here = self.bound_at(&creds.username, ip, now_ms);
-        if let Some(l) = self
+        if self
             .guard
-            .locked(ip, Some(&creds.username), bound_here, unix_secs)
+            .user_locked(&creds.username, bound_here, unix_secs)
         {
-            return Err(AuthRefusal::LockedOut(l));
+            return Err(AuthRefusal::LockedOut(Lockout::User));
         }
-        let Some(alg) = creds.algorithm() else {
+        // Only what we offer: an operator who offers SHA-256 alone does
+        // not take MD5 answers.
+        let Some(alg) = creds
+            .algorithm()
+            .filter(|a| self.cfg.algorithms.contains(a))
+        else {
             return Err(AuthRefusal::Challenge);
         };
         let nonce_state = self.signer.check(&creds.nonce, unix_secs, ip);
@@ -224,7 +229,10 @@ impl Registrar {
         let ok = user.is_some()
             && expected.is_some_and(|e| constant_time_eq(e.as_bytes(), creds.response.as_bytes()));
         if !ok {
-            let locked = match self.guard.failed(ip, &creds.username, unix_secs) {
+            let locked = match self
+                .guard
+                .failed(ip, &creds.username, user.is_some(), unix_secs)
+            {
                 Failed::Counted => None,
                 Failed::LockedOut(l) => Some(l),
             };
@@ -252,10 +260,24 @@ impl Registrar {
         Ok(creds.username)
     }
 
-    /// Whether `ip` is locked out for failed authentications.
+    /// Whether `ip` is locked out for failed authentications. An address
+    /// where some user holds a live binding never is (one guesser behind a
+    /// NAT must not cut off the phones there; each username's own lockout
+    /// still holds against it).
     pub fn source_locked(&self, ip: IpAddr, now_ms: i64) -> bool {
         let now = (now_ms / 1000).max(0) as u64;
-        self.guard.locked(ip, None, false, now).is_some()
+        self.guard.locked(ip, None, false, now).is_some() && !self.has_binding_at(ip, now_ms)
+    }
+
+    /// Whether any user holds a live binding registered from `ip`.
+    pub fn has_binding_at(&self, ip: IpAddr, now_ms: i64) -> bool {
+        self.by_source.iter().any(|(s, user)| {
+            s.ip() == ip
+                && self
+                    .bindings
+                    .get(user)
+                    .is_some_and(|l| l.iter().any(|b| b.source == *s && b.expires_at_ms > now_ms))
+        })
     }
 
     /// Whether `user` holds a live binding registered from `ip`.

@@ -211,3 +211,75 @@ fn invites_from_registered_users_can_be_challenged() {
         h.cdr
     );
 }
+
+#[test]
+fn a_guesser_behind_the_phones_nat_does_not_cut_the_phone_off() {
+    let mut h = Harness::new_with(|c| c.registrar.guard.max_failures = 3);
+    let phone = peer(TransportKind::Udp, PHONE);
+    let chal = fresh_challenge(&mut h, phone, "alice", 1);
+    h.recv_from(phone, &answered(&chal, "secret", "z9hG4bK-n0", 2, 5070));
+    assert_eq!(h.statuses(), vec![200]);
+    // Same public address, another port: guessing bob (unknown here).
+    let guesser = peer(TransportKind::Udp, "203.0.113.5:6000");
+    for i in 0..5u32 {
+        let chal = fresh_challenge(&mut h, guesser, "alice", 10 + 2 * i);
+        let auth = answer_challenge(&chal, "bob", "guess", "SHA-256");
+        h.recv_from(
+            guesser,
+            &register(
+                "bob",
+                &format!("z9hG4bK-n{}", i + 1),
+                11 + 2 * i,
+                &format!("Authorization: {auth}\r\n"),
+            ),
+        );
+        assert_eq!(h.statuses(), vec![401]);
+    }
+    // The address holds alice's binding: not locked, not denied at the edge.
+    assert!(
+        !h.hooks
+            .iter()
+            .any(|o| matches!(o, Output::SourceLockedOut { .. }))
+    );
+    let chal = fresh_challenge(&mut h, phone, "alice", 40);
+    h.recv_from(phone, &answered(&chal, "secret", "z9hG4bK-n9", 41, 5070));
+    assert_eq!(h.statuses(), vec![200]);
+}
+
+#[test]
+fn only_the_offered_algorithms_are_taken() {
+    let mut h = Harness::new_with(|c| c.registrar.algorithms = vec![Algorithm::Sha256]);
+    let phone = peer(TransportKind::Udp, PHONE);
+    let chal = fresh_challenge(&mut h, phone, "alice", 1);
+    assert_eq!(headers(&chal, "WWW-Authenticate").len(), 1);
+    // An MD5 answer to the SHA-256 challenge's nonce: challenged again.
+    let ch = Challenge::parse(headers(&chal, "WWW-Authenticate")[0]).unwrap();
+    let md5 = Challenge {
+        algorithm: Algorithm::Md5,
+        ..ch.clone()
+    };
+    let auth =
+        Credentials::answer(&md5, "alice", "secret", "REGISTER", "sip:127.0.0.1", "c").encode();
+    h.recv_from(
+        phone,
+        &register(
+            "alice",
+            "z9hG4bK-a1",
+            2,
+            &format!("Authorization: {auth}\r\n"),
+        ),
+    );
+    assert_eq!(h.statuses(), vec![401]);
+    let auth =
+        Credentials::answer(&ch, "alice", "secret", "REGISTER", "sip:127.0.0.1", "c").encode();
+    h.recv_from(
+        phone,
+        &register(
+            "alice",
+            "z9hG4bK-a2",
+            3,
+            &format!("Authorization: {auth}\r\n"),
+        ),
+    );
+    assert_eq!(h.statuses(), vec![200]);
+}

@@ -2120,3 +2120,42 @@ fn the_far_party_leaving_during_a_callers_refer_ends_the_call() {
     );
     assert_eq!(h.core.active_calls(), 0);
 }
+
+#[test]
+fn direct_forward_targets_obey_the_tenants_target_policy() {
+    let h = Harness::new_with(|c| c.targets = api::targets::TargetPolicy::default());
+    let number = |target: &str| api::store::Number {
+        pattern: "+15550000009".into(),
+        account_id: "acme".into(),
+        route: api::store::RouteKind::Forward,
+        target: Some(target.into()),
+        dialect: None,
+        params: None,
+        trunk: None,
+        max_calls: None,
+        fallback: None,
+        voice_webhook: None,
+        sms_webhook: None,
+    };
+    // Every path to a direct target (numbers, REST and AI transfers, a
+    // caller's REFER) resolves here.
+    for inward in [
+        "sip:x@127.0.0.1:5070",
+        "sip:x@169.254.169.254",
+        "sip:x@10.1.2.3",
+        "sip:x@[::1]:5060",
+    ] {
+        let e = h.core.resolve_forward(h.now, &number(inward)).err();
+        assert!(
+            e.is_some_and(|e| e.contains("not allowed")),
+            "{inward}: {e:?}"
+        );
+    }
+    assert!(h.core.resolve_forward(h.now, &number("sip:x@192.0.2.10:5070")).is_ok());
+    // Through a trunk, the operator's address is used whatever it is.
+    let via_trunk = api::store::Number {
+        trunk: Some("carrier".into()),
+        ..number("sip:x@127.0.0.1:5070")
+    };
+    assert!(h.core.resolve_forward(h.now, &via_trunk).is_ok());
+}
