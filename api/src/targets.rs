@@ -23,6 +23,10 @@ const REFUSED: &[(&str, &str)] = &[
     ("240.0.0.0/4", "reserved"),
     ("::/128", "unspecified"),
     ("::1/128", "loopback"),
+    // IPv4-compatible (deprecated) and NAT64 forms reach IPv4 hosts.
+    ("::/96", "IPv4-compatible"),
+    ("64:ff9b::/96", "NAT64"),
+    ("64:ff9b:1::/48", "NAT64"),
     ("fc00::/7", "private (unique local, cloud metadata)"),
     ("fe80::/10", "link-local"),
     ("ff00::/8", "multicast"),
@@ -126,6 +130,8 @@ mod tests {
             "fd00:ec2::254",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::7f00:1",
+            "64:ff9b::a9fe:a9fe",
             "224.0.0.1",
             "198.18.0.1",
         ] {

@@ -659,19 +659,30 @@ async fn close_store_leftovers(
 }
 
 /// Handles what is already queued before the next poll (one wake-up per
-/// burst, not per message), trunk messages first, at most a batch.
+/// burst, not per message), at most a batch: trunk messages first, but
+/// every [`OTHER_TURN`]th turn goes to the other queue first, so a flood
+/// that passes for a trunk (a spoofed carrier address) cannot starve the
+/// registered phones either.
 fn drain_inbound(
     trunk_rx: &mut mpsc::Receiver<Inbound>,
     in_rx: &mut mpsc::Receiver<Inbound>,
     mut handle: impl FnMut(Inbound),
 ) {
-    for _ in 0..INBOUND_BATCH {
-        let Ok(inb) = trunk_rx.try_recv().or_else(|_| in_rx.try_recv()) else {
+    for turn in 0..INBOUND_BATCH {
+        let next = if turn % OTHER_TURN == OTHER_TURN - 1 {
+            in_rx.try_recv().or_else(|_| trunk_rx.try_recv())
+        } else {
+            trunk_rx.try_recv().or_else(|_| in_rx.try_recv())
+        };
+        let Ok(inb) = next else {
             break;
         };
         handle(inb);
     }
 }
+
+/// One turn in this many serves the non-trunk queue first.
+const OTHER_TURN: usize = 8;
 
 fn flush(
     core: &mut Core,
@@ -909,5 +920,22 @@ mod tests {
         assert_eq!(&order[..3], &[0, 1, 2]);
         assert_eq!(order[10], 3);
         assert!(order[3..10].iter().all(|p| *p >= 10_000));
+    }
+
+    #[test]
+    fn a_flood_through_the_trunk_queue_leaves_the_others_their_share() {
+        let (trunk_tx, mut trunk_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (in_tx, mut in_rx) = mpsc::channel(INBOUND_QUEUE);
+        for i in 0..1000 {
+            trunk_tx.try_send(inbound(i)).unwrap();
+            in_tx.try_send(inbound(10_000 + i)).unwrap();
+        }
+        let mut others = 0;
+        drain_inbound(&mut trunk_rx, &mut in_rx, |inb| {
+            if inb.peer.remote.port() >= 10_000 {
+                others += 1;
+            }
+        });
+        assert_eq!(others, INBOUND_BATCH / OTHER_TURN);
     }
 }

@@ -2151,7 +2151,11 @@ fn direct_forward_targets_obey_the_tenants_target_policy() {
             "{inward}: {e:?}"
         );
     }
-    assert!(h.core.resolve_forward(h.now, &number("sip:x@192.0.2.10:5070")).is_ok());
+    assert!(
+        h.core
+            .resolve_forward(h.now, &number("sip:x@192.0.2.10:5070"))
+            .is_ok()
+    );
     // Through a trunk, the operator's address is used whatever it is.
     let via_trunk = api::store::Number {
         trunk: Some("carrier".into()),
