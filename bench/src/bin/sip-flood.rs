@@ -105,23 +105,50 @@ fn main() {
     let mut sent: u64 = 0;
     let mut i = 0usize;
     let mut tick = start;
+    // The socket is bound, so batches need no address.
+    // SAFETY: sll is a valid, fully initialised sockaddr_ll.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    const BATCH: usize = 64;
     while Instant::now() < end && sent < pps * secs {
-        for _ in 0..per_tick {
-            let f = &frames[i % frames.len()];
-            i += 1;
-            let r = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
+        let mut left = per_tick as usize;
+        while left > 0 {
+            let n = left.min(BATCH);
+            let mut iov: Vec<libc::iovec> = (0..n)
+                .map(|k| {
+                    let f = &frames[(i + k) % frames.len()];
+                    libc::iovec {
+                        iov_base: f.as_ptr() as *mut libc::c_void,
+                        iov_len: f.len(),
+                    }
+                })
+                .collect();
+            let mut msgs: Vec<libc::mmsghdr> = iov
+                .iter_mut()
+                .map(|v| {
+                    // SAFETY: a zeroed mmsghdr is valid; it points at one
+                    // iovec that outlives the call.
+                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    m.msg_hdr.msg_iov = v;
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect();
+            // SAFETY: msgs holds n initialised headers.
+            let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
             if r > 0 {
-                sent += 1;
+                sent += r as u64;
+                i += r as usize;
+            } else {
+                i += n;
             }
+            left -= n;
         }
         tick += Duration::from_millis(1);
         let now = Instant::now();
