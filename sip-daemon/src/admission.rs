@@ -11,6 +11,7 @@
 //! spoofed addresses and a new client always gets a fresh bucket (a
 //! forgotten bucket was at worst partly spent).
 
+use crate::sip::transport::{canonical_ip, source_key};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -130,7 +131,7 @@ impl SourceAdmission {
 
     /// Decides for one message (or connection) from `ip` at `now`.
     pub fn admit(&mut self, now: Instant, ip: IpAddr) -> Admission {
-        let ip = canonical(ip);
+        let ip = canonical_ip(ip);
         if let Some(t) = self.trunk_of(ip) {
             let Some(rate) = t.rate else {
                 return Admission::Trunk;
@@ -145,7 +146,7 @@ impl SourceAdmission {
         let Some(rate) = self.source_rate else {
             return Admission::Source;
         };
-        let ip = bucket_key(ip);
+        let ip = source_key(ip);
         let bucket = match self.current.get_mut(&ip) {
             Some(b) => b,
             None => {
@@ -182,29 +183,6 @@ impl SourceAdmission {
     /// Addresses with a bucket now (both generations).
     pub fn tracked(&self) -> usize {
         self.current.len() + self.previous.len()
-    }
-}
-
-/// The bucket of a source: an IPv4 host, or an IPv6 /64 (one host may
-/// hold a whole /64 and rotate through it).
-fn bucket_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6) & !((1u128 << 64) - 1),
-        )),
-        v4 => v4,
-    }
-}
-
-/// An IPv4-mapped IPv6 address is the IPv4 host it maps (a dual-stack
-/// socket reports both forms for one peer).
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 

@@ -75,7 +75,7 @@ impl KernelGuard {
 
     /// Drops SIP from `source` in the kernel for `secs`.
     pub fn deny(&mut self, now: Instant, source: IpAddr, secs: u64) {
-        let IpAddr::V4(v4) = canonical(source) else {
+        let IpAddr::V4(v4) = crate::sip::transport::canonical_ip(source) else {
             return;
         };
         match self.path.sip_guard(|g| g.deny(v4, 32)) {
@@ -102,12 +102,5 @@ impl KernelGuard {
             let _ = self.path.sip_guard(|g| g.undeny(ip, 32));
         }
         self.denied.values().min().copied()
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }

@@ -177,13 +177,7 @@ impl RoutingTable {
     }
 }
 
-/// IPv4-mapped IPv6 sources compare as IPv4.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
+pub use crate::sip::transport::canonical_ip;
 
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()

@@ -6,6 +6,7 @@
 //! a live binding, so a guesser elsewhere cannot lock a phone out of its
 //! own registration refreshes.
 
+use crate::sip::transport::source_key;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -81,7 +82,7 @@ impl AuthGuard {
     ) -> Option<Lockout> {
         if self
             .sources
-            .get(&canonical(source))
+            .get(&source_key(source))
             .is_some_and(|f| f.locked_until > now)
         {
             return Some(Lockout::Source);
@@ -107,7 +108,7 @@ impl AuthGuard {
     /// are not kept: a flood of made-up names cannot fill the table).
     pub fn failed(&mut self, source: IpAddr, user: &str, known: bool, now: u64) -> Failed {
         let cfg = self.cfg;
-        let by_source = count(&mut self.sources, canonical(source), now, cfg);
+        let by_source = count(&mut self.sources, source_key(source), now, cfg);
         let by_user = known && count(&mut self.users, user.to_string(), now, cfg);
         if by_source {
             Failed::LockedOut(Lockout::Source)
@@ -121,7 +122,7 @@ impl AuthGuard {
     /// A source that authenticated starts with a clean slate (its user's
     /// count only decays: a guesser elsewhere keeps their count).
     pub fn succeeded(&mut self, source: IpAddr) {
-        self.sources.remove(&canonical(source));
+        self.sources.remove(&source_key(source));
     }
 
     /// Sources and usernames remembered.
@@ -166,20 +167,6 @@ fn count<K: Hash + Eq>(
         return true;
     }
     false
-}
-
-/// The key of a source: an IPv4 host, or an IPv6 /64 (one host may hold
-/// a whole /64 and rotate through it).
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

@@ -298,7 +298,11 @@ impl NonceSigner {
         m.update(b"|");
         m.update(salt.as_bytes());
         m.update(b"|");
-        m.update(canonical_ip(client).to_string().as_bytes());
+        m.update(
+            super::transport::canonical_ip(client)
+                .to_string()
+                .as_bytes(),
+        );
         hex::encode(&m.finalize().into_bytes()[..16])
     }
 
@@ -342,13 +346,6 @@ pub fn nonce_issued(nonce: &str) -> Option<u64> {
     (ts.len() <= 16)
         .then(|| u64::from_str_radix(ts, 16).ok())
         .flatten()
-}
-
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
 }
 
 /// Whether a nonce use is new.

@@ -59,3 +59,23 @@ pub struct Transmit {
 /// RFC 3261 §18.1.1: a request over UDP larger than this (path MTU 1500
 /// minus 200) should go over a congestion-controlled transport.
 pub const UDP_MTU_LIMIT: usize = 1300;
+
+/// IPv4-mapped IPv6 addresses are the IPv4 hosts they map (a dual-stack
+/// socket reports both forms for one peer).
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// What per-source limits count by: an IPv4 host, or an IPv6 /64 (one host
+/// may hold a whole /64 and rotate through it).
+pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match canonical_ip(ip) {
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
+}
