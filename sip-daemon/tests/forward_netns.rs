@@ -14,31 +14,14 @@ mod common;
 use common::baresip::{Callee, baresip_call_from, tone, tone_in_frames};
 use common::{Caller, Daemon, Opts, header};
 use media_userspace::testnet::{CALLER, FAR, GW_C, Topology};
-use media_userspace::xdp::{XdpMode, XdpOffload, build_info, program_bytes};
+use media_userspace::xdp::{XdpMode, XdpOffload};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn available() -> bool {
-    let skip = std::env::var("GATEWAY_TEST_SKIP_XDP").is_ok_and(|v| v == "1")
-        && std::env::var("GATEWAY_REQUIRE_XDP").is_err_and(|_| true);
-    // SAFETY: geteuid has no preconditions.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("not running as root".to_string())
-    } else if program_bytes().is_none() {
-        Some(format!("XDP program not built in ({})", build_info()))
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(w) if skip => {
-            eprintln!("SKIPPED (GATEWAY_TEST_SKIP_XDP=1): {w}");
-            false
-        }
-        Some(w) => panic!("forwarded-call netns test cannot run: {w}"),
-    }
+    common::xdp_test_available("forwarded-call netns test")
 }
 
 /// The daemon in the gateway namespace: callers' trunk on the caller side,

@@ -13,30 +13,12 @@ mod common;
 
 use common::{Daemon, Opts};
 use media_userspace::testnet::{CALLER, GW_C, Topology};
-use media_userspace::xdp::{build_info, program_bytes};
 use sip_daemon::sip::digest::{Challenge, Credentials};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 fn available() -> bool {
-    let skip = std::env::var("GATEWAY_TEST_SKIP_XDP").is_ok_and(|v| v == "1")
-        && std::env::var("GATEWAY_REQUIRE_XDP").is_err();
-    // SAFETY: geteuid has no preconditions.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("not running as root".to_string())
-    } else if program_bytes().is_none() {
-        Some(format!("XDP program not built in ({})", build_info()))
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(w) if skip => {
-            eprintln!("SKIPPED (GATEWAY_TEST_SKIP_XDP=1): {w}");
-            false
-        }
-        Some(w) => panic!("XDP SIP guard test cannot run: {w}"),
-    }
+    common::xdp_test_available("XDP SIP guard test")
 }
 
 /// Sends `msgs` from `sock` to `to` and counts the answers that arrive

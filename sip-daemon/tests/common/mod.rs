@@ -809,3 +809,29 @@ impl Caller {
         recv_status(&self.sip, &self.call_id, 200);
     }
 }
+
+/// Whether a test needing root and the XDP program can run: `true`, or
+/// `false` (skipped, said on stderr) with GATEWAY_TEST_SKIP_XDP=1 unless
+/// GATEWAY_REQUIRE_XDP is set; otherwise it panics naming `what` and why.
+#[allow(dead_code)]
+pub fn xdp_test_available(what: &str) -> bool {
+    use media_userspace::xdp::{build_info, program_bytes};
+    let skip = std::env::var("GATEWAY_TEST_SKIP_XDP").is_ok_and(|v| v == "1")
+        && std::env::var("GATEWAY_REQUIRE_XDP").is_err();
+    // SAFETY: geteuid has no preconditions.
+    let why = if unsafe { libc::geteuid() } != 0 {
+        Some("not running as root".to_string())
+    } else if program_bytes().is_none() {
+        Some(format!("XDP program not built in ({})", build_info()))
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(w) if skip => {
+            eprintln!("SKIPPED (GATEWAY_TEST_SKIP_XDP=1): {w}");
+            false
+        }
+        Some(w) => panic!("{what} cannot run: {w}"),
+    }
+}
