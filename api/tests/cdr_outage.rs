@@ -82,6 +82,18 @@ impl Store for FlakyStore {
     async fn delete_blocked(&self, id: &str) -> Result<bool> {
         self.inner.delete_blocked(id).await
     }
+    async fn insert_denied_source(&self, d: &DeniedSource) -> Result<bool> {
+        self.inner.insert_denied_source(d).await
+    }
+    async fn list_denied_sources(&self) -> Result<Vec<DeniedSource>> {
+        self.inner.list_denied_sources().await
+    }
+    async fn delete_denied_source(&self, id: &str) -> Result<bool> {
+        self.inner.delete_denied_source(id).await
+    }
+    async fn purge_denied_sources(&self, now_ms: i64) -> Result<u64> {
+        self.inner.purge_denied_sources(now_ms).await
+    }
     async fn upsert_sip_user(&self, u: &SipUser) -> Result<bool> {
         self.inner.upsert_sip_user(u).await
     }

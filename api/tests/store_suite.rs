@@ -216,6 +216,47 @@ async fn blocked_roundtrip(s: Arc<dyn Store>) {
     assert_eq!(s.list_blocked().await.unwrap(), vec![one]);
 }
 
+async fn denied_sources_roundtrip(s: Arc<dyn Store>) {
+    let host = DeniedSource {
+        id: "DS1".into(),
+        network: "203.0.113.7/32".into(),
+        reason: Some("scanner\u{0}".into()),
+        created_at: 1_000,
+        expires_at: Some(5_000),
+    };
+    let net = DeniedSource {
+        id: "DS2".into(),
+        network: "2001:db8::/32".into(),
+        reason: None,
+        created_at: 2_000,
+        expires_at: None,
+    };
+    assert!(s.insert_denied_source(&host).await.unwrap());
+    assert!(s.insert_denied_source(&net).await.unwrap());
+    // One row per network: a second entry for it writes nothing.
+    let again = DeniedSource {
+        id: "DS3".into(),
+        ..net.clone()
+    };
+    assert!(!s.insert_denied_source(&again).await.unwrap());
+    let stored = s.list_denied_sources().await.unwrap();
+    // The NUL is stored escaped, identically on both backends.
+    let escaped = DeniedSource {
+        reason: Some("scanner\\x00".into()),
+        ..host.clone()
+    };
+    assert_eq!(stored, vec![net.clone(), escaped]);
+    assert!(stored[1].in_force(4_999) && !stored[1].in_force(5_000));
+    assert!(stored[0].in_force(i64::MAX));
+
+    assert_eq!(s.purge_denied_sources(4_999).await.unwrap(), 0);
+    assert_eq!(s.purge_denied_sources(5_000).await.unwrap(), 1);
+    assert_eq!(s.list_denied_sources().await.unwrap(), vec![net]);
+    assert!(s.delete_denied_source("DS2").await.unwrap());
+    assert!(!s.delete_denied_source("DS2").await.unwrap());
+    assert!(s.list_denied_sources().await.unwrap().is_empty());
+}
+
 async fn sip_users_roundtrip(s: Arc<dyn Store>) {
     let bob = SipUser {
         username: "bob".into(),
@@ -1228,6 +1269,7 @@ suite! {
         trunks_roundtrip,
         numbers_roundtrip,
         blocked_roundtrip,
+        denied_sources_roundtrip,
         sip_users_roundtrip,
         concurrent_upserts_never_move_a_row,
         idempotency_keys_claim_replay_and_expire,

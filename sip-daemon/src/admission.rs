@@ -10,6 +10,9 @@
 //! and the older is forgotten, so memory stays bounded under a flood of
 //! spoofed addresses and a new client always gets a fresh bucket (a
 //! forgotten bucket was at worst partly spent).
+//!
+//! The operator's denied networks come first: their messages are dropped
+//! whatever their rate, trunk or not (as in the XDP guard).
 
 use crate::sip::transport::{canonical_ip, source_key};
 use ipnet::IpNet;
@@ -26,6 +29,8 @@ pub enum Admission {
     Source,
     /// Over its rate: dropped unparsed, counted.
     OverRate,
+    /// From a denied network: dropped unparsed, counted.
+    Denied,
 }
 
 /// A rate in tokens per second with a burst (the bucket's depth).
@@ -90,6 +95,45 @@ pub struct SourceAdmission {
     trunks: Vec<TrunkLimit>,
     current: HashMap<IpAddr, Bucket>,
     previous: HashMap<IpAddr, Bucket>,
+    denied: DenySet,
+}
+
+/// Denied networks, looked up by each prefix length in use (a handful),
+/// so a long list costs a few hash lookups per message, not a scan.
+#[derive(Debug, Default)]
+struct DenySet {
+    nets: HashMap<IpNet, Option<Instant>>,
+    /// (IPv6, prefix length) of the networks, without repeats.
+    lens: Vec<(bool, u8)>,
+}
+
+impl DenySet {
+    fn new(nets: impl IntoIterator<Item = (IpNet, Option<Instant>)>) -> DenySet {
+        let nets: HashMap<IpNet, Option<Instant>> =
+            nets.into_iter().map(|(n, t)| (n.trunc(), t)).collect();
+        let mut lens: Vec<(bool, u8)> = nets
+            .keys()
+            .map(|n| (matches!(n, IpNet::V6(_)), n.prefix_len()))
+            .collect();
+        lens.sort_unstable();
+        lens.dedup();
+        DenySet { nets, lens }
+    }
+
+    fn denies(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.nets.is_empty() {
+            return false;
+        }
+        self.lens
+            .iter()
+            .filter(|(v6, _)| *v6 == ip.is_ipv6())
+            .filter_map(|(_, len)| IpNet::new(ip, *len).ok())
+            .any(|n| {
+                self.nets
+                    .get(&n.trunc())
+                    .is_some_and(|until| until.is_none_or(|t| now < t))
+            })
+    }
 }
 
 impl SourceAdmission {
@@ -102,7 +146,14 @@ impl SourceAdmission {
             trunks: Vec::new(),
             current: HashMap::new(),
             previous: HashMap::new(),
+            denied: DenySet::default(),
         }
+    }
+
+    /// Replaces the denied networks, each until its instant (`None`:
+    /// until replaced).
+    pub fn set_denied(&mut self, nets: impl IntoIterator<Item = (IpNet, Option<Instant>)>) {
+        self.denied = DenySet::new(nets);
     }
 
     /// Replaces the trunks (after a routing change): each trunk's networks
@@ -119,19 +170,34 @@ impl SourceAdmission {
         }
     }
 
-    /// Takes the trunks of a routing table.
-    pub fn set_routing(&mut self, routing: &crate::routing::RoutingTable) {
+    /// Takes the trunks and the denied networks of a routing table; `now`
+    /// and `now_ms` are the same moment, to place the entries' expiries.
+    pub fn set_routing(
+        &mut self,
+        routing: &crate::routing::RoutingTable,
+        now: Instant,
+        now_ms: i64,
+    ) {
         self.set_trunks(routing.trunks().map(|e| {
             (
                 e.nets.clone(),
                 e.trunk.requests_per_sec.map(Rate::with_double_burst),
             )
         }));
+        self.set_denied(
+            routing
+                .denied()
+                .iter()
+                .map(|d| (d.net, d.until(now, now_ms))),
+        );
     }
 
     /// Decides for one message (or connection) from `ip` at `now`.
     pub fn admit(&mut self, now: Instant, ip: IpAddr) -> Admission {
         let ip = canonical_ip(ip);
+        if self.denied.denies(ip, now) {
+            return Admission::Denied;
+        }
         if let Some(t) = self.trunk_of(ip) {
             let Some(rate) = t.rate else {
                 return Admission::Trunk;
@@ -320,6 +386,61 @@ mod tests {
         a.admit(t0, ip("203.0.113.2"));
         a.admit(t0, ip("203.0.113.3"));
         assert_eq!(admitted(&mut a, t0, "203.0.113.1", 5), 0);
+    }
+
+    #[test]
+    fn denied_networks_drop_everything_until_they_lapse() {
+        let t0 = Instant::now();
+        let mut a = SourceAdmission::new(None, 100);
+        a.set_trunks([(vec![net("198.51.100.0/24")], None)]);
+        a.set_denied([
+            (net("203.0.113.0/24"), None),
+            (net("198.51.100.7/32"), Some(t0 + Duration::from_secs(60))),
+            (net("2001:db8:bad::/48"), None),
+        ]);
+        assert_eq!(a.admit(t0, ip("203.0.113.200")), Admission::Denied);
+        assert_eq!(a.admit(t0, ip("::ffff:203.0.113.1")), Admission::Denied);
+        assert_eq!(a.admit(t0, ip("203.0.114.1")), Admission::Source);
+        // Over a trunk's network, as in the kernel.
+        assert_eq!(a.admit(t0, ip("198.51.100.7")), Admission::Denied);
+        assert_eq!(a.admit(t0, ip("198.51.100.8")), Admission::Trunk);
+        assert_eq!(a.admit(t0, ip("2001:db8:bad:1::5")), Admission::Denied);
+        assert_eq!(a.admit(t0, ip("2001:db8:bae::5")), Admission::Source);
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(a.admit(later, ip("198.51.100.7")), Admission::Trunk);
+        assert_eq!(a.admit(later, ip("203.0.113.200")), Admission::Denied);
+        a.set_denied([]);
+        assert_eq!(a.admit(later, ip("203.0.113.200")), Admission::Source);
+    }
+
+    #[test]
+    fn a_routing_table_places_expiries_on_the_monotonic_clock() {
+        let t0 = Instant::now();
+        let (mut table, _) = crate::routing::RoutingTable::build(vec![], vec![], vec![], vec![]);
+        let row = |id: &str, network: &str, expires_at| api::store::DeniedSource {
+            id: id.into(),
+            network: network.into(),
+            reason: None,
+            created_at: 0,
+            expires_at,
+        };
+        let problems = table.set_denied(
+            vec![
+                row("a", "203.0.113.9/32", Some(1_030_000)),
+                row("b", "203.0.113.10/32", Some(999_000)),
+                row("c", "not a network", None),
+            ],
+            1_000_000,
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(table.denied().len(), 1, "the lapsed row is left out");
+        let mut a = SourceAdmission::new(None, 100);
+        a.set_routing(&table, t0, 1_000_000);
+        assert_eq!(a.admit(t0, ip("203.0.113.9")), Admission::Denied);
+        assert_eq!(a.admit(t0, ip("203.0.113.10")), Admission::Source);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(a.admit(at(29), ip("203.0.113.9")), Admission::Denied);
+        assert_eq!(a.admit(at(30), ip("203.0.113.9")), Admission::Source);
     }
 
     #[test]

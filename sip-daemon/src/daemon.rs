@@ -87,12 +87,14 @@ pub async fn provision(store: &dyn Store, cfg: &Config) -> Result<(), DaemonErro
 }
 
 pub async fn load_routing(store: &dyn Store) -> Result<(RoutingTable, Vec<String>), DaemonError> {
-    Ok(RoutingTable::build(
+    let (mut table, mut problems) = RoutingTable::build(
         store.list_trunks().await?,
         store.list_numbers().await?,
         store.list_blocked().await?,
         store.list_sip_users().await?,
-    ))
+    );
+    problems.extend(table.set_denied(store.list_denied_sources().await?, unix_ms_now()));
+    Ok((table, problems))
 }
 
 /// What a running daemon reports once it is listening (tests use it).
@@ -193,7 +195,7 @@ pub async fn run(
     let source_rate = (cfg.sip.source_requests_per_sec > 0)
         .then(|| Rate::with_double_burst(cfg.sip.source_requests_per_sec));
     let mut admission = SourceAdmission::new(source_rate, cfg.sip.source_table_size);
-    admission.set_routing(&routing);
+    admission.set_routing(&routing, Instant::now(), unix_ms_now());
     let (transports, bound) = Transports::bind(
         &listeners,
         TransportConfig {
@@ -329,7 +331,9 @@ pub async fn run(
             Some(table) = routing_rx.recv() => {
                 transports.set_trunks(&table);
                 if let Some(g) = &kernel_guard {
-                    g.lock().unwrap_or_else(|p| p.into_inner()).set_trunks(&table);
+                    let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
+                    g.set_trunks(&table);
+                    g.set_denied(&table, Instant::now(), unix_ms_now());
                 }
                 core.set_routing(Arc::new(table));
             }
@@ -551,6 +555,7 @@ fn start_kernel_guard(
         return Ok(None);
     };
     guard.set_trunks(routing);
+    guard.set_denied(routing, Instant::now(), unix_ms_now());
     crate::metrics::register_sip_guard(registry, path)?;
     let guard = Arc::new(std::sync::Mutex::new(guard));
     let g = guard.clone();

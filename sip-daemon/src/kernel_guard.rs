@@ -1,7 +1,9 @@
 //! The daemon's side of the XDP SIP guard (`media_userspace::xdp_sip`):
 //! turned on for the SIP UDP port when the XDP program is attached, it
-//! trusts the trunks' IPv4 networks (kept in step with routing reloads)
-//! and denies sources the registrar locked out, for the lockout's length.
+//! trusts the trunks' IPv4 networks and denies the operator's denied IPv4
+//! networks (both kept in step with routing reloads), and denies sources
+//! the registrar locked out, for the lockout's length. (IPv6 is denied in
+//! userspace only: the kernel guard reads IPv4.)
 //! Everything here fails open: an error is logged and counted, and the
 //! userspace checks stay in force.
 
@@ -16,8 +18,10 @@ use std::time::{Duration, Instant};
 pub struct KernelGuard {
     path: Arc<XdpPath>,
     trusted: HashSet<Ipv4Net>,
-    /// Denied sources and when their lockout ends.
+    /// Locked-out sources and when their lockout ends.
     denied: HashMap<Ipv4Addr, Instant>,
+    /// The operator's denied networks in the map, until when.
+    operator: HashMap<Ipv4Net, Option<Instant>>,
 }
 
 impl KernelGuard {
@@ -31,6 +35,7 @@ impl KernelGuard {
                     path,
                     trusted: HashSet::new(),
                     denied: HashMap::new(),
+                    operator: HashMap::new(),
                 })
             }
             Err(e) => {
@@ -73,6 +78,58 @@ impl KernelGuard {
         self.trusted = trusted;
     }
 
+    /// Denies exactly the operator's IPv4 networks of `routing` (`now` is
+    /// `now_ms` on the wall clock, to place their expiries).
+    pub fn set_denied(&mut self, routing: &RoutingTable, now: Instant, now_ms: i64) {
+        let want: HashMap<Ipv4Net, Option<Instant>> = routing
+            .denied()
+            .iter()
+            .filter_map(|d| match d.net {
+                ipnet::IpNet::V4(v4) => Some((v4.trunc(), d.until(now, now_ms))),
+                ipnet::IpNet::V6(_) => None,
+            })
+            .filter(|(_, until)| until.is_none_or(|t| t > now))
+            .collect();
+        let gone: Vec<Ipv4Net> = self
+            .operator
+            .keys()
+            .filter(|n| !want.contains_key(n))
+            .copied()
+            .collect();
+        for n in gone {
+            self.operator.remove(&n);
+            self.lift(n);
+        }
+        for (n, until) in want {
+            if let Some(u) = self.operator.get_mut(&n) {
+                *u = until;
+                continue;
+            }
+            match self.path.sip_guard(|g| g.deny(n.network(), n.prefix_len())) {
+                Ok(()) => {
+                    self.operator.insert(n, until);
+                }
+                // Denied in userspace all the same; retried at the next
+                // routing change.
+                Err(e) => {
+                    tracing::warn!(net = %n, error = %e, "XDP SIP guard: cannot deny a network")
+                }
+            }
+        }
+    }
+
+    /// Takes `net` out of the kernel's deny set unless a lockout or an
+    /// operator's entry still holds the same key.
+    fn lift(&mut self, net: Ipv4Net) {
+        let held = self.operator.contains_key(&net)
+            || (net.prefix_len() == 32 && self.denied.contains_key(&net.network()));
+        if !held {
+            let _ = self
+                .path
+                .sip_guard(|g| g.undeny(net.network(), net.prefix_len()));
+        }
+    }
+
     /// Drops SIP from `source` in the kernel for `secs`.
     pub fn deny(&mut self, now: Instant, source: IpAddr, secs: u64) {
         let IpAddr::V4(v4) = crate::sip::transport::canonical_ip(source) else {
@@ -99,8 +156,22 @@ impl KernelGuard {
             .collect();
         for ip in ended {
             self.denied.remove(&ip);
-            let _ = self.path.sip_guard(|g| g.undeny(ip, 32));
+            self.lift(Ipv4Net::from(ip));
         }
-        self.denied.values().min().copied()
+        let lapsed: Vec<Ipv4Net> = self
+            .operator
+            .iter()
+            .filter(|(_, until)| until.is_some_and(|t| t <= now))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in lapsed {
+            self.operator.remove(&n);
+            self.lift(n);
+        }
+        self.denied
+            .values()
+            .copied()
+            .chain(self.operator.values().flatten().copied())
+            .min()
     }
 }

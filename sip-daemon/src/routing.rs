@@ -1,9 +1,9 @@
 //! The in-memory routing table the signalling core decides with: trunks by
-//! source network, numbers by most specific pattern, blocked callers and SIP
-//! users. Built from store rows; the store is the source of truth and the
+//! source network, numbers by most specific pattern, blocked callers, SIP
+//! users and the operator's denied networks. Built from store rows; the store is the source of truth and the
 //! table is rebuilt whenever it changes.
 
-use api::store::{BlockedNumber, Number, SipUser, Trunk};
+use api::store::{BlockedNumber, DeniedSource, Number, SipUser, Trunk};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,6 +14,26 @@ pub use api::e164::{Pattern, normalize_e164};
 pub struct TrunkEntry {
     pub trunk: Trunk,
     pub nets: Vec<IpNet>,
+}
+
+/// A network whose SIP is dropped before the parse: an operator's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeniedNet {
+    pub net: IpNet,
+    /// Unix ms; `None`: until deleted.
+    pub expires_at_ms: Option<i64>,
+}
+
+impl DeniedNet {
+    /// When the entry lapses on the monotonic clock, given that `now` is
+    /// `now_ms` on the wall clock.
+    pub fn until(&self, now: std::time::Instant, now_ms: i64) -> Option<std::time::Instant> {
+        self.expires_at_ms.map(|at| {
+            let ms = u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0);
+            now.checked_add(std::time::Duration::from_millis(ms))
+                .unwrap_or(now + std::time::Duration::from_secs(86_400 * 365))
+        })
+    }
 }
 
 /// Most-specific-match table of numbers.
@@ -63,6 +83,7 @@ pub struct RoutingTable {
     numbers: NumberTable,
     blocked: crate::blocklist::BlockList,
     users: HashMap<String, SipUser>,
+    denied: Vec<DeniedNet>,
 }
 
 impl RoutingTable {
@@ -174,6 +195,34 @@ impl RoutingTable {
 
     pub fn number_count(&self) -> usize {
         self.numbers.len()
+    }
+
+    /// Takes the deny set's entries still in force at `now_ms`; rows that
+    /// do not parse are skipped and reported.
+    pub fn set_denied(&mut self, rows: Vec<DeniedSource>, now_ms: i64) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.denied = rows
+            .into_iter()
+            .filter(|d| d.in_force(now_ms))
+            .filter_map(
+                |d| match api::v1::denied_sources::parse_network(&d.network) {
+                    Ok(net) => Some(DeniedNet {
+                        net,
+                        expires_at_ms: d.expires_at,
+                    }),
+                    Err(e) => {
+                        problems.push(format!("denied source {}: {e}", d.id));
+                        None
+                    }
+                },
+            )
+            .collect();
+        problems
+    }
+
+    /// The operator's denied networks.
+    pub fn denied(&self) -> &[DeniedNet] {
+        &self.denied
     }
 }
 

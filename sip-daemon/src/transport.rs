@@ -318,7 +318,11 @@ impl Transports {
 
     /// Replaces the trunks admission knows (after a routing change).
     pub fn set_trunks(&self, routing: &crate::routing::RoutingTable) {
-        self.admission().set_routing(routing);
+        self.admission().set_routing(
+            routing,
+            std::time::Instant::now(),
+            crate::daemon::unix_ms_now(),
+        );
     }
 
     fn admission(&self) -> std::sync::MutexGuard<'_, SourceAdmission> {
@@ -339,6 +343,10 @@ impl Transports {
             Admission::Source => Some(&self.inner.inbound.other),
             Admission::OverRate => {
                 self.inner.metrics.reject("source_rate");
+                None
+            }
+            Admission::Denied => {
+                self.inner.metrics.reject("denied");
                 None
             }
         }

@@ -823,3 +823,123 @@ metrics_token = "scrape-secret""#,
     assert_eq!(count("timeout"), 2.0);
     assert_eq!(count("rate_limited"), 2.0);
 }
+
+/// Whether an OPTIONS from `from` is answered at all.
+fn answered_from(d: &Daemon, from: &str, n: u32) -> bool {
+    let sock = std::net::UdpSocket::bind((from, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    common::options_ping(&sock, d.sip_addr(), n).is_some()
+}
+
+#[test]
+fn the_operators_deny_set_drops_a_network_before_the_parse_until_lifted_or_lapsed() {
+    let d = Daemon::start("");
+    let admin = d.token(None, true);
+    let tenant = d.token(Some("acct"), false);
+    let mut n = 0;
+    let mut ping = |from: &str| {
+        n += 1;
+        answered_from(&d, from, n)
+    };
+    assert!(ping("127.0.0.2"), "a trunk address is answered first");
+
+    // Admin only; bad input names its field.
+    let deny = json!({"network": "127.0.0.2", "reason": "scanner"});
+    let (st, body, _) = d.api("POST", "/v1/denied-sources", Some(&tenant), Some(&deny));
+    assert_eq!((st, error_code(&body)), (403, "forbidden"), "{body}");
+    for (bad, field) in [
+        (json!({"network": "127.0.0.0/4"}), "network"),
+        (json!({"network": "gateway.example"}), "network"),
+        (json!({"network": "::/0"}), "network"),
+        (
+            json!({"network": "127.0.0.9", "reason": "a\u{7}b"}),
+            "reason",
+        ),
+        (
+            json!({"network": "127.0.0.9", "reason": "x".repeat(201)}),
+            "reason",
+        ),
+        (
+            json!({"network": "127.0.0.9", "expires_in_secs": 0}),
+            "expires_in_secs",
+        ),
+    ] {
+        let (st, body, _) = d.api("POST", "/v1/denied-sources", Some(&admin), Some(&bad));
+        assert_eq!((st, error_field(&body)), (422, field), "{bad} -> {body}");
+    }
+
+    let (st, body, _) = d.api("POST", "/v1/denied-sources", Some(&admin), Some(&deny));
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(body["network"], "127.0.0.2/32", "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    // The same network again, however written, is a conflict naming the entry.
+    let (st, body, _) = d.api(
+        "POST",
+        "/v1/denied-sources",
+        Some(&admin),
+        Some(&json!({"network": "::ffff:127.0.0.2"})),
+    );
+    assert_eq!((st, error_field(&body)), (409, "network"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&id),
+        "{body}"
+    );
+
+    // Dropped unparsed, even from a trunk's network; its neighbours are not.
+    eventually(Duration::from_secs(5), "the entry applies", || {
+        !ping("127.0.0.2")
+    });
+    assert!(ping("127.0.0.3"));
+    assert!(d.metric("gateway_sip_rejections_total{reason=\"denied\"}") >= 1.0);
+
+    let (st, body, _) = d.api("GET", "/v1/denied-sources", Some(&admin), None);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["data"][0]["id"], id.as_str(), "{body}");
+    assert_eq!(body["data"][0]["reason"], "scanner", "{body}");
+    let (st, _, _) = d.api(
+        "GET",
+        &format!("/v1/denied-sources/{id}"),
+        Some(&tenant),
+        None,
+    );
+    assert_eq!(st, 403);
+    let (st, _, _) = d.api(
+        "DELETE",
+        &format!("/v1/denied-sources/{id}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 204);
+    let (st, _, _) = d.api(
+        "GET",
+        &format!("/v1/denied-sources/{id}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 404);
+    eventually(Duration::from_secs(5), "the entry is lifted", || {
+        ping("127.0.0.2")
+    });
+
+    // An entry that expires lapses by itself, on the node's clock.
+    let (st, body, _) = d.api(
+        "POST",
+        "/v1/denied-sources",
+        Some(&admin),
+        Some(&json!({"network": "127.0.0.4/32", "expires_in_secs": 1})),
+    );
+    assert_eq!(st, 201, "{body}");
+    eventually(Duration::from_secs(5), "the entry applies", || {
+        !ping("127.0.0.4")
+    });
+    eventually(Duration::from_secs(5), "the entry lapses", || {
+        ping("127.0.0.4")
+    });
+    let (_, body, _) = d.api("GET", "/v1/denied-sources", Some(&admin), None);
+    assert_eq!(
+        body["data"],
+        json!([]),
+        "a lapsed entry is not listed: {body}"
+    );
+}

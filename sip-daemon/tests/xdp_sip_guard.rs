@@ -3,7 +3,8 @@
 //! host in the caller namespace (198.18.0.2, no trunk) sending SIP. Over
 //! its rate, the host's datagrams are dropped in the kernel (the daemon
 //! never sees them); once the registrar locks it out for wrong passwords,
-//! all of them are, until the lockout ends; a trunk network passes.
+//! all of them are, until the lockout ends; an operator's entry made over
+//! REST is dropped there too, until deleted; a trunk network passes.
 //!
 //! Needs root, iproute2 and the XDP program built in: without them the
 //! test FAILS (GATEWAY_TEST_SKIP_XDP=1 skips it, which
@@ -13,6 +14,7 @@ mod common;
 
 use common::{Daemon, Opts};
 use media_userspace::testnet::{CALLER, GW_C, Topology};
+use serde_json::json;
 use sip_daemon::sip::digest::{Challenge, Credentials};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -145,4 +147,44 @@ password = "right-password"
     std::thread::sleep(Duration::from_millis(4_500));
     let got = answers(&sock, to, &[options(local, to, 300)]);
     assert_eq!(got.len(), 1, "let back in after the lockout");
+
+    // An operator's entry over REST reaches the kernel: the caller's /24 is
+    // dropped there (the daemon never sees it) until the entry is deleted.
+    let admin = d.token(None, true);
+    let (st, body, _) = d.api(
+        "POST",
+        "/v1/denied-sources",
+        Some(&admin),
+        Some(&json!({"network": "198.18.0.0/24", "reason": "abuse desk ticket 1"})),
+    );
+    assert_eq!(st, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let mut n = 400;
+    let applied = (0..50).any(|_| {
+        n += 1;
+        answers(&sock, to, &[options(local, to, n)]).is_empty()
+    });
+    assert!(applied, "the entry reached the kernel");
+    let kernel = d.metric("gateway_xdp_sip_denied_total");
+    let userspace = d.metric("gateway_sip_rejections_total{reason=\"denied\"}");
+    let burst: Vec<String> = (0..5).map(|k| options(local, to, 500 + k)).collect();
+    assert!(answers(&sock, to, &burst).is_empty());
+    assert_eq!(d.metric("gateway_xdp_sip_denied_total") - kernel, 5.0);
+    assert_eq!(
+        d.metric("gateway_sip_rejections_total{reason=\"denied\"}"),
+        userspace,
+        "dropped in the kernel, not in the daemon"
+    );
+    let (st, _, _) = d.api(
+        "DELETE",
+        &format!("/v1/denied-sources/{id}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 204);
+    let lifted = (0..50).any(|_| {
+        n += 1;
+        !answers(&sock, to, &[options(local, to, n)]).is_empty()
+    });
+    assert!(lifted, "the kernel lets the network back in");
 }

@@ -114,6 +114,15 @@ pub(crate) const LIST_BLOCKED: &str = "SELECT id, account_id, number_pattern, ca
      FROM blocked_numbers ORDER BY id";
 pub(crate) const DELETE_BLOCKED: &str = "DELETE FROM blocked_numbers WHERE id = $1";
 
+pub(crate) const INSERT_DENIED_SOURCE: &str = "INSERT INTO denied_sources \
+     (id, network, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (network) DO NOTHING";
+pub(crate) const LIST_DENIED_SOURCES: &str = "SELECT id, network, reason, created_at, \
+     expires_at FROM denied_sources ORDER BY network";
+pub(crate) const DELETE_DENIED_SOURCE: &str = "DELETE FROM denied_sources WHERE id = $1";
+pub(crate) const PURGE_DENIED_SOURCES: &str =
+    "DELETE FROM denied_sources WHERE expires_at IS NOT NULL AND expires_at <= $1";
+
 pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
      (username, account_id, realm, ha1_md5, ha1_sha256) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (username) DO UPDATE SET account_id = excluded.account_id, \
@@ -318,6 +327,7 @@ pub(crate) type NumberRow = (
     Option<String>,
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
+pub(crate) type DeniedSourceRow = (String, String, Option<String>, i64, Option<i64>);
 pub(crate) type SipUserRow = (String, String, String, String, String);
 pub(crate) type RegistrationRow = (String, String, i64, String, String, String, i64);
 pub(crate) type CallRow = (
@@ -447,6 +457,17 @@ pub(crate) fn blocked_from_row(r: BlockedRow) -> Result<BlockedNumber> {
         account_id,
         number_pattern,
         caller_pattern,
+    })
+}
+
+pub(crate) fn denied_source_from_row(r: DeniedSourceRow) -> Result<DeniedSource> {
+    let (id, network, reason, created_at, expires_at) = r;
+    Ok(DeniedSource {
+        id,
+        network,
+        reason,
+        created_at,
+        expires_at,
     })
 }
 
@@ -668,6 +689,49 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(r.rows_affected() > 0)
+            }
+
+            async fn insert_denied_source(
+                &self,
+                d: &$crate::store::DeniedSource,
+            ) -> $crate::store::Result<bool> {
+                use $crate::store::common::db_text;
+                let r = sqlx::query($crate::store::common::INSERT_DENIED_SOURCE)
+                    .bind(&d.id)
+                    .bind(&d.network)
+                    .bind(d.reason.as_deref().map(db_text))
+                    .bind(d.created_at)
+                    .bind(d.expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn list_denied_sources(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::DeniedSource>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::DeniedSourceRow>(
+                    $crate::store::common::LIST_DENIED_SOURCES,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::denied_source_from_row)
+            }
+
+            async fn delete_denied_source(&self, id: &str) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::DELETE_DENIED_SOURCE)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn purge_denied_sources(&self, now_ms: i64) -> $crate::store::Result<u64> {
+                let r = sqlx::query($crate::store::common::PURGE_DENIED_SOURCES)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
             }
 
             async fn upsert_sip_user(

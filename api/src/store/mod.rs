@@ -87,6 +87,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_blocked(&self) -> Result<Vec<BlockedNumber>>;
     async fn delete_blocked(&self, id: &str) -> Result<bool>;
 
+    /// Inserts the entry; `false` (nothing written) when its network is
+    /// already denied (by another row).
+    async fn insert_denied_source(&self, d: &DeniedSource) -> Result<bool>;
+    /// Every entry, expired ones too, by network.
+    async fn list_denied_sources(&self) -> Result<Vec<DeniedSource>>;
+    async fn delete_denied_source(&self, id: &str) -> Result<bool>;
+    /// Removes the entries that expired by `now_ms`; how many.
+    async fn purge_denied_sources(&self, now_ms: i64) -> Result<u64>;
+
     /// Like [`Store::upsert_number`]: `false` when another account holds
     /// the username.
     async fn upsert_sip_user(&self, u: &SipUser) -> Result<bool>;

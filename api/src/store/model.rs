@@ -109,6 +109,28 @@ pub struct BlockedNumber {
     pub caller_pattern: String,
 }
 
+/// A network whose SIP is dropped before the parse (and in the kernel when
+/// the XDP guard is on): an operator's entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeniedSource {
+    pub id: String,
+    /// A canonical CIDR (`203.0.113.0/24`, `2001:db8::/32`; a host is /32
+    /// or /128).
+    pub network: String,
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms; `None`: until deleted.
+    pub expires_at: Option<i64>,
+}
+
+impl DeniedSource {
+    /// Whether the entry still applies at `now_ms`.
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        self.expires_at.is_none_or(|t| t > now_ms)
+    }
+}
+
 /// A SIP user that registers. Only digests of the password are stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SipUser {

@@ -2,6 +2,7 @@
 //! every resource scoped to the token's account. Another account's
 //! resource answers 404, exactly as a missing one, so ids leak nothing.
 
+pub mod denied_sources;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -68,7 +69,7 @@ impl std::ops::Deref for ApiState {
 
 /// The `/v1` router (paths include the `/v1` prefix).
 pub fn router(state: ApiState) -> Router {
-    let mut r = resources::routes();
+    let mut r = resources::routes().merge(denied_sources::routes());
     r = r.route(
         "/v1/openapi.json",
         axum::routing::get(|| async { openapi::document_json() }),

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and
 //! the schema types (`GET /v1/openapi.json`).
 
+use super::denied_sources as ds;
 use super::error::{ErrorBody, ErrorDetail};
 use super::resources as r;
 use super::schema::*;
@@ -15,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 #[openapi(
     info(
         title = "Voice gateway REST API",
-        description = "Numbers, trunks, blocked callers, SIP users, call records and live call control. \
+        description = "Numbers, trunks, blocked callers, SIP users, the SIP deny set, call records and live call control. \
             Every request carries `Authorization: Bearer <JWT>`; the token's `account` claim scopes it. \
             Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
     ),
@@ -25,6 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         r::list_numbers, r::get_number, r::put_number, r::delete_number,
         r::list_blocks, r::create_block, r::get_block, r::delete_block,
         r::list_sip_users, r::get_sip_user, r::put_sip_user, r::delete_sip_user,
+        ds::list_denied_sources, ds::create_denied_source, ds::get_denied_source, ds::delete_denied_source,
         r::list_calls, r::create_call, r::get_call, r::hangup_call, r::send_dtmf, r::transfer_call,
         r::start_stream, r::stop_stream,
         r::list_messages, r::send_message,
@@ -32,7 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     components(schemas(
         ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, TrunkIn, TrunkOut, TrunkPage,
         StreamSpec, NumberIn, NumberOut, NumberPage, BlockIn, BlockOut, BlockPage, SipUserIn,
-        SipUserOut, SipUserPage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, DtmfIn, TransferIn,
+        SipUserOut, SipUserPage, DeniedSourceIn, DeniedSourceOut, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, DtmfIn, TransferIn,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("bearer" = [])),
@@ -146,6 +148,8 @@ mod tests {
             "/v1/numbers/{number}",
             "/v1/blocked-numbers",
             "/v1/sip-users/{username}",
+            "/v1/denied-sources",
+            "/v1/denied-sources/{id}",
             "/v1/calls",
             "/v1/calls/{id}/hangup",
             "/v1/messages",

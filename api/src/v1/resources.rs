@@ -68,7 +68,7 @@ fn page_size(limit: Option<u32>) -> Result<usize, ApiError> {
 }
 
 /// One page of `items` (sorted by `key`) after `cursor`.
-fn paginate<T>(
+pub(super) fn paginate<T>(
     items: Vec<T>,
     key: impl Fn(&T) -> &str,
     q: &PageQuery,
@@ -85,7 +85,7 @@ fn paginate<T>(
 
 /// Applies a routing change on this node at once and announces it to the
 /// others sharing the database.
-async fn changed(state: &ApiState) {
+pub(super) async fn changed(state: &ApiState) {
     state.changed.notify_one();
     if let Err(e) = state.store.announce_change().await {
         tracing::warn!(error = %e, "routing change not announced to other nodes; they apply it by their next reload");
@@ -717,7 +717,7 @@ fn block_out(b: BlockedNumber) -> BlockOut {
     }
 }
 
-fn new_id(prefix: &str) -> String {
+pub(super) fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 

@@ -235,6 +235,33 @@ pub struct BlockOut {
     pub number: Option<String>,
 }
 
+/// An operator's entry in the SIP deny set (admin).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeniedSourceIn {
+    /// An address or a CIDR network, IPv4 or IPv6 (`203.0.113.7`,
+    /// `198.51.100.0/24`, `2001:db8::/48`); at least /8 for IPv4 and /32
+    /// for IPv6. IPv4-mapped IPv6 is taken as IPv4.
+    pub network: String,
+    /// Why, for the operators who read the list (at most 200 characters).
+    pub reason: Option<String>,
+    /// Lifts the entry after this many seconds (absent: until deleted).
+    #[schema(minimum = 1, maximum = 31536000)]
+    pub expires_in_secs: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeniedSourceOut {
+    pub id: String,
+    /// The canonical CIDR (host bits cleared; a host is /32 or /128).
+    pub network: String,
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms; absent: until deleted.
+    pub expires_at: Option<i64>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SipUserIn {
@@ -382,5 +409,6 @@ page!(TrunkPage, TrunkOut);
 page!(NumberPage, NumberOut);
 page!(BlockPage, BlockOut);
 page!(SipUserPage, SipUserOut);
+page!(DeniedSourcePage, DeniedSourceOut);
 page!(CallPage, CallOut);
 page!(MessagePage, MessageOut);

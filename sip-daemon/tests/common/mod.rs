@@ -463,38 +463,13 @@ target = "ws://127.0.0.1:9/stream"
         token: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> (u16, serde_json::Value, Option<String>) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
-        let req = ureq::http::Request::builder().method(method).uri(&url);
-        let req = match token {
-            Some(t) => req.header("Authorization", format!("Bearer {t}")),
-            None => req,
-        };
-        let mut resp = match body {
-            Some(b) => agent
-                .run(
-                    req.header("Content-Type", "application/json")
-                        .body(b.to_string())
-                        .unwrap(),
-                )
-                .expect("REST request"),
-            None => agent.run(req.body(()).unwrap()).expect("REST request"),
-        };
-        let status = resp.status().as_u16();
-        let retry = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        (status, json, retry)
+        let (port, method, path) = (self.metrics_port, method.to_string(), path.to_string());
+        let token = token.map(str::to_string);
+        let body = body.cloned();
+        in_netns(self.netns.as_deref(), move || {
+            rest_request(port, &method, &path, token.as_deref(), body.as_ref())
+        })
     }
-
     /// Plain-text Prometheus exposition.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
@@ -529,6 +504,46 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// One REST request to the API on `port` of this namespace's loopback.
+fn rest_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let req = ureq::http::Request::builder().method(method).uri(&url);
+    let req = match token {
+        Some(t) => req.header("Authorization", format!("Bearer {t}")),
+        None => req,
+    };
+    let mut resp = match body {
+        Some(b) => agent
+            .run(
+                req.header("Content-Type", "application/json")
+                    .body(b.to_string())
+                    .unwrap(),
+            )
+            .expect("REST request"),
+        None => agent.run(req.body(()).unwrap()).expect("REST request"),
+    };
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (status, json, retry)
 }
 
 /// Sends one OPTIONS and returns the status of the answer.
