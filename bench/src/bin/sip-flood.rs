@@ -3,9 +3,10 @@
 //! with an AF_PACKET socket on an interface of a network namespace the
 //! benchmark created, paced in 1 ms ticks, bounded in count and time.
 //!
-//!   sip-flood IFACE DST_MAC DST_IP DST_PORT PPS SECONDS [SOURCES]
+//!   sip-flood IFACE DST_MAC DST_IP DST_PORT PPS SECONDS [SOURCES [FIRST]]
 //!
-//! SOURCES (default 65,536, at most that) spoofed addresses take turns.
+//! SOURCES (default 65,536, at most that) spoofed addresses take turns,
+//! from the FIRST-th (default 0) of 198.19.0.0/16 on.
 //!
 //! Prints `sent=N secs=S pps=P`.
 
@@ -52,8 +53,8 @@ fn frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], port: u16, n: u32) -> Vec
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    if a.len() != 7 && a.len() != 8 {
-        eprintln!("usage: sip-flood IFACE DST_MAC DST_IP DST_PORT PPS SECONDS [SOURCES]");
+    if !(7..=9).contains(&a.len()) {
+        eprintln!("usage: sip-flood IFACE DST_MAC DST_IP DST_PORT PPS SECONDS [SOURCES [FIRST]]");
         std::process::exit(2);
     }
     let mac: Vec<u8> = a[2]
@@ -70,8 +71,13 @@ fn main() {
         .map(|s| s.parse().expect("sources"))
         .unwrap_or(65_536)
         .clamp(1, 65_536);
+    let first: u32 = a
+        .get(8)
+        .map(|s| s.parse().expect("first source"))
+        .unwrap_or(0)
+        .min(65_536 - sources);
     // The spoofed sources' frames, built once.
-    let frames: Vec<Vec<u8>> = (0..sources)
+    let frames: Vec<Vec<u8>> = (first..first + sources)
         .map(|i| {
             let src = [198, 19, (i >> 8) as u8, i as u8];
             frame(dst_mac, src, dst.octets(), port, i)
