@@ -61,13 +61,19 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         name: "telnyx-east".into(),
         source_cidrs: vec!["192.0.2.0/24".into(), "2001:db8::/32".into()],
         outbound_address: Some("sip.example.net:5060".into()),
-        transport: "udp".into(),
+        transport: "tls".into(),
         username: Some("user".into()),
         password: Some("p@ss'\"word".into()),
         max_calls: Some(u32::MAX),
         transfer: Some("refer".into()),
         account_id: Some("acc-a".into()),
         requests_per_sec: Some(u32::MAX),
+        tls: TrunkTls {
+            server_name: Some("sip.example.net".into()),
+            ca_file: Some("/etc/gateway/carrier-ca.pem".into()),
+            client_cert_file: Some("/etc/gateway/client.pem".into()),
+            client_key_file: Some("/etc/gateway/client.key".into()),
+        },
     };
     let bare = Trunk {
         name: "local".into(),
@@ -80,6 +86,7 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         transfer: None,
         account_id: None,
         requests_per_sec: None,
+        tls: TrunkTls::default(),
     };
     s.upsert_trunk(&full).await.unwrap();
     s.upsert_trunk(&bare).await.unwrap();

@@ -65,8 +65,11 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipSection {
-    /// Listeners as `udp:IP:PORT` / `tcp:IP:PORT` (IPv6: `udp:[::1]:5060`).
+    /// Listeners as `udp:IP:PORT` / `tcp:IP:PORT` / `tls:IP:PORT` (IPv6:
+    /// `udp:[::1]:5060`).
     pub listen: Vec<String>,
+    /// The TLS listeners' certificate.
+    pub tls: SipTlsSection,
     /// Address written in Via/Contact/SDP when a listener is bound to
     /// 0.0.0.0 or ::.
     pub advertised_ip: Option<IpAddr>,
@@ -149,6 +152,7 @@ impl Default for SipSection {
     fn default() -> Self {
         SipSection {
             listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
+            tls: SipTlsSection::default(),
             advertised_ip: None,
             server_name: None,
             realm: "voice-gateway".into(),
@@ -181,6 +185,27 @@ impl Default for SipSection {
             xdp_guard_rate_per_sec: 100,
             xdp_guard_burst: 200,
             xdp_guard_interfaces: Vec::new(),
+        }
+    }
+}
+
+/// `[sip.tls]`: the certificate chain and key the TLS listeners present,
+/// PEM files read again when they change (checked every
+/// `reload_interval_secs`) and on SIGHUP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipTlsSection {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub reload_interval_secs: u64,
+}
+
+impl Default for SipTlsSection {
+    fn default() -> Self {
+        SipTlsSection {
+            cert_file: None,
+            key_file: None,
+            reload_interval_secs: 5,
         }
     }
 }
@@ -477,6 +502,10 @@ pub struct TrunkEntry {
     /// of twice that); unset: no limit.
     #[serde(default)]
     pub requests_per_sec: Option<u32>,
+    /// With `transport = "tls"`: `server_name`, `ca_file`,
+    /// `client_cert_file`, `client_key_file`.
+    #[serde(default)]
+    pub tls: api::store::TrunkTls,
 }
 
 fn default_transport() -> String {
@@ -570,8 +599,18 @@ impl Config {
     /// Everything wrong with the file that TOML typing cannot catch.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Err(e) = self.listeners() {
-            out.push(e);
+        match self.listeners() {
+            Err(e) => out.push(e),
+            Ok(ls) => {
+                let tls = ls.iter().any(|l| l.transport == TransportKind::Tls);
+                let files = (&self.sip.tls.cert_file, &self.sip.tls.key_file);
+                if tls && !matches!(files, (Some(_), Some(_))) {
+                    out.push("a tls listener needs sip.tls.cert_file and sip.tls.key_file".into());
+                }
+                if files.0.is_some() != files.1.is_some() {
+                    out.push("sip.tls.cert_file and sip.tls.key_file go together".into());
+                }
+            }
         }
         if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {
             out.push("sip.min_expires must be > 0 and <= sip.max_expires".into());
@@ -625,6 +664,15 @@ impl Config {
                 && !accounts.contains(&a.as_str())
             {
                 out.push(format!("trunk {}: unknown account {a:?}", t.name));
+            }
+            if !t.tls.is_empty() && t.transport != "tls" {
+                out.push(format!("trunk {}: tls settings need transport tls", t.name));
+            }
+            if t.tls.client_cert_file.is_some() != t.tls.client_key_file.is_some() {
+                out.push(format!(
+                    "trunk {}: tls.client_cert_file and tls.client_key_file go together",
+                    t.name
+                ));
             }
             if !matches!(t.transfer.as_deref(), None | Some("bridge" | "refer")) {
                 out.push(format!(
@@ -769,9 +817,10 @@ impl Config {
                 let transport = match t {
                     "udp" => TransportKind::Udp,
                     "tcp" => TransportKind::Tcp,
+                    "tls" => TransportKind::Tls,
                     _ => {
                         return Err(format!(
-                            "sip.listen {l:?}: transport must be udp or tcp (tls comes later)"
+                            "sip.listen {l:?}: transport must be udp, tcp or tls"
                         ));
                     }
                 };
@@ -910,6 +959,7 @@ impl Config {
                     transfer: t.transfer.clone(),
                     account_id: t.account.clone(),
                     requests_per_sec: t.requests_per_sec,
+                    tls: t.tls.clone(),
                 })
                 .collect(),
             numbers: self

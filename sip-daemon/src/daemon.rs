@@ -32,6 +32,8 @@ pub enum DaemonError {
     Config(String),
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("sip.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Messages waiting for the core; beyond this, datagrams are dropped and
@@ -192,10 +194,12 @@ pub async fn run(
     let listeners = cfg.listeners().map_err(DaemonError::Config)?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (trunk_tx, mut trunk_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let (failed_tx, mut failed_rx) = mpsc::channel::<crate::sip::transport::Peer>(1024);
     let source_rate = (cfg.sip.source_requests_per_sec > 0)
         .then(|| Rate::with_double_burst(cfg.sip.source_requests_per_sec));
     let mut admission = SourceAdmission::new(source_rate, cfg.sip.source_table_size);
     admission.set_routing(&routing, Instant::now(), unix_ms_now());
+    let tls_cert = start_tls_reloader(&cfg)?;
     let (transports, bound) = Transports::bind(
         &listeners,
         TransportConfig {
@@ -204,15 +208,19 @@ pub async fn run(
             max_tcp_connections: cfg.sip.max_tcp_connections,
             max_tcp_connections_per_source: cfg.sip.max_tcp_connections_per_source.max(1),
             tcp_message_timeout: Duration::from_secs(cfg.sip.tcp_message_timeout_secs.max(1)),
+            tls_cert,
         },
         Queues {
             trunk: trunk_tx,
             other: in_tx,
+            failed: failed_tx,
         },
         admission,
         metrics.clone(),
     )
     .await?;
+    // The TLS client side's trunk settings (admission has them already).
+    transports.set_trunks(&routing);
     for l in &bound {
         tracing::info!(transport = l.transport.label(), addr = %l.addr, "SIP listening");
     }
@@ -338,6 +346,7 @@ pub async fn run(
                 core.set_routing(Arc::new(table));
             }
             Some(req) = control_rx.recv() => core.handle_control(Instant::now(), req),
+            Some(peer) = failed_rx.recv() => core.handle_transport_failure(Instant::now(), peer),
             Some((call, answer)) = voice_rx.recv() => core.handle_voice_answer(Instant::now(), call, answer),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
@@ -518,6 +527,37 @@ fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
         Some(local_ip),
         cfg.media.xdp_zero_udp_checksum,
     ))))
+}
+
+/// Loads the TLS listeners' certificate when one is configured, and keeps
+/// it current: read again when its files change (polled) and on SIGHUP.
+/// A pair that does not load is logged and the old one stays in use.
+fn start_tls_reloader(cfg: &Config) -> Result<Option<Arc<crate::tls::ServerCert>>, DaemonError> {
+    let (Some(cert), Some(key)) = (&cfg.sip.tls.cert_file, &cfg.sip.tls.key_file) else {
+        return Ok(None);
+    };
+    let sc = Arc::new(crate::tls::ServerCert::load(cert.clone(), key.clone())?);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Signal)?;
+    let every = Duration::from_secs(cfg.sip.tls.reload_interval_secs.max(1));
+    let s = sc.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = hup.recv() => true,
+            };
+            match s.reload(forced) {
+                Ok(true) => tracing::info!("sip.tls: certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sip.tls: new certificate refused; the old one stays")
+                }
+            }
+        }
+    });
+    Ok(Some(sc))
 }
 
 /// Turns the XDP SIP guard on when asked for and the program is attached:

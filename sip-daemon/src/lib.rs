@@ -10,4 +10,5 @@ pub mod kernel_guard;
 pub mod metrics;
 pub mod routing;
 pub mod sip;
+pub mod tls;
 pub mod transport;

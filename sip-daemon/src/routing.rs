@@ -16,6 +16,50 @@ pub struct TrunkEntry {
     pub nets: Vec<IpNet>,
 }
 
+impl TrunkEntry {
+    /// The transport its outbound requests take (`None`: not one we speak).
+    pub fn transport(&self) -> Option<crate::sip::transport::TransportKind> {
+        use crate::sip::transport::TransportKind;
+        match self.trunk.transport.to_ascii_lowercase().as_str() {
+            "udp" => Some(TransportKind::Udp),
+            "tcp" => Some(TransportKind::Tcp),
+            "tls" => Some(TransportKind::Tls),
+            _ => None,
+        }
+    }
+
+    /// Where its outbound requests go: `IP:port`, or an IP with the
+    /// transport's default port (5061 for TLS, RFC 3261 §19.1.2).
+    pub fn outbound_addr(&self) -> Option<std::net::SocketAddr> {
+        let addr = self.trunk.outbound_address.as_deref()?;
+        let addr = addr.trim_start_matches("sips:").trim_start_matches("sip:");
+        let port = if self.transport() == Some(crate::sip::transport::TransportKind::Tls) {
+            5061
+        } else {
+            5060
+        };
+        addr.parse().ok().or_else(|| {
+            addr.parse::<IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, port))
+        })
+    }
+
+    /// How a TLS connection to it is made.
+    pub fn tls_profile(&self) -> crate::tls::ClientProfile {
+        let t = &self.trunk.tls;
+        crate::tls::ClientProfile {
+            server_name: t.server_name.clone(),
+            ca_file: t.ca_file.as_ref().map(Into::into),
+            client_cert: t
+                .client_cert_file
+                .as_ref()
+                .zip(t.client_key_file.as_ref())
+                .map(|(c, k)| (c.into(), k.into())),
+        }
+    }
+}
+
 /// A network whose SIP is dropped before the parse: an operator's entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeniedNet {
@@ -304,6 +348,7 @@ mod tests {
             transfer: None,
             account_id: None,
             requests_per_sec: None,
+            tls: Default::default(),
         };
         // "wide" also lists an IPv6 /128, which must not make its IPv4 /8
         // beat another trunk's /32.
@@ -339,6 +384,7 @@ mod tests {
             transfer: None,
             account_id: None,
             requests_per_sec: None,
+            tls: Default::default(),
         };
         let (t, problems) = RoutingTable::build(
             vec![trunk],

@@ -1,10 +1,12 @@
-//! The socket edge of SIP (RFC 3261 §18): UDP and TCP listeners on IPv4
-//! and IPv6. Receivers admit each message by its source's rate
+//! The socket edge of SIP (RFC 3261 §18): UDP, TCP and TLS listeners on
+//! IPv4 and IPv6. Receivers admit each message by its source's rate
 //! ([`crate::admission`]) before parsing it, then hand it to the core
 //! through one of two bounded channels: trunk traffic has its own, served
 //! first, so a flood from elsewhere cannot starve the carriers;
-//! [`Transports::send`] never blocks the core. TLS (a later issue) is one more stream variant beside TCP: the
-//! framing, connection table and reuse rules below are shared.
+//! [`Transports::send`] never blocks the core. TLS ([`crate::tls`]) is one
+//! more stream variant beside TCP: the framing, limits, connection table
+//! and reuse rules below are shared, and a connection of one kind is never
+//! used for the other (a TLS peer never gets cleartext).
 
 use crate::admission::{Admission, SourceAdmission};
 use crate::config::Listener;
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -39,6 +41,8 @@ pub struct TransportConfig {
     pub max_tcp_connections_per_source: usize,
     /// A message begun must be whole within this, or the connection closes.
     pub tcp_message_timeout: Duration,
+    /// The TLS listeners' certificate (required with a TLS listener).
+    pub tls_cert: Option<Arc<crate::tls::ServerCert>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,8 @@ pub enum TransportError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("SIP TLS listener on {addr}: {why}")]
+    Tls { addr: SocketAddr, why: String },
 }
 
 /// Frames queued per TCP connection before it counts as stuck.
@@ -57,14 +63,15 @@ const CONN_QUEUE: usize = 1024;
 struct Conn {
     tx: mpsc::Sender<Bytes>,
     remote: SocketAddr,
+    kind: TransportKind,
 }
 
 #[derive(Default)]
 struct ConnTable {
     by_id: HashMap<ConnId, Conn>,
     /// §18.1.1/§18.2.2: requests and responses to a remote reuse an open
-    /// connection to it.
-    by_remote: HashMap<SocketAddr, ConnId>,
+    /// connection of the same transport to it.
+    by_remote: HashMap<(TransportKind, SocketAddr), ConnId>,
     /// Open connections per peer address (the per-host cap).
     per_ip: HashMap<std::net::IpAddr, usize>,
 }
@@ -72,9 +79,13 @@ struct ConnTable {
 struct Inner {
     cfg: TransportConfig,
     udp: HashMap<SocketAddr, Arc<UdpSocket>>,
-    /// Bound TCP listener addresses, used as the local side of outbound
-    /// connections.
+    /// Bound TCP and TLS listener addresses, used as the local side of
+    /// outbound connections.
     tcp_local: Vec<SocketAddr>,
+    tls_server: Option<tokio_rustls::TlsAcceptor>,
+    /// How to reach TLS peers (the trunks'; others: the default profile),
+    /// with their client configurations built once.
+    tls_clients: Mutex<TlsClients>,
     conns: Mutex<ConnTable>,
     next_conn: AtomicU64,
     inbound: Queues,
@@ -89,6 +100,9 @@ pub struct Queues {
     pub trunk: mpsc::Sender<Inbound>,
     /// From everyone else.
     pub other: mpsc::Sender<Inbound>,
+    /// Peers a connection (or a TLS handshake) to failed, so their
+    /// transactions end at once (RFC 3261 §17.1.4).
+    pub failed: mpsc::Sender<Peer>,
 }
 
 /// Handle to the SIP sockets. Cheap to clone.
@@ -111,6 +125,19 @@ impl Transports {
         let mut udp = HashMap::new();
         let mut tcp = Vec::new();
         let mut bound = Vec::new();
+        let tls_server = match &cfg.tls_cert {
+            Some(cert) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(cert.clone()).map_err(|e| TransportError::Tls {
+                    addr: listeners
+                        .iter()
+                        .find(|l| l.transport == TransportKind::Tls)
+                        .map(|l| l.addr)
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                    why: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
         for l in listeners {
             match l.transport {
                 TransportKind::Udp => {
@@ -127,15 +154,21 @@ impl Transports {
                     });
                 }
                 TransportKind::Tcp | TransportKind::Tls => {
+                    if l.transport == TransportKind::Tls && tls_server.is_none() {
+                        return Err(TransportError::Tls {
+                            addr: l.addr,
+                            why: "no certificate (sip.tls.cert_file, key_file)".into(),
+                        });
+                    }
                     let sock = bind_tcp(l.addr).map_err(|source| TransportError::Bind {
-                        transport: "tcp",
+                        transport: l.transport.label(),
                         addr: l.addr,
                         source,
                     })?;
                     let local = sock.local_addr().unwrap_or(l.addr);
-                    tcp.push((local, sock));
+                    tcp.push((l.transport, local, sock));
                     bound.push(Listener {
-                        transport: TransportKind::Tcp,
+                        transport: l.transport,
                         addr: local,
                     });
                 }
@@ -145,7 +178,9 @@ impl Transports {
             inner: Arc::new(Inner {
                 cfg,
                 udp,
-                tcp_local: tcp.iter().map(|(a, _)| *a).collect(),
+                tcp_local: tcp.iter().map(|(_, a, _)| *a).collect(),
+                tls_server,
+                tls_clients: Mutex::new(TlsClients::default()),
                 conns: Mutex::new(ConnTable::default()),
                 next_conn: AtomicU64::new(1),
                 inbound,
@@ -156,8 +191,8 @@ impl Transports {
         for (local, sock) in t.inner.udp.iter() {
             tokio::spawn(udp_receiver(t.clone(), *local, sock.clone()));
         }
-        for (local, listener) in tcp {
-            tokio::spawn(tcp_acceptor(t.clone(), local, listener));
+        for (kind, local, listener) in tcp {
+            tokio::spawn(tcp_acceptor(t.clone(), kind, local, listener));
         }
         Ok((t, bound))
     }
@@ -201,15 +236,17 @@ impl Transports {
     }
 
     fn send_stream(&self, t: Transmit) {
+        let kind = t.peer.transport;
         let existing = {
             let table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
             t.peer
                 .conn
                 .and_then(|id| table.by_id.get(&id))
+                .filter(|c| c.kind == kind)
                 .or_else(|| {
                     table
                         .by_remote
-                        .get(&t.peer.remote)
+                        .get(&(kind, t.peer.remote))
                         .and_then(|id| table.by_id.get(id))
                 })
                 .map(|c| c.tx.clone())
@@ -225,20 +262,34 @@ impl Transports {
                 // address the response (or request) is for.
                 let me = self.clone();
                 tokio::spawn(async move {
-                    match TcpStream::connect(t.peer.remote).await {
-                        Ok(stream) => {
-                            let local = stream
-                                .local_addr()
-                                .ok()
-                                .or_else(|| me.inner.tcp_local.first().copied())
-                                .unwrap_or(t.peer.local);
-                            let tx = me.adopt_stream(stream, local, t.peer.remote);
-                            let _ = tx.try_send(t.bytes);
-                        }
+                    let remote = t.peer.remote;
+                    let stream = match TcpStream::connect(remote).await {
+                        Ok(s) => s,
                         Err(e) => {
-                            tracing::debug!(remote = %t.peer.remote, error = %e, "TCP connect failed")
+                            tracing::debug!(%remote, error = %e, "TCP connect failed");
+                            let _ = me.inner.inbound.failed.try_send(t.peer);
+                            return;
                         }
-                    }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let local = stream
+                        .local_addr()
+                        .ok()
+                        .or_else(|| me.inner.tcp_local.first().copied())
+                        .unwrap_or(t.peer.local);
+                    let tx = if kind == TransportKind::Tls {
+                        // Never cleartext instead: no handshake, no send.
+                        match me.tls_connect(stream, remote).await {
+                            Some(s) => me.adopt_stream(s, kind, local, remote),
+                            None => {
+                                let _ = me.inner.inbound.failed.try_send(t.peer);
+                                return;
+                            }
+                        }
+                    } else {
+                        me.adopt_stream(stream, kind, local, remote)
+                    };
+                    let _ = tx.try_send(t.bytes);
                 });
             }
         }
@@ -258,14 +309,63 @@ impl Transports {
         self.inner.conns.lock().map(|t| t.by_id.len()).unwrap_or(0)
     }
 
-    /// Registers a connection and starts its reader and writer.
-    fn adopt_stream(
+    /// The TLS client handshake with `remote` as its profile says, bounded
+    /// by the message timeout; `None` (logged, counted) when it fails.
+    async fn tls_connect(
         &self,
-        stream: TcpStream,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+        let _ = tcp.set_nodelay(true);
+        let (profile, config) = {
+            let mut c = self
+                .inner
+                .tls_clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            c.config_for(remote)
+        };
+        let Some(config) = config else {
+            self.inner.metrics.reject("tls_handshake");
+            return None;
+        };
+        let Some(name) = crate::tls::server_name(&profile, remote) else {
+            tracing::warn!(%remote, name = ?profile.server_name, "TLS: not a server name");
+            self.inner.metrics.reject("tls_handshake");
+            return None;
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        match tokio::time::timeout(
+            self.inner.cfg.tcp_message_timeout,
+            connector.connect(name, tcp),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::warn!(%remote, error = %e, "TLS handshake failed; nothing sent");
+                self.inner.metrics.reject("tls_handshake");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%remote, "TLS handshake timed out; nothing sent");
+                self.inner.metrics.reject("tls_handshake");
+                None
+            }
+        }
+    }
+
+    /// Registers a connection and starts its reader and writer.
+    fn adopt_stream<S>(
+        &self,
+        stream: S,
+        kind: TransportKind,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> mpsc::Sender<Bytes> {
-        let _ = stream.set_nodelay(true);
+    ) -> mpsc::Sender<Bytes>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
         {
@@ -275,33 +375,33 @@ impl Transports {
                 Conn {
                     tx: tx.clone(),
                     remote,
+                    kind,
                 },
             );
-            table.by_remote.insert(remote, id);
+            table.by_remote.insert((kind, remote), id);
             *table.per_ip.entry(remote.ip()).or_default() += 1;
             self.inner
                 .metrics
                 .tcp_connections
                 .set(table.by_id.len() as i64);
         }
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = tokio::io::split(stream);
         tokio::spawn(stream_writer(wr, rx));
-        tokio::spawn(stream_reader(
-            self.clone(),
-            rd,
-            tx.clone(),
-            id,
+        let peer = Peer {
+            transport: kind,
             local,
             remote,
-        ));
+            conn: Some(id),
+        };
+        tokio::spawn(stream_reader(self.clone(), rd, tx.clone(), peer));
         tx
     }
 
     fn forget(&self, id: ConnId) {
         let mut table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = table.by_id.remove(&id) {
-            if table.by_remote.get(&c.remote) == Some(&id) {
-                table.by_remote.remove(&c.remote);
+            if table.by_remote.get(&(c.kind, c.remote)) == Some(&id) {
+                table.by_remote.remove(&(c.kind, c.remote));
             }
             if let Some(n) = table.per_ip.get_mut(&c.remote.ip()) {
                 *n -= 1;
@@ -316,8 +416,14 @@ impl Transports {
             .set(table.by_id.len() as i64);
     }
 
-    /// Replaces the trunks admission knows (after a routing change).
+    /// Replaces the trunks admission and the TLS client side know (after a
+    /// routing change).
     pub fn set_trunks(&self, routing: &crate::routing::RoutingTable) {
+        self.inner
+            .tls_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_trunks(routing);
         self.admission().set_routing(
             routing,
             std::time::Instant::now(),
@@ -424,7 +530,12 @@ async fn udp_receiver(t: Transports, local: SocketAddr, sock: Arc<UdpSocket>) {
     }
 }
 
-async fn tcp_acceptor(t: Transports, local: SocketAddr, listener: TcpListener) {
+async fn tcp_acceptor(
+    t: Transports,
+    kind: TransportKind,
+    local: SocketAddr,
+    listener: TcpListener,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
@@ -444,7 +555,37 @@ async fn tcp_acceptor(t: Transports, local: SocketAddr, listener: TcpListener) {
                     drop(stream);
                     continue;
                 }
-                t.adopt_stream(stream, local, remote);
+                let _ = stream.set_nodelay(true);
+                if kind == TransportKind::Tls {
+                    // The handshake in its own task: a slow client holds
+                    // no one else up, and gets the message timeout.
+                    let t = t.clone();
+                    tokio::spawn(async move {
+                        let Some(acceptor) = t.inner.tls_server.clone() else {
+                            return;
+                        };
+                        let hs = tokio::time::timeout(
+                            t.inner.cfg.tcp_message_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await;
+                        match hs {
+                            Ok(Ok(s)) => {
+                                t.adopt_stream(s, kind, local, remote);
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                                t.inner.metrics.reject("tls_handshake");
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                t.inner.metrics.reject("tls_handshake");
+                            }
+                        }
+                    });
+                } else {
+                    t.adopt_stream(stream, kind, local, remote);
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -455,7 +596,7 @@ async fn tcp_acceptor(t: Transports, local: SocketAddr, listener: TcpListener) {
     }
 }
 
-async fn stream_writer(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn stream_writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = rx.recv().await {
         if wr.write_all(&bytes).await.is_err() {
             break;
@@ -468,7 +609,7 @@ async fn stream_writer(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Re
 /// answer to leave; what the peer sends meanwhile is discarded.
 const LINGER: Duration = Duration::from_secs(1);
 
-async fn linger(rd: &mut tokio::net::tcp::OwnedReadHalf) {
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
     let mut sink = [0u8; 4096];
     let until = tokio::time::Instant::now() + LINGER;
     while let Ok(Ok(n)) = tokio::time::timeout_at(until, rd.read(&mut sink)).await {
@@ -478,22 +619,16 @@ async fn linger(rd: &mut tokio::net::tcp::OwnedReadHalf) {
     }
 }
 
-async fn stream_reader(
+async fn stream_reader<R: AsyncRead + Unpin>(
     t: Transports,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: R,
     tx: mpsc::Sender<Bytes>,
-    id: ConnId,
-    local: SocketAddr,
-    remote: SocketAddr,
+    peer: Peer,
 ) {
     let mut framer = StreamFramer::new(t.inner.cfg.max_message_size);
     let mut buf = vec![0u8; 16 * 1024];
-    let peer = Peer {
-        transport: TransportKind::Tcp,
-        local,
-        remote,
-        conn: Some(id),
-    };
+    let remote = peer.remote;
+    let id = peer.conn.unwrap_or_default();
     // When the message being framed began: it must be whole by the
     // message timeout (a sender trickling bytes holds no slot for long).
     let mut begun: Option<tokio::time::Instant> = None;
@@ -554,4 +689,47 @@ async fn stream_reader(
         }
     }
     t.forget(id);
+}
+
+/// The TLS client side: a profile per trunk address (its server name, CA
+/// file, client certificate), the default (system roots, the address as
+/// the name) for everyone else, and each profile's configuration built
+/// once and kept while it is in use.
+#[derive(Default)]
+struct TlsClients {
+    by_remote: HashMap<SocketAddr, crate::tls::ClientProfile>,
+    configs: HashMap<crate::tls::ClientProfile, Arc<rustls::ClientConfig>>,
+}
+
+impl TlsClients {
+    fn set_trunks(&mut self, routing: &crate::routing::RoutingTable) {
+        self.by_remote = routing
+            .trunks()
+            .filter_map(|e| Some((e.outbound_addr()?, e.tls_profile())))
+            .collect();
+        let used: std::collections::HashSet<&crate::tls::ClientProfile> =
+            self.by_remote.values().collect();
+        self.configs
+            .retain(|p, _| used.contains(p) || *p == crate::tls::ClientProfile::default());
+    }
+
+    fn config_for(
+        &mut self,
+        remote: SocketAddr,
+    ) -> (crate::tls::ClientProfile, Option<Arc<rustls::ClientConfig>>) {
+        let profile = self.by_remote.get(&remote).cloned().unwrap_or_default();
+        if let Some(c) = self.configs.get(&profile) {
+            return (profile, Some(c.clone()));
+        }
+        match crate::tls::client_config(&profile) {
+            Ok(c) => {
+                self.configs.insert(profile.clone(), c.clone());
+                (profile, Some(c))
+            }
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "TLS client configuration refused; nothing sent");
+                (profile, None)
+            }
+        }
+    }
 }

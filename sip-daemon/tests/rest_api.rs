@@ -943,3 +943,41 @@ fn the_operators_deny_set_drops_a_network_before_the_parse_until_lifted_or_lapse
         "a lapsed entry is not listed: {body}"
     );
 }
+
+#[test]
+fn tls_trunks_take_their_verification_settings_and_refuse_bad_ones_by_field() {
+    let d = Daemon::start("");
+    let admin = d.token(None, true);
+    let put = |body: Value| d.api("PUT", "/v1/trunks/secure", Some(&admin), Some(&body));
+    let tls = json!({"server_name": "sip.carrier.example", "ca_file": "/etc/gw/ca.pem"});
+    for (body, field) in [
+        (json!({"transport": "udp", "tls": tls}), "tls"),
+        (
+            json!({"transport": "tls", "tls": {"server_name": "not a name!"}}),
+            "tls.server_name",
+        ),
+        (
+            json!({"transport": "tls", "tls": {"ca_file": "ca.pem"}}),
+            "tls.ca_file",
+        ),
+        (
+            json!({"transport": "tls", "tls": {"client_cert_file": "/etc/gw/c.pem"}}),
+            "tls.client_key_file",
+        ),
+    ] {
+        let (st, out, _) = put(body.clone());
+        assert_eq!((st, error_field(&out)), (422, field), "{body} -> {out}");
+    }
+    let (st, out, _) = put(json!({"transport": "tls", "tls": {"bogus": 1}}));
+    assert_eq!(st, 422, "unknown tls fields are refused: {out}");
+    let (st, out, _) = put(json!({
+        "transport": "tls",
+        "outbound_address": "192.0.2.50:5061",
+        "tls": {"server_name": "sip.carrier.example", "ca_file": "/etc/gw/ca.pem",
+                "client_cert_file": "/etc/gw/c.pem", "client_key_file": "/etc/gw/c.key"},
+    }));
+    assert_eq!(st, 200, "{out}");
+    let (_, got, _) = d.api("GET", "/v1/trunks/secure", Some(&admin), None);
+    assert_eq!(got["tls"]["server_name"], "sip.carrier.example", "{got}");
+    assert_eq!(got["tls"]["client_key_file"], "/etc/gw/c.key", "{got}");
+}

@@ -82,14 +82,15 @@ pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name, number_ranges FROM acco
 
 pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
      (name, source_cidrs, outbound_address, transport, username, password, max_calls, \
-     transfer, account_id, requests_per_sec) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     transfer, account_id, requests_per_sec, tls) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
      ON CONFLICT (name) DO UPDATE SET source_cidrs = excluded.source_cidrs, \
      outbound_address = excluded.outbound_address, transport = excluded.transport, \
      username = excluded.username, password = excluded.password, \
      max_calls = excluded.max_calls, transfer = excluded.transfer, \
-     account_id = excluded.account_id, requests_per_sec = excluded.requests_per_sec";
+     account_id = excluded.account_id, requests_per_sec = excluded.requests_per_sec, \
+     tls = excluded.tls";
 pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_address, transport, \
-     username, password, max_calls, transfer, account_id, requests_per_sec FROM trunks \
+     username, password, max_calls, transfer, account_id, requests_per_sec, tls FROM trunks \
      ORDER BY name";
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
@@ -312,6 +313,7 @@ pub(crate) type TrunkRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 pub(crate) type NumberRow = (
     String,
@@ -403,9 +405,14 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         transfer,
         account_id,
         requests_per_sec,
+        tls,
     ) = r;
     let source_cidrs =
         serde_json::from_str(&cidrs).map_err(|_| corrupt("trunks", "source_cidrs", cidrs))?;
+    let tls = match tls {
+        None => TrunkTls::default(),
+        Some(t) => serde_json::from_str(&t).map_err(|_| corrupt("trunks", "tls", t))?,
+    };
     Ok(Trunk {
         name,
         source_cidrs,
@@ -417,6 +424,7 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         transfer,
         account_id,
         requests_per_sec: narrow_opt("trunks", "requests_per_sec", requests_per_sec)?,
+        tls,
     })
 }
 
@@ -598,6 +606,10 @@ macro_rules! impl_store {
                     .bind(t.transfer.as_deref())
                     .bind(t.account_id.as_deref())
                     .bind(t.requests_per_sec.map(i64::from))
+                    .bind(
+                        (!t.tls.is_empty())
+                            .then(|| serde_json::to_string(&t.tls).unwrap_or_default()),
+                    )
                     .execute(&self.pool)
                     .await?;
                 Ok(())

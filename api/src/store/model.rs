@@ -37,6 +37,33 @@ pub struct Trunk {
     /// SIP messages per second its source networks may send together,
     /// with a burst of twice that (`None`: no limit).
     pub requests_per_sec: Option<u32>,
+    /// How its TLS connections are made (with `transport = "tls"`).
+    pub tls: TrunkTls,
+}
+
+/// A TLS trunk's client side: whom to expect and what to present. Files
+/// are paths on each node (mounted secrets, rotated in place).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkTls {
+    /// SNI and the name its certificate must carry (`None`: the outbound
+    /// address's host, an IP address verified against IP SANs).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM roots trusted for it instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// A client certificate chain and its key, PEM (mutual TLS).
+    #[serde(default)]
+    pub client_cert_file: Option<String>,
+    #[serde(default)]
+    pub client_key_file: Option<String>,
+}
+
+impl TrunkTls {
+    pub fn is_empty(&self) -> bool {
+        *self == TrunkTls::default()
+    }
 }
 
 impl Trunk {

@@ -217,6 +217,7 @@ fn trunk_out(t: Trunk) -> TrunkOut {
         transfer: t.transfer.unwrap_or_else(|| "bridge".into()),
         account: t.account_id,
         requests_per_sec: t.requests_per_sec,
+        tls: t.tls,
     }
 }
 
@@ -314,6 +315,11 @@ pub async fn put_trunk(
     {
         return Err(ApiError::field("account", format!("no account {a:?}")));
     }
+    let tls = b.tls.unwrap_or_default();
+    if !tls.is_empty() && transport != "tls" {
+        return Err(ApiError::field("tls", "tls settings need transport tls"));
+    }
+    check_trunk_tls(&tls)?;
     let t = Trunk {
         name,
         source_cidrs: b.source_cidrs,
@@ -325,10 +331,42 @@ pub async fn put_trunk(
         transfer: b.transfer,
         account_id: b.account,
         requests_per_sec: b.requests_per_sec,
+        tls,
     };
     s.store.upsert_trunk(&t).await?;
     changed(&s).await;
     Ok(Json(trunk_out(t)))
+}
+
+/// A TLS trunk's names and files: a DNS name (or IP) to verify, absolute
+/// paths, a client certificate with its key.
+fn check_trunk_tls(tls: &crate::store::TrunkTls) -> Result<(), ApiError> {
+    if let Some(n) = &tls.server_name
+        && rustls::pki_types::ServerName::try_from(n.as_str()).is_err()
+    {
+        return Err(ApiError::field(
+            "tls.server_name",
+            "a DNS name or an IP address",
+        ));
+    }
+    for (field, path) in [
+        ("tls.ca_file", &tls.ca_file),
+        ("tls.client_cert_file", &tls.client_cert_file),
+        ("tls.client_key_file", &tls.client_key_file),
+    ] {
+        if let Some(p) = path
+            && (!p.starts_with('/') || p.len() > 4096 || p.chars().any(char::is_control))
+        {
+            return Err(ApiError::field(field, "an absolute path on the nodes"));
+        }
+    }
+    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+        return Err(ApiError::field(
+            "tls.client_key_file",
+            "a client certificate needs its key, and a key its certificate",
+        ));
+    }
+    Ok(())
 }
 
 fn check_max_calls(v: Option<u32>) -> Result<(), ApiError> {

@@ -148,6 +148,9 @@ pub struct TrunkIn {
     /// they are parsed (absent: no limit).
     #[schema(minimum = 1, maximum = 1000000)]
     pub requests_per_sec: Option<u32>,
+    /// With `transport` `tls`: the name to verify, the CA file and the
+    /// client certificate (absent: the system roots and the address).
+    pub tls: Option<crate::store::TrunkTls>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -163,6 +166,7 @@ pub struct TrunkOut {
     pub transfer: String,
     pub account: Option<String>,
     pub requests_per_sec: Option<u32>,
+    pub tls: crate::store::TrunkTls,
 }
 
 /// Where a `stream` number sends its calls.

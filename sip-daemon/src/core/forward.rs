@@ -18,6 +18,7 @@ use super::dialog::Dialog;
 use super::*;
 use crate::sip::digest::{Challenge, Credentials};
 use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
+use crate::sip::uri::Scheme;
 use crate::sip::{Uri, headers_typed::NameAddr};
 use api::store::Number;
 use media_userspace::control::LegMedia;
@@ -251,21 +252,15 @@ impl Core {
         let via_trunk = trunk.is_some();
         let (transport, remote, credentials) = match trunk {
             Some(t) => {
-                let addr = t
-                    .trunk
-                    .outbound_address
-                    .as_deref()
-                    .ok_or("trunk has no outbound address")?;
-                let addr = addr.trim_start_matches("sip:");
-                let remote: SocketAddr = addr
-                    .parse()
-                    .or_else(|_| addr.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 5060)))
-                    .map_err(|_| "trunk outbound address is not IP:port")?;
-                let transport = match t.trunk.transport.to_ascii_lowercase().as_str() {
-                    "udp" => TransportKind::Udp,
-                    "tcp" => TransportKind::Tcp,
-                    _ => return Err("trunk transport not supported for forwarding"),
-                };
+                if t.trunk.outbound_address.is_none() {
+                    return Err("trunk has no outbound address");
+                }
+                let remote = t
+                    .outbound_addr()
+                    .ok_or("trunk outbound address is not IP:port")?;
+                let transport = t
+                    .transport()
+                    .ok_or("trunk transport not supported for forwarding")?;
                 let creds = t.trunk.username.clone().zip(t.trunk.password.clone());
                 (transport, remote, creds)
             }
@@ -283,10 +278,14 @@ impl Core {
                         "forward target address is not allowed (api.allowed_target_networks)",
                     );
                 }
-                let transport = match uri.transport_param().as_deref() {
-                    None | Some("udp") => TransportKind::Udp,
-                    Some("tcp") => TransportKind::Tcp,
-                    Some(_) => return Err("target transport not supported"),
+                // RFC 3261 §26.2: a sips: target is reached over TLS only.
+                let transport = match (uri.scheme, uri.transport_param().as_deref()) {
+                    (Scheme::Sips, None | Some("tls" | "tcp")) => TransportKind::Tls,
+                    (Scheme::Sips, Some(_)) => return Err("a sips: target needs TLS"),
+                    (_, None | Some("udp")) => TransportKind::Udp,
+                    (_, Some("tcp")) => TransportKind::Tcp,
+                    (_, Some("tls")) => TransportKind::Tls,
+                    (_, Some(_)) => return Err("target transport not supported"),
                 };
                 (transport, SocketAddr::new(ip, uri.port_or_default()), None)
             }

@@ -1343,6 +1343,36 @@ impl Core {
         id
     }
 
+    /// A client transaction that got no answer (Timer B/F) or whose
+    /// transport failed: its request's user learns it failed.
+    fn client_failed(&mut self, now: Instant, purpose: txns::ClientPurpose) {
+        match purpose {
+            txns::ClientPurpose::Invite(hb) => self.on_out_invite_timeout(now, hb),
+            txns::ClientPurpose::Reinvite(side) => self.on_reinvite_timeout(now, side),
+            txns::ClientPurpose::Message(m) => self.sms_failed(m, 408),
+            _ => {}
+        }
+    }
+
+    /// The transport could not reach `peer` (a connection or a TLS
+    /// handshake failed, RFC 3261 §17.1.4): its client transactions end
+    /// now, as if they had timed out, instead of after Timer B or F.
+    pub fn handle_transport_failure(&mut self, now: Instant, peer: Peer) {
+        let failed: Vec<u64> = self
+            .txns
+            .client
+            .iter()
+            .filter(|(_, e)| e.peer.transport == peer.transport && e.peer.remote == peer.remote)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            if let Some(entry) = self.txns.remove_client(id) {
+                tracing::debug!(remote = %peer.remote, "transport failed: client transaction ends");
+                self.client_failed(now, entry.purpose);
+            }
+        }
+    }
+
     fn server_timer(&mut self, now: Instant, id: u64) {
         let Some(entry) = self.txns.server.get_mut(&id) else {
             return;
@@ -1391,12 +1421,7 @@ impl Core {
         let terminated = entry.txn.is_terminated();
         match ev {
             TimerEvent::Retransmit(b) => self.transmit(peer, b),
-            TimerEvent::Timeout => match purpose {
-                txns::ClientPurpose::Invite(hb) => self.on_out_invite_timeout(now, hb),
-                txns::ClientPurpose::Reinvite(side) => self.on_reinvite_timeout(now, side),
-                txns::ClientPurpose::Message(m) => self.sms_failed(m, 408),
-                _ => {}
-            },
+            TimerEvent::Timeout => self.client_failed(now, purpose),
             _ => {}
         }
         if terminated {

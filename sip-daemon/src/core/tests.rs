@@ -40,6 +40,7 @@ fn routing() -> RoutingTable {
                 transfer: None,
                 account_id: None,
                 requests_per_sec: None,
+                tls: Default::default(),
             },
             Trunk {
                 name: "carrier".into(),
@@ -52,6 +53,7 @@ fn routing() -> RoutingTable {
                 transfer: Some("refer".into()),
                 account_id: None,
                 requests_per_sec: None,
+                tls: Default::default(),
             },
             // A trunk that leaves transfers to the B2BUA.
             Trunk {
@@ -65,6 +67,7 @@ fn routing() -> RoutingTable {
                 transfer: None,
                 account_id: None,
                 requests_per_sec: None,
+                tls: Default::default(),
             },
         ],
         vec![

@@ -169,10 +169,10 @@ impl TxnTables {
         self.client.insert(id, entry);
     }
 
-    pub fn remove_client(&mut self, id: u64) {
-        if let Some(e) = self.client.remove(&id) {
-            self.client_index.remove(&e.branch);
-        }
+    pub fn remove_client(&mut self, id: u64) -> Option<ClientEntry> {
+        let e = self.client.remove(&id)?;
+        self.client_index.remove(&e.branch);
+        Some(e)
     }
 
     pub fn len(&self) -> usize {

@@ -328,6 +328,37 @@ fn busy_decline_and_failure_end_in_defined_outcomes() {
 }
 
 #[test]
+fn a_far_leg_whose_transport_fails_ends_at_once_not_after_timer_b() {
+    let mut h = Harness::new();
+    let (_, _, _inv) = h.forwarded("+15550000002", "fwd-transport");
+    // A failure towards another peer touches nothing.
+    let now = h.now;
+    h.core
+        .handle_transport_failure(now, peer(TransportKind::Tcp, FAR));
+    h.drain();
+    assert_eq!(h.core.out_legs.len(), 1);
+    assert!(h.sent_to().iter().all(|(to, _)| to != CARRIER));
+    // The edge could not connect (or its TLS handshake failed): the caller
+    // hears it now, as after a timeout, with nothing sent in its place.
+    h.core.handle_transport_failure(now, far_peer());
+    h.drain();
+    let sent = h.sent_to();
+    assert!(
+        sent.iter().all(|(to, _)| to != FAR),
+        "nothing more to the far side"
+    );
+    let resp = &sent
+        .iter()
+        .find(|(to, _)| to == CARRIER)
+        .expect("final to caller")
+        .1;
+    assert!(resp.starts_with("SIP/2.0 408 "), "{resp}");
+    assert_eq!(h.last_cause(), ("unreachable".to_string(), 408));
+    assert!(h.core.out_legs.is_empty());
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
 fn ring_timeout_cancels_the_far_leg() {
     let mut h = Harness::new();
     let (_, _, inv) = h.forwarded("+15550000002", "fwd-ring");

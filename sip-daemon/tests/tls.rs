@@ -1,0 +1,275 @@
+//! SIP over TLS end to end: the daemon's TLS listener answers over TLS
+//! and refuses cleartext on its port, a certificate replaced on disk
+//! reaches new connections while open ones go on, and a call forwarded
+//! to a TLS trunk (a second daemon) is verified against the trunk's CA
+//! and never sent in clear when verification fails. Certificates come
+//! from openssl, as an operator's would.
+
+mod common;
+
+use common::{Caller, Daemon, Opts};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A CA and a server certificate it signed for `names` (DNS names and
+/// IP addresses), in `dir`: (ca.pem, cert.pem, key.pem).
+fn pki(dir: &Path, tag: &str, names: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{tag}-{f}"));
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    let s = |p: &PathBuf| p.display().to_string();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={tag} test CA"),
+        "-keyout",
+        &s(&p("ca.key")),
+        "-out",
+        &s(&p("ca.pem")),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=gateway",
+        "-keyout",
+        &s(&p("key.pem")),
+        "-out",
+        &s(&p("csr.pem")),
+    ]);
+    std::fs::write(p("ext.cnf"), format!("subjectAltName={names}\n")).unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&p("csr.pem")),
+        "-CA",
+        &s(&p("ca.pem")),
+        "-CAkey",
+        &s(&p("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(&p("ext.cnf")),
+        "-out",
+        &s(&p("cert.pem")),
+    ]);
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+/// A TLS client trusting `ca` only, as a carrier's or phone's would.
+fn client(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in sip_daemon::tls::read_certs(ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(to: SocketAddr, ca: &Path) -> Tls {
+    let tcp = TcpStream::connect(to).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(to.ip().into());
+    let conn = rustls::ClientConnection::new(client(ca), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.flush().unwrap();
+    s
+}
+
+/// Sends an OPTIONS over `s` and reads the answer's first line and Via.
+fn options(s: &mut impl ReadWrite, to: SocketAddr, n: u32) -> String {
+    let local = "127.0.0.1:5099";
+    let msg = format!(
+        "OPTIONS sips:{to} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls{n}\r\nMax-Forwards: 70\r\nFrom: <sips:t@{local}>;tag=t{n}\r\nTo: <sips:{to}>\r\nCall-ID: tls-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(msg.as_bytes()).unwrap();
+    s.flush().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn tls_daemon(_dir: &Path, cert: &Path, key: &Path, extra: &str) -> (Daemon, SocketAddr) {
+    let tls_port = common::free_port();
+    let listen =
+        format!(r#"["udp:{{ip}}:{{port}}", "tcp:{{ip}}:{{port}}", "tls:{{ip}}:{tls_port}"]"#);
+    let sip_extra = format!(
+        "\n[sip.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_interval_secs = 1\n",
+        cert.display(),
+        key.display()
+    );
+    let d = Daemon::start_opts(Opts {
+        listen: Some(&listen),
+        sip_extra: &sip_extra,
+        extra,
+        ..Opts::default()
+    });
+    (d, SocketAddr::from(([127, 0, 0, 1], tls_port)))
+}
+
+#[test]
+fn the_tls_listener_answers_over_tls_refuses_cleartext_and_reloads_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path(), "one", "IP:127.0.0.1");
+    let (d, tls) = tls_daemon(dir.path(), &cert, &key, "");
+
+    let mut s = connect(tls, &ca);
+    let answer = options(&mut s, tls, 1);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}\n{}", d.logs());
+    assert!(answer.contains("Via: SIP/2.0/TLS"), "{answer}");
+    let first_leaf = s.conn.peer_certificates().unwrap()[0].to_vec();
+
+    // Cleartext SIP on the TLS port gets no SIP answer: the handshake fails.
+    let mut plain = TcpStream::connect(tls).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let answer = options(&mut plain, tls, 2);
+    assert!(!answer.contains("SIP/2.0"), "cleartext answered: {answer}");
+    let until = Instant::now() + Duration::from_secs(5);
+    while d.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}") < 1.0 {
+        assert!(Instant::now() < until, "the failed handshake is counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A new pair from another CA, renamed over the old files.
+    let (ca2, cert2, key2) = pki(dir.path(), "two", "IP:127.0.0.1");
+    std::fs::rename(&cert2, &cert).unwrap();
+    std::fs::rename(&key2, &key).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        let tcp = TcpStream::connect(tls).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(tls.ip().into());
+        let conn = rustls::ClientConnection::new(client(&ca2), name).unwrap();
+        let mut n = rustls::StreamOwned::new(conn, tcp);
+        if n.flush().is_ok() && n.conn.peer_certificates().is_some() {
+            break n;
+        }
+        assert!(Instant::now() < until, "the new certificate is served");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut fresh = fresh;
+    assert_ne!(
+        fresh.conn.peer_certificates().unwrap()[0].to_vec(),
+        first_leaf
+    );
+    assert!(options(&mut fresh, tls, 3).starts_with("SIP/2.0 200"));
+    // The connection made before the reload goes on.
+    assert!(options(&mut s, tls, 4).starts_with("SIP/2.0 200"));
+}
+
+#[test]
+fn a_call_to_a_tls_trunk_is_verified_and_never_sent_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    // Carriers: daemons with TLS listeners whose certificates name
+    // carrier.example, answering with their echo route.
+    let (ca, cert, key) = pki(dir.path(), "carrier", "DNS:carrier.example");
+    let (carrier, carrier_tls) = tls_daemon(dir.path(), &cert, &key, "");
+    let (other, other_tls) = tls_daemon(dir.path(), &cert, &key, "");
+    // The gateway: its own TLS listener (its address goes in Via and
+    // Contact), a trunk that expects carrier.example under the carriers'
+    // CA, and one whose expected name the certificate does not carry.
+    let (_, gw_cert, gw_key) = pki(dir.path(), "gw", "IP:127.0.0.1");
+    let trunk = |name: &str, addr: SocketAddr, server_name: &str, number: &str| {
+        format!(
+            r#"
+[[trunks]]
+name = "{name}"
+outbound_address = "{addr}"
+transport = "tls"
+tls = {{ server_name = "{server_name}", ca_file = "{}" }}
+
+[[numbers]]
+pattern = "{number}"
+account = "acct"
+route = "forward"
+target = "sips:+15550001234@{addr}"
+trunk = "{name}"
+"#,
+            ca.display()
+        )
+    };
+    let extra = trunk("secure", carrier_tls, "carrier.example", "+15551110000")
+        + &trunk("impostor", other_tls, "other.example", "+15551110001");
+    let (gw, _) = tls_daemon(dir.path(), &gw_cert, &gw_key, &extra);
+
+    // Verified: the call is answered by the carrier over TLS.
+    let mut c = Caller::new(gw.sip_addr(), "tls-trunk-ok").dialing("+15551110000");
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = rtp.local_addr().unwrap().port();
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.invite(port)));
+    assert!(
+        answered.is_ok(),
+        "no 200\n--- gateway\n{}\n--- carrier\n{}",
+        gw.logs(),
+        carrier.logs()
+    );
+    c.bye();
+    assert_eq!(
+        carrier.metric("gateway_sip_requests_total{method=\"INVITE\"}"),
+        1.0,
+        "{}",
+        gw.logs()
+    );
+
+    // Not verified: no call, and nothing reached the other carrier, in
+    // TLS or in clear.
+    let mut c = Caller::new(gw.sip_addr(), "tls-trunk-bad").dialing("+15551110001");
+    let status = c.final_status(rtp.local_addr().unwrap().port());
+    assert!(status >= 400, "refused, not {status}");
+    assert!(gw.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}") >= 1.0);
+    assert_eq!(
+        other.metric("gateway_sip_requests_total{method=\"INVITE\"}"),
+        0.0
+    );
+    assert!(other.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}") >= 1.0);
+}
