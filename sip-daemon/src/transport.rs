@@ -74,6 +74,9 @@ struct ConnTable {
     by_remote: HashMap<(TransportKind, SocketAddr), ConnId>,
     /// Open connections per peer address (the per-host cap).
     per_ip: HashMap<std::net::IpAddr, usize>,
+    /// TLS handshakes under way per peer address: they hold a slot of
+    /// both caps until they end.
+    handshaking: HashMap<std::net::IpAddr, usize>,
 }
 
 struct Inner {
@@ -263,11 +266,28 @@ impl Transports {
                 let me = self.clone();
                 tokio::spawn(async move {
                     let remote = t.peer.remote;
-                    let stream = match TcpStream::connect(remote).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::debug!(%remote, error = %e, "TCP connect failed");
+                    // Only a request's failure is news to the core (a
+                    // response's peer is gone: nothing to end).
+                    let request = !t.bytes.starts_with(b"SIP/2.0 ");
+                    let fail = |me: &Transports| {
+                        if request {
                             let _ = me.inner.inbound.failed.try_send(t.peer);
+                        }
+                    };
+                    let connect = tokio::time::timeout(
+                        me.inner.cfg.tcp_message_timeout,
+                        TcpStream::connect(remote),
+                    );
+                    let stream = match connect.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TCP connect failed");
+                            fail(&me);
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TCP connect timed out");
+                            fail(&me);
                             return;
                         }
                     };
@@ -282,7 +302,7 @@ impl Transports {
                         match me.tls_connect(stream, remote).await {
                             Some(s) => me.adopt_stream(s, kind, local, remote),
                             None => {
-                                let _ = me.inner.inbound.failed.try_send(t.peer);
+                                fail(&me);
                                 return;
                             }
                         }
@@ -295,18 +315,39 @@ impl Transports {
         }
     }
 
-    /// Open stream connections with a peer at `ip`.
+    /// Open stream connections with a peer at `ip`, and TLS handshakes
+    /// with it under way.
     pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
         self.inner
             .conns
             .lock()
-            .map(|t| t.per_ip.get(&ip).copied().unwrap_or(0))
+            .map(|t| {
+                t.per_ip.get(&ip).copied().unwrap_or(0)
+                    + t.handshaking.get(&ip).copied().unwrap_or(0)
+            })
             .unwrap_or(0)
     }
 
-    /// Open stream connections.
+    /// Open stream connections and TLS handshakes under way.
     pub fn connections(&self) -> usize {
-        self.inner.conns.lock().map(|t| t.by_id.len()).unwrap_or(0)
+        self.inner
+            .conns
+            .lock()
+            .map(|t| t.by_id.len() + t.handshaking.values().sum::<usize>())
+            .unwrap_or(0)
+    }
+
+    /// Counts a TLS handshake with `ip` as begun (`true`) or ended.
+    fn handshaking(&self, ip: std::net::IpAddr, begun: bool) {
+        let mut table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if begun {
+            *table.handshaking.entry(ip).or_default() += 1;
+        } else if let Some(n) = table.handshaking.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                table.handshaking.remove(&ip);
+            }
+        }
     }
 
     /// The TLS client handshake with `remote` as its profile says, bounded
@@ -559,16 +600,19 @@ async fn tcp_acceptor(
                 if kind == TransportKind::Tls {
                     // The handshake in its own task: a slow client holds
                     // no one else up, and gets the message timeout.
+                    let Some(acceptor) = t.inner.tls_server.clone() else {
+                        continue;
+                    };
+                    // The handshake holds its slot of the caps until it ends.
+                    t.handshaking(remote.ip(), true);
                     let t = t.clone();
                     tokio::spawn(async move {
-                        let Some(acceptor) = t.inner.tls_server.clone() else {
-                            return;
-                        };
                         let hs = tokio::time::timeout(
                             t.inner.cfg.tcp_message_timeout,
                             acceptor.accept(stream),
                         )
                         .await;
+                        t.handshaking(remote.ip(), false);
                         match hs {
                             Ok(Ok(s)) => {
                                 t.adopt_stream(s, kind, local, remote);
@@ -705,6 +749,7 @@ impl TlsClients {
     fn set_trunks(&mut self, routing: &crate::routing::RoutingTable) {
         self.by_remote = routing
             .trunks()
+            .filter(|e| e.transport() == Some(TransportKind::Tls))
             .filter_map(|e| Some((e.outbound_addr()?, e.tls_profile())))
             .collect();
         let used: std::collections::HashSet<&crate::tls::ClientProfile> =

@@ -927,7 +927,7 @@ fn the_operators_deny_set_drops_a_network_before_the_parse_until_lifted_or_lapse
         "POST",
         "/v1/denied-sources",
         Some(&admin),
-        Some(&json!({"network": "127.0.0.4/32", "expires_in_secs": 1})),
+        Some(&json!({"network": "127.0.0.4/32", "expires_in_secs": 3})),
     );
     assert_eq!(st, 201, "{body}");
     eventually(Duration::from_secs(5), "the entry applies", || {

@@ -214,7 +214,18 @@ fn a_call_to_a_tls_trunk_is_verified_and_never_sent_in_clear() {
     // carrier.example, answering with their echo route.
     let (ca, cert, key) = pki(dir.path(), "carrier", "DNS:carrier.example");
     let (carrier, carrier_tls) = tls_daemon(dir.path(), &cert, &key, "");
-    let (other, other_tls) = tls_daemon(dir.path(), &cert, &key, "");
+    // Where the impostor trunk points: a bare listener that keeps what
+    // arrives and hangs up, so cleartext would show as SIP text there.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_tls = other.local_addr().unwrap();
+    let seen = std::thread::spawn(move || {
+        let (mut c, _) = other.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = c.read(&mut buf).unwrap_or(0);
+        buf.truncate(n);
+        buf
+    });
     // The gateway: its own TLS listener (its address goes in Via and
     // Contact), a trunk that expects carrier.example under the carriers'
     // CA, and one whose expected name the certificate does not carry.
@@ -261,15 +272,80 @@ trunk = "{name}"
         gw.logs()
     );
 
-    // Not verified: no call, and nothing reached the other carrier, in
-    // TLS or in clear.
+    // Not verified: the caller hears it at once (no 32 s Timer B), and
+    // all the impostor got is a TLS ClientHello naming the expected
+    // server: no SIP in clear.
     let mut c = Caller::new(gw.sip_addr(), "tls-trunk-bad").dialing("+15551110001");
     let status = c.final_status(rtp.local_addr().unwrap().port());
     assert!(status >= 400, "refused, not {status}");
     assert!(gw.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}") >= 1.0);
+    let hello = seen.join().unwrap();
     assert_eq!(
-        other.metric("gateway_sip_requests_total{method=\"INVITE\"}"),
-        0.0
+        hello.first(),
+        Some(&0x16),
+        "a TLS handshake record: {hello:?}"
     );
-    assert!(other.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}") >= 1.0);
+    assert!(
+        hello
+            .windows(b"other.example".len())
+            .any(|w| w == b"other.example"),
+        "SNI carries the expected name"
+    );
+    assert!(!hello.windows(6).any(|w| w == b"INVITE"), "no SIP in clear");
+}
+
+#[test]
+fn handshakes_under_way_hold_their_slots_of_the_connection_caps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path(), "caps", "IP:127.0.0.1");
+    let tls_port = common::free_port();
+    let listen = format!(r#"["udp:{{ip}}:{{port}}", "tls:{{ip}}:{tls_port}"]"#);
+    let sip_extra = format!(
+        "max_tcp_connections_per_source = 2\n\n[sip.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let d = Daemon::start_opts(Opts {
+        listen: Some(&listen),
+        sip_extra: &sip_extra,
+        ..Opts::default()
+    });
+    let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    // Two connections that never say hello hold both slots...
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(tls).unwrap()).collect();
+    let until = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        // ...so a third is closed at once, before any handshake.
+        let mut third = TcpStream::connect(tls).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if matches!(third.read(&mut b), Ok(0)) {
+            break true;
+        }
+        if Instant::now() > until {
+            break false;
+        }
+    };
+    assert!(refused, "a third connection got a slot");
+    assert!(d.metric("gateway_sip_rejections_total{reason=\"tcp_source_limit\"}") >= 1.0);
+    drop(idle);
+    // Once they are gone, a real client is served again.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tcp = TcpStream::connect(tls).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(tls.ip().into());
+        let conn = rustls::ClientConnection::new(client(&ca), name).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        if s.flush().is_ok() && options(&mut s, tls, 9).starts_with("SIP/2.0 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "served again once the slots are free"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

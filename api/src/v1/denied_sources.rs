@@ -198,6 +198,8 @@ pub async fn delete_denied_source(
     PathParams(IdPath { id }): PathParams<IdPath>,
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
+    // A lapsed entry is gone, as for GET.
+    find(&s, &id).await?;
     if s.store.delete_denied_source(&id).await? {
         changed(&s).await;
         Ok(StatusCode::NO_CONTENT)

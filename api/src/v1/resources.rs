@@ -360,11 +360,20 @@ fn check_trunk_tls(tls: &crate::store::TrunkTls) -> Result<(), ApiError> {
             return Err(ApiError::field(field, "an absolute path on the nodes"));
         }
     }
-    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
-        return Err(ApiError::field(
-            "tls.client_key_file",
-            "a client certificate needs its key, and a key its certificate",
-        ));
+    match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(_), None) => {
+            return Err(ApiError::field(
+                "tls.client_key_file",
+                "a client certificate needs its key",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::field(
+                "tls.client_cert_file",
+                "a client key needs its certificate",
+            ));
+        }
+        _ => {}
     }
     Ok(())
 }

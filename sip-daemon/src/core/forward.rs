@@ -261,6 +261,10 @@ impl Core {
                 let transport = t
                     .transport()
                     .ok_or("trunk transport not supported for forwarding")?;
+                // RFC 3261 §26.2: sips: is TLS on every hop, ours included.
+                if uri.scheme == Scheme::Sips && transport != TransportKind::Tls {
+                    return Err("a sips: target through a trunk that is not TLS");
+                }
                 let creds = t.trunk.username.clone().zip(t.trunk.password.clone());
                 (transport, remote, creds)
             }
@@ -287,7 +291,25 @@ impl Core {
                     (_, Some("tls")) => TransportKind::Tls,
                     (_, Some(_)) => return Err("target transport not supported"),
                 };
-                (transport, SocketAddr::new(ip, uri.port_or_default()), None)
+                // §19.1.2: TLS defaults to 5061, whatever the scheme.
+                let port = match (uri.port, transport) {
+                    (Some(p), _) => p,
+                    (None, TransportKind::Tls) => 5061,
+                    (None, _) => uri.port_or_default(),
+                };
+                let remote = SocketAddr::new(ip, port);
+                // TLS to an address is made with the settings of the trunk
+                // that sends there (its client certificate among them):
+                // only calls through that trunk may use them.
+                if transport == TransportKind::Tls
+                    && routing.trunks().any(|e| {
+                        e.transport() == Some(TransportKind::Tls)
+                            && e.outbound_addr() == Some(remote)
+                    })
+                {
+                    return Err("the target is a TLS trunk's address: route through the trunk");
+                }
+                (transport, remote, None)
             }
         };
         let local = self

@@ -895,6 +895,23 @@ impl Core {
             && !self.source_allowed(now, peer)
         {
             self.metrics.reject("acl");
+            // A scanner over TCP or TLS (its address proven) that keeps
+            // knocking is locked out like a password guesser, and the edge
+            // is told (the kernel guard drops its UDP too). Over UDP the
+            // address may be spoofed: the stateless answer costs nothing,
+            // and the rate limits bound it.
+            if peer.transport.is_reliable()
+                && self
+                    .registrar
+                    .scanner_refused(peer.remote.ip(), self.clock.unix_ms(now))
+            {
+                self.metrics.reject("scanner_lockout");
+                tracing::warn!(source = %peer.remote, "unknown source keeps knocking: locked out");
+                self.out.push_back(Output::SourceLockedOut {
+                    source: peer.remote.ip(),
+                    secs: self.cfg.registrar.guard.lockout_secs,
+                });
+            }
             if self.cfg.unknown_sources == UnknownSources::Reject {
                 self.reply_stateless(peer, &req, 403, "Forbidden (unknown source)", |b| b);
             }
@@ -1354,15 +1371,21 @@ impl Core {
         }
     }
 
-    /// The transport could not reach `peer` (a connection or a TLS
-    /// handshake failed, RFC 3261 §17.1.4): its client transactions end
-    /// now, as if they had timed out, instead of after Timer B or F.
+    /// The transport could not reach `peer` with a request (a connection
+    /// or a TLS handshake failed, RFC 3261 §17.1.4): the client
+    /// transactions to it that never heard back end now, as if they had
+    /// timed out, instead of after Timer B or F. One that had an answer
+    /// came over a connection that worked, and keeps its timers.
     pub fn handle_transport_failure(&mut self, now: Instant, peer: Peer) {
         let failed: Vec<u64> = self
             .txns
             .client
             .iter()
-            .filter(|(_, e)| e.peer.transport == peer.transport && e.peer.remote == peer.remote)
+            .filter(|(_, e)| {
+                e.peer.transport == peer.transport
+                    && e.peer.remote == peer.remote
+                    && e.txn.state() == crate::sip::transaction::ClientState::Calling
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in failed {

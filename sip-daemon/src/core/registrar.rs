@@ -260,6 +260,16 @@ impl Registrar {
         Ok(creds.username)
     }
 
+    /// Counts a request refused because its source is neither a trunk nor a
+    /// registered user, sent over a stream transport (TCP or TLS: the
+    /// handshake proved the address, so a spoofer cannot charge it to
+    /// someone else). A scanner's count shares the failed-authentication
+    /// table; `true` when this refusal locked the source out.
+    pub fn scanner_refused(&mut self, ip: IpAddr, now_ms: i64) -> bool {
+        let now = (now_ms / 1000).max(0) as u64;
+        self.guard.failed(ip, "", false, now) == Failed::LockedOut(Lockout::Source)
+    }
+
     /// Whether `ip` is locked out for failed authentications. An address
     /// where some user holds a live binding never is (one guesser behind a
     /// NAT must not cut off the phones there; each username's own lockout

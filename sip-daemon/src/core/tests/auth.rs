@@ -283,3 +283,40 @@ fn only_the_offered_algorithms_are_taken() {
     );
     assert_eq!(h.statuses(), vec![200]);
 }
+
+#[test]
+fn a_scanner_over_tcp_is_locked_out_but_udp_knocks_lock_out_nobody() {
+    let mut h = Harness::new_with(|c| c.registrar.guard.max_failures = 5);
+    let options = |i: u32| {
+        format!(
+            "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.66:5070;branch=z9hG4bK-sc{i}\r\nMax-Forwards: 70\r\nFrom: <sip:x@203.0.113.66>;tag=s{i}\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: scan-{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Spoofable UDP: answered statelessly, never locked out.
+    let udp = peer(TransportKind::Udp, GUESSER);
+    for i in 0..20 {
+        h.recv_from(udp, &options(i).replace("/TCP", "/UDP"));
+    }
+    assert_eq!(h.statuses(), vec![403; 20]);
+    assert!(
+        !h.hooks
+            .iter()
+            .any(|o| matches!(o, Output::SourceLockedOut { .. }))
+    );
+    // Over TCP the handshake proved the address: the fifth knock locks it
+    // out, and the edge hears it once.
+    let tcp = peer(TransportKind::Tcp, "203.0.113.67:5070");
+    for i in 0..6 {
+        h.recv_from(tcp, &options(100 + i));
+    }
+    assert_eq!(h.core.metrics.rejection_count("scanner_lockout"), 1);
+    let locked: Vec<_> = h
+        .hooks
+        .iter()
+        .filter(|o| matches!(o, Output::SourceLockedOut { source, .. } if source.to_string() == "203.0.113.67"))
+        .collect();
+    assert_eq!(locked.len(), 1, "{:?}", h.hooks);
+    // Locked: its REGISTER gets the lockout's 403, no challenge.
+    h.recv_from(tcp, &register("alice", "z9hG4bK-sc-reg", 1, ""));
+    assert_eq!(h.statuses().last(), Some(&403));
+}
