@@ -358,17 +358,39 @@ impl Transports {
         remote: SocketAddr,
     ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
         let _ = tcp.set_nodelay(true);
-        let (profile, config) = {
-            let mut c = self
-                .inner
-                .tls_clients
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            c.config_for(remote)
-        };
-        let Some(config) = config else {
-            self.inner.metrics.reject("tls_handshake");
-            return None;
+        let (profile, cached) = self
+            .inner
+            .tls_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cached(remote);
+        // Files are read (and the system roots loaded) outside the lock,
+        // on a blocking thread: a slow mount stalls no routing change.
+        let config = match cached {
+            Some(c) => c,
+            None => {
+                let p = profile.clone();
+                let built = tokio::task::spawn_blocking(move || crate::tls::client_config(&p))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                match built {
+                    Ok(c) => {
+                        self.inner
+                            .tls_clients
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .configs
+                            .insert(profile.clone(), c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(%remote, error = %e, "TLS client configuration refused; nothing sent");
+                        self.inner.metrics.reject("tls_handshake");
+                        return None;
+                    }
+                }
+            }
         };
         let Some(name) = crate::tls::server_name(&profile, remote) else {
             tracing::warn!(%remote, name = ?profile.server_name, "TLS: not a server name");
@@ -735,10 +757,10 @@ async fn stream_reader<R: AsyncRead + Unpin>(
     t.forget(id);
 }
 
-/// The TLS client side: a profile per trunk address (its server name, CA
-/// file, client certificate), the default (system roots, the address as
-/// the name) for everyone else, and each profile's configuration built
-/// once and kept while it is in use.
+/// The TLS client side: a profile per TLS trunk address (its server name,
+/// CA file, client certificate), the default (system roots, the address
+/// as the name) for everyone else, and each profile's configuration,
+/// built at its first connection after a routing change.
 #[derive(Default)]
 struct TlsClients {
     by_remote: HashMap<SocketAddr, crate::tls::ClientProfile>,
@@ -752,29 +774,18 @@ impl TlsClients {
             .filter(|e| e.transport() == Some(TransportKind::Tls))
             .filter_map(|e| Some((e.outbound_addr()?, e.tls_profile())))
             .collect();
-        let used: std::collections::HashSet<&crate::tls::ClientProfile> =
-            self.by_remote.values().collect();
-        self.configs
-            .retain(|p, _| used.contains(p) || *p == crate::tls::ClientProfile::default());
+        // Built again at the next connection: a CA or client certificate
+        // rotated in place is read again within a routing reload.
+        self.configs.clear();
     }
 
-    fn config_for(
-        &mut self,
+    /// The profile for `remote` and its configuration when built already.
+    fn cached(
+        &self,
         remote: SocketAddr,
     ) -> (crate::tls::ClientProfile, Option<Arc<rustls::ClientConfig>>) {
         let profile = self.by_remote.get(&remote).cloned().unwrap_or_default();
-        if let Some(c) = self.configs.get(&profile) {
-            return (profile, Some(c.clone()));
-        }
-        match crate::tls::client_config(&profile) {
-            Ok(c) => {
-                self.configs.insert(profile.clone(), c.clone());
-                (profile, Some(c))
-            }
-            Err(e) => {
-                tracing::warn!(%remote, error = %e, "TLS client configuration refused; nothing sent");
-                (profile, None)
-            }
-        }
+        let config = self.configs.get(&profile).cloned();
+        (profile, config)
     }
 }

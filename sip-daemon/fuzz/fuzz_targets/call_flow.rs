@@ -43,6 +43,7 @@ fn routing() -> RoutingTable {
         transfer: transfer.map(str::to_string),
         account_id: None,
         requests_per_sec: None,
+        tls: Default::default(),
     };
     RoutingTable::build(
         vec![

@@ -28,6 +28,7 @@ fn routing() -> RoutingTable {
         transfer: None,
         account_id: None,
         requests_per_sec: None,
+        tls: Default::default(),
     };
     let echo = Number {
         pattern: "*".into(),
