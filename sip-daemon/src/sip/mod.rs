@@ -10,6 +10,7 @@ pub mod headers_typed;
 pub mod message;
 pub mod method;
 pub mod parse;
+pub mod sdes;
 pub mod sdp;
 pub mod timers;
 pub mod transaction;
