@@ -2,8 +2,8 @@
 //! and refuses cleartext on its port, a certificate replaced on disk
 //! reaches new connections while open ones go on, and a call forwarded
 //! to a TLS trunk (a second daemon) is verified against the trunk's CA
-//! and never sent in clear when verification fails. Certificates come
-//! from openssl, as an operator's would.
+//! and never sent in clear when verification fails; baresip calls over
+//! TLS. Certificates come from openssl, as an operator's would.
 
 mod common;
 
@@ -348,4 +348,30 @@ fn handshakes_under_way_hold_their_slots_of_the_connection_caps() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn baresip_calls_over_tls_and_hears_its_own_voice_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path(), "phone", "IP:127.0.0.1");
+    let (d, tls) = tls_daemon(dir.path(), &cert, &key, "");
+    // A real phone: baresip with SIP over TLS to the echo route (the TLS
+    // port speaks nothing else: an established call is a TLS one),
+    // trusting the test CA.
+    let input = common::baresip::tone(1000.0, 8000, 4000, 8000.0);
+    let (rate, heard) = common::baresip::baresip_dial(
+        None,
+        "127.0.0.1",
+        &d,
+        &format!("sip:+15550001234@{tls};transport=tls"),
+        &format!("sip_cafile {}\n", ca.display()),
+        "PCMU/8000/1",
+        8000,
+        &input,
+        3,
+    );
+    assert_eq!(rate, 8000);
+    let (frames, share) = common::baresip::tone_in_frames(&heard, 1000.0, 8000);
+    assert!(frames >= 50, "baresip heard {frames} frames of sound");
+    assert!(share > 0.9, "its 1 kHz came back: {share:.2}");
 }

@@ -71,6 +71,19 @@ pub fn tone_in_frames(s: &[i16], hz: f64, rate: u32) -> (usize, f64) {
 /// Writes a baresip profile into `dir`: listening on `port`, speaking
 /// `input` at `rate`, recording what it hears, with one account line.
 fn profile(dir: &Path, ip: &str, port: u16, rate: u32, input: &[i16], account: &str) {
+    profile_with(dir, ip, port, rate, input, account, "")
+}
+
+/// [`profile`] with `extra` lines appended to baresip's config.
+fn profile_with(
+    dir: &Path,
+    ip: &str,
+    port: u16,
+    rate: u32,
+    input: &[i16],
+    account: &str,
+    extra: &str,
+) {
     std::fs::create_dir_all(dir).unwrap();
     write_wav(&dir.join("in.wav"), rate, input);
     std::fs::write(
@@ -80,7 +93,7 @@ fn profile(dir: &Path, ip: &str, port: u16, rate: u32, input: &[i16], account: &
              audio_source aufile,{src}\naudio_alert none\nausrc_srate {rate}\nauplay_srate {rate}\n\
              module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule g722.so\nmodule aufile.so\n\
              module sndfile.so\nmodule_tmp account.so\nmodule_app contact.so\nmodule_app menu.so\n\
-             snd_path {dir}\n",
+             snd_path {dir}\n{extra}",
             src = dir.join("in.wav").display(),
             dir = dir.display(),
         ),
@@ -138,19 +151,38 @@ pub fn baresip_call_from(
     input: &[i16],
     secs: u32,
 ) -> (u32, Vec<i16>) {
+    let dial = format!("sip:{number}@{}", d.sip_addr());
+    baresip_dial(netns, ip, d, &dial, "", codec, rate, input, secs)
+}
+
+/// Runs baresip for `secs` seconds dialling `dial` (any SIP URI) with
+/// `config` lines added to its configuration (a CA file for TLS, say).
+#[allow(clippy::too_many_arguments)]
+pub fn baresip_dial(
+    netns: Option<&str>,
+    ip: &str,
+    d: &Daemon,
+    dial: &str,
+    config: &str,
+    codec: &str,
+    rate: u32,
+    input: &[i16],
+    secs: u32,
+) -> (u32, Vec<i16>) {
     let dir = d
         .dir
         .path()
         .join(format!("baresip-{}", codec.replace('/', "-")));
     // baresip binds SIP on the port and SIP over TLS on the next one.
     let lease = super::reserved_port_pair();
-    profile(
+    profile_with(
         &dir,
         ip,
         lease.port,
         rate,
         input,
         &format!("<sip:+14155550100@{ip}>;regint=0;audio_codecs={codec}"),
+        config,
     );
     let out = timeout_cmd(netns)
         .arg(format!("{}", secs + 10))
@@ -158,7 +190,7 @@ pub fn baresip_call_from(
         .arg("-f")
         .arg(&dir)
         .arg("-e")
-        .arg(format!("/dial sip:{number}@{}", d.sip_addr()))
+        .arg(format!("/dial {dial}"))
         .arg("-t")
         .arg(secs.to_string())
         .current_dir(&dir)
