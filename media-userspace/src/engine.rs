@@ -1588,7 +1588,9 @@ mod relayed {
         }
     }
 
-    /// Moves the pair back to userspace (peer moved, re-INVITE, close).
+    /// Moves the pair back to userspace (peer moved, re-INVITE, close):
+    /// removes its rules, takes in their last counters, and only then
+    /// counts it out, so a pair seen gone has its kernel counts in.
     fn unload(shared: &Shared, pair: &mut RelayPair, off: Offloaded) {
         let Some(x) = &shared.cfg.xdp else {
             return;

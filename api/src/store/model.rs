@@ -138,7 +138,7 @@ pub struct BlockedNumber {
 
 /// A network whose SIP is dropped before the parse (and in the kernel when
 /// the XDP guard is on): an operator's entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeniedSource {
     pub id: String,
     /// A canonical CIDR (`203.0.113.0/24`, `2001:db8::/32`; a host is /32

@@ -7,7 +7,7 @@ use super::ApiState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::resources::{changed, new_id, paginate};
-use super::schema::{DeniedSourceIn, DeniedSourceOut, DeniedSourcePage, IdPath, PageQuery};
+use super::schema::{DeniedSourceIn, DeniedSourcePage, IdPath, PageQuery};
 use crate::store::DeniedSource;
 use axum::Json;
 use axum::Router;
@@ -68,16 +68,6 @@ pub fn parse_network(raw: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-fn out(d: DeniedSource) -> DeniedSourceOut {
-    DeniedSourceOut {
-        id: d.id,
-        network: d.network,
-        reason: d.reason,
-        created_at: d.created_at,
-        expires_at: d.expires_at,
-    }
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -105,24 +95,21 @@ pub async fn list_denied_sources(
 ) -> Result<Json<DeniedSourcePage>, ApiError> {
     auth.require_admin()?;
     let (data, next_cursor) = paginate(in_force(&s).await?, |d| &d.network, &q)?;
-    Ok(Json(DeniedSourcePage {
-        data: data.into_iter().map(out).collect(),
-        next_cursor,
-    }))
+    Ok(Json(DeniedSourcePage { data, next_cursor }))
 }
 
 /// Denies a network's SIP on every node (admin): dropped before the parse,
 /// and in the kernel when the XDP guard is on (IPv4). Takes effect without
 /// a restart.
 #[utoipa::path(post, path = "/v1/denied-sources", tag = "denied-sources", request_body = DeniedSourceIn,
-    responses((status = 201, description = "Denied", body = DeniedSourceOut),
+    responses((status = 201, description = "Denied", body = DeniedSource),
         (status = 409, description = "The network is denied already (the error names the entry)", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn create_denied_source(
     State(s): State<ApiState>,
     auth: Auth,
     JsonBody(b): JsonBody<DeniedSourceIn>,
-) -> Result<(StatusCode, Json<DeniedSourceOut>), ApiError> {
+) -> Result<(StatusCode, Json<DeniedSource>), ApiError> {
     auth.require_admin()?;
     let network = parse_network(&b.network).map_err(|m| ApiError::field("network", m))?;
     if let Some(r) = &b.reason
@@ -166,7 +153,7 @@ pub async fn create_denied_source(
         ));
     }
     changed(&s).await;
-    Ok((StatusCode::CREATED, Json(out(row))))
+    Ok((StatusCode::CREATED, Json(row)))
 }
 
 async fn find(s: &ApiState, id: &str) -> Result<DeniedSource, ApiError> {
@@ -179,14 +166,14 @@ async fn find(s: &ApiState, id: &str) -> Result<DeniedSource, ApiError> {
 
 /// One entry (admin).
 #[utoipa::path(get, path = "/v1/denied-sources/{id}", params(IdPath), tag = "denied-sources",
-    responses((status = 200, body = DeniedSourceOut), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DeniedSource), (status = 404, body = ErrorBody)))]
 pub async fn get_denied_source(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,
-) -> Result<Json<DeniedSourceOut>, ApiError> {
+) -> Result<Json<DeniedSource>, ApiError> {
     auth.require_admin()?;
-    Ok(Json(out(find(&s, &id).await?)))
+    Ok(Json(find(&s, &id).await?))
 }
 
 /// Lifts an entry on every node (admin).

@@ -34,7 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     components(schemas(
         ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls,
         StreamSpec, NumberIn, NumberOut, NumberPage, BlockIn, BlockOut, BlockPage, SipUserIn,
-        SipUserOut, SipUserPage, DeniedSourceIn, DeniedSourceOut, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, DtmfIn, TransferIn,
+        SipUserOut, SipUserPage, DeniedSourceIn, crate::store::DeniedSource, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, DtmfIn, TransferIn,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("bearer" = [])),

@@ -254,18 +254,6 @@ pub struct DeniedSourceIn {
     pub expires_in_secs: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeniedSourceOut {
-    pub id: String,
-    /// The canonical CIDR (host bits cleared; a host is /32 or /128).
-    pub network: String,
-    pub reason: Option<String>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms; absent: until deleted.
-    pub expires_at: Option<i64>,
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SipUserIn {
@@ -413,6 +401,6 @@ page!(TrunkPage, TrunkOut);
 page!(NumberPage, NumberOut);
 page!(BlockPage, BlockOut);
 page!(SipUserPage, SipUserOut);
-page!(DeniedSourcePage, DeniedSourceOut);
+page!(DeniedSourcePage, crate::store::DeniedSource);
 page!(CallPage, CallOut);
 page!(MessagePage, MessageOut);
