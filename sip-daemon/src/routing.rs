@@ -19,13 +19,7 @@ pub struct TrunkEntry {
 impl TrunkEntry {
     /// The transport its outbound requests take (`None`: not one we speak).
     pub fn transport(&self) -> Option<crate::sip::transport::TransportKind> {
-        use crate::sip::transport::TransportKind;
-        match self.trunk.transport.to_ascii_lowercase().as_str() {
-            "udp" => Some(TransportKind::Udp),
-            "tcp" => Some(TransportKind::Tcp),
-            "tls" => Some(TransportKind::Tls),
-            _ => None,
-        }
+        crate::sip::transport::TransportKind::from_label(&self.trunk.transport)
     }
 
     /// Where its outbound requests go: `IP:port`, or an IP with the

@@ -137,7 +137,7 @@ fn options(s: &mut impl ReadWrite, to: SocketAddr, n: u32) -> String {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-fn tls_daemon(_dir: &Path, cert: &Path, key: &Path, extra: &str) -> (Daemon, SocketAddr) {
+fn tls_daemon(cert: &Path, key: &Path, extra: &str) -> (Daemon, SocketAddr) {
     let tls_port = common::free_port();
     let listen =
         format!(r#"["udp:{{ip}}:{{port}}", "tcp:{{ip}}:{{port}}", "tls:{{ip}}:{tls_port}"]"#);
@@ -159,7 +159,7 @@ fn tls_daemon(_dir: &Path, cert: &Path, key: &Path, extra: &str) -> (Daemon, Soc
 fn the_tls_listener_answers_over_tls_refuses_cleartext_and_reloads_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path(), "one", "IP:127.0.0.1");
-    let (d, tls) = tls_daemon(dir.path(), &cert, &key, "");
+    let (d, tls) = tls_daemon(&cert, &key, "");
 
     let mut s = connect(tls, &ca);
     let answer = options(&mut s, tls, 1);
@@ -213,7 +213,7 @@ fn a_call_to_a_tls_trunk_is_verified_and_never_sent_in_clear() {
     // Carriers: daemons with TLS listeners whose certificates name
     // carrier.example, answering with their echo route.
     let (ca, cert, key) = pki(dir.path(), "carrier", "DNS:carrier.example");
-    let (carrier, carrier_tls) = tls_daemon(dir.path(), &cert, &key, "");
+    let (carrier, carrier_tls) = tls_daemon(&cert, &key, "");
     // Where the impostor trunk points: a bare listener that keeps what
     // arrives and hangs up, so cleartext would show as SIP text there.
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -251,7 +251,7 @@ trunk = "{name}"
     };
     let extra = trunk("secure", carrier_tls, "carrier.example", "+15551110000")
         + &trunk("impostor", other_tls, "other.example", "+15551110001");
-    let (gw, _) = tls_daemon(dir.path(), &gw_cert, &gw_key, &extra);
+    let (gw, _) = tls_daemon(&gw_cert, &gw_key, &extra);
 
     // Verified: the call is answered by the carrier over TLS.
     let mut c = Caller::new(gw.sip_addr(), "tls-trunk-ok").dialing("+15551110000");
@@ -354,7 +354,7 @@ fn handshakes_under_way_hold_their_slots_of_the_connection_caps() {
 fn baresip_calls_over_tls_and_hears_its_own_voice_back() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path(), "phone", "IP:127.0.0.1");
-    let (d, tls) = tls_daemon(dir.path(), &cert, &key, "");
+    let (d, tls) = tls_daemon(&cert, &key, "");
     // A real phone: baresip with SIP over TLS to the echo route (the TLS
     // port speaks nothing else: an established call is a TLS one),
     // trusting the test CA.

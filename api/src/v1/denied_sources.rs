@@ -6,6 +6,7 @@
 use super::ApiState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
+use super::idempotency::now_ms;
 use super::resources::{changed, new_id, paginate};
 use super::schema::{DeniedSourceIn, DeniedSourcePage, IdPath, PageQuery};
 use crate::store::DeniedSource;
@@ -66,13 +67,6 @@ pub fn parse_network(raw: &str) -> Result<IpNet, String> {
         ));
     }
     Ok(net)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 async fn in_force(s: &ApiState) -> Result<Vec<DeniedSource>, ApiError> {

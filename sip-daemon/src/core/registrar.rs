@@ -101,14 +101,6 @@ fn transport_label(t: TransportKind) -> &'static str {
     t.label()
 }
 
-fn parse_transport(s: &str) -> TransportKind {
-    match s {
-        "tcp" => TransportKind::Tcp,
-        "tls" => TransportKind::Tls,
-        _ => TransportKind::Udp,
-    }
-}
-
 impl Registrar {
     /// `nonce_lifetime_secs`: how long the signer's nonces live (their
     /// counts are remembered that long); `salt`: where this process's nonce
@@ -140,7 +132,7 @@ impl Registrar {
                 contact: r.contact,
                 expires_at_ms: r.expires_at,
                 source,
-                transport: parse_transport(&r.transport),
+                transport: TransportKind::from_label(&r.transport).unwrap_or(TransportKind::Udp),
                 call_id: r.call_id,
                 cseq: r.cseq,
             };

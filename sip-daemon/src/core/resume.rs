@@ -127,12 +127,6 @@ pub enum RestoreError {
     DialogTaken,
 }
 
-fn transport_named(s: &str) -> Option<TransportKind> {
-    [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls]
-        .into_iter()
-        .find(|t| t.label() == s)
-}
-
 fn codec_named(s: &str) -> Option<Codec> {
     Codec::ALL.into_iter().find(|c| c.encoding_name() == s)
 }
@@ -172,7 +166,7 @@ impl DialogSnapshot {
             local_cseq: self.local_cseq.saturating_add(CSEQ_MARGIN) & 0x7fff_ffff,
             remote_cseq: self.remote_cseq,
             peer: Peer {
-                transport: transport_named(&self.transport)
+                transport: TransportKind::from_label(&self.transport)
                     .ok_or(RestoreError::Field("transport"))?,
                 local: self.local,
                 remote: self.remote,
@@ -467,7 +461,7 @@ impl Core {
         let local_sdp = parse_sdp(&s.caller.local_sdp, "caller.local_sdp")?;
         let target_uri =
             Uri::parse(&s.far.target_uri).map_err(|_| RestoreError::Field("far.target_uri"))?;
-        let target_transport = transport_named(&s.far.target_transport)
+        let target_transport = TransportKind::from_label(&s.far.target_transport)
             .ok_or(RestoreError::Field("far.target_transport"))?;
         let offered: Vec<Codec> = s
             .far

@@ -33,6 +33,13 @@ impl TransportKind {
             TransportKind::Tls => "tls",
         }
     }
+
+    /// The transport a [`TransportKind::label`] names, in any case.
+    pub fn from_label(s: &str) -> Option<TransportKind> {
+        [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls]
+            .into_iter()
+            .find(|t| t.label().eq_ignore_ascii_case(s))
+    }
 }
 
 /// Identifies one stream connection held by the transport edge.
