@@ -19,6 +19,7 @@ pub mod relay;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+pub mod srtp;
 pub mod stream_leg;
 pub mod tap;
 #[cfg(feature = "test-netns")]
