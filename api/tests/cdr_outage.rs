@@ -187,6 +187,7 @@ fn lifecycle(n: u64) -> (CdrEvent, Vec<CdrEvent>) {
         rest.push(CdrEvent::Answered {
             id: call_id(n),
             at: T0 + n as i64 + 1_000,
+            media_security: None,
         });
     }
     rest.push(CdrEvent::Ended {

@@ -74,6 +74,8 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
             client_cert_file: Some("/etc/gateway/client.pem".into()),
             client_key_file: Some("/etc/gateway/client.key".into()),
         },
+        media_security: MediaSecurity::Srtp,
+        srtp_cleartext_keying: true,
     };
     let bare = Trunk {
         name: "local".into(),
@@ -87,6 +89,8 @@ async fn trunks_roundtrip(s: Arc<dyn Store>) {
         account_id: None,
         requests_per_sec: None,
         tls: TrunkTls::default(),
+        media_security: MediaSecurity::default(),
+        srtp_cleartext_keying: false,
     };
     s.upsert_trunk(&full).await.unwrap();
     s.upsert_trunk(&bare).await.unwrap();
@@ -125,6 +129,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        media_security: MediaSecurity::Srtp,
     };
     let stream = Number {
         pattern: "+1555000*".into(),
@@ -138,6 +143,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: Some("sip:+15550009999@carrier".into()),
         voice_webhook: Some("https://hooks.example/voice".into()),
         sms_webhook: None,
+        media_security: MediaSecurity::Rtp,
     };
     let fwd = Number {
         pattern: "+4930123".into(),
@@ -151,6 +157,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        media_security: MediaSecurity::SrtpOptional,
     };
     for n in [&echo, &stream, &fwd] {
         assert!(s.upsert_number(n).await.unwrap());
@@ -440,10 +447,12 @@ async fn cdr_batches_any_cut_any_replay(s: Arc<dyn Store>) {
             events.push(CdrEvent::Answered {
                 id: id.clone(),
                 at: t + 1_000 + i as i64,
+                media_security: None,
             });
             events.push(CdrEvent::Answered {
                 id: id.clone(),
                 at: t + 9_999,
+                media_security: None,
             });
         }
         if i != 5 {
@@ -485,9 +494,14 @@ async fn cdr_batches_any_cut_any_replay(s: Arc<dyn Store>) {
                     id: format!("{}{suffix}", c.id),
                     ..c.clone()
                 }),
-                CdrEvent::Answered { id, at } => CdrEvent::Answered {
+                CdrEvent::Answered {
+                    id,
+                    at,
+                    media_security,
+                } => CdrEvent::Answered {
                     id: format!("{id}{suffix}"),
                     at: *at,
+                    media_security: media_security.clone(),
                 },
                 CdrEvent::Ended {
                     id,
@@ -539,6 +553,10 @@ async fn cdr_batch_lifecycle_is_idempotent(s: Arc<dyn Store>) {
         CdrEvent::Answered {
             id: a.id.clone(),
             at: t + 1_000,
+            media_security: Some(LegsSecurity {
+                caller: Some("srtp:AES_CM_128_HMAC_SHA1_80".into()),
+                far: None,
+            }),
         },
         CdrEvent::Ended {
             id: a.id.clone(),
@@ -559,6 +577,10 @@ async fn cdr_batch_lifecycle_is_idempotent(s: Arc<dyn Store>) {
 
     let a_done = CallRecord {
         answer_at: Some(t + 1_000),
+        media_security: Some(LegsSecurity {
+            caller: Some("srtp:AES_CM_128_HMAC_SHA1_80".into()),
+            far: None,
+        }),
         end_at: Some(t + 61_000),
         end_cause: Some("caller_hangup".into()),
         sip_status: Some(200),
@@ -590,6 +612,7 @@ async fn cdr_batch_lifecycle_is_idempotent(s: Arc<dyn Store>) {
         CdrEvent::Answered {
             id: a.id.clone(),
             at: t + 5_000,
+            media_security: None,
         },
         CdrEvent::Ended {
             id: a.id.clone(),
@@ -613,6 +636,10 @@ async fn cdr_batch_lifecycle_is_idempotent(s: Arc<dyn Store>) {
     s.apply_cdr_batch(&[CdrEvent::Answered {
         id: c.id.clone(),
         at: t + 20,
+        media_security: Some(LegsSecurity {
+            caller: Some("rtp".into()),
+            far: Some("srtp:AEAD_AES_128_GCM".into()),
+        }),
     }])
     .await
     .unwrap();
@@ -634,6 +661,14 @@ async fn cdr_batch_lifecycle_is_idempotent(s: Arc<dyn Store>) {
             c_row.sip_status
         ),
         (Some(t + 20), Some(t + 30), Some(10), Some(200))
+    );
+    assert_eq!(
+        c_row.media_security,
+        Some(LegsSecurity {
+            caller: Some("rtp".into()),
+            far: Some("srtp:AEAD_AES_128_GCM".into()),
+        }),
+        "the media security of an answer in a later batch"
     );
 
     // A Started that already carries final values is stored as given.
@@ -893,10 +928,12 @@ async fn close_interrupted_calls_closes_open_rows(s: Arc<dyn Store>) {
         CdrEvent::Answered {
             id: answered.id.clone(),
             at: t + 30_000,
+            media_security: None,
         },
         CdrEvent::Answered {
             id: ended.id.clone(),
             at: t + 1_000,
+            media_security: None,
         },
         CdrEvent::Ended {
             id: ended.id.clone(),
@@ -908,6 +945,7 @@ async fn close_interrupted_calls_closes_open_rows(s: Arc<dyn Store>) {
         CdrEvent::Answered {
             id: future.id.clone(),
             at: now + 5,
+            media_security: None,
         },
     ])
     .await
@@ -1183,6 +1221,7 @@ async fn concurrent_upserts_never_move_a_row(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        media_security: MediaSecurity::default(),
     };
     let user = |account: &str| SipUser {
         username: "shared".into(),

@@ -29,6 +29,10 @@ pub struct LegMedia {
     pub remote: Option<SocketAddr>,
     /// Whether we may send (false when the peer holds the call).
     pub send: bool,
+    /// SRTP keys (RFC 3711, keyed by SDES): `None` for plain RTP. What
+    /// arrives is authenticated and decrypted under `rx` before anything
+    /// else sees it; what leaves is protected under `tx`.
+    pub srtp: Option<crate::srtp::SrtpKeys>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

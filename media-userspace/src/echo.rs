@@ -92,6 +92,7 @@ mod tests {
             ptime_ms: 20,
             remote,
             send,
+            srtp: None,
         }
     }
 

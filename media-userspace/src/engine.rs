@@ -8,6 +8,8 @@ use crate::aistream::{FRAME_MS, StreamSpec};
 use crate::control::{LegId, LegMedia, LegMode, MediaCommand, MediaEvent};
 use crate::echo::{EchoLeg, LegCounters};
 use crate::ports::PortAllocator;
+use crate::rtp;
+use crate::srtp::LegSrtp;
 use crate::stream_leg::StreamLeg;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -86,6 +88,58 @@ pub struct MediaStats {
     /// Receive jitter of stream legs (RFC 3550 §6.4.1), observed when a
     /// leg that received RTP closes.
     pub jitter: JitterHistogram,
+    /// SRTP and SRTCP of every leg.
+    pub srtp: SrtpStats,
+}
+
+/// SRTP packets protected and unprotected, and refusals by reason.
+#[derive(Debug, Default)]
+pub struct SrtpStats {
+    pub protected: AtomicU64,
+    pub unprotected: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub replayed: AtomicU64,
+    pub malformed: AtomicU64,
+    pub ssrc_limit: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl SrtpStats {
+    /// Adds what a leg counted since `published`, and moves `published`.
+    pub fn publish(
+        &self,
+        now: crate::srtp::SrtpCounters,
+        published: &mut crate::srtp::SrtpCounters,
+    ) {
+        let p = *published;
+        for (total, n, b) in [
+            (&self.protected, now.protected, p.protected),
+            (&self.unprotected, now.unprotected, p.unprotected),
+            (&self.auth_failed, now.auth_failed, p.auth_failed),
+            (&self.replayed, now.replayed, p.replayed),
+            (&self.malformed, now.malformed, p.malformed),
+            (&self.ssrc_limit, now.ssrc_limit, p.ssrc_limit),
+            (&self.other, now.other, p.other),
+        ] {
+            total.fetch_add(n.saturating_sub(b), Ordering::Relaxed);
+        }
+        *published = now;
+    }
+
+    /// Refusals by reason label (`gateway_srtp_rejected_total`).
+    pub fn rejected(&self) -> [(&'static str, u64); 5] {
+        use crate::srtp::SrtpError as E;
+        [
+            (E::Auth.label(), self.auth_failed.load(Ordering::Relaxed)),
+            (E::Replay.label(), self.replayed.load(Ordering::Relaxed)),
+            (E::Malformed.label(), self.malformed.load(Ordering::Relaxed)),
+            (
+                E::SsrcLimit.label(),
+                self.ssrc_limit.load(Ordering::Relaxed),
+            ),
+            ("other", self.other.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 /// Upper bounds (ms) of the jitter histogram's buckets; the last bucket
@@ -904,6 +958,10 @@ fn to_ai_capacity(spec: &StreamSpec) -> usize {
 struct LegRun {
     leg: LegId,
     core: LegCore,
+    /// Between the leg and its socket: nothing unauthenticated reaches
+    /// the leg, nothing it sends leaves unprotected.
+    srtp: LegSrtp,
+    published_srtp: crate::srtp::SrtpCounters,
     timeout: Duration,
     opened: Instant,
     published: LegCounters,
@@ -960,6 +1018,8 @@ impl LegRun {
         let run = LegRun {
             leg: open.leg,
             core,
+            srtp: LegSrtp::new(open.media.srtp),
+            published_srtp: Default::default(),
             timeout: open.timeout,
             opened: Instant::now(),
             published: Default::default(),
@@ -1008,6 +1068,9 @@ impl LegRun {
     }
 
     fn control(&mut self, ctl: LegCtl) {
+        if let LegCtl::Update(_, m) = &ctl {
+            self.srtp.update(m.srtp);
+        }
         match (&mut self.core, ctl) {
             (LegCore::Echo(e), LegCtl::Update(_, m)) => e.update(&m),
             (LegCore::Stream(s), LegCtl::Update(_, m)) => s.core.update(&m),
@@ -1024,18 +1087,44 @@ impl LegRun {
         self.flush();
     }
 
-    /// A datagram; for echo legs, where to send it back (rewritten in
-    /// place). Stream legs queue their packets: see `poll_transmit`.
+    /// A datagram in `buf[..len]`; for echo legs, where to send it back
+    /// and its length (rewritten in place in `buf`, which has room for
+    /// the SRTP tag). Stream legs queue their packets: see
+    /// `poll_transmit`.
     fn on_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        pkt: &mut [u8],
-    ) -> Option<SocketAddr> {
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(SocketAddr, usize)> {
+        let len = len.min(buf.len());
+        // SRTP first (RFC 3711 §3.3): the leg sees only what
+        // authenticated, so a spoofed packet can neither latch it nor
+        // reach the AI. RTCP may share the port (RFC 5761).
+        let clear = if rtp::looks_like_rtcp(&buf[..len]) {
+            match self.srtp.inbound_rtcp(&buf[..len]).map(|c| match c {
+                std::borrow::Cow::Borrowed(b) => Err(b.len()),
+                std::borrow::Cow::Owned(v) => Ok(v),
+            }) {
+                Ok(Err(n)) => n,
+                Ok(Ok(v)) => {
+                    buf[..v.len()].copy_from_slice(&v);
+                    v.len()
+                }
+                Err(_) => return None,
+            }
+        } else {
+            self.srtp.inbound_rtp(&mut buf[..len]).ok()?
+        };
         match &mut self.core {
-            LegCore::Echo(e) => e.on_datagram(now, from, pkt),
+            LegCore::Echo(e) => {
+                let to = e.on_datagram(now, from, &mut buf[..clear])?;
+                let n = self.srtp.outbound_rtp(buf, clear).ok()?;
+                Some((to, n))
+            }
             LegCore::Stream(s) => {
-                s.core.on_datagram(now, from, pkt);
+                s.core.on_datagram(now, from, &buf[..clear]);
                 self.flush();
                 None
             }
@@ -1068,23 +1157,41 @@ impl LegRun {
     }
 
     fn on_rtcp(&mut self, now: Instant, from: SocketAddr, pkt: &[u8]) {
-        if let LegCore::Stream(s) = &mut self.core {
-            s.core.on_rtcp_datagram(now, from, pkt);
+        if let LegCore::Stream(s) = &mut self.core
+            && let Ok(clear) = self.srtp.inbound_rtcp(pkt)
+        {
+            s.core.on_rtcp_datagram(now, from, &clear);
         }
     }
 
+    /// RTCP to send, protected (SRTCP) on SRTP legs; what cannot be
+    /// protected is dropped (counted).
     fn poll_rtcp(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        match &mut self.core {
-            LegCore::Echo(_) => None,
-            LegCore::Stream(s) => s.core.poll_rtcp(),
+        let LegCore::Stream(s) = &mut self.core else {
+            return None;
+        };
+        while let Some((to, pkt)) = s.core.poll_rtcp() {
+            if self.srtp.is_plain() {
+                return Some((to, pkt));
+            }
+            if let Ok(p) = self.srtp.outbound_rtcp(&pkt) {
+                return Some((to, p));
+            }
         }
+        None
     }
 
+    /// RTP to send, protected on SRTP legs.
     fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        match &mut self.core {
-            LegCore::Echo(_) => None,
-            LegCore::Stream(s) => s.core.poll_transmit(),
+        let LegCore::Stream(s) = &mut self.core else {
+            return None;
+        };
+        while let Some((to, pkt)) = s.core.poll_transmit() {
+            if let Ok(p) = self.srtp.outbound_rtp_vec(pkt) {
+                return Some((to, p));
+            }
         }
+        None
     }
 
     fn close(&mut self, reason: &str) {
@@ -1098,6 +1205,9 @@ impl LegRun {
         let c = *self.counters();
         add_counter_deltas(stats, &c, &self.published);
         self.published = c;
+        stats
+            .srtp
+            .publish(self.srtp.counters(), &mut self.published_srtp);
         if let LegCore::Stream(s) = &self.core {
             let j = s.core.jitter().counters;
             let now = [
@@ -1277,9 +1387,9 @@ mod uring {
                     }
                     (res, mut buf) = &mut recv => {
                         if let Ok((n, from)) = res
-                            && let Some(to) = run.on_datagram(Instant::now(), from, &mut buf[..n])
+                            && let Some((to, m)) = run.on_datagram(Instant::now(), from, &mut buf, n)
                         {
-                            let (_, slice) = sock.send_to(buf.slice(..n), to).await;
+                            let (_, slice) = sock.send_to(buf.slice(..m), to).await;
                             buf = slice.into_inner();
                         }
                         if run.counters().rx_packets.is_multiple_of(PUBLISH_EVERY) {
@@ -1393,8 +1503,8 @@ mod plain {
                 }
                 res = sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = res else { continue };
-                    if let Some(to) = run.on_datagram(Instant::now(), from, &mut buf[..n]) {
-                        let _ = sock.send_to(&buf[..n], to).await;
+                    if let Some((to, m)) = run.on_datagram(Instant::now(), from, &mut buf, n) {
+                        let _ = sock.send_to(&buf[..m], to).await;
                     }
                     if run.counters().rx_packets.is_multiple_of(PUBLISH_EVERY) {
                         run.publish(&shared.stats);
@@ -1617,7 +1727,7 @@ mod relayed {
     ) -> LegEnd {
         let opened = Instant::now();
         let mut rtcp_bufs = [vec![0u8; BUF_LEN], vec![0u8; BUF_LEN]];
-        let mut published = [LegCounters::default(); 2];
+        let mut published = [(LegCounters::default(), Default::default()); 2];
         let mut offloaded: Option<Offloaded> = None;
         if let (Some(a), Some(x)) = (adopted, &shared.cfg.xdp) {
             // The kernel forwards already: start latched where it sends,
@@ -1719,8 +1829,8 @@ mod relayed {
             let out = index(side.other());
             if is_rtcp {
                 let pkt = &rtcp_bufs[i][..n];
-                if let Some(to) = pair.on_rtcp(side, from, pkt) {
-                    socks.rtcp[out].send(pkt, to);
+                if let Some((to, protected)) = pair.on_rtcp(side, from, pkt) {
+                    socks.rtcp[out].send(protected.as_deref().unwrap_or(pkt), to);
                 }
             } else {
                 let now = Instant::now();
@@ -1739,7 +1849,7 @@ mod relayed {
                     let mut to_send = [(0usize, UNSPECIFIED); crate::mmsg::BATCH];
                     let mut count = 0;
                     for k in 0..n {
-                        let (pkt, from) = b.get_mut(k);
+                        let (buf, len, from) = b.slot_mut(k);
                         if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut())
                             && off.peers[i] != Some(from)
                         {
@@ -1749,14 +1859,13 @@ mod relayed {
                             let c = x.counters(&off.rules);
                             absorb(shared, &mut pair, off, c);
                         }
-                        if let Some(f) = fork.as_mut() {
-                            f.scratch.clear();
-                            f.scratch.extend_from_slice(pkt);
-                        }
-                        if let Some(to) = pair.on_rtp(side, now, from, pkt) {
+                        let tap = fork.as_mut().map(|f| &mut f.scratch);
+                        if let Some((to, m)) = pair.on_rtp(side, now, from, buf, len, tap) {
+                            b.set_len(k, m);
                             to_send[count] = (k, to);
                             count += 1;
-                            // Only what the relay accepted, as it arrived.
+                            // Only what the relay accepted, in the clear
+                            // as it arrived.
                             if let Some(f) = fork.as_mut() {
                                 f.tap.on_rtp(side, &f.scratch);
                             }
@@ -1815,7 +1924,7 @@ mod relayed {
             }
             // Batches move the count by more than one: publish once it has
             // moved PUBLISH_EVERY since the last time.
-            if pair.counters(side).rx_packets >= published[i].rx_packets + PUBLISH_EVERY {
+            if pair.counters(side).rx_packets >= published[i].0.rx_packets + PUBLISH_EVERY {
                 publish(shared, &pair, &mut published);
             }
         };
@@ -1826,12 +1935,17 @@ mod relayed {
         end
     }
 
-    fn publish(shared: &Shared, pair: &RelayPair, published: &mut [LegCounters; 2]) {
+    fn publish(
+        shared: &Shared,
+        pair: &RelayPair,
+        published: &mut [(LegCounters, crate::srtp::SrtpCounters); 2],
+    ) {
         for side in [Side::A, Side::B] {
             let c = *pair.counters(side);
-            let p = &mut published[index(side)];
+            let (p, ps) = &mut published[index(side)];
             add_counter_deltas(&shared.stats, &c, p);
             *p = c;
+            shared.stats.srtp.publish(pair.srtp_counters(side), ps);
         }
     }
 }

@@ -62,6 +62,17 @@ impl RecvBatch {
     }
 
     /// Datagram `i` of the last batch.
+    /// Datagram `i`'s whole buffer (room to grow it in place), its length
+    /// and source.
+    pub fn slot_mut(&mut self, i: usize) -> (&mut [u8], usize, SocketAddr) {
+        (&mut self.bufs[i][..], self.lens[i], self.from[i])
+    }
+
+    /// Sets datagram `i`'s length after it was rewritten in place.
+    pub fn set_len(&mut self, i: usize, len: usize) {
+        self.lens[i] = len.min(DATAGRAM);
+    }
+
     pub fn get(&self, i: usize) -> &[u8] {
         &self.bufs[i][..self.lens[i]]
     }

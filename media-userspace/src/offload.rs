@@ -10,7 +10,7 @@
 //! numbered the same on both sides (the program does not rewrite RTP).
 //! Legs that need re-encryption or transcoding stay in userspace: different
 //! codecs ([`PairView::same_numbering`]) and SRTP with different keys on the
-//! two sides ([`PairView::srtp`]); SRTP with the same keys end to end passes
+//! two sides ([`PairView::srtp`]); SRTP with the keys shared end to end passes
 //! through the kernel untouched, like plain RTP. RTCP (port + 1) always
 //! stays in userspace, at a few packets per second.
 
@@ -54,11 +54,24 @@ pub struct PairView {
     /// telephone-event) numbered alike: the kernel forwards payloads
     /// untouched, so it takes no pair that transcodes or renumbers.
     pub same_numbering: bool,
-    /// Each side's SRTP keying, as an identity of its master key and
-    /// suite (`None`: plain RTP). The kernel forwards ciphertext as it is,
-    /// so both sides plain or both with the same key may be offloaded;
-    /// anything else needs decrypting and encrypting again in userspace.
-    pub srtp: [Option<u64>; 2],
+    /// How the pair's media is protected. The kernel forwards ciphertext
+    /// as it is, so both sides plain or keys shared end to end may be
+    /// offloaded; anything else needs decrypting and encrypting again in
+    /// userspace.
+    pub srtp: PairSrtp,
+}
+
+/// How a relay pair's media is protected, as the kernel would see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairSrtp {
+    /// Plain RTP on both sides.
+    Plain,
+    /// SRTP with the keys shared end to end: each side's peer sends under
+    /// the key we declared to the other side's peer.
+    SharedKeys,
+    /// SRTP on one side only, or different keys: decrypted and protected
+    /// again in userspace.
+    Reencrypt,
 }
 
 /// A network interface the fast path may send from.
@@ -240,10 +253,8 @@ pub fn check(view: &PairView, local_ip: Option<IpAddr>) -> Result<Ready, StayInU
     if !view.same_numbering {
         return Err(StayInUserspace::PayloadTypeMapping);
     }
-    match view.srtp {
-        [None, None] => {}
-        [Some(a), Some(b)] if a == b => {}
-        _ => return Err(StayInUserspace::SrtpReencrypt),
+    if view.srtp == PairSrtp::Reencrypt {
+        return Err(StayInUserspace::SrtpReencrypt);
     }
     let local = match local_ip {
         Some(IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
@@ -551,7 +562,7 @@ gw-f\t00000000\tFE0112C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
             peers: [Some(a.parse().unwrap()), Some(b.parse().unwrap())],
             sending: [true, true],
             same_numbering: true,
-            srtp: [None, None],
+            srtp: PairSrtp::Plain,
         }
     }
 
@@ -611,18 +622,16 @@ gw-f\t00000000\tFE0112C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
     #[test]
     fn srtp_passes_through_only_with_the_same_keys_on_both_sides() {
         let n = net();
-        let p = |srtp: [Option<u64>; 2]| {
+        let p = |srtp: PairSrtp| {
             let v = PairView {
                 srtp,
                 ..view("198.18.0.2:4000", "198.18.1.2:6000")
             };
             plan(&v, LOCAL, [30000, 30002], &n, false).err()
         };
-        assert_eq!(p([None, None]), None, "plain RTP");
-        assert_eq!(p([Some(7), Some(7)]), None, "same keys end to end");
-        assert_eq!(p([Some(7), Some(8)]), Some(StayInUserspace::SrtpReencrypt));
-        assert_eq!(p([Some(7), None]), Some(StayInUserspace::SrtpReencrypt));
-        assert_eq!(p([None, Some(8)]), Some(StayInUserspace::SrtpReencrypt));
+        assert_eq!(p(PairSrtp::Plain), None, "plain RTP");
+        assert_eq!(p(PairSrtp::SharedKeys), None, "same keys end to end");
+        assert_eq!(p(PairSrtp::Reencrypt), Some(StayInUserspace::SrtpReencrypt));
     }
 
     #[test]

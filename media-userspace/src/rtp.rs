@@ -37,13 +37,24 @@ pub fn looks_like_rtcp(buf: &[u8]) -> bool {
 
 impl RtpHeader {
     pub fn parse(buf: &[u8]) -> Result<RtpHeader, RtpError> {
+        Self::parse_with(buf, true)
+    }
+
+    /// The header of an SRTP packet (RFC 3711 §3.1): its padding count is
+    /// in the encrypted payload, so the payload here is everything after
+    /// the header, authentication tag included.
+    pub fn parse_protected(buf: &[u8]) -> Result<RtpHeader, RtpError> {
+        Self::parse_with(buf, false)
+    }
+
+    fn parse_with(buf: &[u8], honour_padding: bool) -> Result<RtpHeader, RtpError> {
         if buf.len() < HEADER_LEN {
             return Err(RtpError::TooShort);
         }
         if buf[0] >> 6 != 2 {
             return Err(RtpError::BadVersion);
         }
-        let padding = buf[0] & 0x20 != 0;
+        let padding = honour_padding && buf[0] & 0x20 != 0;
         let extension = buf[0] & 0x10 != 0;
         let csrc_count = (buf[0] & 0x0f) as usize;
         let mut offset = HEADER_LEN + 4 * csrc_count;

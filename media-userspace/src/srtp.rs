@@ -32,6 +32,28 @@ pub enum SrtpSuite {
 }
 
 impl SrtpSuite {
+    /// Every suite we speak, in the order we offer them.
+    pub const ALL: [SrtpSuite; 3] = [
+        SrtpSuite::AesCm128HmacSha1_80,
+        SrtpSuite::AeadAes128Gcm,
+        SrtpSuite::AesCm128HmacSha1_32,
+    ];
+
+    /// The suite an SDP crypto attribute names (RFC 4568 §6.2, RFC 7714
+    /// §12), case as registered.
+    pub fn from_name(s: &str) -> Option<SrtpSuite> {
+        SrtpSuite::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// Index of the suite in [`SrtpSuite::ALL`] (tested below).
+    pub fn index(self) -> usize {
+        match self {
+            SrtpSuite::AesCm128HmacSha1_80 => 0,
+            SrtpSuite::AeadAes128Gcm => 1,
+            SrtpSuite::AesCm128HmacSha1_32 => 2,
+        }
+    }
+
     /// Master key and master salt lengths in bytes.
     pub fn key_salt_len(self) -> (usize, usize) {
         match self {
@@ -91,6 +113,17 @@ impl SrtpKey {
             material,
             len: key_salt.len() as u8,
         })
+    }
+
+    /// A key for `suite` whose bytes `fill` writes (a CSPRNG).
+    pub fn generate(suite: SrtpSuite, fill: impl FnOnce(&mut [u8])) -> SrtpKey {
+        let (k, s) = suite.key_salt_len();
+        let mut material = [0u8; KEY_SALT_MAX];
+        fill(&mut material[..k + s]);
+        SrtpKey {
+            material,
+            len: (k + s) as u8,
+        }
     }
 
     pub fn key_salt(&self) -> &[u8] {
@@ -162,7 +195,7 @@ pub struct SrtpCounters {
 }
 
 impl SrtpCounters {
-    fn count(&mut self, e: SrtpError) {
+    pub fn count(&mut self, e: SrtpError) {
         match e {
             SrtpError::Auth => self.auth_failed += 1,
             SrtpError::Replay => self.replayed += 1,
@@ -444,6 +477,153 @@ impl SrtpSession {
     }
 }
 
+/// A media leg's protection as its keys change with re-INVITEs: plain
+/// RTP, an SRTP session, or keys that could not be used. Nothing passes
+/// in the clear on a leg that asked for SRTP: with unusable keys every
+/// packet is refused.
+#[derive(Debug)]
+pub enum LegSrtp {
+    Plain,
+    Keyed(Box<SrtpSession>),
+    Broken {
+        counters: SrtpCounters,
+        keys: SrtpKeys,
+    },
+}
+
+impl LegSrtp {
+    pub fn new(keys: Option<SrtpKeys>) -> LegSrtp {
+        match keys {
+            None => LegSrtp::Plain,
+            Some(k) => match SrtpSession::new(k) {
+                Ok(s) => LegSrtp::Keyed(Box::new(s)),
+                Err(_) => LegSrtp::Broken {
+                    counters: SrtpCounters::default(),
+                    keys: k,
+                },
+            },
+        }
+    }
+
+    /// The leg's new keys (a re-INVITE): unchanged directions keep their
+    /// state ([`SrtpSession::rekey`]); SRTP to plain or back starts anew.
+    /// Counters carry over.
+    pub fn update(&mut self, keys: Option<SrtpKeys>) {
+        if self.keys() == keys {
+            return;
+        }
+        let counters = self.counters();
+        if let (LegSrtp::Keyed(s), Some(k)) = (&mut *self, keys)
+            && s.rekey(k).is_ok()
+        {
+            return;
+        }
+        *self = LegSrtp::new(keys);
+        match self {
+            LegSrtp::Keyed(s) => s.counters = counters,
+            LegSrtp::Broken { counters: c, .. } => *c = counters,
+            LegSrtp::Plain => {}
+        }
+    }
+
+    pub fn keys(&self) -> Option<SrtpKeys> {
+        match self {
+            LegSrtp::Plain => None,
+            LegSrtp::Keyed(s) => Some(*s.keys()),
+            LegSrtp::Broken { keys, .. } => Some(*keys),
+        }
+    }
+
+    pub fn is_plain(&self) -> bool {
+        matches!(self, LegSrtp::Plain)
+    }
+
+    pub fn counters(&self) -> SrtpCounters {
+        match self {
+            LegSrtp::Plain => SrtpCounters::default(),
+            LegSrtp::Keyed(s) => s.counters,
+            LegSrtp::Broken { counters, .. } => *counters,
+        }
+    }
+
+    fn broken(counters: &mut SrtpCounters) -> SrtpError {
+        counters.count(SrtpError::Keying);
+        SrtpError::Keying
+    }
+
+    /// A datagram that arrived, RTP in `pkt`: its RTP packet in the
+    /// clear, in place; the length. Plain legs take it as it is.
+    pub fn inbound_rtp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        match self {
+            LegSrtp::Plain => Ok(pkt.len()),
+            LegSrtp::Keyed(s) => s.unprotect_rtp(pkt),
+            LegSrtp::Broken { counters, .. } => Err(Self::broken(counters)),
+        }
+    }
+
+    /// Authenticates and decrypts an arrived RTP packet, leaving `pkt`
+    /// as it came (a relay passes it on untouched); the clear packet.
+    /// `None` on plain legs.
+    pub fn open_rtp(&mut self, pkt: &[u8]) -> Result<Option<BytesMut>, SrtpError> {
+        match self {
+            LegSrtp::Plain => Ok(None),
+            LegSrtp::Keyed(s) => {
+                let r = s.rx_rtp.unprotect(&s.keys, pkt);
+                s.counted(r, |c| c.unprotected += 1).map(Some)
+            }
+            LegSrtp::Broken { counters, .. } => Err(Self::broken(counters)),
+        }
+    }
+
+    /// An arrived RTCP packet in the clear (a copy only on SRTP legs).
+    pub fn inbound_rtcp<'a>(
+        &mut self,
+        pkt: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, SrtpError> {
+        match self {
+            LegSrtp::Plain => Ok(std::borrow::Cow::Borrowed(pkt)),
+            LegSrtp::Keyed(s) => s
+                .unprotect_rtcp(pkt)
+                .map(|b| std::borrow::Cow::Owned(b.to_vec())),
+            LegSrtp::Broken { counters, .. } => Err(Self::broken(counters)),
+        }
+    }
+
+    /// Protects the RTP packet in `buf[..len]` in place for sending; the
+    /// length to send.
+    pub fn outbound_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        match self {
+            LegSrtp::Plain => Ok(len),
+            LegSrtp::Keyed(s) => s.protect_rtp_in_place(buf, len),
+            LegSrtp::Broken { counters, .. } => Err(Self::broken(counters)),
+        }
+    }
+
+    /// Protects an RTP packet the leg made (a `Vec` with room to grow).
+    pub fn outbound_rtp_vec(&mut self, mut pkt: Vec<u8>) -> Result<Vec<u8>, SrtpError> {
+        match self {
+            LegSrtp::Plain => Ok(pkt),
+            LegSrtp::Keyed(s) => {
+                let len = pkt.len();
+                pkt.resize(len + s.keys.suite.rtp_overhead(), 0);
+                let n = s.protect_rtp_in_place(&mut pkt, len)?;
+                pkt.truncate(n);
+                Ok(pkt)
+            }
+            LegSrtp::Broken { counters, .. } => Err(Self::broken(counters)),
+        }
+    }
+
+    /// Protects an RTCP packet for sending.
+    pub fn outbound_rtcp(&mut self, pkt: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        match self {
+            LegSrtp::Plain => Ok(pkt.to_vec()),
+            LegSrtp::Keyed(s) => s.protect_rtcp(pkt).map(|b| b.to_vec()),
+            LegSrtp::Broken { counters, .. } => Err(Self::broken(counters)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +707,15 @@ mod tests {
             let n = r.unprotect_rtp(&mut wire).unwrap();
             assert_eq!(&wire[..n], &plain[..]);
         }
+    }
+
+    #[test]
+    fn suites_are_named_and_indexed_as_listed() {
+        for (i, s) in SrtpSuite::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), i);
+            assert_eq!(SrtpSuite::from_name(s.name()), Some(s));
+        }
+        assert_eq!(SrtpSuite::from_name("aes_cm_128_hmac_sha1_80"), None);
     }
 
     #[test]

@@ -475,6 +475,7 @@ mod tests {
             ptime_ms: 20,
             remote: Some(CALLER.parse().unwrap()),
             send: true,
+            srtp: None,
         }
     }
 

@@ -196,6 +196,7 @@ mod tests {
             ptime_ms: 20,
             remote: None,
             send: true,
+            srtp: None,
         }
     }
 

@@ -32,6 +32,7 @@ fn media(remote: SocketAddr, pt: u8, te: u8) -> LegMedia {
         ptime_ms: 20,
         remote: Some(remote),
         send: true,
+        srtp: None,
     }
 }
 

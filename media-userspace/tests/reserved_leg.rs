@@ -60,6 +60,7 @@ fn a_reserved_port_is_the_port_the_leg_runs_on() {
             ptime_ms: 20,
             remote: Some(peer.local_addr().unwrap()),
             send: true,
+            srtp: None,
         },
         timeout: Duration::from_secs(30),
     });

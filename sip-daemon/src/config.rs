@@ -506,6 +506,12 @@ pub struct TrunkEntry {
     /// `client_cert_file`, `client_key_file`.
     #[serde(default)]
     pub tls: api::store::TrunkTls,
+    /// `"rtp"`, `"srtp"` or `"srtp-optional"` (default).
+    #[serde(default)]
+    pub media_security: api::store::MediaSecurity,
+    /// SDES keys may cross this trunk's signalling in clear (UDP, TCP).
+    #[serde(default)]
+    pub srtp_cleartext_keying: bool,
 }
 
 fn default_transport() -> String {
@@ -537,6 +543,10 @@ pub struct NumberEntry {
     /// Where inbound SMS to this number are POSTed.
     #[serde(default)]
     pub sms_webhook: Option<String>,
+    /// `"rtp"`, `"srtp"` or `"srtp-optional"` (default): its callers'
+    /// media, combined with their trunk's.
+    #[serde(default)]
+    pub media_security: api::store::MediaSecurity,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -667,6 +677,15 @@ impl Config {
             }
             if !t.tls.is_empty() && t.transport != "tls" {
                 out.push(format!("trunk {}: tls settings need transport tls", t.name));
+            }
+            if t.media_security == api::store::MediaSecurity::Srtp
+                && t.transport != "tls"
+                && !t.srtp_cleartext_keying
+            {
+                out.push(format!(
+                    "trunk {}: media_security srtp over {} needs srtp_cleartext_keying (SDES keys go over TLS only)",
+                    t.name, t.transport
+                ));
             }
             if t.tls.client_cert_file.is_some() != t.tls.client_key_file.is_some() {
                 out.push(format!(
@@ -960,6 +979,8 @@ impl Config {
                     account_id: t.account.clone(),
                     requests_per_sec: t.requests_per_sec,
                     tls: t.tls.clone(),
+                    media_security: t.media_security,
+                    srtp_cleartext_keying: t.srtp_cleartext_keying,
                 })
                 .collect(),
             numbers: self
@@ -981,6 +1002,7 @@ impl Config {
                         fallback: n.fallback.clone(),
                         voice_webhook: n.voice_webhook.clone(),
                         sms_webhook: n.sms_webhook.clone(),
+                        media_security: n.media_security,
                     })
                 })
                 .collect(),

@@ -277,6 +277,7 @@ impl prometheus::core::Collector for MediaCollector {
             .collect();
         families.push(jitter_family(&s.jitter));
         families.extend(legs_by_path(s));
+        families.extend(srtp_families(&s.srtp));
         families
     }
 }
@@ -338,6 +339,38 @@ fn legs_by_path(s: &media_userspace::engine::MediaStats) -> Vec<prometheus::prot
     .unwrap_or_default()
 }
 
+const SRTP_PACKETS_NAME: &str = "gateway_srtp_packets_total";
+const SRTP_PACKETS_HELP: &str = "SRTP and SRTCP packets the media workers protected or unprotected (authenticated), by direction.";
+const SRTP_REJECTED_NAME: &str = "gateway_srtp_rejected_total";
+const SRTP_REJECTED_HELP: &str = "SRTP and SRTCP packets refused, by reason: auth (authentication failed), replay, malformed, ssrc_limit, other.";
+
+/// `gateway_srtp_packets_total{direction}` and
+/// `gateway_srtp_rejected_total{reason}`.
+fn srtp_families(s: &media_userspace::engine::SrtpStats) -> Vec<prometheus::proto::MetricFamily> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = Vec::new();
+    if let Ok(c) = IntCounterVec::new(
+        Opts::new(SRTP_PACKETS_NAME, SRTP_PACKETS_HELP),
+        &["direction"],
+    ) {
+        c.with_label_values(&["protected"])
+            .inc_by(s.protected.load(Relaxed));
+        c.with_label_values(&["unprotected"])
+            .inc_by(s.unprotected.load(Relaxed));
+        out.extend(prometheus::core::Collector::collect(&c));
+    }
+    if let Ok(c) = IntCounterVec::new(
+        Opts::new(SRTP_REJECTED_NAME, SRTP_REJECTED_HELP),
+        &["reason"],
+    ) {
+        for (reason, v) in s.rejected() {
+            c.with_label_values(&[reason]).inc_by(v);
+        }
+        out.extend(prometheus::core::Collector::collect(&c));
+    }
+    out
+}
+
 /// Registers the media counters of `stats` on `registry`.
 pub fn register_media(
     registry: &Registry,
@@ -348,12 +381,18 @@ pub fn register_media(
         .map(|(name, help, _)| plain_desc(name, help))
         .collect::<Result<_, _>>()?;
     descs.push(plain_desc(JITTER_NAME, JITTER_HELP)?);
-    descs.push(prometheus::core::Desc::new(
-        LEGS_BY_PATH_NAME.into(),
-        LEGS_BY_PATH_HELP.into(),
-        vec!["path".into()],
-        Default::default(),
-    )?);
+    for (name, help, label) in [
+        (LEGS_BY_PATH_NAME, LEGS_BY_PATH_HELP, "path"),
+        (SRTP_PACKETS_NAME, SRTP_PACKETS_HELP, "direction"),
+        (SRTP_REJECTED_NAME, SRTP_REJECTED_HELP, "reason"),
+    ] {
+        descs.push(prometheus::core::Desc::new(
+            name.into(),
+            help.into(),
+            vec![label.into()],
+            Default::default(),
+        )?);
+    }
     registry.register(Box::new(MediaCollector { stats, descs }))
 }
 

@@ -290,6 +290,7 @@ mod tests {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            media_security: Default::default(),
         }
     }
 
@@ -343,6 +344,8 @@ mod tests {
             account_id: None,
             requests_per_sec: None,
             tls: Default::default(),
+            media_security: Default::default(),
+            srtp_cleartext_keying: false,
         };
         // "wide" also lists an IPv6 /128, which must not make its IPv4 /8
         // beat another trunk's /32.
@@ -379,6 +382,8 @@ mod tests {
             account_id: None,
             requests_per_sec: None,
             tls: Default::default(),
+            media_security: Default::default(),
+            srtp_cleartext_keying: false,
         };
         let (t, problems) = RoutingTable::build(
             vec![trunk],

@@ -82,28 +82,33 @@ pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name, number_ranges FROM acco
 
 pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
      (name, source_cidrs, outbound_address, transport, username, password, max_calls, \
-     transfer, account_id, requests_per_sec, tls) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     transfer, account_id, requests_per_sec, tls, media_security, srtp_cleartext_keying) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
      ON CONFLICT (name) DO UPDATE SET source_cidrs = excluded.source_cidrs, \
      outbound_address = excluded.outbound_address, transport = excluded.transport, \
      username = excluded.username, password = excluded.password, \
      max_calls = excluded.max_calls, transfer = excluded.transfer, \
      account_id = excluded.account_id, requests_per_sec = excluded.requests_per_sec, \
-     tls = excluded.tls";
+     tls = excluded.tls, media_security = excluded.media_security, \
+     srtp_cleartext_keying = excluded.srtp_cleartext_keying";
 pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_address, transport, \
-     username, password, max_calls, transfer, account_id, requests_per_sec, tls FROM trunks \
+     username, password, max_calls, transfer, account_id, requests_per_sec, tls, \
+     media_security, srtp_cleartext_keying FROM trunks \
      ORDER BY name";
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
      (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
-     voice_webhook, sms_webhook) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     voice_webhook, sms_webhook, media_security) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (pattern) DO UPDATE SET account_id = excluded.account_id, \
      route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
      params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls, \
      fallback = excluded.fallback, voice_webhook = excluded.voice_webhook, \
-     sms_webhook = excluded.sms_webhook WHERE numbers.account_id = excluded.account_id";
+     sms_webhook = excluded.sms_webhook, media_security = excluded.media_security \
+     WHERE numbers.account_id = excluded.account_id";
 pub(crate) const LIST_NUMBERS: &str = "SELECT pattern, account_id, route, target, dialect, \
-     params, trunk, max_calls, fallback, voice_webhook, sms_webhook FROM numbers \
+     params, trunk, max_calls, fallback, voice_webhook, sms_webhook, media_security FROM numbers \
      ORDER BY pattern";
 pub(crate) const DELETE_NUMBER: &str = "DELETE FROM numbers WHERE pattern = $1";
 
@@ -153,7 +158,7 @@ macro_rules! call_columns {
     () => {
         "id, account_id, direction, from_number, to_number, trunk, sip_call_id, \
          invite_at, answer_at, end_at, end_cause, CAST(sip_status AS BIGINT) AS sip_status, \
-         duration_ms, media_mode, node"
+         duration_ms, media_mode, node, media_security"
     };
 }
 
@@ -164,18 +169,20 @@ macro_rules! call_columns {
 /// goes between head and merge.
 pub(crate) const INSERT_CALLS_HEAD: &str = "INSERT INTO calls \
      (id, account_id, direction, from_number, to_number, trunk, sip_call_id, invite_at, \
-     answer_at, end_at, end_cause, sip_status, duration_ms, media_mode, node) ";
+     answer_at, end_at, end_cause, sip_status, duration_ms, media_mode, node, media_security) ";
 pub(crate) const INSERT_CALLS_MERGE: &str = " ON CONFLICT (id) DO UPDATE SET \
      answer_at = COALESCE(calls.answer_at, excluded.answer_at), \
+     media_security = COALESCE(excluded.media_security, calls.media_security), \
      end_cause = CASE WHEN calls.end_at IS NULL THEN excluded.end_cause ELSE calls.end_cause END, \
      sip_status = CASE WHEN calls.end_at IS NULL THEN COALESCE(excluded.sip_status, calls.sip_status) \
      ELSE calls.sip_status END, \
      duration_ms = CASE WHEN calls.end_at IS NULL THEN excluded.duration_ms ELSE calls.duration_ms END, \
      end_at = COALESCE(calls.end_at, excluded.end_at)";
-/// `Answered` (id, at) rows: the first answer time wins. VALUES columns
-/// are `column1`, `column2`… in both SQLite and PostgreSQL.
-pub(crate) const ANSWER_CALLS_HEAD: &str =
-    "UPDATE calls SET answer_at = COALESCE(calls.answer_at, v.column2) FROM (";
+/// `Answered` (id, at, media security) rows: the first answer time wins,
+/// a media security given replaces the one recorded. VALUES columns are
+/// `column1`, `column2`… in both SQLite and PostgreSQL.
+pub(crate) const ANSWER_CALLS_HEAD: &str = "UPDATE calls SET answer_at = COALESCE(calls.answer_at, v.column2), \
+     media_security = COALESCE(v.column3, calls.media_security) FROM (";
 pub(crate) const ANSWER_CALLS_TAIL: &str = ") AS v WHERE calls.id = v.column1";
 /// `Ended` (id, at, cause, status, duration) rows: the first end wins.
 pub(crate) const END_CALLS_HEAD: &str = "UPDATE calls SET end_at = v.column2, \
@@ -314,6 +321,8 @@ pub(crate) type TrunkRow = (
     Option<String>,
     Option<i64>,
     Option<String>,
+    String,
+    bool,
 );
 pub(crate) type NumberRow = (
     String,
@@ -327,6 +336,7 @@ pub(crate) type NumberRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    String,
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
 pub(crate) type DeniedSourceRow = (String, String, Option<String>, i64, Option<i64>);
@@ -347,6 +357,7 @@ pub(crate) type CallRow = (
     Option<i64>,
     Option<i64>,
     String,
+    Option<String>,
     Option<String>,
 );
 pub(crate) type MessageRow = (String, String, String, String, String, String, String, i64);
@@ -406,6 +417,8 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         account_id,
         requests_per_sec,
         tls,
+        media_security,
+        srtp_cleartext_keying,
     ) = r;
     let source_cidrs =
         serde_json::from_str(&cidrs).map_err(|_| corrupt("trunks", "source_cidrs", cidrs))?;
@@ -425,6 +438,8 @@ pub(crate) fn trunk_from_row(r: TrunkRow) -> Result<Trunk> {
         account_id,
         requests_per_sec: narrow_opt("trunks", "requests_per_sec", requests_per_sec)?,
         tls,
+        media_security: media_security_of("trunks", media_security)?,
+        srtp_cleartext_keying,
     })
 }
 
@@ -441,6 +456,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         fallback,
         voice_webhook,
         sms_webhook,
+        media_security,
     ) = r;
     let route = RouteKind::parse(&route).ok_or_else(|| corrupt("numbers", "route", route))?;
     Ok(Number {
@@ -455,7 +471,17 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         fallback,
         voice_webhook,
         sms_webhook,
+        media_security: media_security_of("numbers", media_security)?,
     })
+}
+
+fn media_security_of(table: &'static str, s: String) -> Result<MediaSecurity> {
+    MediaSecurity::parse(&s).ok_or_else(|| corrupt(table, "media_security", s))
+}
+
+/// A call's per-leg media security as stored (JSON).
+pub(crate) fn encode_legs_security(l: &LegsSecurity) -> String {
+    serde_json::to_string(l).unwrap_or_default()
 }
 
 pub(crate) fn blocked_from_row(r: BlockedRow) -> Result<BlockedNumber> {
@@ -520,7 +546,11 @@ pub(crate) fn call_from_row(r: CallRow) -> Result<CallRecord> {
         duration_ms,
         media_mode,
         node,
+        media_security,
     ) = r;
+    let media_security = media_security
+        .map(|m| serde_json::from_str(&m).map_err(|_| corrupt("calls", "media_security", m)))
+        .transpose()?;
     Ok(CallRecord {
         id,
         account_id,
@@ -537,6 +567,7 @@ pub(crate) fn call_from_row(r: CallRow) -> Result<CallRecord> {
         duration_ms,
         media_mode,
         node,
+        media_security,
     })
 }
 
@@ -610,6 +641,8 @@ macro_rules! impl_store {
                         (!t.tls.is_empty())
                             .then(|| serde_json::to_string(&t.tls).unwrap_or_default()),
                     )
+                    .bind(t.media_security.as_str())
+                    .bind(t.srtp_cleartext_keying)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -648,6 +681,7 @@ macro_rules! impl_store {
                     .bind(n.fallback.as_deref())
                     .bind(n.voice_webhook.as_deref())
                     .bind(n.sms_webhook.as_deref())
+                    .bind(n.media_security.as_str())
                     .execute(&self.pool)
                     .await?;
                 Ok(r.rows_affected() > 0)
@@ -863,7 +897,12 @@ macro_rules! impl_store {
                             .push_bind(c.sip_status.map(i32::from))
                             .push_bind(c.duration_ms)
                             .push_bind(c.media_mode.clone())
-                            .push_bind(c.node.clone());
+                            .push_bind(c.node.clone())
+                            .push_bind(
+                                c.media_security
+                                    .as_ref()
+                                    .map($crate::store::common::encode_legs_security),
+                            );
                     });
                     qb.push($crate::store::common::INSERT_CALLS_MERGE);
                     qb.build().execute(&mut *tx).await?;
@@ -871,8 +910,10 @@ macro_rules! impl_store {
                 for rows in batch.answered.chunks(ROWS_PER_STATEMENT) {
                     let mut qb =
                         sqlx::QueryBuilder::<$db>::new($crate::store::common::ANSWER_CALLS_HEAD);
-                    qb.push_values(rows, |mut b, (id, at)| {
-                        b.push_bind(id.clone()).push_bind(*at);
+                    qb.push_values(rows, |mut b, (id, at, media)| {
+                        b.push_bind(id.clone())
+                            .push_bind(*at)
+                            .push_bind(media.clone());
                     });
                     qb.push($crate::store::common::ANSWER_CALLS_TAIL);
                     qb.build().execute(&mut *tx).await?;
@@ -1175,8 +1216,8 @@ pub(crate) use impl_store;
 #[derive(Debug, Default)]
 pub(crate) struct FoldedBatch {
     pub started: Vec<crate::store::CallRecord>,
-    /// (id, at)
-    pub answered: Vec<(String, i64)>,
+    /// (id, at, media security as stored)
+    pub answered: Vec<(String, i64, Option<String>)>,
     /// (id, at, cause, sip_status, duration_ms)
     pub ended: Vec<(String, i64, String, u16, i64)>,
     /// The last resume snapshot of each call the batch left resumable:
@@ -1192,7 +1233,7 @@ pub(crate) fn fold<'a>(events: &'a [crate::store::CdrEvent]) -> FoldedBatch {
     use std::collections::hash_map::Entry;
     let mut f = FoldedBatch::default();
     let mut started: HashMap<&str, usize> = HashMap::new();
-    let mut answered: HashMap<&str, ()> = HashMap::new();
+    let mut answered: HashMap<&str, usize> = HashMap::new();
     let mut ended: HashMap<&str, ()> = HashMap::new();
     // Each call's last resume change, in first-seen order: (node,
     // snapshot, at), or None when withdrawn.
@@ -1221,14 +1262,31 @@ pub(crate) fn fold<'a>(events: &'a [crate::store::CdrEvent]) -> FoldedBatch {
                     f.started.push(stored_call(c));
                 }
             }
-            CdrEvent::Answered { id, at } => match started.get(id.as_str()) {
+            CdrEvent::Answered {
+                id,
+                at,
+                media_security,
+            } => match started.get(id.as_str()) {
                 Some(&i) => {
                     let c = &mut f.started[i];
                     c.answer_at = c.answer_at.or(Some(*at));
+                    if media_security.is_some() {
+                        c.media_security = media_security.clone();
+                    }
                 }
                 None => {
-                    if answered.insert(id.as_str(), ()).is_none() {
-                        f.answered.push((id.clone(), *at));
+                    let media = media_security.as_ref().map(encode_legs_security);
+                    match answered.entry(id.as_str()) {
+                        Entry::Vacant(v) => {
+                            v.insert(f.answered.len());
+                            f.answered.push((id.clone(), *at, media));
+                        }
+                        // The first time stays; the latest security wins.
+                        Entry::Occupied(o) => {
+                            if media.is_some() {
+                                f.answered[*o.get()].2 = media;
+                            }
+                        }
                     }
                 }
             },
@@ -1308,6 +1366,7 @@ mod tests {
             duration_ms: None,
             media_mode: "echo".into(),
             node: None,
+            media_security: None,
         };
         let s = stored_call(&c);
         assert_eq!(s.from_number, "evil\\x00");

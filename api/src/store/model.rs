@@ -39,6 +39,66 @@ pub struct Trunk {
     pub requests_per_sec: Option<u32>,
     /// How its TLS connections are made (with `transport = "tls"`).
     pub tls: TrunkTls,
+    /// Whether its calls' media is encrypted (SRTP keyed by SDES).
+    pub media_security: MediaSecurity,
+    /// SDES keys may cross this trunk's signalling in clear (UDP or TCP):
+    /// anyone who reads the signalling can then decrypt the media, so
+    /// keys go over TLS only unless the operator allows it here
+    /// (RFC 4568 §8.3).
+    pub srtp_cleartext_keying: bool,
+}
+
+/// Whether a leg's media is encrypted: SRTP (RFC 3711) keyed by SDES
+/// (RFC 4568).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+pub enum MediaSecurity {
+    /// Plain RTP: crypto attributes are ignored, an SRTP-only offer gets
+    /// 488, and none is offered.
+    #[serde(rename = "rtp")]
+    Rtp,
+    /// SRTP required: a plain offer gets 488; offers are RTP/SAVP.
+    #[serde(rename = "srtp")]
+    Srtp,
+    /// Either: SRTP when the peer offers or accepts it (and keys may go
+    /// over the signalling), plain RTP otherwise; offers are RTP/AVP with
+    /// crypto attributes (best effort).
+    #[default]
+    #[serde(rename = "srtp-optional")]
+    SrtpOptional,
+}
+
+impl MediaSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaSecurity::Rtp => "rtp",
+            MediaSecurity::Srtp => "srtp",
+            MediaSecurity::SrtpOptional => "srtp-optional",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MediaSecurity> {
+        [
+            MediaSecurity::Rtp,
+            MediaSecurity::Srtp,
+            MediaSecurity::SrtpOptional,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+
+    /// The policy of a leg both a number and a trunk speak for: SRTP
+    /// required by either is required; else plain RTP asked by either is
+    /// plain; else optional.
+    pub fn and(self, other: MediaSecurity) -> MediaSecurity {
+        use MediaSecurity::*;
+        match (self, other) {
+            (Srtp, _) | (_, Srtp) => Srtp,
+            (Rtp, _) | (_, Rtp) => Rtp,
+            _ => SrtpOptional,
+        }
+    }
 }
 
 /// A TLS trunk's client side: whom to expect and what to present. Files
@@ -123,6 +183,9 @@ pub struct Number {
     pub voice_webhook: Option<String>,
     /// Where the number's inbound SMS are POSTed (an http(s) URL).
     pub sms_webhook: Option<String>,
+    /// Whether its callers' media is encrypted; combined with the
+    /// caller's trunk's by [`MediaSecurity::and`].
+    pub media_security: MediaSecurity,
 }
 
 /// A blocked caller pattern (E.164 or prefix with `*`), for a whole account
@@ -232,6 +295,20 @@ pub struct CallRecord {
     /// The node that handles the call (its `store.node_id`).
     #[serde(default)]
     pub node: Option<String>,
+    /// How each leg's media was protected, as answered.
+    #[serde(default)]
+    pub media_security: Option<LegsSecurity>,
+}
+
+/// How each leg of a call carried its media (CDR): `"rtp"`, or `"srtp:"`
+/// and the SRTP suite (`"srtp:AES_CM_128_HMAC_SHA1_80"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LegsSecurity {
+    /// The leg to the party that called (for calls we placed, the
+    /// callee's).
+    pub caller: Option<String>,
+    /// The far leg of a forwarded call.
+    pub far: Option<String>,
 }
 
 /// The Twilio-style status of a call (REST and status webhooks):
@@ -271,12 +348,19 @@ pub enum IdempotencyClaim {
 
 /// A change to a call record; applied in order, idempotently.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "every call has one Started, as many as its other events: boxing it costs an allocation per call to save bytes in a short queue"
+)]
 pub enum CdrEvent {
     /// The INVITE arrived: insert the row (no-op if it exists).
     Started(CallRecord),
+    /// The call was answered: its first answer time wins; the media
+    /// security, when given, replaces what was recorded.
     Answered {
         id: String,
         at: i64,
+        media_security: Option<LegsSecurity>,
     },
     Ended {
         id: String,
@@ -294,9 +378,7 @@ pub enum CdrEvent {
         at: i64,
     },
     /// The call can no longer be resumed (it ended, or is mid-change).
-    NotResumable {
-        id: String,
-    },
+    NotResumable { id: String },
 }
 
 impl CdrEvent {

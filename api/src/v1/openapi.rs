@@ -32,7 +32,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         r::list_messages, r::send_message,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls,
+        ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls, crate::store::MediaSecurity, crate::store::LegsSecurity,
         StreamSpec, NumberIn, NumberOut, NumberPage, BlockIn, BlockOut, BlockPage, SipUserIn,
         SipUserOut, SipUserPage, DeniedSourceIn, crate::store::DeniedSource, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, DtmfIn, TransferIn,
     )),

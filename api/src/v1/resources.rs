@@ -218,6 +218,8 @@ fn trunk_out(t: Trunk) -> TrunkOut {
         account: t.account_id,
         requests_per_sec: t.requests_per_sec,
         tls: t.tls,
+        media_security: t.media_security,
+        srtp_cleartext_keying: t.srtp_cleartext_keying,
     }
 }
 
@@ -320,6 +322,17 @@ pub async fn put_trunk(
         return Err(ApiError::field("tls", "tls settings need transport tls"));
     }
     check_trunk_tls(&tls)?;
+    let media_security = b.media_security.unwrap_or_default();
+    let srtp_cleartext_keying = b.srtp_cleartext_keying.unwrap_or(false);
+    if media_security == crate::store::MediaSecurity::Srtp
+        && transport != "tls"
+        && !srtp_cleartext_keying
+    {
+        return Err(ApiError::field(
+            "media_security",
+            "srtp over a cleartext transport needs srtp_cleartext_keying: SDES keys go over TLS only",
+        ));
+    }
     let t = Trunk {
         name,
         source_cidrs: b.source_cidrs,
@@ -332,6 +345,8 @@ pub async fn put_trunk(
         account_id: b.account,
         requests_per_sec: b.requests_per_sec,
         tls,
+        media_security,
+        srtp_cleartext_keying,
     };
     s.store.upsert_trunk(&t).await?;
     changed(&s).await;
@@ -463,6 +478,7 @@ fn number_out(n: Number) -> NumberOut {
         fallback: n.fallback,
         voice_webhook: n.voice_webhook,
         sms_webhook: n.sms_webhook,
+        media_security: n.media_security,
     }
 }
 
@@ -665,6 +681,7 @@ pub async fn put_number(
         fallback: b.fallback,
         voice_webhook: b.voice_webhook,
         sms_webhook: b.sms_webhook,
+        media_security: b.media_security.unwrap_or_default(),
     };
     // The check above may race a concurrent PUT from another account: the
     // write itself refuses to move the row.
@@ -1007,6 +1024,7 @@ fn call_out(c: CallRecord) -> CallOut {
         sip_status: c.sip_status,
         duration_ms: c.duration_ms,
         media: c.media_mode,
+        media_security: c.media_security,
     }
 }
 
@@ -1241,6 +1259,7 @@ async fn place_call(
                 sip_status: None,
                 duration_ms: None,
                 media: media.into(),
+                media_security: None,
             };
             let body = serde_json::to_value(&out).map_err(ApiError::internal)?;
             Ok((StatusCode::CREATED, Json(body)))

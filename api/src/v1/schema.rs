@@ -151,6 +151,14 @@ pub struct TrunkIn {
     /// With `transport` `tls`: the name to verify, the CA file and the
     /// client certificate (absent: the system roots and the address).
     pub tls: Option<crate::store::TrunkTls>,
+    /// `rtp`, `srtp` (required: a plain offer gets 488) or
+    /// `srtp-optional` (default: SRTP when the carrier offers or accepts
+    /// it): the media of calls from and through this trunk.
+    pub media_security: Option<crate::store::MediaSecurity>,
+    /// SDES keys may cross this trunk's signalling in clear (`udp`,
+    /// `tcp`); default false: keys go over TLS only, so SRTP on a
+    /// cleartext trunk needs this.
+    pub srtp_cleartext_keying: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -167,6 +175,8 @@ pub struct TrunkOut {
     pub account: Option<String>,
     pub requests_per_sec: Option<u32>,
     pub tls: crate::store::TrunkTls,
+    pub media_security: crate::store::MediaSecurity,
+    pub srtp_cleartext_keying: bool,
 }
 
 /// Where a `stream` number sends its calls.
@@ -204,6 +214,11 @@ pub struct NumberIn {
     pub voice_webhook: Option<String>,
     /// http(s) URL the number's inbound SMS are POSTed to.
     pub sms_webhook: Option<String>,
+    /// `rtp`, `srtp` (required: a plain offer gets 488) or
+    /// `srtp-optional` (default): its callers' media, combined with the
+    /// caller's trunk's setting (SRTP required by either is required;
+    /// else `rtp` asked by either is plain RTP).
+    pub media_security: Option<crate::store::MediaSecurity>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -218,6 +233,7 @@ pub struct NumberOut {
     pub fallback: Option<String>,
     pub voice_webhook: Option<String>,
     pub sms_webhook: Option<String>,
+    pub media_security: crate::store::MediaSecurity,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -320,6 +336,9 @@ pub struct CallOut {
     pub duration_ms: Option<i64>,
     /// `stream`, `forward`, `echo` or `none`.
     pub media: String,
+    /// How each leg's media was carried once answered: `rtp` or
+    /// `srtp:<suite>`.
+    pub media_security: Option<crate::store::LegsSecurity>,
 }
 
 /// `POST /v1/messages`: an SMS out.

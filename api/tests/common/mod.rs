@@ -177,5 +177,6 @@ pub fn call(n: u64, account: Option<&str>, direction: Direction, invite_at: i64)
         duration_ms: None,
         media_mode: "echo".to_string(),
         node: None,
+        media_security: None,
     }
 }

@@ -48,6 +48,7 @@ async fn seed(url: &str, rows: usize) {
             duration_ms: Some(59_000),
             media_mode: "stream".into(),
             node: None,
+            media_security: None,
         }));
         if batch.len() == 1000 {
             store.apply_cdr_batch(&batch).await.expect("seed batch");

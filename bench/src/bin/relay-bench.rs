@@ -451,6 +451,7 @@ fn media(remote: SocketAddr) -> LegMedia {
         ptime_ms: 20,
         remote: Some(remote),
         send: true,
+        srtp: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn routing() -> RoutingTable {
         fallback: fallback.map(str::to_string),
         voice_webhook: None,
         sms_webhook: None,
+        media_security: Default::default(),
     };
     let trunk = |name: &str, cidr: &str, transfer: Option<&str>| Trunk {
         name: name.into(),
@@ -44,6 +45,8 @@ fn routing() -> RoutingTable {
         account_id: None,
         requests_per_sec: None,
         tls: Default::default(),
+        media_security: Default::default(),
+        srtp_cleartext_keying: false,
     };
     RoutingTable::build(
         vec![

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         ptime_ms: 20,
         remote: Some("127.0.0.1:4000".parse().unwrap()),
         send: true,
+        srtp: None,
     };
     let mut now = Instant::now();
     let clock = WallClock {

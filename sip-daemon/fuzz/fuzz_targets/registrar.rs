@@ -39,6 +39,7 @@ fn routing() -> RoutingTable {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        media_security: Default::default(),
     };
     RoutingTable::build(
         vec![],

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         ptime_ms: 20,
         remote: remote.parse().ok(),
         send: true,
+        srtp: None,
     };
     let a = media(SOURCES[0], codecs[usize::from(sel % 3)]);
     let b = media(SOURCES[1], codecs[usize::from(sel / 3 % 3)]);

@@ -2,7 +2,7 @@
 //! to a line that parses to the same key, suite and parameters.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sip_daemon::sip::sdes::{Crypto, CryptoSuite, choose};
+use sip_daemon::sip::sdes::{Crypto, SrtpSuite, choose};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
         let again = Crypto::parse(&c.encode()).expect("our encoding parses");
         assert_eq!(again, c);
     }
-    let _ = choose(text.lines(), &CryptoSuite::ALL);
+    let _ = choose(text.lines(), &SrtpSuite::ALL);
 });

@@ -29,6 +29,8 @@ fn routing() -> RoutingTable {
         account_id: None,
         requests_per_sec: None,
         tls: Default::default(),
+        media_security: Default::default(),
+        srtp_cleartext_keying: false,
     };
     let echo = Number {
         pattern: "*".into(),
@@ -42,6 +44,7 @@ fn routing() -> RoutingTable {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        media_security: Default::default(),
     };
     let user = SipUser {
         username: "alice".into(),

@@ -122,6 +122,7 @@ impl Core {
                 fallback: None,
                 voice_webhook: None,
                 sms_webhook: None,
+                media_security: Default::default(),
             };
             self.resolve_forward(now, &number)
                 .map_err(|why| tracing::info!(why, "AI transfer target unavailable"))
@@ -297,6 +298,7 @@ impl Core {
             port: local.port(),
             session_id: c.sdp_session_id(),
             session_version: version,
+            keying: c.keying.clone(),
         };
         let offer = local_offer(&[codec], &lm);
         if let Some(c) = self.calls.get_mut(&h) {

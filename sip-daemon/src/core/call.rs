@@ -6,6 +6,7 @@ use super::dialog::Dialog;
 use super::*;
 use crate::routing::normalize_e164;
 use crate::sip::grammar;
+use crate::sip::sdes::LegKeying;
 use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
 use crate::sip::transaction::ServerState;
 use api::store::{CallRecord, Direction, RouteKind};
@@ -163,6 +164,8 @@ pub struct Call {
     /// The caller hung up after REFERring the call elsewhere: the call
     /// waits for the Refer-To target ([`super::caller_refer`]).
     pub caller_left: bool,
+    /// SRTP on this leg: its policy and the keys we declare.
+    pub keying: LegKeying,
 }
 
 impl Call {
@@ -248,7 +251,8 @@ fn parse_session_expires(v: &str) -> Option<(u32, Option<String>)> {
     ))
 }
 
-/// An SDP offer from us with every codec we allow plus telephone-event.
+/// An SDP offer from us with every codec we allow plus telephone-event,
+/// keyed as the leg's policy asks (RTP/SAVP or RTP/AVP, crypto lines).
 pub(super) fn local_offer(codecs: &[Codec], local: &LocalMedia) -> SessionDescription {
     let mut formats: Vec<String> = codecs
         .iter()
@@ -279,13 +283,19 @@ pub(super) fn local_offer(codecs: &[Codec], local: &LocalMedia) -> SessionDescri
         media: vec![sdp::MediaDescription {
             media: "audio".into(),
             port: local.port,
-            proto: "RTP/AVP".into(),
+            proto: local.keying.offer_proto().into(),
             formats,
             connection: None,
             rtpmaps,
             fmtps: vec![(101, "0-16".into())],
             ptime: Some(20),
             direction: Some(sdp::Direction::SendRecv),
+            crypto: local
+                .keying
+                .offer_lines()
+                .iter()
+                .map(|c| c.encode())
+                .collect(),
         }],
     }
 }
@@ -318,18 +328,35 @@ pub(super) fn leg_media(n: &NegotiatedAudio) -> LegMedia {
         ptime_ms: n.ptime,
         remote: n.remote,
         send: n.direction.sends(),
+        srtp: n.srtp.as_ref().map(|s| s.keys()),
     }
 }
 
-/// Reads the answer to our offer (from an ACK) against what we offered.
+/// Reads the answer to our offer (from an ACK, or a far leg's 18x or
+/// 2xx) against what we offered: a codec of ours, and keys answering our
+/// crypto lines as the leg's policy asks. `None`: unusable.
 pub(super) fn negotiated_from_answer(
     answer: &SessionDescription,
     codecs: &[Codec],
+    ours: &SessionDescription,
 ) -> Option<NegotiatedAudio> {
     let m = answer
         .media
         .iter()
         .find(|m| m.media == "audio" && m.port != 0)?;
+    let our_m = ours.media.iter().find(|m| m.media == "audio")?;
+    let our_lines: Vec<crate::sip::sdes::Crypto> = our_m
+        .crypto
+        .iter()
+        .filter_map(|c| crate::sip::sdes::Crypto::parse(c).ok())
+        .collect();
+    let srtp = match LegKeying::answered(&our_m.proto, &our_lines, &m.crypto) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::info!(%why, "answer refused");
+            return None;
+        }
+    };
     let pt: u8 = m.formats.first()?.parse().ok()?;
     let codec = m
         .rtpmaps
@@ -358,6 +385,7 @@ pub(super) fn negotiated_from_answer(
             .map(|r| r.payload_type),
         ptime: m.ptime.unwrap_or(20),
         direction: dir.reverse(),
+        srtp,
     })
 }
 
@@ -542,6 +570,7 @@ impl Core {
                     .map_or("none", |n| n.route.as_str())
                     .to_string(),
                 node: self.cfg.resume_node.clone(),
+                media_security: None,
             })));
         let Some(number) = number else {
             if let Some(user) = target_user {
@@ -673,21 +702,33 @@ impl Core {
                 )
             });
         }
-        let probe = LocalMedia {
-            addr: self.cfg.advertised_ip,
-            port: 0,
-            session_id: 0,
-            session_version: 0,
-        };
+        // SRTP: the number's and the trunk's policy; keys only where the
+        // signalling hides them (TLS) unless the trunk allows otherwise.
+        let policy = number.media_security.and(
+            trunk
+                .as_ref()
+                .map_or(api::store::MediaSecurity::default(), |t| t.media_security),
+        );
+        let keys_allowed = peer.transport == TransportKind::Tls
+            || trunk.as_ref().is_some_and(|t| t.srtp_cleartext_keying);
+        let keying = self.new_keying(policy, keys_allowed);
+        if offer.is_none()
+            && let Err(why) = keying.can_offer()
+        {
+            // Late offer: ours would go in the 2xx, where the policy
+            // cannot be met.
+            let e = OfferAnswerError::Keying(why);
+            return self.reject_invite(now, id, Some(&sid), 488, e.label(), |b| {
+                b.header(HeaderName::Warning, e.warning())
+            });
+        }
+        let probe = self.local_media(0, 0, 0, &keying);
         let negotiated = match &offer {
             Some(o) => match sdp::answer(o, &probe, &codecs) {
                 Ok((_, n)) => Some(n),
-                Err(OfferAnswerError::NotAcceptable) => {
-                    return self.reject_invite(now, id, Some(&sid), 488, "not_acceptable", |b| {
-                        b.header(
-                            HeaderName::Warning,
-                            "304 voice-gateway \"Media type not available\"",
-                        )
+                Err(e) => {
+                    return self.reject_invite(now, id, Some(&sid), 488, e.label(), |b| {
+                        b.header(HeaderName::Warning, e.warning())
                     });
                 }
             },
@@ -729,6 +770,7 @@ impl Core {
             ptime_ms: 20,
             remote: None,
             send: true,
+            srtp: None,
         });
         self.calls.insert(
             handle,
@@ -768,6 +810,7 @@ impl Core {
                 click_to_call: false,
                 forked: None,
                 caller_left: false,
+                keying,
                 fallback: number.fallback.as_ref().map(|f| api::store::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
@@ -865,17 +908,15 @@ impl Core {
 
     /// Sends the 2xx with our SDP.
     pub(super) fn answer(&mut self, now: Instant, h: u64) {
-        let Some(call) = self.calls.get_mut(&h) else {
+        let Some(call) = self.calls.get(&h) else {
             return;
         };
         let (Some(txn), Some(local)) = (call.invite_txn, call.local_media) else {
             return;
         };
-        let lm = LocalMedia {
-            addr: self.cfg.advertised_ip,
-            port: local.port(),
-            session_id: h,
-            session_version: 1,
+        let lm = self.local_media(local.port(), h, 1, &call.keying);
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
         };
         let sdp = match &call.offer {
             Some(o) => match sdp::answer(o, &lm, &call.codecs) {
@@ -914,9 +955,29 @@ impl Core {
             call.answered_at = Some(now);
         }
         let at = self.unix_ms(now);
-        self.out
-            .push_back(Output::Cdr(CdrEvent::Answered { id: sid, at }));
+        let media_security = Some(self.legs_security(h));
+        self.out.push_back(Output::Cdr(CdrEvent::Answered {
+            id: sid,
+            at,
+            media_security,
+        }));
         self.schedule_call(h);
+    }
+
+    /// How each leg of call `h` carries its media, for the CDR.
+    pub(super) fn legs_security(&self, h: u64) -> api::store::LegsSecurity {
+        let record = |n: Option<&NegotiatedAudio>| {
+            n.map(|n| n.srtp.map_or_else(|| "rtp".to_string(), |s| s.record()))
+        };
+        let call = self.calls.get(&h);
+        let far = call
+            .and_then(|c| c.bridge)
+            .and_then(|hb| self.out_legs.get(&hb))
+            .and_then(|o| record(o.negotiated.as_ref()));
+        api::store::LegsSecurity {
+            caller: call.and_then(|c| record(c.negotiated.as_ref())),
+            far,
+        }
     }
 
     /// Retransmission of server transaction `txn`'s 2xx until its ACK
@@ -1048,9 +1109,10 @@ impl Core {
         }
         if call.ack_offer_pending {
             call.ack_offer_pending = false;
+            let ours = call.local_sdp.clone();
             match parse_sdp(&ack.body)
                 .ok()
-                .and_then(|a| negotiated_from_answer(&a, &call.codecs))
+                .and_then(|a| negotiated_from_answer(&a, &call.codecs, ours.as_ref()?))
             {
                 Some(n) => {
                     let media = leg_media(&n);
@@ -1206,6 +1268,7 @@ impl Core {
                 .map_or(0, |m| m.port),
             session_id: prev.session_id,
             session_version: prev.session_version + 1,
+            keying: call.keying.clone(),
         };
         let mut offered_dir = None;
         let (sdp_out, offer_pending) = if req.body.is_empty() {
@@ -1242,9 +1305,11 @@ impl Core {
                         .push_back(Output::Media(MediaCommand::Update { leg, media }));
                     (Some(answer), false)
                 }
-                Err(OfferAnswerError::NotAcceptable) => {
+                Err(e) => {
                     // The old session stays in place (RFC 3264 §8).
-                    return self.respond(now, id, 488, None, Some(tag), |b| b);
+                    return self.respond(now, id, 488, None, Some(tag), |b| {
+                        b.header(HeaderName::Warning, e.warning())
+                    });
                 }
             }
         };

@@ -101,6 +101,7 @@ impl Core {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            media_security: Default::default(),
         };
         // Through the caller's trunk when it can place calls, else to the
         // Refer-To's host.

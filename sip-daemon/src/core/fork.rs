@@ -48,6 +48,7 @@ impl Core {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            media_security: Default::default(),
         };
         let mut spec = self.stream_spec(
             &target.url,

@@ -17,7 +17,8 @@ use super::call::{CallState, leg_media, local_offer, negotiated_from_answer};
 use super::dialog::Dialog;
 use super::*;
 use crate::sip::digest::{Challenge, Credentials};
-use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
+use crate::sip::sdes::{LegKeying, SrtpKey, SrtpSuite};
+use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio};
 use crate::sip::uri::Scheme;
 use crate::sip::{Uri, headers_typed::NameAddr};
 use api::store::Number;
@@ -70,6 +71,28 @@ pub struct OutTarget {
     /// Reached through a trunk: requests for new targets (a transfer) go
     /// through it too, whatever host their URI names.
     pub via_trunk: bool,
+    /// The SRTP policy of the leg: its trunk's (default for targets
+    /// reached directly).
+    pub media_security: api::store::MediaSecurity,
+    /// The trunk lets SDES keys cross cleartext signalling.
+    pub cleartext_keying: bool,
+}
+
+impl OutTarget {
+    /// SDES keys may cross this leg's signalling.
+    pub fn keys_allowed(&self) -> bool {
+        self.peer.transport == TransportKind::Tls || self.cleartext_keying
+    }
+
+    /// Whether the leg's SRTP policy can be met at all.
+    pub fn keying_possible(&self) -> Result<(), crate::sip::sdes::KeyingRefusal> {
+        match self.media_security {
+            api::store::MediaSecurity::Srtp if !self.keys_allowed() => {
+                Err(crate::sip::sdes::KeyingRefusal::KeysNeedTls)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The outbound (UAC) leg of a forwarded call.
@@ -133,6 +156,8 @@ pub struct OutLeg {
     /// Our 2xx to the far side's re-INVITE, resent until its ACK
     /// (§13.3.1.4).
     pub ok: Option<super::call::OkRetransmit>,
+    /// SRTP on this leg: its policy and the keys we declare.
+    pub keying: LegKeying,
 }
 
 impl OutLeg {
@@ -245,11 +270,16 @@ impl Core {
                 },
                 credentials: None,
                 via_trunk: false,
+                media_security: api::store::MediaSecurity::default(),
+                cleartext_keying: false,
             });
         }
         let uri = Uri::parse(target).map_err(|_| "forward target is not a SIP URI")?;
         let trunk = number.trunk.as_deref().and_then(|t| routing.trunk(t));
         let via_trunk = trunk.is_some();
+        let (media_security, cleartext_keying) = trunk.map_or(Default::default(), |t| {
+            (t.trunk.media_security, t.trunk.srtp_cleartext_keying)
+        });
         let (transport, remote, credentials) = match trunk {
             Some(t) => {
                 if t.trunk.outbound_address.is_none() {
@@ -315,7 +345,7 @@ impl Core {
         let local = self
             .listener_for(transport, remote)
             .ok_or("no listener for the target's transport")?;
-        Ok(OutTarget {
+        let target = OutTarget {
             uri,
             peer: Peer {
                 transport,
@@ -325,7 +355,13 @@ impl Core {
             },
             credentials,
             via_trunk,
-        })
+            media_security,
+            cleartext_keying,
+        };
+        target
+            .keying_possible()
+            .map_err(|_| "the trunk requires SRTP but SDES keys may not cross its signalling")?;
+        Ok(target)
     }
 
     /// Our listener for requests of `transport` to `remote`.
@@ -365,7 +401,9 @@ impl Core {
             c.bridge = Some(hb);
         }
         // The far side's stream is unknown until it answers: nothing is
-        // sent toward it before then (remote None).
+        // sent toward it before then (remote None). Until then its side
+        // takes the caller's keys: SRTP from a stranger on the far port
+        // cannot authenticate, so nothing reaches the caller unverified.
         let b = LegMedia { remote: None, ..a };
         self.out.push_back(Output::Media(MediaCommand::OpenRelay {
             legs: [h, hb],
@@ -402,6 +440,7 @@ impl Core {
         let from = format!("<sip:{user}@{host}>;tag={local_tag}");
         let to = format!("<{}>", target.uri);
         let contact = self.contact_for(&target.peer, Some(&user));
+        let keying = self.new_keying(target.media_security, target.keys_allowed());
         OutLeg {
             partner: Some(partner),
             state: OutState::Binding,
@@ -438,6 +477,7 @@ impl Core {
             rebridge: None,
             rebridge_local: None,
             replaces_caller: false,
+            keying,
         }
     }
 
@@ -484,23 +524,41 @@ impl Core {
     /// Sends far leg `hb`'s INVITE, offering its codecs on relay address
     /// `local`, and starts its ring timeout.
     pub(super) fn place_far_leg(&mut self, now: Instant, hb: u64, local: SocketAddr) {
-        let advertised = self.cfg.advertised_ip;
         let default_ring = self.cfg.forward.ring_timeout;
+        let shared = self.caller_key_to_share(hb);
+        let Some(o) = self.out_legs.get_mut(&hb) else {
+            return;
+        };
+        o.keying.shared = shared;
+        let keying = o.keying.clone();
+        let lm = self.local_media(local.port(), hb, 1, &keying);
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
         let ring = o.ring_timeout.unwrap_or(default_ring);
-        let lm = LocalMedia {
-            addr: advertised,
-            port: local.port(),
-            session_id: hb,
-            session_version: 1,
-        };
         o.local_media = Some(local);
         o.offer = Some(local_offer(&o.offered, &lm).encode());
         o.ring_deadline = Some(now + ring);
         self.send_out_invite(now, hb, None);
         self.schedule_out(hb);
+    }
+
+    /// The key a far leg may declare as ours so that the caller's SRTP
+    /// passes to it untouched (and the pair may run in the kernel): the
+    /// key the caller sends under, while the caller is not answered yet
+    /// (its answer can still declare the far side's key back) and both
+    /// legs may key.
+    fn caller_key_to_share(&self, hb: u64) -> Option<(SrtpSuite, SrtpKey)> {
+        let o = self.out_legs.get(&hb)?;
+        if !o.keying.srtp_usable() || o.rebridge.is_some() || o.transfer_of.is_some() {
+            return None;
+        }
+        let call = self.calls.get(&o.partner?)?;
+        if call.state != CallState::AwaitingMedia || call.bridge != Some(hb) {
+            return None;
+        }
+        let s = call.negotiated.as_ref()?.srtp?;
+        Some((s.suite, s.remote))
     }
 
     pub(super) fn schedule_out(&mut self, hb: u64) {
@@ -825,18 +883,15 @@ impl Core {
             return false;
         };
         let codecs = self.cfg.codecs.clone();
-        let advertised = self.cfg.advertised_ip;
+        let Some(keying) = self.calls.get(&h).map(|c| c.keying.clone()) else {
+            return false;
+        };
+        let probe = self.local_media(0, 0, 0, &keying);
         let Some(call) = self.calls.get_mut(&h) else {
             return false;
         };
         let Some(offer) = call.offer.as_ref() else {
             return false;
-        };
-        let probe = LocalMedia {
-            addr: advertised,
-            port: 0,
-            session_id: 0,
-            session_version: 0,
         };
         let Ok((_, n)) = sdp::answer(offer, &probe, &codecs) else {
             return false;
@@ -1027,7 +1082,8 @@ impl Core {
     fn far_answer(&mut self, hb: u64, resp: &Response) -> Option<Codec> {
         let o = self.out_legs.get_mut(&hb)?;
         let answer = parse_sdp(&resp.body).ok()?;
-        let n = negotiated_from_answer(&answer, &o.offered)?;
+        let ours = parse_sdp(o.offer.as_deref()?.as_bytes()).ok()?;
+        let n = negotiated_from_answer(&answer, &o.offered, &ours)?;
         let media = leg_media(&n);
         let changed = o.negotiated.as_ref().map(leg_media) != Some(media);
         let codec = n.codec;
@@ -1044,20 +1100,22 @@ impl Core {
     /// relay passes payloads untouched: re-negotiates the caller's answer
     /// to it. An answered caller keeps its codec and the relay transcodes.
     fn bridge_codec(&mut self, h: u64, codec: Codec) -> Option<()> {
-        let advertised = self.cfg.advertised_ip;
+        let shared = self.far_key_to_share(h);
         let call = self.calls.get_mut(&h)?;
-        if call.codecs == [codec] || call.state != CallState::AwaitingMedia {
+        if call.state != CallState::AwaitingMedia {
             // An answered caller keeps its codec (a transfer target may
-            // answer with another): the relay transcodes.
+            // answer with another) and its keys: the relay transcodes and
+            // re-encrypts.
             return Some(());
         }
+        if call.codecs == [codec] && call.keying.shared == shared {
+            return Some(());
+        }
+        call.keying.shared = shared;
+        let call = self.calls.get(&h)?;
+        let lm = self.local_media(call.local_media.map_or(0, |l| l.port()), h, 1, &call.keying);
+        let call = self.calls.get_mut(&h)?;
         let offer = call.offer.as_ref()?;
-        let lm = LocalMedia {
-            addr: advertised,
-            port: call.local_media.map_or(0, |l| l.port()),
-            session_id: h,
-            session_version: 1,
-        };
         let (_, n) = sdp::answer(offer, &lm, &[codec]).ok()?;
         call.codecs = vec![codec];
         let media = leg_media(&n);
@@ -1067,6 +1125,19 @@ impl Core {
                 .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
         }
         Some(())
+    }
+
+    /// The key the caller's answer may declare as ours: the far side's,
+    /// when the far leg was offered the caller's own key and answered in
+    /// the same suite (keys shared end to end, [`Self::caller_key_to_share`]).
+    fn far_key_to_share(&self, h: u64) -> Option<(SrtpSuite, SrtpKey)> {
+        let call = self.calls.get(&h)?;
+        let o = self.out_legs.get(&call.bridge?)?;
+        let (suite, offered) = o.keying.shared?;
+        let far = o.negotiated.as_ref()?.srtp?;
+        let caller = call.negotiated.as_ref()?.srtp?;
+        (far.suite == suite && far.local == offered && caller.suite == suite)
+            .then_some((suite, far.remote))
     }
 
     fn send_caller_provisional(&mut self, now: Instant, h: u64, status: u16) {
@@ -1088,20 +1159,18 @@ impl Core {
 
     /// A 183 with our answer to the caller's offer (early media).
     fn send_caller_sdp(&mut self, now: Instant, h: u64, status: u16) {
-        let advertised = self.cfg.advertised_ip;
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        let Some(local) = call.local_media else {
+            return;
+        };
+        let lm = self.local_media(local.port(), h, 1, &call.keying);
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        let (Some(txn), Some(offer), Some(local)) =
-            (call.invite_txn, call.offer.as_ref(), call.local_media)
-        else {
+        let (Some(txn), Some(offer)) = (call.invite_txn, call.offer.as_ref()) else {
             return;
-        };
-        let lm = LocalMedia {
-            addr: advertised,
-            port: local.port(),
-            session_id: h,
-            session_version: 1,
         };
         let Ok((sdp, _)) = sdp::answer(offer, &lm, &call.codecs) else {
             return;
@@ -1319,6 +1388,7 @@ impl Core {
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
+        let keying = o.keying.clone();
         if req.method == Method::Invite && o.reinvite_out.is_some() {
             // §14.2: our own re-INVITE is in flight on this dialog.
             return self.respond(now, id, 491, None, Some(tag), |b| b);
@@ -1333,6 +1403,7 @@ impl Core {
             port: o.local_media.map_or(0, |l| l.port()),
             session_id: o.sdp_session_id(hb),
             session_version: o.sdp_version,
+            keying,
         };
         let codecs: Vec<Codec> = codec.into_iter().collect();
         let all_codecs = self.cfg.codecs.clone();
@@ -1383,8 +1454,10 @@ impl Core {
                 }
                 self.propagate_direction(now, super::hold::BridgeSide::Far(hb), offered);
             }
-            Err(OfferAnswerError::NotAcceptable) => {
-                self.respond(now, id, 488, None, Some(tag), |b| b);
+            Err(e) => {
+                self.respond(now, id, 488, None, Some(tag), |b| {
+                    b.header(HeaderName::Warning, e.warning())
+                });
             }
         }
     }

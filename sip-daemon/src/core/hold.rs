@@ -28,6 +28,8 @@ pub struct PendingReinvite {
     /// The re-INVITE moves the caller's media (an AI transfer): if it
     /// fails, nothing carries the call any more and it ends.
     pub must_succeed: bool,
+    /// Our offer in it: the answer is read against it (codec, keys).
+    pub offer: String,
 }
 
 /// What a re-INVITE toward one side needs, read from the call or far leg.
@@ -37,6 +39,7 @@ struct SideMedia {
     /// Our current direction toward that side.
     ours: Direction,
     media_leg: u64,
+    keying: crate::sip::sdes::LegKeying,
 }
 
 impl Core {
@@ -50,6 +53,7 @@ impl Core {
                     local_port: c.local_media?.port(),
                     ours: n.direction,
                     media_leg: c.media_leg,
+                    keying: c.keying.clone(),
                 })
             }
             BridgeSide::Far(hb) => {
@@ -61,6 +65,7 @@ impl Core {
                     local_port: o.local_media?.port(),
                     ours: n.direction,
                     media_leg: o.media_leg,
+                    keying: o.keying.clone(),
                 })
             }
         }
@@ -126,6 +131,7 @@ impl Core {
             port: m.local_port,
             session_id,
             session_version: version,
+            keying: m.keying.clone(),
         };
         let mut offer = local_offer(&[m.codec], &lm);
         if let Some(md) = offer.media.first_mut() {
@@ -174,11 +180,12 @@ impl Core {
             .request(Method::Invite, &via, &server)
             .header(HeaderName::Contact, contact)
             .header(HeaderName::Allow, ALLOW)
-            .body("application/sdp", Bytes::from(sdp.into_bytes()));
+            .body("application/sdp", Bytes::from(sdp.clone().into_bytes()));
         let pending = PendingReinvite {
             cseq: d.local_cseq,
             via,
             must_succeed,
+            offer: sdp,
         };
         let bytes = Bytes::from(b.encode());
         match to {
@@ -296,9 +303,10 @@ impl Core {
         let Some(m) = self.side_media(to) else {
             return;
         };
+        let ours = parse_sdp(p.offer.as_bytes()).ok();
         let Some(n) = parse_sdp(&resp.body)
             .ok()
-            .and_then(|a| negotiated_from_answer(&a, &[m.codec]))
+            .and_then(|a| negotiated_from_answer(&a, &[m.codec], ours.as_ref()?))
         else {
             tracing::info!("re-INVITE answer across the bridge had no usable SDP");
             return;

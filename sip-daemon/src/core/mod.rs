@@ -261,6 +261,9 @@ pub struct Core {
     metrics: Metrics,
     clock: WallClock,
     rng: SmallRng,
+    /// SRTP master keys come from here: a CSPRNG seeded by the OS (tags
+    /// and branches need no secrecy, keys do).
+    key_rng: rand::rngs::StdRng,
     next_id: u64,
     /// Counter inside call ids (see `new_call_sid`).
     sid_seq: u16,
@@ -307,6 +310,7 @@ impl Core {
             metrics,
             clock,
             rng: SmallRng::seed_from_u64(seed),
+            key_rng: rand::rngs::StdRng::from_os_rng(),
             next_id: 1,
             txns: TxnTables::default(),
             calls: HashMap::new(),
@@ -654,6 +658,40 @@ impl Core {
 
     fn new_tag(&mut self) -> String {
         self.random_hex(8)
+    }
+
+    /// Draws SRTP keys from a generator seeded with `seed` instead of the
+    /// OS's randomness (tests and fuzzing that replay a run).
+    pub fn seed_keys(&mut self, seed: [u8; 32]) {
+        self.key_rng = rand::rngs::StdRng::from_seed(seed);
+    }
+
+    /// The SRTP keying of a new leg, its keys drawn now.
+    fn new_keying(
+        &mut self,
+        policy: api::store::MediaSecurity,
+        keys_allowed: bool,
+    ) -> crate::sip::sdes::LegKeying {
+        let rng = &mut self.key_rng;
+        crate::sip::sdes::LegKeying::new(policy, keys_allowed, &mut |b| rng.fill(b))
+    }
+
+    /// Our side of a leg's SDP: the advertised address, `port`, the o=
+    /// identity and the leg's keying.
+    fn local_media(
+        &self,
+        port: u16,
+        session_id: u64,
+        session_version: u64,
+        keying: &crate::sip::sdes::LegKeying,
+    ) -> crate::sip::sdp::LocalMedia {
+        crate::sip::sdp::LocalMedia {
+            addr: self.cfg.advertised_ip,
+            port,
+            session_id,
+            session_version,
+            keying: keying.clone(),
+        }
     }
 
     fn new_branch(&mut self) -> String {

@@ -150,6 +150,12 @@ impl Core {
         let sid = self.new_call_sid(now);
         let h = self.new_id();
         let hb = self.new_id();
+        let mut target = target;
+        // The callee is the number's caller: its policy joins the trunk's.
+        target.media_security = number.media_security.and(target.media_security);
+        if let Err(why) = target.keying_possible() {
+            return Err(OriginateRefused::TrunkUnavailable(why.to_string()));
+        }
         let mut leg = self.new_out_leg(h, target, &req.from, 70, codecs.clone(), h);
         // Twilio's convention for outbound calls: the callee is `to`.
         leg.to = format!("<sip:{}@{host}>", req.to);
@@ -207,6 +213,7 @@ impl Core {
                 duration_ms: None,
                 media_mode: media_mode.into(),
                 node: self.cfg.resume_node.clone(),
+                media_security: None,
             })));
         // Until the answer the call's dialog is the far leg's, without
         // the callee's tag; it is not in the dialog table yet.
@@ -224,6 +231,7 @@ impl Core {
             remote_cseq: 0,
             peer: leg.target.peer,
         };
+        let leg_keying = leg.keying.clone();
         self.out_legs.insert(hb, leg);
         *self
             .active_by_number
@@ -269,6 +277,7 @@ impl Core {
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
                 forked: None,
                 caller_left: false,
+                keying: leg_keying,
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
@@ -325,8 +334,12 @@ impl Core {
         call.negotiated = Some(negotiated);
         let sid = call.sid.clone();
         let at = self.unix_ms(now);
-        self.out
-            .push_back(Output::Cdr(CdrEvent::Answered { id: sid, at }));
+        let media_security = Some(self.legs_security(h));
+        self.out.push_back(Output::Cdr(CdrEvent::Answered {
+            id: sid,
+            at,
+            media_security,
+        }));
         self.status_changed(now, h, "in-progress");
         match origination {
             Origination::Stream(spec) => {

@@ -20,6 +20,7 @@ use super::dialog::{Dialog, DialogKey};
 use super::forward::{OutLeg, OutState, OutTarget};
 use super::*;
 use crate::sip::Uri;
+use crate::sip::sdes::LegKeying;
 use crate::sip::sdp::{self, NegotiatedAudio};
 use api::store::ResumableCall;
 use serde::{Deserialize, Serialize};
@@ -202,6 +203,8 @@ impl MediaSnapshot {
             ptime: self.ptime,
             direction: sdp::Direction::parse(&self.direction)
                 .ok_or(RestoreError::Field("direction"))?,
+            // Only plain RTP calls are kept resumable.
+            srtp: None,
         })
     }
 }
@@ -256,7 +259,11 @@ impl Core {
             && !o.replaces_caller
             && o.dialog.is_some()
             && o.local_media.is_some()
-            && o.negotiated.is_some();
+            && o.negotiated.is_some()
+            // SRTP keys are not written to the store: such calls end
+            // with the run that holds their keys.
+            && c.negotiated.as_ref().is_some_and(|n| n.srtp.is_none())
+            && o.negotiated.as_ref().is_some_and(|n| n.srtp.is_none());
         calm.then_some((c, o))
     }
 
@@ -503,6 +510,8 @@ impl Core {
                 },
                 credentials,
                 via_trunk: s.far.via_trunk,
+                media_security: api::store::MediaSecurity::Rtp,
+                cleartext_keying: false,
             },
             call_id: far_dialog.key.call_id.clone(),
             local_tag: far_dialog.key.local_tag.clone(),
@@ -536,6 +545,7 @@ impl Core {
             rebridge_local: None,
             sdp_version: s.far.sdp_version,
             ok: None,
+            keying: LegKeying::plain(),
         };
         self.out_legs.insert(hb, far);
         if let Some(p) = &s.number_pattern {
@@ -585,6 +595,7 @@ impl Core {
                 click_to_call: s.click_to_call,
                 forked: None,
                 caller_left: false,
+                keying: LegKeying::plain(),
             },
         );
         self.restoring.insert(h);

@@ -21,6 +21,7 @@ fn routing() -> RoutingTable {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        media_security: Default::default(),
     };
     let forward = |p: &str, target: &str, trunk: Option<&str>| Number {
         target: Some(target.into()),
@@ -41,6 +42,8 @@ fn routing() -> RoutingTable {
                 account_id: None,
                 requests_per_sec: None,
                 tls: Default::default(),
+                media_security: Default::default(),
+                srtp_cleartext_keying: false,
             },
             Trunk {
                 name: "carrier".into(),
@@ -54,6 +57,40 @@ fn routing() -> RoutingTable {
                 account_id: None,
                 requests_per_sec: None,
                 tls: Default::default(),
+                media_security: Default::default(),
+                srtp_cleartext_keying: false,
+            },
+            // A trunk that requires SRTP and lets its keys cross UDP.
+            Trunk {
+                name: "secure".into(),
+                source_cidrs: vec!["192.0.2.30/32".into()],
+                outbound_address: Some("192.0.2.30:5060".into()),
+                transport: "udp".into(),
+                username: None,
+                password: None,
+                max_calls: None,
+                transfer: None,
+                account_id: None,
+                requests_per_sec: None,
+                tls: Default::default(),
+                media_security: api::store::MediaSecurity::Srtp,
+                srtp_cleartext_keying: true,
+            },
+            // A trunk whose carrier wants plain RTP only.
+            Trunk {
+                name: "plain-only".into(),
+                source_cidrs: vec!["192.0.2.32/32".into()],
+                outbound_address: Some("192.0.2.32:5060".into()),
+                transport: "udp".into(),
+                username: None,
+                password: None,
+                max_calls: None,
+                transfer: None,
+                account_id: None,
+                requests_per_sec: None,
+                tls: Default::default(),
+                media_security: api::store::MediaSecurity::Rtp,
+                srtp_cleartext_keying: false,
             },
             // A trunk that leaves transfers to the B2BUA.
             Trunk {
@@ -68,6 +105,8 @@ fn routing() -> RoutingTable {
                 account_id: None,
                 requests_per_sec: None,
                 tls: Default::default(),
+                media_security: Default::default(),
+                srtp_cleartext_keying: false,
             },
         ],
         vec![
@@ -84,6 +123,24 @@ fn routing() -> RoutingTable {
                 fallback: Some("sip:+15559990000@192.0.2.40:5060".into()),
                 ..forward("+15550000004", "sip:+15550000004@192.0.2.10:5070", None)
             },
+            Number {
+                media_security: api::store::MediaSecurity::Srtp,
+                ..num("+1444000*", RouteKind::Echo, None)
+            },
+            Number {
+                media_security: api::store::MediaSecurity::Rtp,
+                ..num("+1444100*", RouteKind::Echo, None)
+            },
+            forward(
+                "+15550000006",
+                "sip:+4930555@secure.example",
+                Some("secure"),
+            ),
+            forward(
+                "+15550000007",
+                "sip:+4930777@plain.example",
+                Some("plain-only"),
+            ),
             Number {
                 voice_webhook: Some("http://127.0.0.1:9/voice".into()),
                 sms_webhook: None,
@@ -1044,6 +1101,7 @@ fn per_trunk_limit_gives_486_until_a_call_ends() {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            media_security: Default::default(),
         }],
         vec![],
         vec![],
@@ -1119,4 +1177,5 @@ mod edge;
 mod forward;
 mod originate;
 mod resume;
+mod srtp;
 mod webhook;

@@ -115,6 +115,8 @@ impl Core {
             peer,
             credentials: o.target.credentials.clone(),
             via_trunk: o.target.via_trunk,
+            media_security: o.target.media_security,
+            cleartext_keying: o.target.cleartext_keying,
         };
         let user = uri_user(&o.from);
         let (max_forwards, media_leg) = (o.max_forwards, o.media_leg);

@@ -139,6 +139,7 @@ impl Core {
             ptime_ms: 20,
             remote: None,
             send: true,
+            srtp: None,
         });
         let has_offer = call.offer.is_some();
         let sid = call.sid.clone();

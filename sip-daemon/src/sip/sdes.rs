@@ -9,42 +9,8 @@
 use base64::Engine;
 use std::fmt;
 
-/// An SRTP crypto suite we speak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CryptoSuite {
-    AesCm128HmacSha1_80,
-    AesCm128HmacSha1_32,
-    AeadAes128Gcm,
-}
-
-impl CryptoSuite {
-    pub const ALL: [CryptoSuite; 3] = [
-        CryptoSuite::AeadAes128Gcm,
-        CryptoSuite::AesCm128HmacSha1_80,
-        CryptoSuite::AesCm128HmacSha1_32,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CryptoSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-            CryptoSuite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
-            CryptoSuite::AeadAes128Gcm => "AEAD_AES_128_GCM",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<CryptoSuite> {
-        CryptoSuite::ALL.into_iter().find(|c| c.name() == s)
-    }
-
-    /// Master key and master salt lengths in bytes (RFC 4568 §6.2.1,
-    /// RFC 7714 §12).
-    pub fn key_salt_len(self) -> (usize, usize) {
-        match self {
-            CryptoSuite::AesCm128HmacSha1_80 | CryptoSuite::AesCm128HmacSha1_32 => (16, 14),
-            CryptoSuite::AeadAes128Gcm => (16, 12),
-        }
-    }
-}
+use api::store::MediaSecurity;
+pub use media_userspace::srtp::{SrtpKey, SrtpKeys, SrtpSuite};
 
 /// Why a crypto attribute cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,9 +36,9 @@ pub enum SdesError {
 pub struct Crypto {
     /// Ties the answer to the offer's line (RFC 4568 §5.1).
     pub tag: u32,
-    pub suite: CryptoSuite,
+    pub suite: SrtpSuite,
     /// Master key followed by master salt.
-    pub key_salt: Vec<u8>,
+    pub key: SrtpKey,
     /// `|lifetime`: packets under this key (`2^n` or decimal), if given.
     pub lifetime: Option<u64>,
     /// `WSH=`: the replay window size the sender asks for.
@@ -109,7 +75,7 @@ impl Crypto {
         }
         let tag: u32 = tag.parse().map_err(|_| SdesError::Syntax("tag"))?;
         let suite_name = parts.next().ok_or(SdesError::Syntax("no crypto suite"))?;
-        let suite = CryptoSuite::from_name(suite_name)
+        let suite = SrtpSuite::from_name(suite_name)
             .ok_or_else(|| SdesError::UnknownSuite(suite_name.chars().take(64).collect()))?;
         let key_params = parts.next().ok_or(SdesError::Syntax("no key parameters"))?;
         if key_params.contains(';') {
@@ -127,9 +93,7 @@ impl Crypto {
         let key_salt = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(key_b64.trim_end_matches('='))
             .map_err(|_| SdesError::KeyLength(k + s))?;
-        if key_salt.len() != k + s {
-            return Err(SdesError::KeyLength(k + s));
-        }
+        let key = SrtpKey::new(suite, &key_salt).ok_or(SdesError::KeyLength(k + s))?;
         let mut lifetime = None;
         for f in fields {
             if f.contains(':') {
@@ -163,7 +127,7 @@ impl Crypto {
         Ok(Crypto {
             tag,
             suite,
-            key_salt,
+            key,
             lifetime,
             window,
         })
@@ -171,14 +135,16 @@ impl Crypto {
 
     /// A fresh key for `suite` under `tag`, from `random` (the caller's
     /// CSPRNG: the core stays free of entropy sources).
-    pub fn new_key(tag: u32, suite: CryptoSuite, random: &mut dyn FnMut(&mut [u8])) -> Crypto {
-        let (k, s) = suite.key_salt_len();
-        let mut key_salt = vec![0u8; k + s];
-        random(&mut key_salt);
+    pub fn new_key(tag: u32, suite: SrtpSuite, random: &mut dyn FnMut(&mut [u8])) -> Crypto {
+        Crypto::with_key(tag, suite, SrtpKey::generate(suite, |b| random(b)))
+    }
+
+    /// A line declaring `key` (ours) for `suite` under `tag`.
+    pub fn with_key(tag: u32, suite: SrtpSuite, key: SrtpKey) -> Crypto {
         Crypto {
             tag,
             suite,
-            key_salt,
+            key,
             lifetime: None,
             window: None,
         }
@@ -186,7 +152,7 @@ impl Crypto {
 
     /// The attribute value, as [`Crypto::parse`] reads it.
     pub fn encode(&self) -> String {
-        let key = base64::engine::general_purpose::STANDARD.encode(&self.key_salt);
+        let key = base64::engine::general_purpose::STANDARD.encode(self.key.key_salt());
         let mut out = format!("{} {} inline:{key}", self.tag, self.suite.name());
         if let Some(l) = self.lifetime {
             if l.is_power_of_two() {
@@ -202,11 +168,11 @@ impl Crypto {
     }
 
     pub fn master_key(&self) -> &[u8] {
-        &self.key_salt[..self.suite.key_salt_len().0]
+        &self.key.key_salt()[..self.suite.key_salt_len().0]
     }
 
     pub fn master_salt(&self) -> &[u8] {
-        &self.key_salt[self.suite.key_salt_len().0..]
+        &self.key.key_salt()[self.suite.key_salt_len().0..]
     }
 }
 
@@ -232,7 +198,7 @@ fn parse_lifetime(f: &str) -> Result<u64, SdesError> {
 /// refusals of the others, for the log.
 pub fn choose<'a>(
     offered: impl IntoIterator<Item = &'a str>,
-    suites: &[CryptoSuite],
+    suites: &[SrtpSuite],
 ) -> (Option<Crypto>, Vec<SdesError>) {
     let mut refused = Vec::new();
     for v in offered {
@@ -243,6 +209,245 @@ pub fn choose<'a>(
         }
     }
     (None, refused)
+}
+
+/// Upper bound on the replay window a peer may ask for (`WSH`): the
+/// window is kept per SSRC, so a peer must not size our state.
+pub const MAX_WINDOW: u32 = 1024;
+
+/// The SRTP keying of one leg (RFC 4568 §7): what its policy allows and
+/// the keys we declare on it. Our keys are drawn once, when the leg is
+/// made, one per suite (a key is never used under two suites): later
+/// offers and answers declare the same key, so the stream keeps its
+/// rollover counter and replay state (§7.1.4 allows it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegKeying {
+    pub policy: MediaSecurity,
+    /// SDES keys may cross this leg's signalling: it runs over TLS, or
+    /// its trunk allows cleartext keying (§8.3: keys in clear signalling
+    /// protect nothing).
+    pub keys_allowed: bool,
+    /// Our master key and salt per suite ([`SrtpSuite::index`]); `None`
+    /// for a leg that never keys (plain RTP).
+    own: Option<[SrtpKey; 3]>,
+    /// Declared instead of our own key for its suite: the key the party of
+    /// the other leg sends with (keys shared end to end), so the relay
+    /// passes its ciphertext untouched and the kernel may forward it.
+    pub shared: Option<(SrtpSuite, SrtpKey)>,
+}
+
+/// Why an offer's audio cannot be keyed as the leg's policy asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyingRefusal {
+    #[error("SRTP required: the offer is plain RTP")]
+    SrtpRequired,
+    #[error("SDES keys are accepted over TLS only")]
+    KeysNeedTls,
+    #[error("plain RTP only: the offer is RTP/SAVP")]
+    PlainOnly,
+    #[error("no crypto attribute we support (suite, MKI, parameters)")]
+    NoUsableCrypto,
+}
+
+impl KeyingRefusal {
+    /// The reason label of the rejection counter.
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyingRefusal::SrtpRequired => "srtp_required",
+            KeyingRefusal::KeysNeedTls => "srtp_keys_need_tls",
+            KeyingRefusal::PlainOnly => "srtp_refused",
+            KeyingRefusal::NoUsableCrypto => "srtp_crypto",
+        }
+    }
+}
+
+/// The SRTP both sides agreed for a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NegotiatedSrtp {
+    /// The offer's tag of the line taken (the answer repeats it).
+    pub tag: u32,
+    pub suite: SrtpSuite,
+    /// The key the peer sends with.
+    pub remote: SrtpKey,
+    /// The key we send with.
+    pub local: SrtpKey,
+    /// Replay window for what the peer sends.
+    pub window: u16,
+}
+
+impl NegotiatedSrtp {
+    /// What the media leg is keyed with.
+    pub fn keys(&self) -> SrtpKeys {
+        SrtpKeys {
+            suite: self.suite,
+            tx: self.local,
+            rx: self.remote,
+            replay_window: self.window,
+        }
+    }
+
+    /// The CDR's name of the leg's protection.
+    pub fn record(&self) -> String {
+        format!("srtp:{}", self.suite.name())
+    }
+}
+
+fn window_of(c: &Crypto) -> u16 {
+    c.window.unwrap_or(64).clamp(64, MAX_WINDOW) as u16
+}
+
+impl LegKeying {
+    /// A leg under `policy`, keys drawn from `fill` (a CSPRNG) unless the
+    /// leg never keys.
+    pub fn new(
+        policy: MediaSecurity,
+        keys_allowed: bool,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> LegKeying {
+        // ALL is in index order (SrtpSuite::index).
+        let own = (policy != MediaSecurity::Rtp && keys_allowed)
+            .then(|| SrtpSuite::ALL.map(|s| SrtpKey::generate(s, &mut *fill)));
+        LegKeying {
+            policy,
+            keys_allowed,
+            own,
+            shared: None,
+        }
+    }
+
+    /// A leg of plain RTP.
+    pub fn plain() -> LegKeying {
+        LegKeying {
+            policy: MediaSecurity::Rtp,
+            keys_allowed: false,
+            own: None,
+            shared: None,
+        }
+    }
+
+    /// Whether SRTP may run on this leg at all.
+    pub fn srtp_usable(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// Whether an offer can meet the policy: SRTP required needs keys we
+    /// may send.
+    pub fn can_offer(&self) -> Result<(), KeyingRefusal> {
+        match (self.policy, self.keys_allowed) {
+            (MediaSecurity::Srtp, false) => Err(KeyingRefusal::KeysNeedTls),
+            _ => Ok(()),
+        }
+    }
+
+    /// The key we declare for `suite`; `None` on a leg that never keys.
+    pub fn local_key(&self, suite: SrtpSuite) -> Option<SrtpKey> {
+        let own = self.own.as_ref()?;
+        Some(match self.shared {
+            Some((s, k)) if s == suite => k,
+            _ => own[suite.index()],
+        })
+    }
+
+    /// The transport protocol of our offers (RFC 3711 §12, RFC 4568 §7.1):
+    /// RTP/SAVP when SRTP is required, else RTP/AVP (with crypto lines
+    /// when SRTP is optional: best-effort SRTP).
+    pub fn offer_proto(&self) -> &'static str {
+        if self.policy == MediaSecurity::Srtp && self.srtp_usable() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        }
+    }
+
+    /// The crypto lines of our offer: with a shared key, that suite only;
+    /// else one line per suite, each with its own key.
+    pub fn offer_lines(&self) -> Vec<Crypto> {
+        if !self.srtp_usable() {
+            return Vec::new();
+        }
+        if let Some((suite, key)) = self.shared {
+            return vec![Crypto::with_key(1, suite, key)];
+        }
+        SrtpSuite::ALL
+            .iter()
+            .zip(1..)
+            .filter_map(|(&s, tag)| Some(Crypto::with_key(tag, s, self.local_key(s)?)))
+            .collect()
+    }
+
+    /// The answerer's choice for one offered audio stream (RFC 4568
+    /// §7.1.2, RFC 3264 §6): `Ok(None)` plain RTP, `Ok(Some(_))` SRTP
+    /// with the line taken, `Err` when the policy refuses the stream.
+    pub fn answer(
+        &self,
+        proto: &str,
+        crypto: &[String],
+    ) -> Result<Option<NegotiatedSrtp>, KeyingRefusal> {
+        let savp = proto.eq_ignore_ascii_case("RTP/SAVP");
+        if savp && self.policy == MediaSecurity::Rtp {
+            return Err(KeyingRefusal::PlainOnly);
+        }
+        if savp && !self.keys_allowed {
+            return Err(KeyingRefusal::KeysNeedTls);
+        }
+        let wants_srtp = savp || self.policy == MediaSecurity::Srtp;
+        if !self.srtp_usable() || crypto.is_empty() {
+            return match (wants_srtp, self.keys_allowed) {
+                (false, _) => Ok(None),
+                (true, false) => Err(KeyingRefusal::KeysNeedTls),
+                (true, true) if crypto.is_empty() && !savp => Err(KeyingRefusal::SrtpRequired),
+                (true, true) => Err(KeyingRefusal::NoUsableCrypto),
+            };
+        }
+        let (chosen, _) = choose(crypto.iter().map(String::as_str), &SrtpSuite::ALL);
+        let Some(c) = chosen else {
+            return if wants_srtp {
+                Err(KeyingRefusal::NoUsableCrypto)
+            } else {
+                Ok(None)
+            };
+        };
+        let Some(local) = self.local_key(c.suite) else {
+            return Err(KeyingRefusal::NoUsableCrypto);
+        };
+        Ok(Some(NegotiatedSrtp {
+            tag: c.tag,
+            suite: c.suite,
+            remote: c.key,
+            local,
+            window: window_of(&c),
+        }))
+    }
+
+    /// Reads the answer to our offer: its crypto line must answer one of
+    /// ours by tag and suite (§7.1.3, §7.4); an answer without one is
+    /// plain RTP, acceptable only where we did not require SRTP.
+    pub fn answered(
+        our_proto: &str,
+        ours: &[Crypto],
+        crypto: &[String],
+    ) -> Result<Option<NegotiatedSrtp>, KeyingRefusal> {
+        let required = our_proto.eq_ignore_ascii_case("RTP/SAVP");
+        let Some(line) = crypto.first() else {
+            return if required {
+                Err(KeyingRefusal::SrtpRequired)
+            } else {
+                Ok(None)
+            };
+        };
+        let theirs = Crypto::parse(line).map_err(|_| KeyingRefusal::NoUsableCrypto)?;
+        let mine = ours
+            .iter()
+            .find(|c| c.tag == theirs.tag && c.suite == theirs.suite)
+            .ok_or(KeyingRefusal::NoUsableCrypto)?;
+        Ok(Some(NegotiatedSrtp {
+            tag: theirs.tag,
+            suite: theirs.suite,
+            remote: theirs.key,
+            local: mine.key,
+            window: window_of(&theirs),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -256,7 +461,7 @@ mod tests {
     fn the_rfc_example_parses_and_round_trips_without_its_mki() {
         let c = Crypto::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20")).unwrap();
         assert_eq!(c.tag, 1);
-        assert_eq!(c.suite, CryptoSuite::AesCm128HmacSha1_80);
+        assert_eq!(c.suite, SrtpSuite::AesCm128HmacSha1_80);
         assert_eq!(c.master_key().len(), 16);
         assert_eq!(c.master_salt().len(), 14);
         assert_eq!(c.lifetime, Some(1 << 20));
@@ -282,8 +487,8 @@ mod tests {
                 *x = n;
             }
         };
-        let c = Crypto::new_key(7, CryptoSuite::AeadAes128Gcm, &mut rng);
-        assert_eq!(c.key_salt.len(), 28);
+        let c = Crypto::new_key(7, SrtpSuite::AeadAes128Gcm, &mut rng);
+        assert_eq!(c.key.key_salt().len(), 28);
         let back = Crypto::parse(&c.encode()).unwrap();
         assert_eq!(back, c);
         assert_eq!(back.master_salt(), &(17..=28).collect::<Vec<u8>>()[..]);
@@ -356,17 +561,17 @@ mod tests {
             format!("3 AES_CM_128_HMAC_SHA1_32 inline:{KEY}"),
             format!("4 AES_CM_128_HMAC_SHA1_80 inline:{KEY}"),
         ];
-        let (c, refused) = choose(offer.iter().map(String::as_str), &CryptoSuite::ALL);
+        let (c, refused) = choose(offer.iter().map(String::as_str), &SrtpSuite::ALL);
         assert_eq!(c.unwrap().tag, 3);
         assert_eq!(refused.len(), 2);
         assert_eq!(refused[1], SdesError::Mki);
         // Only the 80-bit tag allowed: the fourth line.
         let (c, _) = choose(
             offer.iter().map(String::as_str),
-            &[CryptoSuite::AesCm128HmacSha1_80],
+            &[SrtpSuite::AesCm128HmacSha1_80],
         );
         assert_eq!(c.unwrap().tag, 4);
-        let (c, refused) = choose(offer[..2].iter().map(String::as_str), &CryptoSuite::ALL);
+        let (c, refused) = choose(offer[..2].iter().map(String::as_str), &SrtpSuite::ALL);
         assert!(c.is_none() && refused.len() == 2);
     }
 }

@@ -1,6 +1,8 @@
 //! SDP (RFC 4566) for audio sessions, and the answerer side of the
-//! offer/answer model (RFC 3264 §6).
+//! offer/answer model (RFC 3264 §6), SRTP keying by SDES included
+//! (RFC 4568 §7, the rules in [`super::sdes::LegKeying`]).
 
+use super::sdes::{KeyingRefusal, LegKeying, NegotiatedSrtp};
 use media_userspace::codec::Codec;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -70,6 +72,9 @@ pub struct MediaDescription {
     pub fmtps: Vec<(u8, String)>,
     pub ptime: Option<u32>,
     pub direction: Option<Direction>,
+    /// `a=crypto:` values (RFC 4568 §9.1), as written; read by
+    /// [`super::sdes::Crypto::parse`].
+    pub crypto: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +118,9 @@ fn parse_connection(v: &str, line: usize) -> Result<IpAddr, SdpError> {
 
 /// Upper bound on media sections we look at; more is abuse.
 const MAX_MEDIA: usize = 16;
+/// Upper bound on crypto attributes of one media section (a real offer
+/// lists a few suites).
+const MAX_CRYPTO: usize = 16;
 
 impl SessionDescription {
     pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
@@ -191,6 +199,7 @@ impl SessionDescription {
                         fmtps: Vec::new(),
                         ptime: None,
                         direction: None,
+                        crypto: Vec::new(),
                     });
                 }
                 b'a' => {
@@ -247,6 +256,12 @@ impl SessionDescription {
                                 return Err(SdpError::Line(n, "ptime out of range"));
                             }
                             m.ptime = Some(p);
+                        }
+                        ("crypto", Some(v)) => {
+                            if m.crypto.len() >= MAX_CRYPTO {
+                                return Err(SdpError::Line(n, "too many crypto attributes"));
+                            }
+                            m.crypto.push(v.to_string());
                         }
                         _ => {}
                     }
@@ -319,6 +334,9 @@ impl SessionDescription {
             if let Some(d) = m.direction {
                 let _ = write!(s, "a={}\r\n", d.as_str());
             }
+            for c in &m.crypto {
+                let _ = write!(s, "a=crypto:{c}\r\n");
+            }
         }
         s
     }
@@ -336,15 +354,19 @@ pub struct NegotiatedAudio {
     pub ptime: u32,
     /// Our direction (the answer's).
     pub direction: Direction,
+    /// SRTP when agreed (`None`: plain RTP).
+    pub srtp: Option<NegotiatedSrtp>,
 }
 
-/// Our side of a session: where our RTP socket is and the o= identity.
+/// Our side of a session: where our RTP socket is, the o= identity and
+/// the leg's SRTP keying.
 #[derive(Clone, Debug)]
 pub struct LocalMedia {
     pub addr: IpAddr,
     pub port: u16,
     pub session_id: u64,
     pub session_version: u64,
+    pub keying: LegKeying,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -352,6 +374,36 @@ pub enum OfferAnswerError {
     /// No acceptable audio stream: answer 488 (RFC 3264 §6).
     #[error("no acceptable audio stream in the offer")]
     NotAcceptable,
+    /// An audio stream we could take, but not under the leg's SRTP
+    /// policy: answer 488 saying why.
+    #[error("{0}")]
+    Keying(KeyingRefusal),
+}
+
+impl OfferAnswerError {
+    /// The reason label of the rejection counter and the call record.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OfferAnswerError::NotAcceptable => "not_acceptable",
+            OfferAnswerError::Keying(k) => k.label(),
+        }
+    }
+
+    /// The Warning header of the 488 (RFC 3261 §20.43).
+    pub fn warning(&self) -> String {
+        match self {
+            OfferAnswerError::NotAcceptable => {
+                "304 voice-gateway \"Media type not available\"".into()
+            }
+            OfferAnswerError::Keying(k) => format!("399 voice-gateway \"{k}\""),
+        }
+    }
+}
+
+/// Whether an m= line's transport is one we carry: RTP/AVP, or RTP/SAVP
+/// (SRTP keyed by SDES).
+pub fn rtp_proto(proto: &str) -> bool {
+    proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/SAVP")
 }
 
 impl MediaDescription {
@@ -378,7 +430,7 @@ pub fn offered_codecs(offer: &SessionDescription, allowed: &[Codec]) -> (Vec<Cod
     let Some(m) = offer
         .media
         .iter()
-        .find(|m| m.media == "audio" && m.port != 0 && m.proto.eq_ignore_ascii_case("RTP/AVP"))
+        .find(|m| m.media == "audio" && m.port != 0 && rtp_proto(&m.proto))
     else {
         return (Vec::new(), None);
     };
@@ -396,13 +448,15 @@ pub fn offered_codecs(offer: &SessionDescription, allowed: &[Codec]) -> (Vec<Cod
 
 /// Builds the answer to `offer` (RFC 3264 §6.1): the first audio stream
 /// with a codec we support (offerer's preference order, restricted to
-/// `allowed`) is accepted; every other stream is rejected with port 0.
+/// `allowed`) that the leg's SRTP policy takes is accepted, keyed as
+/// [`LegKeying::answer`] says; every other stream is rejected with port 0.
 pub fn answer(
     offer: &SessionDescription,
     local: &LocalMedia,
     allowed: &[Codec],
 ) -> Result<(SessionDescription, NegotiatedAudio), OfferAnswerError> {
     let mut chosen: Option<NegotiatedAudio> = None;
+    let mut refused: Option<KeyingRefusal> = None;
     let mut media = Vec::with_capacity(offer.media.len());
     for m in &offer.media {
         let mut rejected = MediaDescription {
@@ -415,11 +469,9 @@ pub fn answer(
             fmtps: Vec::new(),
             ptime: None,
             direction: None,
+            crypto: Vec::new(),
         };
-        let usable = chosen.is_none()
-            && m.media == "audio"
-            && m.port != 0
-            && m.proto.eq_ignore_ascii_case("RTP/AVP");
+        let usable = chosen.is_none() && m.media == "audio" && m.port != 0 && rtp_proto(&m.proto);
         let pick = usable
             .then(|| {
                 m.formats.iter().find_map(|f| {
@@ -429,12 +481,19 @@ pub fn answer(
                 })
             })
             .flatten();
-        let Some((pt, codec)) = pick else {
-            if rejected.formats.is_empty() {
-                rejected.formats.push("0".into());
+        let keyed = pick.map(|p| (p, local.keying.answer(&m.proto, &m.crypto)));
+        let (pt, codec, srtp) = match keyed {
+            Some(((pt, codec), Ok(srtp))) => (pt, codec, srtp),
+            other => {
+                if let Some((_, Err(why))) = other {
+                    refused.get_or_insert(why);
+                }
+                if rejected.formats.is_empty() {
+                    rejected.formats.push("0".into());
+                }
+                media.push(rejected);
+                continue;
             }
-            media.push(rejected);
-            continue;
         };
         let te = m.telephone_event();
         let offered_dir = m
@@ -473,6 +532,10 @@ pub fn answer(
             fmtps,
             ptime: Some(ptime),
             direction: Some(direction),
+            crypto: srtp
+                .iter()
+                .map(|n| super::sdes::Crypto::with_key(n.tag, n.suite, n.local).encode())
+                .collect(),
         });
         chosen = Some(NegotiatedAudio {
             remote,
@@ -481,9 +544,13 @@ pub fn answer(
             telephone_event: te,
             ptime,
             direction,
+            srtp,
         });
     }
-    let negotiated = chosen.ok_or(OfferAnswerError::NotAcceptable)?;
+    let negotiated = chosen.ok_or(match refused {
+        Some(why) => OfferAnswerError::Keying(why),
+        None => OfferAnswerError::NotAcceptable,
+    })?;
     let answer = SessionDescription {
         origin_user: "-".into(),
         session_id: local.session_id,
@@ -509,6 +576,7 @@ mod tests {
             port: 30000,
             session_id: 1,
             session_version: 1,
+            keying: LegKeying::plain(),
         }
     }
 

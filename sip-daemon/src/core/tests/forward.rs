@@ -2167,6 +2167,7 @@ fn direct_forward_targets_obey_the_tenants_target_policy() {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        media_security: Default::default(),
     };
     // Every path to a direct target (numbers, REST and AI transfers, a
     // caller's REFER) resolves here.
