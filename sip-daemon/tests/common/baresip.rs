@@ -169,6 +169,24 @@ pub fn baresip_dial(
     input: &[i16],
     secs: u32,
 ) -> (u32, Vec<i16>) {
+    baresip_dial_as(netns, ip, d, dial, config, "", codec, rate, input, secs)
+}
+
+/// [`baresip_dial`] with `account` parameters added to the phone's
+/// account line (`;mediaenc=srtp-mand`, say).
+#[allow(clippy::too_many_arguments)]
+pub fn baresip_dial_as(
+    netns: Option<&str>,
+    ip: &str,
+    d: &Daemon,
+    dial: &str,
+    config: &str,
+    account: &str,
+    codec: &str,
+    rate: u32,
+    input: &[i16],
+    secs: u32,
+) -> (u32, Vec<i16>) {
     let dir = d
         .dir
         .path()
@@ -181,7 +199,7 @@ pub fn baresip_dial(
         lease.port,
         rate,
         input,
-        &format!("<sip:+14155550100@{ip}>;regint=0;audio_codecs={codec}"),
+        &format!("<sip:+14155550100@{ip}>;regint=0;audio_codecs={codec}{account}"),
         config,
     );
     let out = timeout_cmd(netns)
@@ -239,16 +257,36 @@ impl Callee {
         input: &[i16],
         secs: u32,
     ) -> Callee {
+        Self::start_as(netns, ip, dir, user, "", "", codec, rate, input, secs)
+    }
+
+    /// [`Callee::start_in`] with `account` parameters on its account line
+    /// and `config` lines added to its configuration (a certificate for
+    /// its TLS listener, the srtp module).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_as(
+        netns: Option<&str>,
+        ip: &str,
+        dir: PathBuf,
+        user: &str,
+        account: &str,
+        config: &str,
+        codec: &str,
+        rate: u32,
+        input: &[i16],
+        secs: u32,
+    ) -> Callee {
         // baresip binds SIP on the port and SIP over TLS on the next one.
         let lease = super::reserved_port_pair();
         let port = lease.port;
-        profile(
+        profile_with(
             &dir,
             ip,
             port,
             rate,
             input,
-            &format!("<sip:{user}@{ip}>;regint=0;answermode=auto;audio_codecs={codec}"),
+            &format!("<sip:{user}@{ip}>;regint=0;answermode=auto;audio_codecs={codec}{account}"),
+            config,
         );
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
         let child = timeout_cmd(netns)

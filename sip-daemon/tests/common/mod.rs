@@ -6,6 +6,7 @@
 pub mod ai;
 pub mod baresip;
 pub mod hooks;
+pub mod pki;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
