@@ -97,6 +97,155 @@ fn baresip_with_mandatory_srtp_over_tls_hears_its_voice_back_from_the_echo_route
     );
 }
 
+#[test]
+fn an_srtp_caller_talks_with_the_ai_through_the_media_worker() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use common::ai::{AiServer, Step};
+    use media_userspace::g711;
+    let ulaw: Vec<u8> = tone(1000.0, 8000, 2500, 8000.0)
+        .into_iter()
+        .map(g711::ulaw_encode)
+        .collect();
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(300)),
+        Step::Text(
+            serde_json::json!({"event": "media", "streamSid": "x",
+                "media": {"payload": BASE64.encode(&ulaw)}})
+            .to_string(),
+        ),
+    ]]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path(), "gw", "IP:127.0.0.1");
+    let extra = format!(
+        r#"
+[[numbers]]
+pattern = "+15557000009"
+account = "acct"
+route = "stream"
+target = "{}"
+media_security = "srtp"
+"#,
+        ai.url()
+    );
+    let (d, tls) = tls_daemon(
+        Opts {
+            extra: &extra,
+            ..Opts::default()
+        },
+        &cert,
+        &key,
+    );
+    let (_, heard) = baresip_dial_as(
+        None,
+        "127.0.0.1",
+        &d,
+        &format!("sip:+15557000009@127.0.0.1:{tls};transport=tls"),
+        &phone_config(&ca),
+        SRTP_MAND,
+        "PCMU/8000/1",
+        8000,
+        &tone(440.0, 8000, 4000, 8000.0),
+        4,
+    );
+    // The AI's 1 kHz reached the phone encrypted and decrypted.
+    let (frames, share) = tone_in_frames(&heard, 1000.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the phone heard the AI: {frames} frames, share {share:.2}\n{}",
+        d.logs()
+    );
+    // The caller's 440 Hz reached the AI in the clear.
+    let pcm: Vec<i16> = ai
+        .events("media")
+        .iter()
+        .flat_map(|(_, _, v)| {
+            BASE64
+                .decode(v["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .into_iter()
+                .map(g711::ulaw_decode)
+        })
+        .collect();
+    let (frames, share) = tone_in_frames(&pcm, 440.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the AI heard the phone: {frames} frames, share {share:.2}"
+    );
+    assert!(d.metric("gateway_srtp_packets_total{direction=\"unprotected\"}") >= 100.0);
+}
+
+#[test]
+fn an_srtp_caller_forwarded_to_a_plain_phone_is_reencrypted_by_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path(), "gw", "IP:127.0.0.1");
+    // The far phone speaks plain RTP over UDP: no keys may go to it.
+    let callee = Callee::start(
+        dir.path().join("callee"),
+        "+15557000007",
+        "PCMU/8000/1",
+        8000,
+        &tone(1000.0, 8000, 6000, 8000.0),
+        6,
+    );
+    let extra = format!(
+        r#"
+[[numbers]]
+pattern = "+15557000007"
+account = "acct"
+route = "forward"
+target = "sip:+15557000007@127.0.0.1:{}"
+"#,
+        callee.port
+    );
+    let (d, tls) = tls_daemon(
+        Opts {
+            extra: &extra,
+            ..Opts::default()
+        },
+        &cert,
+        &key,
+    );
+    let (_, heard) = baresip_dial_as(
+        None,
+        "127.0.0.1",
+        &d,
+        &format!("sip:+15557000007@127.0.0.1:{tls};transport=tls"),
+        &phone_config(&ca),
+        SRTP_MAND,
+        "PCMU/8000/1",
+        8000,
+        &tone(440.0, 8000, 4000, 8000.0),
+        4,
+    );
+    let callee_log = callee.log();
+    let (_, heard_b) = callee.finish();
+    let (frames, share) = tone_in_frames(&heard, 1000.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the SRTP caller heard the plain phone: {frames} frames, share {share:.2}\n{callee_log}\n{}",
+        d.logs()
+    );
+    let (frames, share) = tone_in_frames(&heard_b, 440.0, 8000);
+    assert!(
+        frames >= 80 && share > 0.9,
+        "the plain phone heard the SRTP caller: {frames} frames, share {share:.2}"
+    );
+    for dir in ["protected", "unprotected"] {
+        let n = d.metric(&format!(
+            "gateway_srtp_packets_total{{direction=\"{dir}\"}}"
+        ));
+        assert!(n >= 100.0, "the relay {dir} the caller's side: {n}");
+    }
+    d.wait_cdr_cause("caller_hangup");
+    let calls = calls(&d);
+    assert_eq!(
+        calls[0]["media_security"],
+        serde_json::json!({"caller": "srtp:AES_CM_128_HMAC_SHA1_80", "far": "rtp"}),
+        "{calls}"
+    );
+}
+
 /// tshark capturing everything on `dev` in namespace `i` into `pcap`.
 fn capture(t: &Topology, i: usize, dev: &str, pcap: &Path) -> Child {
     let child = t
