@@ -19,13 +19,20 @@
 //! mode needs `rtpengine` (scripts/setup.sh test). Every loop is bounded:
 //! `--secs` seconds of traffic per mode.
 //!
+//! The `-srtp` modes relay SRTP to plain RTP, as a gateway between an
+//! SDES-keyed carrier and a plain far end does: the generator protects
+//! every packet (AES_CM_128_HMAC_SHA1_80, one key, an SSRC per flow) and
+//! the relay (ours, or rtpengine keyed through its ng offer) authenticates
+//! and decrypts it before sending it on in the clear.
+//!
 //!   relay-bench [--flows 100] [--rate 50000|max] [--secs 5]
-//!               [--modes ceiling,xdp,userspace,rtpengine]
+//!               [--modes ceiling,xdp,userspace,rtpengine,userspace-srtp,rtpengine-srtp]
 
 use media_userspace::codec::Codec;
 use media_userspace::control::{LegMedia, MediaCommand, MediaEvent};
 use media_userspace::engine::{EngineConfig, MediaEngine};
 use media_userspace::offload::XdpPath;
+use media_userspace::srtp::{SrtpKey, SrtpKeys, SrtpSession, SrtpSuite};
 use media_userspace::testnet::{CALLER, FAR, GW_C, Topology};
 use media_userspace::xdp::{FLAG_DROP, RelayKey, RelayRule, XdpMode, XdpOffload};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
@@ -36,6 +43,13 @@ use std::time::{Duration, Instant};
 
 const CALLER_PORT: u16 = 7000;
 const PKT_LEN: usize = 172;
+/// The caller's SDES master key and salt in the `-srtp` modes.
+const SRTP_KEY: [u8; 30] = [0x42; 30];
+const SRTP_SUITE: SrtpSuite = SrtpSuite::AesCm128HmacSha1_80;
+
+fn srtp_key() -> SrtpKey {
+    SrtpKey::new(SRTP_SUITE, &SRTP_KEY).expect("a 30-byte key")
+}
 
 struct Args {
     flows: usize,
@@ -167,11 +181,13 @@ fn drop_rule() -> RelayRule {
 }
 
 /// Sends to `targets` round robin in batches of 32 until `stop`, paced
-/// to `rate` packets/s when given; counts what it sent.
+/// to `rate` packets/s when given, protecting each packet with SRTP when
+/// `srtp`; counts what it sent.
 fn generator(
     sock: UdpSocket,
     targets: Vec<SocketAddrV4>,
     rate: Option<u64>,
+    srtp: bool,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 ) {
@@ -188,8 +204,32 @@ fn generator(
             sin_zero: [0; 8],
         })
         .collect();
-    let mut pkts = vec![[0u8; PKT_LEN]; BATCH];
-    let mut seq: u16 = 0;
+    let mut pkts = vec![[0u8; PKT_LEN + 16]; BATCH];
+    let len = if srtp {
+        PKT_LEN + SRTP_SUITE.rtp_overhead()
+    } else {
+        PKT_LEN
+    };
+    // One sending context per flow (an SSRC each, as callers have).
+    let mut protect: Vec<SrtpSession> = if srtp {
+        let k = srtp_key();
+        (0..addrs.len())
+            .map(|_| {
+                SrtpSession::new(SrtpKeys {
+                    suite: SRTP_SUITE,
+                    tx: k,
+                    rx: k,
+                    replay_window: 64,
+                })
+                .expect("keys")
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Each flow's own sequence: one step per packet of that flow (a
+    // repeated number would be a replay to an SRTP receiver).
+    let mut seqs = vec![0u16; addrs.len()];
     let mut next = 0usize;
     let start = Instant::now();
     let mut total = 0u64;
@@ -198,10 +238,14 @@ fn generator(
         let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
         for (i, p) in pkts.iter_mut().enumerate() {
             let flow = (next + i) % addrs.len();
-            *p = rtp(seq, flow as u32 + 1);
+            p[..PKT_LEN].copy_from_slice(&rtp(seqs[flow], flow as u32 + 1));
+            seqs[flow] = seqs[flow].wrapping_add(1);
+            if let Some(s) = protect.get_mut(flow) {
+                s.protect_rtp_in_place(p, PKT_LEN).expect("protect");
+            }
             iov.push(libc::iovec {
                 iov_base: p.as_mut_ptr().cast(),
-                iov_len: PKT_LEN,
+                iov_len: len,
             });
         }
         for (i, v) in iov.iter_mut().enumerate() {
@@ -222,9 +266,6 @@ fn generator(
             sent.store(total, Ordering::Relaxed);
         }
         next = (next + BATCH) % addrs.len();
-        if next < BATCH {
-            seq = seq.wrapping_add(1);
-        }
         if let Some(r) = rate {
             let due = start + Duration::from_secs_f64(total as f64 / r as f64);
             let now = Instant::now();
@@ -282,6 +323,7 @@ fn measure(
     t: &Topology,
     targets: Vec<SocketAddrV4>,
     a: &Args,
+    srtp: bool,
     delivered: &dyn Fn() -> u64,
     relay: &[std::path::PathBuf],
 ) -> Run {
@@ -292,7 +334,7 @@ fn measure(
     let sent = Arc::new(AtomicU64::new(0));
     let base = delivered();
     let (st, se, rate) = (stop.clone(), sent.clone(), a.rate);
-    let g = std::thread::spawn(move || generator(sock, targets, rate, st, se));
+    let g = std::thread::spawn(move || generator(sock, targets, rate, srtp, st, se));
     std::thread::sleep(Duration::from_millis(500));
     let (d0, c0, r0, t0) = (delivered(), cpu_ticks(), stat_ticks(relay), Instant::now());
     std::thread::sleep(Duration::from_secs(a.secs));
@@ -437,7 +479,7 @@ fn ceiling(t: &Topology, a: &Args) -> Run {
     let id = xdp.program_id();
     let sink = Sink { xdp, keys };
     let before = prog_stats(id);
-    let mut run = measure(t, targets, a, &|| sink.delivered(), &napi);
+    let mut run = measure(t, targets, a, false, &|| sink.delivered(), &napi);
     run.prog_ns = per_run(before, prog_stats(id));
     veth_drops(t);
     run
@@ -452,6 +494,20 @@ fn media(remote: SocketAddr) -> LegMedia {
         remote: Some(remote),
         send: true,
         srtp: None,
+    }
+}
+
+/// The caller's side of an SRTP-to-RTP relay: the caller sends under
+/// [`SRTP_KEY`]; we send to it under a key of our own.
+fn srtp_media(remote: SocketAddr) -> LegMedia {
+    LegMedia {
+        srtp: Some(SrtpKeys {
+            suite: SRTP_SUITE,
+            tx: SrtpKey::new(SRTP_SUITE, &[0x24; 30]).expect("key"),
+            rx: srtp_key(),
+            replay_window: 64,
+        }),
+        ..media(remote)
     }
 }
 
@@ -478,12 +534,18 @@ fn open_relays(
     first_leg: u64,
     caller: SocketAddr,
     far: SocketAddr,
+    srtp: bool,
 ) -> Vec<[u16; 2]> {
     (0..flows)
         .map(|i| {
+            let a = if srtp {
+                srtp_media(caller)
+            } else {
+                media(caller)
+            };
             match engine.command(MediaCommand::OpenRelay {
                 legs: [first_leg + 2 * i as u64, first_leg + 1 + 2 * i as u64],
-                media: [media(caller), media(far)],
+                media: [a, media(far)],
                 timeout: Duration::from_secs(300),
             }) {
                 Some(MediaEvent::RelayOpened { locals, .. }) => {
@@ -546,7 +608,7 @@ fn engine_child(v: &[String]) {
     let engine = start_engine(Some(path), port_range(process, processes));
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    for p in open_relays(&engine, flows, first_leg, caller, far) {
+    for p in open_relays(&engine, flows, first_leg, caller, far, false) {
         writeln!(out, "{} {}", p[0], p[1]).expect("stdout");
     }
     writeln!(out, "ready").expect("stdout");
@@ -614,7 +676,7 @@ fn threads_in(proc: &str, name: &str) -> Vec<std::path::PathBuf> {
 /// with XDP and more than [`CALLS_PER_PROCESS`] calls, on several engine
 /// processes sharing the pinned program (their workers all on CPU 0 and
 /// all counted). Returns the run and how many pairs the kernel forwards.
-fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
+fn ours(t: &Topology, a: &Args, xdp: bool, srtp: bool) -> (Run, u64) {
     let (far, sink) = far_side(t);
     let caller: SocketAddr =
         SocketAddr::from((CALLER.parse::<std::net::Ipv4Addr>().unwrap(), CALLER_PORT));
@@ -689,7 +751,7 @@ fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
     }
     let e = engine.clone();
     let own = a.flows - pairs.len();
-    pairs.extend(t.run(1, move || open_relays(&e, own, 10, caller, far_addr)));
+    pairs.extend(t.run(1, move || open_relays(&e, own, 10, caller, far_addr, srtp)));
     // Both sides speak once so every pair latches (and, with XDP, moves
     // to the kernel); the generator's first packets latch the caller side.
     for p in &pairs {
@@ -716,7 +778,7 @@ fn ours(t: &Topology, a: &Args, xdp: bool) -> (Run, u64) {
         }
     }
     let before = prog_stats(prog_id);
-    let mut run = measure(t, targets, a, &|| sink.delivered(), &relay);
+    let mut run = measure(t, targets, a, srtp, &|| sink.delivered(), &relay);
     run.prog_ns = per_run(before, prog_stats(prog_id));
     let offloaded = in_kernel();
     veth_drops(t);
@@ -756,6 +818,14 @@ fn sdp(ip: &str, port: u16) -> String {
     )
 }
 
+/// The caller's SDES offer: RTP/SAVP keyed with [`SRTP_KEY`].
+fn srtp_sdp(ip: &str, port: u16) -> String {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode(SRTP_KEY);
+    sdp(ip, port).replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:1 {} inline:{key}\r\n", SRTP_SUITE.name())
+}
+
 fn sdp_port(s: &str) -> Option<u16> {
     s.lines()
         .find_map(|l| l.strip_prefix("m=audio "))?
@@ -774,7 +844,7 @@ impl Drop for Rtpengine {
     }
 }
 
-fn rtpengine(t: &Topology, a: &Args) -> Run {
+fn rtpengine(t: &Topology, a: &Args, srtp: bool) -> Run {
     let (far, sink) = far_side(t);
     let far_port = far.local_addr().unwrap().port();
     let log = std::fs::File::create("/tmp/relay-bench-rtpengine.log").expect("log");
@@ -824,15 +894,37 @@ fn rtpengine(t: &Topology, a: &Args) -> Run {
     let mut targets = Vec::new();
     for i in 0..a.flows {
         let call_id = format!("bench-{i}");
-        let offer = call(
-            2 * i,
-            bencode(&[
-                ("command", "offer"),
-                ("call-id", &call_id),
-                ("from-tag", "caller"),
-                ("sdp", &sdp(CALLER, CALLER_PORT)),
-            ]),
-        );
+        // SRTP: the caller offers SDES keys, the far side is offered
+        // plain RTP, so rtpengine decrypts what the caller sends.
+        let offer = if srtp {
+            call(
+                2 * i,
+                bencode(&[
+                    ("call-id", &call_id),
+                    ("command", "offer"),
+                    ("from-tag", "caller"),
+                    ("sdp", &srtp_sdp(CALLER, CALLER_PORT)),
+                    ("transport-protocol", "RTP/AVP"),
+                ]),
+            )
+        } else {
+            call(
+                2 * i,
+                bencode(&[
+                    ("command", "offer"),
+                    ("call-id", &call_id),
+                    ("from-tag", "caller"),
+                    ("sdp", &sdp(CALLER, CALLER_PORT)),
+                ]),
+            )
+        };
+        if srtp && i == 0 {
+            let o = bvalue(&offer, "sdp").unwrap_or_default();
+            assert!(
+                o.contains("RTP/AVP") && !o.contains("a=crypto"),
+                "rtpengine offers the far side plain RTP: {o}"
+            );
+        }
         let to_far = bvalue(&offer, "sdp")
             .and_then(|s| sdp_port(&s))
             .expect("offer reply");
@@ -846,9 +938,14 @@ fn rtpengine(t: &Topology, a: &Args) -> Run {
                 ("sdp", &sdp(FAR, far_port)),
             ]),
         );
-        let to_caller = bvalue(&answer, "sdp")
-            .and_then(|s| sdp_port(&s))
-            .expect("answer reply");
+        let to_caller_sdp = bvalue(&answer, "sdp").unwrap_or_default();
+        if srtp && i == 0 {
+            assert!(
+                to_caller_sdp.contains("RTP/SAVP") && to_caller_sdp.contains("a=crypto"),
+                "rtpengine answers the caller with SDES: {to_caller_sdp}"
+            );
+        }
+        let to_caller = sdp_port(&to_caller_sdp).expect("answer reply");
         far.send_to(&rtp(0, 0xfa), gw_c(to_far)).expect("latch far");
         targets.push(gw_c(to_caller));
     }
@@ -856,7 +953,7 @@ fn rtpengine(t: &Topology, a: &Args) -> Run {
         "/proc/{}/stat",
         daemon.0.id()
     ))];
-    measure(t, targets, a, &|| sink.delivered(), &stat)
+    measure(t, targets, a, srtp, &|| sink.delivered(), &stat)
 }
 
 fn main() {
@@ -893,7 +990,10 @@ fn main() {
         let t = Topology::new("b");
         // Frames redirected into the caller's veth need a program there.
         let _pass = t.run(0, || XdpOffload::load("c0", XdpMode::Native).expect("c0"));
-        if matches!(m.as_str(), "userspace" | "rtpengine") {
+        if matches!(
+            m.as_str(),
+            "userspace" | "rtpengine" | "userspace-srtp" | "rtpengine-srtp"
+        ) {
             // The relays' own sends toward the far host: checksums left
             // to the device, as a NIC does (the topology turns it off for
             // frames the XDP program must see whole; the far sink drops
@@ -914,11 +1014,13 @@ fn main() {
         let (run, note) = match m.as_str() {
             "ceiling" => (ceiling(&t, &a), String::new()),
             "xdp" => {
-                let (r, off) = ours(&t, &a, true);
+                let (r, off) = ours(&t, &a, true, false);
                 (r, format!("{off} of {} pairs in the kernel", a.flows))
             }
-            "userspace" => (ours(&t, &a, false).0, String::new()),
-            "rtpengine" => (rtpengine(&t, &a), String::new()),
+            "userspace" => (ours(&t, &a, false, false).0, String::new()),
+            "rtpengine" => (rtpengine(&t, &a, false), String::new()),
+            "userspace-srtp" => (ours(&t, &a, false, true).0, String::new()),
+            "rtpengine-srtp" => (rtpengine(&t, &a, true), String::new()),
             o => panic!("unknown mode {o}"),
         };
         eprintln!(
@@ -977,6 +1079,24 @@ fn main() {
         println!(
             "relay CPU per packet, rtpengine / our userspace relay: {:.2}x",
             e.relay_ns_per_packet() / u.relay_ns_per_packet().max(1.0)
+        );
+    }
+    if let (Some(u), Some(e)) = (get("userspace-srtp"), get("rtpengine-srtp"))
+        && e.delivered > 0
+        && u.delivered > 0
+    {
+        println!(
+            "SRTP to RTP, relay CPU per packet, rtpengine / our userspace relay: {:.2}x",
+            e.relay_ns_per_packet() / u.relay_ns_per_packet().max(1.0)
+        );
+    }
+    if let (Some(s), Some(p)) = (get("userspace-srtp"), get("userspace"))
+        && s.delivered > 0
+        && p.delivered > 0
+    {
+        println!(
+            "our userspace relay, SRTP to RTP / plain: {:.2}x CPU per packet",
+            s.relay_ns_per_packet() / p.relay_ns_per_packet().max(1.0)
         );
     }
     if let (Some(c), Some(x)) = (get("ceiling"), get("xdp")) {

@@ -3,11 +3,16 @@
 //! and RTCP sockets, with re-INVITE updates and time moving on. Never a
 //! panic, and the latch holds: while the latched peer keeps sending (no
 //! silence of RELATCH_SILENCE), no other address is ever forwarded from.
+//! Sides may be SRTP (re-encrypted, or with keys shared end to end): the
+//! fuzzer never knows the keys, so nothing it sends to an SRTP side may
+//! be forwarded except through a pair that passes ciphertext on from the
+//! latched peer unverified, as the kernel does.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use media_userspace::codec::Codec;
 use media_userspace::control::LegMedia;
 use media_userspace::relay::{RelayPair, Side};
+use media_userspace::srtp::{SrtpKey, SrtpKeys, SrtpSuite};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -34,6 +39,32 @@ fuzz_target!(|data: &[u8]| {
     };
     let a = media(SOURCES[0], codecs[usize::from(sel % 3)]);
     let b = media(SOURCES[1], codecs[usize::from(sel / 3 % 3)]);
+    let key = |b: u8| SrtpKey::new(SrtpSuite::AesCm128HmacSha1_80, &[b; 30]).expect("key");
+    // 0: plain; 1: SRTP re-encrypted; 2: SRTP with keys shared end to end.
+    let keys = |mode: u8, side: Side| -> Option<SrtpKeys> {
+        let (tx, rx) = match (mode, side) {
+            (1, Side::A) => (1, 2),
+            (1, Side::B) => (3, 4),
+            (2, Side::A) => (1, 2),
+            (2, Side::B) => (2, 1),
+            _ => return None,
+        };
+        Some(SrtpKeys {
+            suite: SrtpSuite::AesCm128HmacSha1_80,
+            tx: key(tx),
+            rx: key(rx),
+            replay_window: 64,
+        })
+    };
+    let mode = sel / 9 % 3;
+    let a = LegMedia {
+        srtp: keys(mode, Side::A),
+        ..a
+    };
+    let b = LegMedia {
+        srtp: keys(mode, Side::B),
+        ..b
+    };
     let mut pair = RelayPair::new(&a, &b);
     let mut now = Instant::now();
     let sources: Vec<SocketAddr> = SOURCES.iter().map(|s| s.parse().unwrap()).collect();
@@ -67,7 +98,19 @@ fuzz_target!(|data: &[u8]| {
                 let live = pair
                     .last_rx(side)
                     .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(100));
-                if pair.on_rtp(side, now, from, &mut pkt).is_some() {
+                let n = pkt.len();
+                pkt.resize(n + 32, 0);
+                let srtp_side = pair.media(side).srtp.is_some();
+                if pair.on_rtp(side, now, from, &mut pkt, n, None).is_some() {
+                    // Without the key, only ciphertext passed on unverified
+                    // from a latched peer (keys shared end to end) leaves.
+                    if srtp_side {
+                        assert_eq!(
+                            pair.offload_view().srtp,
+                            media_userspace::offload::PairSrtp::SharedKeys
+                        );
+                        assert_eq!(pair.latched_peer(side), Some(from));
+                    }
                     // A live latched peer is never replaced by another.
                     if let Some(peer) = before
                         && live
@@ -79,7 +122,8 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 let mut pkt = body.to_vec();
-                let _ = pair.on_rtp(side, now, from, &mut pkt);
+                pkt.resize(body.len() + 32, 0);
+                let _ = pair.on_rtp(side, now, from, &mut pkt, body.len(), None);
             }
             5 => {
                 let _ = pair.on_rtcp(side, from, body);
@@ -91,6 +135,7 @@ fuzz_target!(|data: &[u8]| {
                     side,
                     &LegMedia {
                         send: len & 0x40 == 0,
+                        srtp: pair.media(side).srtp,
                         ..m
                     },
                 );
