@@ -1205,9 +1205,12 @@ impl LegRun {
         let c = *self.counters();
         add_counter_deltas(stats, &c, &self.published);
         self.published = c;
-        stats
-            .srtp
-            .publish(self.srtp.counters(), &mut self.published_srtp);
+        publish_srtp(
+            stats,
+            self.leg,
+            self.srtp.counters(),
+            &mut self.published_srtp,
+        );
         if let LegCore::Stream(s) = &self.core {
             let j = s.core.jitter().counters;
             let now = [
@@ -1234,6 +1237,29 @@ impl LegRun {
             self.published_stream = now;
         }
     }
+}
+
+/// Adds a leg's SRTP counts to the totals; the first refusals of a leg
+/// are logged once (a wrong key or a spoofer shows up in the log without
+/// flooding it).
+fn publish_srtp(
+    stats: &MediaStats,
+    leg: LegId,
+    now: crate::srtp::SrtpCounters,
+    published: &mut crate::srtp::SrtpCounters,
+) {
+    if published.rejected() == 0 && now.rejected() > 0 {
+        tracing::info!(
+            leg,
+            auth = now.auth_failed,
+            replay = now.replayed,
+            malformed = now.malformed,
+            ssrc_limit = now.ssrc_limit,
+            other = now.other,
+            "SRTP packets refused on this leg (all counted in gateway_srtp_rejected_total; logged once per leg)"
+        );
+    }
+    stats.srtp.publish(now, published);
 }
 
 /// Adds what a leg counted since `published` to the process totals.
@@ -1806,7 +1832,7 @@ mod relayed {
                     if let (Some(x), Some(off)) = (&shared.cfg.xdp, offloaded.as_mut()) {
                         let now = x.counters(&off.rules);
                         absorb(shared, &mut pair, off, now);
-                        publish(shared, &pair, &mut published);
+                        publish(shared, legs, &pair, &mut published);
                     }
                     None
                 }
@@ -1925,18 +1951,19 @@ mod relayed {
             // Batches move the count by more than one: publish once it has
             // moved PUBLISH_EVERY since the last time.
             if pair.counters(side).rx_packets >= published[i].0.rx_packets + PUBLISH_EVERY {
-                publish(shared, &pair, &mut published);
+                publish(shared, legs, &pair, &mut published);
             }
         };
         if let Some(off) = offloaded.take() {
             unload(shared, &mut pair, off);
         }
-        publish(shared, &pair, &mut published);
+        publish(shared, legs, &pair, &mut published);
         end
     }
 
     fn publish(
         shared: &Shared,
+        legs: [LegId; 2],
         pair: &RelayPair,
         published: &mut [(LegCounters, crate::srtp::SrtpCounters); 2],
     ) {
@@ -1945,7 +1972,12 @@ mod relayed {
             let (p, ps) = &mut published[index(side)];
             add_counter_deltas(&shared.stats, &c, p);
             *p = c;
-            shared.stats.srtp.publish(pair.srtp_counters(side), ps);
+            publish_srtp(
+                &shared.stats,
+                legs[index(side)],
+                pair.srtp_counters(side),
+                ps,
+            );
         }
     }
 }

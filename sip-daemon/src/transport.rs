@@ -64,7 +64,13 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
     remote: SocketAddr,
     kind: TransportKind,
+    /// Addresses the peer asked us to reach it at over this connection
+    /// (RFC 5923 `alias`), at most [`MAX_ALIASES`].
+    aliases: Vec<SocketAddr>,
 }
+
+/// Aliases one connection may hold: a peer has a listener or two.
+const MAX_ALIASES: usize = 2;
 
 #[derive(Default)]
 struct ConnTable {
@@ -439,6 +445,7 @@ impl Transports {
                     tx: tx.clone(),
                     remote,
                     kind,
+                    aliases: Vec::new(),
                 },
             );
             table.by_remote.insert((kind, remote), id);
@@ -463,8 +470,10 @@ impl Transports {
     fn forget(&self, id: ConnId) {
         let mut table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = table.by_id.remove(&id) {
-            if table.by_remote.get(&(c.kind, c.remote)) == Some(&id) {
-                table.by_remote.remove(&(c.kind, c.remote));
+            for a in std::iter::once(c.remote).chain(c.aliases.iter().copied()) {
+                if table.by_remote.get(&(c.kind, a)) == Some(&id) {
+                    table.by_remote.remove(&(c.kind, a));
+                }
             }
             if let Some(n) = table.per_ip.get_mut(&c.remote.ip()) {
                 *n -= 1;
@@ -477,6 +486,39 @@ impl Transports {
             .metrics
             .tcp_connections
             .set(table.by_id.len() as i64);
+    }
+
+    /// RFC 5923 §5: a request whose top Via carries `alias` lets its
+    /// connection carry our requests to the Via's sent-by as well, so a
+    /// peer's listener is reached without a second connection. Only the
+    /// connection's own host is taken (another host's address is never
+    /// captured), an address another live connection holds stays with it,
+    /// and a connection keeps at most [`MAX_ALIASES`].
+    fn note_alias(&self, id: ConnId, peer: Peer, via: &crate::sip::headers_typed::Via) {
+        if !via.params.has("alias") || via.host.ip() != Some(peer.remote.ip()) {
+            return;
+        }
+        let port = via.port.unwrap_or(match peer.transport {
+            TransportKind::Tls => 5061,
+            _ => 5060,
+        });
+        let alias = SocketAddr::new(peer.remote.ip(), port);
+        if alias == peer.remote {
+            return;
+        }
+        let mut table = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (peer.transport, alias);
+        if table.by_remote.get(&key).is_some_and(|other| *other != id) {
+            return;
+        }
+        let Some(c) = table.by_id.get_mut(&id) else {
+            return;
+        };
+        if c.aliases.contains(&alias) || c.aliases.len() >= MAX_ALIASES {
+            return;
+        }
+        c.aliases.push(alias);
+        table.by_remote.insert(key, id);
     }
 
     /// Replaces the trunks admission and the TLS client side know (after a
@@ -529,6 +571,9 @@ impl Transports {
             return;
         };
         let msg = parse::parse(bytes, framing);
+        if let (Some(id), Ok(crate::sip::SipMessage::Request(r))) = (peer.conn, &msg) {
+            self.note_alias(id, peer, r.core.top_via());
+        }
         if queue.try_send(Inbound { peer, msg }).is_err() {
             self.inner.metrics.reject("overload");
         }

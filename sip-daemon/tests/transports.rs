@@ -326,3 +326,72 @@ requests_per_sec = 5"#,
             .all(|a| a.starts_with("SIP/2.0 200"))
     );
 }
+
+/// RFC 5923: a peer's request over TCP whose Via names its listening port
+/// with `alias` lets the daemon send its own requests to that port over
+/// the same connection: a call forwarded to the peer's listener arrives on
+/// the connection the peer opened, and the listener gets no connection.
+/// A Via naming another host is not taken.
+#[test]
+fn a_via_alias_lets_the_daemon_reuse_the_peers_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let d = Daemon::start(&format!(
+        r#"
+[[numbers]]
+pattern = "+15557000040"
+account = "acct"
+route = "forward"
+target = "sip:+15557000040@127.0.0.1:{port};transport=tcp"
+"#
+    ));
+    let mut s = TcpStream::connect(d.sip_addr()).unwrap();
+    let listening = SocketAddr::from(([127, 0, 0, 1], port));
+    // Another host's address as an alias is ignored; our own is taken.
+    let other = SocketAddr::from(([127, 0, 0, 2], port));
+    s.write_all(
+        options("TCP", other, d.sip_addr(), 1, "")
+            .replace(";branch", ";alias;branch")
+            .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(
+        options("TCP", listening, d.sip_addr(), 2, "")
+            .replace(";branch", ";alias;branch")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_responses(&mut s, 2).len(), 2);
+    // A call to the forward number (over UDP): its far INVITE must come
+    // over the connection we opened.
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = caller.local_addr().unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:+15557000040@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKal;rport\r\nMax-Forwards: 70\r\nFrom: <sip:+14155550100@{me}>;tag=al\r\nTo: <sip:+15557000040@{to}>\r\nCall-ID: alias-call@test\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        to = d.sip_addr()
+    );
+    caller.send_to(invite.as_bytes(), d.sip_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !String::from_utf8_lossy(&got).contains("INVITE sip:") {
+        if let Ok(n) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        text.contains("INVITE sip:+15557000040@127.0.0.1:"),
+        "the far INVITE came over the peer's connection: {text}\n{}",
+        d.logs()
+    );
+    assert!(
+        listener.accept().is_err(),
+        "no second connection to the peer's listener"
+    );
+}

@@ -170,7 +170,7 @@ impl Core {
         else {
             return;
         };
-        let contact = self.contact_for(&peer, user.as_deref());
+        let contact = self.contact_for(&peer, user.as_deref(), self.sips_dialog(h));
         let (via, branch) = self.our_via(&peer);
         let server = self.cfg.server_name.clone();
         let wait = self.cfg.forward.ring_timeout + Duration::from_secs(5);

@@ -935,7 +935,7 @@ impl Core {
         let peer = call.dialog.peer;
         let user = call.callee_user.clone();
         let sid = call.sid.clone();
-        let contact = self.contact_for(&peer, user.as_deref());
+        let contact = self.contact_for(&peer, user.as_deref(), self.sips_dialog(h));
         self.respond(now, txn, 200, None, Some(&tag), |mut b| {
             b = b
                 .header(HeaderName::Contact, contact)
@@ -1326,7 +1326,7 @@ impl Core {
         if is_invite {
             call.reinvite_txn = Some(id);
         }
-        let contact = self.contact_for(&peer, user.as_deref());
+        let contact = self.contact_for(&peer, user.as_deref(), self.sips_dialog(h));
         self.respond(now, id, 200, None, Some(tag), |mut b| {
             b = b
                 .header(HeaderName::Contact, contact)

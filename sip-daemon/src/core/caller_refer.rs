@@ -125,7 +125,7 @@ impl Core {
         else {
             return;
         };
-        let contact = self.contact_for(&peer, user.as_deref());
+        let contact = self.contact_for(&peer, user.as_deref(), self.sips_dialog(h));
         self.respond(now, id, 202, None, Some(tag), |b| {
             b.header(HeaderName::Contact, contact)
         });
@@ -156,7 +156,7 @@ impl Core {
         if left {
             return;
         }
-        let contact = self.contact_for(&peer, user.as_deref());
+        let contact = self.contact_for(&peer, user.as_deref(), self.sips_dialog(h));
         let (via, branch) = self.our_via(&peer);
         let server = self.cfg.server_name.clone();
         let Some(c) = self.calls.get_mut(&h) else {

@@ -5,6 +5,7 @@ use crate::sip::build::MessageBuilder;
 use crate::sip::header::HeaderName;
 use crate::sip::headers_typed::NameAddr;
 use crate::sip::transport::Peer;
+use crate::sip::uri::Scheme;
 use crate::sip::{Method, Request, Response, Uri};
 
 /// Dialog identity: Call-ID, our tag, their tag.
@@ -30,6 +31,9 @@ pub struct Dialog {
     /// Where in-dialog requests go: symmetric signalling to where the
     /// dialog-creating request came from, on the same connection.
     pub peer: Peer,
+    /// A SIPS dialog (§12.1.1: made by a `sips:` Request-URI or top
+    /// Record-Route): our Contact in it must be a `sips:` URI.
+    pub secure: bool,
 }
 
 /// Why an in-dialog request was refused.
@@ -76,6 +80,12 @@ impl Dialog {
             local_cseq: rand_cseq(invite.core.cseq.seq),
             remote_cseq: invite.core.cseq.seq,
             peer,
+            secure: invite.uri.scheme == Scheme::Sips
+                || invite
+                    .headers
+                    .list(&HeaderName::RecordRoute)
+                    .first()
+                    .is_some_and(|r| r.trim_start().to_ascii_lowercase().starts_with("<sips:")),
         }
     }
 
@@ -102,6 +112,7 @@ impl Dialog {
             .map(str::to_string)
             .collect();
         route_set.reverse();
+        let secure = remote_target.scheme == Scheme::Sips;
         Dialog {
             key: DialogKey {
                 call_id: resp.core.call_id.clone(),
@@ -119,6 +130,7 @@ impl Dialog {
             local_cseq,
             remote_cseq: 0,
             peer,
+            secure,
         }
     }
 

@@ -439,7 +439,8 @@ impl Core {
         let host = self.local_host(target.peer.local);
         let from = format!("<sip:{user}@{host}>;tag={local_tag}");
         let to = format!("<{}>", target.uri);
-        let contact = self.contact_for(&target.peer, Some(&user));
+        let contact =
+            self.contact_for(&target.peer, Some(&user), target.uri.scheme == Scheme::Sips);
         let keying = self.new_keying(target.media_security, target.keys_allowed());
         OutLeg {
             partner: Some(partner),
@@ -1151,7 +1152,7 @@ impl Core {
         ) else {
             return;
         };
-        let contact = self.contact_for(&peer, call.callee_user.as_deref());
+        let contact = self.contact_for(&peer, call.callee_user.as_deref(), call.dialog.secure);
         self.respond(now, txn, status, None, Some(&tag), |b| {
             b.header(HeaderName::Contact, contact)
         });
@@ -1180,7 +1181,7 @@ impl Core {
         let tag = call.dialog.key.local_tag.clone();
         let peer = call.dialog.peer;
         let user = call.callee_user.clone();
-        let contact = self.contact_for(&peer, user.as_deref());
+        let contact = self.contact_for(&peer, user.as_deref(), self.sips_dialog(h));
         self.respond(now, txn, status, None, Some(&tag), |b| {
             b.header(HeaderName::Contact, contact)
                 .body("application/sdp", body)
@@ -1220,7 +1221,9 @@ impl Core {
         if peer.transport.is_reliable() {
             peer.conn = None;
         }
-        let dialog = Dialog::from_response(resp, &o.from, &o.local_tag, o.cseq, peer);
+        let mut dialog = Dialog::from_response(resp, &o.from, &o.local_tag, o.cseq, peer);
+        // §12.1.2: a dialog made by our sips: request is a SIPS one.
+        dialog.secure |= o.target.uri.scheme == Scheme::Sips;
         let cseq = o.cseq;
         let (via, _) = self.our_via(&peer);
         let ack = Bytes::from(dialog.ack(cseq, &via, &server).encode());

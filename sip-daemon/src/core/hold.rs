@@ -163,7 +163,7 @@ impl Core {
         let contact = match to {
             BridgeSide::Caller(h) => {
                 let user = self.calls.get(&h).and_then(|c| c.callee_user.clone());
-                self.contact_for(&peer, user.as_deref())
+                self.contact_for(&peer, user.as_deref(), self.sips_dialog(h))
             }
             BridgeSide::Far(hb) => self
                 .out_legs

@@ -731,21 +731,40 @@ impl Core {
 
     fn our_via(&mut self, peer: &Peer) -> (String, String) {
         let branch = self.new_branch();
+        // RFC 5923: over a stream, the peer may reuse our connection for
+        // its requests to us.
+        let alias = if peer.transport.is_reliable() {
+            ";alias"
+        } else {
+            ""
+        };
         let via = format!(
-            "SIP/2.0/{} {};branch={branch};rport",
+            "SIP/2.0/{} {};branch={branch};rport{alias}",
             peer.transport.via_token(),
             self.local_host(peer.local)
         );
         (via, branch)
     }
 
-    fn contact_for(&self, peer: &Peer, user: Option<&str>) -> String {
+    /// Whether call `h`'s dialog is a SIPS one.
+    fn sips_dialog(&self, h: u64) -> bool {
+        self.calls.get(&h).is_some_and(|c| c.dialog.secure)
+    }
+
+    /// Our Contact toward `peer`: a `sips:` URI in a SIPS dialog
+    /// (§12.1.1, RFC 5630 §3.1.3: never with `transport=tls`), else a
+    /// `sip:` URI naming the transport when it is not UDP.
+    fn contact_for(&self, peer: &Peer, user: Option<&str>, secure: bool) -> String {
         let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+        let host = self.local_host(peer.local);
+        if secure && peer.transport == TransportKind::Tls {
+            return format!("<sips:{user}{host}>");
+        }
         let transport = match peer.transport {
             TransportKind::Udp => String::new(),
             t => format!(";transport={}", t.label()),
         };
-        format!("<sip:{user}{}{transport}>", self.local_host(peer.local))
+        format!("<sip:{user}{host}{transport}>")
     }
 
     /// Where responses to a request from `peer` go (§18.2.2, RFC 3581):

@@ -229,6 +229,7 @@ impl Core {
             route_set: Vec::new(),
             local_cseq: 1,
             remote_cseq: 0,
+            secure: leg.target.uri.scheme == crate::sip::uri::Scheme::Sips,
             peer: leg.target.peer,
         };
         let leg_keying = leg.keying.clone();

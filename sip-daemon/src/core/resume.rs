@@ -153,7 +153,10 @@ impl DialogSnapshot {
     /// The dialog again. Our CSeq moves on by a margin: requests we sent
     /// after the snapshot was taken must not be repeated (§12.2.1.1).
     fn dialog(&self) -> Result<Dialog, RestoreError> {
+        let remote_target =
+            Uri::parse(&self.remote_target).map_err(|_| RestoreError::Field("remote_target"))?;
         Ok(Dialog {
+            secure: remote_target.scheme == crate::sip::uri::Scheme::Sips,
             key: DialogKey {
                 call_id: self.call_id.clone(),
                 local_tag: self.local_tag.clone(),
@@ -161,8 +164,7 @@ impl DialogSnapshot {
             },
             local_uri: self.local_uri.clone(),
             remote_uri: self.remote_uri.clone(),
-            remote_target: Uri::parse(&self.remote_target)
-                .map_err(|_| RestoreError::Field("remote_target"))?,
+            remote_target,
             route_set: self.route_set.clone(),
             local_cseq: self.local_cseq.saturating_add(CSEQ_MARGIN) & 0x7fff_ffff,
             remote_cseq: self.remote_cseq,

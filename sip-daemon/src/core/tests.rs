@@ -1178,4 +1178,5 @@ mod forward;
 mod originate;
 mod resume;
 mod srtp;
+mod tls;
 mod webhook;
