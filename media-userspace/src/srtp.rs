@@ -599,17 +599,12 @@ impl LegSrtp {
         }
     }
 
-    /// Protects an RTP packet the leg made (a `Vec` with room to grow).
-    pub fn outbound_rtp_vec(&mut self, mut pkt: Vec<u8>) -> Result<Vec<u8>, SrtpError> {
+    /// Protects an RTP packet the leg made.
+    pub fn outbound_rtp_vec(&mut self, pkt: Vec<u8>) -> Result<Vec<u8>, SrtpError> {
         match self {
             LegSrtp::Plain => Ok(pkt),
-            LegSrtp::Keyed(s) => {
-                let len = pkt.len();
-                pkt.resize(len + s.keys.suite.rtp_overhead(), 0);
-                let n = s.protect_rtp_in_place(&mut pkt, len)?;
-                pkt.truncate(n);
-                Ok(pkt)
-            }
+            // The crate's own buffer becomes the packet: no copy back.
+            LegSrtp::Keyed(s) => s.protect_rtp(&pkt).map(Vec::from),
             LegSrtp::Broken { counters, .. } => Err(Self::broken(counters)),
         }
     }

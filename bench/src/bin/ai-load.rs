@@ -11,11 +11,16 @@
 //!   and AI → caller latency is measured the same way;
 //! - the daemon's CPU time and resident memory (by `--daemon-pid`).
 //!
+//! With `--srtp` the callers offer RTP/SAVP keyed by SDES (over UDP: the
+//! daemon's trunk must allow cleartext keying), protect what they send
+//! and authenticate what they get, as SRTP phones do.
+//!
 //! Everything runs on loopback; every loop is bounded by `--seconds`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt, StreamExt};
+use media_userspace::srtp::{SrtpKey, SrtpKeys, SrtpSession, SrtpSuite};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +37,7 @@ struct Args {
     number: String,
     downlink: bool,
     daemon_pid: Option<u32>,
+    srtp: bool,
 }
 
 fn args() -> Args {
@@ -44,6 +50,7 @@ fn args() -> Args {
         number: "+15557000001".into(),
         downlink: false,
         daemon_pid: None,
+        srtp: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,6 +63,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = v().parse().expect("--seconds N"),
             "--number" => a.number = v(),
             "--downlink" => a.downlink = true,
+            "--srtp" => a.srtp = true,
             "--daemon-pid" => a.daemon_pid = Some(v().parse().expect("--daemon-pid N")),
             other => panic!("unknown argument {other}"),
         }
@@ -243,6 +251,27 @@ struct CallLeg {
     to_tag: String,
     rtp: UdpSocket,
     daemon_rtp: SocketAddr,
+    /// With `--srtp`: what protects our packets and what authenticates
+    /// the daemon's (one session each way, used by different threads).
+    srtp: Option<(SrtpSession, SrtpSession)>,
+}
+
+/// The callers' SDES key (one for all: each call has its own SSRC).
+const CALLER_KEY: [u8; 30] = [0x5a; 30];
+
+/// Sessions for a call whose answer declared `their` key.
+fn srtp_sessions(answer: &str) -> Option<(SrtpSession, SrtpSession)> {
+    let line = answer.lines().find_map(|l| l.strip_prefix("a=crypto:"))?;
+    let b64 = line.split("inline:").nth(1)?.split(['|', ' ']).next()?;
+    let theirs = BASE64.decode(b64.trim_end()).ok()?;
+    let suite = SrtpSuite::AesCm128HmacSha1_80;
+    let keys = SrtpKeys {
+        suite,
+        tx: SrtpKey::new(suite, &CALLER_KEY)?,
+        rx: SrtpKey::new(suite, &theirs)?,
+        replay_window: 64,
+    };
+    Some((SrtpSession::new(keys).ok()?, SrtpSession::new(keys).ok()?))
 }
 
 fn request(
@@ -296,9 +325,16 @@ fn place_calls(a: &Args, sip: &UdpSocket) -> Vec<CallLeg> {
             let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
             rtp.set_nonblocking(true).unwrap();
             let port = rtp.local_addr().unwrap().port();
-            let sdp = format!(
+            let mut sdp = format!(
                 "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n"
             );
+            if a.srtp {
+                sdp = sdp.replace("RTP/AVP", "RTP/SAVP")
+                    + &format!(
+                        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+                        BASE64.encode(CALLER_KEY)
+                    );
+            }
             let cid = format!("load-{next}-{}", std::process::id());
             sip.send_to(
                 request("INVITE", a, local, &cid, "", 1, &sdp).as_bytes(),
@@ -343,11 +379,21 @@ fn place_calls(a: &Args, sip: &UdpSocket) -> Vec<CallLeg> {
                 a.sip,
             )
             .unwrap();
+            let srtp = if a.srtp {
+                let Some(s) = srtp_sessions(&text) else {
+                    eprintln!("call {cid}: the answer has no usable SDES key");
+                    continue;
+                };
+                Some(s)
+            } else {
+                None
+            };
             answered.push(CallLeg {
                 call_id: cid,
                 to_tag,
                 rtp,
                 daemon_rtp: SocketAddr::from(([127, 0, 0, 1], port)),
+                srtp,
             });
         }
         if next >= a.calls && pending.is_empty() {
@@ -391,7 +437,7 @@ fn main() {
     sip.set_read_timeout(Some(Duration::from_millis(2)))
         .unwrap();
     let t_setup = Instant::now();
-    let calls = place_calls(&a, &sip);
+    let mut calls = place_calls(&a, &sip);
     println!(
         "answered {}/{} calls in {:.1} s; AI sockets {}",
         calls.len(),
@@ -407,16 +453,33 @@ fn main() {
     // caller sockets until this thread starts: only later ones count.
     let measure_from = epoch.elapsed().as_nanos() as u64;
     let rx_thread = a.downlink.then(|| {
-        let socks: Vec<UdpSocket> = calls.iter().map(|c| c.rtp.try_clone().unwrap()).collect();
+        let mut socks: Vec<(UdpSocket, Option<SrtpSession>)> = calls
+            .iter_mut()
+            .map(|c| {
+                (
+                    c.rtp.try_clone().unwrap(),
+                    c.srtp.as_mut().map(|(_, rx)| {
+                        std::mem::replace(rx, SrtpSession::new(*rx.keys()).expect("keys"))
+                    }),
+                )
+            })
+            .collect();
         let downlink = downlink.clone();
         let stop_rx = stop_rx.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !stop_rx.load(Ordering::Relaxed) {
                 let mut any = false;
-                for s in &socks {
+                for (s, srtp) in &mut socks {
                     while let Ok(n) = s.recv(&mut buf) {
                         any = true;
+                        let n = match srtp {
+                            Some(rx) => match rx.unprotect_rtp(&mut buf[..n]) {
+                                Ok(m) => m,
+                                Err(_) => continue,
+                            },
+                            None => n,
+                        };
                         if n > 12
                             && let Some((sent, _, _)) = read_stamp(&buf[12..n])
                             && sent >= measure_from
@@ -438,12 +501,12 @@ fn main() {
     let t0 = Instant::now();
     let ticks = media_secs * 50;
     let mut sent = 0u64;
-    let mut pkt = [0xffu8; 172];
+    let mut pkt = [0xffu8; 172 + 16];
     // Calls are not in phase with each other: call i sends at offset
     // i/N of the 20 ms interval, as independent phones would.
     let n = calls.len().max(1) as u64;
     for tick in 0..ticks {
-        for (i, c) in calls.iter().enumerate() {
+        for (i, c) in calls.iter_mut().enumerate() {
             if i % 16 == 0 {
                 let due = t0
                     + Duration::from_millis(20 * tick)
@@ -457,8 +520,18 @@ fn main() {
             pkt[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
             pkt[4..8].copy_from_slice(&((tick * 160) as u32).to_be_bytes());
             pkt[8..12].copy_from_slice(&(0x1000_0000u32 + i as u32).to_be_bytes());
-            stamp(&mut pkt[12..], epoch, i as u64, tick);
-            if c.rtp.send_to(&pkt, c.daemon_rtp).is_ok() {
+            stamp(&mut pkt[12..172], epoch, i as u64, tick);
+            // SRTP encrypts in place: the rest of the payload is silence
+            // again for every packet.
+            pkt[60..172].fill(0xff);
+            let len = match c.srtp.as_mut() {
+                Some((tx, _)) => match tx.protect_rtp_in_place(&mut pkt, 172) {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                },
+                None => 172,
+            };
+            if c.rtp.send_to(&pkt[..len], c.daemon_rtp).is_ok() {
                 sent += 1;
             }
         }
