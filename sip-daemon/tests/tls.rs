@@ -230,6 +230,84 @@ trunk = "{name}"
 }
 
 #[test]
+fn expired_and_untrusted_carriers_and_cut_handshakes_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A carrier whose certificate expired yesterday, and one whose
+    // certificate a CA the trunk does not trust signed.
+    let (ca, old_cert, old_key) =
+        common::pki::pki_for_days(dir.path(), "old", "DNS:carrier.example", -1);
+    let (expired, expired_tls) = tls_daemon(&old_cert, &old_key, "");
+    let (_, rogue_cert, rogue_key) = pki(dir.path(), "rogue", "DNS:carrier.example");
+    let (rogue, rogue_tls) = tls_daemon(&rogue_cert, &rogue_key, "");
+    let (_, gw_cert, gw_key) = pki(dir.path(), "gw", "IP:127.0.0.1");
+    let trunk = |name: &str, addr: SocketAddr, number: &str| {
+        format!(
+            r#"
+[[trunks]]
+name = "{name}"
+outbound_address = "{addr}"
+transport = "tls"
+tls = {{ server_name = "carrier.example", ca_file = "{}" }}
+
+[[numbers]]
+pattern = "{number}"
+account = "acct"
+route = "forward"
+target = "sips:+15550001234@{addr}"
+trunk = "{name}"
+"#,
+            ca.display()
+        )
+    };
+    let extra =
+        trunk("expired", expired_tls, "+15551110002") + &trunk("rogue", rogue_tls, "+15551110003");
+    let (gw, gw_tls) = tls_daemon(&gw_cert, &gw_key, &extra);
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (i, number) in ["+15551110002", "+15551110003"].into_iter().enumerate() {
+        let mut c = Caller::new(gw.sip_addr(), &format!("bad-cert-{i}")).dialing(number);
+        let t0 = Instant::now();
+        let status = c.final_status(rtp.local_addr().unwrap().port());
+        assert!(status >= 400, "{number}: refused, not {status}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "at once, not Timer B"
+        );
+        assert!(
+            gw.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}") >= (i + 1) as f64
+        );
+    }
+    for d in [&expired, &rogue] {
+        assert_eq!(
+            d.metric("gateway_sip_requests_total{method=\"INVITE\"}"),
+            0.0,
+            "nothing reached a carrier that failed verification"
+        );
+    }
+    // A handshake cut midway (half a ClientHello, then gone) costs the
+    // listener a counted refusal and nothing else.
+    let before = gw.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}");
+    {
+        let mut cut = TcpStream::connect(gw_tls).unwrap();
+        cut.write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .unwrap();
+        cut.write_all(&[0x5a; 20]).unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while gw.metric("gateway_sip_rejections_total{reason=\"tls_handshake\"}") < before + 1.0 {
+        assert!(Instant::now() < until, "the cut handshake is counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gw_ca = dir.path().join("gw-ca.pem");
+    let mut s = connect(gw_tls, &gw_ca);
+    assert!(
+        options(&mut s, gw_tls, 7).starts_with("SIP/2.0 200"),
+        "still served"
+    );
+}
+
+#[test]
 fn handshakes_under_way_hold_their_slots_of_the_connection_caps() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path(), "caps", "IP:127.0.0.1");

@@ -7,6 +7,11 @@ use std::process::Command;
 /// A CA and a server certificate it signed for `names` (DNS names and
 /// IP addresses), in `dir`: (ca.pem, cert.pem, key.pem).
 pub fn pki(dir: &Path, tag: &str, names: &str) -> (PathBuf, PathBuf, PathBuf) {
+    pki_for_days(dir, tag, names, 2)
+}
+
+/// [`pki`] with a server certificate valid for `days` (negative: expired).
+pub fn pki_for_days(dir: &Path, tag: &str, names: &str, days: i32) -> (PathBuf, PathBuf, PathBuf) {
     let p = |f: &str| dir.join(format!("{tag}-{f}"));
     let run = |args: &[&str]| {
         let ok = Command::new("openssl")
@@ -61,7 +66,7 @@ pub fn pki(dir: &Path, tag: &str, names: &str) -> (PathBuf, PathBuf, PathBuf) {
         &s(&p("ca.key")),
         "-CAcreateserial",
         "-days",
-        "2",
+        &days.to_string(),
         "-extfile",
         &s(&p("ext.cnf")),
         "-out",
