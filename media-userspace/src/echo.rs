@@ -24,6 +24,10 @@ pub struct LegCounters {
 pub struct EchoLeg {
     latch: Latch,
     ssrc: u32,
+    /// Our own gapless sequence: under SRTP our key stays across
+    /// re-INVITEs, so a caller that restarts its numbering must not make
+    /// us send an index twice.
+    seq: u16,
     send: bool,
     pub counters: LegCounters,
 }
@@ -33,6 +37,7 @@ impl EchoLeg {
         EchoLeg {
             latch: Latch::new(media.remote),
             ssrc,
+            seq: 0,
             send: media.send,
             counters: LegCounters::default(),
         }
@@ -69,6 +74,8 @@ impl EchoLeg {
             return None;
         }
         rtp::set_ssrc(pkt, self.ssrc);
+        pkt[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        self.seq = self.seq.wrapping_add(1);
         self.counters.tx_packets += 1;
         self.counters.tx_bytes += pkt.len() as u64;
         self.latch.target()
@@ -120,7 +127,8 @@ mod tests {
         let h = RtpHeader::parse(&pkt).unwrap();
         assert_eq!(
             (h.ssrc, h.sequence, h.timestamp),
-            (99, latch_at, 160 * u32::from(latch_at))
+            (99, 0, 160 * u32::from(latch_at)),
+            "our SSRC and sequence, the caller's timestamp"
         );
         assert_eq!(&pkt[12..], &original_payload[..], "payload untouched");
         assert_eq!(leg.counters.tx_packets, 1);

@@ -60,6 +60,13 @@ struct RelaySide {
     /// This side's audio into the other side's codec, when they differ.
     transcoder: Option<Transcoder>,
     srtp: LegSrtp,
+    /// The stream the relay sends toward this side when it protects a
+    /// packet itself: its own SSRC and its own gapless sequence, so no
+    /// (key, SSRC, index) it uses can be one another sender used (the key
+    /// may be borrowed from the other side's party) or one it used before
+    /// (a sender restarting or thinning its sequence).
+    own_ssrc: Option<u32>,
+    own_seq: u16,
 }
 
 impl RelaySide {
@@ -71,11 +78,18 @@ impl RelaySide {
             counters: LegCounters::default(),
             transcoder: None,
             srtp: LegSrtp::new(media.srtp),
+            own_ssrc: None,
+            own_seq: 0,
         }
     }
 
-    fn is_latched_to(&self, from: SocketAddr) -> bool {
-        self.latch.is_latched() && self.latch.target() == Some(from)
+    /// Renumbers the RTP packet in `pkt` into the relay's own stream
+    /// toward this side (SSRC and sequence), before it is protected.
+    fn own_stream(&mut self, pkt: &mut [u8], sender: u32) {
+        let ssrc = *self.own_ssrc.get_or_insert(relay_ssrc(sender));
+        rtp::set_ssrc(pkt, ssrc);
+        pkt[2..4].copy_from_slice(&self.own_seq.to_be_bytes());
+        self.own_seq = self.own_seq.wrapping_add(1);
     }
 
     fn rtcp_target(&self) -> Option<SocketAddr> {
@@ -107,8 +121,8 @@ pub struct RelayCounters {
     pub srtp_reprotected: u64,
 }
 
-/// The SSRC the relay sends a changed packet under when the two sides
-/// share a key: never the sender's (its keystream is the sender's).
+/// The SSRC the relay protects under toward a side: never the sender's
+/// (under a key shared end to end, that keystream is the sender's).
 pub fn relay_ssrc(sender: u32) -> u32 {
     sender ^ 0x5f3d_9a61
 }
@@ -312,11 +326,12 @@ impl RelayPair {
             inbound.counters.malformed += 1;
             return None;
         };
-        // SRTP is authenticated before the latch sees the packet; only
-        // ciphertext passing through from the latched peer is not (the
-        // kernel would not either).
+        // SRTP is authenticated before the latch sees the packet, also
+        // ciphertext that then passes through untouched: the receive
+        // state stays current, so a packet the relay must change, a tap
+        // or a re-latch after hours still authenticates.
         let mut clear = None;
-        if !inbound.srtp.is_plain() && (!passes || !inbound.is_latched_to(from) || tap.is_some()) {
+        if !inbound.srtp.is_plain() {
             clear = Some(inbound.srtp.open_rtp(&buf[..len]).ok()??);
         }
         if inbound.latch.on_packet(now, from, h.ssrc, h.sequence) == LatchDecision::Reject {
@@ -373,12 +388,12 @@ impl RelayPair {
         if pt != h.payload_type {
             buf[1] = (buf[1] & 0x80) | (pt & 0x7f);
         }
-        if passes && in_srtp {
-            rtp::set_ssrc(&mut buf[..n], relay_ssrc(h.ssrc));
-        }
         let out = self.side_mut(s.other());
-        if !out.srtp.is_plain() || in_srtp {
+        if !out.srtp.is_plain() {
+            out.own_stream(&mut buf[..n], h.ssrc);
             n = out.srtp.outbound_rtp(buf, n).ok()?;
+        }
+        if !out.srtp.is_plain() || in_srtp {
             self.counters.srtp_reprotected += 1;
         }
         Some((to, self.count_tx(s.other(), n)))
@@ -402,7 +417,18 @@ impl RelayPair {
             _ if passes => None,
             std::borrow::Cow::Borrowed(_) if out_plain => None,
             c if out_plain => Some(c.into_owned()),
-            c => Some(self.side_mut(s.other()).srtp.outbound_rtcp(&c).ok()?),
+            c => {
+                // Reports leave from the relay's own stream (its SSRC
+                // keys the SRTCP keystream, as for RTP).
+                let mut c = c.into_owned();
+                let out = self.side_mut(s.other());
+                if let Some(sender) = c.get(4..8) {
+                    let sender = u32::from_be_bytes([sender[0], sender[1], sender[2], sender[3]]);
+                    let own = *out.own_ssrc.get_or_insert(relay_ssrc(sender));
+                    c[4..8].copy_from_slice(&own.to_be_bytes());
+                }
+                Some(out.srtp.outbound_rtcp(&c).ok()?)
+            }
         };
         let out = self.side_mut(s.other());
         let to = out.rtcp_target()?;
@@ -747,7 +773,9 @@ mod tests {
                 "the SRTP side gets ciphertext"
             );
             let n = caller.unprotect_rtp(&mut back).unwrap();
-            assert_eq!(&back[..n], &rtp(0, 1, 9)[..]);
+            assert_eq!(&back[12..n], &rtp(0, 1, 9)[12..], "the payload");
+            let h = RtpHeader::parse(&back[..n]).unwrap();
+            assert_eq!((h.ssrc, h.sequence), (relay_ssrc(9), 0), "our own stream");
             // A spoofer without the key, from the caller's own address even,
             // is refused before the latch and never reaches side B.
             let mut forged = rtp(0, 2, 7);
@@ -814,6 +842,12 @@ mod tests {
             assert_eq!(h.payload_type, 96);
             assert_eq!(h.ssrc, relay_ssrc(7), "not the sender's keystream");
             assert_ne!(h.ssrc, 7);
+            // The relay numbers its own stream without gaps, whatever the
+            // sender's sequence did in between (here: a restart).
+            let mut ev = caller.protect_rtp(&rtp(101, 2, 7)).unwrap().to_vec();
+            assert!(on(&mut r, Side::A, t, CALLER.parse().unwrap(), &mut ev).is_some());
+            let n = callee.unprotect_rtp(&mut ev).unwrap();
+            assert_eq!(RtpHeader::parse(&ev[..n]).unwrap().sequence, 1);
         }
 
         #[test]
@@ -825,11 +859,8 @@ mod tests {
             let mut p = caller.protect_rtp(&rtp(0, 1, 7)).unwrap().to_vec();
             assert!(on(&mut r, Side::A, t, CALLER.parse().unwrap(), &mut p).is_some());
             let n = callee.unprotect_rtp(&mut p).unwrap();
-            assert_eq!(
-                &p[..n],
-                &rtp(0, 1, 7)[..],
-                "same SSRC: our key is ours alone"
-            );
+            assert_eq!(&p[12..n], &rtp(0, 1, 7)[12..]);
+            assert_eq!(RtpHeader::parse(&p[..n]).unwrap().ssrc, relay_ssrc(7));
             // Latch the callee, then SRTCP goes each way re-protected.
             let mut q = callee.protect_rtp(&rtp(0, 1, 9)).unwrap().to_vec();
             assert!(on(&mut r, Side::B, t, CALLEE.parse().unwrap(), &mut q).is_some());
@@ -839,7 +870,13 @@ mod tests {
                 .on_rtcp(Side::A, "10.0.0.1:4001".parse().unwrap(), &srtcp)
                 .unwrap();
             assert_eq!(to, "10.0.0.2:5001".parse().unwrap());
-            assert_eq!(&callee.unprotect_rtcp(&out.unwrap()).unwrap()[..], &rr[..]);
+            let got = callee.unprotect_rtcp(&out.unwrap()).unwrap();
+            assert_eq!(&got[..4], &rr[..4]);
+            assert_eq!(
+                &got[4..8],
+                &relay_ssrc(7).to_be_bytes(),
+                "from our own stream"
+            );
             // Forged SRTCP is dropped.
             let mut bad = srtcp.to_vec();
             bad[9] ^= 1;

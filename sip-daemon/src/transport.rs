@@ -495,7 +495,15 @@ impl Transports {
     /// captured), an address another live connection holds stays with it,
     /// and a connection keeps at most [`MAX_ALIASES`].
     fn note_alias(&self, id: ConnId, peer: Peer, via: &crate::sip::headers_typed::Via) {
-        if !via.params.has("alias") || via.host.ip() != Some(peer.remote.ip()) {
+        // Over TLS the alias needs the peer authenticated for its
+        // sent-by (§5), which a client without a certificate is not: a
+        // host sharing a carrier's address must not capture what we send
+        // there under the carrier's verification. Carriers are reached at
+        // their configured addresses anyway.
+        if peer.transport != TransportKind::Tcp
+            || !via.params.has("alias")
+            || via.host.ip() != Some(peer.remote.ip())
+        {
             return;
         }
         let port = via.port.unwrap_or(match peer.transport {
@@ -571,7 +579,9 @@ impl Transports {
             return;
         };
         let msg = parse::parse(bytes, framing);
-        if let (Some(id), Ok(crate::sip::SipMessage::Request(r))) = (peer.conn, &msg) {
+        if let (Some(id), Ok(crate::sip::SipMessage::Request(r))) = (peer.conn, &msg)
+            && !std::ptr::eq(queue, &self.inner.inbound.trunk)
+        {
             self.note_alias(id, peer, r.core.top_via());
         }
         if queue.try_send(Inbound { peer, msg }).is_err() {

@@ -337,15 +337,21 @@ fn a_via_alias_lets_the_daemon_reuse_the_peers_connection() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let d = Daemon::start(&format!(
-        r#"
+    // The phone at 127.0.0.1 is no trunk (carriers' connections are
+    // never aliased); the caller placing the call is, at 127.0.0.2.
+    let d = Daemon::start_opts(Opts {
+        local_trunk: Some(r#"source_cidrs = ["127.0.0.2/32"]"#),
+        extra: &format!(
+            r#"
 [[numbers]]
 pattern = "+15557000040"
 account = "acct"
 route = "forward"
 target = "sip:+15557000040@127.0.0.1:{port};transport=tcp"
 "#
-    ));
+        ),
+        ..Opts::default()
+    });
     let mut s = TcpStream::connect(d.sip_addr()).unwrap();
     let listening = SocketAddr::from(([127, 0, 0, 1], port));
     // Another host's address as an alias is ignored; our own is taken.
@@ -362,10 +368,11 @@ target = "sip:+15557000040@127.0.0.1:{port};transport=tcp"
             .as_bytes(),
     )
     .unwrap();
+    // Unknown, the phone gets its stateless 403s; the alias stands.
     assert_eq!(read_responses(&mut s, 2).len(), 2);
     // A call to the forward number (over UDP): its far INVITE must come
     // over the connection we opened.
-    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let caller = UdpSocket::bind("127.0.0.2:0").unwrap();
     let me = caller.local_addr().unwrap();
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
     let invite = format!(

@@ -711,7 +711,8 @@ impl Core {
         );
         let keys_allowed = peer.transport == TransportKind::Tls
             || trunk.as_ref().is_some_and(|t| t.srtp_cleartext_keying);
-        let keying = self.new_keying(policy, keys_allowed);
+        let mut keying = self.new_keying(policy, keys_allowed);
+        keying.over_tls = peer.transport == TransportKind::Tls;
         if offer.is_none()
             && let Err(why) = keying.can_offer()
         {

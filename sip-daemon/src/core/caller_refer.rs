@@ -208,6 +208,8 @@ impl Core {
         let (Some(dialog), Some(negotiated)) = (o.dialog.clone(), o.negotiated.clone()) else {
             return;
         };
+        // The target's leg keys as its own trunk and transport allow.
+        let keying = o.keying.clone();
         // Our SDP toward the target is the one its INVITE offered (its o=
         // line goes on in later offers, RFC 3264 §8).
         let local_sdp = o
@@ -225,6 +227,7 @@ impl Core {
             return;
         };
         let old = std::mem::replace(&mut c.dialog, dialog);
+        c.keying = keying;
         c.codecs = vec![negotiated.codec];
         c.negotiated = Some(negotiated);
         c.local_sdp = local_sdp;

@@ -441,7 +441,8 @@ impl Core {
         let to = format!("<{}>", target.uri);
         let contact =
             self.contact_for(&target.peer, Some(&user), target.uri.scheme == Scheme::Sips);
-        let keying = self.new_keying(target.media_security, target.keys_allowed());
+        let mut keying = self.new_keying(target.media_security, target.keys_allowed());
+        keying.over_tls = target.peer.transport == TransportKind::Tls;
         OutLeg {
             partner: Some(partner),
             state: OutState::Binding,
@@ -555,7 +556,10 @@ impl Core {
             return None;
         }
         let call = self.calls.get(&o.partner?)?;
-        if call.state != CallState::AwaitingMedia || call.bridge != Some(hb) {
+        if call.state != CallState::AwaitingMedia
+            || call.bridge != Some(hb)
+            || call.keying.over_tls != o.keying.over_tls
+        {
             return None;
         }
         let s = call.negotiated.as_ref()?.srtp?;

@@ -263,9 +263,12 @@ impl Core {
             && o.local_media.is_some()
             && o.negotiated.is_some()
             // SRTP keys are not written to the store: such calls end
-            // with the run that holds their keys.
+            // with the run that holds their keys, and no SDP the snapshot
+            // keeps may carry a key (an ignored offer's, or ours).
             && c.negotiated.as_ref().is_some_and(|n| n.srtp.is_none())
-            && o.negotiated.as_ref().is_some_and(|n| n.srtp.is_none());
+            && o.negotiated.as_ref().is_some_and(|n| n.srtp.is_none())
+            && !c.offer.iter().chain(&c.local_sdp).any(|s| s.media.iter().any(|m| !m.crypto.is_empty()))
+            && !o.offer.as_deref().is_some_and(|t| t.contains("a=crypto:"));
         calm.then_some((c, o))
     }
 

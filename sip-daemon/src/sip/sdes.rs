@@ -234,6 +234,10 @@ pub struct LegKeying {
     /// the other leg sends with (keys shared end to end), so the relay
     /// passes its ciphertext untouched and the kernel may forward it.
     pub shared: Option<(SrtpSuite, SrtpKey)>,
+    /// The leg's signalling runs over TLS. Keys are shared end to end
+    /// only between legs whose signalling hides them alike: a key that
+    /// came over TLS never goes out in clear.
+    pub over_tls: bool,
 }
 
 /// Why an offer's audio cannot be keyed as the leg's policy asks.
@@ -312,6 +316,7 @@ impl LegKeying {
             keys_allowed,
             own,
             shared: None,
+            over_tls: false,
         }
     }
 
@@ -322,6 +327,7 @@ impl LegKeying {
             keys_allowed: false,
             own: None,
             shared: None,
+            over_tls: false,
         }
     }
 
@@ -359,19 +365,20 @@ impl LegKeying {
         }
     }
 
-    /// The crypto lines of our offer: with a shared key, that suite only;
-    /// else one line per suite, each with its own key.
+    /// The crypto lines of our offer, one per suite, each with its own
+    /// key; a shared key's suite first (the answerer takes the first line
+    /// it can honour), the others with our own keys so a peer without
+    /// that suite can still key.
     pub fn offer_lines(&self) -> Vec<Crypto> {
         if !self.srtp_usable() {
             return Vec::new();
         }
-        if let Some((suite, key)) = self.shared {
-            return vec![Crypto::with_key(1, suite, key)];
-        }
-        SrtpSuite::ALL
-            .iter()
+        let first = self.shared.map(|(s, _)| s);
+        first
+            .into_iter()
+            .chain(SrtpSuite::ALL.into_iter().filter(|s| Some(*s) != first))
             .zip(1..)
-            .filter_map(|(&s, tag)| Some(Crypto::with_key(tag, s, self.local_key(s)?)))
+            .filter_map(|(s, tag)| Some(Crypto::with_key(tag, s, self.local_key(s)?)))
             .collect()
     }
 

@@ -261,8 +261,14 @@ fn a_forwarded_call_shares_keys_end_to_end_when_both_legs_key() {
     let inv = h.take_sent().pop().unwrap();
     assert!(inv.contains("m=audio 30002 RTP/SAVP 0 8 101\r\n"), "{inv}");
     let offered = cryptos(&inv);
-    assert_eq!(offered.len(), 1, "{inv}");
-    assert_eq!(offered[0].key, key_of(KEY_1), "the caller's own key");
+    assert_eq!(offered.len(), 3, "{inv}");
+    assert_eq!(offered[0].key, key_of(KEY_1), "the caller's own key first");
+    assert!(
+        offered[1..]
+            .iter()
+            .all(|c| c.key != key_of(KEY_1) && c.suite != offered[0].suite),
+        "the other suites with keys of our own"
+    );
     let far_sdp = format!(
         "v=0\r\no=far 7 7 IN IP4 192.0.2.31\r\ns=-\r\nc=IN IP4 192.0.2.31\r\nt=0 0\r\nm=audio 50000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_3}\r\n"
     );
@@ -362,5 +368,25 @@ fn a_far_leg_that_must_key_but_cannot_is_never_placed() {
     assert!(
         sent.iter().any(|m| m.starts_with("SIP/2.0 488")),
         "{sent:?}"
+    );
+}
+
+#[test]
+fn a_key_that_came_over_tls_is_never_shared_over_cleartext() {
+    let mut h = Harness::new();
+    // The caller keys over TLS; the far trunk lets keys cross UDP.
+    let o = offer("RTP/SAVP", &[line(1, "AES_CM_128_HMAC_SHA1_80", KEY_1)]);
+    h.recv_from(tls(), &invite("+15550000006", "s-f4", "z9hG4bK-f4", "", &o));
+    let legs = match h.media.last() {
+        Some(MediaCommand::OpenRelay { legs, .. }) => *legs,
+        other => panic!("{other:?}"),
+    };
+    h.relay_opened(legs, [30000, 30002]);
+    let inv = h.take_sent().pop().unwrap();
+    let offered = cryptos(&inv);
+    assert!(!offered.is_empty(), "{inv}");
+    assert!(
+        offered.iter().all(|c| c.key != key_of(KEY_1)),
+        "the caller's key stays off the cleartext leg: {inv}"
     );
 }
