@@ -83,7 +83,12 @@ fn echo_round_trip(d: Daemon) {
         assert_eq!(from, rtp_addr, "echo comes from the port in our SDP answer");
         let got = &buf[..n];
         assert_eq!(got.len(), sent.len());
-        assert_eq!(&got[2..8], &sent[2..8], "sequence and timestamp kept");
+        assert_eq!(&got[4..8], &sent[4..8], "timestamp kept");
+        assert_eq!(
+            u16::from_be_bytes([got[2], got[3]]),
+            i + 1 - run,
+            "our own gapless sequence from 0 (the caller's numbering is not reused)"
+        );
         assert_ne!(
             &got[8..12],
             &sent[8..12],
