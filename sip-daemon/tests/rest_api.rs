@@ -981,3 +981,41 @@ fn tls_trunks_take_their_verification_settings_and_refuse_bad_ones_by_field() {
     assert_eq!(got["tls"]["server_name"], "sip.carrier.example", "{got}");
     assert_eq!(got["tls"]["client_key_file"], "/etc/gw/c.key", "{got}");
 }
+
+#[test]
+fn media_security_is_set_per_trunk_and_number_and_checked_by_field() {
+    let d = Daemon::start("");
+    let admin = d.token(None, true);
+    let put = |body: Value| d.api("PUT", "/v1/trunks/carrier", Some(&admin), Some(&body));
+    // SRTP required where keys may not cross the signalling: refused.
+    let (st, out, _) = put(json!({"transport": "udp", "media_security": "srtp"}));
+    assert_eq!((st, error_field(&out)), (422, "media_security"), "{out}");
+    let (st, out, _) = put(json!({"transport": "udp", "media_security": "srtp-maybe"}));
+    assert_eq!(st, 422, "an unknown policy is refused: {out}");
+    let (st, out, _) = put(json!({
+        "transport": "udp", "media_security": "srtp", "srtp_cleartext_keying": true
+    }));
+    assert_eq!(st, 200, "{out}");
+    let (_, got, _) = d.api("GET", "/v1/trunks/carrier", Some(&admin), None);
+    assert_eq!(
+        (&got["media_security"], &got["srtp_cleartext_keying"]),
+        (&json!("srtp"), &json!(true)),
+        "{got}"
+    );
+    // Absent: optional, the default.
+    let (_, got, _) = put(json!({"transport": "tls"}));
+    assert_eq!(got["media_security"], "srtp-optional", "{got}");
+    let token = d.token(Some("acct"), false);
+    let (st, got, _) = d.api(
+        "PUT",
+        "/v1/numbers/+15559990001",
+        Some(&token),
+        Some(&json!({"route": "echo", "media_security": "rtp"})),
+    );
+    assert_eq!((st, &got["media_security"]), (200, &json!("rtp")), "{got}");
+    let (_, doc, _) = d.api("GET", "/v1/openapi.json", None, None);
+    assert!(
+        doc["components"]["schemas"]["MediaSecurity"].is_object(),
+        "the policy is in the OpenAPI document"
+    );
+}
