@@ -1103,12 +1103,10 @@ impl LegRun {
         // authenticated, so a spoofed packet can neither latch it nor
         // reach the AI. RTCP may share the port (RFC 5761).
         let clear = if rtp::looks_like_rtcp(&buf[..len]) {
-            match self.srtp.inbound_rtcp(&buf[..len]).map(|c| match c {
-                std::borrow::Cow::Borrowed(b) => Err(b.len()),
-                std::borrow::Cow::Owned(v) => Ok(v),
-            }) {
-                Ok(Err(n)) => n,
-                Ok(Ok(v)) => {
+            match self.srtp.inbound_rtcp(&buf[..len]) {
+                // Plain: the packet as it came.
+                Ok(std::borrow::Cow::Borrowed(_)) => len,
+                Ok(std::borrow::Cow::Owned(v)) => {
                     buf[..v.len()].copy_from_slice(&v);
                     v.len()
                 }

@@ -366,13 +366,10 @@ impl RelayPair {
             self.counters.srtp_passed += 1;
             return Some((to, self.count_tx(s.other(), len)));
         }
-        // The packet in the clear in buf[..n].
+        // The packet in the clear in buf[..n] (an SRTP side's was opened
+        // above).
         let mut n = len;
-        if in_srtp {
-            let c = match clear.take() {
-                Some(c) => c,
-                None => self.side_mut(s).srtp.open_rtp(&buf[..len]).ok()??,
-            };
+        if let Some(c) = clear.take() {
             n = c.len();
             buf.get_mut(..n)?.copy_from_slice(&c);
             h = RtpHeader::parse(&buf[..n]).ok()?;

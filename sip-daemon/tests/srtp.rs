@@ -24,23 +24,6 @@ use std::time::{Duration, Instant};
 /// baresip's account parameters for SRTP it insists on.
 const SRTP_MAND: &str = ";mediaenc=srtp-mand";
 
-/// The daemon with a TLS listener presenting `cert`/`key`.
-fn tls_daemon(o: Opts, cert: &Path, key: &Path) -> (Daemon, u16) {
-    let tls_port = common::free_port();
-    let listen = format!(r#"["udp:{{ip}}:{{port}}", "tls:{{ip}}:{tls_port}"]"#);
-    let sip_extra = format!(
-        "\n[sip.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        cert.display(),
-        key.display()
-    );
-    let d = Daemon::start_opts(Opts {
-        listen: Some(&listen),
-        sip_extra: &sip_extra,
-        ..o
-    });
-    (d, tls_port)
-}
-
 /// The daemon's call records, newest first (REST).
 fn calls(d: &Daemon) -> serde_json::Value {
     let token = d.token(Some("acct"), false);
@@ -58,13 +41,13 @@ fn phone_config(ca: &Path) -> String {
 fn baresip_with_mandatory_srtp_over_tls_hears_its_voice_back_from_the_echo_route() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path(), "gw", "IP:127.0.0.1");
-    let (d, tls) = tls_daemon(Opts::default(), &cert, &key);
+    let (d, tls) = Daemon::start_tls(Opts::default(), &cert, &key);
     let input = tone(1000.0, 8000, 4000, 8000.0);
     let (rate, heard) = baresip_dial_as(
         None,
         "127.0.0.1",
         &d,
-        &format!("sip:+15550001234@127.0.0.1:{tls};transport=tls"),
+        &format!("sip:+15550001234@{tls};transport=tls"),
         &phone_config(&ca),
         SRTP_MAND,
         "PCMU/8000/1",
@@ -128,7 +111,7 @@ media_security = "srtp"
 "#,
         ai.url()
     );
-    let (d, tls) = tls_daemon(
+    let (d, tls) = Daemon::start_tls(
         Opts {
             extra: &extra,
             ..Opts::default()
@@ -140,7 +123,7 @@ media_security = "srtp"
         None,
         "127.0.0.1",
         &d,
-        &format!("sip:+15557000009@127.0.0.1:{tls};transport=tls"),
+        &format!("sip:+15557000009@{tls};transport=tls"),
         &phone_config(&ca),
         SRTP_MAND,
         "PCMU/8000/1",
@@ -198,7 +181,7 @@ target = "sip:+15557000007@127.0.0.1:{}"
 "#,
         callee.port
     );
-    let (d, tls) = tls_daemon(
+    let (d, tls) = Daemon::start_tls(
         Opts {
             extra: &extra,
             ..Opts::default()
@@ -210,7 +193,7 @@ target = "sip:+15557000007@127.0.0.1:{}"
         None,
         "127.0.0.1",
         &d,
-        &format!("sip:+15557000007@127.0.0.1:{tls};transport=tls"),
+        &format!("sip:+15557000007@{tls};transport=tls"),
         &phone_config(&ca),
         SRTP_MAND,
         "PCMU/8000/1",
@@ -367,7 +350,7 @@ media_security = "srtp"
         far_tls = callee.port + 1,
         far_ca = far_ca.display(),
     );
-    let (d, tls) = tls_daemon(
+    let (d, tls) = Daemon::start_tls(
         Opts {
             netns: Some(&t.ns[1]),
             ip: Some(GW_C),
@@ -384,7 +367,7 @@ media_security = "srtp"
         Some(&t.ns[0]),
         CALLER,
         &d,
-        &format!("sip:{number}@{GW_C}:{tls};transport=tls"),
+        &format!("sip:{number}@{tls};transport=tls"),
         &phone_config(&gw_ca),
         SRTP_MAND,
         "PCMU/8000/1",

@@ -73,21 +73,14 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 fn tls_daemon(cert: &Path, key: &Path, extra: &str) -> (Daemon, SocketAddr) {
-    let tls_port = common::free_port();
-    let listen =
-        format!(r#"["udp:{{ip}}:{{port}}", "tcp:{{ip}}:{{port}}", "tls:{{ip}}:{tls_port}"]"#);
-    let sip_extra = format!(
-        "\n[sip.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_interval_secs = 1\n",
-        cert.display(),
-        key.display()
-    );
-    let d = Daemon::start_opts(Opts {
-        listen: Some(&listen),
-        sip_extra: &sip_extra,
-        extra,
-        ..Opts::default()
-    });
-    (d, SocketAddr::from(([127, 0, 0, 1], tls_port)))
+    Daemon::start_tls(
+        Opts {
+            extra,
+            ..Opts::default()
+        },
+        cert,
+        key,
+    )
 }
 
 #[test]

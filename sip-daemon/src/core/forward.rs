@@ -86,12 +86,7 @@ impl OutTarget {
 
     /// Whether the leg's SRTP policy can be met at all.
     pub fn keying_possible(&self) -> Result<(), crate::sip::sdes::KeyingRefusal> {
-        match self.media_security {
-            api::store::MediaSecurity::Srtp if !self.keys_allowed() => {
-                Err(crate::sip::sdes::KeyingRefusal::KeysNeedTls)
-            }
-            _ => Ok(()),
-        }
+        crate::sip::sdes::policy_can_key(self.media_security, self.keys_allowed())
     }
 }
 

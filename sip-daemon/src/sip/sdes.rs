@@ -265,6 +265,15 @@ impl KeyingRefusal {
     }
 }
 
+/// Whether a leg under `policy` can be keyed at all: SRTP required needs
+/// keys that may cross its signalling.
+pub fn policy_can_key(policy: MediaSecurity, keys_allowed: bool) -> Result<(), KeyingRefusal> {
+    match (policy, keys_allowed) {
+        (MediaSecurity::Srtp, false) => Err(KeyingRefusal::KeysNeedTls),
+        _ => Ok(()),
+    }
+}
+
 /// The SRTP both sides agreed for a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NegotiatedSrtp {
@@ -336,13 +345,9 @@ impl LegKeying {
         self.own.is_some()
     }
 
-    /// Whether an offer can meet the policy: SRTP required needs keys we
-    /// may send.
+    /// Whether an offer can meet the policy ([`policy_can_key`]).
     pub fn can_offer(&self) -> Result<(), KeyingRefusal> {
-        match (self.policy, self.keys_allowed) {
-            (MediaSecurity::Srtp, false) => Err(KeyingRefusal::KeysNeedTls),
-            _ => Ok(()),
-        }
+        policy_can_key(self.policy, self.keys_allowed)
     }
 
     /// The key we declare for `suite`; `None` on a leg that never keys.

@@ -173,6 +173,31 @@ impl Daemon {
         })
     }
 
+    /// Starts the daemon with a TLS listener (beside UDP and TCP) that
+    /// presents `cert`/`key`, read again every second; the listener's
+    /// address.
+    pub fn start_tls(
+        o: Opts,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> (Daemon, SocketAddr) {
+        let tls_port = free_port();
+        let listen =
+            format!(r#"["udp:{{ip}}:{{port}}", "tcp:{{ip}}:{{port}}", "tls:{{ip}}:{tls_port}"]"#);
+        let sip_extra = format!(
+            "\n[sip.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_interval_secs = 1\n",
+            cert.display(),
+            key.display()
+        );
+        let d = Daemon::start_opts(Opts {
+            listen: Some(&listen),
+            sip_extra: &sip_extra,
+            ..o
+        });
+        let tls = SocketAddr::new(d.ip, tls_port);
+        (d, tls)
+    }
+
     pub fn start_with(extra: &str, database_url: Option<&str>) -> Daemon {
         Self::start_opts(Opts {
             extra,
