@@ -15,6 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod env;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -592,10 +594,25 @@ impl Config {
             path: p.clone(),
             source,
         })?;
-        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Toml {
+        let toml_error = |source| ConfigError::Toml {
             path: p.clone(),
             source,
-        })?;
+        };
+        let cfg: Config = if text.contains("${") {
+            // Expanded before typing: `advertised_ip = "${NODE_IP}"` is an
+            // address only once the variable is in.
+            let mut value: toml::Value = toml::from_str(&text).map_err(toml_error)?;
+            let problems = env::expand(&mut value, &|name| std::env::var(name).ok());
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: p,
+                    problems: problems.join("; "),
+                });
+            }
+            value.try_into().map_err(toml_error)?
+        } else {
+            toml::from_str(&text).map_err(toml_error)?
+        };
         let problems = cfg.problems();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
