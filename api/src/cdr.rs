@@ -148,6 +148,9 @@ pub struct CdrMetrics {
     /// `gateway_cdr_dead_letters_total`: events the database refused for
     /// good, kept in `cdr_dead_letters` instead.
     pub dead_letters: IntCounter,
+    /// `gateway_store_up`: 1 while the store answers (the last CDR write
+    /// or routing read succeeded), 0 while it fails.
+    pub store_up: IntGauge,
 }
 
 impl CdrMetrics {
@@ -169,6 +172,14 @@ impl CdrMetrics {
                 "gateway_cdr_dead_letters_total",
                 "CDR events the database refused for good, kept in cdr_dead_letters",
             )?,
+            store_up: {
+                let g = IntGauge::new(
+                    "gateway_store_up",
+                    "1 while the store answers (last CDR write or routing read succeeded), else 0",
+                )?;
+                g.set(1);
+                g
+            },
         })
     }
 
@@ -180,6 +191,7 @@ impl CdrMetrics {
         reg.register(Box::new(m.written.clone()))?;
         reg.register(Box::new(m.write_failures.clone()))?;
         reg.register(Box::new(m.dead_letters.clone()))?;
+        reg.register(Box::new(m.store_up.clone()))?;
         Ok(m)
     }
 
@@ -455,6 +467,7 @@ async fn run(
                 isolate = isolate.saturating_sub(1);
                 batch.written();
                 metrics.written.inc_by(n as u64);
+                metrics.store_up.set(1);
                 if failures > 0 {
                     tracing::info!(
                         backend = store.backend(),
@@ -470,6 +483,7 @@ async fn run(
             Err(e) => {
                 drop(batch);
                 metrics.write_failures.inc();
+                metrics.store_up.set(0);
                 if failures == 0 {
                     outage_start = Instant::now();
                     tracing::warn!(

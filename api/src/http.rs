@@ -1,5 +1,6 @@
 //! The HTTP front end (axum): `GET /metrics` (Prometheus text exposition of
-//! the daemon's registry), `GET /healthz`, and the REST API under `/v1`
+//! the daemon's registry), `GET /healthz` (liveness), `GET /readyz`
+//! (whether the node takes new calls), and the REST API under `/v1`
 //! when it is configured, behind the edge: a deadline per request, a cap on
 //! requests in progress (shed with 503 beyond, never queued without bound),
 //! the client address taken from `X-Forwarded-For` only when the peer is a
@@ -18,6 +19,7 @@ use ipnet::IpNet;
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use tower::ServiceBuilder;
 
@@ -50,13 +52,73 @@ impl Default for Edge {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
-/// The router: metrics and health on `registry`, plus `/v1` on `api`.
-pub fn router(registry: Registry, api: Option<(ApiState, ApiMetrics)>, edge: &Edge) -> Router {
+/// Whether this node takes new calls: what `GET /readyz` answers, so that
+/// a load balancer or Kubernetes stops sending calls to a node that would
+/// refuse them, while `/healthz` (liveness) stays 200 through a drain.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicU8>);
+
+/// The node's state as [`Readiness`] reports it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Loading the store and resuming calls: not serving SIP yet.
+    Starting = 0,
+    /// Taking new calls.
+    Ready = 1,
+    /// Draining (SIGTERM, SIGUSR2 hand-over, a drain request): calls in
+    /// progress go on, new ones get 503.
+    Draining = 2,
+    /// The call-record queue is over capacity (the store is behind): new
+    /// calls get 503 so that no record is lost.
+    StoreBacklog = 3,
+}
+
+impl Readiness {
+    pub fn set(&self, state: NodeState) {
+        self.0.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> NodeState {
+        match self.0.load(Ordering::Relaxed) {
+            1 => NodeState::Ready,
+            2 => NodeState::Draining,
+            3 => NodeState::StoreBacklog,
+            _ => NodeState::Starting,
+        }
+    }
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    let (status, text) = match readiness.get() {
+        NodeState::Ready => (StatusCode::OK, "ready\n"),
+        NodeState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        NodeState::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        NodeState::StoreBacklog => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store backlog: refusing new calls\n",
+        ),
+    };
+    (status, text).into_response()
+}
+
+/// The router: metrics, liveness and readiness, plus `/v1` on `api`.
+pub fn router(
+    registry: Registry,
+    readiness: Readiness,
+    api: Option<(ApiState, ApiMetrics)>,
+    edge: &Edge,
+) -> Router {
     let token = Arc::new(edge.metrics_token.clone().filter(|t| !t.is_empty()));
     let base = Router::new()
         .route("/metrics", get(metrics))
         .with_state((registry, token))
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(
+            Router::new()
+                .route("/readyz", get(readyz))
+                .with_state(readiness),
+        );
     let timeout = edge.request_timeout;
     let all = match api {
         Some((state, m)) => base.merge(
@@ -191,7 +253,7 @@ async fn metrics(
 /// client address (per-IP rate limits).
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP listening (/v1, /metrics, /healthz)");
+    tracing::info!(%addr, "HTTP listening (/v1, /metrics, /healthz, /readyz)");
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

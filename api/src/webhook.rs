@@ -241,11 +241,22 @@ impl WebhookSender {
         let requests = IntCounterVec::new(
             Opts::new(
                 "gateway_webhook_requests_total",
-                "Webhook requests by kind (voice, status) and outcome (ok, error, timeout, bad_answer)",
+                "Webhook requests by kind (voice, status, message) and outcome (ok, error, timeout, bad_answer)",
             ),
             &["kind", "outcome"],
         )?;
         registry.register(Box::new(requests.clone()))?;
+        // Every series exists from the start, so dashboards and alerts see
+        // zeros on a node that sent no webhook yet, not absence.
+        for (kind, outcomes) in [
+            ("voice", &["ok", "error", "timeout", "bad_answer"][..]),
+            ("status", &["ok", "error"][..]),
+            ("message", &["ok", "error"][..]),
+        ] {
+            for outcome in outcomes {
+                requests.with_label_values(&[kind, outcome]);
+            }
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())

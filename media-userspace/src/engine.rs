@@ -142,30 +142,69 @@ impl SrtpStats {
     }
 }
 
-/// Upper bounds (ms) of the jitter histogram's buckets; the last bucket
-/// (+Inf) is the count.
-pub const JITTER_BUCKETS_MS: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0];
+/// A histogram's fixed bucket bounds, in milliseconds (the last bucket,
+/// +Inf, is the count).
+pub trait MsBuckets {
+    const MS: &'static [f64];
+}
 
-/// A fixed-bucket histogram of per-leg receive jitter, lock-free.
+/// Per-leg receive jitter: 1 ms to 160 ms.
 #[derive(Debug, Default)]
-pub struct JitterHistogram {
-    /// Observations at or below each bound (not cumulative).
-    pub buckets: [AtomicU64; JITTER_BUCKETS_MS.len()],
+pub struct JitterBuckets;
+impl MsBuckets for JitterBuckets {
+    const MS: &'static [f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0];
+}
+
+/// Most buckets an [`MsHistogram`] holds.
+const MAX_BUCKETS: usize = 16;
+
+/// A lock-free fixed-bucket histogram of milliseconds, published to
+/// Prometheus by the daemon at scrape time.
+#[derive(Debug)]
+pub struct MsHistogram<B: MsBuckets> {
+    /// Observations at or below each bound (not cumulative); the first
+    /// `B::MS.len()` are used.
+    buckets: [AtomicU64; MAX_BUCKETS],
     pub count: AtomicU64,
     /// Sum of observations in microseconds.
     pub sum_us: AtomicU64,
+    _bounds: std::marker::PhantomData<B>,
 }
 
-impl JitterHistogram {
+impl<B: MsBuckets> Default for MsHistogram<B> {
+    fn default() -> Self {
+        const { assert!(B::MS.len() <= MAX_BUCKETS) };
+        MsHistogram {
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+            _bounds: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<B: MsBuckets> MsHistogram<B> {
     pub fn observe_ms(&self, ms: f64) {
-        if let Some(i) = JITTER_BUCKETS_MS.iter().position(|b| ms <= *b) {
+        if let Some(i) = B::MS.iter().position(|b| ms <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us
             .fetch_add((ms * 1000.0).max(0.0) as u64, Ordering::Relaxed);
     }
+
+    /// Each bound (ms) with the observations at or below it, cumulative.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let mut total = 0;
+        B::MS.iter().zip(&self.buckets).map(move |(ub, n)| {
+            total += n.load(Ordering::Relaxed);
+            (*ub, total)
+        })
+    }
 }
+
+/// Receive jitter of stream legs.
+pub type JitterHistogram = MsHistogram<JitterBuckets>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -118,6 +118,7 @@ pub async fn run(
     provision(store.as_ref(), &cfg).await?;
     let changed = Arc::new(tokio::sync::Notify::new());
     let (control, mut control_rx) = api::control::CallControl::channel();
+    let readiness = api::http::Readiness::default();
     if let Some(addr) = cfg.api.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -129,7 +130,7 @@ pub async fn run(
             trusted_proxies: cfg.api.trusted_proxies.clone(),
             metrics_token: cfg.api.metrics_token.clone(),
         };
-        let router = api::http::router(registry.clone(), rest, &edge);
+        let router = api::http::router(registry.clone(), readiness.clone(), rest, &edge);
         tokio::spawn(async move {
             if let Err(e) = api::http::serve(listener, router).await {
                 tracing::error!(%addr, error = %e, "HTTP listener failed");
@@ -149,7 +150,7 @@ pub async fn run(
         store.clone(),
         queue.clone(),
         CdrWriterConfig::default(),
-        cdr_metrics,
+        cdr_metrics.clone(),
     );
 
     let (media_tx, mut media_rx) = mpsc::unbounded_channel();
@@ -268,7 +269,12 @@ pub async fn run(
         voice_timeout: Duration::from_millis(cfg.webhooks.voice_timeout_ms.max(1)),
     };
     let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
-    tokio::spawn(routing_reloader(store.clone(), routing_tx, changed));
+    tokio::spawn(routing_reloader(
+        store.clone(),
+        routing_tx,
+        changed,
+        cdr_metrics.store_up.clone(),
+    ));
 
     resume_calls(&cfg, store.as_ref(), &mut core).await?;
     flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
@@ -287,6 +293,7 @@ pub async fn run(
         });
     }
 
+    readiness.set(api::http::NodeState::Ready);
     let drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_secs);
     let mut drain_deadline: Option<Instant> = None;
     let mut hung_up_at: Option<Instant> = None;
@@ -355,6 +362,13 @@ pub async fn run(
         flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
         core.set_cdr_saturated(queue.is_saturated());
         metrics.calls_active.set(core.active_calls() as i64);
+        readiness.set(if core.is_draining() {
+            api::http::NodeState::Draining
+        } else if queue.is_saturated() {
+            api::http::NodeState::StoreBacklog
+        } else {
+            api::http::NodeState::Ready
+        });
 
         if let Some(deadline) = drain_deadline {
             // Server transactions merely absorbing retransmissions (Timer
@@ -848,6 +862,7 @@ async fn routing_reloader(
     store: Arc<dyn Store>,
     tx: mpsc::Sender<RoutingTable>,
     changed: Arc<tokio::sync::Notify>,
+    store_up: prometheus::IntGauge,
 ) {
     let mut tick = tokio::time::interval(ROUTING_RELOAD);
     tick.tick().await;
@@ -860,11 +875,13 @@ async fn routing_reloader(
         }
         match load_routing(store.as_ref()).await {
             Ok((table, _)) => {
+                store_up.set(1);
                 if tx.send(table).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
+                store_up.set(0);
                 tracing::warn!(error = %e, "routing reload failed; keeping the current table")
             }
         }

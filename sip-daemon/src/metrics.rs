@@ -1,7 +1,7 @@
 //! Prometheus metrics of the signalling plane. No per-call or per-number
 //! labels: label values come from small fixed sets.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -18,7 +18,17 @@ pub struct Metrics {
     pub registrations_active: IntGauge,
     pub transactions_active: IntGauge,
     pub tcp_connections: IntGauge,
+    /// 1 while the node drains (refuses new calls), else 0.
+    pub draining: IntGauge,
+    /// Seconds from a call's INVITE (received, or sent for calls the
+    /// gateway places) to its answer, by direction.
+    pub call_setup: HistogramVec,
 }
+
+/// Call setup times span a quick automatic answer to a long ring.
+const CALL_SETUP_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0,
+];
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
@@ -79,6 +89,31 @@ impl Metrics {
                 "gateway_sip_tcp_connections",
                 "Open SIP stream connections.",
             ),
+            draining: gauge(
+                &registry,
+                "gateway_draining",
+                "1 while the node drains and refuses new calls.",
+            ),
+            call_setup: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "gateway_call_setup_seconds",
+                        "Seconds from a call's INVITE to its answer, by direction.",
+                    )
+                    .buckets(CALL_SETUP_BUCKETS.to_vec()),
+                    &["direction"],
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("metric registered once");
+                // Both series exist from the start: dashboards and alerts
+                // see zeros, not absence, on a node that took no call yet.
+                for d in ["inbound", "outbound"] {
+                    h.with_label_values(&[d]);
+                }
+                h
+            },
             registry,
         }
     }
@@ -275,7 +310,7 @@ impl prometheus::core::Collector for MediaCollector {
                 }
             })
             .collect();
-        families.push(jitter_family(&s.jitter));
+        families.push(ms_histogram_family(JITTER_NAME, JITTER_HELP, &s.jitter));
         families.extend(legs_by_path(s));
         families.extend(srtp_families(&s.srtp));
         families
@@ -286,17 +321,18 @@ const JITTER_NAME: &str = "gateway_rtp_jitter_seconds";
 const JITTER_HELP: &str =
     "Receive jitter (RFC 3550 interarrival) of stream legs, observed when each leg ends.";
 
-/// The jitter histogram as a Prometheus family (cumulative buckets).
-fn jitter_family(h: &media_userspace::engine::JitterHistogram) -> prometheus::proto::MetricFamily {
-    use media_userspace::engine::JITTER_BUCKETS_MS;
+/// A media-side histogram as a Prometheus family (cumulative buckets, in
+/// seconds).
+fn ms_histogram_family<B: media_userspace::engine::MsBuckets>(
+    name: &str,
+    help: &str,
+    h: &media_userspace::engine::MsHistogram<B>,
+) -> prometheus::proto::MetricFamily {
     use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
     use std::sync::atomic::Ordering::Relaxed;
-    let mut cumulative = 0;
-    let buckets = JITTER_BUCKETS_MS
-        .iter()
-        .zip(&h.buckets)
-        .map(|(ub, n)| {
-            cumulative += n.load(Relaxed);
+    let buckets = h
+        .cumulative()
+        .map(|(ub, cumulative)| {
             let mut b = Bucket::default();
             b.set_upper_bound(ub / 1000.0);
             b.set_cumulative_count(cumulative);
@@ -310,8 +346,8 @@ fn jitter_family(h: &media_userspace::engine::JitterHistogram) -> prometheus::pr
     let mut m = Metric::default();
     m.set_histogram(hist);
     let mut f = MetricFamily::default();
-    f.set_name(JITTER_NAME.into());
-    f.set_help(JITTER_HELP.into());
+    f.set_name(name.into());
+    f.set_help(help.into());
     f.set_field_type(MetricType::HISTOGRAM);
     f.set_metric(vec![m]);
     f
@@ -487,9 +523,19 @@ impl prometheus::core::Collector for StreamCollector {
             }
             out.extend(prometheus::core::Collector::collect(&vec));
         }
+        out.push(ms_histogram_family(
+            STREAM_CONNECT.0,
+            STREAM_CONNECT.1,
+            &s.connect_ms,
+        ));
         out
     }
 }
+
+const STREAM_CONNECT: (&str, &str) = (
+    "gateway_ai_stream_connect_seconds",
+    "Seconds to open an AI WebSocket (TCP, TLS and upgrade), first opens and reopens.",
+);
 
 /// Registers the AI stream counters of `stats` on `registry`.
 pub fn register_streams(
@@ -506,6 +552,7 @@ pub fn register_streams(
         vec!["reason".to_string()],
         Default::default(),
     )?);
+    descs.push(plain_desc(STREAM_CONNECT.0, STREAM_CONNECT.1)?);
     registry.register(Box::new(StreamCollector { stats, descs }))
 }
 

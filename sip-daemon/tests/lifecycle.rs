@@ -1,7 +1,8 @@
 //! Process lifecycle with real calls: a crash leaves no call open in the
 //! records (closed as `interrupted` at the next start), SIGTERM drains
-//! (new calls refused with 503, calls in progress finish), and
-//! `--check-config` validates files.
+//! (new calls refused with 503, calls in progress finish, `/readyz` turns
+//! 503 while `/healthz` stays 200), and `--check-config` validates files,
+//! `${NAME}` secrets from the environment included.
 
 mod common;
 
@@ -45,6 +46,8 @@ fn sigterm_drains_calls_in_progress() {
     let mut d = Daemon::start("");
     let mut caller = Caller::new(d.sip_addr(), "drain-1@test");
     caller.invite(40002);
+    assert_eq!(d.http_get("/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(d.metric("gateway_draining"), 0.0);
     d.sigterm();
     std::thread::sleep(Duration::from_millis(200));
     // New calls are refused while draining.
@@ -58,6 +61,10 @@ fn sigterm_drains_calls_in_progress() {
         .unwrap();
     let refused = recv_status(&late.sip, "drain-2@test", 503);
     assert!(refused.contains("Retry-After:"), "{refused}");
+    // Load balancers stop sending calls; the process is alive.
+    assert_eq!(d.http_get("/readyz"), (503, "draining\n".to_string()));
+    assert_eq!(d.http_get("/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(d.metric("gateway_draining"), 1.0);
     // The call in progress still works and its end lets the process exit.
     assert!(
         d.wait_exit(Duration::from_millis(300)).is_none(),
@@ -131,4 +138,41 @@ fn check_config_accepts_the_example_and_names_problems() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("typo_key"));
+
+    // Secrets from the environment: an unset one names its key, never a
+    // value; set, the file is accepted with the value in place.
+    let with_secrets = "[sip]\nadvertised_ip = \"${GW_TEST_NODE_IP}\"\n\
+         [api]\nlisten = \"127.0.0.1:0\"\njwt_secret = \"${GW_TEST_JWT}\"\n\
+         [[accounts]]\nid = \"a\"\n\
+         [[trunks]]\nname = \"carrier\"\nsource_cidrs = [\"192.0.2.0/24\"]\n\
+         username = \"gw\"\npassword = \"${GW_TEST_TRUNK_PASSWORD}\"\n";
+    std::fs::write(&bad, with_secrets).unwrap();
+    let out = Command::new(bin)
+        .args(["--check-config"])
+        .arg(&bad)
+        .env("GW_TEST_JWT", "from-a-kubernetes-secret")
+        .env("GW_TEST_NODE_IP", "198.18.0.7")
+        .env_remove("GW_TEST_TRUNK_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("trunks[0].password: environment variable GW_TEST_TRUNK_PASSWORD is not set"),
+        "{err}"
+    );
+    assert!(!err.contains("from-a-kubernetes-secret"), "{err}");
+    let out = Command::new(bin)
+        .args(["--check-config"])
+        .arg(&bad)
+        .env("GW_TEST_JWT", "from-a-kubernetes-secret")
+        .env("GW_TEST_NODE_IP", "198.18.0.7")
+        .env("GW_TEST_TRUNK_PASSWORD", "pa$$word")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

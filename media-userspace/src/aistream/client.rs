@@ -42,6 +42,19 @@ pub struct StreamStats {
     pub unexpected_binary: AtomicU64,
     pub bad_digits: AtomicU64,
     pub bad_target: AtomicU64,
+    /// Time to open an AI WebSocket (TCP, TLS, upgrade), first opens and
+    /// reopens alike.
+    pub connect_ms: crate::engine::MsHistogram<ConnectBuckets>,
+}
+
+/// AI WebSocket open times: 5 ms (same host) to 5 s (the answer timeout's
+/// order).
+#[derive(Debug, Default)]
+pub struct ConnectBuckets;
+impl crate::engine::MsBuckets for ConnectBuckets {
+    const MS: &'static [f64] = &[
+        5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+    ];
 }
 
 impl StreamStats {
@@ -243,7 +256,14 @@ async fn open_tcp(
         .unwrap_or_else(|| format!("{host} resolved to no address")))
 }
 
-async fn connect(spec: &StreamSpec, guard: Option<&ConnectGuard>) -> Result<Ws, String> {
+/// Opens the AI's WebSocket; the time a successful open took goes into
+/// `stats.connect_ms`.
+async fn connect(
+    spec: &StreamSpec,
+    guard: Option<&ConnectGuard>,
+    stats: &StreamStats,
+) -> Result<Ws, String> {
+    let started = Instant::now();
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(WS_HARD_LIMIT);
     cfg.max_frame_size = Some(WS_HARD_LIMIT);
@@ -259,7 +279,12 @@ async fn connect(spec: &StreamSpec, guard: Option<&ConnectGuard>) -> Result<Ws, 
             .map_err(|e| e.to_string())
     };
     match tokio::time::timeout(spec.connect_timeout, attempt).await {
-        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Ok((ws, _))) => {
+            stats
+                .connect_ms
+                .observe_ms(started.elapsed().as_secs_f64() * 1000.0);
+            Ok(ws)
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err("connect timeout".into()),
     }
@@ -284,7 +309,7 @@ pub async fn run(
     let mut codec = codec_for(&spec);
     let stats = side.stats.clone();
     let mut ws = tokio::select! {
-        r = connect(&spec, guard.as_ref()) => match r {
+        r = connect(&spec, guard.as_ref(), &stats) => match r {
             Ok(ws) => ws,
             Err(e) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -359,7 +384,7 @@ async fn reconnect(
     let mut backoff = Duration::from_millis(100);
     while Instant::now() < deadline {
         tokio::select! {
-            r = connect(spec, guard) => if let Ok(ws) = r {
+            r = connect(spec, guard, &side.stats) => if let Ok(ws) = r {
                 return Ok(ws);
             },
             r = &mut side.stop => return Err(Some(r.unwrap_or_default())),

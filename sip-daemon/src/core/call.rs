@@ -954,6 +954,10 @@ impl Core {
         if let Some(call) = self.calls.get_mut(&h) {
             call.state = CallState::Answered;
             call.answered_at = Some(now);
+            self.metrics
+                .call_setup
+                .with_label_values(&["inbound"])
+                .observe(now.saturating_duration_since(call.invite_at).as_secs_f64());
         }
         let at = self.unix_ms(now);
         let media_security = Some(self.legs_security(h));

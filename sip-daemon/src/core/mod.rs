@@ -357,6 +357,7 @@ impl Core {
     /// Stop accepting new calls (SIGTERM); calls in progress continue.
     pub fn start_drain(&mut self) {
         self.draining = true;
+        self.metrics.draining.set(1);
     }
 
     pub fn is_draining(&self) -> bool {

@@ -329,6 +329,10 @@ impl Core {
         call.dialog = dialog;
         call.state = CallState::Confirmed;
         call.answered_at = Some(now);
+        self.metrics
+            .call_setup
+            .with_label_values(&["outbound"])
+            .observe(now.saturating_duration_since(call.invite_at).as_secs_f64());
         call.local_sdp = offer;
         call.codecs = vec![negotiated.codec];
         let media = leg_media(&negotiated);

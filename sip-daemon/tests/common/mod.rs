@@ -496,6 +496,24 @@ target = "ws://127.0.0.1:9/stream"
             rest_request(port, &method, &path, token.as_deref(), body.as_ref())
         })
     }
+    /// One plain GET on the HTTP port: (status, body text).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let (port, path) = (self.metrics_port, path.to_string());
+        in_netns(self.netns.as_deref(), move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
+            let mut resp = agent
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .call()
+                .expect("HTTP GET");
+            let status = resp.status().as_u16();
+            (status, resp.body_mut().read_to_string().unwrap_or_default())
+        })
+    }
+
     /// Plain-text Prometheus exposition.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
