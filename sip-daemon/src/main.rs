@@ -166,6 +166,15 @@ fn main() -> anyhow::Result<()> {
     let cfg = Config::load(&path)?;
     init_logging(&cfg);
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+    // Capabilities are per thread: raised before any thread starts, so
+    // every media worker and the loader inherit them.
+    match sip_daemon::privileges::raise_xdp_capabilities() {
+        Ok(raised) if !raised.is_empty() => {
+            tracing::info!(capabilities = %raised.join(" "), "raised the XDP path's file capabilities")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the XDP path's capabilities"),
+    }
     // Signalling runs on one thread by default: parsing is cheap and a
     // single-threaded runtime avoids a cross-thread wake-up per message
     // (measured: see README, "CPU per call"). Media has its own workers.

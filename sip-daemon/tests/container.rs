@@ -92,3 +92,104 @@ fn the_image_is_built_where_a_container_engine_runs() {
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).status();
     assert!(ran.success(), "the image's daemon accepts its config");
 }
+
+/// CapEff of process `pid` as a bit set.
+fn effective_caps(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// The image's binary as the image runs it: uid 10001, the three XDP
+/// capabilities as permitted-only file capabilities (the Dockerfile's
+/// `setcap …+p`). Granted in the bounding set (`--cap-add`), the daemon
+/// raises them into its effective set; not granted, it still starts, with
+/// none, and its media stays in userspace.
+#[test]
+fn the_image_user_gets_exactly_the_xdp_capabilities_it_is_granted() {
+    use std::os::unix::fs::PermissionsExt;
+    const XDP_BITS: u64 = (1 << 12) | (1 << 38) | (1 << 39);
+    let dir = tempfile::Builder::new()
+        .prefix("image-caps")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("sip-daemon");
+    std::fs::copy(env!("CARGO_BIN_EXE_sip-daemon"), &bin).unwrap();
+    let setcap = Command::new("setcap")
+        .args(["cap_net_admin,cap_perfmon,cap_bpf+p"])
+        .arg(&bin)
+        .status()
+        .expect("setcap (Debian libcap2-bin)");
+    assert!(setcap.success());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(10001), Some(10001)).unwrap();
+
+    for (bounding, granted) in [("-all,+net_admin,+perfmon,+bpf", true), ("-all", false)] {
+        let (sip, http) = (free_port(), free_port());
+        let cfg = dir.path().join(format!("gw-{granted}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\"]\n[media]\nbind_ip = \"127.0.0.1\"\n\
+                 port_min = 30000\nport_max = 30099\nxdp_pin_dir = \"\"\n\
+                 [store]\nurl = \"sqlite://{}/gw-{granted}.db\"\n[api]\nlisten = \"127.0.0.1:{http}\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join(format!("log-{granted}"));
+        let mut child = Command::new("setpriv")
+            .args([
+                "--reuid=10001",
+                "--regid=10001",
+                "--clear-groups",
+                "--inh-caps=-all",
+                &format!("--bounding-set={bounding}"),
+            ])
+            .arg(&bin)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("setpriv (util-linux)");
+        // Serving HTTP means the capabilities were settled (before any
+        // thread started).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "the daemon did not start as uid 10001 (granted: {granted}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let caps = effective_caps(child.id());
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        if granted {
+            assert_eq!(caps, XDP_BITS, "CapEff {caps:x}\n{text}");
+            assert!(
+                text.contains("raised the XDP path's file capabilities"),
+                "{text}"
+            );
+        } else {
+            assert_eq!(caps, 0, "CapEff {caps:x}\n{text}");
+            assert!(!text.contains("raised the XDP"), "{text}");
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
