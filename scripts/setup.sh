@@ -16,7 +16,8 @@ need_pkgs=(build-essential pkg-config ca-certificates curl iproute2)
 if [ "$what" = "test" ]; then
   need_pkgs+=(python3 python3-venv sip-tester baresip-core kamailio postgresql tshark ethtool bpftool
               llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
-              prometheus valgrind rtpengine-daemon openssl)
+              prometheus valgrind rtpengine-daemon openssl
+              systemd libcap2-bin util-linux)
 fi
 missing=()
 for p in "${need_pkgs[@]}"; do
@@ -87,6 +88,28 @@ if [ "$what" = "test" ]; then
     say "installing schemathesis 4.32.5 into $st_venv"
     python3 -m venv "$st_venv"
     "$st_venv/bin/pip" install -q --disable-pip-version-check schemathesis==4.32.5
+  fi
+  # yamllint and kubernetes-validate (PyPI), with the jsonschema the latter
+  # pulls in (check-rendered.py uses it for the ServiceMonitor CRD): the
+  # Kubernetes manifests are validated by deploy/k8s/check.sh.
+  k8s_venv="$(cd "$(dirname "$0")/.." && pwd)/target/k8s-venv"
+  if ! "$k8s_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -x '1.37.0' >/dev/null \
+     || ! "$k8s_venv/bin/yamllint" --version 2>/dev/null | grep -x 'yamllint 1.38.0' >/dev/null \
+     || ! "$k8s_venv/bin/pip" show jsonschema 2>/dev/null | grep -x 'Version: 4.26.0' >/dev/null; then
+    say "installing kubernetes-validate 1.37.0, yamllint 1.38.0, jsonschema 4.26.0 into $k8s_venv"
+    python3 -m venv "$k8s_venv"
+    "$k8s_venv/bin/pip" install -q --disable-pip-version-check \
+      kubernetes-validate==1.37.0 yamllint==1.38.0 jsonschema==4.26.0
+  fi
+  # deploy/k8s/check.sh renders the overlays with `kubectl kustomize`. A
+  # kubectl already on PATH is used as it is; otherwise Debian's
+  # kubernetes-client (kubectl 1.20, kustomize v2.0.3, which the overlays
+  # are written for). Where the archive has no such package, install kubectl.
+  if ! command -v kubectl >/dev/null; then
+    say "installing kubernetes-client (kubectl for deploy/k8s/check.sh)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null \
+      || say "could not install kubernetes-client: install kubectl for deploy/k8s/check.sh"
   fi
 fi
 say "done ($what)"
