@@ -148,9 +148,11 @@ pub struct CdrMetrics {
     /// `gateway_cdr_dead_letters_total`: events the database refused for
     /// good, kept in `cdr_dead_letters` instead.
     pub dead_letters: IntCounter,
-    /// `gateway_store_up`: 1 while the store answers (the last CDR write
-    /// or routing read succeeded), 0 while it fails.
-    pub store_up: IntGauge,
+    /// `gateway_store_up`: 1 while the store answers both ways (the last
+    /// CDR write and the last routing read succeeded), else 0.
+    store_up: IntGauge,
+    /// (last write succeeded, last read succeeded): `store_up` is both.
+    store_ok: std::sync::Arc<[std::sync::atomic::AtomicBool; 2]>,
 }
 
 impl CdrMetrics {
@@ -175,11 +177,15 @@ impl CdrMetrics {
             store_up: {
                 let g = IntGauge::new(
                     "gateway_store_up",
-                    "1 while the store answers (last CDR write or routing read succeeded), else 0",
+                    "1 while the store answers (the last CDR write and the last routing read succeeded), else 0",
                 )?;
                 g.set(1);
                 g
             },
+            store_ok: std::sync::Arc::new([
+                std::sync::atomic::AtomicBool::new(true),
+                std::sync::atomic::AtomicBool::new(true),
+            ]),
         })
     }
 
@@ -193,6 +199,23 @@ impl CdrMetrics {
         reg.register(Box::new(m.dead_letters.clone()))?;
         reg.register(Box::new(m.store_up.clone()))?;
         Ok(m)
+    }
+
+    /// The last CDR write (or dead letter) succeeded or failed.
+    pub fn store_write_ok(&self, ok: bool) {
+        self.store_ok(0, ok);
+    }
+
+    /// The last routing read succeeded or failed.
+    pub fn store_read_ok(&self, ok: bool) {
+        self.store_ok(1, ok);
+    }
+
+    fn store_ok(&self, which: usize, ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.store_ok[which].store(ok, Relaxed);
+        let both = self.store_ok.iter().all(|f| f.load(Relaxed));
+        self.store_up.set(i64::from(both));
     }
 
     /// Metrics registered nowhere (tests, tools).
@@ -450,12 +473,14 @@ async fn run(
                     Ok(()) => {
                         batch.written();
                         metrics.dead_letters.inc();
+                        metrics.store_write_ok(true);
                     }
                     Err(e2) => {
                         // Kept at the front; retried after the backoff.
                         tracing::warn!(error = %e2, "CDR dead letter failed");
                         drop(batch);
                         metrics.write_failures.inc();
+                        metrics.store_write_ok(false);
                         isolate += 1;
                         if !back_off(&shared, &mut backoff, cfg.retry_max).await {
                             break;
@@ -467,7 +492,7 @@ async fn run(
                 isolate = isolate.saturating_sub(1);
                 batch.written();
                 metrics.written.inc_by(n as u64);
-                metrics.store_up.set(1);
+                metrics.store_write_ok(true);
                 if failures > 0 {
                     tracing::info!(
                         backend = store.backend(),
@@ -483,7 +508,7 @@ async fn run(
             Err(e) => {
                 drop(batch);
                 metrics.write_failures.inc();
-                metrics.store_up.set(0);
+                metrics.store_write_ok(false);
                 if failures == 0 {
                     outage_start = Instant::now();
                     tracing::warn!(
@@ -504,4 +529,26 @@ async fn run(
         }
     }
     gauge(&metrics, queue);
+}
+
+#[cfg(test)]
+mod store_health_tests {
+    use super::CdrMetrics;
+
+    #[test]
+    fn store_up_needs_both_the_last_write_and_the_last_read() {
+        let m = CdrMetrics::unregistered();
+        assert_eq!(m.store_up.get(), 1);
+        m.store_write_ok(false);
+        assert_eq!(m.store_up.get(), 0);
+        // Reads that work (a read-only standby) do not hide failing writes.
+        m.store_read_ok(true);
+        assert_eq!(m.store_up.get(), 0);
+        m.store_write_ok(true);
+        assert_eq!(m.store_up.get(), 1);
+        m.store_read_ok(false);
+        assert_eq!(m.store_up.get(), 0);
+        m.store_read_ok(true);
+        assert_eq!(m.store_up.get(), 1);
+    }
 }

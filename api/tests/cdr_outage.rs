@@ -175,6 +175,18 @@ impl Store for FlakyStore {
     async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>> {
         self.inner.list_messages(account_id, limit).await
     }
+    async fn register_node(&self, n: &NodeRecord) -> Result<()> {
+        self.inner.register_node(n).await
+    }
+    async fn heartbeat_node(&self, n: &NodeRecord) -> Result<bool> {
+        self.inner.heartbeat_node(n).await
+    }
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.inner.list_nodes().await
+    }
+    async fn request_node_drain(&self, id: &str) -> Result<bool> {
+        self.inner.request_node_drain(id).await
+    }
 }
 
 const T0: i64 = 1_700_000_000_000;

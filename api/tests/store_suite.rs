@@ -271,6 +271,54 @@ async fn denied_sources_roundtrip(s: Arc<dyn Store>) {
     assert!(s.list_denied_sources().await.unwrap().is_empty());
 }
 
+async fn nodes_heartbeat_and_drain_requests(s: Arc<dyn Store>) {
+    let mut n = NodeRecord {
+        id: "node-a".into(),
+        api_address: Some("198.18.0.1:8080".into()),
+        version: "0.1.0".into(),
+        started_at: 1_000,
+        heartbeat_at: 1_000,
+        calls_active: 0,
+        draining: false,
+        drain_requested: false,
+    };
+    s.register_node(&n).await.unwrap();
+    assert_eq!(s.list_nodes().await.unwrap(), vec![n.clone()]);
+    n.heartbeat_at = 2_000;
+    n.calls_active = 7;
+    assert!(!s.heartbeat_node(&n).await.unwrap());
+    assert!(s.request_node_drain("node-a").await.unwrap());
+    assert!(
+        !s.request_node_drain("node-b").await.unwrap(),
+        "no such node"
+    );
+    n.heartbeat_at = 3_000;
+    assert!(
+        s.heartbeat_node(&n).await.unwrap(),
+        "the request reaches the node"
+    );
+    let listed = s.list_nodes().await.unwrap();
+    assert_eq!(listed[0].calls_active, 7);
+    assert!(listed[0].drain_requested);
+    // The next run of the node starts without the old request.
+    n.started_at = 4_000;
+    s.register_node(&n).await.unwrap();
+    assert!(!s.list_nodes().await.unwrap()[0].drain_requested);
+    assert!(!s.heartbeat_node(&n).await.unwrap());
+    // A heartbeat from a node that never registered records it.
+    let mut b = n.clone();
+    b.id = "node-b".into();
+    assert!(!s.heartbeat_node(&b).await.unwrap());
+    let ids: Vec<_> = s
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, ["node-a", "node-b"]);
+}
+
 async fn sip_users_roundtrip(s: Arc<dyn Store>) {
     let bob = SipUser {
         username: "bob".into(),
@@ -1316,6 +1364,7 @@ suite! {
         numbers_roundtrip,
         blocked_roundtrip,
         denied_sources_roundtrip,
+        nodes_heartbeat_and_drain_requests,
         sip_users_roundtrip,
         concurrent_upserts_never_move_a_row,
         idempotency_keys_claim_replay_and_expire,

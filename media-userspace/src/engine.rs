@@ -193,13 +193,22 @@ impl<B: MsBuckets> MsHistogram<B> {
             .fetch_add((ms * 1000.0).max(0.0) as u64, Ordering::Relaxed);
     }
 
-    /// Each bound (ms) with the observations at or below it, cumulative.
-    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        let mut total = 0;
-        B::MS.iter().zip(&self.buckets).map(move |(ub, n)| {
-            total += n.load(Ordering::Relaxed);
-            (*ub, total)
-        })
+    /// The observation count and each bound (ms) with the observations at
+    /// or below it, cumulative. The count is read first and the buckets
+    /// clamped to it: an observation counted in its bucket but not yet in
+    /// the count never shows as more observations than the count.
+    pub fn snapshot(&self) -> (u64, Vec<(f64, u64)>) {
+        let count = self.count.load(Ordering::Relaxed);
+        let mut total = 0u64;
+        let buckets = B::MS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(ub, n)| {
+                total = total.saturating_add(n.load(Ordering::Relaxed));
+                (*ub, total.min(count))
+            })
+            .collect();
+        (count, buckets)
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
     pub webhooks: WebhooksSection,
@@ -329,6 +331,46 @@ impl Default for StoreSection {
             cdr_queue_capacity: 100_000,
             node_id: String::new(),
         }
+    }
+}
+
+/// `[cluster]`: how nodes sharing one PostgreSQL database see each other.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// `host:port` where the other nodes reach this node's REST API (they
+    /// pass it live-call actions on calls this node holds). Empty: the
+    /// `api.listen` address, with `sip.advertised_ip` in place of an
+    /// unspecified IP.
+    pub api_address: String,
+    /// Seconds between this node's heartbeats in the store.
+    pub heartbeat_secs: u64,
+    /// A node whose last heartbeat is older than this is shown unhealthy.
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            api_address: String::new(),
+            heartbeat_secs: 5,
+            lease_secs: 15,
+        }
+    }
+}
+
+impl Config {
+    /// Where the other nodes reach this node's REST API, if it serves one.
+    pub fn cluster_api_address(&self) -> Option<String> {
+        if !self.cluster.api_address.is_empty() {
+            return Some(self.cluster.api_address.clone());
+        }
+        let listen = self.api.listen?;
+        if !listen.ip().is_unspecified() {
+            return Some(listen.to_string());
+        }
+        let ip = self.sip.advertised_ip?;
+        Some(SocketAddr::new(ip, listen.port()).to_string())
     }
 }
 
@@ -626,6 +668,22 @@ impl Config {
     /// Everything wrong with the file that TOML typing cannot catch.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.cluster.heartbeat_secs == 0
+            || self.cluster.lease_secs < 2 * self.cluster.heartbeat_secs
+        {
+            out.push(
+                "cluster.heartbeat_secs must be at least 1 and cluster.lease_secs at least twice it"
+                    .into(),
+            );
+        }
+        if !self.cluster.api_address.is_empty()
+            && self.cluster.api_address.parse::<SocketAddr>().is_err()
+        {
+            out.push(format!(
+                "cluster.api_address {:?} is not IP:PORT",
+                self.cluster.api_address
+            ));
+        }
         match self.listeners() {
             Err(e) => out.push(e),
             Ok(ls) => {

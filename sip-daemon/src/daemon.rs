@@ -119,11 +119,28 @@ pub async fn run(
     let changed = Arc::new(tokio::sync::Notify::new());
     let (control, mut control_rx) = api::control::CallControl::channel();
     let readiness = api::http::Readiness::default();
+    // Drain requests over REST (`POST /v1/nodes/{id}/drain`), from this
+    // node's API at once or from the store on a heartbeat.
+    let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+    let node_id = cfg.node_id();
     if let Some(addr) = cfg.api.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| DaemonError::Config(format!("api.listen {addr}: {e}")))?;
-        let rest = rest_state(&cfg, store.clone(), &registry, changed.clone(), control)?;
+        let cluster = api::v1::nodes::Cluster::new(
+            node_id.clone(),
+            Duration::from_secs(cfg.cluster.lease_secs),
+            Some(drain_tx.clone()),
+        )
+        .map_err(|e| DaemonError::Config(format!("cluster client: {e}")))?;
+        let rest = rest_state(
+            &cfg,
+            store.clone(),
+            &registry,
+            changed.clone(),
+            control,
+            cluster,
+        )?;
         let edge = api::http::Edge {
             request_timeout: Duration::from_millis(cfg.api.request_timeout_ms.max(1)),
             max_concurrent_requests: cfg.api.max_concurrent_requests.max(1),
@@ -273,9 +290,26 @@ pub async fn run(
         store.clone(),
         routing_tx,
         changed,
-        cdr_metrics.store_up.clone(),
+        cdr_metrics.clone(),
     ));
 
+    tokio::spawn(node_heartbeat(
+        store.clone(),
+        api::store::NodeRecord {
+            id: node_id.clone(),
+            api_address: cfg.cluster_api_address(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: unix_ms_now(),
+            heartbeat_at: unix_ms_now(),
+            calls_active: 0,
+            draining: false,
+            drain_requested: false,
+        },
+        Duration::from_secs(cfg.cluster.heartbeat_secs.max(1)),
+        metrics.calls_active.clone(),
+        readiness.clone(),
+        drain_tx.clone(),
+    ));
     resume_calls(&cfg, store.as_ref(), &mut core).await?;
     flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
     close_store_leftovers(&cfg, store.as_ref(), &engine).await?;
@@ -325,6 +359,15 @@ pub async fn run(
                 begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGUSR2");
             }
             _ = shutdown.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "shutdown request"),
+            Some(()) = drain_rx.recv() => {
+                // Taken out of service, not stopped: the node refuses new
+                // calls and keeps serving its own until a signal stops it
+                // (a restart clears the request).
+                if !core.is_draining() {
+                    tracing::info!(calls = core.active_calls(), "drain requested over REST: refusing new calls");
+                    core.start_drain();
+                }
+            }
             Some(ev) = media_rx.recv() => core.handle_media(Instant::now(), ev),
             // Trunk traffic first: a flood from elsewhere waits behind it.
             Some(inb) = trunk_rx.recv() => {
@@ -858,11 +901,54 @@ async fn registration_writer(
     }
 }
 
+/// Records this node in the store at start and refreshes it every
+/// `every` (load, drain state); a drain requested over REST on any node
+/// reaches this one here.
+async fn node_heartbeat(
+    store: Arc<dyn Store>,
+    mut node: api::store::NodeRecord,
+    every: Duration,
+    calls_active: prometheus::IntGauge,
+    readiness: api::http::Readiness,
+    drain: mpsc::Sender<()>,
+) {
+    if let Err(e) = store.register_node(&node).await {
+        tracing::warn!(error = %e, "could not record this node in the store");
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        node.heartbeat_at = unix_ms_now();
+        node.calls_active = calls_active.get();
+        node.draining = readiness.get() == api::http::NodeState::Draining;
+        match store.heartbeat_node(&node).await {
+            Ok(requested) => {
+                if failing {
+                    tracing::info!("node heartbeats stored again");
+                    failing = false;
+                }
+                if requested && !node.draining {
+                    tracing::info!(node = %node.id, "drain requested over REST");
+                    let _ = drain.try_send(());
+                }
+            }
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "node heartbeat not stored");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn routing_reloader(
     store: Arc<dyn Store>,
     tx: mpsc::Sender<RoutingTable>,
     changed: Arc<tokio::sync::Notify>,
-    store_up: prometheus::IntGauge,
+    store_health: CdrMetrics,
 ) {
     let mut tick = tokio::time::interval(ROUTING_RELOAD);
     tick.tick().await;
@@ -875,13 +961,13 @@ async fn routing_reloader(
         }
         match load_routing(store.as_ref()).await {
             Ok((table, _)) => {
-                store_up.set(1);
+                store_health.store_read_ok(true);
                 if tx.send(table).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                store_up.set(0);
+                store_health.store_read_ok(false);
                 tracing::warn!(error = %e, "routing reload failed; keeping the current table")
             }
         }
@@ -895,6 +981,7 @@ fn rest_state(
     registry: &prometheus::Registry,
     changed: Arc<tokio::sync::Notify>,
     control: api::control::CallControl,
+    cluster: api::v1::nodes::Cluster,
 ) -> Result<Option<(api::v1::ApiState, api::v1::ApiMetrics)>, DaemonError> {
     use api::v1::ratelimit::{Limit, RateLimits};
     if !cfg.api.rest_enabled() {
@@ -939,6 +1026,7 @@ fn rest_state(
         changed,
         control: Some(control),
         metrics: metrics.clone(),
+        cluster,
     }));
     Ok(Some((state, metrics)))
 }

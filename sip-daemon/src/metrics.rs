@@ -330,8 +330,9 @@ fn ms_histogram_family<B: media_userspace::engine::MsBuckets>(
 ) -> prometheus::proto::MetricFamily {
     use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
     use std::sync::atomic::Ordering::Relaxed;
-    let buckets = h
-        .cumulative()
+    let (count, cumulative) = h.snapshot();
+    let buckets = cumulative
+        .into_iter()
         .map(|(ub, cumulative)| {
             let mut b = Bucket::default();
             b.set_upper_bound(ub / 1000.0);
@@ -340,7 +341,7 @@ fn ms_histogram_family<B: media_userspace::engine::MsBuckets>(
         })
         .collect();
     let mut hist = Histogram::default();
-    hist.set_sample_count(h.count.load(Relaxed));
+    hist.set_sample_count(count);
     hist.set_sample_sum(h.sum_us.load(Relaxed) as f64 / 1e6);
     hist.set_bucket(buckets);
     let mut m = Metric::default();

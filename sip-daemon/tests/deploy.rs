@@ -48,16 +48,18 @@ fn the_kubernetes_manifests_render_lint_and_validate() {
 #[test]
 fn a_broken_manifest_fails_the_check() {
     let daemonset = "overlays/hostnetwork-daemonset/daemonset.yaml";
-    for (from, to, why) in [
+    for (from, to, why, named) in [
         (
-            "terminationGracePeriodSeconds: 330",
-            "terminationGracePeriodSecond: 330",
+            "      hostNetwork: true",
+            "      hostNetwork: true\n      hostNetwrok: true",
             "an unknown field",
+            "hostNetwrok",
         ),
         (
             "terminationGracePeriodSeconds: 330",
             "terminationGracePeriodSeconds: 30",
             "a grace period shorter than the drain",
+            "terminationGracePeriodSeconds",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -77,6 +79,11 @@ fn a_broken_manifest_fails_the_check() {
         assert!(
             !out.status.success(),
             "{why} passed the check:\n{}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(named),
+            "{why}: the failure does not name {named}:\n{}",
             text(&out)
         );
     }

@@ -33,7 +33,7 @@ fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape() {
     caller.bye();
     // A stream call whose AI does not answer (ws://127.0.0.1:9): connect
     // failures, and the call refused after its answer timeout.
-    let mut ai_down = Caller::new(d.sip_addr(), "monitoring-ai@test");
+    let mut ai_down = Caller::new(d.sip_addr(), "monitoring-ai@test").dialing("+14155550199");
     let _ = ai_down.final_status(41_002);
     // A request the edge refuses, and REST traffic (one refused, one not).
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -70,6 +70,11 @@ fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape() {
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(&file).unwrap()
     );
+
+    // The traffic was observed, not only declared.
+    assert!(d.metric("gateway_call_setup_seconds_count{direction=\"inbound\"}") >= 1.0);
+    assert!(d.metric("gateway_ai_stream_connect_failures_total") >= 1.0);
+    assert_eq!(d.metric("gateway_store_up"), 1.0);
 
     // The check itself is not vacuous: it names what a scrape lacks.
     let listed = Command::new("python3")

@@ -91,3 +91,114 @@ trunk = "nowhere"
     let (st, again) = post(&b);
     assert_eq!((st, &again["id"]), (201, &first["id"]), "{again}");
 }
+
+/// Polls `f` every 100 ms until it gives `Some`, for at most `within`.
+fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node_id(d: &Daemon) -> String {
+    format!("node-{}", d.sip_addr().port())
+}
+
+/// Two nodes on one PostgreSQL: each lists both with health and load; a
+/// hangup asked of the node that does not hold the call is carried out by
+/// the one that does, with the same answer; a drain asked of one node for
+/// the other turns the other's readiness to 503.
+#[test]
+fn live_call_actions_and_drains_reach_the_node_that_holds_the_call() {
+    let Some(url) = pg_schema_url() else {
+        return;
+    };
+    let cluster = "[cluster]\nheartbeat_secs = 1\nlease_secs = 3\n";
+    let a = Daemon::start_with(cluster, Some(&url));
+    let b = Daemon::start_with(cluster, Some(&url));
+    let admin = b.token(None, true);
+    let user = b.token(Some("acct"), false);
+
+    let nodes = eventually(Duration::from_secs(5), "both nodes listed healthy", || {
+        let (st, body, _) = b.api("GET", "/v1/nodes", Some(&admin), None);
+        assert_eq!(st, 200, "{body}");
+        let data = body["data"].as_array()?.clone();
+        (data.len() == 2 && data.iter().all(|n| n["healthy"] == true)).then_some(data)
+    });
+    let this: Vec<_> = nodes.iter().filter(|n| n["this_node"] == true).collect();
+    assert_eq!(this.len(), 1);
+    assert_eq!(this[0]["id"], node_id(&b).as_str());
+    let (st, _, _) = b.api("GET", "/v1/nodes", Some(&user), None);
+    assert_eq!(st, 403, "nodes are for admins");
+
+    // An echo call on node A.
+    let mut caller = Caller::new(a.sip_addr(), "cluster-hangup@test").dialing("+15550004444");
+    caller.invite(43_300);
+    let call = eventually(Duration::from_secs(5), "the call's record", || {
+        let (_, body, _) = b.api("GET", "/v1/calls", Some(&user), None);
+        body["data"]
+            .as_array()?
+            .iter()
+            .find(|c| c["sip_call_id"] == "cluster-hangup@test" && c["answered_at"].is_i64())
+            .cloned()
+    });
+    assert_eq!(call["node"], node_id(&a).as_str());
+    let busy = eventually(Duration::from_secs(5), "node A's load", || {
+        let (_, body, _) = b.api("GET", "/v1/nodes", Some(&admin), None);
+        body["data"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == node_id(&a).as_str() && n["calls_active"] == 1)
+            .cloned()
+    });
+    assert_eq!(busy["draining"], false);
+
+    // Hung up through node B: node A sends the BYE.
+    let id = call["id"].as_str().unwrap();
+    let (st, body, _) = b.api("POST", &format!("/v1/calls/{id}/hangup"), Some(&user), None);
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(body["status"], "hanging-up");
+    caller.expect_bye();
+    // Another account's token learns nothing about the call, on either node.
+    let other = b.token(Some("other"), false);
+    for d in [&a, &b] {
+        let (st, _, _) = d.api(
+            "POST",
+            &format!("/v1/calls/{id}/hangup"),
+            Some(&other),
+            None,
+        );
+        assert_eq!(st, 404);
+    }
+
+    // Node A drained through node B.
+    assert_eq!(a.http_get("/readyz").0, 200);
+    let (st, body, _) = b.api(
+        "POST",
+        &format!("/v1/nodes/{}/drain", node_id(&a)),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(body["status"], "drain-requested");
+    eventually(Duration::from_secs(5), "node A draining", || {
+        (a.http_get("/readyz").0 == 503).then_some(())
+    });
+    assert_eq!(b.http_get("/readyz").0, 200, "node B still takes calls");
+    let mut late = Caller::new(a.sip_addr(), "cluster-late@test");
+    assert_eq!(late.final_status(43_302), 503);
+    eventually(Duration::from_secs(5), "node A listed draining", || {
+        let (_, body, _) = b.api("GET", "/v1/nodes", Some(&admin), None);
+        body["data"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == node_id(&a).as_str() && n["draining"] == true)
+            .map(|_| ())
+    });
+    let (st, _, _) = b.api("POST", "/v1/nodes/nobody/drain", Some(&admin), None);
+    assert_eq!(st, 404);
+}

@@ -129,6 +129,25 @@ pub(crate) const DELETE_DENIED_SOURCE: &str = "DELETE FROM denied_sources WHERE 
 pub(crate) const PURGE_DENIED_SOURCES: &str =
     "DELETE FROM denied_sources WHERE expires_at IS NOT NULL AND expires_at <= $1";
 
+pub(crate) const REGISTER_NODE: &str = "INSERT INTO nodes \
+     (id, api_address, version, started_at, heartbeat_at, calls_active, draining, drain_requested) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE) \
+     ON CONFLICT (id) DO UPDATE SET api_address = excluded.api_address, \
+     version = excluded.version, started_at = excluded.started_at, \
+     heartbeat_at = excluded.heartbeat_at, calls_active = excluded.calls_active, \
+     draining = excluded.draining, drain_requested = FALSE";
+pub(crate) const HEARTBEAT_NODE: &str = "INSERT INTO nodes \
+     (id, api_address, version, started_at, heartbeat_at, calls_active, draining, drain_requested) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE) \
+     ON CONFLICT (id) DO UPDATE SET api_address = excluded.api_address, \
+     version = excluded.version, started_at = excluded.started_at, \
+     heartbeat_at = excluded.heartbeat_at, calls_active = excluded.calls_active, \
+     draining = excluded.draining \
+     RETURNING drain_requested";
+pub(crate) const LIST_NODES: &str = "SELECT id, api_address, version, started_at, \
+     heartbeat_at, calls_active, draining, drain_requested FROM nodes ORDER BY id";
+pub(crate) const REQUEST_NODE_DRAIN: &str = "UPDATE nodes SET drain_requested = TRUE WHERE id = $1";
+
 pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
      (username, account_id, realm, ha1_md5, ha1_sha256) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (username) DO UPDATE SET account_id = excluded.account_id, \
@@ -340,6 +359,7 @@ pub(crate) type NumberRow = (
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
 pub(crate) type DeniedSourceRow = (String, String, Option<String>, i64, Option<i64>);
+pub(crate) type NodeRow = (String, Option<String>, String, i64, i64, i64, bool, bool);
 pub(crate) type SipUserRow = (String, String, String, String, String);
 pub(crate) type RegistrationRow = (String, String, i64, String, String, String, i64);
 pub(crate) type CallRow = (
@@ -502,6 +522,29 @@ pub(crate) fn denied_source_from_row(r: DeniedSourceRow) -> Result<DeniedSource>
         reason,
         created_at,
         expires_at,
+    })
+}
+
+pub(crate) fn node_from_row(r: NodeRow) -> Result<NodeRecord> {
+    let (
+        id,
+        api_address,
+        version,
+        started_at,
+        heartbeat_at,
+        calls_active,
+        draining,
+        drain_requested,
+    ) = r;
+    Ok(NodeRecord {
+        id,
+        api_address,
+        version,
+        started_at,
+        heartbeat_at,
+        calls_active,
+        draining,
+        drain_requested,
     })
 }
 
@@ -1202,6 +1245,57 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 $crate::store::common::collect(rows, $crate::store::common::message_from_row)
+            }
+
+            async fn register_node(
+                &self,
+                n: &$crate::store::NodeRecord,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::REGISTER_NODE)
+                    .bind(&n.id)
+                    .bind(&n.api_address)
+                    .bind(&n.version)
+                    .bind(n.started_at)
+                    .bind(n.heartbeat_at)
+                    .bind(n.calls_active)
+                    .bind(n.draining)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn heartbeat_node(
+                &self,
+                n: &$crate::store::NodeRecord,
+            ) -> $crate::store::Result<bool> {
+                let (requested,): (bool,) = sqlx::query_as($crate::store::common::HEARTBEAT_NODE)
+                    .bind(&n.id)
+                    .bind(&n.api_address)
+                    .bind(&n.version)
+                    .bind(n.started_at)
+                    .bind(n.heartbeat_at)
+                    .bind(n.calls_active)
+                    .bind(n.draining)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(requested)
+            }
+
+            async fn list_nodes(&self) -> $crate::store::Result<Vec<$crate::store::NodeRecord>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::NodeRow>(
+                    $crate::store::common::LIST_NODES,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::node_from_row)
+            }
+
+            async fn request_node_drain(&self, id: &str) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::REQUEST_NODE_DRAIN)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
             }
         }
     };

@@ -23,7 +23,8 @@ pub enum StoreError {
         column: &'static str,
         value: String,
     },
-    #[error("unsupported database URL {0:?} (expected sqlite:… or postgres://…)")]
+    /// Holds the URL's scheme only: the rest may carry a password.
+    #[error("unsupported database URL scheme {0:?} (expected sqlite:… or postgres://…)")]
     UnsupportedUrl(String),
 }
 
@@ -168,6 +169,18 @@ pub trait Store: Send + Sync + 'static {
     async fn update_message_status(&self, id: &str, status: &str) -> Result<bool>;
     /// Messages of the account, newest first; `limit` as for `list_calls`.
     async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>>;
+
+    /// Records node `n` at its start: inserted, or replaced with its drain
+    /// request cleared (a request was for the run that ended).
+    async fn register_node(&self, n: &NodeRecord) -> Result<()>;
+    /// The node's heartbeat: its row refreshed (the drain request kept);
+    /// returns whether a drain was requested.
+    async fn heartbeat_node(&self, n: &NodeRecord) -> Result<bool>;
+    /// Every node, by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Asks node `id` to drain (it does on its next heartbeat); false if
+    /// no such node.
+    async fn request_node_drain(&self, id: &str) -> Result<bool>;
 }
 
 /// The PostgreSQL channel routing changes are announced on.
@@ -181,6 +194,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PgStore::open(url).await?))
     } else {
-        Err(StoreError::UnsupportedUrl(url.to_string()))
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        Err(StoreError::UnsupportedUrl(
+            scheme.chars().take(32).collect(),
+        ))
     }
 }

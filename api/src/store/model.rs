@@ -221,6 +221,26 @@ impl DeniedSource {
     }
 }
 
+/// A gateway node sharing the store, as it records itself at start and on
+/// every heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// `store.node_id`: unique and stable across restarts.
+    pub id: String,
+    /// `host:port` where the other nodes reach this node's REST API.
+    pub api_address: Option<String>,
+    pub version: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Unix ms of the last heartbeat.
+    pub heartbeat_at: i64,
+    pub calls_active: i64,
+    /// The node refuses new calls (SIGTERM, hand-over, a drain request).
+    pub draining: bool,
+    /// A drain was asked for over REST and not yet taken up.
+    pub drain_requested: bool,
+}
+
 /// A SIP user that registers. Only digests of the password are stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SipUser {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 mod metrics;
+pub mod nodes;
 pub mod openapi;
 pub mod ratelimit;
 mod resources;
@@ -55,6 +56,8 @@ pub struct Inner {
     /// `None` when the API runs without a signalling core (tests, tools).
     pub control: Option<CallControl>,
     pub metrics: ApiMetrics,
+    /// This node among the nodes sharing the store.
+    pub cluster: nodes::Cluster,
 }
 
 #[derive(Clone)]
@@ -69,12 +72,19 @@ impl std::ops::Deref for ApiState {
 
 /// The `/v1` router (paths include the `/v1` prefix).
 pub fn router(state: ApiState) -> Router {
-    let mut r = resources::routes().merge(denied_sources::routes());
+    let mut r = resources::routes()
+        .merge(denied_sources::routes())
+        .merge(nodes::routes());
     r = r.route(
         "/v1/openapi.json",
         axum::routing::get(|| async { openapi::document_json() }),
     );
+    // Inside the per-IP limit: a passed-on action is limited here first.
     r.fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            nodes::forward_live_action,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             per_ip_limit,

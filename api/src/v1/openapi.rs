@@ -3,6 +3,7 @@
 
 use super::denied_sources as ds;
 use super::error::{ErrorBody, ErrorDetail};
+use super::nodes;
 use super::resources as r;
 use super::schema::*;
 use axum::http::header;
@@ -16,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 #[openapi(
     info(
         title = "Voice gateway REST API",
-        description = "Numbers, trunks, blocked callers, SIP users, the SIP deny set, call records and live call control. \
+        description = "Numbers, trunks, blocked callers, SIP users, the SIP deny set, call records, live call control and the cluster's nodes. \
             Every request carries `Authorization: Bearer <JWT>`; the token's `account` claim scopes it. \
             Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
     ),
@@ -30,11 +31,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         r::list_calls, r::create_call, r::get_call, r::hangup_call, r::send_dtmf, r::transfer_call,
         r::start_stream, r::stop_stream,
         r::list_messages, r::send_message,
+        nodes::list_nodes, nodes::drain_node,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls, crate::store::MediaSecurity, crate::store::LegsSecurity,
         StreamSpec, NumberIn, NumberOut, NumberPage, BlockIn, BlockOut, BlockPage, SipUserIn,
         SipUserOut, SipUserPage, DeniedSourceIn, crate::store::DeniedSource, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, DtmfIn, TransferIn,
+        NodeOut, NodeList, NodeDrainOut,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("bearer" = [])),

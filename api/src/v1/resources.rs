@@ -1025,6 +1025,7 @@ fn call_out(c: CallRecord) -> CallOut {
         duration_ms: c.duration_ms,
         media: c.media_mode,
         media_security: c.media_security,
+        node: c.node,
     }
 }
 
@@ -1260,6 +1261,7 @@ async fn place_call(
                 duration_ms: None,
                 media: media.into(),
                 media_security: None,
+                node: Some(s.cluster.node_id.clone()),
             };
             let body = serde_json::to_value(&out).map_err(ApiError::internal)?;
             Ok((StatusCode::CREATED, Json(body)))

@@ -339,6 +339,9 @@ pub struct CallOut {
     /// How each leg's media was carried once answered: `rtp` or
     /// `srtp:<suite>`.
     pub media_security: Option<crate::store::LegsSecurity>,
+    /// The node that handles the call (`GET /v1/nodes`); live actions on
+    /// any node are carried out there.
+    pub node: Option<String>,
 }
 
 /// `POST /v1/messages`: an SMS out.
@@ -376,6 +379,45 @@ pub struct CallActionOut {
     pub id: String,
     /// `hanging-up` (BYE or CANCEL on its way), `sending` (digits queued),
     /// `transferring` (the target is being called).
+    pub status: String,
+}
+
+/// A gateway node sharing the store (`GET /v1/nodes`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeOut {
+    /// The node's `store.node_id`.
+    pub id: String,
+    /// Where the other nodes reach its REST API.
+    pub api_address: Option<String>,
+    pub version: String,
+    /// Unix ms of its start.
+    pub started_at: i64,
+    /// Unix ms of its last heartbeat.
+    pub heartbeat_at: i64,
+    /// Its last heartbeat is within `cluster.lease_secs`.
+    pub healthy: bool,
+    /// It refuses new calls (SIGTERM, a hand-over, a drain request).
+    pub draining: bool,
+    /// A drain was asked for and the node has not taken it up yet.
+    pub drain_requested: bool,
+    /// Calls in progress at its last heartbeat.
+    pub calls_active: i64,
+    /// This is the node that answered.
+    pub this_node: bool,
+}
+
+/// `GET /v1/nodes`: every node, by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    pub data: Vec<NodeOut>,
+}
+
+/// `POST /v1/nodes/{id}/drain`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeDrainOut {
+    pub id: String,
+    /// `drain-requested`: the node refuses new calls from its next
+    /// heartbeat on (at once when it is the node that answered).
     pub status: String,
 }
 

@@ -69,9 +69,11 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!(
-                    "${{{name}}} is not an environment variable name (letters, digits, _)"
-                ));
+                // The text is not echoed: it may be a literal secret.
+                return Err(
+                    "a ${…} reference that is no environment variable name (letters, digits, _; $${ for a literal)"
+                        .into(),
+                );
             }
             let v =
                 lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
@@ -125,9 +127,19 @@ mod tests {
             "environment variable NOPE is not set"
         );
         assert!(one("${JWT").unwrap_err().contains("closing }"));
-        assert!(one("${}").unwrap_err().contains("not an environment"));
-        assert!(one("${1A}").unwrap_err().contains("not an environment"));
-        assert!(one("${A-B}").unwrap_err().contains("not an environment"));
+        assert!(
+            one("${}")
+                .unwrap_err()
+                .contains("no environment variable name")
+        );
+        assert!(
+            one("${1A}")
+                .unwrap_err()
+                .contains("no environment variable name")
+        );
+        let err = one("pa${ss-w0rd}").unwrap_err();
+        assert!(err.contains("no environment variable name"), "{err}");
+        assert!(!err.contains("w0rd"), "the text is echoed: {err}");
 
         let mut v: Value = toml::from_str(
             r#"

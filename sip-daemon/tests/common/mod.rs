@@ -260,6 +260,7 @@ xdp_pin_dir = "{xdp_pin_dir}"
 
 [store]
 url = "sqlite://{db}"
+node_id = "node-{sip_port}"
 
 [api]
 listen = "127.0.0.1:{metrics_port}"
