@@ -319,6 +319,82 @@ async fn nodes_heartbeat_and_drain_requests(s: Arc<dyn Store>) {
     assert_eq!(ids, ["node-a", "node-b"]);
 }
 
+async fn a_lost_nodes_calls_are_closed_unless_resumable(s: Arc<dyn Store>) {
+    let t = 1_800_000_000_000;
+    let node = |id: &str, heartbeat_at: i64| NodeRecord {
+        id: id.into(),
+        api_address: None,
+        version: "0.1.0".into(),
+        started_at: t - 60_000,
+        heartbeat_at,
+        calls_active: 1,
+        draining: false,
+        drain_requested: false,
+    };
+    s.register_node(&node("lost", t - 20_000)).await.unwrap();
+    s.register_node(&node("alive", t)).await.unwrap();
+    let mut calls = listing_fixture(t - 30_000);
+    calls.truncate(3);
+    for (c, n) in calls.iter_mut().zip(["lost", "lost", "alive"]) {
+        c.node = Some(n.into());
+        c.end_at = None;
+        c.end_cause = None;
+        c.answer_at = Some(t - 25_000);
+    }
+    let events: Vec<CdrEvent> = calls.iter().cloned().map(CdrEvent::Started).collect();
+    s.apply_cdr_batch(&events).await.unwrap();
+    // The second call of the lost node was left resumable.
+    s.apply_cdr_batch(&[CdrEvent::Resumable {
+        id: calls[1].id.clone(),
+        node: "lost".into(),
+        snapshot: "{}".into(),
+        at: t - 21_000,
+    }])
+    .await
+    .unwrap();
+    // A heartbeat newer than the lapse keeps a node's calls.
+    assert_eq!(
+        s.close_lost_node_calls(t, "lost", t - 25_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.close_lost_node_calls(t, "alive", t - 15_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.close_lost_node_calls(t, "lost", t - 15_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let row = |i: usize| {
+        let s = s.clone();
+        let id = calls[i].id.clone();
+        async move { s.get_call(&id).await.unwrap().unwrap() }
+    };
+    let closed = row(0).await;
+    assert_eq!(closed.end_cause.as_deref(), Some("node_lost"));
+    assert_eq!(closed.end_at, Some(t));
+    assert_eq!(closed.duration_ms, Some(25_000));
+    assert_eq!(
+        row(1).await.end_at,
+        None,
+        "resumable: kept for the node's return"
+    );
+    assert_eq!(row(2).await.end_at, None, "another node's call");
+    // Idempotent: a second peer closes nothing more.
+    assert_eq!(
+        s.close_lost_node_calls(t, "lost", t - 15_000)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 async fn sip_users_roundtrip(s: Arc<dyn Store>) {
     let bob = SipUser {
         username: "bob".into(),
@@ -1365,6 +1441,7 @@ suite! {
         blocked_roundtrip,
         denied_sources_roundtrip,
         nodes_heartbeat_and_drain_requests,
+        a_lost_nodes_calls_are_closed_unless_resumable,
         sip_users_roundtrip,
         concurrent_upserts_never_move_a_row,
         idempotency_keys_claim_replay_and_expire,

@@ -306,7 +306,8 @@ pub async fn run(
             drain_requested: false,
         },
         Duration::from_secs(cfg.cluster.heartbeat_secs.max(1)),
-        metrics.calls_active.clone(),
+        Duration::from_secs(cfg.cluster.lease_secs),
+        metrics.clone(),
         readiness.clone(),
         drain_tx.clone(),
     ));
@@ -903,12 +904,14 @@ async fn registration_writer(
 
 /// Records this node in the store at start and refreshes it every
 /// `every` (load, drain state); a drain requested over REST on any node
-/// reaches this one here.
+/// reaches this one here. Then looks at the other nodes: the open calls of
+/// one whose heartbeat is older than `lease` are closed as `node_lost`.
 async fn node_heartbeat(
     store: Arc<dyn Store>,
     mut node: api::store::NodeRecord,
     every: Duration,
-    calls_active: prometheus::IntGauge,
+    lease: Duration,
+    metrics: Metrics,
     readiness: api::http::Readiness,
     drain: mpsc::Sender<()>,
 ) {
@@ -922,7 +925,7 @@ async fn node_heartbeat(
     loop {
         tick.tick().await;
         node.heartbeat_at = unix_ms_now();
-        node.calls_active = calls_active.get();
+        node.calls_active = metrics.calls_active.get();
         node.draining = readiness.get() == api::http::NodeState::Draining;
         match store.heartbeat_node(&node).await {
             Ok(requested) => {
@@ -938,10 +941,57 @@ async fn node_heartbeat(
             Err(e) if !failing => {
                 tracing::warn!(error = %e, "node heartbeat not stored");
                 failing = true;
+                continue;
             }
-            Err(_) => {}
+            Err(_) => continue,
+        }
+        close_lost_nodes_calls(store.as_ref(), &node.id, lease, &metrics).await;
+    }
+}
+
+/// The open calls of every other node whose heartbeat lapsed, closed as
+/// `node_lost` (their records would otherwise stay open for ever); the
+/// calls a node left resumable wait for its return.
+async fn close_lost_nodes_calls(store: &dyn Store, me: &str, lease: Duration, metrics: &Metrics) {
+    let Ok(nodes) = store.list_nodes().await else {
+        return;
+    };
+    let now = unix_ms_now();
+    let lapsed_before = now - lease.as_millis().min(i64::MAX as u128) as i64;
+    let (mut healthy, mut lapsed) = (0, 0);
+    for n in &nodes {
+        if n.heartbeat_at >= lapsed_before {
+            healthy += 1;
+            continue;
+        }
+        lapsed += 1;
+        if n.id == me {
+            continue;
+        }
+        match store.close_lost_node_calls(now, &n.id, lapsed_before).await {
+            Ok(0) => {}
+            Ok(closed) => {
+                metrics.node_lost_calls.inc_by(closed);
+                tracing::warn!(
+                    node = %n.id,
+                    calls = closed,
+                    last_heartbeat_ms_ago = now - n.heartbeat_at,
+                    "closed the open calls of a node whose heartbeat lapsed (node_lost)"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(node = %n.id, error = %e, "could not close a lost node's calls")
+            }
         }
     }
+    metrics
+        .cluster_nodes
+        .with_label_values(&["healthy"])
+        .set(healthy);
+    metrics
+        .cluster_nodes
+        .with_label_values(&["lapsed"])
+        .set(lapsed);
 }
 
 async fn routing_reloader(

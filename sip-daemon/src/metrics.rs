@@ -23,6 +23,11 @@ pub struct Metrics {
     /// Seconds from a call's INVITE (received, or sent for calls the
     /// gateway places) to its answer, by direction.
     pub call_setup: HistogramVec,
+    /// Calls of nodes whose heartbeat lapsed, closed by this node.
+    pub node_lost_calls: prometheus::IntCounter,
+    /// Nodes sharing the store, by health (`healthy`, `lapsed`), as this
+    /// node saw them at its last heartbeat.
+    pub cluster_nodes: prometheus::IntGaugeVec,
 }
 
 /// Call setup times span a quick automatic answer to a long ring.
@@ -113,6 +118,34 @@ impl Metrics {
                     h.with_label_values(&[d]);
                 }
                 h
+            },
+            node_lost_calls: {
+                let c = prometheus::IntCounter::new(
+                    "gateway_node_lost_calls_total",
+                    "Open calls of nodes whose heartbeat lapsed, closed by this node as node_lost.",
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("metric registered once");
+                c
+            },
+            cluster_nodes: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "gateway_cluster_nodes",
+                        "Nodes sharing the store, by health (healthy, lapsed), at this node's last heartbeat.",
+                    ),
+                    &["health"],
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                for health in ["healthy", "lapsed"] {
+                    g.with_label_values(&[health]);
+                }
+                g
             },
             registry,
         }

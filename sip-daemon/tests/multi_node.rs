@@ -202,3 +202,64 @@ fn live_call_actions_and_drains_reach_the_node_that_holds_the_call() {
     let (st, _, _) = b.api("POST", "/v1/nodes/nobody/drain", Some(&admin), None);
     assert_eq!(st, 404);
 }
+
+/// A node SIGKILLed with a call open: a peer sees its heartbeat lapse and
+/// closes the call's record as `node_lost`, and says so in its metrics;
+/// its own calls are untouched.
+#[test]
+fn a_dead_nodes_open_calls_are_closed_by_a_peer() {
+    let Some(url) = pg_schema_url() else {
+        return;
+    };
+    let cluster = "[cluster]\nheartbeat_secs = 1\nlease_secs = 3\n";
+    let mut a = Daemon::start_with(cluster, Some(&url));
+    let b = Daemon::start_with(cluster, Some(&url));
+    let user = b.token(Some("acct"), false);
+    let admin = b.token(None, true);
+    let mut on_a = Caller::new(a.sip_addr(), "cluster-lost@test").dialing("+15550005555");
+    on_a.invite(43_400);
+    let mut on_b = Caller::new(b.sip_addr(), "cluster-kept@test").dialing("+15550005556");
+    on_b.invite(43_402);
+    let record = |sip_call_id: &str| {
+        let (_, body, _) = b.api("GET", "/v1/calls", Some(&user), None);
+        body["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|c| c["sip_call_id"] == sip_call_id).cloned())
+    };
+    eventually(Duration::from_secs(5), "both calls recorded", || {
+        let a = record("cluster-lost@test")?;
+        let b = record("cluster-kept@test")?;
+        (a["answered_at"].is_i64() && b["answered_at"].is_i64()).then_some(())
+    });
+    let killed_at = Instant::now();
+    a.crash();
+    let lost = eventually(Duration::from_secs(10), "node A's call closed", || {
+        record("cluster-lost@test").filter(|c| c["end_cause"] == "node_lost")
+    });
+    let took = killed_at.elapsed();
+    eprintln!("node A's call closed {took:?} after its SIGKILL (lease 3 s, heartbeat 1 s)");
+    assert!(lost["ended_at"].is_i64());
+    assert_eq!(lost["node"], node_id(&a).as_str());
+    let kept = record("cluster-kept@test").unwrap();
+    assert!(
+        kept["ended_at"].is_null(),
+        "node B's own call goes on: {kept}"
+    );
+    // Counted once the close returned, just after the record shows it.
+    eventually(Duration::from_secs(3), "node B's metrics", || {
+        (b.metric("gateway_node_lost_calls_total") == 1.0
+            && b.metric("gateway_cluster_nodes{health=\"lapsed\"}") == 1.0
+            && b.metric("gateway_cluster_nodes{health=\"healthy\"}") == 1.0)
+            .then_some(())
+    });
+    let (_, body, _) = b.api("GET", "/v1/nodes", Some(&admin), None);
+    let a_row = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == node_id(&a).as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(a_row["healthy"], false);
+    on_b.bye();
+}

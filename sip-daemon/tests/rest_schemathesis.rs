@@ -44,6 +44,11 @@ fn schemathesis_finds_no_failure_in_the_served_openapi_document() {
             &format!("Authorization: Bearer {token}"),
             "--checks",
             "all",
+            // Draining is what the drain operation is for: afterwards the
+            // node answers new calls 503 by design, which the fuzzer would
+            // take for server errors. It is tested in tests/multi_node.rs.
+            "--exclude-path",
+            "/v1/nodes/{id}/drain",
             "--exclude-checks",
             "positive_data_acceptance",
             "--max-examples",
@@ -78,9 +83,11 @@ fn schemathesis_finds_no_failure_in_the_served_openapi_document() {
         .map(|p| p.as_object().unwrap().len())
         .sum();
     assert!(operations >= 24, "{operations} operations");
+    assert!(doc["paths"]["/v1/nodes/{id}/drain"]["post"].is_object());
+    let tested = operations - 1; // all but the drain, excluded above
     assert!(
-        text.contains(&format!("Tested: {operations}")),
-        "not every one of {operations} operations was tested:\n{text}"
+        text.contains(&format!("Tested: {tested}")),
+        "not every one of {tested} operations was tested:\n{text}"
     );
     assert!(
         !d.logs().contains("panicked"),

@@ -146,6 +146,18 @@ pub(crate) const HEARTBEAT_NODE: &str = "INSERT INTO nodes \
      RETURNING drain_requested";
 pub(crate) const LIST_NODES: &str = "SELECT id, api_address, version, started_at, \
      heartbeat_at, calls_active, draining, drain_requested FROM nodes ORDER BY id";
+/// The open calls of node `$2`, whose last heartbeat is older than `$3`,
+/// closed as `node_lost`; calls it left resumable stay open for it. The
+/// lapse is checked in the same statement, so a node whose heartbeat has
+/// just come back keeps its calls.
+pub(crate) const CLOSE_LOST_NODE_CALLS: &str = "UPDATE calls SET end_at = $1, \
+     end_cause = 'node_lost', sip_status = COALESCE(sip_status, \
+     CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
+     duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
+     ELSE $1 - answer_at END \
+     WHERE end_at IS NULL AND node = $2 \
+     AND id NOT IN (SELECT call_id FROM call_resume) \
+     AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = $2 AND nodes.heartbeat_at < $3)";
 pub(crate) const REQUEST_NODE_DRAIN: &str = "UPDATE nodes SET drain_requested = TRUE WHERE id = $1";
 
 pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
@@ -1288,6 +1300,21 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 $crate::store::common::collect(rows, $crate::store::common::node_from_row)
+            }
+
+            async fn close_lost_node_calls(
+                &self,
+                now_ms: i64,
+                node: &str,
+                lapsed_before_ms: i64,
+            ) -> $crate::store::Result<u64> {
+                let r = sqlx::query($crate::store::common::CLOSE_LOST_NODE_CALLS)
+                    .bind(now_ms)
+                    .bind(node)
+                    .bind(lapsed_before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
             }
 
             async fn request_node_drain(&self, id: &str) -> $crate::store::Result<bool> {

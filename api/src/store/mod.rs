@@ -178,6 +178,15 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeat_node(&self, n: &NodeRecord) -> Result<bool>;
     /// Every node, by id.
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Closes the open calls of node `node` as `node_lost` if its last
+    /// heartbeat is older than `lapsed_before_ms` (checked in the same
+    /// statement); the calls it left resumable stay open for its return.
+    async fn close_lost_node_calls(
+        &self,
+        now_ms: i64,
+        node: &str,
+        lapsed_before_ms: i64,
+    ) -> Result<u64>;
     /// Asks node `id` to drain (it does on its next heartbeat); false if
     /// no such node.
     async fn request_node_drain(&self, id: &str) -> Result<bool>;
