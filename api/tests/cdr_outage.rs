@@ -175,6 +175,9 @@ impl Store for FlakyStore {
     async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>> {
         self.inner.list_messages(account_id, limit).await
     }
+    async fn announce_registration(&self, n: &RegistrationNotice) -> Result<bool> {
+        self.inner.announce_registration(n).await
+    }
     async fn register_node(&self, n: &NodeRecord) -> Result<()> {
         self.inner.register_node(n).await
     }

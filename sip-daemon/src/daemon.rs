@@ -262,7 +262,18 @@ pub async fn run(
     // Registration changes are written behind, like CDRs, but are small
     // and rare: a plain task with retries.
     let (reg_tx, reg_rx) = mpsc::unbounded_channel::<RegistrationChange>();
-    let reg_writer = tokio::spawn(registration_writer(store.clone(), reg_rx));
+    let reg_writer = tokio::spawn(registration_writer(store.clone(), reg_rx, node_id.clone()));
+    // Registrations other nodes take reach this one at once: a phone
+    // registered anywhere is reachable through every node.
+    let (remote_reg_tx, mut remote_reg_rx) = mpsc::unbounded_channel::<RemoteRegistrations>();
+    if store.backend() == "postgres" {
+        tokio::spawn(follow_registrations(
+            url.clone(),
+            store.clone(),
+            node_id.clone(),
+            remote_reg_tx,
+        ));
+    }
 
     if store.backend() == "postgres" {
         // Several nodes may share this database: follow their changes.
@@ -360,6 +371,10 @@ pub async fn run(
                 begin_drain(&mut core, &mut drain_deadline, drain_timeout, "SIGUSR2");
             }
             _ = shutdown.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "shutdown request"),
+            Some(remote) = remote_reg_rx.recv() => match remote {
+                RemoteRegistrations::Change(change) => core.apply_registration_change(change),
+                RemoteRegistrations::All(regs) => core.load_registrations(regs),
+            },
             Some(()) = drain_rx.recv() => {
                 // Taken out of service, not stopped: the node refuses new
                 // calls and keeps serving its own until a signal stops it
@@ -880,6 +895,7 @@ async fn sms_writer(
 async fn registration_writer(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<RegistrationChange>,
+    node: String,
 ) {
     while let Some(change) = rx.recv().await {
         let mut delay = Duration::from_millis(100);
@@ -891,13 +907,90 @@ async fn registration_writer(
                 }
             };
             match res {
-                Ok(()) => break,
+                Ok(()) => {
+                    // Stored first: a node that missed the notice finds
+                    // the change at its next full reload.
+                    let notice = api::store::RegistrationNotice {
+                        node: node.clone(),
+                        change: change.clone(),
+                    };
+                    match store.announce_registration(&notice).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(
+                            "registration change too large to announce; other nodes see it at their next reload"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "registration change not announced"),
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "registration not stored yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+}
+
+/// What the registration follower hands the core.
+enum RemoteRegistrations {
+    /// A change another node announced.
+    Change(RegistrationChange),
+    /// Every live binding in the store (after the listener (re)connected,
+    /// and every [`REGISTRATIONS_RELOAD`]): merged, so nothing announced
+    /// while the listener was down stays missing.
+    All(Vec<api::store::Registration>),
+}
+
+/// A full reload of the bindings, for notices lost while the listener
+/// was down or too large to announce.
+const REGISTRATIONS_RELOAD: Duration = Duration::from_secs(60);
+
+/// Follows the other nodes' registration changes (PostgreSQL
+/// `LISTEN gateway_registrations`), and reloads every binding after each
+/// (re)connect and every [`REGISTRATIONS_RELOAD`].
+async fn follow_registrations(
+    url: String,
+    store: Arc<dyn Store>,
+    node: String,
+    tx: mpsc::UnboundedSender<RemoteRegistrations>,
+) {
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Option<String>>();
+    tokio::spawn(api::store::postgres::follow_channel(
+        url,
+        api::store::REGISTRATION_CHANNEL,
+        raw_tx,
+    ));
+    let mut reload = tokio::time::interval(REGISTRATIONS_RELOAD);
+    reload.tick().await;
+    loop {
+        let payload = tokio::select! {
+            p = raw_rx.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+            _ = reload.tick() => None,
+        };
+        let msg = match payload {
+            Some(text) => match serde_json::from_str::<api::store::RegistrationNotice>(&text) {
+                Ok(n) if n.node == node => continue,
+                Ok(n) => RemoteRegistrations::Change(n.change),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable registration notice; ignored");
+                    continue;
+                }
+            },
+            None => match store.list_registrations(unix_ms_now()).await {
+                Ok(all) => RemoteRegistrations::All(all),
+                Err(e) => {
+                    tracing::warn!(error = %e, "registrations not reloaded");
+                    continue;
+                }
+            },
+        };
+        if tx.send(msg).is_err() {
+            return;
         }
     }
 }

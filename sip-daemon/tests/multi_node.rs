@@ -6,6 +6,8 @@ mod common;
 
 use common::{Caller, Daemon, pg_schema_url};
 use serde_json::json;
+use sip_daemon::sip::digest::{Challenge, Credentials};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -262,4 +264,98 @@ fn a_dead_nodes_open_calls_are_closed_by_a_peer() {
         .unwrap();
     assert_eq!(a_row["healthy"], false);
     on_b.bye();
+}
+
+/// One REGISTER from `sock` for alice to `d`, with `auth` if given, and
+/// its answer.
+fn register(sock: &UdpSocket, d: &Daemon, cseq: u32, extra: &str) -> String {
+    let local = sock.local_addr().unwrap();
+    let msg = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKclreg{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r{cseq}\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: cluster-reg-alice@test\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@{local}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    sock.send_to(msg.as_bytes(), d.sip_addr()).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.contains(&format!("CSeq: {cseq} REGISTER")) {
+                return text;
+            }
+        }
+    }
+    panic!("no answer to REGISTER {cseq}");
+}
+
+/// REGISTER with digest: challenged, then answered; the final answer.
+fn register_alice(sock: &UdpSocket, d: &Daemon, cseq: u32, expires: u32) -> String {
+    let first = register(sock, d, cseq, &format!("Expires: {expires}\r\n"));
+    let challenge = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .map(|v| Challenge::parse(v).unwrap())
+        .find(|c| c.algorithm.as_str() == "SHA-256")
+        .unwrap_or_else(|| panic!("no challenge in {first}"));
+    let auth = Credentials::answer(
+        &challenge,
+        "alice",
+        "alice-secret",
+        "REGISTER",
+        "sip:127.0.0.1",
+        "c0ffee",
+    )
+    .encode();
+    register(
+        sock,
+        d,
+        cseq + 1,
+        &format!("Expires: {expires}\r\nAuthorization: {auth}\r\n"),
+    )
+}
+
+/// A phone registered on one node is reachable through the other at once
+/// (announced through PostgreSQL, not the periodic reload), and gone from
+/// both once it unregisters.
+#[test]
+fn a_phone_registered_on_one_node_is_reachable_through_the_other() {
+    let Some(url) = pg_schema_url() else {
+        return;
+    };
+    let users =
+        "[[sip_users]]\nusername = \"alice\"\naccount = \"acct\"\npassword = \"alice-secret\"\n";
+    let a = Daemon::start_with(users, Some(&url));
+    let b = Daemon::start_with(users, Some(&url));
+    let mut n = 0u16;
+    let mut status_on_b = || {
+        n += 1;
+        let mut c =
+            Caller::new(b.sip_addr(), &format!("cluster-to-alice-{n}@test")).dialing("alice");
+        c.final_status(43_500 + 2 * n)
+    };
+    assert_eq!(status_on_b(), 480, "not registered yet");
+
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let ok = register_alice(&phone, &a, 1, 600);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let t0 = Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "alice reachable through node B",
+        || (status_on_b() == 302).then_some(()),
+    );
+    eprintln!(
+        "registered on A, reachable through B after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(b.metric("gateway_registrations_active"), 1.0);
+
+    let gone = register_alice(&phone, &a, 3, 0);
+    assert!(gone.starts_with("SIP/2.0 200"), "{gone}");
+    eventually(Duration::from_secs(3), "alice gone from node B", || {
+        (status_on_b() == 480).then_some(())
+    });
+    assert_eq!(b.metric("gateway_registrations_active"), 0.0);
 }

@@ -1202,6 +1202,27 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn announce_registration(
+                &self,
+                notice: &$crate::store::RegistrationNotice,
+            ) -> $crate::store::Result<bool> {
+                if $backend != "postgres" {
+                    return Ok(true);
+                }
+                let Ok(payload) = serde_json::to_string(notice) else {
+                    return Ok(false);
+                };
+                if payload.len() > $crate::store::MAX_NOTICE_BYTES {
+                    return Ok(false);
+                }
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind($crate::store::REGISTRATION_CHANNEL)
+                    .bind(payload)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(true)
+            }
+
             async fn announce_change(&self) -> $crate::store::Result<()> {
                 if $backend == "postgres" {
                     sqlx::query("SELECT pg_notify($1, '')")

@@ -164,6 +164,12 @@ pub trait Store: Send + Sync + 'static {
     /// (PostgreSQL: `NOTIFY gateway_routing`; SQLite has one node: no-op).
     async fn announce_change(&self) -> Result<()>;
 
+    /// Tells every node sharing the database about a registration change
+    /// (PostgreSQL: `NOTIFY gateway_registrations` with the notice as
+    /// JSON; SQLite has one node: no-op). False when the notice was too
+    /// large to announce.
+    async fn announce_registration(&self, notice: &RegistrationNotice) -> Result<bool>;
+
     async fn insert_message(&self, m: &MessageRecord) -> Result<()>;
     /// Sets a message's status (`sent`, `failed`); false if no such row.
     async fn update_message_status(&self, id: &str, status: &str) -> Result<bool>;
@@ -194,6 +200,14 @@ pub trait Store: Send + Sync + 'static {
 
 /// The PostgreSQL channel routing changes are announced on.
 pub const CHANGE_CHANNEL: &str = "gateway_routing";
+
+/// The PostgreSQL channel registration changes are announced on, as JSON
+/// [`RegistrationNotice`]s.
+pub const REGISTRATION_CHANNEL: &str = "gateway_registrations";
+
+/// Largest notice announced (PostgreSQL refuses payloads of 8000 bytes and
+/// more); a larger one reaches the other nodes at their next full reload.
+pub const MAX_NOTICE_BYTES: usize = 7_900;
 
 /// Opens the store named by `url` (`sqlite://path` or `postgres://…`) and
 /// runs its migrations.

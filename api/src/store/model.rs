@@ -267,6 +267,24 @@ pub struct Registration {
     pub cseq: u32,
 }
 
+/// A change to the registrar's bindings: what the store learns, and what
+/// the other nodes sharing it are told at once (PostgreSQL
+/// `NOTIFY gateway_registrations`, [`RegistrationNotice`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RegistrationChange {
+    Upsert(Registration),
+    Delete { username: String, contact: String },
+}
+
+/// A registration change as announced to the other nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationNotice {
+    /// The node that took the REGISTER (it applies its own at once).
+    pub node: String,
+    pub change: RegistrationChange,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     Inbound,

@@ -53,6 +53,48 @@ impl_store!(PgStore, "postgres", sqlx::Postgres);
 /// Wakes `changed` whenever a node announces a routing change
 /// ([`super::Store::announce_change`]), and once after every (re)connect,
 /// since announcements made meanwhile are lost. Runs until the process ends.
+/// Listens on `channel` for as long as the process runs: each
+/// notification's payload goes to `tx`, and `None` after every (re)connect
+/// (what was announced while the connection was down is lost: the receiver
+/// reloads). Ends when `tx` is closed.
+pub async fn follow_channel(
+    url: String,
+    channel: &'static str,
+    tx: tokio::sync::mpsc::UnboundedSender<Option<String>>,
+) {
+    use sqlx::postgres::PgListener;
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect(&url).await?;
+            l.listen(channel).await?;
+            Ok::<_, sqlx::Error>(l)
+        }
+        .await;
+        match listener {
+            Ok(mut l) => {
+                if tx.send(None).is_err() {
+                    return;
+                }
+                loop {
+                    let sent = match l.try_recv().await {
+                        Ok(Some(n)) => tx.send(Some(n.payload().to_string())),
+                        Ok(None) => tx.send(None),
+                        Err(e) => {
+                            tracing::warn!(channel, error = %e, "listener failed; reconnecting");
+                            break;
+                        }
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(channel, error = %e, "cannot listen; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 pub async fn follow_changes(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
     use sqlx::postgres::PgListener;
     loop {

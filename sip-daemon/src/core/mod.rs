@@ -348,6 +348,14 @@ impl Core {
             .set(self.registrar.count() as i64);
     }
 
+    /// A registration change another node announced.
+    pub fn apply_registration_change(&mut self, change: registrar::RegistrationChange) {
+        self.registrar.apply(change);
+        self.metrics
+            .registrations_active
+            .set(self.registrar.count() as i64);
+    }
+
     /// The CDR queue is (no longer) over capacity: new calls are refused
     /// while it is, so no record is ever dropped.
     pub fn set_cdr_saturated(&mut self, saturated: bool) {

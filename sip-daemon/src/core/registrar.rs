@@ -64,12 +64,8 @@ pub struct Binding {
     pub cseq: u32,
 }
 
-/// A change the store must learn about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RegistrationChange {
-    Upsert(Registration),
-    Delete { username: String, contact: String },
-}
+/// A change the store (and the other nodes) must learn about.
+pub use api::store::RegistrationChange;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum RegisterOutcome {
@@ -140,6 +136,35 @@ impl Registrar {
             let list = self.bindings.entry(r.username).or_default();
             list.retain(|x| x.contact != b.contact);
             list.push(b);
+        }
+    }
+
+    /// A change another node made (announced through the store): applied
+    /// as this node's own would be, without writing it again.
+    pub fn apply(&mut self, change: RegistrationChange) {
+        match change {
+            RegistrationChange::Upsert(r) => self.load(vec![r]),
+            RegistrationChange::Delete { username, contact } => {
+                let Some(list) = self.bindings.get_mut(&username) else {
+                    return;
+                };
+                let mut gone = Vec::new();
+                list.retain(|b| {
+                    let keep = b.contact != contact;
+                    if !keep {
+                        gone.push(b.source);
+                    }
+                    keep
+                });
+                if list.is_empty() {
+                    self.bindings.remove(&username);
+                }
+                for source in gone {
+                    if self.by_source.get(&source) == Some(&username) {
+                        self.by_source.remove(&source);
+                    }
+                }
+            }
         }
     }
 
