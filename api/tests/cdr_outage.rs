@@ -178,6 +178,21 @@ impl Store for FlakyStore {
     async fn announce_registration(&self, n: &RegistrationNotice) -> Result<bool> {
         self.inner.announce_registration(n).await
     }
+    async fn reserve_capacity(
+        &self,
+        call: &str,
+        node: &str,
+        scopes: &[(String, u32)],
+        at: i64,
+    ) -> Result<bool> {
+        self.inner.reserve_capacity(call, node, scopes, at).await
+    }
+    async fn release_capacity(&self, call: &str) -> Result<()> {
+        self.inner.release_capacity(call).await
+    }
+    async fn release_stale_capacity(&self, node: Option<&str>) -> Result<u64> {
+        self.inner.release_stale_capacity(node).await
+    }
     async fn register_node(&self, n: &NodeRecord) -> Result<()> {
         self.inner.register_node(n).await
     }

@@ -395,6 +395,60 @@ async fn a_lost_nodes_calls_are_closed_unless_resumable(s: Arc<dyn Store>) {
     );
 }
 
+async fn call_limit_reservations_hold_and_release(s: Arc<dyn Store>) {
+    let both = |n: u32, t: u32| {
+        vec![
+            ("number:+1555".to_string(), n),
+            ("trunk:carrier".to_string(), t),
+        ]
+    };
+    assert!(
+        s.reserve_capacity("c1", "n1", &both(2, 1), 1)
+            .await
+            .unwrap()
+    );
+    // The trunk is full: nothing is reserved, not even the number's slot.
+    assert!(
+        !s.reserve_capacity("c2", "n2", &both(2, 1), 2)
+            .await
+            .unwrap()
+    );
+    let number = vec![("number:+1555".to_string(), 2)];
+    assert!(s.reserve_capacity("c3", "n2", &number, 3).await.unwrap());
+    assert!(!s.reserve_capacity("c4", "n2", &number, 4).await.unwrap());
+    s.release_capacity("c1").await.unwrap();
+    s.release_capacity("c1").await.unwrap();
+    assert!(s.reserve_capacity("c4", "n2", &number, 5).await.unwrap());
+    // Node n2 starts again: its calls did not survive, nor do their slots.
+    assert_eq!(s.release_stale_capacity(Some("n2")).await.unwrap(), 2);
+    assert!(
+        s.reserve_capacity("c5", "n1", &both(2, 1), 6)
+            .await
+            .unwrap()
+    );
+
+    // Many nodes at once never overbook.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = s.clone();
+        set.spawn(async move {
+            s.reserve_capacity(
+                &format!("race-{i}"),
+                &format!("n{}", i % 3),
+                &[("number:race".to_string(), 5)],
+                7,
+            )
+            .await
+            .unwrap()
+        });
+    }
+    let mut granted = 0;
+    while let Some(r) = set.join_next().await {
+        granted += usize::from(r.unwrap());
+    }
+    assert_eq!(granted, 5);
+}
+
 async fn sip_users_roundtrip(s: Arc<dyn Store>) {
     let bob = SipUser {
         username: "bob".into(),
@@ -1442,6 +1496,7 @@ suite! {
         denied_sources_roundtrip,
         nodes_heartbeat_and_drain_requests,
         a_lost_nodes_calls_are_closed_unless_resumable,
+        call_limit_reservations_hold_and_release,
         sip_users_roundtrip,
         concurrent_upserts_never_move_a_row,
         idempotency_keys_claim_replay_and_expire,

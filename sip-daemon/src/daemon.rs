@@ -250,6 +250,8 @@ pub async fn run(
     };
     let mut core_cfg = cfg.core_config();
     core_cfg.listeners = bound.iter().map(|l| (l.transport, l.addr)).collect();
+    // Nodes share limits only through a shared store.
+    core_cfg.cluster_limits = store.backend() == "postgres";
     let mut core = Core::new(
         core_cfg,
         Arc::new(routing),
@@ -289,12 +291,19 @@ pub async fn run(
     let sender = api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), targets, &registry)?;
     let (sms_tx, sms_rx) = mpsc::unbounded_channel::<SmsWrite>();
     tokio::spawn(sms_writer(store.clone(), sender.clone(), sms_rx));
+    let (capacity_tx, mut capacity_rx) = mpsc::unbounded_channel::<CapacityAnswer>();
     let hooks = Hooks {
         kernel_guard: kernel_guard.clone(),
         sender: sender.clone(),
         sms: sms_tx,
         voice_tx,
         voice_timeout: Duration::from_millis(cfg.webhooks.voice_timeout_ms.max(1)),
+        capacity: CapacityEdge {
+            store: store.clone(),
+            node: node_id.clone(),
+            answers: capacity_tx,
+            metrics: metrics.clone(),
+        },
     };
     let (routing_tx, mut routing_rx) = mpsc::channel::<RoutingTable>(1);
     tokio::spawn(routing_reloader(
@@ -325,6 +334,13 @@ pub async fn run(
     resume_calls(&cfg, store.as_ref(), &mut core).await?;
     flush(&mut core, &transports, &engine, &queue, &reg_tx, &hooks);
     close_store_leftovers(&cfg, store.as_ref(), &engine).await?;
+    // Slots a previous run of this node held for calls that did not
+    // survive it (resumable calls keep theirs).
+    match store.release_stale_capacity(Some(&node_id)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(slots = n, "released the call-limit slots of calls gone"),
+        Err(e) => tracing::warn!(error = %e, "stale call-limit slots not released"),
+    }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Signal)?;
@@ -375,6 +391,7 @@ pub async fn run(
                 RemoteRegistrations::Change(change) => core.apply_registration_change(change),
                 RemoteRegistrations::All(regs) => core.load_registrations(regs),
             },
+            Some((call, sid, granted)) = capacity_rx.recv() => core.handle_capacity(Instant::now(), call, &sid, granted),
             Some(()) = drain_rx.recv() => {
                 // Taken out of service, not stopped: the node refuses new
                 // calls and keeps serving its own until a signal stops it
@@ -724,6 +741,63 @@ struct Hooks {
     sms: mpsc::UnboundedSender<SmsWrite>,
     voice_tx: mpsc::UnboundedSender<VoiceAnswerFor>,
     voice_timeout: Duration,
+    capacity: CapacityEdge,
+}
+
+/// (call, its sid, the store's answer) for [`Core::handle_capacity`].
+type CapacityAnswer = (u64, String, Result<bool, String>);
+
+/// Cluster-wide call limits at the edge: reservations in the store.
+struct CapacityEdge {
+    store: Arc<dyn Store>,
+    node: String,
+    answers: mpsc::UnboundedSender<CapacityAnswer>,
+    metrics: Metrics,
+}
+
+impl CapacityEdge {
+    fn reserve(&self, call: u64, sid: String, scopes: Vec<(String, u32)>) {
+        let (store, node, tx, metrics) = (
+            self.store.clone(),
+            self.node.clone(),
+            self.answers.clone(),
+            self.metrics.clone(),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let granted = store
+                .reserve_capacity(&sid, &node, &scopes, unix_ms_now())
+                .await
+                .map_err(|e| e.to_string());
+            metrics
+                .capacity_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let outcome = match &granted {
+                Ok(true) => "granted",
+                Ok(false) => "refused",
+                Err(_) => "error",
+            };
+            metrics.capacity_checks.with_label_values(&[outcome]).inc();
+            let _ = tx.send((call, sid, granted));
+        });
+    }
+
+    fn release(&self, sid: String) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            // A release that fails is retried once; what is left is
+            // released with the call's closed record (each heartbeat).
+            for _ in 0..2 {
+                match store.release_capacity(&sid).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(call = %sid, error = %e, "call-limit slots not released yet");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+    }
 }
 
 type VoiceAnswerFor = (u64, Result<api::webhook::VoiceAnswer, String>);
@@ -853,6 +927,10 @@ fn flush(
             Output::SmsStatus { id, status, .. } => {
                 let _ = hooks.sms.send(SmsWrite::Status(id, status));
             }
+            Output::ReserveCapacity { call, sid, scopes } => {
+                hooks.capacity.reserve(call, sid, scopes)
+            }
+            Output::ReleaseCapacity { sid } => hooks.capacity.release(sid),
         }
     }
 }
@@ -1039,6 +1117,11 @@ async fn node_heartbeat(
             Err(_) => continue,
         }
         close_lost_nodes_calls(store.as_ref(), &node.id, lease, &metrics).await;
+        // The slots of calls whose record is closed (a lost node's, or a
+        // release that did not get through).
+        if let Err(e) = store.release_stale_capacity(None).await {
+            tracing::debug!(error = %e, "stale call-limit slots not released");
+        }
     }
 }
 

@@ -28,6 +28,12 @@ pub struct Metrics {
     /// Nodes sharing the store, by health (`healthy`, `lapsed`), as this
     /// node saw them at its last heartbeat.
     pub cluster_nodes: prometheus::IntGaugeVec,
+    /// Cluster-wide call-limit reservations, by outcome (`granted`,
+    /// `refused`, `error`).
+    pub capacity_checks: IntCounterVec,
+    /// Time one reservation takes in the store (the per-call cost of
+    /// cluster-wide limits).
+    pub capacity_seconds: prometheus::Histogram,
 }
 
 /// Call setup times span a quick automatic answer to a long ring.
@@ -146,6 +152,34 @@ impl Metrics {
                     g.with_label_values(&[health]);
                 }
                 g
+            },
+            capacity_checks: {
+                let c = counter_vec(
+                    &registry,
+                    "gateway_cluster_capacity_checks_total",
+                    "Cluster-wide call-limit reservations in the store, by outcome (granted, refused, error).",
+                    &["outcome"],
+                );
+                for outcome in ["granted", "refused", "error"] {
+                    c.with_label_values(&[outcome]);
+                }
+                c
+            },
+            capacity_seconds: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "gateway_cluster_capacity_seconds",
+                        "Seconds one cluster-wide call-limit reservation takes in the store.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ]),
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("metric registered once");
+                h
             },
             registry,
         }

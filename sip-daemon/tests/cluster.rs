@@ -198,3 +198,129 @@ fn three_nodes_share_calls_actions_and_a_dead_nodes_records() {
         "only the dead node's call"
     );
 }
+
+/// INVITE and its final status; an answered call is ACKed and kept up, a
+/// refused one ACKed.
+fn call_and_hold(c: &mut Caller, sdp_port: u16) -> u16 {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    c.sip
+        .send_to(c.request("INVITE", 1, "inv1", &sdp).as_bytes(), c.daemon)
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Ok((n, _)) = c.sip.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if !text.contains(&c.call_id) || status < 200 {
+            continue;
+        }
+        if status < 300 {
+            let to = common::header(&text, "To").unwrap_or_default();
+            c.to_tag = to
+                .split(";tag=")
+                .nth(1)
+                .map(|t| t.split(';').next().unwrap_or(t).to_string());
+            c.sip
+                .send_to(c.request("ACK", 1, "ack1", "").as_bytes(), c.daemon)
+                .unwrap();
+        } else {
+            c.sip
+                .send_to(c.request("ACK", 1, "inv1", "").as_bytes(), c.daemon)
+                .unwrap();
+        }
+        return status;
+    }
+    panic!("no final response for {}", c.call_id);
+}
+
+/// A number limited to 3 concurrent calls: of 6 calls spread over the
+/// three nodes, exactly 3 are answered and 3 refused with 486; once one
+/// ends, a new call is answered on a node that refused before. Reports
+/// what a reservation costs in the store.
+#[test]
+fn a_numbers_call_limit_holds_across_the_three_nodes() {
+    let Some(url) = pg_schema_url() else {
+        return;
+    };
+    let extra = format!(
+        "[[numbers]]\npattern = \"+15550007000\"\naccount = \"acct\"\nroute = \"echo\"\nmax_calls = 3\n{CLUSTER}"
+    );
+    let nodes: Vec<Daemon> = (0..3)
+        .map(|_| Daemon::start_with(&extra, Some(&url)))
+        .collect();
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for round in 0..2u16 {
+        for (i, d) in nodes.iter().enumerate() {
+            let n = round * 3 + i as u16;
+            let mut c =
+                Caller::new(d.sip_addr(), &format!("limit-{n}@test")).dialing("+15550007000");
+            let st = call_and_hold(&mut c, 44_100 + 2 * n);
+            statuses.push(st);
+            if st == 200 {
+                held.push(c);
+            }
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        3,
+        "answered: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 486).count(),
+        3,
+        "refused at the limit: {statuses:?}"
+    );
+    // The first three attempts, one per node, were the ones answered:
+    // each node had room on its own, the cluster for three.
+    assert_eq!(statuses[..3], [200, 200, 200]);
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) FROM limit_reservations WHERE scope = 'number:+15550007000'"
+        ),
+        "3"
+    );
+
+    // One ends: its slot comes back, and a node that refused answers.
+    held.pop().unwrap().bye();
+    let mut n = 10u16;
+    eventually(
+        Duration::from_secs(5),
+        "a freed slot taken on node 0",
+        || {
+            n += 1;
+            let mut c = Caller::new(nodes[0].sip_addr(), &format!("limit-{n}@test"))
+                .dialing("+15550007000");
+            (call_and_hold(&mut c, 44_100 + 2 * n) == 200).then(|| held.push(c))
+        },
+    );
+    let refused: f64 = nodes
+        .iter()
+        .map(|d| d.metric("gateway_cluster_capacity_checks_total{outcome=\"refused\"}"))
+        .sum();
+    assert!(refused >= 3.0, "{refused} refusals counted");
+    let (sum, count): (f64, f64) = nodes.iter().fold((0.0, 0.0), |(s, c), d| {
+        (
+            s + d.metric("gateway_cluster_capacity_seconds_sum"),
+            c + d.metric("gateway_cluster_capacity_seconds_count"),
+        )
+    });
+    eprintln!(
+        "cluster-wide limit: {count} reservations, {:.2} ms each on average (PostgreSQL on loopback)",
+        1000.0 * sum / count.max(1.0)
+    );
+    for c in &held {
+        c.bye();
+    }
+}

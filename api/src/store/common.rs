@@ -158,6 +158,15 @@ pub(crate) const CLOSE_LOST_NODE_CALLS: &str = "UPDATE calls SET end_at = $1, \
      WHERE end_at IS NULL AND node = $2 \
      AND id NOT IN (SELECT call_id FROM call_resume) \
      AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = $2 AND nodes.heartbeat_at < $3)";
+pub(crate) const COUNT_RESERVATIONS: &str =
+    "SELECT count(*) FROM limit_reservations WHERE scope = $1";
+pub(crate) const INSERT_RESERVATION: &str = "INSERT INTO limit_reservations \
+     (call_id, scope, node, at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+pub(crate) const RELEASE_CALL_CAPACITY: &str = "DELETE FROM limit_reservations WHERE call_id = $1";
+pub(crate) const RELEASE_ENDED_CAPACITY: &str = "DELETE FROM limit_reservations WHERE EXISTS \
+     (SELECT 1 FROM calls WHERE calls.id = limit_reservations.call_id AND calls.end_at IS NOT NULL)";
+pub(crate) const RELEASE_NODE_CAPACITY: &str = "DELETE FROM limit_reservations WHERE node = $1 \
+     AND call_id NOT IN (SELECT call_id FROM call_resume)";
 pub(crate) const REQUEST_NODE_DRAIN: &str = "UPDATE nodes SET drain_requested = TRUE WHERE id = $1";
 
 pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
@@ -1336,6 +1345,78 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(r.rows_affected())
+            }
+
+            async fn reserve_capacity(
+                &self,
+                call_id: &str,
+                node: &str,
+                scopes: &[(String, u32)],
+                at_ms: i64,
+            ) -> $crate::store::Result<bool> {
+                // SQLite: the write lock up front (a read upgraded to a
+                // write would fail under concurrency); PostgreSQL: per
+                // scope, below.
+                let mut tx = if $backend == "postgres" {
+                    self.pool.begin().await?
+                } else {
+                    self.pool.begin_with("BEGIN IMMEDIATE").await?
+                };
+                // One lock order (sorted scopes): two calls reserving the
+                // same pair never deadlock.
+                let mut sorted: Vec<&(String, u32)> = scopes.iter().collect();
+                sorted.sort();
+                for (scope, limit) in sorted {
+                    if $backend == "postgres" {
+                        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                            .bind(scope)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let (held,): (i64,) = sqlx::query_as($crate::store::common::COUNT_RESERVATIONS)
+                        .bind(scope)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if held >= i64::from(*limit) {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                    sqlx::query($crate::store::common::INSERT_RESERVATION)
+                        .bind(call_id)
+                        .bind(scope)
+                        .bind(node)
+                        .bind(at_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn release_capacity(&self, call_id: &str) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::common::RELEASE_CALL_CAPACITY)
+                    .bind(call_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn release_stale_capacity(
+                &self,
+                node: Option<&str>,
+            ) -> $crate::store::Result<u64> {
+                let mut n = sqlx::query($crate::store::common::RELEASE_ENDED_CAPACITY)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if let Some(node) = node {
+                    n += sqlx::query($crate::store::common::RELEASE_NODE_CAPACITY)
+                        .bind(node)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(n)
             }
 
             async fn request_node_drain(&self, id: &str) -> $crate::store::Result<bool> {

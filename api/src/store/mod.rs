@@ -193,6 +193,23 @@ pub trait Store: Send + Sync + 'static {
         node: &str,
         lapsed_before_ms: i64,
     ) -> Result<u64>;
+    /// Reserves one slot of every `(scope, limit)` for call `call_id` on
+    /// node `node`, all or none: false (nothing reserved) when a scope
+    /// already holds `limit` reservations. Serialised per scope on
+    /// PostgreSQL (an advisory lock), so concurrent nodes never overbook.
+    async fn reserve_capacity(
+        &self,
+        call_id: &str,
+        node: &str,
+        scopes: &[(String, u32)],
+        at_ms: i64,
+    ) -> Result<bool>;
+    /// Releases call `call_id`'s reservations (none: no-op).
+    async fn release_capacity(&self, call_id: &str) -> Result<()>;
+    /// Releases what no live call holds any more: the reservations of
+    /// calls whose record is closed, and, for `node` (this node, at its
+    /// start), those of its calls not left resumable. Returns how many.
+    async fn release_stale_capacity(&self, node: Option<&str>) -> Result<u64>;
     /// Asks node `id` to drain (it does on its next heartbeat); false if
     /// no such node.
     async fn request_node_drain(&self, id: &str) -> Result<bool>;

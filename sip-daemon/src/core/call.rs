@@ -166,6 +166,11 @@ pub struct Call {
     pub caller_left: bool,
     /// SRTP on this leg: its policy and the keys we declare.
     pub keying: LegKeying,
+    /// Admitted by this node, waiting for its cluster-wide slots
+    /// ([`super::capacity`]): what it does once they are granted.
+    pub admission: Option<Box<super::capacity::Admission>>,
+    /// Holds (or may hold) slots in the store: released when it ends.
+    pub reserved: bool,
 }
 
 impl Call {
@@ -595,6 +600,9 @@ impl Core {
         if number_busy || trunk_busy {
             return self.reject_invite(now, id, Some(&sid), 486, "capacity", |b| b);
         }
+        let trunk_limit = trunk
+            .as_ref()
+            .and_then(|t| t.max_calls.map(|m| (t.name.clone(), m)));
         let mut forward_to = None;
         let webhook = number.voice_webhook.clone();
         let stream_url = match number.route {
@@ -807,6 +815,8 @@ impl Core {
                 outbound: false,
                 origination: None,
                 pending: None,
+                admission: None,
+                reserved: false,
                 status_webhook: None,
                 click_to_call: false,
                 forked: None,
@@ -821,28 +831,31 @@ impl Core {
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
         self.schedule_call(handle);
-        if let Some(url) = webhook {
-            return self.ask_voice_webhook(
-                handle,
+        let next = if let Some(url) = webhook {
+            super::capacity::Admission::Webhook {
                 url,
-                super::webhook::PendingRoute {
-                    number,
+                pending: super::webhook::PendingRoute {
+                    number: number.clone(),
                     caller,
                     dialed: dialed.unwrap_or_default(),
                     sip_call_id: req.core.call_id.clone(),
                     max_forwards,
                 },
-            );
+            }
+        } else if let Some(target) = forward_to {
+            super::capacity::Admission::Forward {
+                target,
+                caller,
+                max_forwards,
+            }
+        } else {
+            super::capacity::Admission::Media { mode, media }
+        };
+        let scopes = self.cluster_scopes(&number, trunk_limit);
+        if scopes.is_empty() {
+            return self.admit(handle, next);
         }
-        if let Some(target) = forward_to {
-            return self.open_forward(handle, target, &caller, max_forwards);
-        }
-        self.out.push_back(Output::Media(MediaCommand::Open {
-            leg: handle,
-            mode,
-            media,
-            timeout: self.cfg.media_timeout,
-        }));
+        self.park_for_capacity(handle, scopes, next);
     }
 
     pub(super) fn on_media_opened(&mut self, now: Instant, h: u64, local: SocketAddr) {
@@ -1479,6 +1492,11 @@ impl Core {
             && let Some(n) = self.active_by_trunk.get_mut(t)
         {
             *n = n.saturating_sub(1);
+        }
+        if call.reserved {
+            self.out.push_back(Output::ReleaseCapacity {
+                sid: call.sid.clone(),
+            });
         }
         // The leg may still be opening; Close is idempotent at the edge.
         self.out.push_back(Output::Media(MediaCommand::Close {

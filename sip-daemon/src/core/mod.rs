@@ -9,6 +9,7 @@ pub mod ai_transfer;
 pub mod auth_guard;
 pub mod call;
 pub mod caller_refer;
+mod capacity;
 pub mod dialog;
 pub mod fork;
 pub mod forward;
@@ -88,6 +89,10 @@ pub struct CoreConfig {
     /// This node's name in the store: bridged calls are kept resumable
     /// under it ([`resume`]). `None`: no snapshots.
     pub resume_node: Option<String>,
+    /// Per-number and per-trunk call limits hold across the nodes sharing
+    /// the store: an INVITE within this node's count also reserves its
+    /// slots in the store ([`Output::ReserveCapacity`]) before it goes on.
+    pub cluster_limits: bool,
     /// UDP responses go to the request's source port whether or not its
     /// Via has `rport` (RFC 3581 behaviour for every request).
     pub symmetric_responses: bool,
@@ -169,6 +174,7 @@ impl Default for CoreConfig {
             listeners: Vec::new(),
             voice_fallback_to_route: true,
             resume_node: None,
+            cluster_limits: false,
             symmetric_responses: true,
             unknown_sources: UnknownSources::Reject,
             max_transactions: 65_536,
@@ -216,6 +222,17 @@ pub enum Output {
     StatusWebhook {
         url: String,
         event: api::webhook::StatusEvent,
+    },
+    /// Reserve one slot of each `(scope, limit)` for call `sid` in the
+    /// store, all or none; answer with [`Core::handle_capacity`].
+    ReserveCapacity {
+        call: u64,
+        sid: String,
+        scopes: Vec<(String, u32)>,
+    },
+    /// Release call `sid`'s reservations.
+    ReleaseCapacity {
+        sid: String,
     },
 }
 

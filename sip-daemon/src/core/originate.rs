@@ -274,6 +274,8 @@ impl Core {
                 outbound: true,
                 origination: Some(origination),
                 pending: None,
+                admission: None,
+                reserved: false,
                 status_webhook: req.status_webhook.clone(),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
                 forked: None,

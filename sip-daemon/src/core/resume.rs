@@ -596,6 +596,9 @@ impl Core {
                 outbound: s.outbound,
                 origination: None,
                 pending: None,
+                admission: None,
+                // A resumed call keeps the slots its first run reserved.
+                reserved: self.cfg.cluster_limits,
                 status_webhook: s.status_webhook.clone(),
                 click_to_call: s.click_to_call,
                 forked: None,

@@ -240,7 +240,9 @@ impl Harness {
                 | Output::SmsReceived { .. }
                 | Output::SmsQueued(_)
                 | Output::SmsStatus { .. }
-                | Output::SourceLockedOut { .. }) => self.hooks.push(o),
+                | Output::SourceLockedOut { .. }
+                | Output::ReserveCapacity { .. }
+                | Output::ReleaseCapacity { .. }) => self.hooks.push(o),
             }
         }
     }
@@ -1078,6 +1080,121 @@ fn malformed_request_gets_400_naming_the_problem() {
     h.recv("\x00\x01garbage");
     assert!(h.take_sent().is_empty());
     assert_eq!(h.core.metrics.rejection_count("garbage"), 1);
+}
+
+/// The routing table with trunk `local` limited to `max` calls at once.
+fn trunk_limited(max: u32) -> RoutingTable {
+    let t = routing();
+    let mut trunk = t.trunk("local").unwrap().trunk.clone();
+    trunk.max_calls = Some(max);
+    let (limited, problems) = RoutingTable::build(
+        vec![trunk],
+        vec![Number {
+            pattern: "+1555000*".into(),
+            account_id: "acme".into(),
+            route: RouteKind::Echo,
+            target: None,
+            dialect: None,
+            params: None,
+            trunk: None,
+            max_calls: None,
+            fallback: None,
+            voice_webhook: None,
+            sms_webhook: None,
+            media_security: Default::default(),
+        }],
+        vec![],
+        vec![],
+    );
+    assert!(problems.is_empty());
+    limited
+}
+
+impl Harness {
+    /// The reservation the core asked for last: (call, sid, scopes).
+    fn reservation(&mut self) -> (u64, String, Vec<(String, u32)>) {
+        match self.hooks.pop() {
+            Some(Output::ReserveCapacity { call, sid, scopes }) => (call, sid, scopes),
+            other => panic!("expected a reservation, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_cluster_limit_parks_the_invite_until_the_store_answers() {
+    let mut h = Harness::new_with(|c| c.cluster_limits = true);
+    h.core.set_routing(Arc::new(trunk_limited(2)));
+
+    // Granted: the call goes on to its media and is answered.
+    h.recv(&invite("+15550002", "cl1", "z9hG4bK-cl1", "", SDP));
+    let (call, sid, scopes) = h.reservation();
+    assert_eq!(scopes, vec![("trunk:local".to_string(), 2)]);
+    assert!(h.media.is_empty(), "no media before the slots are granted");
+    assert!(!h.statuses().iter().any(|&s| s >= 200));
+    h.core.handle_capacity(h.now, call, &sid, Ok(true));
+    h.drain();
+    h.media_opened(30100);
+    assert_eq!(h.statuses(), vec![200]);
+
+    // Refused: the cluster is at the limit though this node is not.
+    let inv = invite("+15550003", "cl2", "z9hG4bK-cl2", "", SDP).replace("tag=caller1", "tag=c2");
+    h.recv(&inv);
+    let (call2, sid2, _) = h.reservation();
+    h.core.handle_capacity(h.now, call2, &sid2, Ok(false));
+    h.drain();
+    assert_eq!(h.statuses(), vec![486]);
+    assert_eq!(h.core.metrics.rejection_count("capacity_cluster"), 1);
+    assert!(
+        !h.hooks
+            .iter()
+            .any(|o| matches!(o, Output::ReleaseCapacity { .. })),
+        "nothing was reserved"
+    );
+    assert!(
+        matches!(h.cdr.last(), Some(CdrEvent::Ended { cause, sip_status: 486, .. }) if cause == "capacity")
+    );
+
+    // The store did not answer: admitted within this node's limit.
+    let inv = invite("+15550004", "cl3", "z9hG4bK-cl3", "", SDP).replace("tag=caller1", "tag=c3");
+    h.recv(&inv);
+    let (call3, sid3, _) = h.reservation();
+    h.core
+        .handle_capacity(h.now, call3, &sid3, Err("down".into()));
+    h.drain();
+    h.media_opened(30102);
+    assert_eq!(h.statuses(), vec![200]);
+    assert_eq!(h.core.metrics.rejection_count("capacity_unchecked"), 1);
+
+    // A grant for a call that is gone is given back.
+    h.core.handle_capacity(h.now, 9_999, "CAgone", Ok(true));
+    h.drain();
+    assert!(matches!(h.hooks.last(), Some(Output::ReleaseCapacity { sid }) if sid == "CAgone"));
+
+    // A call that ends releases its slots.
+    let hooks_before = h.hooks.len();
+    h.core.hangup_all(h.now, "shutdown");
+    h.drain();
+    let released: Vec<_> = h.hooks[hooks_before..]
+        .iter()
+        .filter_map(|o| match o {
+            Output::ReleaseCapacity { sid } => Some(sid.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        released.contains(&sid) && released.contains(&sid3),
+        "{released:?}"
+    );
+}
+
+#[test]
+fn without_cluster_limits_no_reservation_is_asked() {
+    let mut h = Harness::new();
+    h.core.set_routing(Arc::new(trunk_limited(2)));
+    h.recv(&invite("+15550002", "nl1", "z9hG4bK-nl1", "", SDP));
+    h.media_opened(30100);
+    assert_eq!(h.statuses(), vec![200]);
+    assert!(h.hooks.is_empty());
 }
 
 #[test]

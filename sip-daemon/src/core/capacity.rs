@@ -1,0 +1,141 @@
+//! Per-number and per-trunk call limits across the nodes sharing the
+//! store. This node's own count is checked first, as without a cluster;
+//! an INVITE within it then reserves one slot of each limited scope in the
+//! store ([`Output::ReserveCapacity`]: one short transaction, serialised
+//! per scope, all scopes or none) before it is answered, forwarded or put
+//! to its webhook, and the call releases its slots when it ends
+//! ([`Output::ReleaseCapacity`]). Calls on numbers and trunks without a
+//! limit never touch the store. A store that cannot answer leaves the call
+//! to this node's own count (fail open to the per-node limit, counted).
+
+use super::*;
+use api::store::Number;
+use media_userspace::control::{LegMedia, LegMode};
+
+/// What an admitted INVITE does next: at once, or once its slots are
+/// granted.
+#[derive(Debug)]
+pub enum Admission {
+    /// Ask the number's voice webhook for the route.
+    Webhook {
+        url: String,
+        pending: super::webhook::PendingRoute,
+    },
+    /// Call the forward target.
+    Forward {
+        target: super::forward::OutTarget,
+        caller: String,
+        max_forwards: u32,
+    },
+    /// Open the media leg (echo, or the AI stream).
+    Media { mode: LegMode, media: LegMedia },
+}
+
+impl Core {
+    /// The limited scopes an INVITE on `number` through a trunk limited to
+    /// `trunk` counts against cluster-wide (none without cluster limits).
+    pub(super) fn cluster_scopes(
+        &self,
+        number: &Number,
+        trunk: Option<(String, u32)>,
+    ) -> Vec<(String, u32)> {
+        if !self.cfg.cluster_limits {
+            return Vec::new();
+        }
+        let mut scopes = Vec::new();
+        if let Some(m) = number.max_calls {
+            scopes.push((format!("number:{}", number.pattern), m));
+        }
+        if let Some((name, m)) = trunk {
+            scopes.push((format!("trunk:{name}"), m));
+        }
+        scopes
+    }
+
+    /// Parks call `h` until the store grants its slots.
+    pub(super) fn park_for_capacity(
+        &mut self,
+        h: u64,
+        scopes: Vec<(String, u32)>,
+        next: Admission,
+    ) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        call.admission = Some(Box::new(next));
+        // From here on the call may hold slots: its end releases them.
+        call.reserved = true;
+        self.out.push_back(Output::ReserveCapacity {
+            call: h,
+            sid: call.sid.clone(),
+            scopes,
+        });
+    }
+
+    /// The store's answer for call `h` (`sid`): `Ok(true)` granted,
+    /// `Ok(false)` the cluster is at a limit (486), `Err` the store did not
+    /// answer (the call goes on within this node's own count).
+    pub fn handle_capacity(
+        &mut self,
+        now: Instant,
+        h: u64,
+        sid: &str,
+        granted: Result<bool, String>,
+    ) {
+        let Some(next) = self
+            .calls
+            .get_mut(&h)
+            .filter(|c| c.sid == sid)
+            .and_then(|c| c.admission.take())
+        else {
+            // The caller gave up meanwhile (its end released the slots,
+            // perhaps before they were taken): release again.
+            if granted == Ok(true) {
+                self.out.push_back(Output::ReleaseCapacity {
+                    sid: sid.to_string(),
+                });
+            }
+            return;
+        };
+        match granted {
+            Ok(true) => self.admit(h, *next),
+            Ok(false) => {
+                let Some(call) = self.calls.get_mut(&h) else {
+                    return;
+                };
+                call.reserved = false;
+                let (txn, tag) = (call.invite_txn, call.dialog.key.local_tag.clone());
+                self.metrics.reject("capacity_cluster");
+                if let Some(txn) = txn {
+                    self.respond(now, txn, 486, None, Some(&tag), |b| b);
+                }
+                self.end_call(now, h, "capacity", 486);
+            }
+            Err(why) => {
+                tracing::warn!(call = %sid, error = %why, "cluster limit not checked (store); admitted within this node's limit");
+                self.metrics.reject("capacity_unchecked");
+                self.admit(h, *next);
+            }
+        }
+    }
+
+    /// Carries an admitted call on.
+    pub(super) fn admit(&mut self, h: u64, next: Admission) {
+        match next {
+            Admission::Webhook { url, pending } => self.ask_voice_webhook(h, url, pending),
+            Admission::Forward {
+                target,
+                caller,
+                max_forwards,
+            } => self.open_forward(h, target, &caller, max_forwards),
+            Admission::Media { mode, media } => {
+                self.out.push_back(Output::Media(MediaCommand::Open {
+                    leg: h,
+                    mode,
+                    media,
+                    timeout: self.cfg.media_timeout,
+                }));
+            }
+        }
+    }
+}
