@@ -202,8 +202,16 @@ impl Store for FlakyStore {
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
         self.inner.list_nodes().await
     }
-    async fn close_lost_node_calls(&self, now: i64, node: &str, before: i64) -> Result<u64> {
-        self.inner.close_lost_node_calls(now, node, before).await
+    async fn close_lost_node_calls(
+        &self,
+        now: i64,
+        node: &str,
+        before: i64,
+        abandon: bool,
+    ) -> Result<u64> {
+        self.inner
+            .close_lost_node_calls(now, node, before, abandon)
+            .await
     }
     async fn request_node_drain(&self, id: &str) -> Result<bool> {
         self.inner.request_node_drain(id).await

@@ -354,19 +354,19 @@ async fn a_lost_nodes_calls_are_closed_unless_resumable(s: Arc<dyn Store>) {
     .unwrap();
     // A heartbeat newer than the lapse keeps a node's calls.
     assert_eq!(
-        s.close_lost_node_calls(t, "lost", t - 25_000)
+        s.close_lost_node_calls(t, "lost", t - 25_000, false)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        s.close_lost_node_calls(t, "alive", t - 15_000)
+        s.close_lost_node_calls(t, "alive", t - 15_000, false)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        s.close_lost_node_calls(t, "lost", t - 15_000)
+        s.close_lost_node_calls(t, "lost", t - 15_000, false)
             .await
             .unwrap(),
         1
@@ -388,11 +388,41 @@ async fn a_lost_nodes_calls_are_closed_unless_resumable(s: Arc<dyn Store>) {
     assert_eq!(row(2).await.end_at, None, "another node's call");
     // Idempotent: a second peer closes nothing more.
     assert_eq!(
-        s.close_lost_node_calls(t, "lost", t - 15_000)
+        s.close_lost_node_calls(t, "lost", t - 15_000, false)
             .await
             .unwrap(),
         0
     );
+    // Its slots, one of a call whose record never reached the store.
+    let scope = vec![("number:+1".to_string(), 3)];
+    assert!(
+        s.reserve_capacity(&calls[1].id, "lost", &scope, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.reserve_capacity("never-recorded", "lost", &scope, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.reserve_capacity(&calls[2].id, "alive", &scope, t)
+            .await
+            .unwrap()
+    );
+    // Past its resume grace: the resumable call closes too, and its slots go.
+    assert_eq!(
+        s.close_lost_node_calls(t, "lost", t - 15_000, true)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(row(1).await.end_cause.as_deref(), Some("node_lost"));
+    assert!(s.list_resumable_calls("lost").await.unwrap().is_empty());
+    // Two slots free again, the live node's kept.
+    assert!(s.reserve_capacity("x1", "alive", &scope, t).await.unwrap());
+    assert!(s.reserve_capacity("x2", "alive", &scope, t).await.unwrap());
+    assert!(!s.reserve_capacity("x3", "alive", &scope, t).await.unwrap());
 }
 
 async fn call_limit_reservations_hold_and_release(s: Arc<dyn Store>) {

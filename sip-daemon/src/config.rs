@@ -345,8 +345,13 @@ pub struct ClusterSection {
     pub api_address: String,
     /// Seconds between this node's heartbeats in the store.
     pub heartbeat_secs: u64,
-    /// A node whose last heartbeat is older than this is shown unhealthy.
+    /// A node whose heartbeat has not changed for this long (on the
+    /// observing node's own clock) is lost: its open calls are closed.
     pub lease_secs: u64,
+    /// A lost node's resumable (bridged) calls wait this long for it to
+    /// come back and take them over; then they are closed too and their
+    /// call-limit slots released.
+    pub resume_grace_secs: u64,
 }
 
 impl Default for ClusterSection {
@@ -355,6 +360,7 @@ impl Default for ClusterSection {
             api_address: String::new(),
             heartbeat_secs: 5,
             lease_secs: 15,
+            resume_grace_secs: 300,
         }
     }
 }
@@ -669,10 +675,11 @@ impl Config {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.cluster.heartbeat_secs == 0
-            || self.cluster.lease_secs < 2 * self.cluster.heartbeat_secs
+            || self.cluster.lease_secs < 3 * self.cluster.heartbeat_secs
+            || self.cluster.resume_grace_secs < self.cluster.lease_secs
         {
             out.push(
-                "cluster.heartbeat_secs must be at least 1 and cluster.lease_secs at least twice it"
+                "cluster.heartbeat_secs must be at least 1, cluster.lease_secs at least three times it, and cluster.resume_grace_secs at least the lease"
                     .into(),
             );
         }

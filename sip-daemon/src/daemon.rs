@@ -313,20 +313,23 @@ pub async fn run(
         cdr_metrics.clone(),
     ));
 
+    let this_node = api::store::NodeRecord {
+        id: node_id.clone(),
+        api_address: cfg.cluster_api_address(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: unix_ms_now(),
+        heartbeat_at: unix_ms_now(),
+        calls_active: 0,
+        draining: false,
+        drain_requested: false,
+    };
+    // Recorded before any call: a stale heartbeat left by the previous run
+    // must not get this run's calls closed by a peer.
+    store.register_node(&this_node).await?;
     tokio::spawn(node_heartbeat(
         store.clone(),
-        api::store::NodeRecord {
-            id: node_id.clone(),
-            api_address: cfg.cluster_api_address(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            started_at: unix_ms_now(),
-            heartbeat_at: unix_ms_now(),
-            calls_active: 0,
-            draining: false,
-            drain_requested: false,
-        },
-        Duration::from_secs(cfg.cluster.heartbeat_secs.max(1)),
-        Duration::from_secs(cfg.cluster.lease_secs),
+        this_node,
+        cfg.cluster.clone(),
         metrics.clone(),
         readiness.clone(),
         drain_tx.clone(),
@@ -389,7 +392,7 @@ pub async fn run(
             _ = shutdown.recv() => begin_drain(&mut core, &mut drain_deadline, drain_timeout, "shutdown request"),
             Some(remote) = remote_reg_rx.recv() => match remote {
                 RemoteRegistrations::Change(change) => core.apply_registration_change(change),
-                RemoteRegistrations::All(regs) => core.load_registrations(regs),
+                RemoteRegistrations::All(regs) => core.merge_remote_registrations(regs),
             },
             Some((call, sid, granted)) = capacity_rx.recv() => core.handle_capacity(Instant::now(), call, &sid, granted),
             Some(()) = drain_rx.recv() => {
@@ -744,6 +747,9 @@ struct Hooks {
     capacity: CapacityEdge,
 }
 
+/// Longest wait for a call-limit reservation.
+const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// (call, its sid, the store's answer) for [`Core::handle_capacity`].
 type CapacityAnswer = (u64, String, Result<bool, String>);
 
@@ -765,10 +771,17 @@ impl CapacityEdge {
         );
         tokio::spawn(async move {
             let started = Instant::now();
-            let granted = store
-                .reserve_capacity(&sid, &node, &scopes, unix_ms_now())
-                .await
-                .map_err(|e| e.to_string());
+            // Bounded: a store that stalls admits within the node's own
+            // count rather than leaving the INVITE without an answer.
+            let granted = match tokio::time::timeout(
+                RESERVE_TIMEOUT,
+                store.reserve_capacity(&sid, &node, &scopes, unix_ms_now()),
+            )
+            .await
+            {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("the store took too long".to_string()),
+            };
             metrics
                 .capacity_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -1043,12 +1056,12 @@ async fn follow_registrations(
     let mut reload = tokio::time::interval(REGISTRATIONS_RELOAD);
     reload.tick().await;
     loop {
-        let payload = tokio::select! {
+        let (payload, reconnected) = tokio::select! {
             p = raw_rx.recv() => match p {
-                Some(p) => p,
+                Some(p) => (p.clone(), p.is_none()),
                 None => return,
             },
-            _ = reload.tick() => None,
+            _ = reload.tick() => (None, false),
         };
         let msg = match payload {
             Some(text) => match serde_json::from_str::<api::store::RegistrationNotice>(&text) {
@@ -1060,7 +1073,15 @@ async fn follow_registrations(
                 }
             },
             None => match store.list_registrations(unix_ms_now()).await {
-                Ok(all) => RemoteRegistrations::All(all),
+                Ok(all) => {
+                    if reconnected {
+                        tracing::info!(
+                            bindings = all.len(),
+                            "following the other nodes' registrations"
+                        );
+                    }
+                    RemoteRegistrations::All(all)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "registrations not reloaded");
                     continue;
@@ -1073,23 +1094,22 @@ async fn follow_registrations(
     }
 }
 
-/// Records this node in the store at start and refreshes it every
-/// `every` (load, drain state); a drain requested over REST on any node
-/// reaches this one here. Then looks at the other nodes: the open calls of
-/// one whose heartbeat is older than `lease` are closed as `node_lost`.
+/// Refreshes this node's row every `heartbeat_secs` (load, drain state); a
+/// drain requested over REST on any node reaches this one here. Then looks
+/// at the other nodes: the open calls of one whose heartbeat has not
+/// changed for `lease_secs` are closed as `node_lost` ([`PeerWatch`]).
 async fn node_heartbeat(
     store: Arc<dyn Store>,
     mut node: api::store::NodeRecord,
-    every: Duration,
-    lease: Duration,
+    timing: crate::config::ClusterSection,
     metrics: Metrics,
     readiness: api::http::Readiness,
     drain: mpsc::Sender<()>,
 ) {
-    if let Err(e) = store.register_node(&node).await {
-        tracing::warn!(error = %e, "could not record this node in the store");
-    }
-    let mut tick = tokio::time::interval(every);
+    let lease = Duration::from_secs(timing.lease_secs);
+    let resume_grace = Duration::from_secs(timing.resume_grace_secs);
+    let mut peers = PeerWatch::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(timing.heartbeat_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut failing = false;
@@ -1116,7 +1136,14 @@ async fn node_heartbeat(
             }
             Err(_) => continue,
         }
-        close_lost_nodes_calls(store.as_ref(), &node.id, lease, &metrics).await;
+        close_lost_nodes_calls(
+            store.as_ref(),
+            &node.id,
+            &mut peers,
+            (lease, resume_grace),
+            &metrics,
+        )
+        .await;
         // The slots of calls whose record is closed (a lost node's, or a
         // release that did not get through).
         if let Err(e) = store.release_stale_capacity(None).await {
@@ -1125,33 +1152,61 @@ async fn node_heartbeat(
     }
 }
 
-/// The open calls of every other node whose heartbeat lapsed, closed as
-/// `node_lost` (their records would otherwise stay open for ever); the
-/// calls a node left resumable wait for its return.
-async fn close_lost_nodes_calls(store: &dyn Store, me: &str, lease: Duration, metrics: &Metrics) {
+/// When this node last saw each peer's heartbeat change, on its own
+/// monotonic clock: a peer is lost when its heartbeat stays the same for a
+/// lease, whatever the two nodes' wall clocks say.
+#[derive(Default)]
+struct PeerWatch(std::collections::HashMap<String, (i64, Instant)>);
+
+impl PeerWatch {
+    /// How long peer `id`, last heartbeat `heartbeat_at`, has not changed.
+    fn unchanged_for(&mut self, id: &str, heartbeat_at: i64, now: Instant) -> Duration {
+        let seen = self.0.entry(id.to_string()).or_insert((heartbeat_at, now));
+        if seen.0 != heartbeat_at {
+            *seen = (heartbeat_at, now);
+        }
+        now.saturating_duration_since(seen.1)
+    }
+}
+
+/// The open calls of every other node whose heartbeat stayed the same for
+/// `lease` are closed as `node_lost` (their records would otherwise stay
+/// open for ever); the calls a node left resumable wait for its return
+/// until `resume_grace`, then go too, with its call-limit slots.
+async fn close_lost_nodes_calls(
+    store: &dyn Store,
+    me: &str,
+    peers: &mut PeerWatch,
+    (lease, resume_grace): (Duration, Duration),
+    metrics: &Metrics,
+) {
     let Ok(nodes) = store.list_nodes().await else {
         return;
     };
-    let now = unix_ms_now();
-    let lapsed_before = now - lease.as_millis().min(i64::MAX as u128) as i64;
-    let (mut healthy, mut lapsed) = (0, 0);
-    for n in &nodes {
-        if n.heartbeat_at >= lapsed_before {
+    let now = Instant::now();
+    let (mut healthy, mut lapsed) = (1, 0);
+    for n in nodes.iter().filter(|n| n.id != me) {
+        let quiet = peers.unchanged_for(&n.id, n.heartbeat_at, now);
+        if quiet < lease {
             healthy += 1;
             continue;
         }
         lapsed += 1;
-        if n.id == me {
-            continue;
-        }
-        match store.close_lost_node_calls(now, &n.id, lapsed_before).await {
+        let abandon = quiet >= resume_grace;
+        // `heartbeat_at < seen + 1`: still the heartbeat seen lapse.
+        let seen = n.heartbeat_at.saturating_add(1);
+        match store
+            .close_lost_node_calls(unix_ms_now(), &n.id, seen, abandon)
+            .await
+        {
             Ok(0) => {}
             Ok(closed) => {
                 metrics.node_lost_calls.inc_by(closed);
                 tracing::warn!(
                     node = %n.id,
                     calls = closed,
-                    last_heartbeat_ms_ago = now - n.heartbeat_at,
+                    heartbeat_unchanged_ms = quiet.as_millis() as u64,
+                    abandon,
                     "closed the open calls of a node whose heartbeat lapsed (node_lost)"
                 );
             }

@@ -14,7 +14,8 @@ use common::{Caller, Daemon, free_port, pg_schema_url};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CLUSTER: &str = "[cluster]\nheartbeat_secs = 1\nlease_secs = 3\n";
+/// Heartbeats every second; a node silent for 5 s is lost.
+const CLUSTER: &str = "[cluster]\nheartbeat_secs = 1\nlease_secs = 5\n";
 
 fn node_id(d: &Daemon) -> String {
     format!("node-{}", d.sip_addr().port())
@@ -167,12 +168,12 @@ fn three_nodes_share_calls_actions_and_a_dead_nodes_records() {
     std::thread::sleep(Duration::from_millis(1_000));
     let killed_at = Instant::now();
     nodes[0].crash();
-    let lost_after = eventually(Duration::from_secs(10), "node 0's call closed", || {
+    let lost_after = eventually(Duration::from_secs(15), "node 0's call closed", || {
         let (_, body, _) = nodes[1].api("GET", &format!("/v1/calls/{held_id}"), Some(&user), None);
         (body["end_cause"] == "node_lost").then(|| killed_at.elapsed())
     });
     eprintln!(
-        "node 0's open call closed as node_lost {lost_after:?} after its SIGKILL (lease 3 s)"
+        "node 0's open call closed as node_lost {lost_after:?} after its SIGKILL (lease 5 s)"
     );
     for (i, r) in runs.into_iter().enumerate() {
         sipp_ok(r, &format!("node {} while node 0 died", i + 1));

@@ -103,6 +103,7 @@ fn the_shipped_configuration_is_accepted_with_its_secrets() {
         ("METRICS_TOKEN", "d"),
         ("GATEWAY_ADVERTISED_IP", "198.18.0.1"),
         ("GATEWAY_NODE_ID", "media-node-1"),
+        ("GATEWAY_POD_IP", "198.18.0.2"),
     ];
     for file in [
         "deploy/k8s/base/gateway.toml",

@@ -119,7 +119,8 @@ fn live_call_actions_and_drains_reach_the_node_that_holds_the_call() {
     let Some(url) = pg_schema_url() else {
         return;
     };
-    let cluster = "[cluster]\nheartbeat_secs = 1\nlease_secs = 3\n";
+    // A long lease: nothing here waits for a node to be lost.
+    let cluster = "[cluster]\nheartbeat_secs = 1\nlease_secs = 30\n";
     let a = Daemon::start_with(cluster, Some(&url));
     let b = Daemon::start_with(cluster, Some(&url));
     let admin = b.token(None, true);
@@ -213,7 +214,7 @@ fn a_dead_nodes_open_calls_are_closed_by_a_peer() {
     let Some(url) = pg_schema_url() else {
         return;
     };
-    let cluster = "[cluster]\nheartbeat_secs = 1\nlease_secs = 3\n";
+    let cluster = "[cluster]\nheartbeat_secs = 1\nlease_secs = 5\n";
     let mut a = Daemon::start_with(cluster, Some(&url));
     let b = Daemon::start_with(cluster, Some(&url));
     let user = b.token(Some("acct"), false);
@@ -235,11 +236,11 @@ fn a_dead_nodes_open_calls_are_closed_by_a_peer() {
     });
     let killed_at = Instant::now();
     a.crash();
-    let lost = eventually(Duration::from_secs(10), "node A's call closed", || {
+    let lost = eventually(Duration::from_secs(15), "node A's call closed", || {
         record("cluster-lost@test").filter(|c| c["end_cause"] == "node_lost")
     });
     let took = killed_at.elapsed();
-    eprintln!("node A's call closed {took:?} after its SIGKILL (lease 3 s, heartbeat 1 s)");
+    eprintln!("node A's call closed {took:?} after its SIGKILL (lease 5 s, heartbeat 1 s)");
     assert!(lost["ended_at"].is_i64());
     assert_eq!(lost["node"], node_id(&a).as_str());
     let kept = record("cluster-kept@test").unwrap();
@@ -333,6 +334,17 @@ fn a_phone_registered_on_one_node_is_reachable_through_the_other() {
         c.final_status(43_500 + 2 * n)
     };
     assert_eq!(status_on_b(), 480, "not registered yet");
+    // Node B follows announcements before alice registers: what reaches
+    // it comes through them, not through its first full reload.
+    eventually(
+        Duration::from_secs(5),
+        "node B following registrations",
+        || {
+            b.logs()
+                .contains("following the other nodes' registrations")
+                .then_some(())
+        },
+    );
 
     let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
     phone

@@ -146,18 +146,25 @@ pub(crate) const HEARTBEAT_NODE: &str = "INSERT INTO nodes \
      RETURNING drain_requested";
 pub(crate) const LIST_NODES: &str = "SELECT id, api_address, version, started_at, \
      heartbeat_at, calls_active, draining, drain_requested FROM nodes ORDER BY id";
-/// The open calls of node `$2`, whose last heartbeat is older than `$3`,
-/// closed as `node_lost`; calls it left resumable stay open for it. The
-/// lapse is checked in the same statement, so a node whose heartbeat has
-/// just come back keeps its calls.
+/// The open calls of node `$2`, whose last heartbeat is still the one seen
+/// lapse (`heartbeat_at < $3`), closed as `node_lost`; calls it left
+/// resumable stay open for it unless `$4` (its resume grace is over too).
+/// The lapse is checked in the same statement, so a node whose heartbeat
+/// has just come back keeps its calls.
 pub(crate) const CLOSE_LOST_NODE_CALLS: &str = "UPDATE calls SET end_at = $1, \
      end_cause = 'node_lost', sip_status = COALESCE(sip_status, \
      CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
      duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
      ELSE $1 - answer_at END \
      WHERE end_at IS NULL AND node = $2 \
-     AND id NOT IN (SELECT call_id FROM call_resume) \
+     AND ($4 OR id NOT IN (SELECT call_id FROM call_resume)) \
      AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = $2 AND nodes.heartbeat_at < $3)";
+/// Past its resume grace, a lost node's resume rows and call-limit slots
+/// (those of calls whose record never reached the store included) go.
+pub(crate) const ABANDON_LOST_NODE_RESUME: &str = "DELETE FROM call_resume WHERE node = $1 \
+     AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = $1 AND nodes.heartbeat_at < $2)";
+pub(crate) const ABANDON_LOST_NODE_CAPACITY: &str = "DELETE FROM limit_reservations WHERE node = $1 \
+     AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = $1 AND nodes.heartbeat_at < $2)";
 pub(crate) const COUNT_RESERVATIONS: &str =
     "SELECT count(*) FROM limit_reservations WHERE scope = $1";
 pub(crate) const INSERT_RESERVATION: &str = "INSERT INTO limit_reservations \
@@ -1337,13 +1344,29 @@ macro_rules! impl_store {
                 now_ms: i64,
                 node: &str,
                 lapsed_before_ms: i64,
+                abandon: bool,
             ) -> $crate::store::Result<u64> {
+                let mut tx = self.pool.begin().await?;
                 let r = sqlx::query($crate::store::common::CLOSE_LOST_NODE_CALLS)
                     .bind(now_ms)
                     .bind(node)
                     .bind(lapsed_before_ms)
-                    .execute(&self.pool)
+                    .bind(abandon)
+                    .execute(&mut *tx)
                     .await?;
+                if abandon {
+                    for sql in [
+                        $crate::store::common::ABANDON_LOST_NODE_RESUME,
+                        $crate::store::common::ABANDON_LOST_NODE_CAPACITY,
+                    ] {
+                        sqlx::query(sql)
+                            .bind(node)
+                            .bind(lapsed_before_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
                 Ok(r.rows_affected())
             }
 
@@ -1357,8 +1380,21 @@ macro_rules! impl_store {
                 // SQLite: the write lock up front (a read upgraded to a
                 // write would fail under concurrency); PostgreSQL: per
                 // scope, below.
+                // PostgreSQL: READ COMMITTED whatever the server's default
+                // (a snapshot taken before the lock wait would miss the
+                // previous holder's row and overbook), and bounded waits.
                 let mut tx = if $backend == "postgres" {
-                    self.pool.begin().await?
+                    let mut tx = self
+                        .pool
+                        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                        .await?;
+                    sqlx::query("SET LOCAL lock_timeout = '1s'")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("SET LOCAL statement_timeout = '2s'")
+                        .execute(&mut *tx)
+                        .await?;
+                    tx
                 } else {
                     self.pool.begin_with("BEGIN IMMEDIATE").await?
                 };

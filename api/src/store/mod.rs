@@ -186,12 +186,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
     /// Closes the open calls of node `node` as `node_lost` if its last
     /// heartbeat is older than `lapsed_before_ms` (checked in the same
-    /// statement); the calls it left resumable stay open for its return.
+    /// statement); the calls it left resumable stay open for its return,
+    /// unless `abandon` (its resume grace is over): then they are closed
+    /// too and its resume rows and call-limit slots go.
     async fn close_lost_node_calls(
         &self,
         now_ms: i64,
         node: &str,
         lapsed_before_ms: i64,
+        abandon: bool,
     ) -> Result<u64>;
     /// Reserves one slot of every `(scope, limit)` for call `call_id` on
     /// node `node`, all or none: false (nothing reserved) when a scope

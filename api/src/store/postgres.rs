@@ -50,9 +50,6 @@ impl PgStore {
 
 impl_store!(PgStore, "postgres", sqlx::Postgres);
 
-/// Wakes `changed` whenever a node announces a routing change
-/// ([`super::Store::announce_change`]), and once after every (re)connect,
-/// since announcements made meanwhile are lost. Runs until the process ends.
 /// Listens on `channel` for as long as the process runs: each
 /// notification's payload goes to `tx`, and `None` after every (re)connect
 /// (what was announced while the connection was down is lost: the receiver
@@ -95,6 +92,9 @@ pub async fn follow_channel(
     }
 }
 
+/// Wakes `changed` whenever a node announces a routing change
+/// ([`super::Store::announce_change`]), and once after every (re)connect,
+/// since announcements made meanwhile are lost. Runs until the process ends.
 pub async fn follow_changes(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
     use sqlx::postgres::PgListener;
     loop {

@@ -21,7 +21,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -205,11 +205,38 @@ pub async fn forward_live_action(State(s): State<ApiState>, req: Request, next: 
     };
     match pass_on(&s.cluster, &address, req).await {
         Ok(resp) => resp,
-        Err(e) => {
+        Err(PassOnError::Body(e)) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_body",
+            format!("the request body could not be read: {e}"),
+        )
+        .into_response(),
+        Err(PassOnError::Connect(e)) => {
             tracing::warn!(node = %holder, %address, error = %e, "live-call action not passed on");
             unreachable_holder(&holder)
         }
+        Err(PassOnError::Answer(e)) => {
+            // Sent, but no answer came: the holder may have acted, so no
+            // invitation to retry.
+            tracing::warn!(node = %holder, %address, error = %e, "no answer to a passed-on action");
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "unavailable",
+                format!("node {holder}, which holds the call, did not answer in time; the action may have been carried out"),
+            )
+            .into_response()
+        }
     }
+}
+
+/// Why a live-call action was not passed on.
+enum PassOnError {
+    /// The body could not be read (too large, cut off).
+    Body(String),
+    /// The holder could not be reached: nothing was sent.
+    Connect(String),
+    /// Sent, but no (complete) answer.
+    Answer(String),
 }
 
 fn unreachable_holder(node: &str) -> Response {
@@ -223,11 +250,18 @@ fn unreachable_holder(node: &str) -> Response {
 }
 
 /// Sends `req` as it came to the node at `address` and returns its answer.
-async fn pass_on(cluster: &Cluster, address: &str, req: Request) -> Result<Response, String> {
+/// The client's address goes along as `X-Forwarded-For` (list the nodes
+/// in `api.trusted_proxies` so that the holder's per-IP limit counts the
+/// client, not the node).
+async fn pass_on(cluster: &Cluster, address: &str, req: Request) -> Result<Response, PassOnError> {
+    let client = req
+        .extensions()
+        .get::<crate::http::ClientAddr>()
+        .map(|c| c.0.to_string());
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, super::extract::MAX_BODY)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PassOnError::Body(e.to_string()))?;
     let path = parts
         .uri
         .path_and_query()
@@ -247,11 +281,23 @@ async fn pass_on(cluster: &Cluster, address: &str, req: Request) -> Result<Respo
             out = out.header(name, v);
         }
     }
-    let resp = out.send().await.map_err(|e| e.to_string())?;
+    if let Some(ip) = client {
+        out = out.header("x-forwarded-for", ip);
+    }
+    let resp = out.send().await.map_err(|e| {
+        if e.is_connect() {
+            PassOnError::Connect(e.to_string())
+        } else {
+            PassOnError::Answer(e.to_string())
+        }
+    })?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| PassOnError::Answer(e.to_string()))?;
     let mut answer = Response::new(Body::from(bytes));
     *answer.status_mut() = status;
     let h = answer.headers_mut();
@@ -260,9 +306,6 @@ async fn pass_on(cluster: &Cluster, address: &str, req: Request) -> Result<Respo
     }
     if let Some(v) = retry_after {
         h.insert(header::RETRY_AFTER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(address) {
-        h.insert("x-gateway-answered-by", v);
     }
     Ok(answer)
 }

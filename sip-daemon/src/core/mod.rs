@@ -365,6 +365,15 @@ impl Core {
             .set(self.registrar.count() as i64);
     }
 
+    /// Every binding in the store, from the other nodes' side: merged as
+    /// theirs (reachable, not trusted by source here).
+    pub fn merge_remote_registrations(&mut self, regs: Vec<Registration>) {
+        self.registrar.merge_remote(regs);
+        self.metrics
+            .registrations_active
+            .set(self.registrar.count() as i64);
+    }
+
     /// A registration change another node announced.
     pub fn apply_registration_change(&mut self, change: registrar::RegistrationChange) {
         self.registrar.apply(change);

@@ -120,6 +120,17 @@ impl Registrar {
 
     /// Loads bindings persisted by an earlier run (or another node).
     pub fn load(&mut self, regs: Vec<Registration>) {
+        self.insert(regs, true);
+    }
+
+    /// Bindings another node took: where to reach the user, but no trust
+    /// for their source address here (behind a NAT the address this node
+    /// sees can be another device's), so not in `by_source`.
+    pub fn merge_remote(&mut self, regs: Vec<Registration>) {
+        self.insert(regs, false);
+    }
+
+    fn insert(&mut self, regs: Vec<Registration>, trusted: bool) {
         for r in regs {
             let Ok(source) = r.source.parse() else {
                 continue;
@@ -132,7 +143,9 @@ impl Registrar {
                 call_id: r.call_id,
                 cseq: r.cseq,
             };
-            self.by_source.insert(source, r.username.clone());
+            if trusted {
+                self.by_source.insert(source, r.username.clone());
+            }
             let list = self.bindings.entry(r.username).or_default();
             list.retain(|x| x.contact != b.contact);
             list.push(b);
@@ -143,7 +156,7 @@ impl Registrar {
     /// as this node's own would be, without writing it again.
     pub fn apply(&mut self, change: RegistrationChange) {
         match change {
-            RegistrationChange::Upsert(r) => self.load(vec![r]),
+            RegistrationChange::Upsert(r) => self.merge_remote(vec![r]),
             RegistrationChange::Delete { username, contact } => {
                 let Some(list) = self.bindings.get_mut(&username) else {
                     return;
@@ -160,7 +173,11 @@ impl Registrar {
                     self.bindings.remove(&username);
                 }
                 for source in gone {
-                    if self.by_source.get(&source) == Some(&username) {
+                    let still_bound = self
+                        .bindings
+                        .get(&username)
+                        .is_some_and(|l| l.iter().any(|b| b.source == source));
+                    if !still_bound && self.by_source.get(&source) == Some(&username) {
                         self.by_source.remove(&source);
                     }
                 }
