@@ -853,7 +853,7 @@ impl Core {
         };
         let scopes = self.cluster_scopes(&number, trunk_limit);
         if scopes.is_empty() {
-            return self.admit(handle, next);
+            return self.admit(now, handle, next);
         }
         self.park_for_capacity(handle, scopes, next);
     }

@@ -29,6 +29,12 @@ pub enum Admission {
     },
     /// Open the media leg (echo, or the AI stream).
     Media { mode: LegMode, media: LegMedia },
+    /// An outbound call (REST) whose port is bound: reserve these scopes,
+    /// then send its INVITE.
+    Outbound { scopes: Vec<(String, u32)> },
+    /// An outbound call granted its slots: send the INVITE offering
+    /// `local`.
+    FarLeg { local: std::net::SocketAddr },
 }
 
 impl Core {
@@ -98,7 +104,7 @@ impl Core {
             return;
         };
         match granted {
-            Ok(true) => self.admit(h, *next),
+            Ok(true) => self.admit(now, h, *next),
             Ok(false) => {
                 let Some(call) = self.calls.get_mut(&h) else {
                     return;
@@ -114,14 +120,20 @@ impl Core {
             Err(why) => {
                 tracing::warn!(call = %sid, error = %why, "cluster limit not checked (store); admitted within this node's limit");
                 self.metrics.reject("capacity_unchecked");
-                self.admit(h, *next);
+                self.admit(now, h, *next);
             }
         }
     }
 
     /// Carries an admitted call on.
-    pub(super) fn admit(&mut self, h: u64, next: Admission) {
+    pub(super) fn admit(&mut self, now: Instant, h: u64, next: Admission) {
         match next {
+            Admission::Outbound { .. } => {}
+            Admission::FarLeg { local } => {
+                if let Some(hb) = self.calls.get(&h).and_then(|c| c.bridge) {
+                    self.place_far_leg(now, hb, local);
+                }
+            }
             Admission::Webhook { url, pending } => self.ask_voice_webhook(h, url, pending),
             Admission::Forward {
                 target,

@@ -125,6 +125,7 @@ impl Core {
             return Err(OriginateRefused::Blocked);
         }
         let trunk_name = trunk.name.clone();
+        let scopes = self.cluster_scopes(&number, trunk.max_calls.map(|m| (trunk_name.clone(), m)));
         let number_busy = number.max_calls.is_some_and(|m| {
             self.active_by_number
                 .get(&number.pattern)
@@ -274,7 +275,10 @@ impl Core {
                 outbound: true,
                 origination: Some(origination),
                 pending: None,
-                admission: None,
+                // Its slots are reserved once its port is bound, before
+                // the INVITE leaves.
+                admission: (!scopes.is_empty())
+                    .then(|| Box::new(super::capacity::Admission::Outbound { scopes })),
                 reserved: false,
                 status_webhook: req.status_webhook.clone(),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
@@ -292,6 +296,18 @@ impl Core {
     /// The reserved port of outbound call `h` is bound: the INVITE leaves,
     /// offering it.
     pub(super) fn originate_port_bound(&mut self, now: Instant, h: u64, local: SocketAddr) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if let Some(admission) = call.admission.take() {
+            match *admission {
+                super::capacity::Admission::Outbound { scopes } => {
+                    let next = super::capacity::Admission::FarLeg { local };
+                    return self.park_for_capacity(h, scopes, next);
+                }
+                other => call.admission = Some(Box::new(other)),
+            }
+        }
         let Some(hb) = self.calls.get(&h).and_then(|c| c.bridge) else {
             return;
         };

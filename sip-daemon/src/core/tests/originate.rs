@@ -502,3 +502,74 @@ fn early_media_sdp_answers_an_outbound_call_whose_2xx_has_no_body() {
     }
     assert!(matches!(h.cdr.last(), Some(CdrEvent::Answered { .. })));
 }
+
+#[test]
+fn a_cluster_limit_holds_an_outbound_invite_until_the_store_answers() {
+    let mut h = Harness::new_with(|c| c.cluster_limits = true);
+    // The calling number limited to 2 calls at once, through `carrier`.
+    let base = routing();
+    let carrier = base.trunk("carrier").unwrap().trunk.clone();
+    let (limited, problems) = RoutingTable::build(
+        vec![carrier],
+        vec![Number {
+            pattern: "+15550000003".into(),
+            account_id: "acme".into(),
+            route: RouteKind::Forward,
+            target: Some("sip:+4930123@carrier.example".into()),
+            dialect: None,
+            params: None,
+            trunk: Some("carrier".into()),
+            max_calls: Some(2),
+            fallback: None,
+            voice_webhook: None,
+            sms_webhook: None,
+            media_security: Default::default(),
+        }],
+        vec![],
+        vec![],
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    h.core.set_routing(Arc::new(limited));
+
+    let place = |h: &mut Harness| -> u64 {
+        let placed = h.core.originate(h.now, &request("+15550000003"));
+        placed.expect("placed by this node");
+        h.drain();
+        let leg = match h.media.last() {
+            Some(MediaCommand::Reserve { leg }) => *leg,
+            other => panic!("expected Reserve, got {other:?}"),
+        };
+        h.core.handle_media(
+            h.now,
+            MediaEvent::Opened {
+                leg,
+                local: "127.0.0.1:31000".parse().unwrap(),
+            },
+        );
+        h.drain();
+        leg
+    };
+    // Granted: the INVITE leaves only then.
+    place(&mut h);
+    let (call, sid, scopes) = h.reservation();
+    assert_eq!(scopes, vec![("number:+15550000003".to_string(), 2)]);
+    assert!(
+        !h.take_sent().iter().any(|m| m.starts_with("INVITE ")),
+        "no INVITE before the slots"
+    );
+    h.core.handle_capacity(h.now, call, &sid, Ok(true));
+    h.drain();
+    assert!(h.take_sent().iter().any(|m| m.starts_with("INVITE ")));
+
+    // Refused: the cluster is at the limit; the call fails, no INVITE.
+    place(&mut h);
+    let (call2, sid2, _) = h.reservation();
+    h.core.handle_capacity(h.now, call2, &sid2, Ok(false));
+    h.drain();
+    assert!(!h.take_sent().iter().any(|m| m.starts_with("INVITE ")));
+    assert!(
+        matches!(h.cdr.last(), Some(CdrEvent::Ended { cause, sip_status: 486, .. }) if cause == "capacity"),
+        "{:?}",
+        h.cdr.last()
+    );
+}
