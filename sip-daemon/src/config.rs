@@ -375,7 +375,14 @@ impl Config {
         if !listen.ip().is_unspecified() {
             return Some(listen.to_string());
         }
-        let ip = self.sip.advertised_ip?;
+        // The advertised address, else the first SIP listener's own.
+        let ip = self.sip.advertised_ip.or_else(|| {
+            self.listeners()
+                .ok()?
+                .into_iter()
+                .map(|l| l.addr.ip())
+                .find(|ip| !ip.is_unspecified())
+        })?;
         Some(SocketAddr::new(ip, listen.port()).to_string())
     }
 }

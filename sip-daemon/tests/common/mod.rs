@@ -37,6 +37,9 @@ pub struct Opts<'a> {
     pub xdp_pin_dir: &'a str,
     /// Keys of the `local` trunk instead of its loopback `source_cidrs`.
     pub local_trunk: Option<&'a str>,
+    /// `api.listen`'s address instead of 127.0.0.1 (`0.0.0.0`: reachable
+    /// from other namespaces too).
+    pub api_ip: Option<&'a str>,
 }
 
 pub struct Daemon {
@@ -218,6 +221,7 @@ impl Daemon {
             api_extra,
             xdp_pin_dir,
             local_trunk,
+            api_ip,
         } = o;
         // The tests' AI servers, webhooks and far parties are on loopback
         // and in the benchmarking range the network namespaces use.
@@ -263,7 +267,7 @@ url = "sqlite://{db}"
 node_id = "node-{sip_port}"
 
 [api]
-listen = "127.0.0.1:{metrics_port}"
+listen = "{api_ip}:{metrics_port}"
 jwt_secret = "{JWT_SECRET}"
 {allowed_targets}
 {api_extra}
@@ -292,6 +296,7 @@ target = "ws://127.0.0.1:9/stream"
 {extra}
 "#,
             media_max = media_base + 1999,
+            api_ip = api_ip.unwrap_or("127.0.0.1"),
             db = dir.path().join("gw.db").display(),
         );
         let cfg_path = dir.path().join("gw.toml");
