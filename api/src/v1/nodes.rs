@@ -292,21 +292,22 @@ async fn pass_on(cluster: &Cluster, address: &str, req: Request) -> Result<Respo
         }
     })?;
     let status = resp.status();
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+    // What a client acts on; hop-by-hop and connection headers stay.
+    let kept: Vec<_> = [
+        header::CONTENT_TYPE,
+        header::RETRY_AFTER,
+        header::WWW_AUTHENTICATE,
+    ]
+    .into_iter()
+    .filter_map(|name| resp.headers().get(&name).cloned().map(|v| (name, v)))
+    .collect();
     let bytes = resp
         .bytes()
         .await
         .map_err(|e| PassOnError::Answer(e.to_string()))?;
     let mut answer = Response::new(Body::from(bytes));
     *answer.status_mut() = status;
-    let h = answer.headers_mut();
-    if let Some(v) = content_type {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    if let Some(v) = retry_after {
-        h.insert(header::RETRY_AFTER, v);
-    }
+    answer.headers_mut().extend(kept);
     Ok(answer)
 }
 

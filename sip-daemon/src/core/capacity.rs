@@ -118,8 +118,9 @@ impl Core {
                 self.end_call(now, h, "capacity", 486);
             }
             Err(why) => {
+                // Admitted, so no rejection: the edge counts the failed
+                // check (`gateway_cluster_capacity_checks_total{outcome="error"}`).
                 tracing::warn!(call = %sid, error = %why, "cluster limit not checked (store); admitted within this node's limit");
-                self.metrics.reject("capacity_unchecked");
                 self.admit(now, h, *next);
             }
         }
