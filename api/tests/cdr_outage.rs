@@ -193,6 +193,9 @@ impl Store for FlakyStore {
     async fn release_stale_capacity(&self, node: Option<&str>) -> Result<u64> {
         self.inner.release_stale_capacity(node).await
     }
+    async fn delete_node(&self, id: &str, before: i64) -> Result<bool> {
+        self.inner.delete_node(id, before).await
+    }
     async fn register_node(&self, n: &NodeRecord) -> Result<()> {
         self.inner.register_node(n).await
     }

@@ -317,6 +317,32 @@ async fn nodes_heartbeat_and_drain_requests(s: Arc<dyn Store>) {
         .map(|n| n.id)
         .collect();
     assert_eq!(ids, ["node-a", "node-b"]);
+    // Forgotten only once lapsed, and not while a call of it is open.
+    assert!(!s.delete_node("node-b", 1_000).await.unwrap(), "alive");
+    let mut open = call(900, Some("acc-a"), Direction::Inbound, 1_000);
+    open.node = Some("node-b".into());
+    s.apply_cdr_batch(&[CdrEvent::Started(open.clone())])
+        .await
+        .unwrap();
+    assert!(
+        !s.delete_node("node-b", i64::MAX).await.unwrap(),
+        "a call is open"
+    );
+    s.apply_cdr_batch(&[CdrEvent::Ended {
+        id: open.id.clone(),
+        at: 2_000,
+        cause: "node_lost".into(),
+        sip_status: 200,
+        duration_ms: 0,
+    }])
+    .await
+    .unwrap();
+    assert!(s.delete_node("node-b", i64::MAX).await.unwrap());
+    assert!(
+        !s.delete_node("node-b", i64::MAX).await.unwrap(),
+        "gone already"
+    );
+    assert_eq!(s.list_nodes().await.unwrap().len(), 1);
 }
 
 async fn a_lost_nodes_calls_are_closed_unless_resumable(s: Arc<dyn Store>) {

@@ -264,6 +264,36 @@ fn a_dead_nodes_open_calls_are_closed_by_a_peer() {
         .cloned()
         .unwrap();
     assert_eq!(a_row["healthy"], false);
+    // A node gone for good is forgotten; a live one is not.
+    let (st, body, _) = b.api(
+        "DELETE",
+        &format!("/v1/nodes/{}", node_id(&b)),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 409, "{body}");
+    let (st, _, _) = b.api(
+        "DELETE",
+        &format!("/v1/nodes/{}", node_id(&a)),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 204);
+    let (_, body, _) = b.api("GET", "/v1/nodes", Some(&admin), None);
+    let ids: Vec<_> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![serde_json::json!(node_id(&b))]);
+    let (st, _, _) = b.api(
+        "DELETE",
+        &format!("/v1/nodes/{}", node_id(&a)),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 404);
     on_b.bye();
 }
 

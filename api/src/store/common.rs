@@ -174,6 +174,8 @@ pub(crate) const RELEASE_ENDED_CAPACITY: &str = "DELETE FROM limit_reservations 
      (SELECT 1 FROM calls WHERE calls.id = limit_reservations.call_id AND calls.end_at IS NOT NULL)";
 pub(crate) const RELEASE_NODE_CAPACITY: &str = "DELETE FROM limit_reservations WHERE node = $1 \
      AND call_id NOT IN (SELECT call_id FROM call_resume)";
+pub(crate) const DELETE_NODE: &str = "DELETE FROM nodes WHERE id = $1 AND heartbeat_at < $2 \
+     AND NOT EXISTS (SELECT 1 FROM calls WHERE calls.node = $1 AND calls.end_at IS NULL)";
 pub(crate) const REQUEST_NODE_DRAIN: &str = "UPDATE nodes SET drain_requested = TRUE WHERE id = $1";
 
 pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
@@ -1453,6 +1455,19 @@ macro_rules! impl_store {
                         .rows_affected();
                 }
                 Ok(n)
+            }
+
+            async fn delete_node(
+                &self,
+                id: &str,
+                lapsed_before_ms: i64,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::common::DELETE_NODE)
+                    .bind(id)
+                    .bind(lapsed_before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
             }
 
             async fn request_node_drain(&self, id: &str) -> $crate::store::Result<bool> {

@@ -213,6 +213,10 @@ pub trait Store: Send + Sync + 'static {
     /// calls whose record is closed, and, for `node` (this node, at its
     /// start), those of its calls not left resumable. Returns how many.
     async fn release_stale_capacity(&self, node: Option<&str>) -> Result<u64>;
+    /// Forgets node `id` (decommissioned): only if its last heartbeat is
+    /// older than `lapsed_before_ms` and none of its calls is open (a lost
+    /// node's calls must be closed first). False when it was not removed.
+    async fn delete_node(&self, id: &str, lapsed_before_ms: i64) -> Result<bool>;
     /// Asks node `id` to drain (it does on its next heartbeat); false if
     /// no such node.
     async fn request_node_drain(&self, id: &str) -> Result<bool>;

@@ -78,6 +78,7 @@ impl Cluster {
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{id}", axum::routing::delete(delete_node))
         .route("/v1/nodes/{id}/drain", post(drain_node))
 }
 
@@ -137,6 +138,30 @@ pub async fn drain_node(
             status: "drain-requested".into(),
         }),
     ))
+}
+
+/// Forgets a node that is gone for good (admin): only once its heartbeat
+/// has lapsed and none of its calls is open (its peers close a lost
+/// node's calls; its resumable ones after `cluster.resume_grace_secs`).
+#[utoipa::path(delete, path = "/v1/nodes/{id}", params(IdPath), tag = "nodes",
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_node(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let lapsed_before = now_ms().saturating_sub(s.cluster.lease_ms);
+    if s.store.delete_node(&id, lapsed_before).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    if s.store.list_nodes().await?.iter().any(|n| n.id == id) {
+        return Err(ApiError::conflict(
+            "id",
+            "the node is alive, or some of its calls are still open",
+        ));
+    }
+    Err(ApiError::not_found("node"))
 }
 
 /// The call id of a live-call action's path (`/v1/calls/{id}/hangup`,

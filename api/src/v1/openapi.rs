@@ -31,7 +31,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         r::list_calls, r::create_call, r::get_call, r::hangup_call, r::send_dtmf, r::transfer_call,
         r::start_stream, r::stop_stream,
         r::list_messages, r::send_message,
-        nodes::list_nodes, nodes::drain_node,
+        nodes::list_nodes, nodes::drain_node, nodes::delete_node,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls, crate::store::MediaSecurity, crate::store::LegsSecurity,
