@@ -41,20 +41,24 @@ const CALL_SETUP_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0,
 ];
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+/// Registers `metric` (a static definition) on `registry` and returns it.
+fn registered<M>(registry: &Registry, metric: Result<M, prometheus::Error>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let m = metric.expect("static metric definition");
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(m.clone()))
         .expect("metric registered once");
-    c
+    m
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("static metric definition");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
-    g
+    registered(registry, IntGauge::new(name, help))
 }
 
 impl Metrics {
@@ -106,18 +110,17 @@ impl Metrics {
                 "1 while the node drains and refuses new calls.",
             ),
             call_setup: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "gateway_call_setup_seconds",
-                        "Seconds from a call's INVITE to its answer, by direction.",
-                    )
-                    .buckets(CALL_SETUP_BUCKETS.to_vec()),
-                    &["direction"],
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(h.clone()))
-                    .expect("metric registered once");
+                let h = registered(
+                    &registry,
+                    HistogramVec::new(
+                        HistogramOpts::new(
+                            "gateway_call_setup_seconds",
+                            "Seconds from a call's INVITE to its answer, by direction.",
+                        )
+                        .buckets(CALL_SETUP_BUCKETS.to_vec()),
+                        &["direction"],
+                    ),
+                );
                 // Both series exist from the start: dashboards and alerts
                 // see zeros, not absence, on a node that took no call yet.
                 for d in ["inbound", "outbound"] {
@@ -125,29 +128,24 @@ impl Metrics {
                 }
                 h
             },
-            node_lost_calls: {
-                let c = prometheus::IntCounter::new(
+            node_lost_calls: registered(
+                &registry,
+                prometheus::IntCounter::new(
                     "gateway_node_lost_calls_total",
                     "Open calls of nodes whose heartbeat lapsed, closed by this node as node_lost.",
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("metric registered once");
-                c
-            },
+                ),
+            ),
             cluster_nodes: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "gateway_cluster_nodes",
-                        "Nodes sharing the store, by health (healthy, lapsed), at this node's last heartbeat.",
+                let g = registered(
+                    &registry,
+                    prometheus::IntGaugeVec::new(
+                        Opts::new(
+                            "gateway_cluster_nodes",
+                            "Nodes sharing the store, by health (healthy, lapsed), at this node's last heartbeat.",
+                        ),
+                        &["health"],
                     ),
-                    &["health"],
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("metric registered once");
+                );
                 for health in ["healthy", "lapsed"] {
                     g.with_label_values(&[health]);
                 }
@@ -165,8 +163,9 @@ impl Metrics {
                 }
                 c
             },
-            capacity_seconds: {
-                let h = prometheus::Histogram::with_opts(
+            capacity_seconds: registered(
+                &registry,
+                prometheus::Histogram::with_opts(
                     HistogramOpts::new(
                         "gateway_cluster_capacity_seconds",
                         "Seconds one cluster-wide call-limit reservation takes in the store.",
@@ -174,13 +173,8 @@ impl Metrics {
                     .buckets(vec![
                         0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                     ]),
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(h.clone()))
-                    .expect("metric registered once");
-                h
-            },
+                ),
+            ),
             registry,
         }
     }

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Caller, Daemon, Opts, free_port, pg_schema_url};
+use common::{Caller, Daemon, Opts, eventually, free_port, pg_schema_url};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,17 +46,6 @@ fn psql(url: &str, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < within, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The call id of the record with this SIP Call-ID, once it is answered.
@@ -353,49 +342,6 @@ fn three_nodes_in_namespaces_share_calls_actions_and_a_dead_nodes_records() {
     );
 }
 
-/// INVITE and its final status; an answered call is ACKed and kept up, a
-/// refused one ACKed.
-fn call_and_hold(c: &mut Caller, sdp_port: u16) -> u16 {
-    let sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    );
-    c.sip
-        .send_to(c.request("INVITE", 1, "inv1", &sdp).as_bytes(), c.daemon)
-        .unwrap();
-    let mut buf = vec![0u8; 65536];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let Ok((n, _)) = c.sip.recv_from(&mut buf) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        let status: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if !text.contains(&c.call_id) || status < 200 {
-            continue;
-        }
-        if status < 300 {
-            let to = common::header(&text, "To").unwrap_or_default();
-            c.to_tag = to
-                .split(";tag=")
-                .nth(1)
-                .map(|t| t.split(';').next().unwrap_or(t).to_string());
-            c.sip
-                .send_to(c.request("ACK", 1, "ack1", "").as_bytes(), c.daemon)
-                .unwrap();
-        } else {
-            c.sip
-                .send_to(c.request("ACK", 1, "inv1", "").as_bytes(), c.daemon)
-                .unwrap();
-        }
-        return status;
-    }
-    panic!("no final response for {}", c.call_id);
-}
-
 /// A number limited to 3 concurrent calls: of 6 calls spread over the
 /// three nodes, exactly 3 are answered and 3 refused with 486; once one
 /// ends, a new call is answered on a node that refused before. Reports
@@ -418,7 +364,7 @@ fn a_numbers_call_limit_holds_across_the_three_nodes() {
             let n = round * 3 + i as u16;
             let mut c =
                 Caller::new(d.sip_addr(), &format!("limit-{n}@test")).dialing("+15550007000");
-            let st = call_and_hold(&mut c, 44_100 + 2 * n);
+            let st = c.call_and_hold(44_100 + 2 * n);
             statuses.push(st);
             if st == 200 {
                 held.push(c);
@@ -456,7 +402,7 @@ fn a_numbers_call_limit_holds_across_the_three_nodes() {
             n += 1;
             let mut c = Caller::new(nodes[0].sip_addr(), &format!("limit-{n}@test"))
                 .dialing("+15550007000");
-            (call_and_hold(&mut c, 44_100 + 2 * n) == 200).then(|| held.push(c))
+            (c.call_and_hold(44_100 + 2 * n) == 200).then(|| held.push(c))
         },
     );
     let refused: f64 = nodes

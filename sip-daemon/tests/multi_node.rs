@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{Caller, Daemon, pg_schema_url};
+use common::{Caller, Daemon, challenge, eventually, pg_schema_url, register};
 use serde_json::json;
-use sip_daemon::sip::digest::{Challenge, Credentials};
+use sip_daemon::sip::digest::Credentials;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -92,18 +92,6 @@ trunk = "nowhere"
     // The client's retry reaches the other node: the same call, no second.
     let (st, again) = post(&b);
     assert_eq!((st, &again["id"]), (201, &first["id"]), "{again}");
-}
-
-/// Polls `f` every 100 ms until it gives `Some`, for at most `within`.
-fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < within, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn node_id(d: &Daemon) -> String {
@@ -297,38 +285,11 @@ fn a_dead_nodes_open_calls_are_closed_by_a_peer() {
     on_b.bye();
 }
 
-/// One REGISTER from `sock` for alice to `d`, with `auth` if given, and
-/// its answer.
-fn register(sock: &UdpSocket, d: &Daemon, cseq: u32, extra: &str) -> String {
-    let local = sock.local_addr().unwrap();
-    let msg = format!(
-        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKclreg{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r{cseq}\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: cluster-reg-alice@test\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@{local}>\r\n{extra}Content-Length: 0\r\n\r\n"
-    );
-    sock.send_to(msg.as_bytes(), d.sip_addr()).unwrap();
-    let mut buf = vec![0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
-            if text.contains(&format!("CSeq: {cseq} REGISTER")) {
-                return text;
-            }
-        }
-    }
-    panic!("no answer to REGISTER {cseq}");
-}
-
 /// REGISTER with digest: challenged, then answered; the final answer.
 fn register_alice(sock: &UdpSocket, d: &Daemon, cseq: u32, expires: u32) -> String {
-    let first = register(sock, d, cseq, &format!("Expires: {expires}\r\n"));
-    let challenge = first
-        .lines()
-        .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
-        .map(|v| Challenge::parse(v).unwrap())
-        .find(|c| c.algorithm.as_str() == "SHA-256")
-        .unwrap_or_else(|| panic!("no challenge in {first}"));
+    let first = register(sock, d, "alice", cseq, &format!("Expires: {expires}\r\n"));
     let auth = Credentials::answer(
-        &challenge,
+        &challenge(&first, "SHA-256"),
         "alice",
         "alice-secret",
         "REGISTER",
@@ -339,6 +300,7 @@ fn register_alice(sock: &UdpSocket, d: &Daemon, cseq: u32, expires: u32) -> Stri
     register(
         sock,
         d,
+        "alice",
         cseq + 1,
         &format!("Expires: {expires}\r\nAuthorization: {auth}\r\n"),
     )

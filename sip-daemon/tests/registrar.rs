@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{Daemon, header};
-use sip_daemon::sip::digest::{Challenge, Credentials};
+use common::{Daemon, challenge, header, register};
+use sip_daemon::sip::digest::Credentials;
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,33 +17,6 @@ username = "alice"
 account = "acct"
 password = "alice-secret"
 "#;
-
-fn register(sock: &UdpSocket, d: &Daemon, user: &str, cseq: u32, extra: &str) -> String {
-    let local = sock.local_addr().unwrap();
-    let msg = format!(
-        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreg{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=r{cseq}\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: reg-{user}@test\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n"
-    );
-    sock.send_to(msg.as_bytes(), d.sip_addr()).unwrap();
-    let mut buf = vec![0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
-            if text.contains(&format!("CSeq: {cseq} REGISTER")) {
-                return text;
-            }
-        }
-    }
-    panic!("no answer to REGISTER {cseq}");
-}
-
-fn challenge(resp: &str, alg: &str) -> Challenge {
-    resp.lines()
-        .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
-        .map(|v| Challenge::parse(v).unwrap())
-        .find(|c| c.algorithm.as_str() == alg)
-        .unwrap_or_else(|| panic!("no {alg} challenge in {resp}"))
-}
 
 fn bindings(d: &Daemon) -> String {
     let out = Command::new("python3")

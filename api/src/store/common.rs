@@ -13,6 +13,22 @@
 use super::model::*;
 use super::{Result, StoreError};
 
+/// `UPDATE calls SET …` closing open rows at `$1` with end cause `$cause`:
+/// a recorded `sip_status` kept (else 200 if answered, 500 if not), the
+/// duration from `answer_at`.
+macro_rules! close_calls_at_1 {
+    ($cause:literal) => {
+        concat!(
+            "UPDATE calls SET end_at = $1, end_cause = '",
+            $cause,
+            "', sip_status = COALESCE(sip_status, \
+             CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
+             duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
+             ELSE $1 - answer_at END "
+        )
+    };
+}
+
 // ------------------------------------------------------- text as stored
 
 /// `s` as it is stored: C0 control characters but tab, CR and LF, and DEL,
@@ -151,14 +167,12 @@ pub(crate) const LIST_NODES: &str = "SELECT id, api_address, version, started_at
 /// resumable stay open for it unless `$4` (its resume grace is over too).
 /// The lapse is checked in the same statement, so a node whose heartbeat
 /// has just come back keeps its calls.
-pub(crate) const CLOSE_LOST_NODE_CALLS: &str = "UPDATE calls SET end_at = $1, \
-     end_cause = 'node_lost', sip_status = COALESCE(sip_status, \
-     CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
-     duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
-     ELSE $1 - answer_at END \
-     WHERE end_at IS NULL AND node = $2 \
+pub(crate) const CLOSE_LOST_NODE_CALLS: &str = concat!(
+    close_calls_at_1!("node_lost"),
+    "WHERE end_at IS NULL AND node = $2 \
      AND ($4 OR id NOT IN (SELECT call_id FROM call_resume)) \
-     AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = $2 AND nodes.heartbeat_at < $3)";
+     AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = $2 AND nodes.heartbeat_at < $3)"
+);
 /// Past its resume grace, a lost node's resume rows and call-limit slots
 /// (those of calls whose record never reached the store included) go.
 pub(crate) const ABANDON_LOST_NODE_RESUME: &str = "DELETE FROM call_resume WHERE node = $1 \
@@ -242,13 +256,11 @@ pub(crate) const GET_CALL: &str = concat!("SELECT ", call_columns!(), " FROM cal
 /// `$1` = now (Unix ms). Keeps a final status already recorded; else an
 /// answered call's INVITE status was 200, an unanswered one gets 500.
 /// Answered calls are charged up to now (never negative).
-pub(crate) const CLOSE_INTERRUPTED: &str = "UPDATE calls SET end_at = $1, \
-     end_cause = 'interrupted', sip_status = COALESCE(sip_status, \
-     CASE WHEN answer_at IS NULL THEN 500 ELSE 200 END), \
-     duration_ms = CASE WHEN answer_at IS NULL OR answer_at > $1 THEN 0 \
-     ELSE $1 - answer_at END \
-     WHERE end_at IS NULL AND (node = $2 OR node IS NULL) \
-     AND id NOT IN (SELECT call_id FROM call_resume)";
+pub(crate) const CLOSE_INTERRUPTED: &str = concat!(
+    close_calls_at_1!("interrupted"),
+    "WHERE end_at IS NULL AND (node = $2 OR node IS NULL) \
+     AND id NOT IN (SELECT call_id FROM call_resume)"
+);
 /// Resume rows of calls that ended (or never had a row).
 pub(crate) const SWEEP_RESUME: &str = "DELETE FROM call_resume WHERE call_id NOT IN \
      (SELECT id FROM calls WHERE end_at IS NULL)";

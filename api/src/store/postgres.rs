@@ -96,33 +96,9 @@ pub async fn follow_channel(
 /// ([`super::Store::announce_change`]), and once after every (re)connect,
 /// since announcements made meanwhile are lost. Runs until the process ends.
 pub async fn follow_changes(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
-    use sqlx::postgres::PgListener;
-    loop {
-        let listener = async {
-            let mut l = PgListener::connect(&url).await?;
-            l.listen(super::CHANGE_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        }
-        .await;
-        match listener {
-            Ok(mut l) => {
-                changed.notify_one();
-                loop {
-                    match l.try_recv().await {
-                        Ok(Some(_)) => changed.notify_one(),
-                        // The connection was lost and is re-established by
-                        // the next call: anything announced meanwhile is
-                        // lost, so reload.
-                        Ok(None) => changed.notify_one(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "routing change listener failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for routing changes; retrying"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(follow_channel(url, super::CHANGE_CHANNEL, tx));
+    while rx.recv().await.is_some() {
+        changed.notify_one();
     }
 }

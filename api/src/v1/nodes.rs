@@ -189,14 +189,7 @@ pub async fn forward_live_action(State(s): State<ApiState>, req: Request, next: 
     }
     // Verified here without the account's rate limit: the handler (here or
     // on the holder) counts the request once.
-    let account = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
+    let account = super::extract::bearer_token(req.headers())
         .and_then(|t| s.verifier.verify(t).ok())
         .and_then(|p| p.account);
     let Some(account) = account else {

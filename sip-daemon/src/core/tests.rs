@@ -1205,30 +1205,7 @@ fn without_cluster_limits_no_reservation_is_asked() {
 fn per_trunk_limit_gives_486_until_a_call_ends() {
     let mut h = Harness::new();
     // The same table with the trunk limited to two calls at once.
-    let t = routing();
-    let mut trunk = t.trunk("local").unwrap().trunk.clone();
-    trunk.max_calls = Some(2);
-    let (limited, problems) = RoutingTable::build(
-        vec![trunk],
-        vec![Number {
-            pattern: "+1555000*".into(),
-            account_id: "acme".into(),
-            route: RouteKind::Echo,
-            target: None,
-            dialect: None,
-            params: None,
-            trunk: None,
-            max_calls: None,
-            fallback: None,
-            voice_webhook: None,
-            sms_webhook: None,
-            media_security: Default::default(),
-        }],
-        vec![],
-        vec![],
-    );
-    assert!(problems.is_empty());
-    h.core.set_routing(Arc::new(limited));
+    h.core.set_routing(Arc::new(trunk_limited(2)));
     let ok1 = answered_call(&mut h, "tr1", "");
     let inv2 = invite("+15550002", "tr2", "z9hG4bK-tr2", "", SDP).replace("tag=caller1", "tag=c2");
     h.recv(&inv2);

@@ -790,6 +790,16 @@ impl Caller {
     /// INVITE and the final status, whatever it is: a rejection is ACKed,
     /// an answer ACKed and released with BYE.
     pub fn final_status(&mut self, sdp_port: u16) -> u16 {
+        let status = self.call_and_hold(sdp_port);
+        if status < 300 {
+            self.bye();
+        }
+        status
+    }
+
+    /// INVITE and its final status; an answered call is ACKed and kept up,
+    /// a refused one ACKed.
+    pub fn call_and_hold(&mut self, sdp_port: u16) -> u16 {
         let sdp = format!(
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {sdp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         );
@@ -823,7 +833,6 @@ impl Caller {
                 self.sip
                     .send_to(self.request("ACK", 1, "ack1", "").as_bytes(), self.daemon)
                     .unwrap();
-                self.bye();
             } else {
                 self.sip
                     .send_to(self.request("ACK", 1, "inv1", "").as_bytes(), self.daemon)
@@ -899,4 +908,46 @@ pub fn xdp_test_available(what: &str) -> bool {
         }
         Some(w) => panic!("{what} cannot run: {w}"),
     }
+}
+
+/// Polls `f` every 100 ms until it gives `Some`, for at most `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One REGISTER from `sock` for `user` to `d`, with `extra` headers, and
+/// its answer.
+pub fn register(sock: &UdpSocket, d: &Daemon, user: &str, cseq: u32, extra: &str) -> String {
+    let local = sock.local_addr().unwrap();
+    let msg = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreg{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=r{cseq}\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: reg-{user}@test\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    sock.send_to(msg.as_bytes(), d.sip_addr()).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.contains(&format!("CSeq: {cseq} REGISTER")) {
+                return text;
+            }
+        }
+    }
+    panic!("no answer to REGISTER {cseq}");
+}
+
+/// The `alg` challenge of a 401.
+pub fn challenge(resp: &str, alg: &str) -> sip_daemon::sip::digest::Challenge {
+    resp.lines()
+        .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .map(|v| sip_daemon::sip::digest::Challenge::parse(v).unwrap())
+        .find(|c| c.algorithm.as_str() == alg)
+        .unwrap_or_else(|| panic!("no {alg} challenge in {resp}"))
 }
