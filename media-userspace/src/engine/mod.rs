@@ -3,11 +3,11 @@
 //! where the kernel refuses io_uring (seccomp, old kernels) the same
 //! workers run on plain tokio sockets, so media always works.
 //!
-//! A command from call control ([`commands`]) binds the leg's sockets on
-//! the caller's thread ([`bind`]) and posts the leg to a worker's
-//! [`mailbox`]; the [`worker`] runs each echo or stream [`leg`] in its
-//! own loop, and each [`relayed`] pair in one task. Legs a previous run
-//! left in the kernel are [`inherited`]; counters go to [`stats`].
+//! A command from call control (`commands`) binds the leg's sockets on
+//! the caller's thread (`bind`) and posts the leg to a worker's
+//! `mailbox`; the `worker` runs each echo or stream `leg` in its
+//! own loop, and each `relayed` pair in one task. Legs a previous run
+//! left in the kernel are `inherited`; counters go to `stats`.
 
 use crate::aistream::client::{self, LegSide, StreamEvent, StreamStats};
 use crate::aistream::{FRAME_MS, StreamSpec};
