@@ -57,6 +57,7 @@ if [ "$what" = "test" ]; then
   fi
   command -v cargo-nextest >/dev/null || { say "installing cargo-nextest"; cargo install cargo-nextest --locked --quiet; }
   command -v cargo-fuzz >/dev/null || { say "installing cargo-fuzz"; cargo install cargo-fuzz --locked --quiet; }
+  command -v cargo-deny >/dev/null || { say "installing cargo-deny"; cargo install cargo-deny --locked --quiet; }
   # Pipecat (PyPI), whose own Twilio serializer plays the AI in
   # sip-daemon/tests/pipecat.rs: a bot written for Twilio, unchanged.
   venv="$(cd "$(dirname "$0")/.." && pwd)/target/pipecat-venv"

@@ -2,8 +2,8 @@
 # The whole test suite, on a fresh Debian/Ubuntu machine:
 #   1. installs what the tests need (scripts/setup.sh test, idempotent);
 #   2. starts a throwaway PostgreSQL cluster (stopped and removed on exit);
-#   3. fmt and clippy checks, the workspace tests (nextest), the XDP
-#      program test, builds the fuzz targets, then the SIPp peer tests.
+#   3. fmt, clippy and cargo-deny checks, the workspace tests (nextest),
+#      the XDP program test, builds the fuzz targets, then the SIPp peer tests.
 # Fails on the first failure. GATEWAY_SIPP_CALLS sets the SIPp call count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,21 @@ say "rustfmt"
 cargo fmt --all -- --check
 say "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Licences, bans and sources of the dependency tree (deny.toml), of the
+# workspace and of the fuzz and XDP workspaces beside it; duplicate
+# versions warn, on the main workspace only (libfuzzer-sys's licence
+# exception is met in the fuzz workspace only). Advisories are not
+# checked: their database is cloned from GitHub, which this suite's
+# machines do not reach, and the suite must not fail on the network
+# (deny.toml says more; CI with network should add
+# `cargo deny check advisories`).
+say "cargo deny"
+cargo deny --locked check --hide-inclusion-graph -A license-exception-not-encountered \
+  licenses bans sources
+for ws in sip-daemon/fuzz media-ebpf/xdp; do
+  cargo deny --manifest-path "$ws/Cargo.toml" --locked --log-level error \
+    check --hide-inclusion-graph licenses bans sources
+done
 
 say "tests"
 if command -v cargo-nextest >/dev/null; then
