@@ -751,7 +751,7 @@ struct Hooks {
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// (call, its sid, the store's answer) for [`Core::handle_capacity`].
-type CapacityAnswer = (u64, String, Result<bool, String>);
+type CapacityAnswer = (crate::core::CallHandle, String, Result<bool, String>);
 
 /// Cluster-wide call limits at the edge: reservations in the store.
 struct CapacityEdge {
@@ -762,7 +762,7 @@ struct CapacityEdge {
 }
 
 impl CapacityEdge {
-    fn reserve(&self, call: u64, sid: String, scopes: Vec<(String, u32)>) {
+    fn reserve(&self, call: crate::core::CallHandle, sid: String, scopes: Vec<(String, u32)>) {
         let (store, node, tx, metrics) = (
             self.store.clone(),
             self.node.clone(),
@@ -813,7 +813,10 @@ impl CapacityEdge {
     }
 }
 
-type VoiceAnswerFor = (u64, Result<api::webhook::VoiceAnswer, String>);
+type VoiceAnswerFor = (
+    crate::core::CallHandle,
+    Result<api::webhook::VoiceAnswer, String>,
+);
 
 /// Takes back the bridged calls a previous run of this node left: their
 /// dialogs answer again and their relays are adopted when `flush` runs

@@ -26,14 +26,17 @@ impl Core {
     /// Tells the AI of stream leg `leg` how its transfer went. A
     /// click-to-call has no AI to keep the callee: a transfer that did not
     /// connect ends it (cause `forward_<status>`).
-    fn ai_result(&mut self, now: Instant, leg: u64, status: &str, sip_status: u16) {
-        if status != "answered" && self.calls.get(&leg).is_some_and(|c| c.click_to_call) {
+    fn ai_result(&mut self, now: Instant, leg: LegId, status: &str, sip_status: u16) {
+        // The call whose own leg is the stream leg (a relay side is no
+        // call's: its AI is gone already).
+        let h = CallHandle::of_leg(leg);
+        if status != "answered" && self.calls.get(&h).is_some_and(|c| c.click_to_call) {
             tracing::info!(
-                call = leg,
+                call = h.get(),
                 status,
                 "click-to-call party not reached; ending the call"
             );
-            return self.hangup(now, leg, &format!("forward_{status}"));
+            return self.hangup(now, h, &format!("forward_{status}"));
         }
         self.out
             .push_back(Output::Media(MediaCommand::TransferResult {
@@ -45,9 +48,9 @@ impl Core {
             }));
     }
 
-    pub(super) fn ai_result_unavailable(&mut self, now: Instant, h: Option<u64>) {
+    pub(super) fn ai_result_unavailable(&mut self, now: Instant, h: Option<CallHandle>) {
         if let Some(h) = h {
-            self.ai_result(now, h, "unavailable", 0);
+            self.ai_result(now, h.own_leg(), "unavailable", 0);
         }
     }
 
@@ -57,7 +60,7 @@ impl Core {
     pub(super) fn on_ai_transfer(
         &mut self,
         now: Instant,
-        h: u64,
+        h: CallHandle,
         to: String,
         ring: Option<Duration>,
     ) {
@@ -68,9 +71,9 @@ impl Core {
             && call.bridge.is_none()
             && call.transfer.is_none()
             && call.refer_until.is_none()
-            && call.media_leg == h;
+            && call.media_leg == h.own_leg();
         let Some(n) = call.negotiated.clone().filter(|_| ready) else {
-            return self.ai_result(now, h, "refused", 0);
+            return self.ai_result(now, h.own_leg(), "refused", 0);
         };
         let routing = self.routing.clone();
         let refer = call
@@ -129,7 +132,7 @@ impl Core {
                 .ok()
         });
         let Some(target) = resolved else {
-            return self.ai_result(now, h, "unavailable", 0);
+            return self.ai_result(now, h.own_leg(), "unavailable", 0);
         };
         // The party sees the caller, or on a call we placed, our number.
         let caller = self.calls.get(&h).map_or_else(
@@ -142,27 +145,27 @@ impl Core {
                 })
             },
         );
-        let relay_a = self.new_id();
-        let hb = self.new_id();
-        let mut leg = self.new_out_leg(h, target, &caller, 69, vec![n.codec], hb);
+        let relay_a: LegId = self.new_id();
+        let hb: OutLegHandle = self.new_id();
+        let mut leg = self.new_out_leg(h, target, &caller, 69, vec![n.codec], hb.own_leg());
         leg.rebridge = Some(relay_a);
         leg.ring_timeout = ring;
         self.out_legs.insert(hb, leg);
         if let Some(c) = self.calls.get_mut(&h) {
             c.transfer = Some(hb);
         }
-        tracing::info!(call = h, "AI asked for a transfer");
+        tracing::info!(call = h.get(), "AI asked for a transfer");
         let a = leg_media(&n);
         let b = LegMedia { remote: None, ..a };
         self.out.push_back(Output::Media(MediaCommand::OpenRelay {
-            legs: [relay_a, hb],
+            legs: [relay_a, hb.own_leg()],
             media: [a, b],
             timeout: self.cfg.media_timeout,
         }));
     }
 
     /// REFER to the caller's carrier (in the caller's dialog).
-    fn refer_caller(&mut self, now: Instant, h: u64, refer_to: &str) {
+    fn refer_caller(&mut self, now: Instant, h: CallHandle, refer_to: &str) {
         let Some((peer, user)) = self
             .calls
             .get(&h)
@@ -186,13 +189,13 @@ impl Core {
             .header(HeaderName::Contact, contact);
         c.refer_until = Some(now + wait);
         let bytes = Bytes::from(b.encode());
-        tracing::info!(call = h, "AI transfer by REFER to the carrier");
+        tracing::info!(call = h.get(), "AI transfer by REFER to the carrier");
         self.start_client_request(now, peer, branch, bytes, txns::ClientPurpose::Refer(h));
         self.schedule_call(h);
     }
 
     /// The carrier's final answer to our REFER: 202 means NOTIFYs follow.
-    pub(super) fn on_refer_response(&mut self, now: Instant, h: u64, status: u16) {
+    pub(super) fn on_refer_response(&mut self, now: Instant, h: CallHandle, status: u16) {
         if status < 300 {
             return;
         }
@@ -210,8 +213,8 @@ impl Core {
     pub(super) fn on_refer_notify(
         &mut self,
         now: Instant,
-        id: u64,
-        h: u64,
+        id: TxnId,
+        h: CallHandle,
         tag: &str,
         req: &Request,
     ) {
@@ -251,7 +254,7 @@ impl Core {
     }
 
     /// The carrier never said how the REFER ended.
-    pub(super) fn refer_timed_out(&mut self, now: Instant, h: u64) {
+    pub(super) fn refer_timed_out(&mut self, now: Instant, h: CallHandle) {
         if let Some(leg) = self.calls.get(&h).map(|c| c.media_leg) {
             self.ai_result(now, leg, "no_answer", 0);
         }
@@ -259,7 +262,12 @@ impl Core {
 
     /// The relay for an AI transfer is bound: the far INVITE leaves, the
     /// caller stays with the AI.
-    pub(super) fn rebridge_relay_opened(&mut self, now: Instant, hb: u64, locals: [SocketAddr; 2]) {
+    pub(super) fn rebridge_relay_opened(
+        &mut self,
+        now: Instant,
+        hb: OutLegHandle,
+        locals: [SocketAddr; 2],
+    ) {
         if let Some(o) = self.out_legs.get_mut(&hb) {
             o.rebridge_local = Some(locals[0]);
         }
@@ -268,16 +276,16 @@ impl Core {
 
     /// The target answered (ACKed, its relay side pointed at it): the
     /// caller moves from the AI to the relay.
-    pub(super) fn rebridge_completed(&mut self, now: Instant, h: u64, hb: u64) {
+    pub(super) fn rebridge_completed(&mut self, now: Instant, h: CallHandle, hb: OutLegHandle) {
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
         let (Some(relay_a), Some(local)) = (o.rebridge.take(), o.rebridge_local) else {
             return;
         };
-        self.ai_result(now, h, "answered", 200);
+        self.ai_result(now, h.own_leg(), "answered", 200);
         self.out
-            .push_back(Output::Media(MediaCommand::Close { leg: h }));
+            .push_back(Output::Media(MediaCommand::Close { leg: h.own_leg() }));
         let advertised = self.cfg.advertised_ip;
         let Some(c) = self.calls.get_mut(&h) else {
             return;
@@ -307,7 +315,10 @@ impl Core {
             c.local_sdp = Some(offer.clone());
             c.codecs = vec![codec];
         }
-        tracing::info!(call = h, "AI transfer answered; caller moved to the relay");
+        tracing::info!(
+            call = h.get(),
+            "AI transfer answered; caller moved to the relay"
+        );
         self.send_vital_reinvite(now, BridgeSide::Caller(h), offer.encode());
     }
 
@@ -316,8 +327,8 @@ impl Core {
     pub(super) fn rebridge_failed(
         &mut self,
         now: Instant,
-        partner: Option<u64>,
-        relay_a: u64,
+        partner: Option<CallHandle>,
+        relay_a: LegId,
         status: &str,
         sip_status: u16,
     ) {
@@ -330,10 +341,10 @@ impl Core {
             c.transfer = None;
         }
         tracing::info!(
-            call = h,
+            call = h.get(),
             status,
             "AI transfer failed; the AI keeps the caller"
         );
-        self.ai_result(now, h, status, sip_status);
+        self.ai_result(now, h.own_leg(), status, sip_status);
     }
 }

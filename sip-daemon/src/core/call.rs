@@ -100,11 +100,11 @@ impl SessionTimer {
 
 #[derive(Debug)]
 pub struct Call {
-    pub handle: u64,
+    pub handle: CallHandle,
     pub sid: String,
     pub state: CallState,
     /// The INVITE server transaction, until it is terminated.
-    pub invite_txn: Option<u64>,
+    pub invite_txn: Option<TxnId>,
     pub dialog: Dialog,
     pub number_pattern: Option<String>,
     pub trunk: Option<String>,
@@ -120,7 +120,7 @@ pub struct Call {
     pub ack_offer_pending: bool,
     pub session: Option<SessionTimer>,
     /// A re-INVITE being answered.
-    pub reinvite_txn: Option<u64>,
+    pub reinvite_txn: Option<TxnId>,
     pub callee_user: Option<String>,
     /// Codecs this call may use: those its media mode can serve.
     pub codecs: Vec<Codec>,
@@ -130,9 +130,9 @@ pub struct Call {
     /// Our RTP address once the leg is open.
     pub local_media: Option<SocketAddr>,
     /// Route `forward`: the far leg this call is bridged to.
-    pub bridge: Option<u64>,
+    pub bridge: Option<OutLegHandle>,
     /// A transfer in progress: the new far leg, until it answers or fails.
-    pub transfer: Option<u64>,
+    pub transfer: Option<OutLegHandle>,
     /// Our re-INVITE toward the caller (a hold across the bridge), and
     /// the ACK of its 2xx, resent if the 2xx is.
     pub reinvite_out: Option<super::hold::PendingReinvite>,
@@ -141,7 +141,7 @@ pub struct Call {
     pub fallback: Option<api::store::Number>,
     /// The media leg carrying the caller: the call's handle, or after an
     /// AI transfer the relay side the caller moved to.
-    pub media_leg: u64,
+    pub media_leg: LegId,
     /// The number's forwarding trunk (AI transfers go through it).
     pub route_trunk: Option<String>,
     /// A REFER of ours to the caller's carrier is running until this
@@ -180,7 +180,7 @@ impl Call {
     pub(super) fn sdp_session_id(&self) -> u64 {
         self.local_sdp
             .as_ref()
-            .map_or(self.handle, |s| s.session_id)
+            .map_or(self.handle.get(), |s| s.session_id)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -399,7 +399,7 @@ impl Core {
         self.clock.unix_ms(now)
     }
 
-    pub(super) fn schedule_call(&mut self, h: u64) {
+    pub(super) fn schedule_call(&mut self, h: CallHandle) {
         if let Some(at) = self.calls.get(&h).and_then(Call::next_deadline) {
             self.schedule(at, TimerRef::Call(h));
         }
@@ -410,7 +410,7 @@ impl Core {
     /// with the user's live bindings so the caller reaches the device
     /// directly; 480 when the user has none. Bridging the call through us
     /// instead (route `forward` to a user) comes with forwarding.
-    fn redirect_to_user(&mut self, now: Instant, id: u64, sid: &str, username: &str) {
+    fn redirect_to_user(&mut self, now: Instant, id: TxnId, sid: &str, username: &str) {
         let now_ms = self.unix_ms(now);
         let contacts: Vec<String> = self
             .registrar
@@ -447,7 +447,7 @@ impl Core {
     fn reject_invite(
         &mut self,
         now: Instant,
-        id: u64,
+        id: TxnId,
         sid: Option<&str>,
         status: u16,
         cause: &str,
@@ -471,7 +471,7 @@ impl Core {
         }
     }
 
-    pub(super) fn on_invite(&mut self, now: Instant, id: u64, peer: Peer) {
+    pub(super) fn on_invite(&mut self, now: Instant, id: TxnId, peer: Peer) {
         let Some(req) = self.request(id).cloned() else {
             return;
         };
@@ -744,9 +744,10 @@ impl Core {
             None => None,
         };
         let local_tag = self.new_tag();
-        let handle = self.new_id();
+        let handle: CallHandle = self.new_id();
         let dialog = Dialog::from_invite(&req, &local_tag, peer);
-        self.dialogs.insert(dialog.key.clone(), handle);
+        self.dialogs
+            .insert(dialog.key.clone(), DialogOwner::Call(handle));
         if let Some(e) = self.txns.server.get_mut(&id) {
             e.call = Some(handle);
         }
@@ -809,7 +810,7 @@ impl Core {
                 transfer: None,
                 reinvite_out: None,
                 reinvite_ack: None,
-                media_leg: handle,
+                media_leg: handle.own_leg(),
                 route_trunk: number.trunk.clone(),
                 refer_until: None,
                 outbound: false,
@@ -858,11 +859,11 @@ impl Core {
         self.park_for_capacity(handle, scopes, next);
     }
 
-    pub(super) fn on_media_opened(&mut self, now: Instant, h: u64, local: SocketAddr) {
+    pub(super) fn on_media_opened(&mut self, now: Instant, h: CallHandle, local: SocketAddr) {
         let Some(call) = self.calls.get_mut(&h) else {
             // The call ended while the leg was opening.
             self.out
-                .push_back(Output::Media(MediaCommand::Close { leg: h }));
+                .push_back(Output::Media(MediaCommand::Close { leg: h.own_leg() }));
             return;
         };
         if call.origination.is_some() && !call.media_open {
@@ -880,7 +881,7 @@ impl Core {
     }
 
     /// The AI's socket is up: answer if the leg is open too.
-    pub(super) fn on_stream_connected(&mut self, now: Instant, h: u64) {
+    pub(super) fn on_stream_connected(&mut self, now: Instant, h: CallHandle) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -892,7 +893,7 @@ impl Core {
 
     /// The AI's socket failed, timed out or was closed: an unanswered call
     /// gets the configured fallback, an answered one a BYE.
-    pub(super) fn on_stream_gone(&mut self, now: Instant, h: u64, cause: &str) {
+    pub(super) fn on_stream_gone(&mut self, now: Instant, h: CallHandle, cause: &str) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -921,14 +922,14 @@ impl Core {
     }
 
     /// Sends the 2xx with our SDP.
-    pub(super) fn answer(&mut self, now: Instant, h: u64) {
+    pub(super) fn answer(&mut self, now: Instant, h: CallHandle) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
         let (Some(txn), Some(local)) = (call.invite_txn, call.local_media) else {
             return;
         };
-        let lm = self.local_media(local.port(), h, 1, &call.keying);
+        let lm = self.local_media(local.port(), h.get(), 1, &call.keying);
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -983,7 +984,7 @@ impl Core {
     }
 
     /// How each leg of call `h` carries its media, for the CDR.
-    pub(super) fn legs_security(&self, h: u64) -> api::store::LegsSecurity {
+    pub(super) fn legs_security(&self, h: CallHandle) -> api::store::LegsSecurity {
         let record = |n: Option<&NegotiatedAudio>| {
             n.map(|n| n.srtp.map_or_else(|| "rtp".to_string(), |s| s.record()))
         };
@@ -1003,7 +1004,7 @@ impl Core {
     pub(super) fn ok_retransmit(
         &self,
         now: Instant,
-        txn: u64,
+        txn: TxnId,
         reliable: bool,
     ) -> Option<OkRetransmit> {
         let last = self.txns.server.get(&txn)?.txn.last_response()?.clone();
@@ -1011,7 +1012,7 @@ impl Core {
     }
 
     /// Starts 2xx retransmission (unreliable transports) and the ACK wait.
-    fn after_2xx(&mut self, now: Instant, h: u64, txn: u64) {
+    fn after_2xx(&mut self, now: Instant, h: CallHandle, txn: TxnId) {
         let Some(reliable) = self
             .calls
             .get(&h)
@@ -1025,12 +1026,12 @@ impl Core {
         }
     }
 
-    pub(super) fn on_media_failed(&mut self, now: Instant, h: u64, reason: &str) {
+    pub(super) fn on_media_failed(&mut self, now: Instant, leg: LegId, reason: &str) {
         // The relay of an AI transfer could not be bound.
         let rebridge = self
             .out_legs
             .iter()
-            .find(|(_, o)| o.rebridge == Some(h))
+            .find(|(_, o)| o.rebridge == Some(leg))
             .map(|(hb, o)| (*hb, o.partner));
         if let Some((hb, partner)) = rebridge {
             tracing::warn!(reason, "relay for an AI transfer failed to open");
@@ -1042,6 +1043,7 @@ impl Core {
             }
             return self.ai_result_unavailable(now, partner);
         }
+        let h = CallHandle::of_leg(leg);
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -1065,7 +1067,7 @@ impl Core {
         }
     }
 
-    pub(super) fn on_cancel(&mut self, now: Instant, id: u64) {
+    pub(super) fn on_cancel(&mut self, now: Instant, id: TxnId) {
         let Some(invite_key) = self
             .txns
             .server
@@ -1110,14 +1112,17 @@ impl Core {
             return;
         }
         // ACK for a 2xx: end to end, matched to the dialog (§13.3.1.4).
-        let Some(h) = self.dialog_of(&ack) else {
-            return;
+        let h = match self.dialog_of(&ack) {
+            Some(DialogOwner::Call(h)) => h,
+            Some(DialogOwner::OutLeg(hb)) => {
+                // The far side ACKed our 2xx to its re-INVITE.
+                if let Some(o) = self.out_legs.get_mut(&hb) {
+                    o.ok = None;
+                }
+                return;
+            }
+            None => return,
         };
-        if let Some(o) = self.out_legs.get_mut(&h) {
-            // The far side ACKed our 2xx to its re-INVITE.
-            o.ok = None;
-            return;
-        }
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -1150,7 +1155,7 @@ impl Core {
         self.schedule_call(h);
     }
 
-    pub(super) fn dialog_of(&self, req: &Request) -> Option<u64> {
+    pub(super) fn dialog_of(&self, req: &Request) -> Option<DialogOwner> {
         let key = DialogKey {
             call_id: req.core.call_id.clone(),
             local_tag: req.to_tag()?.to_string(),
@@ -1159,17 +1164,18 @@ impl Core {
         self.dialogs.get(&key).copied()
     }
 
-    pub(super) fn on_in_dialog(&mut self, now: Instant, id: u64, _peer: Peer) {
+    pub(super) fn on_in_dialog(&mut self, now: Instant, id: TxnId, _peer: Peer) {
         let Some(req) = self.request(id).cloned() else {
             return;
         };
-        let Some(h) = self.dialog_of(&req) else {
-            self.metrics.reject("no_dialog");
-            return self.reply(now, id, 481, None);
+        let h = match self.dialog_of(&req) {
+            Some(DialogOwner::Call(h)) => h,
+            Some(DialogOwner::OutLeg(hb)) => return self.on_out_in_dialog(now, id, hb, &req),
+            None => {
+                self.metrics.reject("no_dialog");
+                return self.reply(now, id, 481, None);
+            }
         };
-        if self.out_legs.contains_key(&h) {
-            return self.on_out_in_dialog(now, id, h, &req);
-        }
         let method = req.method.clone();
         let req_cseq_ok = {
             self.calls
@@ -1214,7 +1220,7 @@ impl Core {
             Method::Refer => self.on_caller_refer(now, id, h, &tag, &req),
             Method::Info => {
                 if let Some((digit, duration_ms)) = parse_dtmf_info(&req) {
-                    let leg = self.calls.get(&h).map_or(h, |c| c.media_leg);
+                    let leg = self.calls.get(&h).map_or(h.own_leg(), |c| c.media_leg);
                     self.out.push_back(Output::Media(MediaCommand::InfoDtmf {
                         leg,
                         digit,
@@ -1231,7 +1237,7 @@ impl Core {
 
     /// re-INVITE or UPDATE: a new offer (hold/unhold, new address), an
     /// empty re-INVITE (we offer), or a session refresh.
-    fn on_session_update(&mut self, now: Instant, id: u64, h: u64, tag: &str) {
+    fn on_session_update(&mut self, now: Instant, id: TxnId, h: CallHandle, tag: &str) {
         let Some(req) = self.request(id).cloned() else {
             return;
         };
@@ -1376,7 +1382,7 @@ impl Core {
         }
     }
 
-    pub(super) fn call_timer(&mut self, now: Instant, h: u64) {
+    pub(super) fn call_timer(&mut self, now: Instant, h: CallHandle) {
         let t2 = self.cfg.timers.t2;
         let Some(call) = self.calls.get_mut(&h) else {
             return;
@@ -1432,7 +1438,7 @@ impl Core {
     }
 
     /// Sends a request inside the call's dialog through a client transaction.
-    pub(super) fn send_in_dialog(&mut self, now: Instant, h: u64, method: Method) {
+    pub(super) fn send_in_dialog(&mut self, now: Instant, h: CallHandle, method: Method) {
         let Some(peer) = self.calls.get(&h).map(|c| c.dialog.peer) else {
             return;
         };
@@ -1454,7 +1460,7 @@ impl Core {
     }
 
     /// Ends a call from our side: BYE once answered, an error before.
-    pub(super) fn hangup(&mut self, now: Instant, h: u64, cause: &str) {
+    pub(super) fn hangup(&mut self, now: Instant, h: CallHandle, cause: &str) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -1473,7 +1479,7 @@ impl Core {
     }
 
     /// Removes the call, closes its media and its record.
-    pub(super) fn end_call(&mut self, now: Instant, h: u64, cause: &str, status: u16) {
+    pub(super) fn end_call(&mut self, now: Instant, h: CallHandle, cause: &str, status: u16) {
         let Some(call) = self.calls.remove(&h) else {
             return;
         };

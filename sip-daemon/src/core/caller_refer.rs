@@ -41,7 +41,7 @@ impl Core {
     pub(super) fn refer_target(
         &mut self,
         now: Instant,
-        id: u64,
+        id: TxnId,
         tag: &str,
         req: &Request,
     ) -> Option<NameAddr> {
@@ -61,8 +61,8 @@ impl Core {
     pub(super) fn on_caller_refer(
         &mut self,
         now: Instant,
-        id: u64,
-        h: u64,
+        id: TxnId,
+        h: CallHandle,
         tag: &str,
         req: &Request,
     ) {
@@ -130,8 +130,8 @@ impl Core {
             b.header(HeaderName::Contact, contact)
         });
         self.notify_caller(now, h, 100, "Trying", false);
-        tracing::info!(call = h, target = %refer_to.uri, "blind transfer by the caller's side");
-        let hc = self.new_id();
+        tracing::info!(call = h.get(), target = %refer_to.uri, "blind transfer by the caller's side");
+        let hc: OutLegHandle = self.new_id();
         // The new party sees the number the caller had called.
         let mut leg = self.new_out_leg(h, target, &did, 70, vec![codec], media_leg);
         leg.replaces_caller = true;
@@ -145,7 +145,14 @@ impl Core {
     /// NOTIFY in the call's own dialog with the progress of the caller's
     /// REFER (RFC 3515 §2.4.4, `message/sipfrag`); nothing once the caller
     /// left.
-    fn notify_caller(&mut self, now: Instant, h: u64, status: u16, reason: &str, done: bool) {
+    fn notify_caller(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        status: u16,
+        reason: &str,
+        done: bool,
+    ) {
         let Some((peer, user, left)) = self
             .calls
             .get(&h)
@@ -176,7 +183,7 @@ impl Core {
 
     /// The caller hung up while its REFER's target rings: the call stays
     /// for the target. Whether that was the case.
-    pub(super) fn caller_left_during_refer(&mut self, h: u64) -> bool {
+    pub(super) fn caller_left_during_refer(&mut self, h: CallHandle) -> bool {
         let replacing = self
             .calls
             .get(&h)
@@ -186,7 +193,7 @@ impl Core {
         if replacing && let Some(c) = self.calls.get_mut(&h) {
             c.caller_left = true;
             tracing::info!(
-                call = h,
+                call = h.get(),
                 "the transferor left; the call waits for the target"
             );
         }
@@ -195,7 +202,7 @@ impl Core {
 
     /// The Refer-To target answered (ACKed; the media leg already points
     /// at it): it becomes the call's remote party.
-    pub(super) fn caller_replaced(&mut self, now: Instant, h: u64, hc: u64) {
+    pub(super) fn caller_replaced(&mut self, now: Instant, h: CallHandle, hc: OutLegHandle) {
         self.notify_caller(now, h, 200, "OK", true);
         let left = self.calls.get(&h).is_none_or(|c| c.caller_left);
         if !left {
@@ -242,8 +249,8 @@ impl Core {
         c.ack_offer_pending = false;
         let new_key = c.dialog.key.clone();
         self.dialogs.remove(&old.key);
-        self.dialogs.insert(new_key, h);
-        tracing::info!(call = h, "caller's transfer completed");
+        self.dialogs.insert(new_key, DialogOwner::Call(h));
+        tracing::info!(call = h.get(), "caller's transfer completed");
     }
 
     /// The Refer-To target did not answer (`status`): the transferor hears
@@ -251,14 +258,14 @@ impl Core {
     pub(super) fn caller_refer_failed(
         &mut self,
         now: Instant,
-        partner: Option<u64>,
+        partner: Option<CallHandle>,
         status: u16,
         reason: &str,
     ) {
         let Some(h) = partner else {
             return;
         };
-        tracing::info!(call = h, status, "caller's transfer target failed");
+        tracing::info!(call = h.get(), status, "caller's transfer target failed");
         self.notify_caller(now, h, status, reason, true);
         let Some(c) = self.calls.get_mut(&h) else {
             return;

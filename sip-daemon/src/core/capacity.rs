@@ -61,7 +61,7 @@ impl Core {
     /// Parks call `h` until the store grants its slots.
     pub(super) fn park_for_capacity(
         &mut self,
-        h: u64,
+        h: CallHandle,
         scopes: Vec<(String, u32)>,
         next: Admission,
     ) {
@@ -84,7 +84,7 @@ impl Core {
     pub fn handle_capacity(
         &mut self,
         now: Instant,
-        h: u64,
+        h: CallHandle,
         sid: &str,
         granted: Result<bool, String>,
     ) {
@@ -127,7 +127,7 @@ impl Core {
     }
 
     /// Carries an admitted call on.
-    pub(super) fn admit(&mut self, now: Instant, h: u64, next: Admission) {
+    pub(super) fn admit(&mut self, now: Instant, h: CallHandle, next: Admission) {
         match next {
             Admission::Outbound { .. } => {}
             Admission::FarLeg { local } => {
@@ -143,7 +143,7 @@ impl Core {
             } => self.open_forward(h, target, &caller, max_forwards),
             Admission::Media { mode, media } => {
                 self.out.push_back(Output::Media(MediaCommand::Open {
-                    leg: h,
+                    leg: h.own_leg(),
                     mode,
                     media,
                     timeout: self.cfg.media_timeout,

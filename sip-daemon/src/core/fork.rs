@@ -12,7 +12,7 @@ impl Core {
     /// Starts (or replaces) the fork of relayed call `h`.
     pub(super) fn start_fork(
         &mut self,
-        h: u64,
+        h: CallHandle,
         account: &str,
         target: &StreamTarget,
     ) -> ControlOutcome {
@@ -63,7 +63,7 @@ impl Core {
         if let Some(c) = self.calls.get_mut(&h) {
             c.forked = Some(spec.stream_sid.clone());
         }
-        tracing::info!(call = h, "listen-only stream started");
+        tracing::info!(call = h.get(), "listen-only stream started");
         self.out.push_back(Output::Media(MediaCommand::StartFork {
             leg,
             spec: Box::new(spec),
@@ -72,7 +72,7 @@ impl Core {
     }
 
     /// Stops the fork of call `h`.
-    pub(super) fn stop_fork(&mut self, h: u64) -> ControlOutcome {
+    pub(super) fn stop_fork(&mut self, h: CallHandle) -> ControlOutcome {
         let Some(c) = self.calls.get_mut(&h) else {
             return ControlOutcome::NotLive;
         };
@@ -95,7 +95,7 @@ impl Core {
         else {
             return;
         };
-        tracing::info!(call = *h, reason, "listen-only stream ended");
+        tracing::info!(call = h.get(), reason, "listen-only stream ended");
         c.forked = None;
         self.out
             .push_back(Output::Media(MediaCommand::StopFork { leg }));

@@ -94,7 +94,7 @@ impl OutTarget {
 #[derive(Debug)]
 pub struct OutLeg {
     /// The inbound call it is bridged to, until that one ends.
-    pub partner: Option<u64>,
+    pub partner: Option<CallHandle>,
     pub state: OutState,
     pub target: OutTarget,
     pub call_id: String,
@@ -107,7 +107,7 @@ pub struct OutLeg {
     pub cseq: u32,
     /// Top Via of the INVITE in flight (CANCEL and the non-2xx ACK reuse it).
     pub via: String,
-    pub invite_txn: Option<u64>,
+    pub invite_txn: Option<TxnId>,
     /// Our SDP offer (set once the relay's far port is known).
     pub offer: Option<String>,
     pub offered: Vec<Codec>,
@@ -130,17 +130,17 @@ pub struct OutLeg {
     pub ringing_sent: bool,
     /// The relay side this leg's media runs on: its own handle, or, for
     /// the new far leg of a transfer, the side of the leg it replaces.
-    pub media_leg: u64,
+    pub media_leg: LegId,
     /// For the new far leg of a transfer: the leg that sent the REFER,
     /// told the outcome by NOTIFY (RFC 3515 §2.4.4).
-    pub transfer_of: Option<u64>,
+    pub transfer_of: Option<OutLegHandle>,
     /// Our re-INVITE toward this leg (a hold across the bridge), and the
     /// ACK of its 2xx, resent if the 2xx is.
     pub reinvite_out: Option<super::hold::PendingReinvite>,
     pub reinvite_ack: Option<Bytes>,
     /// For the far leg of an AI transfer: the relay side that takes the
     /// caller over when this leg answers, and its local address.
-    pub rebridge: Option<u64>,
+    pub rebridge: Option<LegId>,
     /// A REFER from the caller's side: this leg takes the caller's
     /// place in the call when it answers ([`super::caller_refer`]).
     pub replaces_caller: bool,
@@ -159,11 +159,11 @@ impl OutLeg {
     /// The o= session id of our SDP toward the far side: later offers and
     /// answers keep it (RFC 3264 §8), also after a restart gave the leg
     /// a new handle.
-    pub(super) fn sdp_session_id(&self, hb: u64) -> u64 {
+    pub(super) fn sdp_session_id(&self, hb: OutLegHandle) -> u64 {
         self.offer
             .as_deref()
             .and_then(|t| SessionDescription::parse(t.as_bytes()).ok())
-            .map_or(hb, |s| s.session_id)
+            .map_or(hb.get(), |s| s.session_id)
     }
 }
 
@@ -373,7 +373,7 @@ impl Core {
     /// its ports are known ([`MediaEvent::RelayOpened`]).
     pub(super) fn open_forward(
         &mut self,
-        h: u64,
+        h: CallHandle,
         target: OutTarget,
         caller: &str,
         max_forwards: u32,
@@ -389,8 +389,8 @@ impl Core {
         let Some(a) = call.negotiated.as_ref().map(leg_media) else {
             return;
         };
-        let hb = self.new_id();
-        let leg = self.new_out_leg(h, target, caller, max_forwards, offered, hb);
+        let hb: OutLegHandle = self.new_id();
+        let leg = self.new_out_leg(h, target, caller, max_forwards, offered, hb.own_leg());
         self.out_legs.insert(hb, leg);
         if let Some(c) = self.calls.get_mut(&h) {
             c.bridge = Some(hb);
@@ -401,7 +401,7 @@ impl Core {
         // cannot authenticate, so nothing reaches the caller unverified.
         let b = LegMedia { remote: None, ..a };
         self.out.push_back(Output::Media(MediaCommand::OpenRelay {
-            legs: [h, hb],
+            legs: [h.own_leg(), hb.own_leg()],
             media: [a, b],
             timeout: self.cfg.media_timeout,
         }));
@@ -410,7 +410,7 @@ impl Core {
     /// A far leg in state Binding: identifiers and headers of its INVITE.
     pub(super) fn new_out_leg(
         &mut self,
-        partner: u64,
+        partner: CallHandle,
         target: OutTarget,
         caller: &str,
         max_forwards: u32,
@@ -485,12 +485,13 @@ impl Core {
         legs: [u64; 2],
         locals: [SocketAddr; 2],
     ) {
-        let [h, hb] = legs;
+        let [a, b] = legs;
+        let (h, hb) = (CallHandle::of_leg(a), OutLegHandle::of_leg(b));
         if self.restored_relay_opened(h) {
             return;
         }
         if let Some(o) = self.out_legs.get(&hb)
-            && o.rebridge == Some(h)
+            && o.rebridge == Some(a)
         {
             if o.partner.is_some_and(|p| self.calls.contains_key(&p)) {
                 return self.rebridge_relay_opened(now, hb, locals);
@@ -498,7 +499,7 @@ impl Core {
             self.out_legs.remove(&hb);
             return self
                 .out
-                .push_back(Output::Media(MediaCommand::Close { leg: h }));
+                .push_back(Output::Media(MediaCommand::Close { leg: a }));
         }
         let live = self.calls.contains_key(&h)
             && self
@@ -508,7 +509,7 @@ impl Core {
         if !live {
             self.out_legs.remove(&hb);
             self.out
-                .push_back(Output::Media(MediaCommand::Close { leg: h }));
+                .push_back(Output::Media(MediaCommand::Close { leg: a }));
             return;
         }
         if let Some(c) = self.calls.get_mut(&h) {
@@ -520,7 +521,7 @@ impl Core {
 
     /// Sends far leg `hb`'s INVITE, offering its codecs on relay address
     /// `local`, and starts its ring timeout.
-    pub(super) fn place_far_leg(&mut self, now: Instant, hb: u64, local: SocketAddr) {
+    pub(super) fn place_far_leg(&mut self, now: Instant, hb: OutLegHandle, local: SocketAddr) {
         let default_ring = self.cfg.forward.ring_timeout;
         let shared = self.caller_key_to_share(hb);
         let Some(o) = self.out_legs.get_mut(&hb) else {
@@ -528,7 +529,7 @@ impl Core {
         };
         o.keying.shared = shared;
         let keying = o.keying.clone();
-        let lm = self.local_media(local.port(), hb, 1, &keying);
+        let lm = self.local_media(local.port(), hb.get(), 1, &keying);
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
@@ -545,7 +546,7 @@ impl Core {
     /// key the caller sends under, while the caller is not answered yet
     /// (its answer can still declare the far side's key back) and both
     /// legs may key.
-    fn caller_key_to_share(&self, hb: u64) -> Option<(SrtpSuite, SrtpKey)> {
+    fn caller_key_to_share(&self, hb: OutLegHandle) -> Option<(SrtpSuite, SrtpKey)> {
         let o = self.out_legs.get(&hb)?;
         if !o.keying.srtp_usable() || o.rebridge.is_some() || o.transfer_of.is_some() {
             return None;
@@ -561,7 +562,7 @@ impl Core {
         Some((s.suite, s.remote))
     }
 
-    pub(super) fn schedule_out(&mut self, hb: u64) {
+    pub(super) fn schedule_out(&mut self, hb: OutLegHandle) {
         let at = self.out_legs.get(&hb).and_then(|o| {
             [o.ring_deadline, o.ok.as_ref().map(|k| k.deadline())]
                 .into_iter()
@@ -578,7 +579,7 @@ impl Core {
     pub(super) fn send_out_invite(
         &mut self,
         now: Instant,
-        hb: u64,
+        hb: OutLegHandle,
         auth: Option<(HeaderName, String)>,
     ) {
         let Some(peer) = self.out_legs.get(&hb).map(|o| o.target.peer) else {
@@ -635,7 +636,7 @@ impl Core {
         Bytes::from(b.encode())
     }
 
-    fn send_cancel(&mut self, now: Instant, hb: u64) {
+    fn send_cancel(&mut self, now: Instant, hb: OutLegHandle) {
         let server = self.cfg.server_name.clone();
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
@@ -663,7 +664,7 @@ impl Core {
 
     /// Gives up the far leg while it rings: CANCEL now, or once a
     /// provisional response allows it (§9.1).
-    fn abandon_out(&mut self, now: Instant, hb: u64) {
+    fn abandon_out(&mut self, now: Instant, hb: OutLegHandle) {
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
@@ -705,11 +706,11 @@ impl Core {
 
     /// The inbound call ended (BYE, CANCEL, media timeout, drain): the far
     /// leg goes too.
-    pub(super) fn end_bridge(&mut self, now: Instant, hb: u64) {
+    pub(super) fn end_bridge(&mut self, now: Instant, hb: OutLegHandle) {
         self.abandon_out(now, hb);
     }
 
-    pub(super) fn bye_out(&mut self, now: Instant, hb: u64) {
+    pub(super) fn bye_out(&mut self, now: Instant, hb: OutLegHandle) {
         let Some(peer) = self
             .out_legs
             .get(&hb)
@@ -728,7 +729,7 @@ impl Core {
     }
 
     /// The ring timeout of the far leg.
-    pub(super) fn out_timer(&mut self, now: Instant, hb: u64) {
+    pub(super) fn out_timer(&mut self, now: Instant, hb: OutLegHandle) {
         let t2 = self.cfg.timers.t2;
         if let Some(o) = self.out_legs.get_mut(&hb)
             && let Some(ok) = o.ok.as_mut()
@@ -781,7 +782,7 @@ impl Core {
     }
 
     /// The far INVITE got no response at all (Timer B).
-    pub(super) fn on_out_invite_timeout(&mut self, now: Instant, hb: u64) {
+    pub(super) fn on_out_invite_timeout(&mut self, now: Instant, hb: OutLegHandle) {
         let Some(o) = self.out_legs.remove(&hb) else {
             return;
         };
@@ -805,7 +806,7 @@ impl Core {
     fn fail_forwarded(
         &mut self,
         now: Instant,
-        h: u64,
+        h: CallHandle,
         cause: &str,
         status: u16,
         side: Option<RelaySide>,
@@ -832,7 +833,7 @@ impl Core {
 
     /// The number's fallback takes over an unanswered call whose far leg
     /// failed: a new far leg on the same relay side (once per call).
-    fn try_fallback(&mut self, now: Instant, h: u64, side: RelaySide, cause: &str) -> bool {
+    fn try_fallback(&mut self, now: Instant, h: CallHandle, side: RelaySide, cause: &str) -> bool {
         let Some(local) = side.local else {
             return false;
         };
@@ -868,7 +869,7 @@ impl Core {
     /// fallback instead of the fallback status: its stream leg is closed
     /// and the call opens a relay toward the fallback, as a forwarded
     /// call. Needs the caller's SDP offer.
-    pub(super) fn stream_to_fallback(&mut self, now: Instant, h: u64) -> bool {
+    pub(super) fn stream_to_fallback(&mut self, now: Instant, h: CallHandle) -> bool {
         let Some(call) = self.calls.get_mut(&h) else {
             return false;
         };
@@ -903,13 +904,19 @@ impl Core {
         call.local_media = None;
         tracing::info!("AI unreachable; trying the number's fallback");
         self.out
-            .push_back(Output::Media(MediaCommand::Close { leg: h }));
+            .push_back(Output::Media(MediaCommand::Close { leg: h.own_leg() }));
         self.open_forward(h, target, &caller, 69);
         true
     }
 
     /// A response to the far INVITE, delivered by its client transaction.
-    pub(super) fn on_out_response(&mut self, now: Instant, hb: u64, txn: u64, resp: Response) {
+    pub(super) fn on_out_response(
+        &mut self,
+        now: Instant,
+        hb: OutLegHandle,
+        txn: TxnId,
+        resp: Response,
+    ) {
         let server = self.cfg.server_name.clone();
         let cnonce = self.random_hex(8);
         let Some(o) = self.out_legs.get_mut(&hb) else {
@@ -1018,7 +1025,7 @@ impl Core {
     /// 180/183 from the far leg: ringing, or early media when it carries
     /// SDP (the caller then hears the far side's announcements and
     /// ringback before the answer).
-    fn out_provisional(&mut self, now: Instant, hb: u64, resp: &Response) {
+    fn out_provisional(&mut self, now: Instant, hb: OutLegHandle, resp: &Response) {
         let outbound = self
             .out_legs
             .get(&hb)
@@ -1079,7 +1086,7 @@ impl Core {
 
     /// Reads the far leg's SDP answer (in a 18x or the 2xx) and points the
     /// relay's far side at it. Returns the codec it chose.
-    fn far_answer(&mut self, hb: u64, resp: &Response) -> Option<Codec> {
+    fn far_answer(&mut self, hb: OutLegHandle, resp: &Response) -> Option<Codec> {
         let o = self.out_legs.get_mut(&hb)?;
         let answer = parse_sdp(&resp.body).ok()?;
         let ours = parse_sdp(o.offer.as_deref()?.as_bytes()).ok()?;
@@ -1099,7 +1106,7 @@ impl Core {
     /// A caller not answered yet uses the codec the far side chose, so the
     /// relay passes payloads untouched: re-negotiates the caller's answer
     /// to it. An answered caller keeps its codec and the relay transcodes.
-    fn bridge_codec(&mut self, h: u64, codec: Codec) -> Option<()> {
+    fn bridge_codec(&mut self, h: CallHandle, codec: Codec) -> Option<()> {
         let shared = self.far_key_to_share(h);
         let call = self.calls.get_mut(&h)?;
         if call.state != CallState::AwaitingMedia {
@@ -1113,7 +1120,12 @@ impl Core {
         }
         call.keying.shared = shared;
         let call = self.calls.get(&h)?;
-        let lm = self.local_media(call.local_media.map_or(0, |l| l.port()), h, 1, &call.keying);
+        let lm = self.local_media(
+            call.local_media.map_or(0, |l| l.port()),
+            h.get(),
+            1,
+            &call.keying,
+        );
         let call = self.calls.get_mut(&h)?;
         let offer = call.offer.as_ref()?;
         let (_, n) = sdp::answer(offer, &lm, &[codec]).ok()?;
@@ -1121,8 +1133,10 @@ impl Core {
         let media = leg_media(&n);
         if call.negotiated.as_ref().map(leg_media) != Some(media) {
             call.negotiated = Some(n);
-            self.out
-                .push_back(Output::Media(MediaCommand::Update { leg: h, media }));
+            self.out.push_back(Output::Media(MediaCommand::Update {
+                leg: h.own_leg(),
+                media,
+            }));
         }
         Some(())
     }
@@ -1130,7 +1144,7 @@ impl Core {
     /// The key the caller's answer may declare as ours: the far side's,
     /// when the far leg was offered the caller's own key and answered in
     /// the same suite (keys shared end to end, [`Self::caller_key_to_share`]).
-    fn far_key_to_share(&self, h: u64) -> Option<(SrtpSuite, SrtpKey)> {
+    fn far_key_to_share(&self, h: CallHandle) -> Option<(SrtpSuite, SrtpKey)> {
         let call = self.calls.get(&h)?;
         let o = self.out_legs.get(&call.bridge?)?;
         let (suite, offered) = o.keying.shared?;
@@ -1140,7 +1154,7 @@ impl Core {
             .then_some((suite, far.remote))
     }
 
-    fn send_caller_provisional(&mut self, now: Instant, h: u64, status: u16) {
+    fn send_caller_provisional(&mut self, now: Instant, h: CallHandle, status: u16) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -1158,14 +1172,14 @@ impl Core {
     }
 
     /// A 183 with our answer to the caller's offer (early media).
-    fn send_caller_sdp(&mut self, now: Instant, h: u64, status: u16) {
+    fn send_caller_sdp(&mut self, now: Instant, h: CallHandle, status: u16) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
         let Some(local) = call.local_media else {
             return;
         };
-        let lm = self.local_media(local.port(), h, 1, &call.keying);
+        let lm = self.local_media(local.port(), h.get(), 1, &call.keying);
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -1189,7 +1203,7 @@ impl Core {
 
     /// The far leg answered: ACK it, point the relay at it and answer the
     /// caller with the same codec.
-    fn out_answered(&mut self, now: Instant, hb: u64, resp: &Response) {
+    fn out_answered(&mut self, now: Instant, hb: OutLegHandle, resp: &Response) {
         let server = self.cfg.server_name.clone();
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
@@ -1226,7 +1240,8 @@ impl Core {
         let cseq = o.cseq;
         let (via, _) = self.our_via(&peer);
         let ack = Bytes::from(dialog.ack(cseq, &via, &server).encode());
-        self.dialogs.insert(dialog.key.clone(), hb);
+        self.dialogs
+            .insert(dialog.key.clone(), DialogOwner::OutLeg(hb));
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
         };
@@ -1308,18 +1323,24 @@ impl Core {
         }
     }
 
-    pub(super) fn remove_out(&mut self, hb: u64) {
+    pub(super) fn remove_out(&mut self, hb: OutLegHandle) {
         if let Some(o) = self.out_legs.remove(&hb)
             && let Some(d) = o.dialog
             // An outbound call took the dialog over at its answer.
-            && self.dialogs.get(&d.key) == Some(&hb)
+            && self.dialogs.get(&d.key) == Some(&DialogOwner::OutLeg(hb))
         {
             self.dialogs.remove(&d.key);
         }
     }
 
     /// A request inside the far leg's dialog.
-    pub(super) fn on_out_in_dialog(&mut self, now: Instant, id: u64, hb: u64, req: &Request) {
+    pub(super) fn on_out_in_dialog(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        hb: OutLegHandle,
+        req: &Request,
+    ) {
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return self.reply(now, id, 481, None);
         };
@@ -1370,7 +1391,7 @@ impl Core {
 
     /// Our 2xx to the far side's re-INVITE (server transaction `id`) is
     /// resent until its ACK (§13.3.1.4).
-    fn far_ok_sent(&mut self, now: Instant, hb: u64, id: u64) {
+    fn far_ok_sent(&mut self, now: Instant, hb: OutLegHandle, id: TxnId) {
         let reliable = self
             .out_legs
             .get(&hb)
@@ -1385,7 +1406,14 @@ impl Core {
 
     /// A re-INVITE or UPDATE from the far side (hold, new address): answered
     /// on this leg with the bridged codec; the relay follows.
-    fn out_session_update(&mut self, now: Instant, id: u64, hb: u64, tag: &str, req: &Request) {
+    fn out_session_update(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        hb: OutLegHandle,
+        tag: &str,
+        req: &Request,
+    ) {
         let advertised = self.cfg.advertised_ip;
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
@@ -1439,7 +1467,7 @@ impl Core {
             Ok((answer, n)) => {
                 let media = leg_media(&n);
                 let offered = n.direction.reverse();
-                let mut leg = hb;
+                let mut leg = hb.own_leg();
                 if let Some(o) = self.out_legs.get_mut(&hb) {
                     o.negotiated = Some(n);
                     leg = o.media_leg;

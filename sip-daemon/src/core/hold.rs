@@ -14,9 +14,9 @@ use crate::sip::sdp::{Direction, LocalMedia};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BridgeSide {
     /// The inbound call (its handle is its media leg).
-    Caller(u64),
+    Caller(CallHandle),
     /// A far leg (by its handle; media on its `media_leg`).
-    Far(u64),
+    Far(OutLegHandle),
 }
 
 /// A re-INVITE of ours in flight: its CSeq and top Via (for the ACK of a
@@ -123,8 +123,11 @@ impl Core {
         }
         .unwrap_or(2);
         let session_id = match to {
-            BridgeSide::Caller(h) => self.calls.get(&h).map_or(h, Call::sdp_session_id),
-            BridgeSide::Far(hb) => self.out_legs.get(&hb).map_or(hb, |o| o.sdp_session_id(hb)),
+            BridgeSide::Caller(h) => self.calls.get(&h).map_or(h.get(), Call::sdp_session_id),
+            BridgeSide::Far(hb) => self
+                .out_legs
+                .get(&hb)
+                .map_or(hb.get(), |o| o.sdp_session_id(hb)),
         };
         let lm = LocalMedia {
             addr: self.cfg.advertised_ip,
@@ -231,7 +234,7 @@ impl Core {
         &mut self,
         now: Instant,
         to: BridgeSide,
-        txn: u64,
+        txn: TxnId,
         resp: Response,
     ) {
         if resp.status < 200 {

@@ -13,6 +13,7 @@ mod capacity;
 pub mod dialog;
 pub mod fork;
 pub mod forward;
+pub mod handles;
 pub mod hold;
 pub mod originate;
 pub mod registrar;
@@ -41,8 +42,9 @@ use auth_guard::Lockout;
 use bytes::Bytes;
 use call::Call;
 use dialog::DialogKey;
+pub use handles::{CallHandle, DialogOwner, OutLegHandle, SmsHandle, TxnId};
 use media_userspace::codec::Codec;
-use media_userspace::control::{MediaCommand, MediaEvent};
+use media_userspace::control::{LegId, MediaCommand, MediaEvent};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use registrar::{AuthRefusal, RegisterOutcome, Registrar, RegistrarConfig, RegistrationChange};
@@ -195,7 +197,7 @@ pub enum Output {
     /// Ask the number's voice webhook; answer with
     /// [`Core::handle_voice_answer`].
     VoiceWebhook {
-        call: u64,
+        call: CallHandle,
         url: String,
         request: api::webhook::VoiceRequest,
     },
@@ -226,7 +228,7 @@ pub enum Output {
     /// Reserve one slot of each `(scope, limit)` for call `sid` in the
     /// store, all or none; answer with [`Core::handle_capacity`].
     ReserveCapacity {
-        call: u64,
+        call: CallHandle,
         sid: String,
         scopes: Vec<(String, u32)>,
     },
@@ -256,14 +258,14 @@ impl WallClock {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerRef {
-    Server(u64),
-    Client(u64),
-    Call(u64),
+    Server(TxnId),
+    Client(TxnId),
+    Call(CallHandle),
     /// Ring timeout of a forwarded call's far leg.
-    Out(u64),
+    Out(OutLegHandle),
     /// 200 ms after an INVITE: send 100 Trying unless a response left
     /// already (RFC 3261 §17.2.1).
-    Trying(u64),
+    Trying(TxnId),
     Sweep,
     /// Save the snapshots of bridged calls that changed ([`resume`]).
     Snapshots,
@@ -285,12 +287,12 @@ pub struct Core {
     /// Counter inside call ids (see `new_call_sid`).
     sid_seq: u16,
     /// SMS we are sending, until their MESSAGE is answered.
-    sms_out: HashMap<u64, sms::SmsOut>,
+    sms_out: HashMap<SmsHandle, sms::SmsOut>,
     txns: TxnTables,
-    calls: HashMap<u64, Call>,
+    calls: HashMap<CallHandle, Call>,
     /// Far legs of forwarded calls, by media leg handle.
-    out_legs: HashMap<u64, forward::OutLeg>,
-    dialogs: HashMap<DialogKey, u64>,
+    out_legs: HashMap<OutLegHandle, forward::OutLeg>,
+    dialogs: HashMap<DialogKey, DialogOwner>,
     registrar: Registrar,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Output>,
@@ -299,9 +301,9 @@ pub struct Core {
     active_by_number: HashMap<String, u32>,
     active_by_trunk: HashMap<String, u32>,
     /// Calls whose snapshot the store holds, with its fingerprint.
-    resumable: HashMap<u64, u64>,
+    resumable: HashMap<CallHandle, u64>,
     /// Restored calls whose relay is not adopted yet.
-    restoring: HashSet<u64>,
+    restoring: HashSet<CallHandle>,
     /// Stopping for a restart: resumable calls are left to the next run.
     handing_over: bool,
 }
@@ -404,20 +406,20 @@ impl Core {
 
     /// Hangs up every call (end of a drain).
     pub fn hangup_all(&mut self, now: Instant, cause: &str) {
-        let handles: Vec<u64> = self.calls.keys().copied().collect();
+        let handles: Vec<CallHandle> = self.calls.keys().copied().collect();
         for h in handles {
             self.hangup(now, h, cause);
         }
     }
 
     /// The handle of the live call `sid`.
-    fn live_call(&self, sid: &str) -> Option<u64> {
+    fn live_call(&self, sid: &str) -> Option<CallHandle> {
         self.calls.values().find(|c| c.sid == sid).map(|c| c.handle)
     }
 
     fn control_dtmf(
         &mut self,
-        h: u64,
+        h: CallHandle,
         digits: &str,
         duration_ms: u32,
     ) -> api::control::ControlOutcome {
@@ -428,14 +430,14 @@ impl Core {
         if call.state == call::CallState::AwaitingMedia {
             return ControlOutcome::Refused("the call is not answered yet");
         }
-        if call.bridge.is_some() || call.media_leg != h {
+        if call.bridge.is_some() || call.media_leg != h.own_leg() {
             return ControlOutcome::Refused(
                 "DTMF is played on calls with an AI stream; this call is relayed",
             );
         }
         for digit in digits.chars() {
             self.out.push_back(Output::Media(MediaCommand::SendDtmf {
-                leg: h,
+                leg: h.own_leg(),
                 digit,
                 duration_ms,
             }));
@@ -446,7 +448,7 @@ impl Core {
     fn control_transfer(
         &mut self,
         now: Instant,
-        h: u64,
+        h: CallHandle,
         to: String,
         ring: Option<Duration>,
     ) -> api::control::ControlOutcome {
@@ -460,7 +462,7 @@ impl Core {
         if call.bridge.is_some() {
             return self.transfer_forwarded(now, h, &to, ring);
         }
-        if call.media_leg != h {
+        if call.media_leg != h.own_leg() {
             return ControlOutcome::Refused("the call was transferred already");
         }
         if call.transfer.is_some() || call.refer_until.is_some() {
@@ -592,13 +594,15 @@ impl Core {
 
     pub fn handle_media(&mut self, now: Instant, ev: MediaEvent) {
         match ev {
-            MediaEvent::Opened { leg, local } => self.on_media_opened(now, leg, local),
+            MediaEvent::Opened { leg, local } => {
+                self.on_media_opened(now, CallHandle::of_leg(leg), local)
+            }
             MediaEvent::Failed { leg, reason } => self.on_media_failed(now, leg, &reason),
             MediaEvent::Timeout { leg } => {
                 // A call's media leg is its handle, or after an AI transfer
                 // the relay side it moved to.
-                let h = if self.calls.contains_key(&leg) {
-                    Some(leg)
+                let h = if self.calls.contains_key(&CallHandle::of_leg(leg)) {
+                    Some(CallHandle::of_leg(leg))
                 } else {
                     self.calls
                         .iter()
@@ -609,17 +613,21 @@ impl Core {
                     self.hangup(now, h, "media_timeout");
                 }
             }
-            MediaEvent::AiTransfer { leg, to } => self.on_ai_transfer(now, leg, to, None),
+            MediaEvent::AiTransfer { leg, to } => {
+                self.on_ai_transfer(now, CallHandle::of_leg(leg), to, None)
+            }
             MediaEvent::ForkEnded {
                 leg,
                 stream_sid,
                 reason,
             } => self.fork_ended(leg, &stream_sid, &reason),
             MediaEvent::RelayOpened { legs, locals } => self.on_relay_opened(now, legs, locals),
-            MediaEvent::StreamConnected { leg } => self.on_stream_connected(now, leg),
+            MediaEvent::StreamConnected { leg } => {
+                self.on_stream_connected(now, CallHandle::of_leg(leg))
+            }
             MediaEvent::StreamFailed { leg, reason } => {
                 tracing::warn!(leg, reason, "AI stream failed to connect");
-                self.on_stream_gone(now, leg, "stream_failed");
+                self.on_stream_gone(now, CallHandle::of_leg(leg), "stream_failed");
             }
             MediaEvent::StreamEnded { leg, reason } => {
                 let cause = if reason == "ai_closed"
@@ -629,7 +637,7 @@ impl Core {
                 } else {
                     "stream_lost"
                 };
-                self.on_stream_gone(now, leg, cause);
+                self.on_stream_gone(now, CallHandle::of_leg(leg), cause);
             }
         }
     }
@@ -677,9 +685,11 @@ impl Core {
         self.timers.push(Reverse((at, r)));
     }
 
-    fn new_id(&mut self) -> u64 {
+    /// A fresh handle (or id) from the one counter every handle comes
+    /// from.
+    fn new_id<H: handles::Counted>(&mut self) -> H {
         self.next_id += 1;
-        self.next_id
+        H::counted(self.next_id)
     }
 
     fn random_hex(&mut self, bytes: usize) -> String {
@@ -782,7 +792,7 @@ impl Core {
     }
 
     /// Whether call `h`'s dialog is a SIPS one.
-    fn sips_dialog(&self, h: u64) -> bool {
+    fn sips_dialog(&self, h: CallHandle) -> bool {
         self.calls.get(&h).is_some_and(|c| c.dialog.secure)
     }
 
@@ -851,7 +861,7 @@ impl Core {
     fn respond(
         &mut self,
         now: Instant,
-        id: u64,
+        id: TxnId,
         status: u16,
         reason: Option<&str>,
         to_tag: Option<&str>,
@@ -925,7 +935,7 @@ impl Core {
     }
 
     /// A final response with a random To tag (requests outside any call).
-    fn reply(&mut self, now: Instant, id: u64, status: u16, reason: Option<&str>) {
+    fn reply(&mut self, now: Instant, id: TxnId, status: u16, reason: Option<&str>) {
         let tag = self.new_tag();
         self.respond(now, id, status, reason, Some(&tag), |b| b);
     }
@@ -933,7 +943,7 @@ impl Core {
     fn reply_with(
         &mut self,
         now: Instant,
-        id: u64,
+        id: TxnId,
         status: u16,
         extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
     ) {
@@ -1116,12 +1126,12 @@ impl Core {
     /// The request of a server transaction, held until it is answered.
     /// Handlers run only while it is held; a `None` (a logic error) makes
     /// them drop the request rather than panic the daemon.
-    fn request(&self, id: u64) -> Option<&Request> {
+    fn request(&self, id: TxnId) -> Option<&Request> {
         self.txns.server.get(&id).and_then(|e| e.request.as_ref())
     }
 
     /// §8.2 checks in order: method, Max-Forwards, Require, body.
-    fn check_request(&self, id: u64) -> Option<CheckFailure> {
+    fn check_request(&self, id: TxnId) -> Option<CheckFailure> {
         let r = self.request(id)?;
         match r.method {
             Method::Extension(_) => return Some(CheckFailure::NotImplemented),
@@ -1184,7 +1194,7 @@ impl Core {
         None
     }
 
-    fn reject_checked(&mut self, now: Instant, id: u64, f: CheckFailure) {
+    fn reject_checked(&mut self, now: Instant, id: TxnId, f: CheckFailure) {
         match f {
             CheckFailure::NotImplemented => {
                 self.metrics.reject("unknown_method");
@@ -1241,7 +1251,7 @@ impl Core {
 
     /// Answers a request whose credentials were refused: a challenge
     /// (`status` 401 or 407), or 403 for a lockout; counted by why.
-    fn refuse_auth(&mut self, now: Instant, id: u64, peer: Peer, why: AuthRefusal, status: u16) {
+    fn refuse_auth(&mut self, now: Instant, id: TxnId, peer: Peer, why: AuthRefusal, status: u16) {
         let unix_secs = (self.clock.unix_ms(now) / 1000).max(0) as u64;
         let stale = match why {
             AuthRefusal::Challenge => {
@@ -1307,7 +1317,7 @@ impl Core {
         });
     }
 
-    fn on_register(&mut self, now: Instant, id: u64, peer: Peer) {
+    fn on_register(&mut self, now: Instant, id: TxnId, peer: Peer) {
         let now_ms = self.clock.unix_ms(now);
         let routing = self.routing.clone();
         let Some(req) = self.request(id).cloned() else {
@@ -1426,7 +1436,7 @@ impl Core {
         branch: String,
         bytes: Bytes,
         purpose: txns::ClientPurpose,
-    ) -> u64 {
+    ) -> TxnId {
         let txn = ClientTransaction::new(
             now,
             kind,
@@ -1469,7 +1479,7 @@ impl Core {
     /// timed out, instead of after Timer B or F. One that had an answer
     /// came over a connection that worked, and keeps its timers.
     pub fn handle_transport_failure(&mut self, now: Instant, peer: Peer) {
-        let failed: Vec<u64> = self
+        let failed: Vec<TxnId> = self
             .txns
             .client
             .iter()
@@ -1488,7 +1498,7 @@ impl Core {
         }
     }
 
-    fn server_timer(&mut self, now: Instant, id: u64) {
+    fn server_timer(&mut self, now: Instant, id: TxnId) {
         let Some(entry) = self.txns.server.get_mut(&id) else {
             return;
         };
@@ -1504,7 +1514,7 @@ impl Core {
         match ev {
             TimerEvent::Retransmit(b) => self.transmit(peer, b),
             TimerEvent::Timeout => {
-                tracing::debug!(id, "no ACK for a final response (Timer H)");
+                tracing::debug!(id = id.get(), "no ACK for a final response (Timer H)");
             }
             _ => {}
         }
@@ -1521,7 +1531,7 @@ impl Core {
         }
     }
 
-    fn client_timer(&mut self, now: Instant, id: u64) {
+    fn client_timer(&mut self, now: Instant, id: TxnId) {
         let Some(entry) = self.txns.client.get_mut(&id) else {
             return;
         };

@@ -149,15 +149,15 @@ impl Core {
             .filter(|&c| media_userspace::transcode::can_transcode(c))
             .collect();
         let sid = self.new_call_sid(now);
-        let h = self.new_id();
-        let hb = self.new_id();
+        let h: CallHandle = self.new_id();
+        let hb: OutLegHandle = self.new_id();
         let mut target = target;
         // The callee is the number's caller: its policy joins the trunk's.
         target.media_security = number.media_security.and(target.media_security);
         if let Err(why) = target.keying_possible() {
             return Err(OriginateRefused::TrunkUnavailable(why.to_string()));
         }
-        let mut leg = self.new_out_leg(h, target, &req.from, 70, codecs.clone(), h);
+        let mut leg = self.new_out_leg(h, target, &req.from, 70, codecs.clone(), h.own_leg());
         // Twilio's convention for outbound calls: the callee is `to`.
         leg.to = format!("<sip:{}@{host}>", req.to);
         leg.ring_timeout = req.ring_timeout;
@@ -268,7 +268,7 @@ impl Core {
                 transfer: None,
                 reinvite_out: None,
                 reinvite_ack: None,
-                media_leg: h,
+                media_leg: h.own_leg(),
                 route_trunk,
                 refer_until: None,
                 fallback: None,
@@ -289,13 +289,13 @@ impl Core {
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
         self.out
-            .push_back(Output::Media(MediaCommand::Reserve { leg: h }));
+            .push_back(Output::Media(MediaCommand::Reserve { leg: h.own_leg() }));
         Ok(originated)
     }
 
     /// The reserved port of outbound call `h` is bound: the INVITE leaves,
     /// offering it.
-    pub(super) fn originate_port_bound(&mut self, now: Instant, h: u64, local: SocketAddr) {
+    pub(super) fn originate_port_bound(&mut self, now: Instant, h: CallHandle, local: SocketAddr) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -318,7 +318,7 @@ impl Core {
     /// and holding the callee's SDP answer): its dialog becomes the call's,
     /// and the AI stream starts on the reserved port, or the far leg to
     /// the second party leaves.
-    pub(super) fn originate_answered(&mut self, now: Instant, h: u64, hb: u64) {
+    pub(super) fn originate_answered(&mut self, now: Instant, h: CallHandle, hb: OutLegHandle) {
         let t64 = self.cfg.timers.t64();
         let Some(o) = self.out_legs.get_mut(&hb) else {
             return;
@@ -336,7 +336,8 @@ impl Core {
         o.state = OutState::Ending;
         o.ring_deadline = Some(now + t64);
         self.schedule_out(hb);
-        self.dialogs.insert(dialog.key.clone(), h);
+        self.dialogs
+            .insert(dialog.key.clone(), DialogOwner::Call(h));
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -367,7 +368,7 @@ impl Core {
         match origination {
             Origination::Stream(spec) => {
                 self.out.push_back(Output::Media(MediaCommand::Open {
-                    leg: h,
+                    leg: h.own_leg(),
                     mode: LegMode::Stream(spec),
                     media,
                     timeout: self.cfg.media_timeout,
@@ -375,7 +376,10 @@ impl Core {
                 self.schedule_call(h);
             }
             Origination::Forward(to) => {
-                tracing::info!(call = h, "click-to-call answered; calling the second party");
+                tracing::info!(
+                    call = h.get(),
+                    "click-to-call answered; calling the second party"
+                );
                 self.on_ai_transfer(now, h, to, None);
             }
         }
@@ -383,7 +387,7 @@ impl Core {
 }
 
 /// Whether far leg `o` places an outbound call (rather than bridging one).
-pub(super) fn places_outbound_call(core: &Core, o: &OutLeg) -> Option<u64> {
+pub(super) fn places_outbound_call(core: &Core, o: &OutLeg) -> Option<CallHandle> {
     o.partner
         .filter(|h| core.calls.get(h).is_some_and(|c| c.origination.is_some()))
 }

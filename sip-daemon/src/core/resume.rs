@@ -238,7 +238,7 @@ impl CallSnapshot {
 impl Core {
     /// The bridged call `h` and its far leg, when both are in a state a
     /// restart can pick up: confirmed, bridged, nothing under way.
-    fn stable_bridge(&self, h: u64) -> Option<(&Call, &OutLeg)> {
+    fn stable_bridge(&self, h: CallHandle) -> Option<(&Call, &OutLeg)> {
         let c = self.calls.get(&h)?;
         let hb = c.bridge?;
         let o = self.out_legs.get(&hb)?;
@@ -341,7 +341,7 @@ impl Core {
             return;
         };
         let at = self.unix_ms(now);
-        let bridged: Vec<u64> = self
+        let bridged: Vec<CallHandle> = self
             .calls
             .values()
             .filter(|c| c.bridge.is_some() || self.resumable.contains_key(&c.handle))
@@ -404,7 +404,7 @@ impl Core {
     /// The end of a drain: hangs up the calls it waited for (during a
     /// hand-over, the resumable ones are left to the next run).
     pub fn hangup_drained(&mut self, now: Instant, cause: &str) {
-        let handles: Vec<u64> = self
+        let handles: Vec<CallHandle> = self
             .calls
             .keys()
             .copied()
@@ -416,7 +416,7 @@ impl Core {
     }
 
     /// A call that ends is no longer resumable.
-    pub(super) fn forget_snapshot(&mut self, h: u64, sid: &str) {
+    pub(super) fn forget_snapshot(&mut self, h: CallHandle, sid: &str) {
         if self.resumable.remove(&h).is_some() {
             self.out.push_back(Output::Cdr(CdrEvent::NotResumable {
                 id: sid.to_string(),
@@ -453,7 +453,7 @@ impl Core {
         failed
     }
 
-    fn restore_one(&mut self, now: Instant, s: &CallSnapshot) -> Result<u64, RestoreError> {
+    fn restore_one(&mut self, now: Instant, s: &CallSnapshot) -> Result<CallHandle, RestoreError> {
         let codecs: Vec<Codec> = s.codecs.iter().filter_map(|n| codec_named(n)).collect();
         let caller_dialog = s.caller.dialog.dialog()?;
         let far_dialog = s.far.dialog.dialog()?;
@@ -497,11 +497,13 @@ impl Core {
             SocketAddr::new(ip, s.caller.media.local_port),
             SocketAddr::new(ip, s.far.media.local_port),
         );
-        let h = self.new_id();
-        let hb = self.new_id();
+        let h: CallHandle = self.new_id();
+        let hb: OutLegHandle = self.new_id();
         let media = [leg_media(&caller_media), leg_media(&far_media)];
-        self.dialogs.insert(caller_dialog.key.clone(), h);
-        self.dialogs.insert(far_dialog.key.clone(), hb);
+        self.dialogs
+            .insert(caller_dialog.key.clone(), DialogOwner::Call(h));
+        self.dialogs
+            .insert(far_dialog.key.clone(), DialogOwner::OutLeg(hb));
         let far = OutLeg {
             partner: Some(h),
             state: OutState::Confirmed,
@@ -541,7 +543,7 @@ impl Core {
             local_media: Some(local_b),
             negotiated: Some(far_media),
             ringing_sent: true,
-            media_leg: hb,
+            media_leg: hb.own_leg(),
             transfer_of: None,
             reinvite_out: None,
             reinvite_ack: None,
@@ -590,7 +592,7 @@ impl Core {
                 reinvite_out: None,
                 reinvite_ack: None,
                 fallback: None,
-                media_leg: h,
+                media_leg: h.own_leg(),
                 route_trunk: s.route_trunk.clone(),
                 refer_until: None,
                 outbound: s.outbound,
@@ -609,7 +611,7 @@ impl Core {
         self.restoring.insert(h);
         self.schedule_call(h);
         self.out.push_back(Output::Media(MediaCommand::AdoptRelay {
-            legs: [h, hb],
+            legs: [h.own_leg(), hb.own_leg()],
             media,
             ports,
             timeout: self.cfg.media_timeout,
@@ -620,7 +622,7 @@ impl Core {
 
     /// The relay of a restored call is bound again: nothing left to do
     /// (true), or the event is not about a restored call (false).
-    pub(super) fn restored_relay_opened(&mut self, h: u64) -> bool {
+    pub(super) fn restored_relay_opened(&mut self, h: CallHandle) -> bool {
         self.restoring.remove(&h)
     }
 }

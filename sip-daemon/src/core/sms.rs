@@ -16,7 +16,7 @@ pub const MAX_SMS_BYTES: usize = 1300;
 
 impl Core {
     /// A MESSAGE outside a dialog from an admitted source.
-    pub(super) fn on_message(&mut self, now: Instant, id: u64, _peer: Peer) {
+    pub(super) fn on_message(&mut self, now: Instant, id: TxnId, _peer: Peer) {
         let Some(req) = self.request(id).cloned() else {
             return;
         };
@@ -73,10 +73,10 @@ impl Core {
                 c.number_pattern.as_deref() == Some(number.pattern.as_str())
                     && c.state != CallState::AwaitingMedia
                     && c.bridge.is_none()
-                    && c.media_leg == c.handle
+                    && c.media_leg == c.handle.own_leg()
                     && c.pending.is_none()
             })
-            .map(|c| c.handle)
+            .map(|c| c.media_leg)
             .collect();
         for leg in legs {
             self.out.push_back(Output::Media(MediaCommand::Sms {
@@ -131,7 +131,7 @@ impl Core {
         };
         let tag = self.new_tag();
         let local_host = self.local_host(target.peer.local);
-        let m = self.new_id();
+        let m: SmsHandle = self.new_id();
         let out = SmsOut {
             id: record.id.clone(),
             from: format!("<sip:{}@{local_host}>;tag={tag}", req.from),
@@ -148,7 +148,7 @@ impl Core {
         Ok(record)
     }
 
-    fn send_sms_request(&mut self, now: Instant, m: u64, auth: Option<(HeaderName, String)>) {
+    fn send_sms_request(&mut self, now: Instant, m: SmsHandle, auth: Option<(HeaderName, String)>) {
         let Some(peer) = self.sms_out.get(&m).map(|o| o.target.peer) else {
             return;
         };
@@ -177,7 +177,7 @@ impl Core {
     }
 
     /// The final response to our MESSAGE.
-    pub(super) fn on_sms_response(&mut self, now: Instant, m: u64, resp: Response) {
+    pub(super) fn on_sms_response(&mut self, now: Instant, m: SmsHandle, resp: Response) {
         let status = resp.status;
         if status < 200 {
             return;
@@ -205,7 +205,7 @@ impl Core {
     }
 
     /// Our MESSAGE failed with `status` (408: no answer at all).
-    pub(super) fn sms_failed(&mut self, m: u64, status: u16) {
+    pub(super) fn sms_failed(&mut self, m: SmsHandle, status: u16) {
         if let Some(o) = self.sms_out.remove(&m) {
             tracing::info!(message = %o.id, status, "SMS not delivered");
             self.out.push_back(Output::SmsStatus {

@@ -1112,7 +1112,7 @@ fn trunk_limited(max: u32) -> RoutingTable {
 
 impl Harness {
     /// The reservation the core asked for last: (call, sid, scopes).
-    fn reservation(&mut self) -> (u64, String, Vec<(String, u32)>) {
+    fn reservation(&mut self) -> (CallHandle, String, Vec<(String, u32)>) {
         match self.hooks.pop() {
             Some(Output::ReserveCapacity { call, sid, scopes }) => (call, sid, scopes),
             other => panic!("expected a reservation, got {other:?}"),
@@ -1170,7 +1170,8 @@ fn a_cluster_limit_parks_the_invite_until_the_store_answers() {
     );
 
     // A grant for a call that is gone is given back.
-    h.core.handle_capacity(h.now, 9_999, "CAgone", Ok(true));
+    h.core
+        .handle_capacity(h.now, CallHandle::of_leg(9_999), "CAgone", Ok(true));
     h.drain();
     assert!(matches!(h.hooks.last(), Some(Output::ReleaseCapacity { sid }) if sid == "CAgone"));
 

@@ -47,7 +47,14 @@ pub(super) fn refer_notify(
 
 impl Core {
     /// A REFER inside the far leg `hb`'s dialog.
-    pub(super) fn on_refer(&mut self, now: Instant, id: u64, hb: u64, tag: &str, req: &Request) {
+    pub(super) fn on_refer(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        hb: OutLegHandle,
+        tag: &str,
+        req: &Request,
+    ) {
         let Some(refer_to) = self.refer_target(now, id, tag, req) else {
             return;
         };
@@ -65,13 +72,13 @@ impl Core {
             o.referred = true;
         }
         self.notify_refer(now, hb, 100, "Trying", false);
-        tracing::info!(hb, "blind transfer by the far side");
+        tracing::info!(hb = hb.get(), "blind transfer by the far side");
         self.transfer_far_leg(now, hb, refer_to.uri, None);
     }
 
     /// The far leg `hb` if its call can be transferred now: answered, and
     /// no transfer running.
-    fn transferable(&self, hb: u64) -> Option<&super::forward::OutLeg> {
+    fn transferable(&self, hb: OutLegHandle) -> Option<&super::forward::OutLeg> {
         let o = self.out_legs.get(&hb)?;
         let call = self.calls.get(&o.partner?)?;
         (o.state == OutState::Confirmed
@@ -86,7 +93,7 @@ impl Core {
     fn transfer_far_leg(
         &mut self,
         now: Instant,
-        hb: u64,
+        hb: OutLegHandle,
         uri: crate::sip::Uri,
         ring: Option<Duration>,
     ) {
@@ -139,7 +146,7 @@ impl Core {
     pub(super) fn transfer_forwarded(
         &mut self,
         now: Instant,
-        h: u64,
+        h: CallHandle,
         to: &str,
         ring: Option<Duration>,
     ) -> api::control::ControlOutcome {
@@ -166,13 +173,20 @@ impl Core {
         let Ok(uri) = crate::sip::Uri::parse(&text) else {
             return ControlOutcome::Refused("the target is not a SIP URI");
         };
-        tracing::info!(call = h, target = %uri, "transfer of a forwarded call over REST");
+        tracing::info!(call = h.get(), target = %uri, "transfer of a forwarded call over REST");
         self.transfer_far_leg(now, hb, uri, ring);
         ControlOutcome::Accepted
     }
 
     /// NOTIFY in the transferor's dialog with the transfer's progress.
-    fn notify_refer(&mut self, now: Instant, hb: u64, status: u16, reason: &str, done: bool) {
+    fn notify_refer(
+        &mut self,
+        now: Instant,
+        hb: OutLegHandle,
+        status: u16,
+        reason: &str,
+        done: bool,
+    ) {
         // Only a far side that REFERred us has a subscription to notify.
         let Some((peer, contact)) = self
             .out_legs
@@ -193,7 +207,13 @@ impl Core {
 
     /// The transfer target answered (already ACKed and on the relay side):
     /// it replaces the transferor.
-    pub(super) fn transfer_completed(&mut self, now: Instant, h: u64, hc: u64, hb: u64) {
+    pub(super) fn transfer_completed(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        hc: OutLegHandle,
+        hb: OutLegHandle,
+    ) {
         self.notify_refer(now, hb, 200, "OK", true);
         if self.out_legs.contains_key(&hb) {
             self.bye_out(now, hb);
@@ -206,7 +226,7 @@ impl Core {
             c.bridge = Some(hc);
             c.transfer = None;
         }
-        tracing::info!(call = h, "transfer completed");
+        tracing::info!(call = h.get(), "transfer completed");
     }
 
     /// The transfer target failed with `status`: the transferor hears it;
@@ -215,8 +235,8 @@ impl Core {
     pub(super) fn transfer_outcome(
         &mut self,
         now: Instant,
-        partner: Option<u64>,
-        hb: u64,
+        partner: Option<CallHandle>,
+        hb: OutLegHandle,
         status: u16,
         reason: &str,
     ) {

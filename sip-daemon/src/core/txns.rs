@@ -1,6 +1,7 @@
 //! Transaction matching (RFC 3261 §17.2.3, §8.2.2.2) and the tables of
 //! live transactions.
 
+use super::TxnId;
 use crate::sip::headers_typed::Via;
 use crate::sip::transaction::{ClientTransaction, ServerTransaction};
 use crate::sip::transport::Peer;
@@ -102,7 +103,7 @@ pub struct ServerEntry {
     /// Kept until the final response is sent (to build it).
     pub request: Option<Request>,
     /// The call this INVITE/BYE/... belongs to.
-    pub call: Option<u64>,
+    pub call: Option<super::CallHandle>,
 }
 
 /// What a client transaction was started for.
@@ -111,7 +112,7 @@ pub enum ClientPurpose {
     /// BYE sent by us; the call is already ended.
     Bye,
     /// The INVITE of a forwarded call's far leg (its handle).
-    Invite(u64),
+    Invite(super::OutLegHandle),
     /// CANCEL of such an INVITE.
     Cancel,
     /// NOTIFY of a REFER's progress (responses only end the transaction).
@@ -119,9 +120,9 @@ pub enum ClientPurpose {
     /// Our re-INVITE carrying a hold or unhold across the bridge.
     Reinvite(super::hold::BridgeSide),
     /// Our REFER asking the caller's carrier to transfer the call.
-    Refer(u64),
+    Refer(super::CallHandle),
     /// An SMS we send (its handle in `Core::sms_out`).
-    Message(u64),
+    Message(super::SmsHandle),
 }
 
 pub struct ClientEntry {
@@ -134,16 +135,16 @@ pub struct ClientEntry {
 /// Live transactions, addressed by a numeric id the timer queue uses.
 #[derive(Default)]
 pub struct TxnTables {
-    pub server: HashMap<u64, ServerEntry>,
-    pub server_index: HashMap<TxnKey, u64>,
-    pub merge_index: HashMap<MergeKey, u64>,
-    pub client: HashMap<u64, ClientEntry>,
+    pub server: HashMap<TxnId, ServerEntry>,
+    pub server_index: HashMap<TxnKey, TxnId>,
+    pub merge_index: HashMap<MergeKey, TxnId>,
+    pub client: HashMap<TxnId, ClientEntry>,
     /// Client transactions by branch.
-    pub client_index: HashMap<String, u64>,
+    pub client_index: HashMap<String, TxnId>,
 }
 
 impl TxnTables {
-    pub fn insert_server(&mut self, id: u64, entry: ServerEntry) {
+    pub fn insert_server(&mut self, id: TxnId, entry: ServerEntry) {
         self.server_index.insert(entry.key.clone(), id);
         if let Some(m) = &entry.merge_key {
             self.merge_index.insert(m.clone(), id);
@@ -151,7 +152,7 @@ impl TxnTables {
         self.server.insert(id, entry);
     }
 
-    pub fn remove_server(&mut self, id: u64) -> Option<ServerEntry> {
+    pub fn remove_server(&mut self, id: TxnId) -> Option<ServerEntry> {
         let e = self.server.remove(&id)?;
         if self.server_index.get(&e.key) == Some(&id) {
             self.server_index.remove(&e.key);
@@ -164,12 +165,12 @@ impl TxnTables {
         Some(e)
     }
 
-    pub fn insert_client(&mut self, id: u64, entry: ClientEntry) {
+    pub fn insert_client(&mut self, id: TxnId, entry: ClientEntry) {
         self.client_index.insert(entry.branch.clone(), id);
         self.client.insert(id, entry);
     }
 
-    pub fn remove_client(&mut self, id: u64) -> Option<ClientEntry> {
+    pub fn remove_client(&mut self, id: TxnId) -> Option<ClientEntry> {
         let e = self.client.remove(&id)?;
         self.client_index.remove(&e.branch);
         Some(e)

@@ -23,7 +23,7 @@ pub struct PendingRoute {
 
 impl Core {
     /// Parks call `h` and asks the number's webhook what to do with it.
-    pub(super) fn ask_voice_webhook(&mut self, h: u64, url: String, pending: PendingRoute) {
+    pub(super) fn ask_voice_webhook(&mut self, h: CallHandle, url: String, pending: PendingRoute) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -50,7 +50,7 @@ impl Core {
     pub fn handle_voice_answer(
         &mut self,
         now: Instant,
-        h: u64,
+        h: CallHandle,
         answer: Result<VoiceAnswer, String>,
     ) {
         let Some(pending) = self.calls.get_mut(&h).and_then(|c| c.pending.take()) else {
@@ -101,7 +101,7 @@ impl Core {
                 return self.refuse_parked(now, h, 603, "webhook_rejected");
             }
             Err(why) => {
-                tracing::warn!(call = h, %why, "voice webhook failed");
+                tracing::warn!(call = h.get(), %why, "voice webhook failed");
                 if !self.cfg.voice_fallback_to_route {
                     return self.refuse_parked(now, h, 503, "webhook_failed");
                 }
@@ -112,7 +112,7 @@ impl Core {
     }
 
     /// Refuses a call still waiting for its route.
-    fn refuse_parked(&mut self, now: Instant, h: u64, status: u16, cause: &str) {
+    fn refuse_parked(&mut self, now: Instant, h: CallHandle, status: u16, cause: &str) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -125,7 +125,7 @@ impl Core {
     }
 
     /// Opens call `h`'s media as `number`'s route says.
-    fn start_route(&mut self, now: Instant, h: u64, number: &Number, p: &PendingRoute) {
+    fn start_route(&mut self, now: Instant, h: CallHandle, number: &Number, p: &PendingRoute) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -171,7 +171,7 @@ impl Core {
             }
         };
         self.out.push_back(Output::Media(MediaCommand::Open {
-            leg: h,
+            leg: h.own_leg(),
             mode,
             media,
             timeout: self.cfg.media_timeout,
@@ -179,7 +179,7 @@ impl Core {
     }
 
     /// Tells call `h`'s status webhook (if any) that it is now `status`.
-    pub(super) fn status_changed(&mut self, now: Instant, h: u64, status: &str) {
+    pub(super) fn status_changed(&mut self, now: Instant, h: CallHandle, status: &str) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };

@@ -8,7 +8,7 @@ use media_userspace::control::LegMode;
 
 impl Harness {
     /// The parked call's handle and what the webhook is asked.
-    fn parked(&mut self, call_id: &str) -> (u64, api::webhook::VoiceRequest) {
+    fn parked(&mut self, call_id: &str) -> (CallHandle, api::webhook::VoiceRequest) {
         let before = self.media.len();
         self.recv(&invite(
             "+18885550000",
