@@ -5,7 +5,7 @@ use super::ApiState;
 use super::common::{check_id, pattern};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
-use super::list::paginate;
+use super::list::page;
 use super::schema::{AccountIn, AccountOut, AccountPage, AccountPath, PageQuery};
 use crate::store::Account;
 use axum::Json;
@@ -28,11 +28,8 @@ pub async fn list_accounts(
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<AccountPage>, ApiError> {
     auth.require_admin()?;
-    let (data, next_cursor) = paginate(s.store.list_accounts().await?, |a| &a.id, &q)?;
-    Ok(Json(AccountPage {
-        data: data.into_iter().map(account_out).collect(),
-        next_cursor,
-    }))
+    let rows = s.store.list_accounts().await?;
+    Ok(Json(page(rows, &q, |a| &a.id, account_out)?.into()))
 }
 
 /// One account: an admin's, or the token's own.

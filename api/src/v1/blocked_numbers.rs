@@ -5,7 +5,7 @@ use super::ApiState;
 use super::common::{changed, new_id, pattern};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
-use super::list::paginate;
+use super::list::page;
 use super::numbers::own_number;
 use super::schema::{BlockIn, BlockOut, BlockPage, IdPath, PageQuery};
 use crate::store::BlockedNumber;
@@ -37,11 +37,7 @@ pub async fn list_blocks(
         .into_iter()
         .filter(|b| b.account_id == account)
         .collect();
-    let (data, next_cursor) = paginate(mine, |b| &b.id, &q)?;
-    Ok(Json(BlockPage {
-        data: data.into_iter().map(block_out).collect(),
-        next_cursor,
-    }))
+    Ok(Json(page(mine, &q, |b| &b.id, block_out)?.into()))
 }
 
 /// Blocks a caller (E.164 or prefix), for the whole account or one number.

@@ -7,7 +7,7 @@ use super::common::{check_id, check_sip_target, check_stream, check_webhook};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::idempotency::idempotent;
-use super::list::page_size;
+use super::list::{cut, page_size};
 use super::schema::{CallIn, CallOut, CallPage, CallQuery, IdPath};
 use crate::store::{CallFilter, CallRecord, Direction};
 use axum::Json;
@@ -93,13 +93,10 @@ pub async fn list_calls(
         before_id: q.cursor.clone(),
         limit: n as u32 + 1,
     };
-    let mut rows = s.store.list_calls(&filter).await?;
-    let next_cursor = (rows.len() > n).then(|| rows[n - 1].id.clone());
-    rows.truncate(n);
-    Ok(Json(CallPage {
-        data: rows.into_iter().map(call_out).collect(),
-        next_cursor,
-    }))
+    // The store starts after the cursor and gives one row more than a
+    // page, so that the page knows whether another follows.
+    let rows = s.store.list_calls(&filter).await?;
+    Ok(Json(cut(rows, n, |c| &c.id, call_out).into()))
 }
 
 /// One call, live or ended.

@@ -8,7 +8,7 @@ use super::common::{changed, new_id};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::idempotency::now_ms;
-use super::list::paginate;
+use super::list::page;
 use super::schema::{DeniedSourceIn, DeniedSourcePage, IdPath, PageQuery};
 use crate::store::DeniedSource;
 use axum::Json;
@@ -75,8 +75,8 @@ pub async fn list_denied_sources(
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<DeniedSourcePage>, ApiError> {
     auth.require_admin()?;
-    let (data, next_cursor) = paginate(in_force(&s).await?, |d| &d.network, &q)?;
-    Ok(Json(DeniedSourcePage { data, next_cursor }))
+    let rows = in_force(&s).await?;
+    Ok(Json(page(rows, &q, |d| &d.network, |d| d)?.into()))
 }
 
 /// Denies a network's SIP on every node (admin): dropped before the parse,

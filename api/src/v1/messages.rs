@@ -7,7 +7,7 @@ use super::common::check_id;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, QueryParams};
 use super::idempotency::idempotent;
-use super::list::page_size;
+use super::list::{after_row, cut, page_size};
 use super::schema::{MessageIn, MessageOut, MessagePage, PageQuery};
 use crate::store::MessageRecord;
 use axum::Json;
@@ -110,22 +110,10 @@ pub async fn list_messages(
 ) -> Result<Json<MessagePage>, ApiError> {
     let account = auth.account()?;
     let n = page_size(q.limit)?;
-    let mut rows = s
+    let rows = s
         .store
         .list_messages(account, crate::store::MAX_LIMIT)
         .await?;
-    if let Some(c) = &q.cursor {
-        match rows.iter().position(|m| &m.id == c) {
-            Some(i) => {
-                rows.drain(..=i);
-            }
-            None => rows.clear(),
-        }
-    }
-    let next_cursor = (rows.len() > n).then(|| rows[n - 1].id.clone());
-    rows.truncate(n);
-    Ok(Json(MessagePage {
-        data: rows.into_iter().map(message_out).collect(),
-        next_cursor,
-    }))
+    let rows = after_row(rows, q.cursor.as_deref(), |m| &m.id);
+    Ok(Json(cut(rows, n, |m| &m.id, message_out).into()))
 }

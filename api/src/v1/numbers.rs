@@ -7,7 +7,7 @@ use super::common::{
 };
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
-use super::list::paginate;
+use super::list::page;
 use super::schema::{NumberIn, NumberOut, NumberPage, NumberPath, PageQuery, StreamSpec};
 use super::trunks::find_trunk;
 use crate::e164::Pattern;
@@ -75,11 +75,7 @@ pub async fn list_numbers(
         .into_iter()
         .filter(|n| n.account_id == account)
         .collect();
-    let (data, next_cursor) = paginate(mine, |n| &n.pattern, &q)?;
-    Ok(Json(NumberPage {
-        data: data.into_iter().map(number_out).collect(),
-        next_cursor,
-    }))
+    Ok(Json(page(mine, &q, |n| &n.pattern, number_out)?.into()))
 }
 
 /// One number.

@@ -5,7 +5,7 @@ use super::ApiState;
 use super::common::{changed, check_id};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
-use super::list::paginate;
+use super::list::page;
 use super::schema::{PageQuery, SipUserIn, SipUserOut, SipUserPage, SipUserPath};
 use crate::store::SipUser;
 use axum::Json;
@@ -44,11 +44,7 @@ pub async fn list_sip_users(
         .into_iter()
         .filter(|u| u.account_id == account)
         .collect();
-    let (data, next_cursor) = paginate(mine, |u| &u.username, &q)?;
-    Ok(Json(SipUserPage {
-        data: data.into_iter().map(sip_user_out).collect(),
-        next_cursor,
-    }))
+    Ok(Json(page(mine, &q, |u| &u.username, sip_user_out)?.into()))
 }
 
 /// One SIP user.

@@ -5,7 +5,7 @@ use super::ApiState;
 use super::common::{changed, check_id, check_max_calls};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
-use super::list::paginate;
+use super::list::page;
 use super::schema::{PageQuery, TrunkIn, TrunkOut, TrunkPage, TrunkPath};
 use crate::store::Trunk;
 use axum::Json;
@@ -39,11 +39,8 @@ pub async fn list_trunks(
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<TrunkPage>, ApiError> {
     auth.require_admin()?;
-    let (data, next_cursor) = paginate(s.store.list_trunks().await?, |t| &t.name, &q)?;
-    Ok(Json(TrunkPage {
-        data: data.into_iter().map(trunk_out).collect(),
-        next_cursor,
-    }))
+    let rows = s.store.list_trunks().await?;
+    Ok(Json(page(rows, &q, |t| &t.name, trunk_out)?.into()))
 }
 
 /// One trunk (admin).
