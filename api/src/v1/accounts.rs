@@ -45,10 +45,8 @@ pub async fn get_account(
     }
     let a = s
         .store
-        .list_accounts()
+        .get_account(&id)
         .await?
-        .into_iter()
-        .find(|a| a.id == id)
         .ok_or_else(|| ApiError::not_found("account"))?;
     Ok(Json(account_out(a)))
 }
@@ -85,10 +83,8 @@ pub async fn put_account(
         }
         None => s
             .store
-            .list_accounts()
+            .get_account(&id)
             .await?
-            .into_iter()
-            .find(|a| a.id == id)
             .map(|a| a.number_ranges)
             .unwrap_or_default(),
     };

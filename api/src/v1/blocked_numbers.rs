@@ -6,7 +6,6 @@ use super::common::{changed, new_id, pattern};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::list::page;
-use super::numbers::own_number;
 use super::schema::{BlockIn, BlockOut, BlockPage, IdPath, PageQuery};
 use crate::store::BlockedNumber;
 use axum::Json;
@@ -30,14 +29,8 @@ pub async fn list_blocks(
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<BlockPage>, ApiError> {
     let account = auth.account()?;
-    let mine: Vec<BlockedNumber> = s
-        .store
-        .list_blocked()
-        .await?
-        .into_iter()
-        .filter(|b| b.account_id == account)
-        .collect();
-    Ok(Json(page(mine, &q, |b| &b.id, block_out)?.into()))
+    let rows = s.store.list_blocked_for(account).await?;
+    Ok(Json(page(rows, &q, |b| &b.id, block_out)?.into()))
 }
 
 /// Blocks a caller (E.164 or prefix), for the whole account or one number.
@@ -59,17 +52,18 @@ pub async fn create_block(
         .map(|n| pattern("number", n))
         .transpose()?;
     if let Some(n) = &number
-        && own_number(&s, &account, n).await?.is_none()
+        && s.store.get_number(&account, n).await?.is_none()
     {
         return Err(ApiError::field(
             "number",
             "not one of this account's numbers",
         ));
     }
-    let existing = s.store.list_blocked().await?;
-    if let Some(same) = existing.into_iter().find(|x| {
-        x.account_id == account && x.caller_pattern == caller && x.number_pattern == number
-    }) {
+    let existing = s.store.list_blocked_for(&account).await?;
+    if let Some(same) = existing
+        .into_iter()
+        .find(|x| x.caller_pattern == caller && x.number_pattern == number)
+    {
         return Ok((StatusCode::OK, Json(block_out(same))));
     }
     let row = BlockedNumber {
@@ -83,12 +77,11 @@ pub async fn create_block(
     Ok((StatusCode::CREATED, Json(block_out(row))))
 }
 
+/// The account's block `id`; another account's is as missing (404).
 async fn own_block(s: &ApiState, account: &str, id: &str) -> Result<BlockedNumber, ApiError> {
     s.store
-        .list_blocked()
+        .get_blocked(account, id)
         .await?
-        .into_iter()
-        .find(|b| b.id == id && b.account_id == account)
         .ok_or_else(|| ApiError::not_found("blocked number"))
 }
 

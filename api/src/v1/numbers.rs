@@ -9,7 +9,6 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::list::page;
 use super::schema::{NumberIn, NumberOut, NumberPage, NumberPath, PageQuery, StreamSpec};
-use super::trunks::find_trunk;
 use crate::e164::Pattern;
 use crate::store::{Number, RouteKind};
 use axum::Json;
@@ -46,19 +45,6 @@ fn number_out(n: Number) -> NumberOut {
     }
 }
 
-/// The account's number with canonical pattern `p`, if it holds it.
-pub(super) async fn own_number(
-    s: &ApiState,
-    account: &str,
-    p: &str,
-) -> Result<Option<Number>, ApiError> {
-    Ok(s.store
-        .list_numbers()
-        .await?
-        .into_iter()
-        .find(|n| n.pattern == p && n.account_id == account))
-}
-
 /// The account's numbers.
 #[utoipa::path(get, path = "/v1/numbers", tag = "numbers", params(PageQuery),
     responses((status = 200, body = NumberPage), (status = 401, body = ErrorBody)))]
@@ -68,14 +54,8 @@ pub async fn list_numbers(
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<NumberPage>, ApiError> {
     let account = auth.account()?;
-    let mine: Vec<Number> = s
-        .store
-        .list_numbers()
-        .await?
-        .into_iter()
-        .filter(|n| n.account_id == account)
-        .collect();
-    Ok(Json(page(mine, &q, |n| &n.pattern, number_out)?.into()))
+    let rows = s.store.list_numbers_for(account).await?;
+    Ok(Json(page(rows, &q, |n| &n.pattern, number_out)?.into()))
 }
 
 /// One number.
@@ -88,7 +68,9 @@ pub async fn get_number(
 ) -> Result<Json<NumberOut>, ApiError> {
     let account = auth.account()?;
     let p = pattern("number", &raw)?;
-    let n = own_number(&s, account, &p)
+    let n = s
+        .store
+        .get_number(account, &p)
         .await?
         .ok_or_else(|| ApiError::not_found("number"))?;
     Ok(Json(number_out(n)))
@@ -122,10 +104,8 @@ pub async fn put_number(
     if !auth.0.admin && !owned {
         let granted = s
             .store
-            .list_accounts()
+            .get_account(&account)
             .await?
-            .into_iter()
-            .find(|a| a.id == account)
             .map(|a| a.number_ranges)
             .unwrap_or_default();
         if !granted
@@ -152,14 +132,10 @@ pub async fn put_number(
             "this number (or a number it covers) belongs to another account",
         ));
     }
-    let users = s.store.list_sip_users().await?;
     // Only this account's SIP users can be forwarded to.
-    let dialable = |v: &str| {
-        (s.checks.sip_uri_host)(v).is_some()
-            || users
-                .iter()
-                .any(|u| u.username == v && u.account_id == account)
-    };
+    let users = s.store.list_sip_users_for(&account).await?;
+    let dialable =
+        |v: &str| (s.checks.sip_uri_host)(v).is_some() || users.iter().any(|u| u.username == v);
     let (target, dialect, params) = match route {
         RouteKind::Stream => {
             if b.forward_to.is_some() {
@@ -210,7 +186,9 @@ pub async fn put_number(
         check_sip_target(&s, "fallback", f)?;
     }
     if let Some(t) = &b.trunk
-        && !find_trunk(&s, t)
+        && !s
+            .store
+            .get_trunk(t)
             .await?
             .is_some_and(|t| t.usable_by(&account))
     {
@@ -260,7 +238,7 @@ pub async fn delete_number(
 ) -> Result<StatusCode, ApiError> {
     let account = auth.account()?;
     let p = pattern("number", &raw)?;
-    if own_number(&s, account, &p).await?.is_none() {
+    if s.store.get_number(account, &p).await?.is_none() {
         return Err(ApiError::not_found("number"));
     }
     s.store.delete_number(&p).await?;

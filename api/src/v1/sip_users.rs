@@ -19,12 +19,11 @@ fn sip_user_out(u: SipUser) -> SipUserOut {
     }
 }
 
+/// The account's SIP user `name`; another account's is as missing (404).
 async fn own_sip_user(s: &ApiState, account: &str, name: &str) -> Result<SipUser, ApiError> {
     s.store
-        .list_sip_users()
+        .get_sip_user(account, name)
         .await?
-        .into_iter()
-        .find(|u| u.username == name && u.account_id == account)
         .ok_or_else(|| ApiError::not_found("SIP user"))
 }
 
@@ -37,14 +36,8 @@ pub async fn list_sip_users(
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<SipUserPage>, ApiError> {
     let account = auth.account()?;
-    let mine: Vec<SipUser> = s
-        .store
-        .list_sip_users()
-        .await?
-        .into_iter()
-        .filter(|u| u.account_id == account)
-        .collect();
-    Ok(Json(page(mine, &q, |u| &u.username, sip_user_out)?.into()))
+    let rows = s.store.list_sip_users_for(account).await?;
+    Ok(Json(page(rows, &q, |u| &u.username, sip_user_out)?.into()))
 }
 
 /// One SIP user.
@@ -77,13 +70,6 @@ pub async fn put_sip_user(
             "password must be 8–256 characters",
         ));
     }
-    let users = s.store.list_sip_users().await?;
-    if users
-        .iter()
-        .any(|u| u.username == name && u.account_id != account)
-    {
-        return Err(ApiError::conflict("username", "this username is taken"));
-    }
     let realm = s.checks.realm.clone();
     let (md5, sha256) = (s.checks.ha1)(&name, &realm, &b.password);
     let u = SipUser {
@@ -93,6 +79,7 @@ pub async fn put_sip_user(
         ha1_md5: md5,
         ha1_sha256: sha256,
     };
+    // The write itself refuses a username another account holds.
     if !s.store.upsert_sip_user(&u).await? {
         return Err(ApiError::conflict("username", "this username is taken"));
     }

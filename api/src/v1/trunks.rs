@@ -52,19 +52,12 @@ pub async fn get_trunk(
     PathParams(TrunkPath { name }): PathParams<TrunkPath>,
 ) -> Result<Json<TrunkOut>, ApiError> {
     auth.require_admin()?;
-    let t = find_trunk(&s, &name)
+    let t = s
+        .store
+        .get_trunk(&name)
         .await?
         .ok_or_else(|| ApiError::not_found("trunk"))?;
     Ok(Json(trunk_out(t)))
-}
-
-/// The trunk named `name`, whoever may use it.
-pub(super) async fn find_trunk(s: &ApiState, name: &str) -> Result<Option<Trunk>, ApiError> {
-    Ok(s.store
-        .list_trunks()
-        .await?
-        .into_iter()
-        .find(|t| t.name == name))
 }
 
 /// Creates or replaces a trunk (admin). Takes effect without a restart.
@@ -118,7 +111,7 @@ pub async fn put_trunk(
         ));
     }
     if let Some(a) = &b.account
-        && !s.store.list_accounts().await?.iter().any(|x| &x.id == a)
+        && s.store.get_account(a).await?.is_none()
     {
         return Err(ApiError::field("account", format!("no account {a:?}")));
     }
