@@ -55,11 +55,17 @@ impl Store for FlakyStore {
     async fn list_accounts(&self) -> Result<Vec<Account>> {
         self.inner.list_accounts().await
     }
+    async fn get_account(&self, id: &str) -> Result<Option<Account>> {
+        self.inner.get_account(id).await
+    }
     async fn upsert_trunk(&self, t: &Trunk) -> Result<()> {
         self.inner.upsert_trunk(t).await
     }
     async fn list_trunks(&self) -> Result<Vec<Trunk>> {
         self.inner.list_trunks().await
+    }
+    async fn get_trunk(&self, name: &str) -> Result<Option<Trunk>> {
+        self.inner.get_trunk(name).await
     }
     async fn delete_trunk(&self, name: &str) -> Result<bool> {
         self.inner.delete_trunk(name).await
@@ -70,6 +76,12 @@ impl Store for FlakyStore {
     async fn list_numbers(&self) -> Result<Vec<Number>> {
         self.inner.list_numbers().await
     }
+    async fn list_numbers_for(&self, account_id: &str) -> Result<Vec<Number>> {
+        self.inner.list_numbers_for(account_id).await
+    }
+    async fn get_number(&self, account_id: &str, pattern: &str) -> Result<Option<Number>> {
+        self.inner.get_number(account_id, pattern).await
+    }
     async fn delete_number(&self, pattern: &str) -> Result<bool> {
         self.inner.delete_number(pattern).await
     }
@@ -78,6 +90,12 @@ impl Store for FlakyStore {
     }
     async fn list_blocked(&self) -> Result<Vec<BlockedNumber>> {
         self.inner.list_blocked().await
+    }
+    async fn list_blocked_for(&self, account_id: &str) -> Result<Vec<BlockedNumber>> {
+        self.inner.list_blocked_for(account_id).await
+    }
+    async fn get_blocked(&self, account_id: &str, id: &str) -> Result<Option<BlockedNumber>> {
+        self.inner.get_blocked(account_id, id).await
     }
     async fn delete_blocked(&self, id: &str) -> Result<bool> {
         self.inner.delete_blocked(id).await
@@ -99,6 +117,12 @@ impl Store for FlakyStore {
     }
     async fn list_sip_users(&self) -> Result<Vec<SipUser>> {
         self.inner.list_sip_users().await
+    }
+    async fn list_sip_users_for(&self, account_id: &str) -> Result<Vec<SipUser>> {
+        self.inner.list_sip_users_for(account_id).await
+    }
+    async fn get_sip_user(&self, account_id: &str, username: &str) -> Result<Option<SipUser>> {
+        self.inner.get_sip_user(account_id, username).await
     }
     async fn delete_sip_user(&self, username: &str) -> Result<bool> {
         self.inner.delete_sip_user(username).await

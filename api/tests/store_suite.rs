@@ -558,6 +558,125 @@ async fn sip_users_roundtrip(s: Arc<dyn Store>) {
     assert!(s.list_registrations(0).await.unwrap().is_empty());
 }
 
+/// The lookups the REST API makes: by key, and by account (the same rows,
+/// in the same order, as the whole list filtered to the account).
+async fn lookups_by_key_and_account(s: Arc<dyn Store>) {
+    let alpha = Account {
+        id: "acc-a".into(),
+        name: "Alpha".into(),
+        number_ranges: vec!["+1555*".into()],
+    };
+    s.upsert_account(&alpha).await.unwrap();
+    assert_eq!(s.get_account("acc-a").await.unwrap(), Some(alpha));
+    assert_eq!(s.get_account("acc-z").await.unwrap(), None);
+
+    let trunk = Trunk {
+        name: "local".into(),
+        source_cidrs: vec!["192.0.2.0/24".into()],
+        outbound_address: None,
+        transport: "udp".into(),
+        username: None,
+        password: None,
+        max_calls: None,
+        transfer: None,
+        account_id: Some("acc-a".into()),
+        requests_per_sec: None,
+        tls: TrunkTls::default(),
+        media_security: MediaSecurity::default(),
+        srtp_cleartext_keying: false,
+    };
+    s.upsert_trunk(&trunk).await.unwrap();
+    assert_eq!(s.get_trunk("local").await.unwrap(), Some(trunk));
+    assert_eq!(s.get_trunk("other").await.unwrap(), None);
+
+    let number = |pattern: &str, account: &str| Number {
+        pattern: pattern.into(),
+        account_id: account.into(),
+        route: RouteKind::Echo,
+        target: None,
+        dialect: None,
+        params: None,
+        trunk: None,
+        max_calls: None,
+        fallback: None,
+        voice_webhook: None,
+        sms_webhook: None,
+        media_security: MediaSecurity::default(),
+    };
+    for (p, a) in [
+        ("+15550002", "acc-a"),
+        ("+4930*", "acc-b"),
+        ("+1555000*", "acc-a"),
+        ("+15550001", "acc-b"),
+    ] {
+        assert!(s.upsert_number(&number(p, a)).await.unwrap());
+    }
+    for account in ["acc-a", "acc-b", "acc-z"] {
+        let mine: Vec<Number> = s
+            .list_numbers()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.account_id == account)
+            .collect();
+        assert_eq!(s.list_numbers_for(account).await.unwrap(), mine);
+    }
+    assert_eq!(
+        s.get_number("acc-a", "+1555000*").await.unwrap(),
+        Some(number("+1555000*", "acc-a"))
+    );
+    assert_eq!(s.get_number("acc-a", "+15550001").await.unwrap(), None);
+    assert_eq!(s.get_number("acc-a", "+15559999").await.unwrap(), None);
+
+    let block = |id: &str, account: &str, caller: &str| BlockedNumber {
+        id: id.into(),
+        account_id: account.into(),
+        number_pattern: None,
+        caller_pattern: caller.into(),
+    };
+    for (id, a, caller) in [
+        ("BL3", "acc-a", "+1900*"),
+        ("BL1", "acc-b", "+1900*"),
+        ("BL2", "acc-a", "+15557770000"),
+    ] {
+        s.upsert_blocked(&block(id, a, caller)).await.unwrap();
+    }
+    assert_eq!(
+        s.list_blocked_for("acc-a").await.unwrap(),
+        vec![
+            block("BL2", "acc-a", "+15557770000"),
+            block("BL3", "acc-a", "+1900*")
+        ]
+    );
+    assert!(s.list_blocked_for("acc-z").await.unwrap().is_empty());
+    assert_eq!(
+        s.get_blocked("acc-b", "BL1").await.unwrap(),
+        Some(block("BL1", "acc-b", "+1900*"))
+    );
+    assert_eq!(s.get_blocked("acc-a", "BL1").await.unwrap(), None);
+
+    let user = |name: &str, account: &str| SipUser {
+        username: name.into(),
+        account_id: account.into(),
+        realm: "gw.example".into(),
+        ha1_md5: "0".repeat(32),
+        ha1_sha256: "1".repeat(64),
+    };
+    for (name, a) in [("carol", "acc-a"), ("bob", "acc-b"), ("alice", "acc-a")] {
+        assert!(s.upsert_sip_user(&user(name, a)).await.unwrap());
+    }
+    assert_eq!(
+        s.list_sip_users_for("acc-a").await.unwrap(),
+        vec![user("alice", "acc-a"), user("carol", "acc-a")]
+    );
+    assert!(s.list_sip_users_for("acc-z").await.unwrap().is_empty());
+    assert_eq!(
+        s.get_sip_user("acc-b", "bob").await.unwrap(),
+        Some(user("bob", "acc-b"))
+    );
+    assert_eq!(s.get_sip_user("acc-a", "bob").await.unwrap(), None);
+}
+
 async fn idempotency_keys_claim_replay_and_expire(s: Arc<dyn Store>) {
     use api::store::IdempotencyClaim::*;
     let t = 1_700_000_000_000;
@@ -1554,6 +1673,7 @@ suite! {
         a_lost_nodes_calls_are_closed_unless_resumable,
         call_limit_reservations_hold_and_release,
         sip_users_roundtrip,
+        lookups_by_key_and_account,
         concurrent_upserts_never_move_a_row,
         idempotency_keys_claim_replay_and_expire,
         registrations_expiry_and_delete,

@@ -94,7 +94,19 @@ pub(crate) const LIST_DEAD_LETTERS: &str =
 pub(crate) const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (id, name, number_ranges) \
      VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
      number_ranges = excluded.number_ranges";
-pub(crate) const LIST_ACCOUNTS: &str = "SELECT id, name, number_ranges FROM accounts ORDER BY id";
+/// The columns of [`AccountRow`], in order.
+macro_rules! account_columns {
+    () => {
+        "id, name, number_ranges"
+    };
+}
+pub(crate) const LIST_ACCOUNTS: &str =
+    concat!("SELECT ", account_columns!(), " FROM accounts ORDER BY id");
+pub(crate) const GET_ACCOUNT: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM accounts WHERE id = $1"
+);
 
 pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
      (name, source_cidrs, outbound_address, transport, username, password, max_calls, \
@@ -107,10 +119,17 @@ pub(crate) const UPSERT_TRUNK: &str = "INSERT INTO trunks \
      account_id = excluded.account_id, requests_per_sec = excluded.requests_per_sec, \
      tls = excluded.tls, media_security = excluded.media_security, \
      srtp_cleartext_keying = excluded.srtp_cleartext_keying";
-pub(crate) const LIST_TRUNKS: &str = "SELECT name, source_cidrs, outbound_address, transport, \
-     username, password, max_calls, transfer, account_id, requests_per_sec, tls, \
-     media_security, srtp_cleartext_keying FROM trunks \
-     ORDER BY name";
+/// The columns of [`TrunkRow`], in order.
+macro_rules! trunk_columns {
+    () => {
+        "name, source_cidrs, outbound_address, transport, username, password, max_calls, \
+         transfer, account_id, requests_per_sec, tls, media_security, srtp_cleartext_keying"
+    };
+}
+pub(crate) const LIST_TRUNKS: &str =
+    concat!("SELECT ", trunk_columns!(), " FROM trunks ORDER BY name");
+pub(crate) const GET_TRUNK: &str =
+    concat!("SELECT ", trunk_columns!(), " FROM trunks WHERE name = $1");
 pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
@@ -123,17 +142,55 @@ pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
      fallback = excluded.fallback, voice_webhook = excluded.voice_webhook, \
      sms_webhook = excluded.sms_webhook, media_security = excluded.media_security \
      WHERE numbers.account_id = excluded.account_id";
-pub(crate) const LIST_NUMBERS: &str = "SELECT pattern, account_id, route, target, dialect, \
-     params, trunk, max_calls, fallback, voice_webhook, sms_webhook, media_security FROM numbers \
-     ORDER BY pattern";
+/// The columns of [`NumberRow`], in order.
+macro_rules! number_columns {
+    () => {
+        "pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
+         voice_webhook, sms_webhook, media_security"
+    };
+}
+pub(crate) const LIST_NUMBERS: &str = concat!(
+    "SELECT ",
+    number_columns!(),
+    " FROM numbers ORDER BY pattern"
+);
+pub(crate) const LIST_ACCOUNT_NUMBERS: &str = concat!(
+    "SELECT ",
+    number_columns!(),
+    " FROM numbers WHERE account_id = $1 ORDER BY pattern"
+);
+pub(crate) const GET_ACCOUNT_NUMBER: &str = concat!(
+    "SELECT ",
+    number_columns!(),
+    " FROM numbers WHERE account_id = $1 AND pattern = $2"
+);
 pub(crate) const DELETE_NUMBER: &str = "DELETE FROM numbers WHERE pattern = $1";
 
 pub(crate) const UPSERT_BLOCKED: &str = "INSERT INTO blocked_numbers \
      (id, account_id, number_pattern, caller_pattern) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, \
      number_pattern = excluded.number_pattern, caller_pattern = excluded.caller_pattern";
-pub(crate) const LIST_BLOCKED: &str = "SELECT id, account_id, number_pattern, caller_pattern \
-     FROM blocked_numbers ORDER BY id";
+/// The columns of [`BlockedRow`], in order.
+macro_rules! blocked_columns {
+    () => {
+        "id, account_id, number_pattern, caller_pattern"
+    };
+}
+pub(crate) const LIST_BLOCKED: &str = concat!(
+    "SELECT ",
+    blocked_columns!(),
+    " FROM blocked_numbers ORDER BY id"
+);
+pub(crate) const LIST_ACCOUNT_BLOCKED: &str = concat!(
+    "SELECT ",
+    blocked_columns!(),
+    " FROM blocked_numbers WHERE account_id = $1 ORDER BY id"
+);
+pub(crate) const GET_ACCOUNT_BLOCKED: &str = concat!(
+    "SELECT ",
+    blocked_columns!(),
+    " FROM blocked_numbers WHERE account_id = $1 AND id = $2"
+);
 pub(crate) const DELETE_BLOCKED: &str = "DELETE FROM blocked_numbers WHERE id = $1";
 
 pub(crate) const INSERT_DENIED_SOURCE: &str = "INSERT INTO denied_sources \
@@ -197,8 +254,27 @@ pub(crate) const UPSERT_SIP_USER: &str = "INSERT INTO sip_users \
      ON CONFLICT (username) DO UPDATE SET account_id = excluded.account_id, \
      realm = excluded.realm, ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256 \
      WHERE sip_users.account_id = excluded.account_id";
-pub(crate) const LIST_SIP_USERS: &str = "SELECT username, account_id, realm, ha1_md5, \
-     ha1_sha256 FROM sip_users ORDER BY username";
+/// The columns of [`SipUserRow`], in order.
+macro_rules! sip_user_columns {
+    () => {
+        "username, account_id, realm, ha1_md5, ha1_sha256"
+    };
+}
+pub(crate) const LIST_SIP_USERS: &str = concat!(
+    "SELECT ",
+    sip_user_columns!(),
+    " FROM sip_users ORDER BY username"
+);
+pub(crate) const LIST_ACCOUNT_SIP_USERS: &str = concat!(
+    "SELECT ",
+    sip_user_columns!(),
+    " FROM sip_users WHERE account_id = $1 ORDER BY username"
+);
+pub(crate) const GET_ACCOUNT_SIP_USER: &str = concat!(
+    "SELECT ",
+    sip_user_columns!(),
+    " FROM sip_users WHERE account_id = $1 AND username = $2"
+);
 
 pub(crate) const DELETE_SIP_USER: &str = "DELETE FROM sip_users WHERE username = $1";
 pub(crate) const DELETE_USER_REGISTRATIONS: &str = "DELETE FROM registrations WHERE username = $1";
@@ -710,6 +786,20 @@ macro_rules! impl_store {
                 $crate::store::common::collect(rows, $crate::store::common::account_from_row)
             }
 
+            async fn get_account(
+                &self,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::Account>> {
+                sqlx::query_as::<_, $crate::store::common::AccountRow>(
+                    $crate::store::common::GET_ACCOUNT,
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::store::common::account_from_row)
+                .transpose()
+            }
+
             async fn upsert_trunk(&self, t: &$crate::store::Trunk) -> $crate::store::Result<()> {
                 sqlx::query($crate::store::common::UPSERT_TRUNK)
                     .bind(&t.name)
@@ -740,6 +830,20 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 $crate::store::common::collect(rows, $crate::store::common::trunk_from_row)
+            }
+
+            async fn get_trunk(
+                &self,
+                name: &str,
+            ) -> $crate::store::Result<Option<$crate::store::Trunk>> {
+                sqlx::query_as::<_, $crate::store::common::TrunkRow>(
+                    $crate::store::common::GET_TRUNK,
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::store::common::trunk_from_row)
+                .transpose()
             }
 
             async fn delete_trunk(&self, name: &str) -> $crate::store::Result<bool> {
@@ -781,6 +885,35 @@ macro_rules! impl_store {
                 $crate::store::common::collect(rows, $crate::store::common::number_from_row)
             }
 
+            async fn list_numbers_for(
+                &self,
+                account_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::Number>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::NumberRow>(
+                    $crate::store::common::LIST_ACCOUNT_NUMBERS,
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::number_from_row)
+            }
+
+            async fn get_number(
+                &self,
+                account_id: &str,
+                pattern: &str,
+            ) -> $crate::store::Result<Option<$crate::store::Number>> {
+                sqlx::query_as::<_, $crate::store::common::NumberRow>(
+                    $crate::store::common::GET_ACCOUNT_NUMBER,
+                )
+                .bind(account_id)
+                .bind(pattern)
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::store::common::number_from_row)
+                .transpose()
+            }
+
             async fn delete_number(&self, pattern: &str) -> $crate::store::Result<bool> {
                 let r = sqlx::query($crate::store::common::DELETE_NUMBER)
                     .bind(pattern)
@@ -812,6 +945,35 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 $crate::store::common::collect(rows, $crate::store::common::blocked_from_row)
+            }
+
+            async fn list_blocked_for(
+                &self,
+                account_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::BlockedNumber>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::BlockedRow>(
+                    $crate::store::common::LIST_ACCOUNT_BLOCKED,
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::blocked_from_row)
+            }
+
+            async fn get_blocked(
+                &self,
+                account_id: &str,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::BlockedNumber>> {
+                sqlx::query_as::<_, $crate::store::common::BlockedRow>(
+                    $crate::store::common::GET_ACCOUNT_BLOCKED,
+                )
+                .bind(account_id)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::store::common::blocked_from_row)
+                .transpose()
             }
 
             async fn delete_blocked(&self, id: &str) -> $crate::store::Result<bool> {
@@ -887,6 +1049,35 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 $crate::store::common::collect(rows, $crate::store::common::sip_user_from_row)
+            }
+
+            async fn list_sip_users_for(
+                &self,
+                account_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::SipUser>> {
+                let rows = sqlx::query_as::<_, $crate::store::common::SipUserRow>(
+                    $crate::store::common::LIST_ACCOUNT_SIP_USERS,
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::common::collect(rows, $crate::store::common::sip_user_from_row)
+            }
+
+            async fn get_sip_user(
+                &self,
+                account_id: &str,
+                username: &str,
+            ) -> $crate::store::Result<Option<$crate::store::SipUser>> {
+                sqlx::query_as::<_, $crate::store::common::SipUserRow>(
+                    $crate::store::common::GET_ACCOUNT_SIP_USER,
+                )
+                .bind(account_id)
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::store::common::sip_user_from_row)
+                .transpose()
             }
 
             async fn delete_sip_user(&self, username: &str) -> $crate::store::Result<bool> {

@@ -72,20 +72,34 @@ pub trait Store: Send + Sync + 'static {
 
     async fn upsert_account(&self, a: &Account) -> Result<()>;
     async fn list_accounts(&self) -> Result<Vec<Account>>;
+    /// Account `id`, if there is one.
+    async fn get_account(&self, id: &str) -> Result<Option<Account>>;
 
     async fn upsert_trunk(&self, t: &Trunk) -> Result<()>;
     async fn list_trunks(&self) -> Result<Vec<Trunk>>;
+    /// Trunk `name`, if there is one, whichever account may use it.
+    async fn get_trunk(&self, name: &str) -> Result<Option<Trunk>>;
     async fn delete_trunk(&self, name: &str) -> Result<bool>;
 
     /// Inserts the number, or replaces it when it belongs to the same
     /// account, in one statement: `false` (nothing written) when another
     /// account holds the pattern, whatever a concurrent writer did.
     async fn upsert_number(&self, n: &Number) -> Result<bool>;
+    /// Every account's numbers, by pattern (the routing table's).
     async fn list_numbers(&self) -> Result<Vec<Number>>;
+    /// Account `account_id`'s numbers, by pattern.
+    async fn list_numbers_for(&self, account_id: &str) -> Result<Vec<Number>>;
+    /// The number with canonical pattern `pattern`, if `account_id` holds it.
+    async fn get_number(&self, account_id: &str, pattern: &str) -> Result<Option<Number>>;
     async fn delete_number(&self, pattern: &str) -> Result<bool>;
 
     async fn upsert_blocked(&self, b: &BlockedNumber) -> Result<()>;
+    /// Every account's blocks, by id (the routing table's).
     async fn list_blocked(&self) -> Result<Vec<BlockedNumber>>;
+    /// Account `account_id`'s blocks, by id.
+    async fn list_blocked_for(&self, account_id: &str) -> Result<Vec<BlockedNumber>>;
+    /// Block `id`, if it is `account_id`'s.
+    async fn get_blocked(&self, account_id: &str, id: &str) -> Result<Option<BlockedNumber>>;
     async fn delete_blocked(&self, id: &str) -> Result<bool>;
 
     /// Inserts the entry; `false` (nothing written) when its network is
@@ -100,7 +114,12 @@ pub trait Store: Send + Sync + 'static {
     /// Like [`Store::upsert_number`]: `false` when another account holds
     /// the username.
     async fn upsert_sip_user(&self, u: &SipUser) -> Result<bool>;
+    /// Every account's SIP users, by username (the registrar's).
     async fn list_sip_users(&self) -> Result<Vec<SipUser>>;
+    /// Account `account_id`'s SIP users, by username.
+    async fn list_sip_users_for(&self, account_id: &str) -> Result<Vec<SipUser>>;
+    /// SIP user `username`, if it is `account_id`'s.
+    async fn get_sip_user(&self, account_id: &str, username: &str) -> Result<Option<SipUser>>;
     /// Deletes the user and its registrar bindings.
     async fn delete_sip_user(&self, username: &str) -> Result<bool>;
 

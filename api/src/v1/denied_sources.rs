@@ -4,31 +4,18 @@
 //! over a trunk's. Entries may expire; the list shows those in force.
 
 use super::ApiState;
+use super::common::{changed, new_id};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::idempotency::now_ms;
-use super::resources::{changed, new_id, paginate};
+use super::list::page;
 use super::schema::{DeniedSourceIn, DeniedSourcePage, IdPath, PageQuery};
 use crate::store::DeniedSource;
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use ipnet::{IpNet, Ipv4Net};
 use std::net::IpAddr;
-
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route(
-            "/v1/denied-sources",
-            get(list_denied_sources).post(create_denied_source),
-        )
-        .route(
-            "/v1/denied-sources/{id}",
-            get(get_denied_source).delete(delete_denied_source),
-        )
-}
 
 /// Shortest prefixes an entry may have: a wider one is a typo more often
 /// than an intent, and would cut off carriers with it.
@@ -88,8 +75,8 @@ pub async fn list_denied_sources(
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<DeniedSourcePage>, ApiError> {
     auth.require_admin()?;
-    let (data, next_cursor) = paginate(in_force(&s).await?, |d| &d.network, &q)?;
-    Ok(Json(DeniedSourcePage { data, next_cursor }))
+    let rows = in_force(&s).await?;
+    Ok(Json(page(rows, &q, |d| &d.network, |d| d)?.into()))
 }
 
 /// Denies a network's SIP on every node (admin): dropped before the parse,

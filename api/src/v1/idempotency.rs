@@ -67,6 +67,28 @@ pub async fn begin(
     }
 }
 
+/// Runs `create` under an Idempotency-Key (when given): a finished
+/// request's answer is replayed, a request dropped mid-way (the client
+/// went away) releases its key so the retry is not refused for 24 h.
+pub async fn idempotent(
+    store: &Arc<dyn Store>,
+    account: &str,
+    key: Option<String>,
+    fingerprint: &str,
+    create: impl std::future::Future<Output = Result<Answer, ApiError>>,
+) -> Result<Answer, ApiError> {
+    let Some(key) = key else {
+        return create.await;
+    };
+    if let Some(done) = begin(store.as_ref(), account, &key, fingerprint).await? {
+        return Ok(done);
+    }
+    let guard = Guard::new(store.clone(), account, &key);
+    let result = create.await;
+    guard.finish(result.as_ref().ok()).await;
+    result
+}
+
 /// Ends a request that claimed a key: [`Guard::finish`] records a success
 /// (a failure releases the key, so the client may retry); dropping the
 /// guard unfinished — the client went away mid-request — releases it too.

@@ -2,16 +2,25 @@
 //! every resource scoped to the token's account. Another account's
 //! resource answers 404, exactly as a missing one, so ids leak nothing.
 
+mod accounts;
+mod blocked_numbers;
+mod call_actions;
+mod calls;
+mod common;
 pub mod denied_sources;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+mod list;
+mod messages;
 mod metrics;
 pub mod nodes;
+mod numbers;
 pub mod openapi;
 pub mod ratelimit;
-mod resources;
 pub mod schema;
+mod sip_users;
+mod trunks;
 
 pub use metrics::{ApiMetrics, track as metrics_track};
 
@@ -22,6 +31,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use error::ApiError;
 use ratelimit::RateLimits;
 use std::net::SocketAddr;
@@ -70,17 +80,78 @@ impl std::ops::Deref for ApiState {
     }
 }
 
+/// Every `/v1` route and the handler that answers it.
+fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/accounts", get(accounts::list_accounts))
+        .route(
+            "/v1/accounts/{id}",
+            get(accounts::get_account).put(accounts::put_account),
+        )
+        .route("/v1/trunks", get(trunks::list_trunks))
+        .route(
+            "/v1/trunks/{name}",
+            get(trunks::get_trunk)
+                .put(trunks::put_trunk)
+                .delete(trunks::delete_trunk),
+        )
+        .route("/v1/numbers", get(numbers::list_numbers))
+        .route(
+            "/v1/numbers/{number}",
+            get(numbers::get_number)
+                .put(numbers::put_number)
+                .delete(numbers::delete_number),
+        )
+        .route(
+            "/v1/blocked-numbers",
+            get(blocked_numbers::list_blocks).post(blocked_numbers::create_block),
+        )
+        .route(
+            "/v1/blocked-numbers/{id}",
+            get(blocked_numbers::get_block).delete(blocked_numbers::delete_block),
+        )
+        .route("/v1/sip-users", get(sip_users::list_sip_users))
+        .route(
+            "/v1/sip-users/{username}",
+            get(sip_users::get_sip_user)
+                .put(sip_users::put_sip_user)
+                .delete(sip_users::delete_sip_user),
+        )
+        .route(
+            "/v1/denied-sources",
+            get(denied_sources::list_denied_sources).post(denied_sources::create_denied_source),
+        )
+        .route(
+            "/v1/denied-sources/{id}",
+            get(denied_sources::get_denied_source).delete(denied_sources::delete_denied_source),
+        )
+        .route("/v1/calls", get(calls::list_calls).post(calls::create_call))
+        .route("/v1/calls/{id}", get(calls::get_call))
+        .route("/v1/calls/{id}/hangup", post(call_actions::hangup_call))
+        .route("/v1/calls/{id}/dtmf", post(call_actions::send_dtmf))
+        .route("/v1/calls/{id}/transfer", post(call_actions::transfer_call))
+        .route(
+            "/v1/calls/{id}/stream",
+            post(call_actions::start_stream).delete(call_actions::stop_stream),
+        )
+        .route(
+            "/v1/messages",
+            get(messages::list_messages).post(messages::send_message),
+        )
+        .route("/v1/nodes", get(nodes::list_nodes))
+        .route("/v1/nodes/{id}", delete(nodes::delete_node))
+        .route("/v1/nodes/{id}/drain", post(nodes::drain_node))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { openapi::document_json() }),
+        )
+}
+
 /// The `/v1` router (paths include the `/v1` prefix).
 pub fn router(state: ApiState) -> Router {
-    let mut r = resources::routes()
-        .merge(denied_sources::routes())
-        .merge(nodes::routes());
-    r = r.route(
-        "/v1/openapi.json",
-        axum::routing::get(|| async { openapi::document_json() }),
-    );
     // Inside the per-IP limit: a passed-on action is limited here first.
-    r.fallback(|| async { ApiError::not_found("route") })
+    routes()
+        .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             nodes::forward_live_action,

@@ -18,13 +18,11 @@ use super::idempotency::now_ms;
 use super::schema::{IdPath, NodeDrainOut, NodeList, NodeOut};
 use crate::store::NodeRecord;
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use std::time::Duration;
 
 /// This node among the nodes sharing the store.
@@ -73,13 +71,6 @@ impl Cluster {
     fn healthy(&self, n: &NodeRecord, now_ms: i64) -> bool {
         now_ms.saturating_sub(n.heartbeat_at) <= self.lease_ms
     }
-}
-
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/nodes", get(list_nodes))
-        .route("/v1/nodes/{id}", axum::routing::delete(delete_node))
-        .route("/v1/nodes/{id}/drain", post(drain_node))
 }
 
 /// Every node sharing the store (admin): health (heartbeat within the

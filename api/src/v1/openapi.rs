@@ -1,11 +1,12 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and
 //! the schema types (`GET /v1/openapi.json`).
 
-use super::denied_sources as ds;
 use super::error::{ErrorBody, ErrorDetail};
-use super::nodes;
-use super::resources as r;
 use super::schema::*;
+use super::{
+    accounts, blocked_numbers as blocks, call_actions as live, calls, denied_sources as ds,
+    messages, nodes, numbers, sip_users, trunks,
+};
 use axum::http::header;
 use axum::response::IntoResponse;
 use std::sync::OnceLock;
@@ -22,15 +23,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
             Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
     ),
     paths(
-        r::list_accounts, r::get_account, r::put_account,
-        r::list_trunks, r::get_trunk, r::put_trunk, r::delete_trunk,
-        r::list_numbers, r::get_number, r::put_number, r::delete_number,
-        r::list_blocks, r::create_block, r::get_block, r::delete_block,
-        r::list_sip_users, r::get_sip_user, r::put_sip_user, r::delete_sip_user,
+        accounts::list_accounts, accounts::get_account, accounts::put_account,
+        trunks::list_trunks, trunks::get_trunk, trunks::put_trunk, trunks::delete_trunk,
+        numbers::list_numbers, numbers::get_number, numbers::put_number, numbers::delete_number,
+        blocks::list_blocks, blocks::create_block, blocks::get_block, blocks::delete_block,
+        sip_users::list_sip_users, sip_users::get_sip_user, sip_users::put_sip_user, sip_users::delete_sip_user,
         ds::list_denied_sources, ds::create_denied_source, ds::get_denied_source, ds::delete_denied_source,
-        r::list_calls, r::create_call, r::get_call, r::hangup_call, r::send_dtmf, r::transfer_call,
-        r::start_stream, r::stop_stream,
-        r::list_messages, r::send_message,
+        calls::list_calls, calls::create_call, calls::get_call, live::hangup_call, live::send_dtmf, live::transfer_call,
+        live::start_stream, live::stop_stream,
+        messages::list_messages, messages::send_message,
         nodes::list_nodes, nodes::drain_node, nodes::delete_node,
     ),
     components(schemas(

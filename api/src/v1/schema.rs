@@ -455,6 +455,15 @@ macro_rules! page {
             /// Pass as `cursor` for the next page; absent on the last page.
             pub next_cursor: Option<String>,
         }
+
+        impl From<super::list::Page<$item>> for $name {
+            fn from(p: super::list::Page<$item>) -> Self {
+                $name {
+                    data: p.data,
+                    next_cursor: p.next_cursor,
+                }
+            }
+        }
     };
 }
 page!(AccountPage, AccountOut);
