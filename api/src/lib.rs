@@ -3,7 +3,7 @@
 pub mod auth;
 pub mod cdr;
 pub mod control;
-pub mod e164;
+pub use domain::e164;
 pub mod http;
 pub mod store;
 pub mod targets;

@@ -2,7 +2,7 @@
 //! workers that run them.
 
 pub mod aistream;
-pub mod codec;
+pub use domain::codec;
 pub mod control;
 pub mod dtmf;
 pub mod echo;

@@ -417,7 +417,7 @@ mod tests {
     fn a_routing_table_places_expiries_on_the_monotonic_clock() {
         let t0 = Instant::now();
         let (mut table, _) = crate::routing::RoutingTable::build(vec![], vec![], vec![], vec![]);
-        let row = |id: &str, network: &str, expires_at| api::store::DeniedSource {
+        let row = |id: &str, network: &str, expires_at| domain::model::DeniedSource {
             id: id.into(),
             network: network.into(),
             reason: None,

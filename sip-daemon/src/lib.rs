@@ -10,6 +10,7 @@ pub mod kernel_guard;
 pub mod metrics;
 pub mod privileges;
 pub mod routing;
-pub mod sip;
+/// The sans-IO SIP layer, its own crate (`sip-proto`).
+pub use sip_proto as sip;
 pub mod tls;
 pub mod transport;

@@ -3,12 +3,12 @@
 //! users and the operator's denied networks. Built from store rows; the store is the source of truth and the
 //! table is rebuilt whenever it changes.
 
-use api::store::{BlockedNumber, DeniedSource, Number, SipUser, Trunk};
+use domain::model::{BlockedNumber, DeniedSource, Number, SipUser, Trunk};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-pub use api::e164::{Pattern, normalize_e164};
+pub use domain::e164::{Pattern, normalize_e164};
 
 #[derive(Clone, Debug)]
 pub struct TrunkEntry {
@@ -275,7 +275,7 @@ fn parse_net(s: &str) -> Option<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api::store::RouteKind;
+    use domain::model::RouteKind;
 
     fn number(p: &str, route: RouteKind) -> Number {
         Number {

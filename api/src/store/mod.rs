@@ -1,7 +1,7 @@
 //! The store: one trait, two sqlx backends (SQLite embedded, PostgreSQL).
 
 mod common;
-pub mod model;
+pub use domain::model;
 pub mod postgres;
 pub mod sqlite;
 

@@ -18,7 +18,7 @@ use super::call::{CallState, leg_media, local_offer};
 use super::hold::BridgeSide;
 use super::*;
 use crate::sip::sdp::LocalMedia;
-use api::store::{Number, RouteKind};
+use domain::model::{Number, RouteKind};
 use media_userspace::aistream::TransferResult;
 use media_userspace::control::LegMedia;
 

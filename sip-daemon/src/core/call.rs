@@ -9,7 +9,7 @@ use crate::sip::grammar;
 use crate::sip::sdes::LegKeying;
 use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio, OfferAnswerError};
 use crate::sip::transaction::ServerState;
-use api::store::{CallRecord, Direction, RouteKind};
+use domain::model::{CallRecord, Direction, RouteKind};
 use media_userspace::control::{LegMedia, LegMode};
 
 /// RFC 3261 §17.2.1: a provisional response is due when the TU has not
@@ -138,7 +138,7 @@ pub struct Call {
     pub reinvite_out: Option<super::hold::PendingReinvite>,
     pub reinvite_ack: Option<Bytes>,
     /// The number's fallback (as a forward route), until used.
-    pub fallback: Option<api::store::Number>,
+    pub fallback: Option<domain::model::Number>,
     /// The media leg carrying the caller: the call's handle, or after an
     /// AI transfer the relay side the caller moved to.
     pub media_leg: LegId,
@@ -715,7 +715,9 @@ impl Core {
         let policy = number.media_security.and(
             trunk
                 .as_ref()
-                .map_or(api::store::MediaSecurity::default(), |t| t.media_security),
+                .map_or(domain::model::MediaSecurity::default(), |t| {
+                    t.media_security
+                }),
         );
         let keys_allowed = peer.transport == TransportKind::Tls
             || trunk.as_ref().is_some_and(|t| t.srtp_cleartext_keying);
@@ -823,7 +825,7 @@ impl Core {
                 forked: None,
                 caller_left: false,
                 keying,
-                fallback: number.fallback.as_ref().map(|f| api::store::Number {
+                fallback: number.fallback.as_ref().map(|f| domain::model::Number {
                     route: RouteKind::Forward,
                     target: Some(f.clone()),
                     ..number.clone()
@@ -984,7 +986,7 @@ impl Core {
     }
 
     /// How each leg of call `h` carries its media, for the CDR.
-    pub(super) fn legs_security(&self, h: CallHandle) -> api::store::LegsSecurity {
+    pub(super) fn legs_security(&self, h: CallHandle) -> domain::model::LegsSecurity {
         let record = |n: Option<&NegotiatedAudio>| {
             n.map(|n| n.srtp.map_or_else(|| "rtp".to_string(), |s| s.record()))
         };
@@ -993,7 +995,7 @@ impl Core {
             .and_then(|c| c.bridge)
             .and_then(|hb| self.out_legs.get(&hb))
             .and_then(|o| record(o.negotiated.as_ref()));
-        api::store::LegsSecurity {
+        domain::model::LegsSecurity {
             caller: call.and_then(|c| record(c.negotiated.as_ref())),
             far,
         }
@@ -1529,7 +1531,7 @@ impl Core {
             } else {
                 status
             };
-            let final_status = api::store::call_status(
+            let final_status = domain::model::call_status(
                 call.answered_at.is_some(),
                 true,
                 Some(cause),

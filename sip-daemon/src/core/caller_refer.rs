@@ -20,7 +20,7 @@ use super::call::CallState;
 use super::forward::OutTarget;
 use super::*;
 use crate::sip::headers_typed::NameAddr;
-use api::store::{Number, RouteKind};
+use domain::model::{Number, RouteKind};
 
 /// Why a REFER's Refer-To cannot be used: status and reason phrase.
 fn parse_refer_to(req: &Request) -> Result<NameAddr, (u16, &'static str)> {

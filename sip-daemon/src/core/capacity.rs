@@ -9,7 +9,7 @@
 //! to this node's own count (fail open to the per-node limit, counted).
 
 use super::*;
-use api::store::Number;
+use domain::model::Number;
 use media_userspace::control::{LegMedia, LegMode};
 
 /// What an admitted INVITE does next: at once, or once its slots are

@@ -6,7 +6,7 @@
 
 use super::*;
 use api::control::{ControlOutcome, StreamTarget};
-use api::store::{Number, RouteKind};
+use domain::model::{Number, RouteKind};
 
 impl Core {
     /// Starts (or replaces) the fork of relayed call `h`.

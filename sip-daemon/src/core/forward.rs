@@ -21,7 +21,7 @@ use crate::sip::sdes::{LegKeying, SrtpKey, SrtpSuite};
 use crate::sip::sdp::{self, LocalMedia, NegotiatedAudio};
 use crate::sip::uri::Scheme;
 use crate::sip::{Uri, headers_typed::NameAddr};
-use api::store::Number;
+use domain::model::Number;
 use media_userspace::control::LegMedia;
 
 /// Redirections (3xx) a far leg follows before the failure stands.
@@ -73,7 +73,7 @@ pub struct OutTarget {
     pub via_trunk: bool,
     /// The SRTP policy of the leg: its trunk's (default for targets
     /// reached directly).
-    pub media_security: api::store::MediaSecurity,
+    pub media_security: domain::model::MediaSecurity,
     /// The trunk lets SDES keys cross cleartext signalling.
     pub cleartext_keying: bool,
 }
@@ -265,7 +265,7 @@ impl Core {
                 },
                 credentials: None,
                 via_trunk: false,
-                media_security: api::store::MediaSecurity::default(),
+                media_security: domain::model::MediaSecurity::default(),
                 cleartext_keying: false,
             });
         }

@@ -37,11 +37,11 @@ use crate::sip::transaction::{
 };
 use crate::sip::transport::{Peer, Transmit, TransportKind};
 use crate::sip::{Method, Request, Response, SipMessage};
-use api::store::{CdrEvent, Registration};
 use auth_guard::Lockout;
 use bytes::Bytes;
 use call::Call;
 use dialog::DialogKey;
+use domain::model::{CdrEvent, Registration};
 pub use handles::{CallHandle, DialogOwner, OutLegHandle, SmsHandle, TxnId};
 use media_userspace::codec::Codec;
 use media_userspace::control::{LegId, MediaCommand, MediaEvent};
@@ -203,11 +203,11 @@ pub enum Output {
     },
     /// An SMS to store and report (its webhook, signed and retried).
     SmsReceived {
-        record: api::store::MessageRecord,
+        record: domain::model::MessageRecord,
         webhook: Option<String>,
     },
     /// An SMS we send, to store as `queued` before its status.
-    SmsQueued(api::store::MessageRecord),
+    SmsQueued(domain::model::MessageRecord),
     /// A source was locked out for failed authentications for `secs`: the
     /// edge may drop its SIP earlier still (the XDP guard's deny set).
     SourceLockedOut {
@@ -714,7 +714,7 @@ impl Core {
     /// The SRTP keying of a new leg, its keys drawn now.
     fn new_keying(
         &mut self,
-        policy: api::store::MediaSecurity,
+        policy: domain::model::MediaSecurity,
         keys_allowed: bool,
     ) -> crate::sip::sdes::LegKeying {
         let rng = &mut self.key_rng;

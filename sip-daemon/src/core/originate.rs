@@ -17,7 +17,7 @@ use super::dialog::{Dialog, DialogKey};
 use super::forward::{OutLeg, OutState};
 use super::*;
 use api::control::{Connect, OriginateRefused, OriginateRequest, Originated};
-use api::store::{CallRecord, Direction, Number, RouteKind};
+use domain::model::{CallRecord, Direction, Number, RouteKind};
 use media_userspace::aistream::StreamSpec;
 use media_userspace::control::LegMode;
 
@@ -34,7 +34,7 @@ pub enum Origination {
 /// number, the trunk, its host and the resolved target.
 pub(super) struct OutboundRoute {
     pub number: Number,
-    pub trunk: api::store::Trunk,
+    pub trunk: domain::model::Trunk,
     pub host: String,
     pub target: super::forward::OutTarget,
 }

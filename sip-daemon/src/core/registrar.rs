@@ -17,7 +17,7 @@ use crate::sip::grammar;
 use crate::sip::header::HeaderName;
 use crate::sip::headers_typed::NameAddr;
 use crate::sip::transport::{Peer, TransportKind};
-use api::store::Registration;
+use domain::model::Registration;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -65,7 +65,7 @@ pub struct Binding {
 }
 
 /// A change the store (and the other nodes) must learn about.
-pub use api::store::RegistrationChange;
+pub use domain::model::RegistrationChange;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum RegisterOutcome {

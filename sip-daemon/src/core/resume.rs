@@ -22,7 +22,7 @@ use super::*;
 use crate::sip::Uri;
 use crate::sip::sdes::LegKeying;
 use crate::sip::sdp::{self, NegotiatedAudio};
-use api::store::ResumableCall;
+use domain::model::ResumableCall;
 use serde::{Deserialize, Serialize};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -517,7 +517,7 @@ impl Core {
                 },
                 credentials,
                 via_trunk: s.far.via_trunk,
-                media_security: api::store::MediaSecurity::Rtp,
+                media_security: domain::model::MediaSecurity::Rtp,
                 cleartext_keying: false,
             },
             call_id: far_dialog.key.call_id.clone(),

@@ -7,7 +7,7 @@ use super::forward::OutTarget;
 use super::*;
 use crate::routing::normalize_e164;
 use api::control::{MessageRequest, OriginateRefused};
-use api::store::{Direction, MessageRecord};
+use domain::model::{Direction, MessageRecord};
 use media_userspace::aistream::SmsIn;
 
 /// Largest SMS body we take (RFC 3428 §7: a MESSAGE over UDP stays under

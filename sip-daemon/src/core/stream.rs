@@ -2,7 +2,7 @@
 //! Twilio's formats and its `customParameters`.
 
 use super::Core;
-use api::store::Number;
+use domain::model::Number;
 use media_userspace::aistream::{Dialect, StreamSpec, new_stream_sid};
 use sha2::{Digest, Sha256};
 

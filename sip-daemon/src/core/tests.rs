@@ -3,7 +3,7 @@
 use super::*;
 use crate::sip::digest::{Algorithm, Challenge, Credentials, ha1};
 use crate::sip::parse::{Framing, parse};
-use api::store::{BlockedNumber, Number, RouteKind, SipUser, Trunk};
+use domain::model::{BlockedNumber, Number, RouteKind, SipUser, Trunk};
 
 const CARRIER: &str = "127.0.0.1:5061";
 const LOCAL: &str = "127.0.0.1:5060";
@@ -73,7 +73,7 @@ fn routing() -> RoutingTable {
                 account_id: None,
                 requests_per_sec: None,
                 tls: Default::default(),
-                media_security: api::store::MediaSecurity::Srtp,
+                media_security: domain::model::MediaSecurity::Srtp,
                 srtp_cleartext_keying: true,
             },
             // A trunk whose carrier wants plain RTP only.
@@ -89,7 +89,7 @@ fn routing() -> RoutingTable {
                 account_id: None,
                 requests_per_sec: None,
                 tls: Default::default(),
-                media_security: api::store::MediaSecurity::Rtp,
+                media_security: domain::model::MediaSecurity::Rtp,
                 srtp_cleartext_keying: false,
             },
             // A trunk that leaves transfers to the B2BUA.
@@ -124,11 +124,11 @@ fn routing() -> RoutingTable {
                 ..forward("+15550000004", "sip:+15550000004@192.0.2.10:5070", None)
             },
             Number {
-                media_security: api::store::MediaSecurity::Srtp,
+                media_security: domain::model::MediaSecurity::Srtp,
                 ..num("+1444000*", RouteKind::Echo, None)
             },
             Number {
-                media_security: api::store::MediaSecurity::Rtp,
+                media_security: domain::model::MediaSecurity::Rtp,
                 ..num("+1444100*", RouteKind::Echo, None)
             },
             forward(

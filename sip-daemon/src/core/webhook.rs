@@ -6,8 +6,8 @@
 
 use super::call::{CallState, leg_media};
 use super::*;
-use api::store::{Number, RouteKind};
 use api::webhook::{StatusEvent, VoiceAnswer, VoiceRequest};
+use domain::model::{Number, RouteKind};
 use media_userspace::control::{LegMedia, LegMode};
 
 /// What an INVITE waiting for its voice webhook keeps.

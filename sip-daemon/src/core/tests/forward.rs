@@ -2158,10 +2158,10 @@ fn the_far_party_leaving_during_a_callers_refer_ends_the_call() {
 #[test]
 fn direct_forward_targets_obey_the_tenants_target_policy() {
     let h = Harness::new_with(|c| c.targets = api::targets::TargetPolicy::default());
-    let number = |target: &str| api::store::Number {
+    let number = |target: &str| domain::model::Number {
         pattern: "+15550000009".into(),
         account_id: "acme".into(),
-        route: api::store::RouteKind::Forward,
+        route: domain::model::RouteKind::Forward,
         target: Some(target.into()),
         dialect: None,
         params: None,
@@ -2192,7 +2192,7 @@ fn direct_forward_targets_obey_the_tenants_target_policy() {
             .is_ok()
     );
     // Through a trunk, the operator's address is used whatever it is.
-    let via_trunk = api::store::Number {
+    let via_trunk = domain::model::Number {
         trunk: Some("carrier".into()),
         ..number("sip:x@127.0.0.1:5070")
     };

@@ -4,7 +4,7 @@
 
 use super::*;
 use api::control::{Connect, OriginateRefused, OriginateRequest};
-use api::store::Direction;
+use domain::model::Direction;
 use media_userspace::control::LegMode;
 
 const TRUNK: &str = "192.0.2.20:5060";

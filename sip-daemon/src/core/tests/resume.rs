@@ -4,7 +4,7 @@
 
 use super::forward::{FAR, FAR_SDP, far_ok, far_response};
 use super::*;
-use api::store::ResumableCall;
+use domain::model::ResumableCall;
 
 fn resuming() -> Harness {
     Harness::new_with(|c| c.resume_node = Some("node-a".into()))

@@ -9,8 +9,8 @@
 use base64::Engine;
 use std::fmt;
 
-use api::store::MediaSecurity;
-pub use media_userspace::srtp::{SrtpKey, SrtpKeys, SrtpSuite};
+use domain::model::MediaSecurity;
+pub use domain::srtp_keys::{SrtpKey, SrtpKeys, SrtpSuite};
 
 /// Why a crypto attribute cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

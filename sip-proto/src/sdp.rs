@@ -3,7 +3,7 @@
 //! (RFC 4568 §7, the rules in [`super::sdes::LegKeying`]).
 
 use super::sdes::{KeyingRefusal, LegKeying, NegotiatedSrtp};
-use media_userspace::codec::Codec;
+use domain::codec::Codec;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
