@@ -22,7 +22,7 @@ fn account_out(a: Account) -> AccountOut {
 /// Accounts (admin).
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(PageQuery),
     responses((status = 200, body = AccountPage), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_accounts(
+pub(super) async fn list_accounts(
     State(s): State<ApiState>,
     auth: Auth,
     QueryParams(q): QueryParams<PageQuery>,
@@ -35,7 +35,7 @@ pub async fn list_accounts(
 /// One account: an admin's, or the token's own.
 #[utoipa::path(get, path = "/v1/accounts/{id}", params(AccountPath), tag = "accounts",
     responses((status = 200, body = AccountOut), (status = 404, body = ErrorBody)))]
-pub async fn get_account(
+pub(super) async fn get_account(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(AccountPath { id }): PathParams<AccountPath>,
@@ -54,7 +54,7 @@ pub async fn get_account(
 /// Creates or renames an account (admin).
 #[utoipa::path(put, path = "/v1/accounts/{id}", params(AccountPath), tag = "accounts", request_body = AccountIn,
     responses((status = 200, body = AccountOut), (status = 422, body = ErrorBody)))]
-pub async fn put_account(
+pub(super) async fn put_account(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(AccountPath { id }): PathParams<AccountPath>,

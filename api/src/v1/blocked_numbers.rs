@@ -23,7 +23,7 @@ fn block_out(b: BlockedNumber) -> BlockOut {
 /// The account's blocked callers.
 #[utoipa::path(get, path = "/v1/blocked-numbers", tag = "blocked-numbers", params(PageQuery),
     responses((status = 200, body = BlockPage)))]
-pub async fn list_blocks(
+pub(super) async fn list_blocks(
     State(s): State<ApiState>,
     auth: Auth,
     QueryParams(q): QueryParams<PageQuery>,
@@ -39,7 +39,7 @@ pub async fn list_blocks(
     responses((status = 201, description = "Blocked", body = BlockOut),
         (status = 200, description = "Already blocked: the existing block", body = BlockOut),
         (status = 422, body = ErrorBody)))]
-pub async fn create_block(
+pub(super) async fn create_block(
     State(s): State<ApiState>,
     auth: Auth,
     JsonBody(b): JsonBody<BlockIn>,
@@ -88,7 +88,7 @@ async fn own_block(s: &ApiState, account: &str, id: &str) -> Result<BlockedNumbe
 /// One block.
 #[utoipa::path(get, path = "/v1/blocked-numbers/{id}", params(IdPath), tag = "blocked-numbers",
     responses((status = 200, body = BlockOut), (status = 404, body = ErrorBody)))]
-pub async fn get_block(
+pub(super) async fn get_block(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,
@@ -100,7 +100,7 @@ pub async fn get_block(
 /// Unblocks.
 #[utoipa::path(delete, path = "/v1/blocked-numbers/{id}", params(IdPath), tag = "blocked-numbers",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_block(
+pub(super) async fn delete_block(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,

@@ -58,7 +58,7 @@ async fn live_action(
 /// Hangs up a live call (BYE, or CANCEL while it rings).
 #[utoipa::path(post, path = "/v1/calls/{id}/hangup", params(IdPath), tag = "calls",
     responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn hangup_call(
+pub(super) async fn hangup_call(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,
@@ -79,7 +79,7 @@ pub async fn hangup_call(
 /// running on the call is replaced; calls that stream to an AI answer 409.
 #[utoipa::path(post, path = "/v1/calls/{id}/stream", params(IdPath), tag = "calls", request_body = StreamSpec,
     responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn start_stream(
+pub(super) async fn start_stream(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,
@@ -101,7 +101,7 @@ pub async fn start_stream(
 /// Stops the call's listen-only stream (its socket gets `stop`).
 #[utoipa::path(delete, path = "/v1/calls/{id}/stream", params(IdPath), tag = "calls",
     responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn stop_stream(
+pub(super) async fn stop_stream(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,
@@ -117,7 +117,7 @@ pub async fn stop_stream(
 /// AI stream).
 #[utoipa::path(post, path = "/v1/calls/{id}/dtmf", params(IdPath), tag = "calls", request_body = DtmfIn,
     responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn send_dtmf(
+pub(super) async fn send_dtmf(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,
@@ -151,7 +151,7 @@ pub async fn send_dtmf(
 /// failure the AI keeps the call and gets `transferResult`.
 #[utoipa::path(post, path = "/v1/calls/{id}/transfer", params(IdPath), tag = "calls", request_body = TransferIn,
     responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn transfer_call(
+pub(super) async fn transfer_call(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,

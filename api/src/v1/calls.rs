@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 /// The Twilio-style status of a call record.
-pub fn call_status(c: &CallRecord) -> &'static str {
+pub(super) fn call_status(c: &CallRecord) -> &'static str {
     crate::store::call_status(
         c.answer_at.is_some(),
         c.end_at.is_some(),
@@ -60,7 +60,7 @@ pub(super) async fn own_call(
 /// Call records, newest first, filtered.
 #[utoipa::path(get, path = "/v1/calls", tag = "calls", params(CallQuery),
     responses((status = 200, body = CallPage), (status = 422, body = ErrorBody)))]
-pub async fn list_calls(
+pub(super) async fn list_calls(
     State(s): State<ApiState>,
     auth: Auth,
     QueryParams(q): QueryParams<CallQuery>,
@@ -102,7 +102,7 @@ pub async fn list_calls(
 /// One call, live or ended.
 #[utoipa::path(get, path = "/v1/calls/{id}", params(IdPath), tag = "calls",
     responses((status = 200, body = CallOut), (status = 404, body = ErrorBody)))]
-pub async fn get_call(
+pub(super) async fn get_call(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(IdPath { id }): PathParams<IdPath>,
@@ -117,7 +117,7 @@ pub async fn get_call(
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a POST with the same key (within 24 h) returns the first answer and places no second call")),
     responses((status = 201, description = "Placed: the INVITE is on its way", body = CallOut),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_call(
+pub(super) async fn create_call(
     State(s): State<ApiState>,
     auth: Auth,
     headers: axum::http::HeaderMap,

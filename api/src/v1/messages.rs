@@ -32,7 +32,7 @@ fn message_out(m: MessageRecord) -> MessageOut {
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = MessageIn,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a POST with the same key (within 24 h) returns the first answer and sends no second message")),
     responses((status = 201, body = MessageOut), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn send_message(
+pub(super) async fn send_message(
     State(s): State<ApiState>,
     auth: Auth,
     headers: axum::http::HeaderMap,
@@ -103,7 +103,7 @@ const MAX_SMS_BYTES: usize = 1300;
 /// The account's messages, newest first.
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", params(PageQuery),
     responses((status = 200, body = MessagePage)))]
-pub async fn list_messages(
+pub(super) async fn list_messages(
     State(s): State<ApiState>,
     auth: Auth,
     QueryParams(q): QueryParams<PageQuery>,

@@ -48,7 +48,7 @@ fn number_out(n: Number) -> NumberOut {
 /// The account's numbers.
 #[utoipa::path(get, path = "/v1/numbers", tag = "numbers", params(PageQuery),
     responses((status = 200, body = NumberPage), (status = 401, body = ErrorBody)))]
-pub async fn list_numbers(
+pub(super) async fn list_numbers(
     State(s): State<ApiState>,
     auth: Auth,
     QueryParams(q): QueryParams<PageQuery>,
@@ -61,7 +61,7 @@ pub async fn list_numbers(
 /// One number.
 #[utoipa::path(get, path = "/v1/numbers/{number}", params(NumberPath), tag = "numbers",
     responses((status = 200, body = NumberOut), (status = 404, body = ErrorBody)))]
-pub async fn get_number(
+pub(super) async fn get_number(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(NumberPath { number: raw }): PathParams<NumberPath>,
@@ -79,7 +79,7 @@ pub async fn get_number(
 /// Creates or replaces a number's route; takes effect for the next call.
 #[utoipa::path(put, path = "/v1/numbers/{number}", params(NumberPath), tag = "numbers", request_body = NumberIn,
     responses((status = 200, body = NumberOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn put_number(
+pub(super) async fn put_number(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(NumberPath { number: raw }): PathParams<NumberPath>,
@@ -231,7 +231,7 @@ pub async fn put_number(
 /// Releases a number: its calls are refused from then on.
 #[utoipa::path(delete, path = "/v1/numbers/{number}", params(NumberPath), tag = "numbers",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_number(
+pub(super) async fn delete_number(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(NumberPath { number: raw }): PathParams<NumberPath>,

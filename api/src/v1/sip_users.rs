@@ -30,7 +30,7 @@ async fn own_sip_user(s: &ApiState, account: &str, name: &str) -> Result<SipUser
 /// The account's SIP users (phones that register).
 #[utoipa::path(get, path = "/v1/sip-users", tag = "sip-users", params(PageQuery),
     responses((status = 200, body = SipUserPage)))]
-pub async fn list_sip_users(
+pub(super) async fn list_sip_users(
     State(s): State<ApiState>,
     auth: Auth,
     QueryParams(q): QueryParams<PageQuery>,
@@ -43,7 +43,7 @@ pub async fn list_sip_users(
 /// One SIP user.
 #[utoipa::path(get, path = "/v1/sip-users/{username}", params(SipUserPath), tag = "sip-users",
     responses((status = 200, body = SipUserOut), (status = 404, body = ErrorBody)))]
-pub async fn get_sip_user(
+pub(super) async fn get_sip_user(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(SipUserPath { username: name }): PathParams<SipUserPath>,
@@ -55,7 +55,7 @@ pub async fn get_sip_user(
 /// Creates a SIP user or sets its password.
 #[utoipa::path(put, path = "/v1/sip-users/{username}", params(SipUserPath), tag = "sip-users", request_body = SipUserIn,
     responses((status = 200, body = SipUserOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn put_sip_user(
+pub(super) async fn put_sip_user(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(SipUserPath { username: name }): PathParams<SipUserPath>,
@@ -90,7 +90,7 @@ pub async fn put_sip_user(
 /// Deletes a SIP user; its registrations lapse.
 #[utoipa::path(delete, path = "/v1/sip-users/{username}", params(SipUserPath), tag = "sip-users",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_sip_user(
+pub(super) async fn delete_sip_user(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(SipUserPath { username: name }): PathParams<SipUserPath>,

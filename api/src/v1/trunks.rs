@@ -33,7 +33,7 @@ fn trunk_out(t: Trunk) -> TrunkOut {
 /// Trunks (admin).
 #[utoipa::path(get, path = "/v1/trunks", tag = "trunks", params(PageQuery),
     responses((status = 200, body = TrunkPage), (status = 403, body = ErrorBody)))]
-pub async fn list_trunks(
+pub(super) async fn list_trunks(
     State(s): State<ApiState>,
     auth: Auth,
     QueryParams(q): QueryParams<PageQuery>,
@@ -46,7 +46,7 @@ pub async fn list_trunks(
 /// One trunk (admin).
 #[utoipa::path(get, path = "/v1/trunks/{name}", params(TrunkPath), tag = "trunks",
     responses((status = 200, body = TrunkOut), (status = 404, body = ErrorBody)))]
-pub async fn get_trunk(
+pub(super) async fn get_trunk(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(TrunkPath { name }): PathParams<TrunkPath>,
@@ -63,7 +63,7 @@ pub async fn get_trunk(
 /// Creates or replaces a trunk (admin). Takes effect without a restart.
 #[utoipa::path(put, path = "/v1/trunks/{name}", params(TrunkPath), tag = "trunks", request_body = TrunkIn,
     responses((status = 200, body = TrunkOut), (status = 422, body = ErrorBody)))]
-pub async fn put_trunk(
+pub(super) async fn put_trunk(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(TrunkPath { name }): PathParams<TrunkPath>,
@@ -210,7 +210,7 @@ fn valid_host_port(a: &str) -> bool {
 /// Deletes a trunk (admin).
 #[utoipa::path(delete, path = "/v1/trunks/{name}", params(TrunkPath), tag = "trunks",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete_trunk(
+pub(super) async fn delete_trunk(
     State(s): State<ApiState>,
     auth: Auth,
     PathParams(TrunkPath { name }): PathParams<TrunkPath>,

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests: PostgreSQL discovery (with the
 //! skip rule), per-test schemas, and record builders.
+// Shared by every test binary, each of which uses a different part:
+// `pub` here is the module's interface, not the crate's.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,9 @@
 //! Runs the real `sip-daemon` binary for integration tests: a private
 //! config (free loopback ports, SQLite in a temp dir), readiness by a real
 //! OPTIONS ping, SIGTERM on drop.
+// Shared by every test binary, each of which uses a different part:
+// `pub` here is the module's interface, not the crate's.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
 
 pub mod ai;
