@@ -13,8 +13,9 @@
 //! (no response at all: 408); failed (any other failure: 4xx/6xx passed
 //! through, 5xx as 502). Either side's BYE ends both.
 
-use super::call::{CallState, leg_media, local_offer, negotiated_from_answer};
+use super::call::CallState;
 use super::dialog::Dialog;
+use super::negotiation::{leg_media, local_offer, negotiated_from_answer};
 use super::*;
 use crate::sip::digest::{Challenge, Credentials};
 use crate::sip::sdes::{LegKeying, SrtpKey, SrtpSuite};
@@ -1460,7 +1461,7 @@ impl Core {
         };
         let answered = match codec {
             // The far side may change codec: the relay transcodes.
-            Some(c) => super::call::answer_relayed(&offer, &lm, c, &all_codecs),
+            Some(c) => super::negotiation::answer_relayed(&offer, &lm, c, &all_codecs),
             None => sdp::answer(&offer, &lm, &codecs),
         };
         match answered {

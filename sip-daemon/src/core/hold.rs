@@ -6,7 +6,7 @@
 //! only where the answers allow. If the other leg refuses (491, 488...),
 //! the change stays local to the leg that asked.
 
-use super::call::{leg_media, local_offer, negotiated_from_answer};
+use super::negotiation::{leg_media, local_offer, negotiated_from_answer};
 use super::*;
 use crate::sip::sdp::{Direction, LocalMedia};
 

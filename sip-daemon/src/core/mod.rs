@@ -15,6 +15,7 @@ pub mod fork;
 pub mod forward;
 pub mod handles;
 pub mod hold;
+mod negotiation;
 pub mod originate;
 pub mod registrar;
 pub mod resume;

@@ -12,9 +12,10 @@
 //! re-INVITE moving the callee onto it when that party answers. If it
 //! does not, the call ends (cause `forward_<outcome>`).
 
-use super::call::{CallState, leg_media};
+use super::call::CallState;
 use super::dialog::{Dialog, DialogKey};
 use super::forward::{OutLeg, OutState};
+use super::negotiation::leg_media;
 use super::*;
 use api::control::{Connect, OriginateRefused, OriginateRequest, Originated};
 use domain::model::{CallRecord, Direction, Number, RouteKind};

@@ -4,7 +4,8 @@
 //! (`daemon.rs`, `api::webhook`): the core emits [`Output::VoiceWebhook`]
 //! and is told the answer by [`Core::handle_voice_answer`].
 
-use super::call::{CallState, leg_media};
+use super::call::CallState;
+use super::negotiation::leg_media;
 use super::*;
 use api::webhook::{StatusEvent, VoiceAnswer, VoiceRequest};
 use domain::model::{Number, RouteKind};

@@ -1,0 +1,516 @@
+//! A new INVITE: who calls whom, whether the node and the number admit
+//! it, its route, its offer, and the call it becomes; and CANCEL before
+//! the final answer (RFC 3261 §9.2).
+
+use super::*;
+use crate::core::dialog::Dialog;
+use crate::core::negotiation::leg_media;
+use crate::core::*;
+use crate::routing::normalize_e164;
+use crate::sip::grammar;
+use crate::sip::sdp::{self, OfferAnswerError};
+use domain::model::{CallRecord, Direction, RouteKind};
+use media_userspace::control::{LegMedia, LegMode};
+
+/// Session-Expires: delta-seconds *(;param) (RFC 4028 §4).
+pub(super) fn parse_session_expires(v: &str) -> Option<(u32, Option<String>)> {
+    let (delta, params) = match v.find(';') {
+        Some(i) => (&v[..i], &v[i..]),
+        None => (v, ""),
+    };
+    let delta = grammar::parse_decimal(delta, u32::MAX as u64)? as u32;
+    let params = grammar::Params::parse(params).ok()?;
+    Some((
+        delta,
+        params.value("refresher").map(|r| r.to_ascii_lowercase()),
+    ))
+}
+
+impl Core {
+    /// Rejects a new INVITE and closes its CDR.
+    /// A registered user as call target (RFC 3261 §8.3, §10.2): answer 302
+    /// with the user's live bindings so the caller reaches the device
+    /// directly; 480 when the user has none. Bridging the call through us
+    /// instead (route `forward` to a user) comes with forwarding.
+    fn redirect_to_user(&mut self, now: Instant, id: TxnId, sid: &str, username: &str) {
+        let now_ms = self.unix_ms(now);
+        let contacts: Vec<String> = self
+            .registrar
+            .bindings_of(username, now_ms)
+            .iter()
+            .map(|b| {
+                let secs = ((b.expires_at_ms - now_ms) / 1000).max(1);
+                format!("<{}>;expires={secs}", b.contact)
+            })
+            .collect();
+        if contacts.is_empty() {
+            return self.reject_invite(now, id, Some(sid), 480, "not_registered", |b| b);
+        }
+        let tag = self.new_tag();
+        self.respond(now, id, 302, None, Some(&tag), |mut b| {
+            for c in &contacts {
+                b = b.header(HeaderName::Contact, c.as_str());
+            }
+            b
+        });
+        self.out.push_back(Output::Cdr(CdrEvent::Ended {
+            id: sid.to_string(),
+            at: now_ms,
+            cause: "redirected".into(),
+            sip_status: 302,
+            duration_ms: 0,
+        }));
+        self.metrics
+            .calls
+            .with_label_values(&["inbound", "redirected"])
+            .inc();
+    }
+
+    fn reject_invite(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        sid: Option<&str>,
+        status: u16,
+        cause: &str,
+        extra: impl FnOnce(MessageBuilder) -> MessageBuilder,
+    ) {
+        self.metrics.reject(cause);
+        let tag = self.new_tag();
+        self.respond(now, id, status, None, Some(&tag), extra);
+        if let Some(sid) = sid {
+            self.out.push_back(Output::Cdr(CdrEvent::Ended {
+                id: sid.to_string(),
+                at: self.unix_ms(now),
+                cause: cause.to_string(),
+                sip_status: status,
+                duration_ms: 0,
+            }));
+            self.metrics
+                .calls
+                .with_label_values(&["inbound", cause])
+                .inc();
+        }
+    }
+
+    pub(in crate::core) fn on_invite(&mut self, now: Instant, id: TxnId, peer: Peer) {
+        let Some(req) = self.request(id).cloned() else {
+            return;
+        };
+        // §17.2.1: 100 Trying only if we have not answered within 200 ms
+        // (an echo call is usually answered well before).
+        self.schedule(now + TRYING_AFTER, TimerRef::Trying(id));
+        if self.draining {
+            return self.reject_invite(now, id, None, 503, "draining", |b| {
+                b.header(HeaderName::RetryAfter, "30")
+            });
+        }
+        if self.cdr_saturated {
+            return self.reject_invite(now, id, None, 503, "store_backlog", |b| {
+                b.header(HeaderName::RetryAfter, "5")
+            });
+        }
+        let routing = self.routing.clone();
+        let trunk = routing
+            .trunk_for_source(peer.remote.ip())
+            .map(|t| t.trunk.clone());
+        let source_user = if trunk.is_none() {
+            self.registrar
+                .user_at(peer.remote, self.unix_ms(now))
+                .map(str::to_string)
+        } else {
+            None
+        };
+        // A registered address is not proof enough when the operator asks
+        // for credentials on every call (a NAT shared with others).
+        if self.cfg.challenge_invites
+            && let Some(user) = source_user.as_deref()
+        {
+            let now_ms = self.unix_ms(now);
+            match self
+                .registrar
+                .authenticate(&req, peer.remote, now_ms, &routing)
+            {
+                Ok(who) if who == user => {}
+                Ok(_) => {
+                    self.metrics.reject("auth_user_mismatch");
+                    return self.reply(
+                        now,
+                        id,
+                        403,
+                        Some("Forbidden (credentials of another user)"),
+                    );
+                }
+                Err(why) => return self.refuse_auth(now, id, peer, why, 407),
+            }
+        }
+        let dialed_raw = req
+            .uri
+            .user
+            .clone()
+            .or_else(|| req.core.to.uri.user.clone())
+            .unwrap_or_default();
+        let dialed = normalize_e164(&dialed_raw);
+        let caller_raw = req
+            .core
+            .from
+            .uri
+            .user
+            .clone()
+            .unwrap_or_else(|| "anonymous".into());
+        let caller = normalize_e164(&caller_raw).unwrap_or(caller_raw);
+        let number = dialed.as_deref().and_then(|d| routing.number(d)).cloned();
+        // A call to one of our SIP users (Request-URI user = username).
+        let target_user = if number.is_none() {
+            routing.user(&dialed_raw).cloned()
+        } else {
+            None
+        };
+        let account = number
+            .as_ref()
+            .map(|n| n.account_id.clone())
+            .or_else(|| target_user.as_ref().map(|u| u.account_id.clone()))
+            .or_else(|| {
+                source_user
+                    .as_deref()
+                    .and_then(|u| routing.user(u))
+                    .map(|u| u.account_id.clone())
+            });
+        let sid = self.new_call_sid(now);
+        self.out
+            .push_back(Output::Cdr(CdrEvent::Started(CallRecord {
+                id: sid.clone(),
+                account_id: account,
+                direction: Direction::Inbound,
+                from_number: caller.clone(),
+                to_number: dialed.clone().unwrap_or(dialed_raw),
+                trunk: trunk.as_ref().map(|t| t.name.clone()),
+                sip_call_id: req.core.call_id.clone(),
+                invite_at: self.unix_ms(now),
+                answer_at: None,
+                end_at: None,
+                end_cause: None,
+                sip_status: None,
+                duration_ms: None,
+                media_mode: number
+                    .as_ref()
+                    .map_or("none", |n| n.route.as_str())
+                    .to_string(),
+                node: self.cfg.resume_node.clone(),
+                media_security: None,
+            })));
+        let Some(number) = number else {
+            if let Some(user) = target_user {
+                return self.redirect_to_user(now, id, &sid, &user.username);
+            }
+            return self.reject_invite(now, id, Some(&sid), 404, "not_found", |b| b);
+        };
+        if routing.is_blocked(&number.account_id, &number.pattern, &caller) {
+            return self.reject_invite(now, id, Some(&sid), 603, "blocked", |b| b);
+        }
+        let number_busy = number.max_calls.is_some_and(|m| {
+            self.active_by_number
+                .get(&number.pattern)
+                .copied()
+                .unwrap_or(0)
+                >= m
+        });
+        let trunk_busy = trunk.as_ref().is_some_and(|t| {
+            t.max_calls
+                .is_some_and(|m| self.active_by_trunk.get(&t.name).copied().unwrap_or(0) >= m)
+        });
+        if number_busy || trunk_busy {
+            return self.reject_invite(now, id, Some(&sid), 486, "capacity", |b| b);
+        }
+        let trunk_limit = trunk
+            .as_ref()
+            .and_then(|t| t.max_calls.map(|m| (t.name.clone(), m)));
+        let mut forward_to = None;
+        let webhook = number.voice_webhook.clone();
+        let stream_url = match number.route {
+            // The webhook's answer decides the route (webhook.rs).
+            _ if webhook.is_some() => None,
+            RouteKind::Echo => None,
+            RouteKind::Stream => match number.target.clone() {
+                Some(url) => Some(url),
+                None => {
+                    return self.reject_invite(
+                        now,
+                        id,
+                        Some(&sid),
+                        480,
+                        "route_unavailable",
+                        |b| b,
+                    );
+                }
+            },
+            RouteKind::Forward => match self.resolve_forward(now, &number) {
+                Ok(t) => {
+                    forward_to = Some(t);
+                    None
+                }
+                Err(why) => {
+                    tracing::info!(number = %number.pattern, why, "forward target unavailable");
+                    return self.reject_invite(
+                        now,
+                        id,
+                        Some(&sid),
+                        480,
+                        "route_unavailable",
+                        |b| b,
+                    );
+                }
+            },
+        };
+        let codecs: Vec<Codec> = if stream_url.is_some() || webhook.is_some() {
+            self.cfg
+                .codecs
+                .iter()
+                .copied()
+                .filter(|&c| media_userspace::transcode::can_transcode(c))
+                .collect()
+        } else {
+            self.cfg.codecs.clone()
+        };
+        // RFC 4028: Session-Expires below our minimum gets 422.
+        let se = req
+            .headers
+            .get(&HeaderName::SessionExpires)
+            .map(parse_session_expires);
+        let session = match se {
+            Some(None) => {
+                return self.reject_invite(now, id, Some(&sid), 400, "malformed", |b| b);
+            }
+            Some(Some((delta, _))) if delta < self.cfg.min_se => {
+                let min = self.cfg.min_se.to_string();
+                return self.reject_invite(now, id, Some(&sid), 422, "session_interval", |b| {
+                    b.header(HeaderName::MinSe, min)
+                });
+            }
+            Some(Some((delta, refresher))) => {
+                let uac_timer = req
+                    .supported()
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case("timer"));
+                let we_refresh = !uac_timer || refresher.as_deref() == Some("uas");
+                Some(SessionTimer::start(now, delta, we_refresh))
+            }
+            None => None,
+        };
+        let offer = if req.body.is_empty() {
+            None
+        } else {
+            match parse_sdp(&req.body) {
+                Ok(o) => Some(o),
+                Err(why) => {
+                    let phrase = format!("Bad Request ({why})");
+                    self.metrics.reject("malformed_sdp");
+                    let tag = self.new_tag();
+                    self.respond(now, id, 400, Some(&phrase), Some(&tag), |b| b);
+                    self.out.push_back(Output::Cdr(CdrEvent::Ended {
+                        id: sid.clone(),
+                        at: self.unix_ms(now),
+                        cause: "malformed_sdp".into(),
+                        sip_status: 400,
+                        duration_ms: 0,
+                    }));
+                    self.metrics
+                        .calls
+                        .with_label_values(&["inbound", "malformed_sdp"])
+                        .inc();
+                    return;
+                }
+            }
+        };
+        if forward_to.is_some() && offer.is_none() {
+            // The relay offers the far leg only what the caller offered,
+            // so a forwarded call needs the caller's offer up front.
+            return self.reject_invite(now, id, Some(&sid), 488, "offer_required", |b| {
+                b.header(
+                    HeaderName::Warning,
+                    "399 voice-gateway \"Forwarded calls need an SDP offer in the INVITE\"",
+                )
+            });
+        }
+        // SRTP: the number's and the trunk's policy; keys only where the
+        // signalling hides them (TLS) unless the trunk allows otherwise.
+        let policy = number.media_security.and(
+            trunk
+                .as_ref()
+                .map_or(domain::model::MediaSecurity::default(), |t| {
+                    t.media_security
+                }),
+        );
+        let keys_allowed = peer.transport == TransportKind::Tls
+            || trunk.as_ref().is_some_and(|t| t.srtp_cleartext_keying);
+        let mut keying = self.new_keying(policy, keys_allowed);
+        keying.over_tls = peer.transport == TransportKind::Tls;
+        if offer.is_none()
+            && let Err(why) = keying.can_offer()
+        {
+            // Late offer: ours would go in the 2xx, where the policy
+            // cannot be met.
+            let e = OfferAnswerError::Keying(why);
+            return self.reject_invite(now, id, Some(&sid), 488, e.label(), |b| {
+                b.header(HeaderName::Warning, e.warning())
+            });
+        }
+        let probe = self.local_media(0, 0, 0, &keying);
+        let negotiated = match &offer {
+            Some(o) => match sdp::answer(o, &probe, &codecs) {
+                Ok((_, n)) => Some(n),
+                Err(e) => {
+                    return self.reject_invite(now, id, Some(&sid), 488, e.label(), |b| {
+                        b.header(HeaderName::Warning, e.warning())
+                    });
+                }
+            },
+            None => None,
+        };
+        let local_tag = self.new_tag();
+        let handle: CallHandle = self.new_id();
+        let dialog = Dialog::from_invite(&req, &local_tag, peer);
+        self.dialogs
+            .insert(dialog.key.clone(), DialogOwner::Call(handle));
+        if let Some(e) = self.txns.server.get_mut(&id) {
+            e.call = Some(handle);
+        }
+        *self
+            .active_by_number
+            .entry(number.pattern.clone())
+            .or_default() += 1;
+        if let Some(t) = &trunk {
+            *self.active_by_trunk.entry(t.name.clone()).or_default() += 1;
+        }
+        let max_forwards = req.max_forwards.unwrap_or(70).clamp(1, 71) - 1;
+        let mode = match &stream_url {
+            None => LegMode::Echo,
+            Some(url) => LegMode::Stream(Box::new(self.stream_spec(
+                url,
+                &number,
+                &sid,
+                &caller,
+                dialed.as_deref().unwrap_or_default(),
+                &req.core.call_id,
+            ))),
+        };
+        let stream_wait = stream_url
+            .as_ref()
+            .map(|_| now + self.cfg.stream.answer_timeout);
+        let media = negotiated.as_ref().map(leg_media).unwrap_or(LegMedia {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: None,
+            ptime_ms: 20,
+            remote: None,
+            send: true,
+            srtp: None,
+        });
+        self.calls.insert(
+            handle,
+            Call {
+                handle,
+                sid,
+                state: CallState::AwaitingMedia,
+                invite_txn: Some(id),
+                dialog,
+                number_pattern: Some(number.pattern.clone()),
+                trunk: trunk.map(|t| t.name),
+                media_open: false,
+                offer,
+                local_sdp: None,
+                negotiated,
+                invite_at: now,
+                answered_at: None,
+                ok: None,
+                ack_offer_pending: false,
+                session,
+                reinvite_txn: None,
+                callee_user: req.uri.user.clone(),
+                codecs,
+                stream_wait,
+                local_media: None,
+                bridge: None,
+                transfer: None,
+                reinvite_out: None,
+                reinvite_ack: None,
+                media_leg: handle.own_leg(),
+                route_trunk: number.trunk.clone(),
+                refer_until: None,
+                outbound: false,
+                origination: None,
+                pending: None,
+                admission: None,
+                reserved: false,
+                status_webhook: None,
+                click_to_call: false,
+                forked: None,
+                caller_left: false,
+                keying,
+                fallback: number.fallback.as_ref().map(|f| domain::model::Number {
+                    route: RouteKind::Forward,
+                    target: Some(f.clone()),
+                    ..number.clone()
+                }),
+            },
+        );
+        self.metrics.calls_active.set(self.calls.len() as i64);
+        self.schedule_call(handle);
+        let next = if let Some(url) = webhook {
+            super::capacity::Admission::Webhook {
+                url,
+                pending: super::webhook::PendingRoute {
+                    number: number.clone(),
+                    caller,
+                    dialed: dialed.unwrap_or_default(),
+                    sip_call_id: req.core.call_id.clone(),
+                    max_forwards,
+                },
+            }
+        } else if let Some(target) = forward_to {
+            super::capacity::Admission::Forward {
+                target,
+                caller,
+                max_forwards,
+            }
+        } else {
+            super::capacity::Admission::Media { mode, media }
+        };
+        let scopes = self.cluster_scopes(&number, trunk_limit);
+        if scopes.is_empty() {
+            return self.admit(now, handle, next);
+        }
+        self.park_for_capacity(handle, scopes, next);
+    }
+
+    pub(in crate::core) fn on_cancel(&mut self, now: Instant, id: TxnId) {
+        let Some(invite_key) = self
+            .txns
+            .server
+            .get(&id)
+            .and_then(|e| Some(TxnKey::invite_of_cancel(e.request.as_ref()?, &e.key)))
+        else {
+            return;
+        };
+        let Some(&inv) = self.txns.server_index.get(&invite_key) else {
+            return self.reply(now, id, 481, None);
+        };
+        let (has_final, call) = match self.txns.server.get(&inv) {
+            Some(e) => (e.txn.has_final(), e.call),
+            None => (true, None),
+        };
+        let tag = call
+            .and_then(|h| self.calls.get(&h))
+            .map(|c| c.dialog.key.local_tag.clone())
+            .unwrap_or_else(|| self.new_tag());
+        self.respond(now, id, 200, None, Some(&tag), |b| b);
+        if has_final {
+            return;
+        }
+        // §9.2: the INVITE is answered 487.
+        self.respond(now, inv, 487, None, Some(&tag), |b| b);
+        if let Some(h) = call {
+            self.end_call(now, h, "canceled", 487);
+        }
+    }
+}
