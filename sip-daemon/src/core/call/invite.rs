@@ -3,14 +3,68 @@
 //! the final answer (RFC 3261 §9.2).
 
 use super::*;
+use crate::core::capacity::Admission;
 use crate::core::dialog::Dialog;
+use crate::core::forward::OutTarget;
 use crate::core::negotiation::leg_media;
 use crate::core::*;
 use crate::routing::normalize_e164;
 use crate::sip::grammar;
-use crate::sip::sdp::{self, OfferAnswerError};
-use domain::model::{CallRecord, Direction, RouteKind};
+use crate::sip::sdes::LegKeying;
+use crate::sip::sdp::{self, NegotiatedAudio, OfferAnswerError};
+use domain::model::{CallRecord, Direction, Number, RouteKind, SipUser, Trunk};
 use media_userspace::control::{LegMedia, LegMode};
+
+/// The INVITE got its final answer (and its record) already: it goes no
+/// further.
+struct Answered;
+
+/// Where an INVITE came from: the trunk whose network it came from, or
+/// the registered user at its address.
+struct InviteSource {
+    trunk: Option<Trunk>,
+    user: Option<String>,
+}
+
+/// Who calls whom, as the INVITE names them.
+struct InviteParties {
+    dialed_raw: String,
+    /// The dialed number in E.164, when it reads as one.
+    dialed: Option<String>,
+    caller: String,
+    number: Option<Number>,
+    /// A SIP user dialed by name (when no number matched).
+    target_user: Option<SipUser>,
+    account: Option<String>,
+}
+
+/// The route a number gives an inbound call: one per route kind, and the
+/// voice webhook, which picks one of them later.
+enum InboundRoute {
+    Echo,
+    /// The AI stream at this URL.
+    Stream(String),
+    Forward(Box<OutTarget>),
+    /// Ask this voice webhook for the route.
+    Webhook(String),
+}
+
+/// Everything the phases learned about an admitted INVITE.
+struct NewInboundCall {
+    req: Request,
+    peer: Peer,
+    sid: String,
+    trunk: Option<Trunk>,
+    caller: String,
+    dialed: Option<String>,
+    number: Number,
+    route: InboundRoute,
+    session: Option<SessionTimer>,
+    offer: Option<SessionDescription>,
+    codecs: Vec<Codec>,
+    keying: LegKeying,
+    negotiated: Option<NegotiatedAudio>,
+}
 
 /// Session-Expires: delta-seconds *(;param) (RFC 4028 §4).
 pub(super) fn parse_session_expires(v: &str) -> Option<(u32, Option<String>)> {
@@ -93,6 +147,9 @@ impl Core {
         }
     }
 
+    /// A new INVITE (RFC 3261 §13.3): each phase below either passes what
+    /// it learned on, or gave the INVITE its final answer and its record
+    /// (`Answered`), and the INVITE goes no further.
     pub(in crate::core) fn on_invite(&mut self, now: Instant, id: TxnId, peer: Peer) {
         let Some(req) = self.request(id).cloned() else {
             return;
@@ -100,50 +157,143 @@ impl Core {
         // §17.2.1: 100 Trying only if we have not answered within 200 ms
         // (an echo call is usually answered well before).
         self.schedule(now + TRYING_AFTER, TimerRef::Trying(id));
+        let _ = self.try_invite(now, id, peer, req);
+    }
+
+    fn try_invite(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        peer: Peer,
+        req: Request,
+    ) -> Result<(), Answered> {
+        self.node_takes_calls(now, id)?;
+        let source = self.invite_source(now, id, peer, &req)?;
+        let parties = self.invite_parties(&req, &source);
+        let sid = self.call_started(now, &req, &source, &parties);
+        let Some(number) = parties.number.clone() else {
+            match &parties.target_user {
+                Some(user) => self.redirect_to_user(now, id, &sid, &user.username),
+                None => self.reject_invite(now, id, Some(&sid), 404, "not_found", |b| b),
+            }
+            return Err(Answered);
+        };
+        self.number_admits(now, id, &sid, &number, &parties.caller, &source)?;
+        let route = self.inbound_route(now, id, &sid, &number)?;
+        let session = self.invite_session_timer(now, id, &sid, &req)?;
+        let offer = self.invite_offer(now, id, &sid, &req)?;
+        if matches!(route, InboundRoute::Forward(_)) && offer.is_none() {
+            // The relay offers the far leg only what the caller offered,
+            // so a forwarded call needs the caller's offer up front.
+            self.reject_invite(now, id, Some(&sid), 488, "offer_required", |b| {
+                b.header(
+                    HeaderName::Warning,
+                    "399 voice-gateway \"Forwarded calls need an SDP offer in the INVITE\"",
+                )
+            });
+            return Err(Answered);
+        }
+        let codecs = self.route_codecs(&route);
+        let (keying, negotiated) = self.invite_media(
+            now,
+            id,
+            &sid,
+            peer,
+            &number,
+            &source,
+            offer.as_ref(),
+            &codecs,
+        )?;
+        let invite = NewInboundCall {
+            req,
+            peer,
+            sid,
+            trunk: source.trunk,
+            caller: parties.caller,
+            dialed: parties.dialed,
+            number,
+            route,
+            session,
+            offer,
+            codecs,
+            keying,
+            negotiated,
+        };
+        self.create_inbound_call(now, id, invite);
+        Ok(())
+    }
+
+    /// 503 while the node drains or its record queue is full.
+    fn node_takes_calls(&mut self, now: Instant, id: TxnId) -> Result<(), Answered> {
         if self.draining {
-            return self.reject_invite(now, id, None, 503, "draining", |b| {
+            self.reject_invite(now, id, None, 503, "draining", |b| {
                 b.header(HeaderName::RetryAfter, "30")
             });
+            return Err(Answered);
         }
         if self.cdr_saturated {
-            return self.reject_invite(now, id, None, 503, "store_backlog", |b| {
+            self.reject_invite(now, id, None, 503, "store_backlog", |b| {
                 b.header(HeaderName::RetryAfter, "5")
             });
+            return Err(Answered);
         }
+        Ok(())
+    }
+
+    /// The trunk whose network the INVITE came from, or the registered
+    /// user at its address; with `challenge_invites`, that user's
+    /// credentials too (a registered address is not proof enough behind a
+    /// NAT shared with others).
+    fn invite_source(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        peer: Peer,
+        req: &Request,
+    ) -> Result<InviteSource, Answered> {
         let routing = self.routing.clone();
         let trunk = routing
             .trunk_for_source(peer.remote.ip())
             .map(|t| t.trunk.clone());
-        let source_user = if trunk.is_none() {
+        let user = if trunk.is_none() {
             self.registrar
                 .user_at(peer.remote, self.unix_ms(now))
                 .map(str::to_string)
         } else {
             None
         };
-        // A registered address is not proof enough when the operator asks
-        // for credentials on every call (a NAT shared with others).
         if self.cfg.challenge_invites
-            && let Some(user) = source_user.as_deref()
+            && let Some(user) = user.as_deref()
         {
             let now_ms = self.unix_ms(now);
             match self
                 .registrar
-                .authenticate(&req, peer.remote, now_ms, &routing)
+                .authenticate(req, peer.remote, now_ms, &routing)
             {
                 Ok(who) if who == user => {}
                 Ok(_) => {
                     self.metrics.reject("auth_user_mismatch");
-                    return self.reply(
+                    self.reply(
                         now,
                         id,
                         403,
                         Some("Forbidden (credentials of another user)"),
                     );
+                    return Err(Answered);
                 }
-                Err(why) => return self.refuse_auth(now, id, peer, why, 407),
+                Err(why) => {
+                    self.refuse_auth(now, id, peer, why, 407);
+                    return Err(Answered);
+                }
             }
         }
+        Ok(InviteSource { trunk, user })
+    }
+
+    /// Who calls whom: the dialed and calling numbers (E.164 where they
+    /// read as such), the number or SIP user dialed, and the account.
+    fn invite_parties(&self, req: &Request, source: &InviteSource) -> InviteParties {
+        let routing = &self.routing;
         let dialed_raw = req
             .uri
             .user
@@ -171,20 +321,43 @@ impl Core {
             .map(|n| n.account_id.clone())
             .or_else(|| target_user.as_ref().map(|u| u.account_id.clone()))
             .or_else(|| {
-                source_user
+                source
+                    .user
                     .as_deref()
                     .and_then(|u| routing.user(u))
                     .map(|u| u.account_id.clone())
             });
+        InviteParties {
+            dialed_raw,
+            dialed,
+            caller,
+            number,
+            target_user,
+            account,
+        }
+    }
+
+    /// The call's id and its first record (`Started`); every later answer
+    /// to the INVITE closes this record.
+    fn call_started(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: &InviteSource,
+        parties: &InviteParties,
+    ) -> String {
         let sid = self.new_call_sid(now);
         self.out
             .push_back(Output::Cdr(CdrEvent::Started(CallRecord {
                 id: sid.clone(),
-                account_id: account,
+                account_id: parties.account.clone(),
                 direction: Direction::Inbound,
-                from_number: caller.clone(),
-                to_number: dialed.clone().unwrap_or(dialed_raw),
-                trunk: trunk.as_ref().map(|t| t.name.clone()),
+                from_number: parties.caller.clone(),
+                to_number: parties
+                    .dialed
+                    .clone()
+                    .unwrap_or_else(|| parties.dialed_raw.clone()),
+                trunk: source.trunk.as_ref().map(|t| t.name.clone()),
                 sip_call_id: req.core.call_id.clone(),
                 invite_at: self.unix_ms(now),
                 answer_at: None,
@@ -192,21 +365,34 @@ impl Core {
                 end_cause: None,
                 sip_status: None,
                 duration_ms: None,
-                media_mode: number
+                media_mode: parties
+                    .number
                     .as_ref()
                     .map_or("none", |n| n.route.as_str())
                     .to_string(),
                 node: self.cfg.resume_node.clone(),
                 media_security: None,
             })));
-        let Some(number) = number else {
-            if let Some(user) = target_user {
-                return self.redirect_to_user(now, id, &sid, &user.username);
-            }
-            return self.reject_invite(now, id, Some(&sid), 404, "not_found", |b| b);
-        };
-        if routing.is_blocked(&number.account_id, &number.pattern, &caller) {
-            return self.reject_invite(now, id, Some(&sid), 603, "blocked", |b| b);
+        sid
+    }
+
+    /// 603 to a caller the number's account blocked; 486 when the number
+    /// or the trunk is at its call limit on this node.
+    fn number_admits(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        sid: &str,
+        number: &Number,
+        caller: &str,
+        source: &InviteSource,
+    ) -> Result<(), Answered> {
+        if self
+            .routing
+            .is_blocked(&number.account_id, &number.pattern, caller)
+        {
+            self.reject_invite(now, id, Some(sid), 603, "blocked", |b| b);
+            return Err(Answered);
         }
         let number_busy = number.max_calls.is_some_and(|m| {
             self.active_by_number
@@ -215,77 +401,86 @@ impl Core {
                 .unwrap_or(0)
                 >= m
         });
-        let trunk_busy = trunk.as_ref().is_some_and(|t| {
+        let trunk_busy = source.trunk.as_ref().is_some_and(|t| {
             t.max_calls
                 .is_some_and(|m| self.active_by_trunk.get(&t.name).copied().unwrap_or(0) >= m)
         });
         if number_busy || trunk_busy {
-            return self.reject_invite(now, id, Some(&sid), 486, "capacity", |b| b);
+            self.reject_invite(now, id, Some(sid), 486, "capacity", |b| b);
+            return Err(Answered);
         }
-        let trunk_limit = trunk
-            .as_ref()
-            .and_then(|t| t.max_calls.map(|m| (t.name.clone(), m)));
-        let mut forward_to = None;
-        let webhook = number.voice_webhook.clone();
-        let stream_url = match number.route {
-            // The webhook's answer decides the route (webhook.rs).
-            _ if webhook.is_some() => None,
-            RouteKind::Echo => None,
-            RouteKind::Stream => match number.target.clone() {
-                Some(url) => Some(url),
-                None => {
-                    return self.reject_invite(
-                        now,
-                        id,
-                        Some(&sid),
-                        480,
-                        "route_unavailable",
-                        |b| b,
-                    );
-                }
-            },
-            RouteKind::Forward => match self.resolve_forward(now, &number) {
-                Ok(t) => {
-                    forward_to = Some(t);
-                    None
-                }
+        Ok(())
+    }
+
+    /// The number's route: its voice webhook decides when it has one;
+    /// else echo, the AI stream at its target, or the forward target
+    /// (480 when a stream or forward route has nowhere to go).
+    fn inbound_route(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        sid: &str,
+        number: &Number,
+    ) -> Result<InboundRoute, Answered> {
+        if let Some(url) = &number.voice_webhook {
+            return Ok(InboundRoute::Webhook(url.clone()));
+        }
+        let route = match number.route {
+            RouteKind::Echo => Some(InboundRoute::Echo),
+            RouteKind::Stream => number.target.clone().map(InboundRoute::Stream),
+            RouteKind::Forward => match self.resolve_forward(now, number) {
+                Ok(t) => Some(InboundRoute::Forward(Box::new(t))),
                 Err(why) => {
                     tracing::info!(number = %number.pattern, why, "forward target unavailable");
-                    return self.reject_invite(
-                        now,
-                        id,
-                        Some(&sid),
-                        480,
-                        "route_unavailable",
-                        |b| b,
-                    );
+                    None
                 }
             },
         };
-        let codecs: Vec<Codec> = if stream_url.is_some() || webhook.is_some() {
-            self.cfg
+        route.ok_or_else(|| {
+            self.reject_invite(now, id, Some(sid), 480, "route_unavailable", |b| b);
+            Answered
+        })
+    }
+
+    /// The codecs a route can carry: those the AI's transcoder speaks when
+    /// an AI may take the call, every configured one otherwise.
+    fn route_codecs(&self, route: &InboundRoute) -> Vec<Codec> {
+        match route {
+            InboundRoute::Stream(_) | InboundRoute::Webhook(_) => self
+                .cfg
                 .codecs
                 .iter()
                 .copied()
                 .filter(|&c| media_userspace::transcode::can_transcode(c))
-                .collect()
-        } else {
-            self.cfg.codecs.clone()
-        };
-        // RFC 4028: Session-Expires below our minimum gets 422.
+                .collect(),
+            InboundRoute::Echo | InboundRoute::Forward(_) => self.cfg.codecs.clone(),
+        }
+    }
+
+    /// RFC 4028: the session timer the INVITE asks for; 400 when its
+    /// Session-Expires is malformed, 422 below our minimum.
+    fn invite_session_timer(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        sid: &str,
+        req: &Request,
+    ) -> Result<Option<SessionTimer>, Answered> {
         let se = req
             .headers
             .get(&HeaderName::SessionExpires)
             .map(parse_session_expires);
-        let session = match se {
+        match se {
             Some(None) => {
-                return self.reject_invite(now, id, Some(&sid), 400, "malformed", |b| b);
+                self.reject_invite(now, id, Some(sid), 400, "malformed", |b| b);
+                Err(Answered)
             }
             Some(Some((delta, _))) if delta < self.cfg.min_se => {
                 let min = self.cfg.min_se.to_string();
-                return self.reject_invite(now, id, Some(&sid), 422, "session_interval", |b| {
+                self.reject_invite(now, id, Some(sid), 422, "session_interval", |b| {
                     b.header(HeaderName::MinSe, min)
                 });
+                Err(Answered)
             }
             Some(Some((delta, refresher))) => {
                 let uac_timer = req
@@ -293,56 +488,71 @@ impl Core {
                     .iter()
                     .any(|t| t.eq_ignore_ascii_case("timer"));
                 let we_refresh = !uac_timer || refresher.as_deref() == Some("uas");
-                Some(SessionTimer::start(now, delta, we_refresh))
+                Ok(Some(SessionTimer::start(now, delta, we_refresh)))
             }
-            None => None,
-        };
-        let offer = if req.body.is_empty() {
-            None
-        } else {
-            match parse_sdp(&req.body) {
-                Ok(o) => Some(o),
-                Err(why) => {
-                    let phrase = format!("Bad Request ({why})");
-                    self.metrics.reject("malformed_sdp");
-                    let tag = self.new_tag();
-                    self.respond(now, id, 400, Some(&phrase), Some(&tag), |b| b);
-                    self.out.push_back(Output::Cdr(CdrEvent::Ended {
-                        id: sid.clone(),
-                        at: self.unix_ms(now),
-                        cause: "malformed_sdp".into(),
-                        sip_status: 400,
-                        duration_ms: 0,
-                    }));
-                    self.metrics
-                        .calls
-                        .with_label_values(&["inbound", "malformed_sdp"])
-                        .inc();
-                    return;
-                }
-            }
-        };
-        if forward_to.is_some() && offer.is_none() {
-            // The relay offers the far leg only what the caller offered,
-            // so a forwarded call needs the caller's offer up front.
-            return self.reject_invite(now, id, Some(&sid), 488, "offer_required", |b| {
-                b.header(
-                    HeaderName::Warning,
-                    "399 voice-gateway \"Forwarded calls need an SDP offer in the INVITE\"",
-                )
-            });
+            None => Ok(None),
         }
-        // SRTP: the number's and the trunk's policy; keys only where the
-        // signalling hides them (TLS) unless the trunk allows otherwise.
-        let policy = number.media_security.and(
-            trunk
-                .as_ref()
-                .map_or(domain::model::MediaSecurity::default(), |t| {
+    }
+
+    /// The caller's SDP offer, if the INVITE carries one (none: a late
+    /// offer); 400 naming what is wrong with a malformed one.
+    fn invite_offer(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        sid: &str,
+        req: &Request,
+    ) -> Result<Option<SessionDescription>, Answered> {
+        if req.body.is_empty() {
+            return Ok(None);
+        }
+        match parse_sdp(&req.body) {
+            Ok(o) => Ok(Some(o)),
+            Err(why) => {
+                let phrase = format!("Bad Request ({why})");
+                self.metrics.reject("malformed_sdp");
+                let tag = self.new_tag();
+                self.respond(now, id, 400, Some(&phrase), Some(&tag), |b| b);
+                self.out.push_back(Output::Cdr(CdrEvent::Ended {
+                    id: sid.to_string(),
+                    at: self.unix_ms(now),
+                    cause: "malformed_sdp".into(),
+                    sip_status: 400,
+                    duration_ms: 0,
+                }));
+                self.metrics
+                    .calls
+                    .with_label_values(&["inbound", "malformed_sdp"])
+                    .inc();
+                Err(Answered)
+            }
+        }
+    }
+
+    /// SRTP keying under the number's and the trunk's policy (keys only
+    /// where the signalling hides them, TLS, unless the trunk allows
+    /// otherwise), and the answer to the offer; 488 when they cannot meet.
+    #[allow(clippy::too_many_arguments)]
+    fn invite_media(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        sid: &str,
+        peer: Peer,
+        number: &Number,
+        source: &InviteSource,
+        offer: Option<&SessionDescription>,
+        codecs: &[Codec],
+    ) -> Result<(LegKeying, Option<NegotiatedAudio>), Answered> {
+        let trunk = source.trunk.as_ref();
+        let policy =
+            number
+                .media_security
+                .and(trunk.map_or(domain::model::MediaSecurity::default(), |t| {
                     t.media_security
-                }),
-        );
-        let keys_allowed = peer.transport == TransportKind::Tls
-            || trunk.as_ref().is_some_and(|t| t.srtp_cleartext_keying);
+                }));
+        let keys_allowed =
+            peer.transport == TransportKind::Tls || trunk.is_some_and(|t| t.srtp_cleartext_keying);
         let mut keying = self.new_keying(policy, keys_allowed);
         keying.over_tls = peer.transport == TransportKind::Tls;
         if offer.is_none()
@@ -351,22 +561,46 @@ impl Core {
             // Late offer: ours would go in the 2xx, where the policy
             // cannot be met.
             let e = OfferAnswerError::Keying(why);
-            return self.reject_invite(now, id, Some(&sid), 488, e.label(), |b| {
+            self.reject_invite(now, id, Some(sid), 488, e.label(), |b| {
                 b.header(HeaderName::Warning, e.warning())
             });
+            return Err(Answered);
         }
         let probe = self.local_media(0, 0, 0, &keying);
-        let negotiated = match &offer {
-            Some(o) => match sdp::answer(o, &probe, &codecs) {
+        let negotiated = match offer {
+            Some(o) => match sdp::answer(o, &probe, codecs) {
                 Ok((_, n)) => Some(n),
                 Err(e) => {
-                    return self.reject_invite(now, id, Some(&sid), 488, e.label(), |b| {
+                    self.reject_invite(now, id, Some(sid), 488, e.label(), |b| {
                         b.header(HeaderName::Warning, e.warning())
                     });
+                    return Err(Answered);
                 }
             },
             None => None,
         };
+        Ok((keying, negotiated))
+    }
+
+    /// The call an admitted INVITE becomes: its dialog, its place in the
+    /// node's call limits, and what follows (its route, after any
+    /// cluster-wide reservation).
+    fn create_inbound_call(&mut self, now: Instant, id: TxnId, invite: NewInboundCall) {
+        let NewInboundCall {
+            req,
+            peer,
+            sid,
+            trunk,
+            caller,
+            dialed,
+            number,
+            route,
+            session,
+            offer,
+            codecs,
+            keying,
+            negotiated,
+        } = invite;
         let local_tag = self.new_tag();
         let handle: CallHandle = self.new_id();
         let dialog = Dialog::from_invite(&req, &local_tag, peer);
@@ -382,21 +616,12 @@ impl Core {
         if let Some(t) = &trunk {
             *self.active_by_trunk.entry(t.name.clone()).or_default() += 1;
         }
-        let max_forwards = req.max_forwards.unwrap_or(70).clamp(1, 71) - 1;
-        let mode = match &stream_url {
-            None => LegMode::Echo,
-            Some(url) => LegMode::Stream(Box::new(self.stream_spec(
-                url,
-                &number,
-                &sid,
-                &caller,
-                dialed.as_deref().unwrap_or_default(),
-                &req.core.call_id,
-            ))),
-        };
-        let stream_wait = stream_url
+        let trunk_limit = trunk
             .as_ref()
-            .map(|_| now + self.cfg.stream.answer_timeout);
+            .and_then(|t| t.max_calls.map(|m| (t.name.clone(), m)));
+        let max_forwards = req.max_forwards.unwrap_or(70).clamp(1, 71) - 1;
+        let stream_wait =
+            matches!(route, InboundRoute::Stream(_)).then(|| now + self.cfg.stream.answer_timeout);
         let media = negotiated.as_ref().map(leg_media).unwrap_or(LegMedia {
             codec: Codec::Pcmu,
             payload_type: 0,
@@ -406,6 +631,38 @@ impl Core {
             send: true,
             srtp: None,
         });
+        let next = match route {
+            InboundRoute::Webhook(url) => Admission::Webhook {
+                url,
+                pending: crate::core::webhook::PendingRoute {
+                    number: number.clone(),
+                    caller,
+                    dialed: dialed.clone().unwrap_or_default(),
+                    sip_call_id: req.core.call_id.clone(),
+                    max_forwards,
+                },
+            },
+            InboundRoute::Forward(target) => Admission::Forward {
+                target: *target,
+                caller,
+                max_forwards,
+            },
+            InboundRoute::Echo => Admission::Media {
+                mode: LegMode::Echo,
+                media,
+            },
+            InboundRoute::Stream(url) => Admission::Media {
+                mode: LegMode::Stream(Box::new(self.stream_spec(
+                    &url,
+                    &number,
+                    &sid,
+                    &caller,
+                    dialed.as_deref().unwrap_or_default(),
+                    &req.core.call_id,
+                ))),
+                media,
+            },
+        };
         self.calls.insert(
             handle,
             Call {
@@ -456,26 +713,6 @@ impl Core {
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
         self.schedule_call(handle);
-        let next = if let Some(url) = webhook {
-            super::capacity::Admission::Webhook {
-                url,
-                pending: super::webhook::PendingRoute {
-                    number: number.clone(),
-                    caller,
-                    dialed: dialed.unwrap_or_default(),
-                    sip_call_id: req.core.call_id.clone(),
-                    max_forwards,
-                },
-            }
-        } else if let Some(target) = forward_to {
-            super::capacity::Admission::Forward {
-                target,
-                caller,
-                max_forwards,
-            }
-        } else {
-            super::capacity::Admission::Media { mode, media }
-        };
         let scopes = self.cluster_scopes(&number, trunk_limit);
         if scopes.is_empty() {
             return self.admit(now, handle, next);
