@@ -1,12 +1,16 @@
 //! The store: one trait, two sqlx backends (SQLite embedded, PostgreSQL).
 
 mod common;
+mod fold;
+mod rows;
+mod sql;
 pub use domain::model;
 pub mod postgres;
 pub mod sqlite;
 
-pub use common::{DEFAULT_LIMIT, MAX_LIMIT, db_text};
 pub use model::*;
+pub use rows::db_text;
+pub use sql::{DEFAULT_LIMIT, MAX_LIMIT};
 
 use async_trait::async_trait;
 use std::sync::Arc;
