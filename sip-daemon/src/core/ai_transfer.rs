@@ -14,10 +14,10 @@
 //! the gateway hangs up its side (cause `transferred`) and holds no media
 //! for the call any more.
 
-use super::call::CallState;
-use super::hold::BridgeSide;
 use super::negotiation::{leg_media, local_offer};
 use super::*;
+use crate::core::legs::BridgeSide;
+use crate::core::legs::CallState;
 use crate::sip::sdp::LocalMedia;
 use domain::model::{Number, RouteKind};
 use media_userspace::aistream::TransferResult;

@@ -16,9 +16,9 @@
 //! trunk has an outbound address (the carrier routes the number), else to
 //! the Refer-To's own host. Attended transfer (`Replaces`) gets 501.
 
-use super::call::CallState;
-use super::forward::OutTarget;
 use super::*;
+use crate::core::legs::CallState;
+use crate::core::legs::OutTarget;
 use crate::sip::headers_typed::NameAddr;
 use domain::model::{Number, RouteKind};
 
@@ -227,7 +227,7 @@ impl Core {
         // owns its dialog from now on.
         o.partner = None;
         o.replaces_caller = false;
-        o.state = super::forward::OutState::Ending;
+        o.state = crate::core::legs::OutState::Ending;
         o.ring_deadline = Some(now + t64);
         self.schedule_out(hc);
         let Some(c) = self.calls.get_mut(&h) else {

@@ -10,32 +10,6 @@
 
 use super::*;
 use domain::model::Number;
-use media_userspace::control::{LegMedia, LegMode};
-
-/// What an admitted INVITE does next: at once, or once its slots are
-/// granted.
-#[derive(Debug)]
-pub enum Admission {
-    /// Ask the number's voice webhook for the route.
-    Webhook {
-        url: String,
-        pending: super::webhook::PendingRoute,
-    },
-    /// Call the forward target.
-    Forward {
-        target: super::forward::OutTarget,
-        caller: String,
-        max_forwards: u32,
-    },
-    /// Open the media leg (echo, or the AI stream).
-    Media { mode: LegMode, media: LegMedia },
-    /// An outbound call (REST) whose port is bound: reserve these scopes,
-    /// then send its INVITE.
-    Outbound { scopes: Vec<(String, u32)> },
-    /// An outbound call granted its slots: send the INVITE offering
-    /// `local`.
-    FarLeg { local: std::net::SocketAddr },
-}
 
 impl Core {
     /// The limited scopes an INVITE on `number` through a trunk limited to

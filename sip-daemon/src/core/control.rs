@@ -19,7 +19,7 @@ impl Core {
         let Some(call) = self.calls.get(&h) else {
             return ControlOutcome::NotLive;
         };
-        if call.state == call::CallState::AwaitingMedia {
+        if call.state == legs::CallState::AwaitingMedia {
             return ControlOutcome::Refused("the call is not answered yet");
         }
         if call.bridge.is_some() || call.media_leg != h.own_leg() {
@@ -48,7 +48,7 @@ impl Core {
         let Some(call) = self.calls.get(&h) else {
             return ControlOutcome::NotLive;
         };
-        if call.state == call::CallState::AwaitingMedia {
+        if call.state == legs::CallState::AwaitingMedia {
             return ControlOutcome::Refused("the call is not answered yet");
         }
         if call.bridge.is_some() {

@@ -10,28 +10,6 @@ use super::negotiation::{leg_media, local_offer, negotiated_from_answer};
 use super::*;
 use crate::sip::sdp::{Direction, LocalMedia};
 
-/// One leg of a bridge, by handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BridgeSide {
-    /// The inbound call (its handle is its media leg).
-    Caller(CallHandle),
-    /// A far leg (by its handle; media on its `media_leg`).
-    Far(OutLegHandle),
-}
-
-/// A re-INVITE of ours in flight: its CSeq and top Via (for the ACK of a
-/// non-2xx final, §17.1.1.3).
-#[derive(Clone, Debug)]
-pub struct PendingReinvite {
-    pub cseq: u32,
-    pub via: String,
-    /// The re-INVITE moves the caller's media (an AI transfer): if it
-    /// fails, nothing carries the call any more and it ends.
-    pub must_succeed: bool,
-    /// Our offer in it: the answer is read against it (codec, keys).
-    pub offer: String,
-}
-
 /// What a re-INVITE toward one side needs, read from the call or far leg.
 struct SideMedia {
     codec: Codec,
@@ -96,15 +74,15 @@ impl Core {
         if m.ours == offered {
             return;
         }
-        let ready = match to {
-            BridgeSide::Caller(h) => self
-                .calls
-                .get(&h)
-                .is_some_and(|c| c.state == call::CallState::Confirmed && c.reinvite_out.is_none()),
-            BridgeSide::Far(hb) => self.out_legs.get(&hb).is_some_and(|o| {
-                o.state == forward::OutState::Confirmed && o.reinvite_out.is_none()
-            }),
-        };
+        let ready =
+            match to {
+                BridgeSide::Caller(h) => self.calls.get(&h).is_some_and(|c| {
+                    c.state == legs::CallState::Confirmed && c.reinvite_out.is_none()
+                }),
+                BridgeSide::Far(hb) => self.out_legs.get(&hb).is_some_and(|o| {
+                    o.state == legs::OutState::Confirmed && o.reinvite_out.is_none()
+                }),
+            };
         if !ready {
             return;
         }

@@ -28,6 +28,7 @@ pub mod handles;
 pub mod hold;
 mod identities;
 mod inbound;
+pub mod legs;
 mod negotiation;
 pub mod originate;
 pub mod registrar;
@@ -54,10 +55,13 @@ use crate::sip::transport::{Peer, Transmit, TransportKind};
 use crate::sip::{Method, Request, Response, SipMessage};
 use auth_guard::Lockout;
 use bytes::Bytes;
-use call::Call;
 use dialog::DialogKey;
 use domain::model::{CdrEvent, Registration};
 pub use handles::{CallHandle, DialogOwner, OutLegHandle, SmsHandle, TxnId};
+use legs::{
+    Admission, BridgeSide, Call, CallState, OkRetransmit, Origination, OutLeg, OutState, OutTarget,
+    OutboundRoute, PendingReinvite, PendingRoute, RelaySide, SessionTimer,
+};
 use media_userspace::codec::Codec;
 use media_userspace::control::{LegId, MediaCommand, MediaEvent};
 use rand::rngs::SmallRng;
@@ -306,7 +310,7 @@ pub struct Core {
     txns: TxnTables,
     calls: HashMap<CallHandle, Call>,
     /// Far legs of forwarded calls, by media leg handle.
-    out_legs: HashMap<OutLegHandle, forward::OutLeg>,
+    out_legs: HashMap<OutLegHandle, legs::OutLeg>,
     dialogs: HashMap<DialogKey, DialogOwner>,
     registrar: Registrar,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,

@@ -12,33 +12,14 @@
 //! re-INVITE moving the callee onto it when that party answers. If it
 //! does not, the call ends (cause `forward_<outcome>`).
 
-use super::call::CallState;
 use super::dialog::{Dialog, DialogKey};
-use super::forward::{OutLeg, OutState};
 use super::negotiation::leg_media;
 use super::*;
+use crate::core::legs::CallState;
+use crate::core::legs::{OutLeg, OutState};
 use api::control::{Connect, OriginateRefused, OriginateRequest, Originated};
 use domain::model::{CallRecord, Direction, Number, RouteKind};
-use media_userspace::aistream::StreamSpec;
 use media_userspace::control::LegMode;
-
-/// What an outbound call is connected to when it is answered.
-#[derive(Debug)]
-pub enum Origination {
-    /// This AI stream starts on the reserved port.
-    Stream(Box<StreamSpec>),
-    /// The callee is bridged to this party (E.164 or `sip:` URI).
-    Forward(String),
-}
-
-/// How a request we originate (a call, an SMS) leaves: the caller id's
-/// number, the trunk, its host and the resolved target.
-pub(super) struct OutboundRoute {
-    pub number: Number,
-    pub trunk: domain::model::Trunk,
-    pub host: String,
-    pub target: super::forward::OutTarget,
-}
 
 impl Core {
     /// The route of a call or SMS from `from` to `to` for `account`:
@@ -279,7 +260,7 @@ impl Core {
                 // Its slots are reserved once its port is bound, before
                 // the INVITE leaves.
                 admission: (!scopes.is_empty())
-                    .then(|| Box::new(super::capacity::Admission::Outbound { scopes })),
+                    .then(|| Box::new(crate::core::legs::Admission::Outbound { scopes })),
                 reserved: false,
                 status_webhook: req.status_webhook.clone(),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
@@ -302,8 +283,8 @@ impl Core {
         };
         if let Some(admission) = call.admission.take() {
             match *admission {
-                super::capacity::Admission::Outbound { scopes } => {
-                    let next = super::capacity::Admission::FarLeg { local };
+                crate::core::legs::Admission::Outbound { scopes } => {
+                    let next = crate::core::legs::Admission::FarLeg { local };
                     return self.park_for_capacity(h, scopes, next);
                 }
                 other => call.admission = Some(Box::new(other)),

@@ -15,11 +15,11 @@
 //! fingerprint of each bridged call with the one saved, so no code path
 //! that changes a call has to remember to save it.
 
-use super::call::{Call, CallState, SessionTimer};
 use super::dialog::{Dialog, DialogKey};
-use super::forward::{OutLeg, OutState, OutTarget};
 use super::negotiation::leg_media;
 use super::*;
+use crate::core::legs::{Call, CallState, SessionTimer};
+use crate::core::legs::{OutLeg, OutState, OutTarget};
 use crate::sip::Uri;
 use crate::sip::sdes::LegKeying;
 use crate::sip::sdp::{self, NegotiatedAudio};

@@ -2,9 +2,9 @@
 //! our numbers is accepted with 202, stored, POSTed to the number's SMS
 //! webhook and told to the AI of every live stream call on that number.
 
-use super::call::CallState;
-use super::forward::OutTarget;
 use super::*;
+use crate::core::legs::CallState;
+use crate::core::legs::OutTarget;
 use crate::routing::normalize_e164;
 use api::control::{MessageRequest, OriginateRefused};
 use domain::model::{Direction, MessageRecord};
@@ -117,7 +117,7 @@ impl Core {
         now: Instant,
         req: &MessageRequest,
     ) -> Result<MessageRecord, OriginateRefused> {
-        let super::originate::OutboundRoute { host, target, .. } =
+        let crate::core::legs::OutboundRoute { host, target, .. } =
             self.outbound_route(now, &req.account, &req.from, &req.to, req.trunk.as_deref())?;
         let record = MessageRecord {
             id: format!("SM{}", self.random_hex(16)),

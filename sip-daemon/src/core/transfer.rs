@@ -13,8 +13,8 @@
 //! Refer-To's own host. Attended transfer (Refer-To with `Replaces`) is
 //! refused with 501.
 
-use super::forward::{OutState, OutTarget};
 use super::*;
+use crate::core::legs::{OutState, OutTarget};
 
 /// A NOTIFY in `dialog` with a REFER's progress (RFC 3515 §2.4.4): the
 /// new call's status line as `message/sipfrag`; `done` ends the implicit
@@ -78,7 +78,7 @@ impl Core {
 
     /// The far leg `hb` if its call can be transferred now: answered, and
     /// no transfer running.
-    fn transferable(&self, hb: OutLegHandle) -> Option<&super::forward::OutLeg> {
+    fn transferable(&self, hb: OutLegHandle) -> Option<&crate::core::legs::OutLeg> {
         let o = self.out_legs.get(&hb)?;
         let call = self.calls.get(&o.partner?)?;
         (o.state == OutState::Confirmed

@@ -118,7 +118,7 @@ pub enum ClientPurpose {
     /// NOTIFY of a REFER's progress (responses only end the transaction).
     Notify,
     /// Our re-INVITE carrying a hold or unhold across the bridge.
-    Reinvite(super::hold::BridgeSide),
+    Reinvite(crate::core::legs::BridgeSide),
     /// Our REFER asking the caller's carrier to transfer the call.
     Refer(super::CallHandle),
     /// An SMS we send (its handle in `Core::sms_out`).

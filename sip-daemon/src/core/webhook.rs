@@ -4,23 +4,12 @@
 //! (`daemon.rs`, `api::webhook`): the core emits [`Output::VoiceWebhook`]
 //! and is told the answer by [`Core::handle_voice_answer`].
 
-use super::call::CallState;
 use super::negotiation::leg_media;
 use super::*;
+use crate::core::legs::CallState;
 use api::webhook::{StatusEvent, VoiceAnswer, VoiceRequest};
 use domain::model::{Number, RouteKind};
 use media_userspace::control::{LegMedia, LegMode};
-
-/// What an INVITE waiting for its voice webhook keeps.
-#[derive(Debug)]
-pub struct PendingRoute {
-    /// The number that matched (its own route is the fallback).
-    pub number: Number,
-    pub caller: String,
-    pub dialed: String,
-    pub sip_call_id: String,
-    pub max_forwards: u32,
-}
 
 impl Core {
     /// Parks call `h` and asks the number's webhook what to do with it.

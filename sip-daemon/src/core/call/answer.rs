@@ -2,7 +2,6 @@
 //! the 200 OK and its retransmission, and the ACK that confirms it
 //! (RFC 3261 §13.3.1.4).
 
-use super::*;
 use crate::core::negotiation::{leg_media, local_offer, negotiated_from_answer};
 use crate::core::*;
 use crate::sip::sdp::{self, NegotiatedAudio};

@@ -1,7 +1,6 @@
 //! Ending a call: from our side (BYE or an error), and the call's last
 //! record, counters and status callback.
 
-use super::*;
 use crate::core::*;
 
 impl Core {

@@ -3,7 +3,6 @@
 //! and the call's timers.
 
 use super::invite::parse_session_expires;
-use super::*;
 use crate::core::negotiation::{answer_relayed, leg_media, local_offer};
 use crate::core::*;
 use crate::sip::sdp::{self, LocalMedia};
@@ -274,7 +273,7 @@ impl Core {
         }
         self.schedule_call(h);
         if let Some(dir) = offered_dir {
-            self.propagate_direction(now, super::hold::BridgeSide::Caller(h), dir);
+            self.propagate_direction(now, crate::core::legs::BridgeSide::Caller(h), dir);
         }
     }
 

@@ -3,9 +3,9 @@
 //! the final answer (RFC 3261 §9.2).
 
 use super::*;
-use crate::core::capacity::Admission;
 use crate::core::dialog::Dialog;
-use crate::core::forward::OutTarget;
+use crate::core::legs::Admission;
+use crate::core::legs::OutTarget;
 use crate::core::negotiation::leg_media;
 use crate::core::*;
 use crate::routing::normalize_e164;
@@ -634,7 +634,7 @@ impl Core {
         let next = match route {
             InboundRoute::Webhook(url) => Admission::Webhook {
                 url,
-                pending: crate::core::webhook::PendingRoute {
+                pending: crate::core::legs::PendingRoute {
                     number: number.clone(),
                     caller,
                     dialed: dialed.clone().unwrap_or_default(),

@@ -3,8 +3,8 @@
 //! the two legs.
 
 use super::*;
-use crate::core::call::CallState;
 use crate::core::dialog::Dialog;
+use crate::core::legs::CallState;
 use crate::core::negotiation::{leg_media, negotiated_from_answer};
 use crate::core::*;
 use crate::sip::headers_typed::NameAddr;

@@ -1,8 +1,7 @@
 //! When the far leg does not connect or goes away: CANCEL, timeouts,
 //! failures passed to the caller or to the number's fallback, and BYE.
 
-use super::*;
-use crate::core::call::CallState;
+use crate::core::legs::CallState;
 use crate::core::*;
 use crate::sip::sdp::{self};
 

@@ -155,7 +155,7 @@ impl Core {
                 if req.method == Method::Invite {
                     self.far_ok_sent(now, hb, id);
                 }
-                self.propagate_direction(now, super::hold::BridgeSide::Far(hb), offered);
+                self.propagate_direction(now, crate::core::legs::BridgeSide::Far(hb), offered);
             }
             Err(e) => {
                 self.respond(now, id, 488, None, Some(tag), |b| {

@@ -2,7 +2,7 @@
 //! far side, the far leg's identifiers, and its INVITE.
 
 use super::*;
-use crate::core::call::CallState;
+use crate::core::legs::CallState;
 use crate::core::negotiation::{leg_media, local_offer};
 use crate::core::*;
 use crate::sip::sdes::{SrtpKey, SrtpSuite};

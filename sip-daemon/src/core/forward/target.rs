@@ -2,7 +2,6 @@
 //! trunk, a registered user or a SIP URI, and the listener it leaves
 //! from.
 
-use super::*;
 use crate::core::*;
 use crate::sip::uri::Scheme;
 use crate::sip::{Uri, headers_typed::NameAddr};

@@ -1,0 +1,84 @@
+//! What waits on something else: a route waiting for its voice webhook or
+//! for cluster capacity, a re-INVITE waiting for the other side's answer,
+//! an outbound call waiting for its callee.
+
+use crate::core::*;
+use domain::model::Number;
+use media_userspace::aistream::StreamSpec;
+use media_userspace::control::{LegMedia, LegMode};
+
+/// One leg of a bridge, by handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeSide {
+    /// The inbound call (its handle is its media leg).
+    Caller(CallHandle),
+    /// A far leg (by its handle; media on its `media_leg`).
+    Far(OutLegHandle),
+}
+
+/// A re-INVITE of ours in flight: its CSeq and top Via (for the ACK of a
+/// non-2xx final, §17.1.1.3).
+#[derive(Clone, Debug)]
+pub struct PendingReinvite {
+    pub cseq: u32,
+    pub via: String,
+    /// The re-INVITE moves the caller's media (an AI transfer): if it
+    /// fails, nothing carries the call any more and it ends.
+    pub must_succeed: bool,
+    /// Our offer in it: the answer is read against it (codec, keys).
+    pub offer: String,
+}
+
+/// What an outbound call is connected to when it is answered.
+#[derive(Debug)]
+pub enum Origination {
+    /// This AI stream starts on the reserved port.
+    Stream(Box<StreamSpec>),
+    /// The callee is bridged to this party (E.164 or `sip:` URI).
+    Forward(String),
+}
+
+/// How a request we originate (a call, an SMS) leaves: the caller id's
+/// number, the trunk, its host and the resolved target.
+pub(in crate::core) struct OutboundRoute {
+    pub number: Number,
+    pub trunk: domain::model::Trunk,
+    pub host: String,
+    pub target: super::OutTarget,
+}
+
+/// What an INVITE waiting for its voice webhook keeps.
+#[derive(Debug)]
+pub struct PendingRoute {
+    /// The number that matched (its own route is the fallback).
+    pub number: Number,
+    pub caller: String,
+    pub dialed: String,
+    pub sip_call_id: String,
+    pub max_forwards: u32,
+}
+
+/// What an admitted INVITE does next: at once, or once its slots are
+/// granted.
+#[derive(Debug)]
+pub enum Admission {
+    /// Ask the number's voice webhook for the route.
+    Webhook {
+        url: String,
+        pending: super::PendingRoute,
+    },
+    /// Call the forward target.
+    Forward {
+        target: super::OutTarget,
+        caller: String,
+        max_forwards: u32,
+    },
+    /// Open the media leg (echo, or the AI stream).
+    Media { mode: LegMode, media: LegMedia },
+    /// An outbound call (REST) whose port is bound: reserve these scopes,
+    /// then send its INVITE.
+    Outbound { scopes: Vec<(String, u32)> },
+    /// An outbound call granted its slots: send the INVITE offering
+    /// `local`.
+    FarLeg { local: std::net::SocketAddr },
+}
