@@ -34,6 +34,9 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("sip.tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// `media.xdp = "on"` on a host that cannot attach the program.
+    #[error("config: {0}")]
+    Xdp(media_userspace::xdp_host::RequiredUnavailable),
 }
 
 /// Messages waiting for the core; beyond this, datagrams are dropped and
@@ -499,127 +502,38 @@ pub async fn run(
     Ok(())
 }
 
-/// The XDP fast path serves relayed legs (forwarding, a later capability);
-/// echo legs always run in userspace. `on` refuses to start without the
-/// program built in; `auto` says once where media runs.
-/// Where media flows when `media.xdp_interfaces` is empty: the interfaces
-/// whose IPv4 routes cover `bind_ip` (every routed one for 0.0.0.0),
-/// loopback excepted, so a loopback-only setup never touches a NIC.
-fn media_interfaces(bind_ip: std::net::IpAddr) -> Vec<String> {
-    let ip = match bind_ip {
-        std::net::IpAddr::V4(ip) => u32::from(ip),
-        std::net::IpAddr::V6(_) => return Vec::new(),
-    };
-    let hex = |h: &str| {
-        u32::from_str_radix(h, 16)
-            .ok()
-            .map(|v| u32::from_be_bytes(v.to_ne_bytes()))
-    };
-    let mut out: Vec<String> = std::fs::read_to_string("/proc/net/route")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (dest, mask) = (hex(f.get(1)?)?, hex(f.get(7)?)?);
-            let covers = ip == 0 || (ip & mask == dest && mask != 0);
-            (covers && f[0] != "lo").then(|| f[0].to_string())
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Loads and attaches the XDP fast path per `media.xdp`: "off" skips it,
-/// "on" fails start-up when it cannot attach, "auto" falls back to the
-/// userspace relay with one warning (and `gateway_xdp_attached` 0).
+/// The XDP fast path per `media.xdp` (`media_userspace::xdp_host`): "off"
+/// skips it, "on" fails start-up when it cannot attach, "auto" falls back
+/// to the userspace relay with one warning (and `gateway_xdp_attached` 0).
 fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
-    use media_userspace::xdp::{XdpMode, XdpOffload, program_bytes};
-    let mode = cfg.media.xdp.as_str();
-    if mode == "off" {
-        tracing::info!("XDP offload disabled by media.xdp = \"off\"; relayed media in userspace");
-        release_stale_pins(&cfg.media.xdp_pin_dir);
-        return Ok(None);
-    }
-    let fail = |why: String| -> Result<Option<Arc<XdpPath>>, DaemonError> {
-        release_stale_pins(&cfg.media.xdp_pin_dir);
-        if mode == "on" {
-            return Err(DaemonError::Config(format!("media.xdp = \"on\": {why}")));
-        }
-        tracing::warn!("XDP offload unavailable ({why}); relayed media in userspace");
-        Ok(None)
+    use media_userspace::xdp_host::{HostSetup, Outcome, XdpSetting, setup};
+    let setting = match cfg.media.xdp.as_str() {
+        "on" => XdpSetting::On,
+        "off" => XdpSetting::Off,
+        _ => XdpSetting::Auto,
     };
-    if program_bytes().is_none() {
-        return fail(
-            "the XDP program is not built into this binary (scripts/setup.sh test installs bpf-linker and the pinned nightly)"
-                .into(),
-        );
-    }
-    let mut ifaces = if cfg.media.xdp_interfaces.is_empty() {
-        media_interfaces(cfg.media.bind_ip)
-    } else {
-        cfg.media.xdp_interfaces.clone()
-    };
-    if cfg.sip.xdp_guard {
-        for i in &cfg.sip.xdp_guard_interfaces {
-            if !ifaces.contains(i) {
-                ifaces.push(i.clone());
-            }
-        }
-    }
-    if ifaces.is_empty() {
-        return fail(format!(
-            "no interface carries media address {} (loopback stays in userspace; set media.xdp_interfaces)",
-            cfg.media.bind_ip
-        ));
-    }
-    // Pinned, the program, its links and maps outlive this process: the
-    // kernel goes on forwarding offloaded legs while the daemon restarts,
-    // and the next run takes them over. Without a bpffs there, it still
-    // runs, unpinned.
-    let mut pin =
-        (!cfg.media.xdp_pin_dir.is_empty()).then(|| PathBuf::from(&cfg.media.xdp_pin_dir));
-    let loaded = match &pin {
-        Some(dir) => XdpOffload::load_pinned(dir).or_else(|e| {
-            tracing::warn!("XDP offload not pinned, so it will not survive a restart: {e}");
-            release_stale_pins(&cfg.media.xdp_pin_dir);
-            pin = None;
-            XdpOffload::load_detached()
-        }),
-        None => XdpOffload::load_detached(),
-    };
-    let mut offload = match loaded {
-        Ok(o) => o,
-        Err(e) => return fail(e.to_string()),
-    };
-    for i in &ifaces {
-        let attached = match &pin {
-            Some(dir) => offload
-                .attach_pinned(i, XdpMode::NativeOrGeneric, dir)
-                .or_else(|e| {
-                    tracing::warn!(interface = %i, "XDP link not pinned: {e}");
-                    offload.attach(i, XdpMode::NativeOrGeneric)
-                }),
-            None => offload.attach(i, XdpMode::NativeOrGeneric),
-        };
-        match attached {
-            Ok(how) => {
-                tracing::info!(interface = %i, mode = ?how, pinned = pin.is_some(), "XDP fast path attached")
-            }
-            Err(e) => return fail(e.to_string()),
-        }
-    }
     let local_ip = if cfg.media.bind_ip.is_unspecified() {
         cfg.advertised_ip()
     } else {
         cfg.media.bind_ip
     };
-    Ok(Some(Arc::new(XdpPath::new(
-        offload,
-        Some(local_ip),
-        cfg.media.xdp_zero_udp_checksum,
-    ))))
+    let host = HostSetup {
+        setting,
+        bind_ip: cfg.media.bind_ip,
+        interfaces: cfg.media.xdp_interfaces.clone(),
+        extra_interfaces: if cfg.sip.xdp_guard {
+            cfg.sip.xdp_guard_interfaces.clone()
+        } else {
+            Vec::new()
+        },
+        pin_dir: (!cfg.media.xdp_pin_dir.is_empty()).then(|| PathBuf::from(&cfg.media.xdp_pin_dir)),
+        local_ip,
+        zero_udp_checksum: cfg.media.xdp_zero_udp_checksum,
+    };
+    match setup(&host).map_err(DaemonError::Xdp)? {
+        Outcome::Attached(path) => Ok(Some(path)),
+        Outcome::Off | Outcome::Unavailable(_) => Ok(None),
+    }
 }
 
 /// Loads the TLS listeners' certificate when one is configured, and keeps
@@ -702,22 +616,6 @@ fn start_kernel_guard(
         }
     });
     Ok(Some(guard))
-}
-
-/// A run that does not take the pinned offload over removes what a
-/// previous run pinned: its program would stay attached (and its
-/// interfaces busy) and its rules would go on forwarding old calls.
-fn release_stale_pins(dir: &str) {
-    let path = std::path::Path::new(dir);
-    if dir.is_empty() || !path.exists() {
-        return;
-    }
-    match media_userspace::xdp::XdpOffload::unpin(path) {
-        Ok(()) => tracing::info!(dir, "removed the XDP pins a previous run left"),
-        Err(e) => {
-            tracing::warn!(dir, error = %e, "could not remove the XDP pins a previous run left")
-        }
-    }
 }
 
 fn begin_drain(core: &mut Core, deadline: &mut Option<Instant>, timeout: Duration, why: &str) {

@@ -168,7 +168,7 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
     // Capabilities are per thread: raised before any thread starts, so
     // every media worker and the loader inherit them.
-    match sip_daemon::privileges::raise_xdp_capabilities() {
+    match media_userspace::xdp_host::capabilities::raise_xdp_capabilities() {
         Ok(raised) if !raised.is_empty() => {
             tracing::info!(capabilities = %raised.join(" "), "raised the XDP path's file capabilities")
         }
