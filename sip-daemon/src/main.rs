@@ -208,7 +208,7 @@ fn init_logging(cfg: &Config) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi);
-    if cfg.log.format == "json" {
+    if cfg.log.format == sip_daemon::config::LogFormat::Json {
         b.json().init();
     } else {
         b.init();

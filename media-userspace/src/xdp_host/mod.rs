@@ -21,8 +21,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Whether relayed media may run in the kernel (`media.xdp`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Whether relayed media may run in the kernel (`media.xdp`: `"auto"`,
+/// `"on"` or `"off"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpSetting {
     /// Attach when the host allows it, else relay in userspace.
     #[default]

@@ -71,19 +71,14 @@ pub(super) fn start(
 /// skips it, "on" fails start-up when it cannot attach, "auto" falls back
 /// to the userspace relay with one warning (and `gateway_xdp_attached` 0).
 fn setup_offload(cfg: &Config) -> Result<Option<Arc<XdpPath>>, DaemonError> {
-    use media_userspace::xdp_host::{HostSetup, Outcome, XdpSetting, setup};
-    let setting = match cfg.media.xdp.as_str() {
-        "on" => XdpSetting::On,
-        "off" => XdpSetting::Off,
-        _ => XdpSetting::Auto,
-    };
+    use media_userspace::xdp_host::{HostSetup, Outcome, setup};
     let local_ip = if cfg.media.bind_ip.is_unspecified() {
         cfg.advertised_ip()
     } else {
         cfg.media.bind_ip
     };
     let host = HostSetup {
-        setting,
+        setting: cfg.media.xdp,
         bind_ip: cfg.media.bind_ip,
         interfaces: cfg.media.xdp_interfaces.clone(),
         extra_interfaces: if cfg.sip.xdp_guard {
