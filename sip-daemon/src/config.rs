@@ -463,12 +463,12 @@ impl ApiSection {
     }
 
     /// The token verifier for `/v1`.
-    pub fn verifier(&self) -> Result<api::auth::Verifier, String> {
+    pub fn verifier(&self) -> Result<api::auth::Verifier, VerifierError> {
         let pem = match &self.jwt_public_key_file {
-            Some(p) => Some(
-                std::fs::read(p)
-                    .map_err(|e| format!("api.jwt_public_key_file {}: {e}", p.display()))?,
-            ),
+            Some(p) => Some(std::fs::read(p).map_err(|source| VerifierError::PublicKey {
+                path: p.clone(),
+                source,
+            })?),
             None => None,
         };
         api::auth::Verifier::new(
@@ -478,8 +478,20 @@ impl ApiSection {
             &self.jwt_audience,
             &self.jwt_issuer,
         )
-        .map_err(|e| format!("api: {e}"))
+        .map_err(VerifierError::Key)
     }
+}
+
+/// Why the `/v1` token verifier cannot be made from `[api]`.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error("api.jwt_public_key_file {}: {source}", path.display())]
+    PublicKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("api: {0}")]
+    Key(#[source] api::auth::KeyError),
 }
 
 /// `[webhooks]`: requests the daemon makes to the platform.
@@ -671,6 +683,17 @@ pub struct SipUserEntry {
     pub password: String,
 }
 
+/// A `sip.listen` entry that is no `transport:IP:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("sip.listen {0:?}: expected udp:IP:PORT or tcp:IP:PORT")]
+    Form(String),
+    #[error("sip.listen {0:?}: transport must be udp, tcp or tls")]
+    Transport(String),
+    #[error("sip.listen {listen:?}: {addr:?} is not IP:PORT")]
+    Address { listen: String, addr: String },
+}
+
 /// A SIP listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -745,7 +768,7 @@ impl Config {
             ));
         }
         match self.listeners() {
-            Err(e) => out.push(e),
+            Err(e) => out.push(e.to_string()),
             Ok(ls) => {
                 let tls = ls.iter().any(|l| l.transport == TransportKind::Tls);
                 let files = (&self.sip.tls.cert_file, &self.sip.tls.key_file);
@@ -769,7 +792,7 @@ impl Config {
         if self.api.rest_enabled()
             && let Err(e) = self.api.verifier()
         {
-            out.push(e);
+            out.push(e.to_string());
         }
         if self.api.account_rate < 0.0
             || self.api.ip_rate < 0.0
@@ -934,27 +957,25 @@ impl Config {
         out
     }
 
-    pub fn listeners(&self) -> Result<Vec<Listener>, String> {
+    /// `sip.listen`, each entry parsed.
+    pub fn listeners(&self) -> Result<Vec<Listener>, ListenError> {
         self.sip
             .listen
             .iter()
             .map(|l| {
-                let (t, addr) = l.split_once(':').ok_or_else(|| {
-                    format!("sip.listen {l:?}: expected udp:IP:PORT or tcp:IP:PORT")
-                })?;
+                let (t, addr) = l
+                    .split_once(':')
+                    .ok_or_else(|| ListenError::Form(l.clone()))?;
                 let transport = match t {
                     "udp" => TransportKind::Udp,
                     "tcp" => TransportKind::Tcp,
                     "tls" => TransportKind::Tls,
-                    _ => {
-                        return Err(format!(
-                            "sip.listen {l:?}: transport must be udp, tcp or tls"
-                        ));
-                    }
+                    _ => return Err(ListenError::Transport(l.clone())),
                 };
-                let addr: SocketAddr = addr
-                    .parse()
-                    .map_err(|_| format!("sip.listen {l:?}: {addr:?} is not IP:PORT"))?;
+                let addr: SocketAddr = addr.parse().map_err(|_| ListenError::Address {
+                    listen: l.clone(),
+                    addr: addr.to_string(),
+                })?;
                 Ok(Listener { transport, addr })
             })
             .collect()

@@ -50,22 +50,31 @@ enum Command {
     XdpUnpin,
 }
 
-fn parse_ttl(s: &str) -> Result<u64, String> {
+/// Why `--ttl` is refused (clap shows it after the flag).
+#[derive(Debug, thiserror::Error)]
+enum TtlError {
+    #[error("{0:?}: expected a number and a unit (s, m, h, d)")]
+    NoNumber(String),
+    #[error("{0:?}: unit must be s, m, h or d")]
+    Unit(String),
+    #[error("{0:?}: must be positive and sane")]
+    OutOfRange(String),
+}
+
+fn parse_ttl(s: &str) -> Result<u64, TtlError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit (s, m, h, d)"))?;
+    let n: u64 = num.parse().map_err(|_| TtlError::NoNumber(s.into()))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+        _ => return Err(TtlError::Unit(s.into())),
     };
     match n.checked_mul(mult) {
         Some(v) if v > 0 => Ok(v),
-        _ => Err(format!("{s:?}: must be positive and sane")),
+        _ => Err(TtlError::OutOfRange(s.into())),
     }
 }
 
@@ -148,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(path) = args.check_config {
         let cfg = Config::load(&path)?;
-        let listeners = cfg.listeners().map_err(anyhow::Error::msg)?;
+        let listeners = cfg.listeners()?;
         println!(
             "{}: ok ({} listeners, {} trunks, {} numbers, {} SIP users, store {})",
             path.display(),

@@ -20,13 +20,13 @@ pub(super) async fn start(
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| DaemonError::Config(format!("api.listen {addr}: {e}")))?;
+        .map_err(|error| DaemonError::ApiListen { addr, error })?;
     let cluster = api::v1::nodes::Cluster::new(
         shared.node_id.clone(),
         Duration::from_secs(cfg.cluster.lease_secs),
         Some(shared.drain.clone()),
     )
-    .map_err(|e| DaemonError::Config(format!("cluster client: {e}")))?;
+    .map_err(DaemonError::ClusterClient)?;
     let rest = rest_state(
         cfg,
         shared.store.clone(),
@@ -66,7 +66,7 @@ fn rest_state(
         );
         return Ok(None);
     }
-    let verifier = cfg.api.verifier().map_err(DaemonError::Config)?;
+    let verifier = cfg.api.verifier().map_err(DaemonError::Verifier)?;
     let metrics = api::v1::ApiMetrics::register(registry)?;
     let a = &cfg.api;
     let state = api::v1::ApiState(Arc::new(api::v1::Inner {

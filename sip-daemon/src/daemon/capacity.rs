@@ -11,7 +11,17 @@ use tokio::sync::mpsc;
 /// Longest wait for a call-limit reservation.
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// (call, its sid, the store's answer) for [`Core::handle_capacity`].
-pub(super) type CapacityAnswer = (u64, String, Result<bool, String>);
+pub(super) type CapacityAnswer = (u64, String, Result<bool, ReserveError>);
+
+/// Why a reservation was not answered: the call is admitted within the
+/// node's own count.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReserveError {
+    #[error(transparent)]
+    Store(api::store::StoreError),
+    #[error("the store took too long")]
+    Timeout,
+}
 
 /// Cluster-wide call limits at the edge: reservations in the store.
 pub(super) struct CapacityEdge {
@@ -57,8 +67,8 @@ impl CapacityEdge {
             )
             .await
             {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err("the store took too long".to_string()),
+                Ok(r) => r.map_err(ReserveError::Store),
+                Err(_) => Err(ReserveError::Timeout),
             };
             metrics
                 .capacity_seconds

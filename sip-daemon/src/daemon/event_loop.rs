@@ -103,7 +103,8 @@ impl Daemon {
                 RemoteRegistrations::Change(change) => self.core.apply_registration_change(change),
                 RemoteRegistrations::All(regs) => self.core.merge_remote_registrations(regs),
             },
-            Some((call, sid, granted)) = i.capacity.recv() => self.core.handle_capacity(now(), call, &sid, granted),
+            // The core logs why a check or a webhook failed: it takes the text.
+            Some((call, sid, granted)) = i.capacity.recv() => self.core.handle_capacity(now(), call, &sid, granted.map_err(|e| e.to_string())),
             Some(()) = i.drain.recv() => self.drain_requested(),
             Some(ev) = i.media.recv() => self.core.handle_media(now(), ev),
             // Trunk traffic first: a flood from elsewhere waits behind it.
@@ -112,7 +113,7 @@ impl Daemon {
             Some(table) = i.routing.recv() => self.set_routing(table),
             Some(req) = i.control.recv() => self.core.handle_control(now(), req),
             Some(peer) = i.sip.failed.recv() => self.core.handle_transport_failure(now(), peer),
-            Some((call, answer)) = i.voice.recv() => self.core.handle_voice_answer(now(), call, answer),
+            Some((call, answer)) = i.voice.recv() => self.core.handle_voice_answer(now(), call, answer.map_err(|e| e.to_string())),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
     }

@@ -10,7 +10,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// (call, the voice webhook's answer) for `Core::handle_voice_answer`.
-pub(super) type VoiceAnswerFor = (u64, Result<api::webhook::VoiceAnswer, String>);
+pub(super) type VoiceAnswerFor = (
+    u64,
+    Result<api::webhook::VoiceAnswer, api::webhook::WebhookError>,
+);
 
 /// The sender and where voice answers go back to the core's loop.
 pub(super) struct Hooks {
@@ -54,10 +57,7 @@ impl Hooks {
         let tx = self.voice_tx.clone();
         let timeout = self.voice_timeout;
         tokio::spawn(async move {
-            let answer = sender
-                .ask_voice(&url, &request, timeout)
-                .await
-                .map_err(|e| e.to_string());
+            let answer = sender.ask_voice(&url, &request, timeout).await;
             let _ = tx.send((call, answer));
         });
     }

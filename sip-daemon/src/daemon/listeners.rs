@@ -36,7 +36,7 @@ pub(super) async fn bind(
     routing: &RoutingTable,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Sip, DaemonError> {
-    let listeners = cfg.listeners().map_err(DaemonError::Config)?;
+    let listeners = cfg.listeners().map_err(DaemonError::Listen)?;
     let (in_tx, other) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (trunk_tx, trunk) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (failed_tx, failed) = mpsc::channel::<Peer>(1024);

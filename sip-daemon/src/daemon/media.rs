@@ -44,7 +44,7 @@ pub(super) fn start(
             prefer_io_uring: cfg.media.io_uring,
             xdp: xdp.clone(),
             connect_guard: Some(media_userspace::aistream::client::ConnectGuard(Arc::new(
-                move |ip| stream_targets.check_ip(ip).map_err(|e| e.to_string()),
+                move |ip| stream_targets.check_ip(ip).map_err(Into::into),
             ))),
         },
         media_tx,

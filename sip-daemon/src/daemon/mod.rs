@@ -35,7 +35,16 @@ pub enum DaemonError {
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("config: {0}")]
-    Config(String),
+    Listen(crate::config::ListenError),
+    #[error("config: {0}")]
+    Verifier(crate::config::VerifierError),
+    #[error("config: api.listen {addr}: {error}")]
+    ApiListen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("config: cluster client: {0}")]
+    ClusterClient(api::v1::nodes::PeerClientError),
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
     #[error("sip.tls: {0}")]
