@@ -65,19 +65,32 @@ pub enum VoiceAnswer {
     Hangup {},
 }
 
+/// Why a voice webhook's answer cannot be acted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAnswer {
+    #[error("stream url must be ws:// or wss://")]
+    StreamUrl,
+    #[error("stream params must be strings")]
+    StreamParams,
+    #[error("forward to must be an E.164 number or a sip: URI")]
+    ForwardTo,
+    #[error("reject status must be 4xx, 5xx or 6xx")]
+    RejectStatus,
+}
+
 impl VoiceAnswer {
     /// Checks what the daemon acts on; the error says why.
-    pub fn check(self) -> Result<VoiceAnswer, String> {
+    pub fn check(self) -> Result<VoiceAnswer, InvalidAnswer> {
         match &self {
             VoiceAnswer::Stream { url, params, .. } => {
                 if !(url.starts_with("ws://") || url.starts_with("wss://")) || url.len() > 2048 {
-                    return Err("stream url must be ws:// or wss://".into());
+                    return Err(InvalidAnswer::StreamUrl);
                 }
                 if params
                     .as_ref()
                     .is_some_and(|p| p.values().any(|v| !v.is_string()))
                 {
-                    return Err("stream params must be strings".into());
+                    return Err(InvalidAnswer::StreamParams);
                 }
             }
             VoiceAnswer::Forward { to } => {
@@ -88,11 +101,11 @@ impl VoiceAnswer {
                         c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',')
                     });
                 if !(number || uri) {
-                    return Err("forward to must be an E.164 number or a sip: URI".into());
+                    return Err(InvalidAnswer::ForwardTo);
                 }
             }
             VoiceAnswer::Reject { status: Some(s) } if !(400..700).contains(s) => {
-                return Err("reject status must be 4xx, 5xx or 6xx".into());
+                return Err(InvalidAnswer::RejectStatus);
             }
             _ => {}
         }
@@ -155,6 +168,9 @@ pub enum WebhookError {
     Status(u16),
     #[error("answer is not a valid action: {0}")]
     Answer(String),
+    /// An answer that parses but cannot be acted on.
+    #[error("answer is not a valid action: {0}")]
+    Invalid(InvalidAnswer),
 }
 
 /// The host of a `sip:`/`sips:` URI (`sip:user@host:port;params`), if
@@ -334,7 +350,7 @@ impl WebhookSender {
             let answer = serde_json::from_slice::<VoiceAnswer>(&bytes)
                 .map_err(|e| WebhookError::Answer(e.to_string()))?
                 .check()
-                .map_err(WebhookError::Answer)?;
+                .map_err(WebhookError::Invalid)?;
             // What the answer points at obeys the tenants' target policy.
             let refused = match &answer {
                 VoiceAnswer::Stream { url, .. } => self.targets.check_url(url).err(),
@@ -351,7 +367,7 @@ impl WebhookSender {
         .await;
         let outcome = match &res {
             Ok(_) => "ok",
-            Err(WebhookError::Answer(_)) => "bad_answer",
+            Err(WebhookError::Answer(_) | WebhookError::Invalid(_)) => "bad_answer",
             Err(WebhookError::Http(e)) if e.contains("timed out") => "timeout",
             Err(_) => "error",
         };
@@ -454,7 +470,7 @@ mod tests {
         let p = |s: &str| {
             serde_json::from_str::<VoiceAnswer>(s)
                 .map_err(|e| e.to_string())
-                .and_then(VoiceAnswer::check)
+                .and_then(|a| a.check().map_err(|e| e.to_string()))
         };
         assert!(matches!(
             p(r#"{"action":"stream","url":"wss://ai/x","params":{"a":"b"}}"#),

@@ -26,4 +26,5 @@ pub mod tap;
 pub mod testnet;
 pub mod transcode;
 pub mod xdp;
+pub mod xdp_host;
 pub mod xdp_sip;

@@ -10,12 +10,15 @@ use crate::sip::timers::TimerConfig;
 use crate::sip::transport::TransportKind;
 use api::store::{Account, BlockedNumber, Number, RouteKind, SipUser, Trunk};
 use media_userspace::aistream::Dialect;
+use media_userspace::xdp_host::XdpSetting;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod env;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -230,7 +233,7 @@ pub struct MediaSection {
     /// End a call when no RTP arrives for this many seconds.
     pub timeout_secs: u64,
     /// Kernel fast path for relayed legs: "auto" | "on" | "off".
-    pub xdp: String,
+    pub xdp: XdpSetting,
     /// Interfaces the XDP program attaches to (empty: every interface
     /// with an IPv4 route, loopback excepted).
     pub xdp_interfaces: Vec<String>,
@@ -300,7 +303,7 @@ impl Default for MediaSection {
             workers: 0,
             io_uring: false,
             timeout_secs: 60,
-            xdp: "auto".into(),
+            xdp: XdpSetting::Auto,
             xdp_interfaces: Vec::new(),
             xdp_zero_udp_checksum: false,
             xdp_pin_dir: "/sys/fs/bpf/voice-gateway".into(),
@@ -460,12 +463,12 @@ impl ApiSection {
     }
 
     /// The token verifier for `/v1`.
-    pub fn verifier(&self) -> Result<api::auth::Verifier, String> {
+    pub fn verifier(&self) -> Result<api::auth::Verifier, VerifierError> {
         let pem = match &self.jwt_public_key_file {
-            Some(p) => Some(
-                std::fs::read(p)
-                    .map_err(|e| format!("api.jwt_public_key_file {}: {e}", p.display()))?,
-            ),
+            Some(p) => Some(std::fs::read(p).map_err(|source| VerifierError::PublicKey {
+                path: p.clone(),
+                source,
+            })?),
             None => None,
         };
         api::auth::Verifier::new(
@@ -475,8 +478,20 @@ impl ApiSection {
             &self.jwt_audience,
             &self.jwt_issuer,
         )
-        .map_err(|e| format!("api: {e}"))
+        .map_err(VerifierError::Key)
     }
+}
+
+/// Why the `/v1` token verifier cannot be made from `[api]`.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error("api.jwt_public_key_file {}: {source}", path.display())]
+    PublicKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("api: {0}")]
+    Key(#[source] api::auth::KeyError),
 }
 
 /// `[webhooks]`: requests the daemon makes to the platform.
@@ -490,7 +505,18 @@ pub struct WebhooksSection {
     pub voice_timeout_ms: u64,
     /// When a voice webhook fails: `"route"` (the number's own route) or
     /// `"reject"` (503).
-    pub voice_on_failure: String,
+    pub voice_on_failure: VoiceOnFailure,
+}
+
+/// What a call gets when its voice webhook fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoiceOnFailure {
+    /// The number's own route.
+    #[default]
+    Route,
+    /// 503.
+    Reject,
 }
 
 impl Default for WebhooksSection {
@@ -498,7 +524,7 @@ impl Default for WebhooksSection {
         WebhooksSection {
             secret: None,
             voice_timeout_ms: 3000,
-            voice_on_failure: "route".into(),
+            voice_on_failure: VoiceOnFailure::Route,
         }
     }
 }
@@ -509,14 +535,25 @@ pub struct LogSection {
     /// tracing filter, e.g. "info" or "sip_daemon=debug"; RUST_LOG overrides.
     pub level: String,
     /// "text" | "json".
-    pub format: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             level: "info".into(),
-            format: "text".into(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -540,8 +577,9 @@ pub struct TrunkEntry {
     pub source_cidrs: Vec<String>,
     #[serde(default)]
     pub outbound_address: Option<String>,
+    /// `"udp"` (default), `"tcp"` or `"tls"`.
     #[serde(default = "default_transport")]
-    pub transport: String,
+    pub transport: TransportKind,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -551,7 +589,7 @@ pub struct TrunkEntry {
     /// How calls from this trunk are transferred: "bridge" (default) or
     /// "refer".
     #[serde(default)]
-    pub transfer: Option<String>,
+    pub transfer: Option<TrunkTransfer>,
     /// The only account that may send through it (unset: every account).
     #[serde(default)]
     pub account: Option<String>,
@@ -571,8 +609,28 @@ pub struct TrunkEntry {
     pub srtp_cleartext_keying: bool,
 }
 
-fn default_transport() -> String {
-    "udp".into()
+fn default_transport() -> TransportKind {
+    TransportKind::Udp
+}
+
+/// How a trunk's calls are transferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransfer {
+    /// The gateway bridges the call to the transfer target itself.
+    Bridge,
+    /// The carrier is asked to (SIP REFER).
+    Refer,
+}
+
+impl TrunkTransfer {
+    /// The spelling the store keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrunkTransfer::Bridge => "bridge",
+            TrunkTransfer::Refer => "refer",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -623,6 +681,17 @@ pub struct SipUserEntry {
     pub username: String,
     pub account: String,
     pub password: String,
+}
+
+/// A `sip.listen` entry that is no `transport:IP:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("sip.listen {0:?}: expected udp:IP:PORT or tcp:IP:PORT")]
+    Form(String),
+    #[error("sip.listen {0:?}: transport must be udp, tcp or tls")]
+    Transport(String),
+    #[error("sip.listen {listen:?}: {addr:?} is not IP:PORT")]
+    Address { listen: String, addr: String },
 }
 
 /// A SIP listener.
@@ -699,7 +768,7 @@ impl Config {
             ));
         }
         match self.listeners() {
-            Err(e) => out.push(e),
+            Err(e) => out.push(e.to_string()),
             Ok(ls) => {
                 let tls = ls.iter().any(|l| l.transport == TransportKind::Tls);
                 let files = (&self.sip.tls.cert_file, &self.sip.tls.key_file);
@@ -720,16 +789,10 @@ impl Config {
         if self.media.port_min == 0 || self.media.port_min >= self.media.port_max {
             out.push("media.port_min must be > 0 and < media.port_max".into());
         }
-        if !matches!(self.media.xdp.as_str(), "auto" | "on" | "off") {
-            out.push(format!(
-                "media.xdp: expected auto, on or off, got {:?}",
-                self.media.xdp
-            ));
-        }
         if self.api.rest_enabled()
             && let Err(e) = self.api.verifier()
         {
-            out.push(e);
+            out.push(e.to_string());
         }
         if self.api.account_rate < 0.0
             || self.api.ip_rate < 0.0
@@ -738,53 +801,33 @@ impl Config {
         {
             out.push("api rates must be >= 0 and bursts >= 1".into());
         }
-        if !matches!(self.webhooks.voice_on_failure.as_str(), "route" | "reject") {
-            out.push("webhooks.voice_on_failure must be route or reject".into());
-        }
         if self.webhooks.voice_timeout_ms == 0 || self.webhooks.voice_timeout_ms > 30_000 {
             out.push("webhooks.voice_timeout_ms must be 1–30000".into());
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            out.push(format!(
-                "log.format: expected text or json, got {:?}",
-                self.log.format
-            ));
         }
         let accounts: Vec<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
         let trunks: Vec<&str> = self.trunks.iter().map(|t| t.name.as_str()).collect();
         for t in &self.trunks {
-            if !matches!(t.transport.as_str(), "udp" | "tcp" | "tls") {
-                out.push(format!(
-                    "trunk {}: transport must be udp, tcp or tls",
-                    t.name
-                ));
-            }
             if let Some(a) = &t.account
                 && !accounts.contains(&a.as_str())
             {
                 out.push(format!("trunk {}: unknown account {a:?}", t.name));
             }
-            if !t.tls.is_empty() && t.transport != "tls" {
+            if !t.tls.is_empty() && t.transport != TransportKind::Tls {
                 out.push(format!("trunk {}: tls settings need transport tls", t.name));
             }
             if t.media_security == api::store::MediaSecurity::Srtp
-                && t.transport != "tls"
+                && t.transport != TransportKind::Tls
                 && !t.srtp_cleartext_keying
             {
                 out.push(format!(
                     "trunk {}: media_security srtp over {} needs srtp_cleartext_keying (SDES keys go over TLS only)",
-                    t.name, t.transport
+                    t.name,
+                    t.transport.label()
                 ));
             }
             if t.tls.client_cert_file.is_some() != t.tls.client_key_file.is_some() {
                 out.push(format!(
                     "trunk {}: tls.client_cert_file and tls.client_key_file go together",
-                    t.name
-                ));
-            }
-            if !matches!(t.transfer.as_deref(), None | Some("bridge" | "refer")) {
-                out.push(format!(
-                    "trunk {}: transfer must be bridge or refer",
                     t.name
                 ));
             }
@@ -914,27 +957,25 @@ impl Config {
         out
     }
 
-    pub fn listeners(&self) -> Result<Vec<Listener>, String> {
+    /// `sip.listen`, each entry parsed.
+    pub fn listeners(&self) -> Result<Vec<Listener>, ListenError> {
         self.sip
             .listen
             .iter()
             .map(|l| {
-                let (t, addr) = l.split_once(':').ok_or_else(|| {
-                    format!("sip.listen {l:?}: expected udp:IP:PORT or tcp:IP:PORT")
-                })?;
+                let (t, addr) = l
+                    .split_once(':')
+                    .ok_or_else(|| ListenError::Form(l.clone()))?;
                 let transport = match t {
                     "udp" => TransportKind::Udp,
                     "tcp" => TransportKind::Tcp,
                     "tls" => TransportKind::Tls,
-                    _ => {
-                        return Err(format!(
-                            "sip.listen {l:?}: transport must be udp, tcp or tls"
-                        ));
-                    }
+                    _ => return Err(ListenError::Transport(l.clone())),
                 };
-                let addr: SocketAddr = addr
-                    .parse()
-                    .map_err(|_| format!("sip.listen {l:?}: {addr:?} is not IP:PORT"))?;
+                let addr: SocketAddr = addr.parse().map_err(|_| ListenError::Address {
+                    listen: l.clone(),
+                    addr: addr.to_string(),
+                })?;
                 Ok(Listener { transport, addr })
             })
             .collect()
@@ -1010,7 +1051,7 @@ impl Config {
             keepalive: Duration::from_secs(self.stream.keepalive_secs.max(1)),
             max_frame_bytes: self.stream.max_frame_bytes.max(1024),
         };
-        c.voice_fallback_to_route = self.webhooks.voice_on_failure != "reject";
+        c.voice_fallback_to_route = self.webhooks.voice_on_failure == VoiceOnFailure::Route;
         c.symmetric_responses = self.sip.symmetric_responses;
         c.unknown_sources = self.sip.unknown_sources;
         c.max_transactions = self.sip.max_transactions.max(1);
@@ -1060,11 +1101,11 @@ impl Config {
                     name: t.name.clone(),
                     source_cidrs: t.source_cidrs.clone(),
                     outbound_address: t.outbound_address.clone(),
-                    transport: t.transport.clone(),
+                    transport: t.transport.label().to_string(),
                     username: t.username.clone(),
                     password: t.password.clone(),
                     max_calls: t.max_calls,
-                    transfer: t.transfer.clone(),
+                    transfer: t.transfer.map(|t| t.as_str().to_string()),
                     account_id: t.account.clone(),
                     requests_per_sec: t.requests_per_sec,
                     tls: t.tls.clone(),

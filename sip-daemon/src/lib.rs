@@ -8,7 +8,6 @@ pub mod core;
 pub mod daemon;
 pub mod kernel_guard;
 pub mod metrics;
-pub mod privileges;
 pub mod routing;
 /// The sans-IO SIP layer, its own crate (`sip-proto`).
 pub use sip_proto as sip;

@@ -50,22 +50,31 @@ enum Command {
     XdpUnpin,
 }
 
-fn parse_ttl(s: &str) -> Result<u64, String> {
+/// Why `--ttl` is refused (clap shows it after the flag).
+#[derive(Debug, thiserror::Error)]
+enum TtlError {
+    #[error("{0:?}: expected a number and a unit (s, m, h, d)")]
+    NoNumber(String),
+    #[error("{0:?}: unit must be s, m, h or d")]
+    Unit(String),
+    #[error("{0:?}: must be positive and sane")]
+    OutOfRange(String),
+}
+
+fn parse_ttl(s: &str) -> Result<u64, TtlError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit (s, m, h, d)"))?;
+    let n: u64 = num.parse().map_err(|_| TtlError::NoNumber(s.into()))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+        _ => return Err(TtlError::Unit(s.into())),
     };
     match n.checked_mul(mult) {
         Some(v) if v > 0 => Ok(v),
-        _ => Err(format!("{s:?}: must be positive and sane")),
+        _ => Err(TtlError::OutOfRange(s.into())),
     }
 }
 
@@ -148,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(path) = args.check_config {
         let cfg = Config::load(&path)?;
-        let listeners = cfg.listeners().map_err(anyhow::Error::msg)?;
+        let listeners = cfg.listeners()?;
         println!(
             "{}: ok ({} listeners, {} trunks, {} numbers, {} SIP users, store {})",
             path.display(),
@@ -168,7 +177,7 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
     // Capabilities are per thread: raised before any thread starts, so
     // every media worker and the loader inherit them.
-    match sip_daemon::privileges::raise_xdp_capabilities() {
+    match media_userspace::xdp_host::capabilities::raise_xdp_capabilities() {
         Ok(raised) if !raised.is_empty() => {
             tracing::info!(capabilities = %raised.join(" "), "raised the XDP path's file capabilities")
         }
@@ -208,7 +217,7 @@ fn init_logging(cfg: &Config) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi);
-    if cfg.log.format == "json" {
+    if cfg.log.format == sip_daemon::config::LogFormat::Json {
         b.json().init();
     } else {
         b.init();

@@ -74,6 +74,11 @@ impl DeniedNet {
     }
 }
 
+/// A number row whose pattern is no E.164 number or prefix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid number pattern {0:?}")]
+pub struct InvalidPattern(pub String);
+
 /// Most-specific-match table of numbers.
 #[derive(Clone, Debug, Default)]
 pub struct NumberTable {
@@ -82,7 +87,7 @@ pub struct NumberTable {
 }
 
 impl NumberTable {
-    pub fn insert(&mut self, n: Number) -> Result<(), String> {
+    pub fn insert(&mut self, n: Number) -> Result<(), InvalidPattern> {
         match Pattern::parse(&n.pattern) {
             Some(Pattern::Exact(e)) => {
                 self.exact.insert(e, n);
@@ -90,7 +95,7 @@ impl NumberTable {
             Some(Pattern::Prefix(p)) => {
                 self.prefixes.insert(p, n);
             }
-            None => return Err(format!("invalid number pattern {:?}", n.pattern)),
+            None => return Err(InvalidPattern(n.pattern)),
         }
         Ok(())
     }
@@ -152,7 +157,7 @@ impl RoutingTable {
         });
         for n in numbers {
             if let Err(e) = t.numbers.insert(n) {
-                problems.push(e);
+                problems.push(e.to_string());
             }
         }
         for b in blocked {

@@ -316,7 +316,7 @@ fn interpret_request(raw: RawMessage) -> Result<Request, ParseError> {
     }
     let core = match core_headers(&raw.headers) {
         Ok(c) => c,
-        Err(e) => return Err(reject(raw, 400, e)),
+        Err(e) => return Err(reject(raw, 400, e.to_string())),
     };
     let uri = match Uri::parse(uri_s) {
         Ok(u) => u,
@@ -422,39 +422,58 @@ fn is_media_type(v: &str) -> bool {
         && grammar::Params::parse(params).is_ok()
 }
 
-fn single<'a>(headers: &'a Headers, name: &HeaderName) -> Result<&'a str, String> {
+/// What is wrong with the headers every message needs; the text goes in
+/// a 400's reason phrase and Warning header.
+#[derive(Clone, Debug, thiserror::Error)]
+enum CoreHeaderError {
+    #[error("missing {0} header")]
+    Missing(HeaderName),
+    #[error("more than one {0} header")]
+    Repeated(HeaderName),
+    #[error("{0}")]
+    Via(&'static str),
+    #[error("{name}: {error}")]
+    Address {
+        name: HeaderName,
+        #[source]
+        error: NameAddrError,
+    },
+    #[error("malformed Call-ID")]
+    CallId,
+    #[error("{0}")]
+    CSeq(&'static str),
+}
+
+fn single<'a>(headers: &'a Headers, name: &HeaderName) -> Result<&'a str, CoreHeaderError> {
     match headers.count(name) {
-        0 => Err(format!("missing {name} header")),
+        0 => Err(CoreHeaderError::Missing(name.clone())),
         1 => Ok(headers.get(name).unwrap_or_default()),
-        _ => Err(format!("more than one {name} header")),
+        _ => Err(CoreHeaderError::Repeated(name.clone())),
     }
 }
 
-fn core_headers(headers: &Headers) -> Result<CoreHeaders, String> {
+fn core_headers(headers: &Headers) -> Result<CoreHeaders, CoreHeaderError> {
     let via_values = headers.list(&HeaderName::Via);
     if via_values.is_empty() {
-        return Err("missing Via header".into());
+        return Err(CoreHeaderError::Missing(HeaderName::Via));
     }
     let vias = via_values
         .into_iter()
         .map(Via::parse)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(str::to_string)?;
-    let name_addr = |name: HeaderName| -> Result<NameAddr, String> {
+        .map_err(CoreHeaderError::Via)?;
+    let name_addr = |name: HeaderName| -> Result<NameAddr, CoreHeaderError> {
         let v = single(headers, &name)?;
-        NameAddr::parse(v).map_err(|e| match e {
-            NameAddrError::Syntax(s) => format!("{name}: {s}"),
-            NameAddrError::Uri(u) => format!("{name}: {u}"),
-        })
+        NameAddr::parse(v).map_err(|error| CoreHeaderError::Address { name, error })
     };
     let from = name_addr(HeaderName::From)?;
     let to = name_addr(HeaderName::To)?;
     let call_id = trim_lws(single(headers, &HeaderName::CallId)?).to_string();
     // callid = word ["@" word] (RFC 3261 §25.1): no whitespace, no CTLs.
     if call_id.is_empty() || call_id.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err("malformed Call-ID".into());
+        return Err(CoreHeaderError::CallId);
     }
-    let cseq = CSeq::parse(single(headers, &HeaderName::CSeq)?).map_err(str::to_string)?;
+    let cseq = CSeq::parse(single(headers, &HeaderName::CSeq)?).map_err(CoreHeaderError::CSeq)?;
     Ok(CoreHeaders {
         vias,
         from,

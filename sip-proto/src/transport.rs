@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use std::net::SocketAddr;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A SIP transport; in configuration files spelt `udp`, `tcp`, `tls`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     Udp,
     Tcp,

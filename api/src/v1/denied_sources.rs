@@ -23,21 +23,33 @@ const MIN_V4_PREFIX: u8 = 8;
 const MIN_V6_PREFIX: u8 = 32;
 const MAX_REASON: usize = 200;
 
+/// Why an entry's network is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidNetwork {
+    #[error("an IP address or a CIDR network")]
+    NotANetwork,
+    /// An IPv4-mapped IPv6 network whose prefix does not fit IPv4.
+    #[error("{0}")]
+    Prefix(ipnet::PrefixLenError),
+    #[error("/{0} is too wide: at least /{MIN_V4_PREFIX} for IPv4 and /{MIN_V6_PREFIX} for IPv6")]
+    TooWide(u8),
+}
+
 /// `203.0.113.7`, `198.51.100.0/24` or `2001:db8::/48` as a canonical
 /// network: host bits cleared, IPv4-mapped IPv6 as IPv4.
-pub fn parse_network(raw: &str) -> Result<IpNet, String> {
+pub fn parse_network(raw: &str) -> Result<IpNet, InvalidNetwork> {
     let raw = raw.trim();
     let net = match raw.parse::<IpNet>() {
         Ok(n) => n,
         Err(_) => match raw.parse::<IpAddr>() {
             Ok(ip) => IpNet::from(ip),
-            Err(_) => return Err("an IP address or a CIDR network".into()),
+            Err(_) => return Err(InvalidNetwork::NotANetwork),
         },
     };
     let net = match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => {
-                IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).map_err(|e| e.to_string())?)
+                IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).map_err(InvalidNetwork::Prefix)?)
             }
             None => IpNet::V6(v6),
         },
@@ -49,9 +61,7 @@ pub fn parse_network(raw: &str) -> Result<IpNet, String> {
         IpNet::V6(n) => (n.prefix_len(), MIN_V6_PREFIX),
     };
     if len < min {
-        return Err(format!(
-            "/{len} is too wide: at least /{MIN_V4_PREFIX} for IPv4 and /{MIN_V6_PREFIX} for IPv6"
-        ));
+        return Err(InvalidNetwork::TooWide(len));
     }
     Ok(net)
 }
@@ -92,7 +102,8 @@ pub async fn create_denied_source(
     JsonBody(b): JsonBody<DeniedSourceIn>,
 ) -> Result<(StatusCode, Json<DeniedSource>), ApiError> {
     auth.require_admin()?;
-    let network = parse_network(&b.network).map_err(|m| ApiError::field("network", m))?;
+    let network =
+        parse_network(&b.network).map_err(|e| ApiError::field("network", e.to_string()))?;
     if let Some(r) = &b.reason
         && (r.chars().count() > MAX_REASON || r.chars().any(char::is_control))
     {

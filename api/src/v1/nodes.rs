@@ -45,12 +45,18 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// The header a passed-on request carries: the node that passed it.
 pub const FORWARDED_BY: &str = "x-gateway-forwarded-by";
 
+/// The HTTP client that passes actions on to peers could not be built
+/// (no TLS backend).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PeerClientError(#[from] reqwest::Error);
+
 impl Cluster {
     pub fn new(
         node_id: String,
         lease: Duration,
         drain_self: Option<tokio::sync::mpsc::Sender<()>>,
-    ) -> Result<Cluster, reqwest::Error> {
+    ) -> Result<Cluster, PeerClientError> {
         // reqwest's rustls needs the process-wide provider (ring, as for
         // webhooks and AI sockets); a second install finds it there.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -207,10 +207,49 @@ type Ws =
 /// instead of breaking the socket.
 const WS_HARD_LIMIT: usize = 16 << 20;
 
+/// Why a [`ConnectGuard`] refuses an address (the caller's own error).
+pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
+
 /// Decides whether an AI stream may connect to an address (the operator's
 /// target policy): `Err` says why not.
 #[derive(Clone)]
-pub struct ConnectGuard(pub Arc<dyn Fn(std::net::IpAddr) -> Result<(), String> + Send + Sync>);
+pub struct ConnectGuard(pub Arc<dyn Fn(std::net::IpAddr) -> Result<(), Refusal> + Send + Sync>);
+
+/// Why the AI's socket could not be opened, or was lost.
+#[derive(Debug, thiserror::Error)]
+pub enum AiSocketError {
+    #[error("bad stream URL: {0}")]
+    Url(tokio_tungstenite::tungstenite::http::uri::InvalidUri),
+    #[error("stream URL without a host")]
+    NoHost,
+    #[error("cannot resolve {host}: {error}")]
+    Resolve { host: String, error: std::io::Error },
+    #[error("{0} resolved to no address")]
+    NoAddress(String),
+    /// The guard refused every address the name resolved to.
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("{addr}: {error}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("connect timeout")]
+    Timeout,
+    /// The handshake, a send or a receive failed.
+    #[error("{0}")]
+    WebSocket(Box<tokio_tungstenite::tungstenite::Error>),
+    #[error("socket closed without a close frame")]
+    ClosedWithoutFrame,
+    #[error("no answer to keepalive pings")]
+    Silent,
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for AiSocketError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        AiSocketError::WebSocket(Box::new(e))
+    }
+}
 
 impl std::fmt::Debug for ConnectGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -224,10 +263,9 @@ impl std::fmt::Debug for ConnectGuard {
 async fn open_tcp(
     url: &str,
     guard: Option<&ConnectGuard>,
-) -> Result<tokio::net::TcpStream, String> {
-    let uri: tokio_tungstenite::tungstenite::http::Uri =
-        url.parse().map_err(|e| format!("bad stream URL: {e}"))?;
-    let host = uri.host().ok_or("stream URL without a host")?;
+) -> Result<tokio::net::TcpStream, AiSocketError> {
+    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().map_err(AiSocketError::Url)?;
+    let host = uri.host().ok_or(AiSocketError::NoHost)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri
         .port_u16()
@@ -238,22 +276,25 @@ async fn open_tcp(
         });
     let addrs = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        .map_err(|error| AiSocketError::Resolve {
+            host: host.to_string(),
+            error,
+        })?;
     let mut refused = None;
     let mut last = None;
     for addr in addrs {
         if let Some(Err(why)) = guard.map(|g| (g.0)(addr.ip())) {
-            refused = Some(why);
+            refused = Some(AiSocketError::Refused(why));
             continue;
         }
         match tokio::net::TcpStream::connect(addr).await {
             Ok(s) => return Ok(s),
-            Err(e) => last = Some(format!("{addr}: {e}")),
+            Err(error) => last = Some(AiSocketError::Connect { addr, error }),
         }
     }
     Err(last
         .or(refused)
-        .unwrap_or_else(|| format!("{host} resolved to no address")))
+        .unwrap_or_else(|| AiSocketError::NoAddress(host.to_string())))
 }
 
 /// Opens the AI's WebSocket; the time a successful open took goes into
@@ -262,7 +303,7 @@ async fn connect(
     spec: &StreamSpec,
     guard: Option<&ConnectGuard>,
     stats: &StreamStats,
-) -> Result<Ws, String> {
+) -> Result<Ws, AiSocketError> {
     let started = Instant::now();
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(WS_HARD_LIMIT);
@@ -276,7 +317,7 @@ async fn connect(
         let _ = tcp.set_nodelay(true);
         tokio_tungstenite::client_async_tls_with_config(spec.url.as_str(), tcp, Some(cfg), None)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(AiSocketError::from)
     };
     match tokio::time::timeout(spec.connect_timeout, attempt).await {
         Ok(Ok((ws, _))) => {
@@ -286,7 +327,7 @@ async fn connect(
             Ok(ws)
         }
         Ok(Err(e)) => Err(e),
-        Err(_) => Err("connect timeout".into()),
+        Err(_) => Err(AiSocketError::Timeout),
     }
 }
 
@@ -296,7 +337,7 @@ enum SessionEnd {
     /// The AI closed the socket.
     Closed,
     /// The socket broke or went silent.
-    Lost(String),
+    Lost(AiSocketError),
 }
 
 /// Runs the stream until the call ends or the AI is gone.
@@ -314,7 +355,7 @@ pub async fn run(
             Err(e) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(url = %spec.url, call = %spec.call_sid, error = %e, "AI stream connect failed");
-                events(StreamEvent::Failed(e));
+                events(StreamEvent::Failed(e.to_string()));
                 return;
             }
         },
@@ -325,7 +366,7 @@ pub async fn run(
     loop {
         let opened = send_all(&mut ws, codec.opening()).await;
         let end = match opened {
-            Err(e) => SessionEnd::Lost(e),
+            Err(e) => SessionEnd::Lost(e.into()),
             Ok(()) => {
                 if side.from_ai.send(FromAi::Connected).is_ok() {
                     side.wake_leg.notify_one();
@@ -406,11 +447,14 @@ fn to_message(f: Frame) -> Message {
     }
 }
 
-async fn send_all(ws: &mut Ws, frames: Vec<Frame>) -> Result<(), String> {
+async fn send_all(
+    ws: &mut Ws,
+    frames: Vec<Frame>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     for f in frames {
-        ws.feed(to_message(f)).await.map_err(|e| e.to_string())?;
+        ws.feed(to_message(f)).await?;
     }
-    ws.flush().await.map_err(|e| e.to_string())
+    ws.flush().await
 }
 
 async fn session(
@@ -434,14 +478,14 @@ async fn session(
                 let mut n = 0u64;
                 while let Ok(msg) = side.to_ai.try_recv() {
                     if let Err(e) = ws.feed(to_message(codec.encode(&msg))).await {
-                        return SessionEnd::Lost(e.to_string());
+                        return SessionEnd::Lost(e.into());
                     }
                     n += 1;
                 }
                 if n > 0 {
                     stats.frames_out.fetch_add(n, Ordering::Relaxed);
                     if let Err(e) = ws.flush().await {
-                        return SessionEnd::Lost(e.to_string());
+                        return SessionEnd::Lost(e.into());
                     }
                 }
             }
@@ -452,8 +496,8 @@ async fn session(
                     Some(Ok(Message::Binary(b))) => Frame::Binary(b.to_vec()),
                     Some(Ok(Message::Close(_))) => return SessionEnd::Closed,
                     Some(Ok(_)) => continue, // ping (answered by tungstenite), pong
-                    Some(Err(e)) => return SessionEnd::Lost(e.to_string()),
-                    None => return SessionEnd::Lost("socket closed without a close frame".into()),
+                    Some(Err(e)) => return SessionEnd::Lost(e.into()),
+                    None => return SessionEnd::Lost(AiSocketError::ClosedWithoutFrame),
                 };
                 stats.frames_in.fetch_add(1, Ordering::Relaxed);
                 let len = match &frame {
@@ -489,10 +533,10 @@ async fn session(
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > spec.keepalive * 3 {
-                    return SessionEnd::Lost("no answer to keepalive pings".into());
+                    return SessionEnd::Lost(AiSocketError::Silent);
                 }
                 if let Err(e) = ws.send(Message::Ping(Default::default())).await {
-                    return SessionEnd::Lost(e.to_string());
+                    return SessionEnd::Lost(e.into());
                 }
             }
         }

@@ -49,7 +49,21 @@ fn walk(
     }
 }
 
-fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// Why a string's `${…}` cannot be expanded. The text is never echoed: it
+/// may be a literal secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum ExpandError {
+    #[error("a ${{ without its closing }}")]
+    Unclosed,
+    #[error(
+        "a ${{…}} reference that is no environment variable name (letters, digits, _; $${{ for a literal)"
+    )]
+    NotAName,
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+}
+
+fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -59,9 +73,7 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| "a ${ without its closing }".to_string())?;
+            let end = tail.find('}').ok_or(ExpandError::Unclosed)?;
             let name = &tail[..end];
             let valid = name
                 .bytes()
@@ -69,14 +81,9 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                // The text is not echoed: it may be a literal secret.
-                return Err(
-                    "a ${…} reference that is no environment variable name (letters, digits, _; $${ for a literal)"
-                        .into(),
-                );
+                return Err(ExpandError::NotAName);
             }
-            let v =
-                lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let v = lookup(name).ok_or_else(|| ExpandError::Unset(name.to_string()))?;
             out.push_str(&v);
             rest = &tail[end + 1..];
         } else {
@@ -102,7 +109,7 @@ mod tests {
     }
 
     fn one(s: &str) -> Result<String, String> {
-        expand_str(s, &env)
+        expand_str(s, &env).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The capabilities the XDP path needs (CAP_BPF, CAP_NET_ADMIN,
 //! CAP_PERFMON), raised from the permitted set into the effective one at
-//! start.
+//! start (capget/capset; capabilities are per thread, so before any thread
+//! starts).
 //!
 //! A container that runs as a non-root user gets the capabilities it adds
 //! (`docker run --cap-add`, a pod's `capabilities.add`) only in its bounding

@@ -1,0 +1,111 @@
+//! The webhook edge: voice webhooks asked on their own tasks with their
+//! answers sent back to the loop, status events, and SMS rows written in
+//! order before their webhook is told.
+
+use super::DaemonError;
+use crate::config::Config;
+use api::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// (call, the voice webhook's answer) for `Core::handle_voice_answer`.
+pub(super) type VoiceAnswerFor = (
+    crate::core::CallHandle,
+    Result<api::webhook::VoiceAnswer, api::webhook::WebhookError>,
+);
+
+/// The sender and where voice answers go back to the core's loop.
+pub(super) struct Hooks {
+    pub sender: api::webhook::WebhookSender,
+    /// SMS rows, written in order by one task (a status never overtakes
+    /// its row).
+    sms: mpsc::UnboundedSender<SmsWrite>,
+    voice_tx: mpsc::UnboundedSender<VoiceAnswerFor>,
+    voice_timeout: Duration,
+}
+
+impl Hooks {
+    /// The sender (requests to `targets` only) and the SMS writer's task;
+    /// voice answers arrive on the receiver.
+    pub(super) fn start(
+        cfg: &Config,
+        store: Arc<dyn Store>,
+        targets: api::targets::TargetPolicy,
+        registry: &prometheus::Registry,
+    ) -> Result<(Hooks, mpsc::UnboundedReceiver<VoiceAnswerFor>), DaemonError> {
+        if cfg.webhooks.secret.as_deref().is_none_or(str::is_empty) {
+            tracing::warn!("webhooks.secret is unset: webhook requests are not signed");
+        }
+        let (voice_tx, voice_rx) = mpsc::unbounded_channel::<VoiceAnswerFor>();
+        let sender =
+            api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), targets, registry)?;
+        let (sms, sms_rx) = mpsc::unbounded_channel::<SmsWrite>();
+        tokio::spawn(sms_writer(store, sender.clone(), sms_rx));
+        let hooks = Hooks {
+            sender,
+            sms,
+            voice_tx,
+            voice_timeout: Duration::from_millis(cfg.webhooks.voice_timeout_ms.max(1)),
+        };
+        Ok((hooks, voice_rx))
+    }
+
+    /// Asks `url` what to do with `call`, on its own task.
+    pub(super) fn ask_voice(
+        &self,
+        call: crate::core::CallHandle,
+        url: String,
+        request: api::webhook::VoiceRequest,
+    ) {
+        let sender = self.sender.clone();
+        let tx = self.voice_tx.clone();
+        let timeout = self.voice_timeout;
+        tokio::spawn(async move {
+            let answer = sender.ask_voice(&url, &request, timeout).await;
+            let _ = tx.send((call, answer));
+        });
+    }
+
+    /// Queues an SMS row for the writer.
+    pub(super) fn sms(&self, write: SmsWrite) {
+        let _ = self.sms.send(write);
+    }
+}
+
+/// An SMS row to write.
+pub(super) enum SmsWrite {
+    /// Store the row, then POST it to this webhook (an inbound SMS).
+    Insert(api::store::MessageRecord, Option<String>),
+    Status(String, &'static str),
+}
+
+/// Writes SMS rows in order, retrying while the store is away.
+async fn sms_writer(
+    store: Arc<dyn Store>,
+    sender: api::webhook::WebhookSender,
+    mut rx: mpsc::UnboundedReceiver<SmsWrite>,
+) {
+    while let Some(w) = rx.recv().await {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..8 {
+            let res = match &w {
+                SmsWrite::Insert(r, _) => store.insert_message(r).await,
+                SmsWrite::Status(id, status) => {
+                    store.update_message_status(id, status).await.map(|_| ())
+                }
+            };
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SMS row not stored yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let SmsWrite::Insert(r, Some(url)) = w {
+            sender.deliver_message(url, api::webhook::MessageEvent::received(&r));
+        }
+    }
+}
