@@ -1,5 +1,8 @@
 //! Live call control: requests from the REST API to the signalling core,
-//! which owns every dialog. The core answers each on a oneshot channel.
+//! which owns every dialog. The core is sans-IO: it takes a request with
+//! an id and answers with a [`ControlReply`] among its outputs; the edge
+//! between them ([`ControlEnvelope`]) keeps the channel the reply goes
+//! back on.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -8,16 +11,12 @@ use tokio::sync::{mpsc, oneshot};
 pub enum ControlRequest {
     /// End the call: BYE when answered, CANCEL or a final error response
     /// while it rings (RFC 3261 §15).
-    Hangup {
-        call_id: String,
-        reply: oneshot::Sender<ControlOutcome>,
-    },
+    Hangup { call_id: String },
     /// Play digits toward the remote party as RFC 4733 events.
     SendDtmf {
         call_id: String,
         digits: String,
         duration_ms: u32,
-        reply: oneshot::Sender<ControlOutcome>,
     },
     /// Transfer the remote party to `to` (E.164 or `sip:` URI), as the
     /// AI's `transfer` event does: the AI keeps the call if it fails.
@@ -26,7 +25,6 @@ pub enum ControlRequest {
         to: String,
         /// How long `to` may ring; default: `[forward] ring_timeout_secs`.
         ring_timeout: Option<std::time::Duration>,
-        reply: oneshot::Sender<ControlOutcome>,
     },
     /// Start (or replace) a listen-only copy of a relayed call's audio,
     /// both parties, to a WebSocket (Twilio's `<Start><Stream>`).
@@ -34,23 +32,33 @@ pub enum ControlRequest {
         call_id: String,
         account: String,
         stream: StreamTarget,
-        reply: oneshot::Sender<ControlOutcome>,
     },
     /// Stop that copy.
-    StopStream {
-        call_id: String,
-        reply: oneshot::Sender<ControlOutcome>,
-    },
+    StopStream { call_id: String },
     /// Send an SMS (SIP MESSAGE through a trunk).
-    SendMessage {
-        req: Box<MessageRequest>,
-        reply: oneshot::Sender<Result<crate::store::MessageRecord, OriginateRefused>>,
-    },
+    SendMessage { req: Box<MessageRequest> },
     /// Place an outbound call.
-    Originate {
-        req: Box<OriginateRequest>,
-        reply: oneshot::Sender<Result<Originated, OriginateRefused>>,
-    },
+    Originate { req: Box<OriginateRequest> },
+}
+
+/// The core's answer to a [`ControlRequest`], in the variant the request
+/// asks for.
+#[derive(Clone, Debug)]
+pub enum ControlReply {
+    /// Hangup, DTMF, transfer, start and stop of a stream.
+    Outcome(ControlOutcome),
+    /// SendMessage.
+    Message(Result<crate::store::MessageRecord, OriginateRefused>),
+    /// Originate.
+    Originated(Result<Originated, OriginateRefused>),
+}
+
+/// A request on its way to the core, with the channel its reply goes
+/// back on (kept by the edge while the core works).
+#[derive(Debug)]
+pub struct ControlEnvelope {
+    pub request: ControlRequest,
+    pub reply: oneshot::Sender<ControlReply>,
 }
 
 /// An outbound call the REST API asks for (`POST /v1/calls`): INVITE `to`
@@ -149,41 +157,44 @@ pub enum ControlOutcome {
 /// The API's handle on the core.
 #[derive(Clone, Debug)]
 pub struct CallControl {
-    tx: mpsc::Sender<ControlRequest>,
+    tx: mpsc::Sender<ControlEnvelope>,
 }
 
-/// Requests waiting for the core before the API answers 503.
 pub const CONTROL_QUEUE: usize = 1024;
 
 impl CallControl {
-    pub fn channel() -> (CallControl, mpsc::Receiver<ControlRequest>) {
+    pub fn channel() -> (CallControl, mpsc::Receiver<ControlEnvelope>) {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         (CallControl { tx }, rx)
     }
 
-    /// Asks the core to place an outbound call; `None` when the core is
-    /// gone or overloaded.
+    /// Sends `request` and waits for its reply; `None` when the core is
+    /// gone or its queue is full.
+    async fn ask(&self, request: ControlRequest) -> Option<ControlReply> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(ControlEnvelope { request, reply }).ok()?;
+        rx.await.ok()
+    }
+
+    /// A request answered with an outcome.
+    async fn outcome(&self, request: ControlRequest) -> Option<ControlOutcome> {
+        match self.ask(request).await? {
+            ControlReply::Outcome(o) => Some(o),
+            _ => None,
+        }
+    }
+
     pub async fn originate(
         &self,
         req: OriginateRequest,
     ) -> Option<Result<Originated, OriginateRefused>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(ControlRequest::Originate {
-                req: Box::new(req),
-                reply,
-            })
-            .ok()?;
-        rx.await.ok()
-    }
-
-    async fn ask(
-        &self,
-        make: impl FnOnce(oneshot::Sender<ControlOutcome>) -> ControlRequest,
-    ) -> Option<ControlOutcome> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.try_send(make(reply)).ok()?;
-        rx.await.ok()
+        match self
+            .ask(ControlRequest::Originate { req: Box::new(req) })
+            .await?
+        {
+            ControlReply::Originated(r) => Some(r),
+            _ => None,
+        }
     }
 
     pub async fn send_dtmf(
@@ -192,11 +203,10 @@ impl CallControl {
         digits: &str,
         duration_ms: u32,
     ) -> Option<ControlOutcome> {
-        self.ask(|reply| ControlRequest::SendDtmf {
+        self.outcome(ControlRequest::SendDtmf {
             call_id: call_id.to_string(),
             digits: digits.to_string(),
             duration_ms,
-            reply,
         })
         .await
     }
@@ -207,11 +217,10 @@ impl CallControl {
         to: &str,
         ring_timeout: Option<std::time::Duration>,
     ) -> Option<ControlOutcome> {
-        self.ask(|reply| ControlRequest::Transfer {
+        self.outcome(ControlRequest::Transfer {
             call_id: call_id.to_string(),
             to: to.to_string(),
             ring_timeout,
-            reply,
         })
         .await
     }
@@ -222,19 +231,17 @@ impl CallControl {
         account: &str,
         stream: StreamTarget,
     ) -> Option<ControlOutcome> {
-        self.ask(|reply| ControlRequest::StartStream {
+        self.outcome(ControlRequest::StartStream {
             call_id: call_id.to_string(),
             account: account.to_string(),
             stream,
-            reply,
         })
         .await
     }
 
     pub async fn stop_stream(&self, call_id: &str) -> Option<ControlOutcome> {
-        self.ask(|reply| ControlRequest::StopStream {
+        self.outcome(ControlRequest::StopStream {
             call_id: call_id.to_string(),
-            reply,
         })
         .await
     }
@@ -244,26 +251,21 @@ impl CallControl {
         &self,
         req: MessageRequest,
     ) -> Option<Result<crate::store::MessageRecord, OriginateRefused>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(ControlRequest::SendMessage {
-                req: Box::new(req),
-                reply,
-            })
-            .ok()?;
-        rx.await.ok()
+        match self
+            .ask(ControlRequest::SendMessage { req: Box::new(req) })
+            .await?
+        {
+            ControlReply::Message(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// Asks the core to hang up `call_id`; `None` when the core is gone or
     /// overloaded.
     pub async fn hangup(&self, call_id: &str) -> Option<ControlOutcome> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(ControlRequest::Hangup {
-                call_id: call_id.to_string(),
-                reply,
-            })
-            .ok()?;
-        rx.await.ok()
+        self.outcome(ControlRequest::Hangup {
+            call_id: call_id.to_string(),
+        })
+        .await
     }
 }

@@ -2,6 +2,7 @@
 //! transfer, listen-only streams, hangup, outbound calls and SMS.
 
 use super::*;
+use api::control::{ControlOutcome, ControlReply, ControlRequest};
 
 impl Core {
     /// The handle of the live call `sid`.
@@ -14,8 +15,7 @@ impl Core {
         h: CallHandle,
         digits: &str,
         duration_ms: u32,
-    ) -> api::control::ControlOutcome {
-        use api::control::ControlOutcome;
+    ) -> ControlOutcome {
         let Some(call) = self.calls.get(&h) else {
             return ControlOutcome::NotLive;
         };
@@ -43,8 +43,7 @@ impl Core {
         h: CallHandle,
         to: String,
         ring: Option<Duration>,
-    ) -> api::control::ControlOutcome {
-        use api::control::ControlOutcome;
+    ) -> ControlOutcome {
         let Some(call) = self.calls.get(&h) else {
             return ControlOutcome::NotLive;
         };
@@ -64,73 +63,58 @@ impl Core {
         ControlOutcome::Accepted
     }
 
-    /// A live-control request from the REST API.
-    pub fn handle_control(&mut self, now: Instant, req: api::control::ControlRequest) {
-        use api::control::{ControlOutcome, ControlRequest};
-        match req {
-            ControlRequest::Originate { req, reply } => {
+    /// A live-control request from the REST API; its answer leaves as
+    /// `Output::ControlReply` with the same `id`, before this returns.
+    pub fn handle_control(&mut self, now: Instant, id: ControlId, req: ControlRequest) {
+        let reply = match req {
+            ControlRequest::Originate { req } => {
                 let result = self.originate(now, &req);
                 if let Err(why) = &result {
                     tracing::info!(from = %req.from, to = %req.to, %why, "outbound call refused");
                 }
-                let _ = reply.send(result);
+                ControlReply::Originated(result)
             }
+            ControlRequest::SendMessage { req } => ControlReply::Message(self.send_sms(now, &req)),
             ControlRequest::SendDtmf {
                 call_id,
                 digits,
                 duration_ms,
-                reply,
-            } => {
-                let outcome = match self.live_call(&call_id) {
-                    None => ControlOutcome::NotLive,
-                    Some(h) => self.control_dtmf(h, &digits, duration_ms),
-                };
-                let _ = reply.send(outcome);
-            }
+            } => ControlReply::Outcome(match self.live_call(&call_id) {
+                None => ControlOutcome::NotLive,
+                Some(h) => self.control_dtmf(h, &digits, duration_ms),
+            }),
             ControlRequest::Transfer {
                 call_id,
                 to,
                 ring_timeout,
-                reply,
-            } => {
-                let outcome = match self.live_call(&call_id) {
-                    None => ControlOutcome::NotLive,
-                    Some(h) => self.control_transfer(now, h, to, ring_timeout),
-                };
-                let _ = reply.send(outcome);
-            }
+            } => ControlReply::Outcome(match self.live_call(&call_id) {
+                None => ControlOutcome::NotLive,
+                Some(h) => self.control_transfer(now, h, to, ring_timeout),
+            }),
             ControlRequest::StartStream {
                 call_id,
                 account,
                 stream,
-                reply,
-            } => {
-                let outcome = match self.live_call(&call_id) {
-                    None => ControlOutcome::NotLive,
-                    Some(h) => self.start_fork(h, &account, &stream),
-                };
-                let _ = reply.send(outcome);
-            }
-            ControlRequest::StopStream { call_id, reply } => {
-                let outcome = match self.live_call(&call_id) {
+            } => ControlReply::Outcome(match self.live_call(&call_id) {
+                None => ControlOutcome::NotLive,
+                Some(h) => self.start_fork(h, &account, &stream),
+            }),
+            ControlRequest::StopStream { call_id } => {
+                ControlReply::Outcome(match self.live_call(&call_id) {
                     None => ControlOutcome::NotLive,
                     Some(h) => self.stop_fork(h),
-                };
-                let _ = reply.send(outcome);
+                })
             }
-            ControlRequest::SendMessage { req, reply } => {
-                let _ = reply.send(self.send_sms(now, &req));
-            }
-            ControlRequest::Hangup { call_id, reply } => {
-                let outcome = match self.live_call(&call_id) {
+            ControlRequest::Hangup { call_id } => {
+                ControlReply::Outcome(match self.live_call(&call_id) {
                     Some(h) => {
                         self.hangup(now, h, "api_hangup");
                         ControlOutcome::Accepted
                     }
                     None => ControlOutcome::NotLive,
-                };
-                let _ = reply.send(outcome);
+                })
             }
-        }
+        };
+        self.out.push_back(Output::ControlReply { id, reply });
     }
 }

@@ -62,6 +62,11 @@ handle!(
     /// An SMS we send, until its MESSAGE is answered.
     SmsHandle
 );
+handle!(
+    /// A live-control request from the REST API, until its reply leaves
+    /// (`Output::ControlReply`); the edge numbers them.
+    ControlId
+);
 
 /// Who a confirmed dialog belongs to: a call (its caller's dialog) or the
 /// far leg of a forwarded call.

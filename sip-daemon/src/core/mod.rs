@@ -57,7 +57,7 @@ use auth_guard::Lockout;
 use bytes::Bytes;
 use dialog::DialogKey;
 use domain::model::{CdrEvent, Registration};
-pub use handles::{CallHandle, DialogOwner, OutLegHandle, SmsHandle, TxnId};
+pub use handles::{CallHandle, ControlId, DialogOwner, OutLegHandle, SmsHandle, TxnId};
 use legs::{
     Admission, BridgeSide, Call, CallState, OkRetransmit, Origination, OutLeg, OutState, OutTarget,
     OutboundRoute, PendingReinvite, PendingRoute, RelaySide, SessionTimer,
@@ -254,6 +254,11 @@ pub enum Output {
     /// Release call `sid`'s reservations.
     ReleaseCapacity {
         sid: String,
+    },
+    /// The answer to live-control request `id` ([`Core::handle_control`]).
+    ControlReply {
+        id: ControlId,
+        reply: api::control::ControlReply,
     },
 }
 

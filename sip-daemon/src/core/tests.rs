@@ -242,7 +242,8 @@ impl Harness {
                 | Output::SmsStatus { .. }
                 | Output::SourceLockedOut { .. }
                 | Output::ReserveCapacity { .. }
-                | Output::ReleaseCapacity { .. }) => self.hooks.push(o),
+                | Output::ReleaseCapacity { .. }
+                | Output::ControlReply { .. }) => self.hooks.push(o),
             }
         }
     }

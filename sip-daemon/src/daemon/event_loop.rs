@@ -49,7 +49,7 @@ pub(super) struct Inputs {
     pub shutdown: mpsc::Receiver<()>,
     pub sip: SipQueues,
     pub media: mpsc::UnboundedReceiver<MediaEvent>,
-    pub control: mpsc::Receiver<api::control::ControlRequest>,
+    pub control: mpsc::Receiver<api::control::ControlEnvelope>,
     /// A drain requested over REST.
     pub drain: mpsc::Receiver<()>,
     pub remote_registrations: mpsc::UnboundedReceiver<RemoteRegistrations>,
@@ -111,7 +111,7 @@ impl Daemon {
             Some(inb) = i.sip.trunk.recv() => self.inbound(inb, &mut i.sip),
             Some(inb) = i.sip.other.recv() => self.inbound(inb, &mut i.sip),
             Some(table) = i.routing.recv() => self.set_routing(table),
-            Some(req) = i.control.recv() => self.core.handle_control(now(), req),
+            Some(env) = i.control.recv() => self.control(env),
             Some(peer) = i.sip.failed.recv() => self.core.handle_transport_failure(now(), peer),
             Some((call, answer)) = i.voice.recv() => self.core.handle_voice_answer(now(), call, answer.map_err(|e| e.to_string())),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
@@ -147,6 +147,13 @@ impl Daemon {
     /// Taken out of service, not stopped: the node refuses new calls and
     /// keeps serving its own until a signal stops it (a restart clears the
     /// request).
+    /// A live-call request from REST: its reply channel waits at the edge
+    /// while the core answers by its id.
+    fn control(&mut self, env: api::control::ControlEnvelope) {
+        let id = self.out.control.keep(env.reply);
+        self.core.handle_control(Instant::now(), id, env.request);
+    }
+
     fn drain_requested(&mut self) {
         if !self.core.is_draining() {
             tracing::info!(

@@ -6,6 +6,7 @@
 mod api_server;
 mod capacity;
 mod cluster;
+mod control;
 mod drain;
 mod event_loop;
 mod hooks;

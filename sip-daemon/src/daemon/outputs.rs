@@ -3,6 +3,7 @@
 //! webhooks and the cluster-wide call limits.
 
 use super::capacity::CapacityEdge;
+use super::control::ControlReplies;
 use super::hooks::{Hooks, SmsWrite};
 use crate::core::registrar::RegistrationChange;
 use crate::core::{Core, Output};
@@ -25,6 +26,8 @@ pub(super) struct Edges {
     pub kernel_guard: Option<Arc<Mutex<KernelGuard>>>,
     pub hooks: Hooks,
     pub capacity: CapacityEdge,
+    /// REST requests waiting for the core's reply.
+    pub control: ControlReplies,
 }
 
 impl Edges {
@@ -62,6 +65,7 @@ impl Edges {
                     self.capacity.reserve(call, sid, scopes)
                 }
                 Output::ReleaseCapacity { sid } => self.capacity.release(sid),
+                Output::ControlReply { id, reply } => self.control.answer(id, reply),
             }
         }
     }

@@ -94,6 +94,7 @@ pub(super) async fn wire(
         kernel_guard,
         hooks,
         capacity,
+        control: Default::default(),
     };
     let writers = Writers {
         registrations: regs.writer,

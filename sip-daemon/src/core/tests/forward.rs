@@ -1657,19 +1657,12 @@ fn a_rest_transfer_moves_a_forwarded_caller_without_notifying_the_old_far_side()
             _ => None,
         })
         .unwrap();
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
-    h.core.handle_control(
-        h.now,
-        api::control::ControlRequest::Transfer {
+    assert_eq!(
+        h.control(api::control::ControlRequest::Transfer {
             call_id: sid,
             to: "+15559990000".into(),
             ring_timeout: None,
-            reply: tx,
-        },
-    );
-    h.drain();
-    assert_eq!(
-        rx.try_recv().unwrap(),
+        }),
         api::control::ControlOutcome::Accepted
     );
     let sent = h.sent_to();
@@ -1710,17 +1703,26 @@ fn a_rest_transfer_moves_a_forwarded_caller_without_notifying_the_old_far_side()
 }
 
 impl Harness {
-    /// A live-control request answered at once.
-    fn control(
+    /// A live-control request, answered at once among the outputs.
+    pub(super) fn control(
         &mut self,
-        make: impl FnOnce(
-            tokio::sync::oneshot::Sender<api::control::ControlOutcome>,
-        ) -> api::control::ControlRequest,
+        request: api::control::ControlRequest,
     ) -> api::control::ControlOutcome {
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
-        self.core.handle_control(self.now, make(tx));
+        let id = ControlId(self.hooks.len() as u64 + 1_000_000);
+        self.core.handle_control(self.now, id, request);
         self.drain();
-        rx.try_recv().expect("answered at once")
+        let at = self
+            .hooks
+            .iter()
+            .position(|o| matches!(o, Output::ControlReply { id: i, .. } if *i == id))
+            .expect("answered at once");
+        match self.hooks.remove(at) {
+            Output::ControlReply {
+                reply: api::control::ControlReply::Outcome(o),
+                ..
+            } => o,
+            other => panic!("expected an outcome, got {other:?}"),
+        }
     }
 
     fn first_call_sid(&self) -> String {
@@ -1746,9 +1748,8 @@ fn a_listen_only_stream_forks_a_bridged_call_and_stops_on_request_or_when_its_so
         params: Some(r#"{"purpose":"qa"}"#.into()),
     };
     let stop = |h: &mut Harness| {
-        h.control(|reply| ControlRequest::StopStream {
+        h.control(ControlRequest::StopStream {
             call_id: sid.clone(),
-            reply,
         })
     };
     assert_eq!(
@@ -1756,11 +1757,10 @@ fn a_listen_only_stream_forks_a_bridged_call_and_stops_on_request_or_when_its_so
         ControlOutcome::Refused("no stream runs on this call")
     );
     let start = |h: &mut Harness| {
-        h.control(|reply| ControlRequest::StartStream {
+        h.control(ControlRequest::StartStream {
             call_id: sid.clone(),
             account: "acme".into(),
             stream: target.clone(),
-            reply,
         })
     };
     assert_eq!(start(&mut h), ControlOutcome::Accepted);
@@ -1823,11 +1823,10 @@ fn a_rest_transfer_rings_the_target_for_its_own_timeout_then_keeps_the_caller() 
     let sid = h.first_call_sid();
     let start = h.now;
     assert_eq!(
-        h.control(|reply| ControlRequest::Transfer {
+        h.control(ControlRequest::Transfer {
             call_id: sid,
             to: "+15559990000".into(),
             ring_timeout: Some(Duration::from_secs(4)),
-            reply,
         }),
         ControlOutcome::Accepted
     );

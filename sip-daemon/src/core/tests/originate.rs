@@ -197,17 +197,8 @@ fn outbound_hangup_while_ringing_cancels_and_releases_the_port() {
         CdrEvent::Started(r) => r.id.clone(),
         other => panic!("{other:?}"),
     };
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
-    h.core.handle_control(
-        h.now,
-        api::control::ControlRequest::Hangup {
-            call_id: sid,
-            reply: tx,
-        },
-    );
-    h.drain();
     assert_eq!(
-        rx.try_recv().unwrap(),
+        h.control(api::control::ControlRequest::Hangup { call_id: sid }),
         api::control::ControlOutcome::Accepted
     );
     let sent = h.take_sent();
