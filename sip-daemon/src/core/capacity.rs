@@ -9,9 +9,26 @@
 //! to this node's own count (fail open to the per-node limit, counted).
 
 use super::*;
-use domain::model::Number;
+use domain::model::{Number, Trunk};
 
 impl Core {
+    /// Whether `number` or `trunk` is at its concurrent call limit on this
+    /// node (the cluster-wide limits are the store's reservations).
+    pub(super) fn at_node_limit(&self, number: &Number, trunk: Option<&Trunk>) -> bool {
+        let number_busy = number.max_calls.is_some_and(|m| {
+            self.active_by_number
+                .get(&number.pattern)
+                .copied()
+                .unwrap_or(0)
+                >= m
+        });
+        let trunk_busy = trunk.is_some_and(|t| {
+            t.max_calls
+                .is_some_and(|m| self.active_by_trunk.get(&t.name).copied().unwrap_or(0) >= m)
+        });
+        number_busy || trunk_busy
+    }
+
     /// The limited scopes an INVITE on `number` through a trunk limited to
     /// `trunk` counts against cluster-wide (none without cluster limits).
     pub(super) fn cluster_scopes(

@@ -108,17 +108,7 @@ impl Core {
         }
         let trunk_name = trunk.name.clone();
         let scopes = self.cluster_scopes(&number, trunk.max_calls.map(|m| (trunk_name.clone(), m)));
-        let number_busy = number.max_calls.is_some_and(|m| {
-            self.active_by_number
-                .get(&number.pattern)
-                .copied()
-                .unwrap_or(0)
-                >= m
-        });
-        let trunk_busy = trunk
-            .max_calls
-            .is_some_and(|m| self.active_by_trunk.get(&trunk_name).copied().unwrap_or(0) >= m);
-        if number_busy || trunk_busy {
+        if self.at_node_limit(&number, Some(&trunk)) {
             self.metrics.reject("capacity");
             return Err(OriginateRefused::Capacity);
         }
@@ -143,25 +133,7 @@ impl Core {
         // Twilio's convention for outbound calls: the callee is `to`.
         leg.to = format!("<sip:{}@{host}>", req.to);
         leg.ring_timeout = req.ring_timeout;
-        let origination = match &req.connect {
-            Connect::Stream(api::control::StreamTarget {
-                url,
-                dialect,
-                params,
-            }) => {
-                let stream_number = Number {
-                    target: Some(url.clone()),
-                    dialect: dialect.clone(),
-                    params: params.clone(),
-                    route: RouteKind::Stream,
-                    ..number.clone()
-                };
-                let spec =
-                    self.stream_spec(url, &stream_number, &sid, &req.from, &req.to, &leg.call_id);
-                Origination::Stream(Box::new(spec))
-            }
-            Connect::Forward { to } => Origination::Forward(to.clone()),
-        };
+        let origination = self.origination_for(req, &number, &sid, &leg.call_id);
         let media_mode = match origination {
             Origination::Stream(_) => "stream",
             Origination::Forward(_) => "forward",
@@ -179,25 +151,8 @@ impl Core {
             started_at,
             trunk: trunk_name.clone(),
         };
-        self.out
-            .push_back(Output::Cdr(CdrEvent::Started(CallRecord {
-                id: sid.clone(),
-                account_id: Some(req.account.clone()),
-                direction: Direction::Outbound,
-                from_number: req.from.clone(),
-                to_number: req.to.clone(),
-                trunk: Some(trunk_name.clone()),
-                sip_call_id: leg.call_id.clone(),
-                invite_at: started_at,
-                answer_at: None,
-                end_at: None,
-                end_cause: None,
-                sip_status: None,
-                duration_ms: None,
-                media_mode: media_mode.into(),
-                node: self.cfg.resume_node.clone(),
-                media_security: None,
-            })));
+        let record = self.outbound_record(req, &originated, media_mode);
+        self.out.push_back(Output::Cdr(CdrEvent::Started(record)));
         // Until the answer the call's dialog is the far leg's, without
         // the callee's tag; it is not in the dialog table yet.
         let dialog = Dialog {
@@ -273,6 +228,63 @@ impl Core {
         self.out
             .push_back(Output::Media(MediaCommand::Reserve { leg: h.own_leg() }));
         Ok(originated)
+    }
+
+    /// What the answered callee is connected to: the AI stream (a
+    /// `StreamSpec` as for an inbound call to `number`) or a second party.
+    fn origination_for(
+        &mut self,
+        req: &OriginateRequest,
+        number: &Number,
+        sid: &str,
+        sip_call_id: &str,
+    ) -> Origination {
+        match &req.connect {
+            Connect::Stream(api::control::StreamTarget {
+                url,
+                dialect,
+                params,
+            }) => {
+                let stream_number = Number {
+                    target: Some(url.clone()),
+                    dialect: dialect.clone(),
+                    params: params.clone(),
+                    route: RouteKind::Stream,
+                    ..number.clone()
+                };
+                let spec =
+                    self.stream_spec(url, &stream_number, sid, &req.from, &req.to, sip_call_id);
+                Origination::Stream(Box::new(spec))
+            }
+            Connect::Forward { to } => Origination::Forward(to.clone()),
+        }
+    }
+
+    /// The first record (`Started`) of an outbound call.
+    fn outbound_record(
+        &self,
+        req: &OriginateRequest,
+        placed: &Originated,
+        media_mode: &str,
+    ) -> CallRecord {
+        CallRecord {
+            id: placed.call_id.clone(),
+            account_id: Some(req.account.clone()),
+            direction: Direction::Outbound,
+            from_number: req.from.clone(),
+            to_number: req.to.clone(),
+            trunk: Some(placed.trunk.clone()),
+            sip_call_id: placed.sip_call_id.clone(),
+            invite_at: placed.started_at,
+            answer_at: None,
+            end_at: None,
+            end_cause: None,
+            sip_status: None,
+            duration_ms: None,
+            media_mode: media_mode.into(),
+            node: self.cfg.resume_node.clone(),
+            media_security: None,
+        }
     }
 
     /// The reserved port of outbound call `h` is bound: the INVITE leaves,

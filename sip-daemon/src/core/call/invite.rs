@@ -394,18 +394,7 @@ impl Core {
             self.reject_invite(now, id, Some(sid), 603, "blocked", |b| b);
             return Err(Answered);
         }
-        let number_busy = number.max_calls.is_some_and(|m| {
-            self.active_by_number
-                .get(&number.pattern)
-                .copied()
-                .unwrap_or(0)
-                >= m
-        });
-        let trunk_busy = source.trunk.as_ref().is_some_and(|t| {
-            t.max_calls
-                .is_some_and(|m| self.active_by_trunk.get(&t.name).copied().unwrap_or(0) >= m)
-        });
-        if number_busy || trunk_busy {
+        if self.at_node_limit(number, source.trunk.as_ref()) {
             self.reject_invite(now, id, Some(sid), 486, "capacity", |b| b);
             return Err(Answered);
         }
