@@ -1,7 +1,7 @@
 //! Webhooks from the core's side: a number's voice webhook picks the route
 //! of each call at its start (Twilio-like triage), and a call's status
 //! changes go to its status webhook. The HTTP itself happens at the edge
-//! (`daemon.rs`, `api::webhook`): the core emits [`Output::VoiceWebhook`]
+//! (`daemon/hooks.rs`, `api::webhook`): the core emits [`Output::VoiceWebhook`]
 //! and is told the answer by [`Core::handle_voice_answer`].
 
 use super::negotiation::leg_media;
