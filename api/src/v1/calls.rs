@@ -124,15 +124,9 @@ pub(super) async fn create_call(
     JsonBody(b): JsonBody<CallIn>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let account = auth.account()?.to_string();
-    let key = super::idempotency::key(&headers)?.map(|k| format!("call:{k}"));
-    let fingerprint = serde_json::to_string(&b).unwrap_or_default();
-    idempotent(
-        &s.store,
-        &account,
-        key,
-        &fingerprint,
-        place_call(&s, &account, b),
-    )
+    idempotent(&s.store, &account, &headers, "call", b, |b| {
+        place_call(&s, &account, b)
+    })
     .await
 }
 

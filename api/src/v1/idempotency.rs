@@ -67,24 +67,31 @@ pub async fn begin(
     }
 }
 
-/// Runs `create` under an Idempotency-Key (when given): a finished
+/// Runs `create` under the request's Idempotency-Key (when given), kept
+/// per `scope` (`call`, `msg`) with `body` as the fingerprint: a finished
 /// request's answer is replayed, a request dropped mid-way (the client
 /// went away) releases its key so the retry is not refused for 24 h.
-pub async fn idempotent(
+pub async fn idempotent<B, F>(
     store: &Arc<dyn Store>,
     account: &str,
-    key: Option<String>,
-    fingerprint: &str,
-    create: impl std::future::Future<Output = Result<Answer, ApiError>>,
-) -> Result<Answer, ApiError> {
-    let Some(key) = key else {
-        return create.await;
+    headers: &HeaderMap,
+    scope: &str,
+    body: B,
+    create: impl FnOnce(B) -> F,
+) -> Result<Answer, ApiError>
+where
+    B: serde::Serialize,
+    F: std::future::Future<Output = Result<Answer, ApiError>>,
+{
+    let Some(key) = key(headers)?.map(|k| format!("{scope}:{k}")) else {
+        return create(body).await;
     };
-    if let Some(done) = begin(store.as_ref(), account, &key, fingerprint).await? {
+    let fingerprint = serde_json::to_string(&body).unwrap_or_default();
+    if let Some(done) = begin(store.as_ref(), account, &key, &fingerprint).await? {
         return Ok(done);
     }
     let guard = Guard::new(store.clone(), account, &key);
-    let result = create.await;
+    let result = create(body).await;
     guard.finish(result.as_ref().ok()).await;
     result
 }

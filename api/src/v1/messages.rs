@@ -39,15 +39,9 @@ pub(super) async fn send_message(
     JsonBody(b): JsonBody<MessageIn>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let account = auth.account()?.to_string();
-    let key = super::idempotency::key(&headers)?.map(|k| format!("msg:{k}"));
-    let fingerprint = serde_json::to_string(&b).unwrap_or_default();
-    idempotent(
-        &s.store,
-        &account,
-        key,
-        &fingerprint,
-        send_one_message(&s, &account, b),
-    )
+    idempotent(&s.store, &account, &headers, "msg", b, |b| {
+        send_one_message(&s, &account, b)
+    })
     .await
 }
 
