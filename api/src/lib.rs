@@ -7,5 +7,6 @@ pub use domain::e164;
 pub mod http;
 pub mod store;
 pub mod targets;
+pub mod twiml;
 pub mod v1;
 pub mod webhook;

@@ -31,7 +31,8 @@ pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// What a voice webhook is told about a new call.
+/// What a voice webhook is told about a new call (and a TwiML
+/// `<Redirect>` or `<Dial action>` about the call so far).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VoiceRequest {
     /// `voice`.
@@ -44,6 +45,60 @@ pub struct VoiceRequest {
     pub number: String,
     pub trunk: Option<String>,
     pub sip_call_id: String,
+    /// How the last `<Dial>` ended (`busy`, `no-answer`, `failed`,
+    /// `canceled`), when a `<Dial action>` is asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dial_call_status: Option<String>,
+    /// How the request is written (the number's `webhook_format`).
+    #[serde(skip)]
+    pub format: crate::store::WebhookFormat,
+    /// GET or POST (TwiML's `method`; POST otherwise).
+    #[serde(skip)]
+    pub method: crate::twiml::Method,
+}
+
+impl VoiceRequest {
+    /// Twilio's voice request parameters
+    /// (<https://www.twilio.com/docs/usage/webhooks/voice-webhooks>).
+    /// Calls reach a voice webhook before they are answered: `CallStatus`
+    /// is `ringing`.
+    pub fn twilio_params(&self) -> Vec<(&'static str, String)> {
+        let mut p = vec![
+            ("AccountSid", self.account.clone()),
+            ("ApiVersion", "2010-04-01".to_string()),
+            ("CallSid", self.call_id.clone()),
+            ("CallStatus", "ringing".to_string()),
+            ("Called", self.to.clone()),
+            ("Caller", self.from.clone()),
+            ("Direction", "inbound".to_string()),
+            ("From", self.from.clone()),
+            ("SipCallId", self.sip_call_id.clone()),
+            ("To", self.to.clone()),
+        ];
+        if let Some(s) = &self.dial_call_status {
+            p.push(("DialCallStatus", s.clone()));
+        }
+        p
+    }
+}
+
+/// `X-Twilio-Signature` of a request to `url` (with its query string)
+/// carrying form `params` (none for GET): base64 of HMAC-SHA1 keyed with
+/// the account's auth token over the URL followed by each parameter's
+/// name and value, sorted by name
+/// (<https://www.twilio.com/docs/usage/security#validating-requests>).
+pub fn twilio_signature(auth_token: &str, url: &str, params: &[(&str, String)]) -> String {
+    use base64::Engine as _;
+    let mut sorted: Vec<&(&str, String)> = params.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(url.as_bytes());
+    for (k, v) in sorted {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// A voice webhook's answer: what to do with the call.
@@ -63,6 +118,9 @@ pub enum VoiceAnswer {
     Reject { status: Option<u16> },
     /// End it at once: refused with 603 Decline.
     Hangup {},
+    /// A TwiML document's verbs (the answer's content type was XML).
+    #[serde(skip)]
+    Twiml(Vec<crate::twiml::Verb>),
 }
 
 /// Why a voice webhook's answer cannot be acted on.
@@ -171,6 +229,13 @@ pub enum WebhookError {
     /// An answer that parses but cannot be acted on.
     #[error("answer is not a valid action: {0}")]
     Invalid(InvalidAnswer),
+    /// A TwiML answer refused: what it asked that is not carried out.
+    #[error("{0}")]
+    Twiml(crate::twiml::TwimlError),
+    /// A `twilio`-format request whose account has no auth token to sign
+    /// it with.
+    #[error("the account has no auth token to sign a twilio-format request")]
+    NoAuthToken,
 }
 
 /// The host of a `sip:`/`sips:` URI (`sip:user@host:port;params`), if
@@ -325,16 +390,74 @@ impl WebhookSender {
         Ok(resp)
     }
 
+    /// A `twilio`-format voice request: Twilio's form fields, in the body
+    /// (POST) or the query (GET), signed with the account's auth token.
+    async fn send_twilio(
+        &self,
+        url: &str,
+        req: &VoiceRequest,
+        auth_token: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, WebhookError> {
+        self.targets
+            .check_url(url)
+            .map_err(|e| WebhookError::Http(e.to_string()))?;
+        let params = req.twilio_params();
+        let http = |e: reqwest::Error| WebhookError::Http(e.to_string());
+        let builder = match req.method {
+            crate::twiml::Method::Post => {
+                let sig = twilio_signature(auth_token, url, &params);
+                self.client
+                    .post(url)
+                    .form(&params)
+                    .header("X-Twilio-Signature", sig)
+            }
+            crate::twiml::Method::Get => {
+                let mut full =
+                    reqwest::Url::parse(url).map_err(|e| WebhookError::Http(e.to_string()))?;
+                full.query_pairs_mut()
+                    .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+                let sig = twilio_signature(auth_token, full.as_str(), &[]);
+                self.client.get(full).header("X-Twilio-Signature", sig)
+            }
+        };
+        let resp = builder
+            .timeout(timeout)
+            .header("Accept", "text/xml, application/json")
+            .send()
+            .await
+            .map_err(http)?;
+        if !resp.status().is_success() {
+            return Err(WebhookError::Status(resp.status().as_u16()));
+        }
+        Ok(resp)
+    }
+
     /// Asks a voice webhook what to do with a call, within `timeout`.
+    /// `auth_token` signs `twilio`-format requests.
     pub async fn ask_voice(
         &self,
         url: &str,
         req: &VoiceRequest,
+        auth_token: Option<&str>,
         timeout: Duration,
     ) -> Result<VoiceAnswer, WebhookError> {
-        let body = serde_json::to_vec(req).unwrap_or_default();
         let res = async {
-            let mut resp = self.post(url, "voice", body, timeout).await?;
+            let mut resp = match req.format {
+                crate::store::WebhookFormat::Json => {
+                    let body = serde_json::to_vec(req).unwrap_or_default();
+                    self.post(url, "voice", body, timeout).await?
+                }
+                crate::store::WebhookFormat::Twilio => {
+                    let token = auth_token.ok_or(WebhookError::NoAuthToken)?;
+                    self.send_twilio(url, req, token, timeout).await?
+                }
+            };
+            let xml = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.to_ascii_lowercase().contains("xml"));
             // A few hundred bytes are expected: read at most 64 KiB.
             let mut bytes = Vec::new();
             while let Some(chunk) = resp
@@ -347,16 +470,31 @@ impl WebhookSender {
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            let answer = serde_json::from_slice::<VoiceAnswer>(&bytes)
-                .map_err(|e| WebhookError::Answer(e.to_string()))?
-                .check()
-                .map_err(WebhookError::Invalid)?;
+            let answer = if xml {
+                let base =
+                    reqwest::Url::parse(url).map_err(|e| WebhookError::Http(e.to_string()))?;
+                VoiceAnswer::Twiml(crate::twiml::parse(&bytes, &base).map_err(WebhookError::Twiml)?)
+            } else {
+                serde_json::from_slice::<VoiceAnswer>(&bytes)
+                    .map_err(|e| WebhookError::Answer(e.to_string()))?
+                    .check()
+                    .map_err(WebhookError::Invalid)?
+            };
             // What the answer points at obeys the tenants' target policy.
             let refused = match &answer {
                 VoiceAnswer::Stream { url, .. } => self.targets.check_url(url).err(),
                 VoiceAnswer::Forward { to } => {
                     sip_host(to).and_then(|h| self.targets.check_host(h).err())
                 }
+                VoiceAnswer::Twiml(verbs) => verbs.iter().find_map(|v| match v {
+                    crate::twiml::Verb::Connect(s) => self.targets.check_url(&s.url).err(),
+                    crate::twiml::Verb::Dial(crate::twiml::Dial {
+                        target: crate::twiml::DialTarget::Sip(uri),
+                        ..
+                    }) => sip_host(uri).and_then(|h| self.targets.check_host(h).err()),
+                    // Redirect and action URLs are checked when fetched.
+                    _ => None,
+                }),
                 _ => None,
             };
             match refused {
@@ -367,7 +505,9 @@ impl WebhookSender {
         .await;
         let outcome = match &res {
             Ok(_) => "ok",
-            Err(WebhookError::Answer(_) | WebhookError::Invalid(_)) => "bad_answer",
+            Err(WebhookError::Answer(_) | WebhookError::Invalid(_) | WebhookError::Twiml(_)) => {
+                "bad_answer"
+            }
             Err(WebhookError::Http(e)) if e.contains("timed out") => "timeout",
             Err(_) => "error",
         };
@@ -462,6 +602,29 @@ mod tests {
         assert_ne!(
             signature("whsec", 1_700_000_000, b"x"),
             signature("whsec", 1_700_000_001, b"x")
+        );
+    }
+
+    #[test]
+    fn twilio_signature_matches_twilios_documented_example() {
+        // https://www.twilio.com/docs/usage/security#validating-requests
+        let params = [
+            ("CallSid", "CA1234567890ABCDE".to_string()),
+            ("Caller", "+12349013030".to_string()),
+            ("Digits", "1234".to_string()),
+            ("From", "+12349013030".to_string()),
+            ("To", "+18005551212".to_string()),
+        ];
+        let mut shuffled = params.clone();
+        shuffled.reverse();
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        assert_eq!(
+            twilio_signature("12345", url, &shuffled),
+            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+        );
+        assert_ne!(
+            twilio_signature("12346", url, &params),
+            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
         );
     }
 

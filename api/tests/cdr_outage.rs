@@ -58,6 +58,12 @@ impl Store for FlakyStore {
     async fn get_account(&self, id: &str) -> Result<Option<Account>> {
         self.inner.get_account(id).await
     }
+    async fn set_account_auth_token(&self, id: &str, token: &str) -> Result<bool> {
+        self.inner.set_account_auth_token(id, token).await
+    }
+    async fn account_auth_token(&self, id: &str) -> Result<Option<String>> {
+        self.inner.account_auth_token(id).await
+    }
     async fn upsert_trunk(&self, t: &Trunk) -> Result<()> {
         self.inner.upsert_trunk(t).await
     }

@@ -53,7 +53,20 @@ async fn accounts_roundtrip(s: Arc<dyn Store>) {
         ..a
     };
     s.upsert_account(&a2).await.unwrap();
-    assert_eq!(s.list_accounts().await.unwrap(), vec![a2, b]);
+    assert_eq!(s.list_accounts().await.unwrap(), vec![a2.clone(), b]);
+
+    // The auth token: none at first, set, rotated; a rename keeps it.
+    assert_eq!(s.account_auth_token("acc-a").await.unwrap(), None);
+    assert!(s.set_account_auth_token("acc-a", "t1").await.unwrap());
+    assert!(s.set_account_auth_token("acc-a", "t2").await.unwrap());
+    s.upsert_account(&a2).await.unwrap();
+    assert_eq!(
+        s.account_auth_token("acc-a").await.unwrap().as_deref(),
+        Some("t2")
+    );
+    assert_eq!(s.account_auth_token("acc-b").await.unwrap(), None);
+    assert!(!s.set_account_auth_token("nobody", "t").await.unwrap());
+    assert_eq!(s.account_auth_token("nobody").await.unwrap(), None);
 }
 
 async fn trunks_roundtrip(s: Arc<dyn Store>) {
@@ -129,6 +142,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        webhook_format: Default::default(),
         media_security: MediaSecurity::Srtp,
     };
     let stream = Number {
@@ -143,6 +157,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: Some("sip:+15550009999@carrier".into()),
         voice_webhook: Some("https://hooks.example/voice".into()),
         sms_webhook: None,
+        webhook_format: WebhookFormat::Twilio,
         media_security: MediaSecurity::Rtp,
     };
     let fwd = Number {
@@ -157,6 +172,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        webhook_format: Default::default(),
         media_security: MediaSecurity::SrtpOptional,
     };
     for n in [&echo, &stream, &fwd] {
@@ -601,6 +617,7 @@ async fn lookups_by_key_and_account(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        webhook_format: Default::default(),
         media_security: MediaSecurity::default(),
     };
     for (p, a) in [
@@ -1574,6 +1591,7 @@ async fn concurrent_upserts_never_move_a_row(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        webhook_format: Default::default(),
         media_security: MediaSecurity::default(),
     };
     let user = |account: &str| SipUser {

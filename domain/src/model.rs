@@ -186,6 +186,41 @@ pub struct Number {
     /// Whether its callers' media is encrypted; combined with the
     /// caller's trunk's by [`MediaSecurity::and`].
     pub media_security: MediaSecurity,
+    /// How its voice webhook requests are written.
+    pub webhook_format: WebhookFormat,
+}
+
+/// How a number's webhook requests are written. Either way the answer's
+/// content type decides how it is read: JSON actions or TwiML.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+pub enum WebhookFormat {
+    /// The gateway's JSON, signed with `X-Gateway-Signature`.
+    #[default]
+    #[serde(rename = "json")]
+    Json,
+    /// Twilio's form fields (`CallSid`, `AccountSid`, `From`, `To`,
+    /// `CallStatus`…), signed with `X-Twilio-Signature` keyed by the
+    /// account's auth token, so an app written for Twilio reads them
+    /// unchanged.
+    #[serde(rename = "twilio")]
+    Twilio,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Json => "json",
+            WebhookFormat::Twilio => "twilio",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WebhookFormat> {
+        [WebhookFormat::Json, WebhookFormat::Twilio]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
 }
 
 /// A blocked caller pattern (E.164 or prefix with `*`), for a whole account

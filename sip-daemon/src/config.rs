@@ -662,6 +662,10 @@ pub struct NumberEntry {
     /// media, combined with their trunk's.
     #[serde(default)]
     pub media_security: api::store::MediaSecurity,
+    /// `"json"` (default) or `"twilio"`: how its voice webhook requests
+    /// are written (README, "TwiML").
+    #[serde(default)]
+    pub webhook_format: domain::model::WebhookFormat,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1133,6 +1137,7 @@ impl Config {
                         voice_webhook: n.voice_webhook.clone(),
                         sms_webhook: n.sms_webhook.clone(),
                         media_security: n.media_security,
+                        webhook_format: n.webhook_format,
                     })
                 })
                 .collect(),

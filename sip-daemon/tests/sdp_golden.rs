@@ -90,6 +90,7 @@ fn routing() -> RoutingTable {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            webhook_format: Default::default(),
             media_security: Default::default(),
         };
     let (table, problems) = RoutingTable::build(

@@ -38,6 +38,28 @@ macro_rules! impl_store {
                 $crate::store::rows::collect(rows, $crate::store::rows::account_from_row)
             }
 
+            async fn set_account_auth_token(
+                &self,
+                id: &str,
+                token: &str,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::sql::SET_ACCOUNT_AUTH_TOKEN)
+                    .bind(id)
+                    .bind(token)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn account_auth_token(&self, id: &str) -> $crate::store::Result<Option<String>> {
+                let row: Option<(Option<String>,)> =
+                    sqlx::query_as($crate::store::sql::GET_ACCOUNT_AUTH_TOKEN)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.and_then(|(t,)| t))
+            }
+
             async fn get_account(
                 &self,
                 id: &str,
@@ -121,6 +143,7 @@ macro_rules! impl_store {
                     .bind(n.voice_webhook.as_deref())
                     .bind(n.sms_webhook.as_deref())
                     .bind(n.media_security.as_str())
+                    .bind(n.webhook_format.as_str())
                     .execute(&self.pool)
                     .await?;
                 Ok(r.rows_affected() > 0)

@@ -78,6 +78,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_accounts(&self) -> Result<Vec<Account>>;
     /// Account `id`, if there is one.
     async fn get_account(&self, id: &str) -> Result<Option<Account>>;
+    /// Sets the account's auth token (Twilio's: the key of
+    /// `X-Twilio-Signature` and the Twilio-compatible API's password);
+    /// false when there is no such account.
+    async fn set_account_auth_token(&self, id: &str, token: &str) -> Result<bool>;
+    /// The account's auth token, if it has one.
+    async fn account_auth_token(&self, id: &str) -> Result<Option<String>>;
 
     async fn upsert_trunk(&self, t: &Trunk) -> Result<()>;
     async fn list_trunks(&self) -> Result<Vec<Trunk>>;

@@ -93,6 +93,7 @@ pub(crate) type NumberRow = (
     Option<String>,
     Option<String>,
     String,
+    String,
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
 pub(crate) type DeniedSourceRow = (String, String, Option<String>, i64, Option<i64>);
@@ -214,6 +215,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         voice_webhook,
         sms_webhook,
         media_security,
+        webhook_format,
     ) = r;
     let route = RouteKind::parse(&route).ok_or_else(|| corrupt("numbers", "route", route))?;
     Ok(Number {
@@ -229,6 +231,8 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         voice_webhook,
         sms_webhook,
         media_security: media_security_of("numbers", media_security)?,
+        webhook_format: WebhookFormat::parse(&webhook_format)
+            .ok_or_else(|| corrupt("numbers", "webhook_format", webhook_format))?,
     })
 }
 

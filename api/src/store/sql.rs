@@ -36,6 +36,8 @@ macro_rules! account_columns {
         "id, name, number_ranges"
     };
 }
+pub(crate) const SET_ACCOUNT_AUTH_TOKEN: &str = "UPDATE accounts SET auth_token = $2 WHERE id = $1";
+pub(crate) const GET_ACCOUNT_AUTH_TOKEN: &str = "SELECT auth_token FROM accounts WHERE id = $1";
 pub(crate) const LIST_ACCOUNTS: &str =
     concat!("SELECT ", account_columns!(), " FROM accounts ORDER BY id");
 pub(crate) const GET_ACCOUNT: &str = concat!(
@@ -70,19 +72,20 @@ pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
      (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
-     voice_webhook, sms_webhook, media_security) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     voice_webhook, sms_webhook, media_security, webhook_format) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
      ON CONFLICT (pattern) DO UPDATE SET account_id = excluded.account_id, \
      route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
      params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls, \
      fallback = excluded.fallback, voice_webhook = excluded.voice_webhook, \
-     sms_webhook = excluded.sms_webhook, media_security = excluded.media_security \
+     sms_webhook = excluded.sms_webhook, media_security = excluded.media_security, \
+     webhook_format = excluded.webhook_format \
      WHERE numbers.account_id = excluded.account_id";
 /// The columns of [`NumberRow`], in order.
 macro_rules! number_columns {
     () => {
         "pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
-         voice_webhook, sms_webhook, media_security"
+         voice_webhook, sms_webhook, media_security, webhook_format"
     };
 }
 pub(crate) const LIST_NUMBERS: &str = concat!(

@@ -6,7 +6,7 @@ use super::common::{check_id, pattern};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::list::page;
-use super::schema::{AccountIn, AccountOut, AccountPage, AccountPath, PageQuery};
+use super::schema::{AccountIn, AccountOut, AccountPage, AccountPath, AuthTokenOut, PageQuery};
 use crate::store::Account;
 use axum::Json;
 use axum::extract::State;
@@ -95,4 +95,26 @@ pub(super) async fn put_account(
     };
     s.store.upsert_account(&a).await?;
     Ok(Json(account_out(a)))
+}
+
+/// Makes the account a new auth token (admin, or the account itself) and
+/// shows it once; the old one stops signing and authenticating at once.
+#[utoipa::path(post, path = "/v1/accounts/{id}/auth-token", params(AccountPath), tag = "accounts",
+    responses((status = 200, body = AuthTokenOut), (status = 404, body = ErrorBody)))]
+pub(super) async fn rotate_auth_token(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(AccountPath { id }): PathParams<AccountPath>,
+) -> Result<Json<AuthTokenOut>, ApiError> {
+    if !auth.0.admin && auth.0.account.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::not_found("account"));
+    }
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    if !s.store.set_account_auth_token(&id, &token).await? {
+        return Err(ApiError::not_found("account"));
+    }
+    Ok(Json(AuthTokenOut {
+        account_sid: id,
+        auth_token: token,
+    }))
 }

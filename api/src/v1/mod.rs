@@ -88,6 +88,10 @@ fn routes() -> Router<ApiState> {
             "/v1/accounts/{id}",
             get(accounts::get_account).put(accounts::put_account),
         )
+        .route(
+            "/v1/accounts/{id}/auth-token",
+            post(accounts::rotate_auth_token),
+        )
         .route("/v1/trunks", get(trunks::list_trunks))
         .route(
             "/v1/trunks/{name}",

@@ -10,7 +10,7 @@ use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::list::page;
 use super::schema::{NumberIn, NumberOut, NumberPage, NumberPath, PageQuery, StreamSpec};
 use crate::e164::Pattern;
-use crate::store::{Number, RouteKind};
+use crate::store::{Number, RouteKind, WebhookFormat};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -42,6 +42,7 @@ fn number_out(n: Number) -> NumberOut {
         voice_webhook: n.voice_webhook,
         sms_webhook: n.sms_webhook,
         media_security: n.media_security,
+        webhook_format: n.webhook_format,
     }
 }
 
@@ -202,6 +203,16 @@ pub(super) async fn put_number(
     if let Some(w) = &b.sms_webhook {
         check_webhook(&s, "sms_webhook", w)?;
     }
+    let webhook_format = b.webhook_format.unwrap_or_default();
+    if webhook_format == WebhookFormat::Twilio
+        && s.store.account_auth_token(&account).await?.is_none()
+    {
+        return Err(ApiError::field(
+            "webhook_format",
+            "twilio requests are signed with the account's auth token: \
+             POST /v1/accounts/{id}/auth-token first",
+        ));
+    }
     let n = Number {
         pattern: p,
         account_id: account,
@@ -215,6 +226,7 @@ pub(super) async fn put_number(
         voice_webhook: b.voice_webhook,
         sms_webhook: b.sms_webhook,
         media_security: b.media_security.unwrap_or_default(),
+        webhook_format,
     };
     // The check above may race a concurrent PUT from another account: the
     // write itself refuses to move the row.

@@ -23,7 +23,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
             Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
     ),
     paths(
-        accounts::list_accounts, accounts::get_account, accounts::put_account,
+        accounts::list_accounts, accounts::get_account, accounts::put_account, accounts::rotate_auth_token,
         trunks::list_trunks, trunks::get_trunk, trunks::put_trunk, trunks::delete_trunk,
         numbers::list_numbers, numbers::get_number, numbers::put_number, numbers::delete_number,
         blocks::list_blocks, blocks::create_block, blocks::get_block, blocks::delete_block,
@@ -35,7 +35,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         nodes::list_nodes, nodes::drain_node, nodes::delete_node,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls, crate::store::MediaSecurity, crate::store::LegsSecurity,
+        ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, AuthTokenOut, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls, crate::store::MediaSecurity, crate::store::LegsSecurity,
         StreamSpec, NumberIn, NumberOut, NumberPage, BlockIn, BlockOut, BlockPage, SipUserIn,
         SipUserOut, SipUserPage, DeniedSourceIn, crate::store::DeniedSource, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, DtmfIn, TransferIn,
         NodeOut, NodeList, NodeDrainOut,

@@ -97,6 +97,16 @@ pub struct CallQuery {
     pub active: Option<bool>,
 }
 
+/// A new auth token, shown once: the key of `X-Twilio-Signature` on the
+/// account's `twilio`-format webhooks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthTokenOut {
+    /// The account's id, which Twilio-style requests carry as `AccountSid`.
+    pub account_sid: String,
+    /// 32 hexadecimal characters; the previous token stops working now.
+    pub auth_token: String,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountIn {
@@ -219,6 +229,11 @@ pub struct NumberIn {
     /// caller's trunk's setting (SRTP required by either is required;
     /// else `rtp` asked by either is plain RTP).
     pub media_security: Option<crate::store::MediaSecurity>,
+    /// `json` (default: the gateway's JSON) or `twilio` (Twilio's form
+    /// fields signed with `X-Twilio-Signature` by the account's auth
+    /// token, which must exist): how voice webhook requests are written.
+    /// Either way a TwiML answer (`text/xml`) is read as TwiML.
+    pub webhook_format: Option<crate::store::WebhookFormat>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -234,6 +249,7 @@ pub struct NumberOut {
     pub voice_webhook: Option<String>,
     pub sms_webhook: Option<String>,
     pub media_security: crate::store::MediaSecurity,
+    pub webhook_format: crate::store::WebhookFormat,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

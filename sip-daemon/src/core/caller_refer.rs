@@ -101,6 +101,7 @@ impl Core {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            webhook_format: Default::default(),
             media_security: Default::default(),
         };
         // Through the caller's trunk when it can place calls, else to the

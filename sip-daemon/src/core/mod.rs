@@ -37,6 +37,7 @@ pub mod resume;
 pub mod sms;
 pub mod stream;
 pub mod transfer;
+pub mod twiml;
 pub mod txns;
 pub mod webhook;
 

@@ -212,6 +212,7 @@ impl Core {
                 outbound: true,
                 origination: Some(origination),
                 pending: None,
+                twiml: None,
                 // Its slots are reserved once its port is bound, before
                 // the INVITE leaves.
                 admission: (!scopes.is_empty())

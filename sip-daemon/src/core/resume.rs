@@ -599,6 +599,7 @@ impl Core {
                 outbound: s.outbound,
                 origination: None,
                 pending: None,
+                twiml: None,
                 admission: None,
                 // A resumed call keeps the slots its first run reserved.
                 reserved: self.cfg.cluster_limits,

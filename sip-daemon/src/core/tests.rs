@@ -21,6 +21,7 @@ fn routing() -> RoutingTable {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        webhook_format: Default::default(),
         media_security: Default::default(),
     };
     let forward = |p: &str, target: &str, trunk: Option<&str>| Number {
@@ -144,6 +145,7 @@ fn routing() -> RoutingTable {
             Number {
                 voice_webhook: Some("http://127.0.0.1:9/voice".into()),
                 sms_webhook: None,
+                webhook_format: Default::default(),
                 ..num("+1888*", RouteKind::Echo, None)
             },
             Number {
@@ -1102,6 +1104,7 @@ fn trunk_limited(max: u32) -> RoutingTable {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            webhook_format: Default::default(),
             media_security: Default::default(),
         }],
         vec![],
@@ -1279,4 +1282,5 @@ mod originate;
 mod resume;
 mod srtp;
 mod tls;
+mod twiml;
 mod webhook;

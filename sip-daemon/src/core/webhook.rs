@@ -11,22 +11,41 @@ use api::webhook::{StatusEvent, VoiceAnswer, VoiceRequest};
 use domain::model::{Number, RouteKind};
 use media_userspace::control::{LegMedia, LegMode};
 
+/// Why a voice webhook gave call no route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoRoute {
+    /// Unreachable, too slow, an error status or an unreadable answer:
+    /// `[webhooks] voice_on_failure` decides.
+    Failed(String),
+    /// A TwiML answer asking for what the gateway does not carry out: the
+    /// call is refused (500, cause `twiml_unsupported`), never half run.
+    Refused(String),
+}
+
+/// What the voice webhook of `call` (parked as `pending`) is told.
+pub(super) fn voice_request(call: &Call, pending: &PendingRoute) -> VoiceRequest {
+    VoiceRequest {
+        event: "voice",
+        call_id: call.sid.clone(),
+        account: pending.number.account_id.clone(),
+        from: pending.caller.clone(),
+        to: pending.dialed.clone(),
+        number: pending.number.pattern.clone(),
+        trunk: call.trunk.clone(),
+        sip_call_id: pending.sip_call_id.clone(),
+        dial_call_status: None,
+        format: pending.number.webhook_format,
+        method: api::twiml::Method::Post,
+    }
+}
+
 impl Core {
     /// Parks call `h` and asks the number's webhook what to do with it.
     pub(super) fn ask_voice_webhook(&mut self, h: CallHandle, url: String, pending: PendingRoute) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        let request = VoiceRequest {
-            event: "voice",
-            call_id: call.sid.clone(),
-            account: pending.number.account_id.clone(),
-            from: pending.caller.clone(),
-            to: pending.dialed.clone(),
-            number: pending.number.pattern.clone(),
-            trunk: call.trunk.clone(),
-            sip_call_id: pending.sip_call_id.clone(),
-        };
+        let request = voice_request(call, &pending);
         call.pending = Some(Box::new(pending));
         self.out.push_back(Output::VoiceWebhook {
             call: h,
@@ -41,7 +60,7 @@ impl Core {
         &mut self,
         now: Instant,
         h: CallHandle,
-        answer: Result<VoiceAnswer, String>,
+        answer: Result<VoiceAnswer, NoRoute>,
     ) {
         let Some(pending) = self.calls.get_mut(&h).and_then(|c| c.pending.take()) else {
             // The caller hung up meanwhile.
@@ -90,7 +109,19 @@ impl Core {
             Ok(VoiceAnswer::Hangup {}) => {
                 return self.refuse_parked(now, h, 603, "webhook_rejected");
             }
-            Err(why) => {
+            Ok(VoiceAnswer::Twiml(verbs)) => {
+                return self.start_twiml(now, h, pending, verbs);
+            }
+            Err(NoRoute::Refused(why)) => {
+                let sid = self
+                    .calls
+                    .get(&h)
+                    .map(|c| c.sid.clone())
+                    .unwrap_or_default();
+                tracing::warn!(call = %sid, %why, "voice webhook's TwiML refused");
+                return self.refuse_parked(now, h, 500, "twiml_unsupported");
+            }
+            Err(NoRoute::Failed(why)) => {
                 tracing::warn!(call = h.get(), %why, "voice webhook failed");
                 if !self.cfg.voice_fallback_to_route {
                     return self.refuse_parked(now, h, 503, "webhook_failed");
@@ -102,7 +133,7 @@ impl Core {
     }
 
     /// Refuses a call still waiting for its route.
-    fn refuse_parked(&mut self, now: Instant, h: CallHandle, status: u16, cause: &str) {
+    pub(super) fn refuse_parked(&mut self, now: Instant, h: CallHandle, status: u16, cause: &str) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -115,7 +146,13 @@ impl Core {
     }
 
     /// Opens call `h`'s media as `number`'s route says.
-    fn start_route(&mut self, now: Instant, h: CallHandle, number: &Number, p: &PendingRoute) {
+    pub(super) fn start_route(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        number: &Number,
+        p: &PendingRoute,
+    ) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };

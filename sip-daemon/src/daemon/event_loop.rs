@@ -113,7 +113,10 @@ impl Daemon {
             Some(table) = i.routing.recv() => self.set_routing(table),
             Some(env) = i.control.recv() => self.control(env),
             Some(peer) = i.sip.failed.recv() => self.core.handle_transport_failure(now(), peer),
-            Some((call, answer)) = i.voice.recv() => self.core.handle_voice_answer(now(), call, answer.map_err(|e| e.to_string())),
+            Some((call, answer)) = i.voice.recv() => self.core.handle_voice_answer(now(), call, answer.map_err(|e| match e {
+                api::webhook::WebhookError::Twiml(_) => crate::core::webhook::NoRoute::Refused(e.to_string()),
+                e => crate::core::webhook::NoRoute::Failed(e.to_string()),
+            })),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
     }

@@ -23,6 +23,8 @@ pub(super) struct Hooks {
     sms: mpsc::UnboundedSender<SmsWrite>,
     voice_tx: mpsc::UnboundedSender<VoiceAnswerFor>,
     voice_timeout: Duration,
+    /// Where `twilio`-format requests find their account's auth token.
+    store: Arc<dyn Store>,
 }
 
 impl Hooks {
@@ -41,12 +43,13 @@ impl Hooks {
         let sender =
             api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), targets, registry)?;
         let (sms, sms_rx) = mpsc::unbounded_channel::<SmsWrite>();
-        tokio::spawn(sms_writer(store, sender.clone(), sms_rx));
+        tokio::spawn(sms_writer(store.clone(), sender.clone(), sms_rx));
         let hooks = Hooks {
             sender,
             sms,
             voice_tx,
             voice_timeout: Duration::from_millis(cfg.webhooks.voice_timeout_ms.max(1)),
+            store,
         };
         Ok((hooks, voice_rx))
     }
@@ -61,8 +64,26 @@ impl Hooks {
         let sender = self.sender.clone();
         let tx = self.voice_tx.clone();
         let timeout = self.voice_timeout;
+        let store = self.store.clone();
         tokio::spawn(async move {
-            let answer = sender.ask_voice(&url, &request, timeout).await;
+            // Read at each request: a rotated token signs the next one.
+            let token = match request.format {
+                api::store::WebhookFormat::Json => Ok(None),
+                api::store::WebhookFormat::Twilio => store
+                    .account_auth_token(&request.account)
+                    .await
+                    .map_err(|e| {
+                        api::webhook::WebhookError::Http(format!("auth token not read: {e}"))
+                    }),
+            };
+            let answer = match token {
+                Ok(token) => {
+                    sender
+                        .ask_voice(&url, &request, token.as_deref(), timeout)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             let _ = tx.send((call, answer));
         });
     }

@@ -286,6 +286,12 @@ impl Core {
             call.stream_wait = None;
             return self.on_stream_gone(now, h, "stream_timeout");
         }
+        if self.twiml_wake(now, h) {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
         if call.refer_until.is_some_and(|w| now >= w) {
             call.refer_until = None;
             self.refer_timed_out(now, h);

@@ -686,6 +686,7 @@ impl Core {
                 outbound: false,
                 origination: None,
                 pending: None,
+                twiml: None,
                 admission: None,
                 reserved: false,
                 status_webhook: None,

@@ -181,6 +181,9 @@ impl Core {
         status: u16,
         side: Option<RelaySide>,
     ) {
+        if self.twiml_dial_failed(now, h, cause) {
+            return;
+        }
         if let Some(side) = side
             && self.try_fallback(now, h, side, cause)
         {

@@ -152,6 +152,8 @@ pub struct Call {
     pub origination: Option<super::Origination>,
     /// Waiting for the number's voice webhook to pick the route.
     pub pending: Option<Box<super::PendingRoute>>,
+    /// The TwiML its voice webhook answered, while it runs.
+    pub twiml: Option<Box<super::TwimlRun>>,
     /// Where this call's status changes are POSTed.
     pub status_webhook: Option<String>,
     /// Click-to-call: no AI keeps the callee, so when the far leg to the
@@ -192,6 +194,7 @@ impl Call {
             self.session.map(|s| s.due),
             self.stream_wait,
             self.refer_until,
+            self.twiml.as_ref().and_then(|t| t.wake),
         ]
         .into_iter()
         .flatten()

@@ -10,4 +10,4 @@ mod pending;
 pub use call::{Call, CallState, OkRetransmit, SessionTimer};
 pub use far::{OutLeg, OutState, OutTarget, RelaySide};
 pub(in crate::core) use pending::OutboundRoute;
-pub use pending::{Admission, BridgeSide, Origination, PendingReinvite, PendingRoute};
+pub use pending::{Admission, BridgeSide, Origination, PendingReinvite, PendingRoute, TwimlRun};

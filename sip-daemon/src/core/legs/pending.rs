@@ -58,6 +58,23 @@ pub struct PendingRoute {
     pub max_forwards: u32,
 }
 
+/// A TwiML document being carried out for a call that is not answered
+/// yet ([`crate::core::twiml`]).
+#[derive(Debug, Default)]
+pub struct TwimlRun {
+    /// The verbs still to run, in order.
+    pub verbs: std::collections::VecDeque<api::twiml::Verb>,
+    /// Documents fetched for the call so far (`<Redirect>`, `<Dial
+    /// action>`): bounded, so two documents that redirect to each other
+    /// end instead of looping.
+    pub fetches: u32,
+    /// A `<Pause>` runs until this instant.
+    pub wake: Option<Instant>,
+    /// A `<Dial>` rings: where its outcome is told when it fails (its
+    /// `action`), or `None` to go on with the verbs after it.
+    pub dialing: Option<Option<api::twiml::Fetch>>,
+}
+
 /// What an admitted INVITE does next: at once, or once its slots are
 /// granted.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use media_userspace::control::LegMode;
 
 impl Harness {
     /// The parked call's handle and what the webhook is asked.
-    fn parked(&mut self, call_id: &str) -> (CallHandle, api::webhook::VoiceRequest) {
+    pub(super) fn parked(&mut self, call_id: &str) -> (CallHandle, api::webhook::VoiceRequest) {
         let before = self.media.len();
         self.recv(&invite(
             "+18885550000",
@@ -76,8 +76,11 @@ fn webhook_reject_and_failure_and_a_caller_who_left() {
 
     // A failed webhook: the number's own route (echo) with the default.
     let (call, _) = h.parked("wh3");
-    h.core
-        .handle_voice_answer(h.now, call, Err("timed out".into()));
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        Err(crate::core::webhook::NoRoute::Failed("timed out".into())),
+    );
     h.drain();
     assert!(matches!(
         h.media.last(),

@@ -1,0 +1,240 @@
+//! TwiML on virtual time: a voice webhook's document carried out verb by
+//! verb for a parked call (no sleeps: `<Pause>` is the call's timer).
+
+use super::forward::{FAR, far_response};
+use super::*;
+use crate::core::twiml::MAX_FETCHES;
+use crate::core::webhook::NoRoute;
+use api::twiml::parse;
+use api::webhook::VoiceAnswer;
+use media_userspace::control::LegMode;
+
+fn twiml(xml: &str) -> Result<VoiceAnswer, NoRoute> {
+    let base = api::twiml::Url::parse("http://127.0.0.1:9/voice").unwrap();
+    Ok(VoiceAnswer::Twiml(parse(xml.as_bytes(), &base).unwrap()))
+}
+
+impl Harness {
+    /// The next voice webhook request (url, request).
+    fn next_hook(&mut self) -> (CallHandle, String, api::webhook::VoiceRequest) {
+        match self.hooks.pop() {
+            Some(Output::VoiceWebhook { call, url, request }) => (call, url, request),
+            other => panic!("expected a voice webhook request, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn pause_then_connect_stream_opens_a_twilio_stream_with_the_parameters() {
+    let mut h = Harness::new();
+    let (call, req) = h.parked("tw1");
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(
+            r#"<Response><Pause length="2"/><Connect><Stream url="wss://ai.example/s">
+               <Parameter name="intent" value="billing"/></Stream></Connect><Hangup/></Response>"#,
+        ),
+    );
+    h.drain();
+    let opened = |h: &Harness| {
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Open { .. }))
+    };
+    assert!(!opened(&h), "nothing opens while the pause runs");
+    h.advance_to(1_900);
+    assert!(!opened(&h), "nor before its end");
+    h.advance_to(2_000);
+    match h.media.last() {
+        Some(MediaCommand::Open {
+            mode: LegMode::Stream(spec),
+            ..
+        }) => {
+            assert_eq!(spec.url, "wss://ai.example/s");
+            assert_eq!(spec.dialect, media_userspace::aistream::Dialect::Twilio);
+            assert!(
+                spec.parameters
+                    .contains(&("intent".to_string(), "billing".to_string())),
+                "{:?}",
+                spec.parameters
+            );
+            assert_eq!(spec.call_sid, req.call_id);
+        }
+        other => panic!("expected the stream leg, got {other:?}"),
+    }
+    assert!(
+        !h.cdr.iter().any(|c| matches!(c, CdrEvent::Ended { .. })),
+        "the <Hangup> after <Connect> does not run"
+    );
+}
+
+#[test]
+fn reject_hangup_and_the_end_of_the_document_refuse_the_call() {
+    for (xml, status, cause) in [
+        (
+            r#"<Response><Reject reason="busy"/></Response>"#,
+            486,
+            "twiml_rejected",
+        ),
+        ("<Response><Reject/></Response>", 603, "twiml_rejected"),
+        (
+            "<Response><Pause length=\"0\"/><Hangup/></Response>",
+            603,
+            "twiml_hangup",
+        ),
+        ("<Response/>", 603, "twiml_ended"),
+    ] {
+        let mut h = Harness::new();
+        let (call, _) = h.parked("tw2");
+        h.core.handle_voice_answer(h.now, call, twiml(xml));
+        h.drain();
+        assert!(h.statuses().contains(&status), "{xml}");
+        assert_eq!(h.last_cause(), (cause.to_string(), status), "{xml}");
+    }
+    // What is not carried out refuses the call, never half runs it.
+    let mut h = Harness::new();
+    let (call, _) = h.parked("tw3");
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        Err(NoRoute::Refused(
+            "<Say> is not supported by this gateway".into(),
+        )),
+    );
+    h.drain();
+    assert!(h.statuses().contains(&500));
+    assert_eq!(h.last_cause(), ("twiml_unsupported".to_string(), 500));
+}
+
+#[test]
+fn redirect_fetches_the_next_document_and_a_loop_ends() {
+    let mut h = Harness::new();
+    let (call, first) = h.parked("tw4");
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(r#"<Response><Redirect method="GET">/next</Redirect><Hangup/></Response>"#),
+    );
+    h.drain();
+    let (c, url, req) = h.next_hook();
+    assert_eq!((c, url.as_str()), (call, "http://127.0.0.1:9/next"));
+    assert_eq!(req.method, api::twiml::Method::Get);
+    assert_eq!((req.call_id, req.from), (first.call_id, first.from));
+    assert!(h.statuses().iter().all(|s| *s < 200), "still parked");
+    // A document that redirects to itself ends after MAX_FETCHES.
+    for _ in 1..MAX_FETCHES {
+        h.core.handle_voice_answer(
+            h.now,
+            call,
+            twiml("<Response><Redirect>/next</Redirect></Response>"),
+        );
+        h.drain();
+        h.next_hook();
+    }
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml("<Response><Redirect>/next</Redirect></Response>"),
+    );
+    h.drain();
+    assert!(h.hooks.is_empty());
+    assert_eq!(h.last_cause(), ("twiml_loop".to_string(), 500));
+}
+
+#[test]
+fn a_busy_dial_asks_its_action_which_connects_the_call_to_an_ai() {
+    let mut h = Harness::new();
+    let (call, _) = h.parked("tw5");
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(&format!(
+            r#"<Response><Dial timeout="7" callerId="+14155550100" action="/after">
+               <Sip>sip:bob@{FAR}</Sip></Dial><Hangup/></Response>"#
+        )),
+    );
+    h.drain();
+    let legs = match h.media.last() {
+        Some(MediaCommand::OpenRelay { legs, .. }) => *legs,
+        other => panic!("expected the relay, got {other:?}"),
+    };
+    h.relay_opened(legs, [30000, 30002]);
+    let (to, inv) = h
+        .sent
+        .pop()
+        .map(|(p, s)| (p.remote.to_string(), s))
+        .unwrap();
+    assert_eq!(to, FAR);
+    assert!(
+        inv.starts_with(&format!("INVITE sip:bob@{FAR} SIP/2.0")),
+        "{inv}"
+    );
+    assert!(
+        header(&inv, "From").unwrap().contains("sip:+14155550100@"),
+        "callerId: {inv}"
+    );
+    h.far(&far_response(&inv, 486, "Busy Here", "b", "", ""));
+    assert!(
+        h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Close { leg } if *leg == legs[0])),
+        "the relay toward the busy target closes"
+    );
+    let (_, url, req) = h.next_hook();
+    assert_eq!(url, "http://127.0.0.1:9/after");
+    assert_eq!(req.dial_call_status.as_deref(), Some("busy"));
+    assert!(
+        !h.take_sent().iter().any(|m| m.starts_with("SIP/2.0 486")),
+        "the caller does not hear the busy target"
+    );
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(r#"<Response><Connect><Stream url="wss://ai.example/vm"/></Connect></Response>"#),
+    );
+    h.drain();
+    assert!(matches!(
+        h.media.last(),
+        Some(MediaCommand::Open { leg, mode: LegMode::Stream(_), .. }) if *leg == legs[0]
+    ));
+}
+
+#[test]
+fn an_unanswered_dial_without_action_goes_on_with_the_next_verb() {
+    let mut h = Harness::new();
+    let (call, _) = h.parked("tw6");
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(&format!(
+            r#"<Response><Dial timeout="5"><Sip>sip:bob@{FAR}</Sip></Dial><Reject reason="busy"/></Response>"#
+        )),
+    );
+    h.drain();
+    let legs = match h.media.last() {
+        Some(MediaCommand::OpenRelay { legs, .. }) => *legs,
+        other => panic!("expected the relay, got {other:?}"),
+    };
+    h.relay_opened(legs, [30000, 30002]);
+    let inv = h.sent.pop().unwrap().1;
+    h.far(&far_response(&inv, 180, "Ringing", "r", "", ""));
+    h.take_sent();
+    // The dial's own timeout (5 s), not [forward]'s: CANCEL toward the
+    // target, and <Reject reason="busy"> toward the caller.
+    h.advance_to(4_900);
+    assert!(!h.take_sent().iter().any(|m| m.starts_with("CANCEL ")));
+    h.advance_to(5_100);
+    let sent = h.take_sent();
+    assert!(sent.iter().any(|m| m.starts_with("CANCEL ")), "{sent:?}");
+    assert!(
+        sent.iter().any(|m| m.starts_with("SIP/2.0 486 ")),
+        "{sent:?}"
+    );
+    assert_eq!(h.last_cause(), ("twiml_rejected".to_string(), 486));
+    h.far(&far_response(&inv, 487, "Request Terminated", "r", "", ""));
+    assert!(
+        !h.statuses().contains(&480),
+        "the target's 487 reaches no one"
+    );
+}
