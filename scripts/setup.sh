@@ -66,6 +66,14 @@ if [ "$what" = "test" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check pipecat-ai==1.14.0 websockets
   fi
+  # Twilio's own Python helper library (PyPI): its RequestValidator checks
+  # our X-Twilio-Signature in sip-daemon/tests/twiml.rs.
+  tw_venv="$(cd "$(dirname "$0")/.." && pwd)/target/twilio-venv"
+  if ! "$tw_venv/bin/pip" show twilio 2>/dev/null | grep -q '^Version: 9.3.0'; then
+    say "installing twilio 9.3.0 into $tw_venv"
+    python3 -m venv "$tw_venv"
+    "$tw_venv/bin/pip" install -q --disable-pip-version-check twilio==9.3.0
+  fi
   # SIPVicious (PyPI): the scanner, extension enumerator and password
   # cracker attackers point at SIP servers, in sip-daemon/tests/sipvicious.rs.
   sv_venv="$(cd "$(dirname "$0")/.." && pwd)/target/sipvicious-venv"

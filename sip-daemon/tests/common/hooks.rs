@@ -81,9 +81,15 @@ impl HookServer {
                         delay: Duration::ZERO,
                     });
                     std::thread::sleep(reply.delay);
+                    // A TwiML answer is XML, as a Twilio app serves it.
+                    let ct = if reply.body.trim_start().starts_with('<') {
+                        "text/xml"
+                    } else {
+                        "application/json"
+                    };
                     let _ = write!(
                         conn,
-                        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                        "HTTP/1.1 {} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
                         reply.status,
                         reply.body.len(),
                         reply.body
