@@ -209,7 +209,7 @@ fn a_busy_dial_asks_its_action_with_the_dial_status_and_what_it_answers_runs() {
         (
             "/voice",
             xml(&format!(
-                r#"<Response><Dial timeout="10" action="/after" callerId="+15550001111"><Sip>sip:+15551112222@127.0.0.1:{busy_port}</Sip></Dial><Hangup/></Response>"#
+                r#"<Response><Dial timeout="10" action="/after" callerId="+15556660000"><Sip>sip:+15551112222@127.0.0.1:{busy_port}</Sip></Dial><Hangup/></Response>"#
             )),
         ),
         (

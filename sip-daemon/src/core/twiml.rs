@@ -155,8 +155,31 @@ impl Core {
             return self.refuse_parked(now, h, 488, "offer_required");
         }
         let number = pending.number.clone();
-        let caller = dial.caller_id.unwrap_or_else(|| pending.caller.clone());
         let max_forwards = pending.max_forwards;
+        // A caller id is the caller's own or one of the account's numbers
+        // (as for REST calls): a tenant's TwiML cannot present anyone else.
+        let caller = match dial.caller_id {
+            None => pending.caller.clone(),
+            Some(id)
+                if id == pending.caller
+                    || self
+                        .routing
+                        .number(&id)
+                        .is_some_and(|n| n.account_id == number.account_id && n.pattern != "*") =>
+            {
+                id
+            }
+            Some(id) => {
+                tracing::warn!(call = %call.sid, caller_id = %id, "TwiML <Dial callerId> is not the caller's nor the account's number");
+                if let Some(run) = self.calls.get_mut(&h).and_then(|c| c.twiml.as_mut()) {
+                    run.dialing = Some(dial.action);
+                }
+                if !self.twiml_dial_failed(now, h, "failed") {
+                    self.refuse_parked(now, h, 480, "route_unavailable");
+                }
+                return;
+            }
+        };
         let target = match dial.target {
             DialTarget::Sip(uri) => Some(uri),
             DialTarget::Number(e164) => number

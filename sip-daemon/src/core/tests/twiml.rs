@@ -150,7 +150,7 @@ fn a_busy_dial_asks_its_action_which_connects_the_call_to_an_ai() {
         h.now,
         call,
         twiml(&format!(
-            r#"<Response><Dial timeout="7" callerId="+14155550100" action="/after">
+            r#"<Response><Dial timeout="7" callerId="+1 555 000 1234" action="/after">
                <Sip>sip:bob@{FAR}</Sip></Dial><Hangup/></Response>"#
         )),
     );
@@ -171,7 +171,7 @@ fn a_busy_dial_asks_its_action_which_connects_the_call_to_an_ai() {
         "{inv}"
     );
     assert!(
-        header(&inv, "From").unwrap().contains("sip:+14155550100@"),
+        header(&inv, "From").unwrap().contains("sip:+15550001234@"),
         "callerId: {inv}"
     );
     h.far(&far_response(&inv, 486, "Busy Here", "b", "", ""));
@@ -237,4 +237,27 @@ fn an_unanswered_dial_without_action_goes_on_with_the_next_verb() {
         !h.statuses().contains(&480),
         "the target's 487 reaches no one"
     );
+}
+
+#[test]
+fn a_caller_id_that_is_not_the_accounts_fails_the_dial() {
+    let mut h = Harness::new();
+    let (call, _) = h.parked("tw7");
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(&format!(
+            r#"<Response><Dial callerId="+14155559999" action="/after"><Sip>sip:bob@{FAR}</Sip></Dial></Response>"#
+        )),
+    );
+    h.drain();
+    assert!(
+        !h.media
+            .iter()
+            .any(|m| matches!(m, MediaCommand::OpenRelay { .. })),
+        "nothing is dialled"
+    );
+    let (_, url, req) = h.next_hook();
+    assert_eq!(url, "http://127.0.0.1:9/after");
+    assert_eq!(req.dial_call_status.as_deref(), Some("failed"));
 }
