@@ -188,6 +188,79 @@ pub struct StatusEvent {
     pub sip_status: Option<u16>,
     pub end_cause: Option<String>,
     pub duration_ms: Option<i64>,
+    /// How the request is written (the call's number's `webhook_format`).
+    #[serde(skip)]
+    pub format: crate::store::WebhookFormat,
+    /// The call's account: Twilio's `AccountSid`, whose token signs.
+    #[serde(skip)]
+    pub account: String,
+    /// 0 for the call's first event, then 1, 2… (Twilio's
+    /// `SequenceNumber`).
+    #[serde(skip)]
+    pub sequence: u32,
+}
+
+impl StatusEvent {
+    /// Twilio's status callback parameters
+    /// (<https://www.twilio.com/docs/voice/api/call-resource#statuscallback>).
+    pub fn twilio_params(&self) -> Vec<(&'static str, String)> {
+        let direction = if self.direction == "outbound" {
+            "outbound-api"
+        } else {
+            "inbound"
+        };
+        let mut p = vec![
+            ("AccountSid", self.account.clone()),
+            ("ApiVersion", "2010-04-01".to_string()),
+            ("CallSid", self.call_id.clone()),
+            ("CallStatus", self.status.clone()),
+            ("CallbackSource", "call-progress-events".to_string()),
+            ("Called", self.to.clone()),
+            ("Caller", self.from.clone()),
+            ("Direction", direction.to_string()),
+            ("From", self.from.clone()),
+            ("SequenceNumber", self.sequence.to_string()),
+            ("Timestamp", rfc2822(self.at)),
+            ("To", self.to.clone()),
+        ];
+        if let Some(s) = self.sip_status {
+            p.push(("SipResponseCode", s.to_string()));
+        }
+        if let Some(ms) = self.duration_ms {
+            // Whole seconds, rounded up as Twilio bills them.
+            p.push(("CallDuration", ((ms.max(0) + 999) / 1000).to_string()));
+        }
+        p
+    }
+}
+
+/// Unix ms as RFC 2822 text in UTC (`Mon, 16 Aug 2010 03:45:01 +0000`),
+/// as Twilio writes `Timestamp`.
+pub fn rfc2822(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// An SMS to one of our numbers, for the number's SMS webhook.
@@ -290,6 +363,17 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// One call's status events waiting for delivery.
 type StatusQueue = tokio::sync::mpsc::UnboundedSender<(String, StatusEvent)>;
 
+/// A background webhook's body, as its format writes it.
+enum Payload<'a> {
+    /// The gateway's JSON, with its `X-Gateway-Event`.
+    Json { event: &'a str, body: Vec<u8> },
+    /// Twilio's form fields, signed with the account's token.
+    Twilio {
+        params: Vec<(&'static str, String)>,
+        token: String,
+    },
+}
+
 /// Sends webhooks; cheap to clone.
 #[derive(Clone)]
 pub struct WebhookSender {
@@ -299,6 +383,8 @@ pub struct WebhookSender {
     requests: IntCounterVec,
     /// Per call: the queue its status events wait in.
     queues: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, StatusQueue>>>,
+    /// Where `twilio`-format status events find their account's token.
+    tokens: Option<std::sync::Arc<dyn crate::store::Store>>,
 }
 
 /// Largest voice-webhook answer read.
@@ -354,7 +440,15 @@ impl WebhookSender {
             secret: secret.filter(|s| !s.is_empty()),
             requests,
             queues: Default::default(),
+            tokens: None,
         })
+    }
+
+    /// Status events in the `twilio` format are signed with their
+    /// account's auth token, read from `store` when each is sent.
+    pub fn with_auth_tokens(mut self, store: std::sync::Arc<dyn crate::store::Store>) -> Self {
+        self.tokens = Some(store);
+        self
     }
 
     async fn post(
@@ -390,31 +484,34 @@ impl WebhookSender {
         Ok(resp)
     }
 
-    /// A `twilio`-format voice request: Twilio's form fields, in the body
-    /// (POST) or the query (GET), signed with the account's auth token.
+    /// A `twilio`-format request: Twilio's form fields `params`, in the
+    /// body (POST) or the query (GET), signed with the account's auth
+    /// token.
     async fn send_twilio(
         &self,
         url: &str,
-        req: &VoiceRequest,
+        method: crate::twiml::Method,
+        params: &[(&'static str, String)],
         auth_token: &str,
         timeout: Duration,
     ) -> Result<reqwest::Response, WebhookError> {
         self.targets
             .check_url(url)
             .map_err(|e| WebhookError::Http(e.to_string()))?;
-        let params = req.twilio_params();
         let http = |e: reqwest::Error| WebhookError::Http(e.to_string());
-        let builder = match req.method {
+        // Signed as sent: the receiver rebuilds the URL from the request
+        // line and Host, normalised ("https://h" is sent as "https://h/").
+        let url = reqwest::Url::parse(url).map_err(|e| WebhookError::Http(e.to_string()))?;
+        let builder = match method {
             crate::twiml::Method::Post => {
-                let sig = twilio_signature(auth_token, url, &params);
+                let sig = twilio_signature(auth_token, url.as_str(), params);
                 self.client
                     .post(url)
-                    .form(&params)
+                    .form(params)
                     .header("X-Twilio-Signature", sig)
             }
             crate::twiml::Method::Get => {
-                let mut full =
-                    reqwest::Url::parse(url).map_err(|e| WebhookError::Http(e.to_string()))?;
+                let mut full = url;
                 full.query_pairs_mut()
                     .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
                 let sig = twilio_signature(auth_token, full.as_str(), &[]);
@@ -450,7 +547,8 @@ impl WebhookSender {
                 }
                 crate::store::WebhookFormat::Twilio => {
                     let token = auth_token.ok_or(WebhookError::NoAuthToken)?;
-                    self.send_twilio(url, req, token, timeout).await?
+                    self.send_twilio(url, req.method, &req.twilio_params(), token, timeout)
+                        .await?
                 }
             };
             let xml = resp
@@ -543,8 +641,31 @@ impl WebhookSender {
     }
 
     async fn deliver_one(&self, url: &str, ev: &StatusEvent) {
-        let body = serde_json::to_vec(ev).unwrap_or_default();
-        if !self.post_retried(url, "call.status", "status", body).await {
+        let payload = match ev.format {
+            crate::store::WebhookFormat::Json => Payload::Json {
+                event: "call.status",
+                body: serde_json::to_vec(ev).unwrap_or_default(),
+            },
+            crate::store::WebhookFormat::Twilio => {
+                let token = match &self.tokens {
+                    Some(store) => store.account_auth_token(&ev.account).await,
+                    None => Ok(None),
+                };
+                match token {
+                    Ok(Some(token)) => Payload::Twilio {
+                        params: ev.twilio_params(),
+                        token,
+                    },
+                    Ok(None) | Err(_) => {
+                        self.requests.with_label_values(&["status", "error"]).inc();
+                        tracing::warn!(%url, call = %ev.call_id, account = %ev.account,
+                            "status webhook not sent: no auth token to sign it");
+                        return;
+                    }
+                }
+            }
+        };
+        if !self.post_retried(url, "status", &payload).await {
             tracing::warn!(%url, call = %ev.call_id, status = %ev.status, "status webhook given up");
         }
     }
@@ -553,8 +674,11 @@ impl WebhookSender {
     pub fn deliver_message(&self, url: String, ev: MessageEvent) {
         let me = self.clone();
         tokio::spawn(async move {
-            let body = serde_json::to_vec(&ev).unwrap_or_default();
-            if !me.post_retried(&url, ev.event, "message", body).await {
+            let payload = Payload::Json {
+                event: ev.event,
+                body: serde_json::to_vec(&ev).unwrap_or_default(),
+            };
+            if !me.post_retried(&url, "message", &payload).await {
                 tracing::warn!(%url, message = %ev.message_id, "SMS webhook given up");
             }
         });
@@ -562,13 +686,18 @@ impl WebhookSender {
 
     /// POSTs `body` up to [`STATUS_ATTEMPTS`] times, waiting 1, 2, 4… s
     /// between; whether it was delivered.
-    async fn post_retried(&self, url: &str, event: &str, kind: &str, body: Vec<u8>) -> bool {
+    async fn post_retried(&self, url: &str, kind: &str, payload: &Payload<'_>) -> bool {
         let mut wait = Duration::from_secs(1);
+        let timeout = Duration::from_secs(5);
         for attempt in 1..=STATUS_ATTEMPTS {
-            match self
-                .post(url, event, body.clone(), Duration::from_secs(5))
-                .await
-            {
+            let sent = match payload {
+                Payload::Json { event, body } => self.post(url, event, body.clone(), timeout).await,
+                Payload::Twilio { params, token } => {
+                    self.send_twilio(url, crate::twiml::Method::Post, params, token, timeout)
+                        .await
+                }
+            };
+            match sent {
                 Ok(_) => {
                     self.requests.with_label_values(&[kind, "ok"]).inc();
                     return true;
@@ -625,6 +754,21 @@ mod tests {
         assert_ne!(
             twilio_signature("12346", url, &params),
             "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc_2822_in_utc() {
+        // date -u -R -d @1281930301
+        assert_eq!(
+            rfc2822(1_281_930_301_000),
+            "Mon, 16 Aug 2010 03:45:01 +0000"
+        );
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        // date -u -R -d @1709210096 (a leap day)
+        assert_eq!(
+            rfc2822(1_709_210_096_999),
+            "Thu, 29 Feb 2024 12:34:56 +0000"
         );
     }
 

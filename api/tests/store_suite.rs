@@ -142,6 +142,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
         webhook_format: Default::default(),
         media_security: MediaSecurity::Srtp,
     };
@@ -157,6 +158,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: Some("sip:+15550009999@carrier".into()),
         voice_webhook: Some("https://hooks.example/voice".into()),
         sms_webhook: None,
+        status_webhook: None,
         webhook_format: WebhookFormat::Twilio,
         media_security: MediaSecurity::Rtp,
     };
@@ -172,6 +174,7 @@ async fn numbers_roundtrip(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
         webhook_format: Default::default(),
         media_security: MediaSecurity::SrtpOptional,
     };
@@ -617,6 +620,7 @@ async fn lookups_by_key_and_account(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
         webhook_format: Default::default(),
         media_security: MediaSecurity::default(),
     };
@@ -1591,6 +1595,7 @@ async fn concurrent_upserts_never_move_a_row(s: Arc<dyn Store>) {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
         webhook_format: Default::default(),
         media_security: MediaSecurity::default(),
     };

@@ -183,6 +183,9 @@ pub struct Number {
     pub voice_webhook: Option<String>,
     /// Where the number's inbound SMS are POSTed (an http(s) URL).
     pub sms_webhook: Option<String>,
+    /// Where its inbound calls' status changes are POSTed (ringing,
+    /// in-progress and the final status), written as `webhook_format`.
+    pub status_webhook: Option<String>,
     /// Whether its callers' media is encrypted; combined with the
     /// caller's trunk's by [`MediaSecurity::and`].
     pub media_security: MediaSecurity,

@@ -666,6 +666,9 @@ pub struct NumberEntry {
     /// are written (README, "TwiML").
     #[serde(default)]
     pub webhook_format: domain::model::WebhookFormat,
+    /// Where its inbound calls' status changes are POSTed.
+    #[serde(default)]
+    pub status_webhook: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1138,6 +1141,7 @@ impl Config {
                         sms_webhook: n.sms_webhook.clone(),
                         media_security: n.media_security,
                         webhook_format: n.webhook_format,
+                        status_webhook: n.status_webhook.clone(),
                     })
                 })
                 .collect(),

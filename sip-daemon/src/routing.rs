@@ -295,6 +295,7 @@ mod tests {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            status_webhook: None,
             webhook_format: Default::default(),
             media_security: Default::default(),
         }

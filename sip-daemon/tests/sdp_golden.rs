@@ -90,6 +90,7 @@ fn routing() -> RoutingTable {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            status_webhook: None,
             webhook_format: Default::default(),
             media_security: Default::default(),
         };

@@ -22,7 +22,8 @@ fn xml(body: &str) -> Reply {
 }
 
 /// A daemon whose number +15556660000 asks `hooks`' `/voice` in Twilio's
-/// format, and the auth token the REST API made for its account.
+/// format (and tells `/status` its calls' changes), and the auth token the
+/// REST API made for its account.
 fn daemon(hooks: &HookServer) -> (Daemon, String) {
     let d = Daemon::start_opts(Opts {
         extra: &format!(
@@ -33,12 +34,14 @@ account = "acct"
 route = "echo"
 voice_webhook = "{}"
 webhook_format = "twilio"
+status_webhook = "{}"
 
 [webhooks]
 voice_timeout_ms = 2000
 voice_on_failure = "reject"
 "#,
-            hooks.url("/voice")
+            hooks.url("/voice"),
+            hooks.url("/status")
         ),
         ..Opts::default()
     });
@@ -182,8 +185,31 @@ fn a_twilio_app_validates_our_request_and_its_twiml_streams_the_call_to_the_ai()
         "billing & refunds"
     );
     assert_eq!(start["start"]["callSid"], call_sid.as_str());
+    std::thread::sleep(Duration::from_millis(1_200));
     caller.bye();
     d.wait_cdr_cause("caller_hangup");
+
+    // The number's status callback, Twilio's way: each change in order,
+    // signed, numbered, the last with its SIP status and duration.
+    let hits = hooks.wait("/status", 3, Duration::from_secs(10));
+    let events: Vec<Vec<(String, String)>> = hits.iter().map(form).collect();
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| field(e, "CallStatus").unwrap())
+        .collect();
+    assert_eq!(statuses, ["ringing", "in-progress", "completed"]);
+    for (i, (hit, e)) in hits.iter().zip(&events).enumerate() {
+        assert!(twilio_validates(&token, &hooks.url("/status"), hit));
+        assert_eq!(field(e, "SequenceNumber"), Some(i.to_string().as_str()));
+        assert_eq!(field(e, "CallSid"), Some(call_sid.as_str()));
+        assert_eq!(field(e, "Direction"), Some("inbound"));
+        assert_eq!(field(e, "From"), Some("+14155550100"));
+        assert_eq!(field(e, "CallbackSource"), Some("call-progress-events"));
+        assert!(field(e, "Timestamp").unwrap().ends_with(" +0000"));
+    }
+    assert_eq!(field(&events[2], "SipResponseCode"), Some("200"));
+    let secs: u64 = field(&events[2], "CallDuration").unwrap().parse().unwrap();
+    assert!((2..=5).contains(&secs), "{secs} s");
 }
 
 #[test]

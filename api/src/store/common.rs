@@ -144,6 +144,7 @@ macro_rules! impl_store {
                     .bind(n.sms_webhook.as_deref())
                     .bind(n.media_security.as_str())
                     .bind(n.webhook_format.as_str())
+                    .bind(n.status_webhook.as_deref())
                     .execute(&self.pool)
                     .await?;
                 Ok(r.rows_affected() > 0)

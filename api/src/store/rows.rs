@@ -94,6 +94,7 @@ pub(crate) type NumberRow = (
     Option<String>,
     String,
     String,
+    Option<String>,
 );
 pub(crate) type BlockedRow = (String, String, Option<String>, String);
 pub(crate) type DeniedSourceRow = (String, String, Option<String>, i64, Option<i64>);
@@ -216,6 +217,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         sms_webhook,
         media_security,
         webhook_format,
+        status_webhook,
     ) = r;
     let route = RouteKind::parse(&route).ok_or_else(|| corrupt("numbers", "route", route))?;
     Ok(Number {
@@ -233,6 +235,7 @@ pub(crate) fn number_from_row(r: NumberRow) -> Result<Number> {
         media_security: media_security_of("numbers", media_security)?,
         webhook_format: WebhookFormat::parse(&webhook_format)
             .ok_or_else(|| corrupt("numbers", "webhook_format", webhook_format))?,
+        status_webhook,
     })
 }
 

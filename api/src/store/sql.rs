@@ -72,20 +72,20 @@ pub(crate) const DELETE_TRUNK: &str = "DELETE FROM trunks WHERE name = $1";
 
 pub(crate) const UPSERT_NUMBER: &str = "INSERT INTO numbers \
      (pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
-     voice_webhook, sms_webhook, media_security, webhook_format) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     voice_webhook, sms_webhook, media_security, webhook_format, status_webhook) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
      ON CONFLICT (pattern) DO UPDATE SET account_id = excluded.account_id, \
      route = excluded.route, target = excluded.target, dialect = excluded.dialect, \
      params = excluded.params, trunk = excluded.trunk, max_calls = excluded.max_calls, \
      fallback = excluded.fallback, voice_webhook = excluded.voice_webhook, \
      sms_webhook = excluded.sms_webhook, media_security = excluded.media_security, \
-     webhook_format = excluded.webhook_format \
+     webhook_format = excluded.webhook_format, status_webhook = excluded.status_webhook \
      WHERE numbers.account_id = excluded.account_id";
 /// The columns of [`NumberRow`], in order.
 macro_rules! number_columns {
     () => {
         "pattern, account_id, route, target, dialect, params, trunk, max_calls, fallback, \
-         voice_webhook, sms_webhook, media_security, webhook_format"
+         voice_webhook, sms_webhook, media_security, webhook_format, status_webhook"
     };
 }
 pub(crate) const LIST_NUMBERS: &str = concat!(

@@ -43,6 +43,7 @@ fn number_out(n: Number) -> NumberOut {
         sms_webhook: n.sms_webhook,
         media_security: n.media_security,
         webhook_format: n.webhook_format,
+        status_webhook: n.status_webhook,
     }
 }
 
@@ -203,6 +204,9 @@ pub(super) async fn put_number(
     if let Some(w) = &b.sms_webhook {
         check_webhook(&s, "sms_webhook", w)?;
     }
+    if let Some(w) = &b.status_webhook {
+        check_webhook(&s, "status_webhook", w)?;
+    }
     let webhook_format = b.webhook_format.unwrap_or_default();
     if webhook_format == WebhookFormat::Twilio
         && s.store.account_auth_token(&account).await?.is_none()
@@ -227,6 +231,7 @@ pub(super) async fn put_number(
         sms_webhook: b.sms_webhook,
         media_security: b.media_security.unwrap_or_default(),
         webhook_format,
+        status_webhook: b.status_webhook,
     };
     // The check above may race a concurrent PUT from another account: the
     // write itself refuses to move the row.

@@ -234,6 +234,10 @@ pub struct NumberIn {
     /// token, which must exist): how voice webhook requests are written.
     /// Either way a TwiML answer (`text/xml`) is read as TwiML.
     pub webhook_format: Option<crate::store::WebhookFormat>,
+    /// http(s) URL its inbound calls' status changes are POSTed to
+    /// (`ringing`, `in-progress`, then `completed`, `busy`, `no-answer`,
+    /// `failed` or `canceled`), written as `webhook_format` says.
+    pub status_webhook: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -250,6 +254,7 @@ pub struct NumberOut {
     pub sms_webhook: Option<String>,
     pub media_security: crate::store::MediaSecurity,
     pub webhook_format: crate::store::WebhookFormat,
+    pub status_webhook: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -101,6 +101,7 @@ impl Core {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            status_webhook: None,
             webhook_format: Default::default(),
             media_security: Default::default(),
         };

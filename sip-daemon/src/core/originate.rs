@@ -16,7 +16,7 @@ use super::dialog::{Dialog, DialogKey};
 use super::negotiation::leg_media;
 use super::*;
 use crate::core::legs::CallState;
-use crate::core::legs::{OutLeg, OutState};
+use crate::core::legs::{OutLeg, OutState, StatusHook};
 use api::control::{Connect, OriginateRefused, OriginateRequest, Originated};
 use domain::model::{CallRecord, Direction, Number, RouteKind};
 use media_userspace::control::LegMode;
@@ -218,7 +218,10 @@ impl Core {
                 admission: (!scopes.is_empty())
                     .then(|| Box::new(crate::core::legs::Admission::Outbound { scopes })),
                 reserved: false,
-                status_webhook: req.status_webhook.clone(),
+                status_webhook: req
+                    .status_webhook
+                    .clone()
+                    .map(|url| StatusHook::json(url, req.account.clone())),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
                 forked: None,
                 caller_left: false,

@@ -18,7 +18,7 @@
 use super::dialog::{Dialog, DialogKey};
 use super::negotiation::leg_media;
 use super::*;
-use crate::core::legs::{Call, CallState, SessionTimer};
+use crate::core::legs::{Call, CallState, SessionTimer, StatusHook};
 use crate::core::legs::{OutLeg, OutState, OutTarget};
 use crate::sip::Uri;
 use crate::sip::sdes::LegKeying;
@@ -45,6 +45,14 @@ pub struct CallSnapshot {
     pub outbound: bool,
     pub click_to_call: bool,
     pub status_webhook: Option<String>,
+    /// How its status events are written, for whom, and how many were
+    /// sent (absent in snapshots of earlier runs: JSON).
+    #[serde(default)]
+    pub status_format: domain::model::WebhookFormat,
+    #[serde(default)]
+    pub status_account: String,
+    #[serde(default)]
+    pub status_sent: u32,
     /// Codecs the call may use, by encoding name.
     pub codecs: Vec<String>,
     /// RFC 4028: (interval, whether we refresh).
@@ -298,7 +306,18 @@ impl Core {
             callee_user: c.callee_user.clone(),
             outbound: c.outbound,
             click_to_call: c.click_to_call,
-            status_webhook: c.status_webhook.clone(),
+            status_webhook: c.status_webhook.as_ref().map(|s| s.url.clone()),
+            status_format: c
+                .status_webhook
+                .as_ref()
+                .map(|s| s.format)
+                .unwrap_or_default(),
+            status_account: c
+                .status_webhook
+                .as_ref()
+                .map(|s| s.account.clone())
+                .unwrap_or_default(),
+            status_sent: c.status_webhook.as_ref().map_or(0, |s| s.sent),
             codecs: c
                 .codecs
                 .iter()
@@ -603,7 +622,12 @@ impl Core {
                 admission: None,
                 // A resumed call keeps the slots its first run reserved.
                 reserved: self.cfg.cluster_limits,
-                status_webhook: s.status_webhook.clone(),
+                status_webhook: s.status_webhook.clone().map(|url| StatusHook {
+                    url,
+                    format: s.status_format,
+                    account: s.status_account.clone(),
+                    sent: s.status_sent,
+                }),
                 click_to_call: s.click_to_call,
                 forked: None,
                 caller_left: false,

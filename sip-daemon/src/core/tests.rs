@@ -21,6 +21,7 @@ fn routing() -> RoutingTable {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
         webhook_format: Default::default(),
         media_security: Default::default(),
     };
@@ -145,6 +146,7 @@ fn routing() -> RoutingTable {
             Number {
                 voice_webhook: Some("http://127.0.0.1:9/voice".into()),
                 sms_webhook: None,
+                status_webhook: None,
                 webhook_format: Default::default(),
                 ..num("+1888*", RouteKind::Echo, None)
             },
@@ -1104,6 +1106,7 @@ fn trunk_limited(max: u32) -> RoutingTable {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            status_webhook: None,
             webhook_format: Default::default(),
             media_security: Default::default(),
         }],

@@ -15,9 +15,13 @@ use super::*;
 use api::twiml::{Dial, DialTarget, Fetch, Stream, Verb};
 use domain::model::{Number, RouteKind};
 
-/// Documents one call may fetch: two documents that redirect to each
-/// other end the call instead of looping.
+/// Documents one call may run, the first included: two documents that
+/// redirect to each other end the call instead of looping.
 pub const MAX_FETCHES: u32 = 10;
+/// How long a call may wait in TwiML (pauses, fetches, dials that fail)
+/// before it is answered or refused: ten minutes, past any carrier's
+/// no-answer timer, so a document cannot hold a trunk's slots for days.
+pub const MAX_PARKED: Duration = Duration::from_secs(600);
 
 impl Core {
     /// Carries out the TwiML answer `verbs` for parked call `h`.
@@ -31,7 +35,13 @@ impl Core {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        let run = call.twiml.get_or_insert_with(Default::default);
+        let run = call.twiml.get_or_insert_with(|| {
+            Box::new(super::legs::TwimlRun {
+                fetches: 1,
+                started: Some(now),
+                ..Default::default()
+            })
+        });
         run.verbs = verbs.into();
         run.wake = None;
         run.dialing = None;
@@ -54,10 +64,21 @@ impl Core {
             let Some(verb) = run.verbs.pop_front() else {
                 return self.refuse_parked(now, h, 603, "twiml_ended");
             };
+            let deadline = run.started.unwrap_or(now) + MAX_PARKED;
+            if now >= deadline {
+                tracing::info!(call = %call.sid, "TwiML kept the call unanswered too long");
+                return self.refuse_parked(now, h, 480, "twiml_timeout");
+            }
             match verb {
                 Verb::Pause(0) => {}
                 Verb::Pause(secs) => {
-                    run.wake = Some(now + Duration::from_secs(secs.into()));
+                    run.wake = Some((now + Duration::from_secs(secs.into())).min(deadline));
+                    // The caller hears ringing while the app waits; a
+                    // 100 alone lets carriers give up sooner.
+                    let ring = !std::mem::replace(&mut run.rang, true);
+                    if ring {
+                        self.send_caller_provisional(now, h, 180);
+                    }
                     return self.schedule_call(h);
                 }
                 Verb::Hangup => return self.refuse_parked(now, h, 603, "twiml_hangup"),
@@ -182,10 +203,21 @@ impl Core {
         };
         let target = match dial.target {
             DialTarget::Sip(uri) => Some(uri),
+            // As for REST calls: the account's destination blocks hold,
+            // and only a trunk the account may use carries the call.
+            DialTarget::Number(e164)
+                if self
+                    .routing
+                    .is_blocked(&number.account_id, &number.pattern, &e164) =>
+            {
+                tracing::info!(to = %e164, "TwiML <Dial> to a blocked number");
+                None
+            }
             DialTarget::Number(e164) => number
                 .trunk
                 .as_deref()
                 .and_then(|t| self.routing.trunk(t))
+                .filter(|t| t.trunk.usable_by(&number.account_id))
                 .and_then(|t| t.trunk.outbound_address.clone())
                 .map(|host| format!("sip:{e164}@{}", host.trim_start_matches("sip:"))),
         };
@@ -237,6 +269,13 @@ impl Core {
             return false;
         };
         if action.is_none() && run.verbs.is_empty() {
+            return false;
+        }
+        // An answer already reached the caller in a 18x (early media): a
+        // new media leg would answer from another address, which RFC 3261
+        // §13.2.1 forbids, so the failure reaches the caller as it is.
+        if call.local_sdp.is_some() {
+            tracing::info!(call = %call.sid, "TwiML <Dial> failed after early media: not going on");
             return false;
         }
         // The relay toward the failed target closes; the next verb opens

@@ -207,19 +207,30 @@ impl Core {
 
     /// Tells call `h`'s status webhook (if any) that it is now `status`.
     pub(super) fn status_changed(&mut self, now: Instant, h: CallHandle, status: &str) {
-        let Some(call) = self.calls.get(&h) else {
+        let at = self.unix_ms(now);
+        let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        let Some(url) = call.status_webhook.clone() else {
-            return;
-        };
-        let event = status_event(call, status, self.unix_ms(now));
-        self.out.push_back(Output::StatusWebhook { url, event });
+        if let Some((url, event)) = next_status(call, status, at) {
+            self.out.push_back(Output::StatusWebhook { url, event });
+        }
     }
 }
 
+/// Call `call`'s next status event (without the final details) and where
+/// it goes, if it has a status webhook.
+pub(super) fn next_status(call: &mut Call, status: &str, at: i64) -> Option<(String, StatusEvent)> {
+    let mut event = status_event(call, status, at);
+    let hook = call.status_webhook.as_mut()?;
+    event.format = hook.format;
+    event.account = hook.account.clone();
+    event.sequence = hook.sent;
+    hook.sent += 1;
+    Some((hook.url.clone(), event))
+}
+
 /// A status event for `call`, without the final details.
-pub(super) fn status_event(call: &Call, status: &str, at: i64) -> StatusEvent {
+fn status_event(call: &Call, status: &str, at: i64) -> StatusEvent {
     let (local, remote) = (
         uri_user(&call.dialog.local_uri),
         uri_user(&call.dialog.remote_uri),
@@ -240,5 +251,8 @@ pub(super) fn status_event(call: &Call, status: &str, at: i64) -> StatusEvent {
         sip_status: None,
         end_cause: None,
         duration_ms: None,
+        format: Default::default(),
+        account: String::new(),
+        sequence: 0,
     }
 }

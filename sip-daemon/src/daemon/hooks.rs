@@ -41,7 +41,8 @@ impl Hooks {
         }
         let (voice_tx, voice_rx) = mpsc::unbounded_channel::<VoiceAnswerFor>();
         let sender =
-            api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), targets, registry)?;
+            api::webhook::WebhookSender::new(cfg.webhooks.secret.clone(), targets, registry)?
+                .with_auth_tokens(store.clone());
         let (sms, sms_rx) = mpsc::unbounded_channel::<SmsWrite>();
         tokio::spawn(sms_writer(store.clone(), sender.clone(), sms_rx));
         let hooks = Hooks {
@@ -66,15 +67,23 @@ impl Hooks {
         let timeout = self.voice_timeout;
         let store = self.store.clone();
         tokio::spawn(async move {
-            // Read at each request: a rotated token signs the next one.
+            // Read at each request: a rotated token signs the next one. A
+            // slow store counts against the webhook's own deadline.
             let token = match request.format {
                 api::store::WebhookFormat::Json => Ok(None),
-                api::store::WebhookFormat::Twilio => store
-                    .account_auth_token(&request.account)
-                    .await
-                    .map_err(|e| {
-                        api::webhook::WebhookError::Http(format!("auth token not read: {e}"))
-                    }),
+                api::store::WebhookFormat::Twilio => {
+                    match tokio::time::timeout(timeout, store.account_auth_token(&request.account))
+                        .await
+                    {
+                        Ok(Ok(t)) => Ok(t),
+                        Ok(Err(e)) => Err(api::webhook::WebhookError::Http(format!(
+                            "auth token not read: {e}"
+                        ))),
+                        Err(_) => Err(api::webhook::WebhookError::Http(
+                            "auth token not read: the store timed out".into(),
+                        )),
+                    }
+                }
             };
             let answer = match token {
                 Ok(token) => {

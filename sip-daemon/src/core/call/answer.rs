@@ -122,6 +122,9 @@ impl Core {
         if let Some(call) = self.calls.get_mut(&h) {
             call.state = CallState::Answered;
             call.answered_at = Some(now);
+            // Its route is settled (a TwiML <Dial> kept both until now).
+            call.pending = None;
+            call.twiml = None;
             self.metrics
                 .call_setup
                 .with_label_values(&["inbound"])
@@ -134,6 +137,7 @@ impl Core {
             at,
             media_security,
         }));
+        self.status_changed(now, h, "in-progress");
         self.schedule_call(h);
     }
 

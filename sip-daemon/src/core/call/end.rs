@@ -31,7 +31,7 @@ impl Core {
         cause: &str,
         status: u16,
     ) {
-        let Some(call) = self.calls.remove(&h) else {
+        let Some(mut call) = self.calls.remove(&h) else {
             return;
         };
         self.restoring.remove(&h);
@@ -74,7 +74,7 @@ impl Core {
             },
             duration_ms,
         }));
-        if let Some(url) = call.status_webhook.clone() {
+        if call.status_webhook.is_some() {
             let sip_status = if call.answered_at.is_some() {
                 200
             } else {
@@ -86,11 +86,13 @@ impl Core {
                 Some(cause),
                 Some(sip_status),
             );
-            let mut event = super::webhook::status_event(&call, final_status, at);
-            event.sip_status = Some(sip_status);
-            event.end_cause = Some(cause.to_string());
-            event.duration_ms = Some(duration_ms);
-            self.out.push_back(Output::StatusWebhook { url, event });
+            if let Some((url, mut event)) = super::webhook::next_status(&mut call, final_status, at)
+            {
+                event.sip_status = Some(sip_status);
+                event.end_cause = Some(cause.to_string());
+                event.duration_ms = Some(duration_ms);
+                self.out.push_back(Output::StatusWebhook { url, event });
+            }
         }
         let direction = if call.outbound { "outbound" } else { "inbound" };
         self.metrics

@@ -689,7 +689,14 @@ impl Core {
                 twiml: None,
                 admission: None,
                 reserved: false,
-                status_webhook: None,
+                status_webhook: number.status_webhook.clone().map(|url| {
+                    crate::core::legs::StatusHook {
+                        url,
+                        format: number.webhook_format,
+                        account: number.account_id.clone(),
+                        sent: 0,
+                    }
+                }),
                 click_to_call: false,
                 forked: None,
                 caller_left: false,
@@ -703,6 +710,8 @@ impl Core {
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
         self.schedule_call(handle);
+        // The call rings at the gateway from its admission on.
+        self.status_changed(now, handle, "ringing");
         let scopes = self.cluster_scopes(&number, trunk_limit);
         if scopes.is_empty() {
             return self.admit(now, handle, next);

@@ -74,10 +74,16 @@ impl Core {
             let peer = if o.target.via_trunk {
                 Some(o.target.peer)
             } else {
-                uri.host.as_ref().and_then(|h| h.ip()).map(|ip| Peer {
-                    remote: SocketAddr::new(ip, uri.port_or_default()),
-                    ..o.target.peer
-                })
+                // A redirect is a new direct target: the tenants' target
+                // policy holds for it as for the first.
+                uri.host
+                    .as_ref()
+                    .and_then(|h| h.ip())
+                    .filter(|ip| self.cfg.targets.check_ip(*ip).is_ok())
+                    .map(|ip| Peer {
+                        remote: SocketAddr::new(ip, uri.port_or_default()),
+                        ..o.target.peer
+                    })
             };
             if let Some(peer) = peer
                 && peer.remote.is_ipv4() == o.target.peer.remote.is_ipv4()
@@ -258,7 +264,12 @@ impl Core {
             .then_some((suite, far.remote))
     }
 
-    fn send_caller_provisional(&mut self, now: Instant, h: CallHandle, status: u16) {
+    pub(in crate::core) fn send_caller_provisional(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        status: u16,
+    ) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };

@@ -97,6 +97,29 @@ impl SessionTimer {
     }
 }
 
+/// Where a call's status changes go, and how they are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusHook {
+    pub url: String,
+    pub format: domain::model::WebhookFormat,
+    /// The call's account (Twilio's `AccountSid`; its token signs).
+    pub account: String,
+    /// Events sent so far: the next one's sequence number.
+    pub sent: u32,
+}
+
+impl StatusHook {
+    /// The gateway's JSON events to `url`.
+    pub fn json(url: String, account: String) -> StatusHook {
+        StatusHook {
+            url,
+            format: domain::model::WebhookFormat::Json,
+            account,
+            sent: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Call {
     pub handle: CallHandle,
@@ -155,7 +178,7 @@ pub struct Call {
     /// The TwiML its voice webhook answered, while it runs.
     pub twiml: Option<Box<super::TwimlRun>>,
     /// Where this call's status changes are POSTed.
-    pub status_webhook: Option<String>,
+    pub status_webhook: Option<StatusHook>,
     /// Click-to-call: no AI keeps the callee, so when the far leg to the
     /// second party fails, the call ends.
     pub click_to_call: bool,

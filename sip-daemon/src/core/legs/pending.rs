@@ -73,6 +73,11 @@ pub struct TwimlRun {
     /// A `<Dial>` rings: where its outcome is told when it fails (its
     /// `action`), or `None` to go on with the verbs after it.
     pub dialing: Option<Option<api::twiml::Fetch>>,
+    /// When the first document started: the call waits in TwiML at most
+    /// [`crate::core::twiml::MAX_PARKED`] from then.
+    pub started: Option<Instant>,
+    /// 180 Ringing went to the caller (at the first `<Pause>`).
+    pub rang: bool,
 }
 
 /// What an admitted INVITE does next: at once, or once its slots are

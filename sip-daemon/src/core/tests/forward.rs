@@ -2169,6 +2169,7 @@ fn direct_forward_targets_obey_the_tenants_target_policy() {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
         webhook_format: Default::default(),
         media_security: Default::default(),
     };

@@ -514,6 +514,7 @@ fn a_cluster_limit_holds_an_outbound_invite_until_the_store_answers() {
             fallback: None,
             voice_webhook: None,
             sms_webhook: None,
+            status_webhook: None,
             webhook_format: Default::default(),
             media_security: Default::default(),
         }],

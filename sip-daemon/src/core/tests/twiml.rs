@@ -122,8 +122,9 @@ fn redirect_fetches_the_next_document_and_a_loop_ends() {
     assert_eq!(req.method, api::twiml::Method::Get);
     assert_eq!((req.call_id, req.from), (first.call_id, first.from));
     assert!(h.statuses().iter().all(|s| *s < 200), "still parked");
-    // A document that redirects to itself ends after MAX_FETCHES.
-    for _ in 1..MAX_FETCHES {
+    // A document that redirects to itself ends after MAX_FETCHES
+    // documents, the first included.
+    for _ in 2..MAX_FETCHES {
         h.core.handle_voice_answer(
             h.now,
             call,
@@ -260,4 +261,59 @@ fn a_caller_id_that_is_not_the_accounts_fails_the_dial() {
     let (_, url, req) = h.next_hook();
     assert_eq!(url, "http://127.0.0.1:9/after");
     assert_eq!(req.dial_call_status.as_deref(), Some("failed"));
+}
+
+#[test]
+fn pauses_ring_the_caller_once_and_a_call_waits_in_twiml_ten_minutes_at_most() {
+    let mut h = Harness::new();
+    let (call, _) = h.parked("tw8");
+    h.take_sent();
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(r#"<Response><Pause length="600"/><Pause length="600"/><Hangup/></Response>"#),
+    );
+    h.drain();
+    assert_eq!(h.statuses(), vec![180], "ringing at the first pause");
+    h.advance_to(599_000);
+    assert!(h.statuses().is_empty(), "once, and no end yet");
+    h.advance_to(600_500);
+    assert!(h.statuses().contains(&480));
+    assert_eq!(h.last_cause(), ("twiml_timeout".to_string(), 480));
+}
+
+#[test]
+fn a_dial_that_failed_after_early_media_reaches_the_caller_as_it_is() {
+    let mut h = Harness::new();
+    let (call, _) = h.parked("tw9");
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        twiml(&format!(
+            r#"<Response><Dial action="/after"><Sip>sip:bob@{FAR}</Sip></Dial></Response>"#
+        )),
+    );
+    h.drain();
+    let legs = match h.media.last() {
+        Some(MediaCommand::OpenRelay { legs, .. }) => *legs,
+        other => panic!("expected the relay, got {other:?}"),
+    };
+    h.relay_opened(legs, [30000, 30002]);
+    let inv = h.sent.pop().unwrap().1;
+    h.far(&far_response(
+        &inv,
+        183,
+        "Session Progress",
+        "e",
+        "",
+        super::forward::FAR_SDP,
+    ));
+    assert!(
+        h.statuses().contains(&183),
+        "early media reached the caller"
+    );
+    h.far(&far_response(&inv, 486, "Busy Here", "e", "", ""));
+    assert!(h.statuses().contains(&486));
+    assert!(h.hooks.is_empty(), "the action is not asked");
+    assert_eq!(h.last_cause().0, "busy");
 }
