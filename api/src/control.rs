@@ -79,6 +79,11 @@ pub struct OriginateRequest {
     pub ring_timeout: Option<std::time::Duration>,
     /// Where the call's status changes are POSTed (signed, retried).
     pub status_webhook: Option<String>,
+    /// How they are written (Twilio's Calls API: `twilio`).
+    pub status_format: crate::store::WebhookFormat,
+    /// Twilio's `StatusCallbackEvent`: which of `initiated`, `ringing`,
+    /// `answered`, `completed` are sent (empty: every change).
+    pub status_events: Vec<String>,
 }
 
 /// A WebSocket to stream a call to.
@@ -102,6 +107,18 @@ pub enum Connect {
     /// through the call's trunk, a `sip:` URI to its own host. When that
     /// leg fails, the call ends (there is no AI to keep the callee).
     Forward { to: String },
+    /// TwiML run once the callee answers (Twilio's Calls API: `Twiml`,
+    /// or `Url` fetched then, signed with the account's token).
+    Twiml(TwimlStart),
+}
+
+/// Where an outbound call's TwiML comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TwimlStart {
+    /// Given with the request (`Twiml`).
+    Verbs(Vec<crate::twiml::Verb>),
+    /// Fetched from this URL at the answer (`Url`, `Method`).
+    Fetch(crate::twiml::Fetch),
 }
 
 /// An SMS the REST API asks to send (`POST /v1/messages`).

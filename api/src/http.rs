@@ -122,7 +122,8 @@ pub fn router(
     let timeout = edge.request_timeout;
     let all = match api {
         Some((state, m)) => base.merge(
-            v1::router(state)
+            v1::router(state.clone())
+                .merge(crate::twilio::router(state))
                 .layer(
                     ServiceBuilder::new()
                         .layer(HandleErrorLayer::new(move |e| edge_error(e, timeout)))

@@ -7,6 +7,7 @@ pub use domain::e164;
 pub mod http;
 pub mod store;
 pub mod targets;
+pub mod twilio;
 pub mod twiml;
 pub mod v1;
 pub mod webhook;

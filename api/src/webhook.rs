@@ -55,22 +55,27 @@ pub struct VoiceRequest {
     /// GET or POST (TwiML's `method`; POST otherwise).
     #[serde(skip)]
     pub method: crate::twiml::Method,
+    /// Twilio's `Direction`: `inbound` or `outbound-api`.
+    #[serde(skip)]
+    pub direction: &'static str,
+    /// Twilio's `CallStatus`: `ringing` before the answer, then
+    /// `in-progress`.
+    #[serde(skip)]
+    pub call_status: &'static str,
 }
 
 impl VoiceRequest {
     /// Twilio's voice request parameters
     /// (<https://www.twilio.com/docs/usage/webhooks/voice-webhooks>).
-    /// Calls reach a voice webhook before they are answered: `CallStatus`
-    /// is `ringing`.
     pub fn twilio_params(&self) -> Vec<(&'static str, String)> {
         let mut p = vec![
             ("AccountSid", self.account.clone()),
             ("ApiVersion", "2010-04-01".to_string()),
             ("CallSid", self.call_id.clone()),
-            ("CallStatus", "ringing".to_string()),
+            ("CallStatus", self.call_status.to_string()),
             ("Called", self.to.clone()),
             ("Caller", self.from.clone()),
-            ("Direction", "inbound".to_string()),
+            ("Direction", self.direction.to_string()),
             ("From", self.from.clone()),
             ("SipCallId", self.sip_call_id.clone()),
             ("To", self.to.clone()),

@@ -208,6 +208,7 @@ async fn place_call(
     let media = match connect {
         Connect::Stream { .. } => "stream",
         Connect::Forward { .. } => "forward",
+        Connect::Twiml(_) => "twiml",
     };
     let status_webhook = b.status_webhook;
     if let Some(w) = &status_webhook {
@@ -229,6 +230,8 @@ async fn place_call(
             connect,
             ring_timeout,
             status_webhook,
+            status_format: Default::default(),
+            status_events: vec![],
         })
         .await
         .ok_or_else(|| {

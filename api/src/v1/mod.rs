@@ -168,7 +168,11 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn per_ip_limit(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+pub(crate) async fn per_ip_limit(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Response {
     // The edge decided who the client is (a trusted proxy's word or the
     // TCP peer); without the edge, the TCP peer.
     let client = req

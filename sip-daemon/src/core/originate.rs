@@ -137,6 +137,7 @@ impl Core {
         let media_mode = match origination {
             Origination::Stream(_) => "stream",
             Origination::Forward(_) => "forward",
+            Origination::Twiml(_) => "twiml",
         };
         // A party's number goes out through the call's trunk; a sip: URI
         // to its own host (`on_ai_transfer`).
@@ -218,10 +219,11 @@ impl Core {
                 admission: (!scopes.is_empty())
                     .then(|| Box::new(crate::core::legs::Admission::Outbound { scopes })),
                 reserved: false,
-                status_webhook: req
-                    .status_webhook
-                    .clone()
-                    .map(|url| StatusHook::json(url, req.account.clone())),
+                status_webhook: req.status_webhook.clone().map(|url| StatusHook {
+                    format: req.status_format,
+                    events: req.status_events.clone(),
+                    ..StatusHook::json(url, req.account.clone())
+                }),
                 click_to_call: matches!(req.connect, Connect::Forward { .. }),
                 forked: None,
                 caller_left: false,
@@ -229,6 +231,7 @@ impl Core {
             },
         );
         self.metrics.calls_active.set(self.calls.len() as i64);
+        self.status_changed(now, h, "initiated");
         self.out
             .push_back(Output::Media(MediaCommand::Reserve { leg: h.own_leg() }));
         Ok(originated)
@@ -261,6 +264,7 @@ impl Core {
                 Origination::Stream(Box::new(spec))
             }
             Connect::Forward { to } => Origination::Forward(to.clone()),
+            Connect::Twiml(start) => Origination::Twiml(start.clone()),
         }
     }
 
@@ -379,6 +383,10 @@ impl Core {
                     "click-to-call answered; calling the second party"
                 );
                 self.on_ai_transfer(now, h, to, None);
+            }
+            Origination::Twiml(start) => {
+                self.schedule_call(h);
+                self.start_answered_twiml(now, h, start);
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct CallSnapshot {
     pub status_account: String,
     #[serde(default)]
     pub status_sent: u32,
+    #[serde(default)]
+    pub status_events: Vec<String>,
     /// Codecs the call may use, by encoding name.
     pub codecs: Vec<String>,
     /// RFC 4028: (interval, whether we refresh).
@@ -318,6 +320,11 @@ impl Core {
                 .map(|s| s.account.clone())
                 .unwrap_or_default(),
             status_sent: c.status_webhook.as_ref().map_or(0, |s| s.sent),
+            status_events: c
+                .status_webhook
+                .as_ref()
+                .map(|s| s.events.clone())
+                .unwrap_or_default(),
             codecs: c
                 .codecs
                 .iter()
@@ -627,6 +634,7 @@ impl Core {
                     format: s.status_format,
                     account: s.status_account.clone(),
                     sent: s.status_sent,
+                    events: s.status_events.clone(),
                 }),
                 click_to_call: s.click_to_call,
                 forked: None,

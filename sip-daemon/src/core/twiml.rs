@@ -9,9 +9,17 @@
 //!
 //! The verbs after `<Connect>` or a connected `<Dial>` are not run: the
 //! call ends with its stream or its bridge (README, "TwiML").
+//!
+//! An outbound call placed with TwiML (Twilio's Calls API) runs it once
+//! the callee answers: `<Connect><Stream>` opens the stream on the call's
+//! reserved port, `<Dial>` bridges the callee to the target as a
+//! click-to-call does, `<Hangup>`, `<Reject>` and the end of the document
+//! send BYE.
 
 use super::legs::CallState;
+use super::negotiation::leg_media;
 use super::*;
+use api::control::TwimlStart;
 use api::twiml::{Dial, DialTarget, Fetch, Stream, Verb};
 use domain::model::{Number, RouteKind};
 
@@ -55,41 +63,159 @@ impl Core {
             let Some(call) = self.calls.get_mut(&h) else {
                 return;
             };
-            if call.state != CallState::AwaitingMedia {
+            let answered = call.answered_at.is_some();
+            if answered != call.outbound {
+                // An inbound call runs TwiML until it is answered; an
+                // outbound call from its answer on.
                 return;
             }
             let Some(run) = call.twiml.as_mut() else {
                 return;
             };
             let Some(verb) = run.verbs.pop_front() else {
-                return self.refuse_parked(now, h, 603, "twiml_ended");
+                return self.end_twiml(now, h, 603, "twiml_ended");
             };
             let deadline = run.started.unwrap_or(now) + MAX_PARKED;
-            if now >= deadline {
+            if !answered && now >= deadline {
                 tracing::info!(call = %call.sid, "TwiML kept the call unanswered too long");
                 return self.refuse_parked(now, h, 480, "twiml_timeout");
             }
             match verb {
                 Verb::Pause(0) => {}
                 Verb::Pause(secs) => {
-                    run.wake = Some((now + Duration::from_secs(secs.into())).min(deadline));
+                    let wake = now + Duration::from_secs(secs.into());
+                    run.wake = Some(if answered { wake } else { wake.min(deadline) });
                     // The caller hears ringing while the app waits; a
                     // 100 alone lets carriers give up sooner.
-                    let ring = !std::mem::replace(&mut run.rang, true);
+                    let ring = !answered && !std::mem::replace(&mut run.rang, true);
                     if ring {
                         self.send_caller_provisional(now, h, 180);
                     }
                     return self.schedule_call(h);
                 }
-                Verb::Hangup => return self.refuse_parked(now, h, 603, "twiml_hangup"),
+                Verb::Hangup => return self.end_twiml(now, h, 603, "twiml_hangup"),
                 Verb::Reject(why) => {
-                    return self.refuse_parked(now, h, why.sip_status(), "twiml_rejected");
+                    return self.end_twiml(now, h, why.sip_status(), "twiml_rejected");
                 }
                 Verb::Redirect(fetch) => return self.fetch_twiml(now, h, fetch, None),
+                Verb::Connect(stream) if answered => {
+                    return self.twiml_stream_answered(now, h, stream);
+                }
                 Verb::Connect(stream) => return self.twiml_stream(now, h, stream),
+                Verb::Dial(dial) if answered => return self.twiml_dial_answered(now, h, dial),
                 Verb::Dial(dial) => return self.twiml_dial(now, h, dial),
             }
         }
+    }
+
+    /// Ends a call TwiML ended: refused with `status` before the answer,
+    /// BYE after.
+    fn end_twiml(&mut self, now: Instant, h: CallHandle, status: u16, cause: &str) {
+        if self.calls.get(&h).is_some_and(|c| c.answered_at.is_some()) {
+            self.hangup(now, h, cause);
+        } else {
+            self.refuse_parked(now, h, status, cause);
+        }
+    }
+
+    /// The callee of outbound call `h` answered: its TwiML starts, given or
+    /// fetched (signed with its account's token, `CallStatus` in-progress).
+    pub(super) fn start_answered_twiml(&mut self, now: Instant, h: CallHandle, start: TwimlStart) {
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
+        let from = uri_user(&call.dialog.local_uri);
+        let to = uri_user(&call.dialog.remote_uri);
+        // The account's number the call is placed from: its account,
+        // pattern and trunk are what the document's requests tell.
+        let Some(number) = self.routing.number(&from).cloned() else {
+            return self.hangup(now, h, "route_unavailable");
+        };
+        let pending = Box::new(PendingRoute {
+            number: Number {
+                webhook_format: domain::model::WebhookFormat::Twilio,
+                ..number
+            },
+            caller: from,
+            dialed: to,
+            sip_call_id: call.dialog.key.call_id.clone(),
+            max_forwards: 70,
+        });
+        match start {
+            TwimlStart::Verbs(verbs) => self.start_twiml(now, h, pending, verbs),
+            TwimlStart::Fetch(fetch) => {
+                let Some(call) = self.calls.get_mut(&h) else {
+                    return;
+                };
+                call.pending = Some(pending);
+                call.twiml = Some(Box::new(super::legs::TwimlRun {
+                    started: Some(now),
+                    ..Default::default()
+                }));
+                self.fetch_twiml(now, h, fetch, None);
+            }
+        }
+    }
+
+    /// `<Connect><Stream>` on an answered outbound call: the stream opens
+    /// on the call's reserved port.
+    fn twiml_stream_answered(&mut self, now: Instant, h: CallHandle, stream: Stream) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let Some(pending) = call.pending.take() else {
+            return;
+        };
+        call.twiml = None;
+        let Some(media) = call.negotiated.as_ref().map(leg_media) else {
+            return self.hangup(now, h, "failed");
+        };
+        let sid = call.sid.clone();
+        let number = stream_number(&pending.number, stream.url.clone(), stream.parameters);
+        let spec = self.stream_spec(
+            &stream.url,
+            &number,
+            &sid,
+            &pending.caller,
+            &pending.dialed,
+            &pending.sip_call_id,
+        );
+        self.out.push_back(Output::Media(MediaCommand::Open {
+            leg: h.own_leg(),
+            mode: media_userspace::control::LegMode::Stream(Box::new(spec)),
+            media,
+            timeout: self.cfg.media_timeout,
+        }));
+        self.schedule_call(h);
+    }
+
+    /// `<Dial>` on an answered outbound call: the callee is bridged to the
+    /// target as a click-to-call is; when that leg fails, the call ends.
+    fn twiml_dial_answered(&mut self, now: Instant, h: CallHandle, dial: Dial) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let Some(pending) = call.pending.take() else {
+            return;
+        };
+        call.twiml = None;
+        call.click_to_call = true;
+        let to = match dial.target {
+            DialTarget::Number(e164) => {
+                if self.routing.is_blocked(
+                    &pending.number.account_id,
+                    &pending.number.pattern,
+                    &e164,
+                ) {
+                    self.metrics.reject("blocked");
+                    return self.hangup(now, h, "blocked");
+                }
+                e164
+            }
+            DialTarget::Sip(uri) => uri,
+        };
+        let ring = Duration::from_secs(dial.timeout_s.into());
+        self.on_ai_transfer(now, h, to, Some(ring));
     }
 
     /// A `<Pause>` of call `h` is over when `now` passed its end: the next
@@ -145,21 +271,7 @@ impl Core {
             return;
         };
         call.twiml = None;
-        let params = (!stream.parameters.is_empty()).then(|| {
-            let map: serde_json::Map<String, serde_json::Value> = stream
-                .parameters
-                .into_iter()
-                .map(|(k, v)| (k, serde_json::Value::String(v)))
-                .collect();
-            serde_json::Value::Object(map).to_string()
-        });
-        let number = Number {
-            route: RouteKind::Stream,
-            target: Some(stream.url),
-            dialect: Some("twilio".into()),
-            params,
-            ..pending.number.clone()
-        };
+        let number = stream_number(&pending.number, stream.url, stream.parameters);
         self.start_route(now, h, &number, &pending);
     }
 
@@ -291,6 +403,25 @@ impl Core {
             None => self.run_twiml(now, h),
         }
         true
+    }
+}
+
+/// `number` streaming to `url` in the `twilio` dialect with these
+/// `<Parameter>`s as its `customParameters`.
+fn stream_number(number: &Number, url: String, parameters: Vec<(String, String)>) -> Number {
+    let params = (!parameters.is_empty()).then(|| {
+        let map: serde_json::Map<String, serde_json::Value> = parameters
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    });
+    Number {
+        route: RouteKind::Stream,
+        target: Some(url),
+        dialect: Some("twilio".into()),
+        params,
+        ..number.clone()
     }
 }
 

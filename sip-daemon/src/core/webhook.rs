@@ -36,6 +36,16 @@ pub(super) fn voice_request(call: &Call, pending: &PendingRoute) -> VoiceRequest
         dial_call_status: None,
         format: pending.number.webhook_format,
         method: api::twiml::Method::Post,
+        direction: if call.outbound {
+            "outbound-api"
+        } else {
+            "inbound"
+        },
+        call_status: if call.answered_at.is_some() {
+            "in-progress"
+        } else {
+            "ringing"
+        },
     }
 }
 
@@ -62,10 +72,25 @@ impl Core {
         h: CallHandle,
         answer: Result<VoiceAnswer, NoRoute>,
     ) {
-        let Some(pending) = self.calls.get_mut(&h).and_then(|c| c.pending.take()) else {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let answered = call.answered_at.is_some();
+        let Some(pending) = call.pending.take() else {
             // The caller hung up meanwhile.
             return;
         };
+        if answered {
+            // An answered outbound call's TwiML (Twilio's Calls API `Url`):
+            // only TwiML goes on; the JSON actions are for calls ringing.
+            return match answer {
+                Ok(VoiceAnswer::Twiml(verbs)) => self.start_twiml(now, h, pending, verbs),
+                other => {
+                    tracing::warn!(call = h.get(), answer = ?other.err(), "outbound call's TwiML not fetched");
+                    self.hangup(now, h, "webhook_failed")
+                }
+            };
+        }
         let number = pending.number.clone();
         let route = match answer {
             Ok(VoiceAnswer::Stream {
@@ -221,7 +246,7 @@ impl Core {
 /// it goes, if it has a status webhook.
 pub(super) fn next_status(call: &mut Call, status: &str, at: i64) -> Option<(String, StatusEvent)> {
     let mut event = status_event(call, status, at);
-    let hook = call.status_webhook.as_mut()?;
+    let hook = call.status_webhook.as_mut().filter(|h| h.wants(status))?;
     event.format = hook.format;
     event.account = hook.account.clone();
     event.sequence = hook.sent;

@@ -695,6 +695,7 @@ impl Core {
                         format: number.webhook_format,
                         account: number.account_id.clone(),
                         sent: 0,
+                        events: vec![],
                     }
                 }),
                 click_to_call: false,

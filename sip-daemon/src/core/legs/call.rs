@@ -106,6 +106,9 @@ pub struct StatusHook {
     pub account: String,
     /// Events sent so far: the next one's sequence number.
     pub sent: u32,
+    /// Twilio's `StatusCallbackEvent` names wanted (`initiated`,
+    /// `ringing`, `answered`, `completed`); empty: every change.
+    pub events: Vec<String>,
 }
 
 impl StatusHook {
@@ -116,7 +119,20 @@ impl StatusHook {
             format: domain::model::WebhookFormat::Json,
             account,
             sent: 0,
+            events: vec![],
         }
+    }
+
+    /// Whether a change to `status` is told. `initiated` is Twilio's
+    /// event only: the gateway's JSON events start at `ringing`.
+    pub fn wants(&self, status: &str) -> bool {
+        let event = match status {
+            "initiated" if self.format == domain::model::WebhookFormat::Json => return false,
+            "initiated" | "ringing" => status,
+            "in-progress" => "answered",
+            _ => "completed",
+        };
+        self.events.is_empty() || self.events.iter().any(|e| e == event)
     }
 }
 

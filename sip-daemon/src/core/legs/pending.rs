@@ -36,6 +36,8 @@ pub enum Origination {
     Stream(Box<StreamSpec>),
     /// The callee is bridged to this party (E.164 or `sip:` URI).
     Forward(String),
+    /// TwiML runs ([`crate::core::twiml`]).
+    Twiml(api::control::TwimlStart),
 }
 
 /// How a request we originate (a call, an SMS) leaves: the caller id's

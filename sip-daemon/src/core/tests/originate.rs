@@ -23,6 +23,8 @@ fn request(from: &str) -> OriginateRequest {
         }),
         ring_timeout: Some(Duration::from_secs(20)),
         status_webhook: None,
+        status_format: Default::default(),
+        status_events: vec![],
     }
 }
 
@@ -565,4 +567,101 @@ fn a_cluster_limit_holds_an_outbound_invite_until_the_store_answers() {
         "{:?}",
         h.cdr.last()
     );
+}
+
+fn twiml_request(start: api::control::TwimlStart) -> OriginateRequest {
+    OriginateRequest {
+        connect: Connect::Twiml(start),
+        status_webhook: Some("http://127.0.0.1:9/status".into()),
+        status_format: domain::model::WebhookFormat::Twilio,
+        status_events: vec!["initiated".into(), "completed".into()],
+        ..request("+15550000003")
+    }
+}
+
+#[test]
+fn an_outbound_calls_twiml_url_is_fetched_at_the_answer_and_streams_it() {
+    let mut h = Harness::new();
+    let (leg, inv) = h.originated_with(twiml_request(api::control::TwimlStart::Fetch(
+        api::twiml::Fetch {
+            url: "http://127.0.0.1:9/twiml".into(),
+            method: api::twiml::Method::Post,
+        },
+    )));
+    let statuses = |h: &Harness| -> Vec<(String, u32)> {
+        h.hooks
+            .iter()
+            .filter_map(|o| match o {
+                Output::StatusWebhook { event, .. } => Some((event.status.clone(), event.sequence)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(statuses(&h), vec![("initiated".to_string(), 0)]);
+    h.trunk(&reply(&inv, 180, "Ringing", "cal", ""));
+    h.trunk(&reply(&inv, 200, "OK", "cal", CALLEE_SDP));
+    assert_eq!(
+        statuses(&h).len(),
+        1,
+        "ringing and answered are not asked for"
+    );
+    let (call, url, req) = match h.hooks.pop() {
+        Some(Output::VoiceWebhook { call, url, request }) => (call, url, request),
+        other => panic!("expected the TwiML fetch, got {other:?}"),
+    };
+    assert_eq!(url, "http://127.0.0.1:9/twiml");
+    assert_eq!(
+        (req.direction, req.call_status),
+        ("outbound-api", "in-progress")
+    );
+    assert_eq!(req.format, domain::model::WebhookFormat::Twilio);
+    assert_eq!(
+        (req.from.as_str(), req.to.as_str()),
+        ("+15550000003", "+4930555")
+    );
+    let base = api::twiml::Url::parse(&url).unwrap();
+    let verbs = api::twiml::parse(
+        br#"<Response><Connect><Stream url="wss://ai.example/o"><Parameter name="k" value="v"/></Stream></Connect></Response>"#,
+        &base,
+    )
+    .unwrap();
+    h.core
+        .handle_voice_answer(h.now, call, Ok(api::webhook::VoiceAnswer::Twiml(verbs)));
+    h.drain();
+    match h.media.last() {
+        Some(MediaCommand::Open {
+            leg: l,
+            mode: LegMode::Stream(spec),
+            ..
+        }) => {
+            assert_eq!(*l, leg, "on the reserved port");
+            assert_eq!(spec.url, "wss://ai.example/o");
+            assert!(spec.parameters.contains(&("k".into(), "v".into())));
+        }
+        other => panic!("expected the stream, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_outbound_calls_inline_twiml_pauses_then_hangs_up_with_a_bye() {
+    let mut h = Harness::new();
+    let verbs = api::twiml::parse(
+        br#"<Response><Pause length="2"/><Hangup/></Response>"#,
+        &api::twiml::Url::parse("http://127.0.0.1:9/").unwrap(),
+    )
+    .unwrap();
+    let (_, inv) = h.originated_with(twiml_request(api::control::TwimlStart::Verbs(verbs)));
+    h.trunk(&reply(&inv, 200, "OK", "cal", CALLEE_SDP));
+    h.take_sent();
+    h.advance_to(1_900);
+    assert!(!h.take_sent().iter().any(|m| m.starts_with("BYE ")));
+    h.advance_to(2_100);
+    assert!(h.take_sent().iter().any(|m| m.starts_with("BYE ")));
+    assert_eq!(h.last_cause().0, "twiml_hangup");
+    let last = h.hooks.iter().rev().find_map(|o| match o {
+        Output::StatusWebhook { event, .. } => Some(event.clone()),
+        _ => None,
+    });
+    let last = last.expect("completed");
+    assert_eq!((last.status.as_str(), last.sequence), ("completed", 1));
 }

@@ -1,0 +1,171 @@
+//! The Twilio-compatible Calls API driven by Twilio's own Python helper
+//! library (PyPI `twilio`, installed by `scripts/setup.sh test` into
+//! `target/twilio-venv`), unchanged but for its API base URL: it places a
+//! call whose TwiML streams the answered callee (a SIPp carrier) to an AI,
+//! fetches and lists it, ends it, and reads Twilio's errors; the call's
+//! status callback is Twilio's, signed so Twilio's validator accepts it.
+
+mod common;
+
+use common::ai::{AiServer, Got, Step};
+use common::hooks::HookServer;
+use common::{Daemon, Opts};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// One step of `tests/peers/twilio_calls.py`: what it printed.
+fn twilio(d: &Daemon, token: &str, step: &str, extra: Value) -> Value {
+    let python = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/twilio-venv/bin/python"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/twilio_calls.py");
+    let mut args = json!({
+        "base": format!("http://127.0.0.1:{}", d.metrics_port),
+        "account": "acct",
+        "token": token,
+        "step": step,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        args[k] = v.clone();
+    }
+    let out = std::process::Command::new(python)
+        .args([script, &args.to_string()])
+        .output()
+        .expect("Twilio's Python library (scripts/setup.sh test makes target/twilio-venv)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    })
+}
+
+#[test]
+fn twilios_python_library_places_fetches_lists_and_ends_a_call() {
+    let far_port = common::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let carrier = std::process::Command::new("sipp")
+        .current_dir(tmp.path())
+        .args([
+            "-sf",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scenarios/uas_carrier_digest.xml"
+            ),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &far_port.to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt package sip-tester)");
+    let d = Daemon::start_opts(Opts {
+        extra: &format!(
+            r#"
+[[trunks]]
+name = "far"
+source_cidrs = ["127.0.0.2/32"]
+outbound_address = "127.0.0.1:{far_port}"
+username = "gateway"
+password = "trunk-secret"
+
+[[numbers]]
+pattern = "+15558880000"
+account = "acct"
+route = "echo"
+trunk = "far"
+"#
+        ),
+        ..Opts::default()
+    });
+    let admin = d.token(None, true);
+    let (st, body, _) = d.api("POST", "/v1/accounts/acct/auth-token", Some(&admin), None);
+    assert_eq!(st, 200, "{body}");
+    let token = body["auth_token"].as_str().unwrap().to_string();
+    // The AI keeps the call until the API ends it.
+    let ai = AiServer::start(vec![vec![Step::Sleep(Duration::from_secs(20))]]);
+    let hooks = HookServer::start(vec![]);
+
+    let created = twilio(
+        &d,
+        &token,
+        "create",
+        json!({
+            "to": "+15557654321",
+            "from": "+15558880000",
+            "twiml": format!(r#"<Response><Connect><Stream url="{}"><Parameter name="campaign" value="renewals"/></Stream></Connect></Response>"#, ai.url()),
+            "status_callback": hooks.url("/status"),
+        }),
+    );
+    assert_eq!(created["status"], "queued", "{created}");
+    assert_eq!(created["direction"], "outbound-api");
+    let sid = created["sid"].as_str().unwrap().to_string();
+    assert!(sid.starts_with("CA"), "{sid}");
+
+    // Answered by the carrier: the TwiML streams the callee to the AI.
+    ai.wait_for(Duration::from_secs(10), "start", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "start"))
+    });
+    let start = &ai.events("start")[0].2;
+    assert_eq!(start["start"]["callSid"], sid.as_str());
+    assert_eq!(start["start"]["customParameters"]["campaign"], "renewals");
+
+    let fetched = twilio(&d, &token, "fetch", json!({"sid": sid}));
+    assert_eq!(fetched["status"], "in-progress", "{fetched}");
+    assert_eq!(
+        (fetched["from"].as_str(), fetched["to"].as_str()),
+        (Some("+15558880000"), Some("+15557654321"))
+    );
+    assert_ne!(fetched["start_time"], "None");
+    let listed = twilio(&d, &token, "list", json!({"to": "+15557654321"}));
+    assert_eq!(listed["sids"], json!([sid]), "{listed}");
+
+    let ended = twilio(&d, &token, "end", json!({"sid": sid}));
+    assert_eq!(ended["sid"], sid.as_str(), "{ended}");
+    d.wait_cdr_cause("api_hangup");
+    assert!(carrier.wait_with_output().unwrap().status.success());
+
+    // Its status callback: the events asked for, Twilio's way.
+    let hits = hooks.wait("/status", 3, Duration::from_secs(10));
+    let statuses: Vec<String> = hits
+        .iter()
+        .map(|h| {
+            h.body
+                .split('&')
+                .find_map(|p| p.strip_prefix("CallStatus="))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(statuses, ["initiated", "in-progress", "completed"]);
+    assert!(
+        hits.iter()
+            .all(|h| h.headers.contains_key("x-twilio-signature"))
+    );
+
+    // Twilio's errors, as its library raises them.
+    let refused = twilio(
+        &d,
+        &token,
+        "unsupported",
+        json!({"to": "+15557654321", "from": "+15558880000"}),
+    );
+    assert_eq!(refused["error"]["status"], 400, "{refused}");
+    assert_eq!(refused["error"]["code"], 20001);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MachineDetection")
+    );
+    let denied = twilio(&d, &"0".repeat(32), "auth", json!({"sid": sid}));
+    assert_eq!(denied["error"]["status"], 401, "{denied}");
+    assert_eq!(denied["error"]["code"], 20003);
+}
