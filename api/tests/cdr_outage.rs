@@ -64,6 +64,9 @@ impl Store for FlakyStore {
     async fn account_auth_token(&self, id: &str) -> Result<Option<String>> {
         self.inner.account_auth_token(id).await
     }
+    async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>> {
+        self.inner.get_message(id).await
+    }
     async fn upsert_trunk(&self, t: &Trunk) -> Result<()> {
         self.inner.upsert_trunk(t).await
     }

@@ -1490,8 +1490,17 @@ async fn messages_insert_and_list(s: Arc<dyn Store>) {
         s.list_messages("acc-a", 0).await.unwrap(),
         vec![m2.clone(), m3.clone(), m1.clone()]
     );
-    assert_eq!(s.list_messages("acc-a", 2).await.unwrap(), vec![m2, m3]);
-    assert_eq!(s.list_messages("acc-b", 10).await.unwrap(), vec![other]);
+    assert_eq!(
+        s.list_messages("acc-a", 2).await.unwrap(),
+        vec![m2, m3.clone()]
+    );
+    assert_eq!(
+        s.list_messages("acc-b", 10).await.unwrap(),
+        vec![other.clone()]
+    );
+    assert_eq!(s.get_message("SM3").await.unwrap(), Some(m3));
+    assert_eq!(s.get_message("SM4").await.unwrap(), Some(other));
+    assert_eq!(s.get_message("SM9").await.unwrap(), None);
     assert!(s.list_messages("acc-c", 10).await.unwrap().is_empty());
     // Ids are unique.
     let dup = s.insert_message(&m1).await;

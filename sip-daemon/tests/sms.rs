@@ -293,6 +293,20 @@ fn an_sms_sent_over_rest_reaches_a_carrier_that_challenges_and_failures_are_reco
         d.logs()
     );
     assert_eq!(settled(&d, &t, &id)["status"], "sent");
+    // One message by its id, for its own account only.
+    let (st, one, _) = d.api("GET", &format!("/v1/messages/{id}"), Some(&t), None);
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(
+        (
+            one["id"].as_str(),
+            one["status"].as_str(),
+            one["body"].as_str()
+        ),
+        (Some(id.as_str()), Some("sent"), Some("Hello from the AI ✓"))
+    );
+    let other = d.token(Some("someone-else"), false);
+    let (st, _, _) = d.api("GET", &format!("/v1/messages/{id}"), Some(&other), None);
+    assert_eq!(st, 404);
 
     // A carrier that refuses: failed.
     let far_port = common::free_port();

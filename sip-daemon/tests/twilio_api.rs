@@ -1,4 +1,4 @@
-//! The Twilio-compatible Calls API driven by Twilio's own Python helper
+//! The Twilio-compatible Calls and Messages API driven by Twilio's own Python helper
 //! library (PyPI `twilio`, installed by `scripts/setup.sh test` into
 //! `target/twilio-venv`), unchanged but for its API base URL: it places a
 //! call whose TwiML streams the answered callee (a SIPp carrier) to an AI,
@@ -168,4 +168,78 @@ trunk = "far"
     let denied = twilio(&d, &"0".repeat(32), "auth", json!({"sid": sid}));
     assert_eq!(denied["error"]["status"], 401, "{denied}");
     assert_eq!(denied["error"]["code"], 20003);
+}
+
+#[test]
+fn twilios_python_library_sends_fetches_and_lists_an_sms() {
+    let far_port = common::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let carrier = std::process::Command::new("sipp")
+        .current_dir(tmp.path())
+        .args([
+            "-sf",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scenarios/uas_message_digest.xml"
+            ),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &far_port.to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt package sip-tester)");
+    let d = Daemon::start_opts(Opts {
+        extra: &format!(
+            r#"
+[[trunks]]
+name = "far"
+source_cidrs = ["127.0.0.2/32"]
+outbound_address = "127.0.0.1:{far_port}"
+username = "gateway"
+password = "trunk-secret"
+
+[[numbers]]
+pattern = "+15558880000"
+account = "acct"
+route = "echo"
+trunk = "far"
+"#
+        ),
+        ..Opts::default()
+    });
+    let admin = d.token(None, true);
+    let (st, body, _) = d.api("POST", "/v1/accounts/acct/auth-token", Some(&admin), None);
+    assert_eq!(st, 200, "{body}");
+    let token = body["auth_token"].as_str().unwrap().to_string();
+    let sent = twilio(
+        &d,
+        &token,
+        "message",
+        json!({"to": "+15557654321", "from": "+15558880000", "body": "Hello from the AI ✓"}),
+    );
+    assert_eq!(
+        (sent["status"].as_str(), sent["direction"].as_str()),
+        (Some("queued"), Some("outbound-api")),
+        "{sent}"
+    );
+    let sid = sent["sid"].as_str().unwrap().to_string();
+    assert!(
+        carrier.wait_with_output().unwrap().status.success(),
+        "the carrier checked the digest and the body"
+    );
+    let fetched = common::eventually(Duration::from_secs(5), "sent", || {
+        let m = twilio(&d, &token, "message_fetch", json!({"sid": sid}));
+        (m["status"] == "sent").then_some(m)
+    });
+    assert_eq!(fetched["body"], "Hello from the AI ✓");
+    assert_eq!(
+        (fetched["from"].as_str(), fetched["to"].as_str()),
+        (Some("+15558880000"), Some("+15557654321"))
+    );
+    let listed = twilio(&d, &token, "message_list", json!({"to": "+15557654321"}));
+    assert_eq!(listed["sids"], json!([sid]), "{listed}");
 }

@@ -773,6 +773,20 @@ macro_rules! impl_store {
                 $crate::store::rows::collect(rows, $crate::store::rows::message_from_row)
             }
 
+            async fn get_message(
+                &self,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::MessageRecord>> {
+                sqlx::query_as::<_, $crate::store::rows::MessageRow>(
+                    $crate::store::sql::GET_MESSAGE,
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::store::rows::message_from_row)
+                .transpose()
+            }
+
             async fn register_node(
                 &self,
                 n: &$crate::store::NodeRecord,

@@ -204,6 +204,8 @@ pub trait Store: Send + Sync + 'static {
     async fn update_message_status(&self, id: &str, status: &str) -> Result<bool>;
     /// Messages of the account, newest first; `limit` as for `list_calls`.
     async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>>;
+    /// Message `id` (any account's: callers check the owner).
+    async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>>;
 
     /// Records node `n` at its start: inserted, or replaced with its drain
     /// request cleared (a request was for the run that ended).

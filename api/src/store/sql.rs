@@ -295,6 +295,9 @@ pub(crate) const LIST_MESSAGES: &str = "SELECT id, account_id, direction, from_n
      to_number, body, status, created_at FROM messages WHERE account_id = $1 \
      ORDER BY created_at DESC, id DESC LIMIT $2";
 
+pub(crate) const GET_MESSAGE: &str = "SELECT id, account_id, direction, from_number, \
+     to_number, body, status, created_at FROM messages WHERE id = $1";
+
 /// Page size used when a listing asks for 0 rows.
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Largest page a listing returns.

@@ -280,8 +280,8 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(call)))
 }
 
-/// Twilio's error for a call the core would not place.
-fn refusal(why: crate::control::OriginateRefused) -> TwilioError {
+/// Twilio's error for a call or message the core would not place.
+pub(super) fn refusal(why: crate::control::OriginateRefused) -> TwilioError {
     use crate::control::OriginateRefused;
     match why {
         // 21210: the caller id is not one of the account's numbers.
@@ -296,8 +296,8 @@ fn refusal(why: crate::control::OriginateRefused) -> TwilioError {
     }
 }
 
-/// The `{sid}.json` path segment's call id.
-fn call_sid(segment: &str) -> Result<&str, TwilioError> {
+/// The `{sid}.json` path segment's resource id.
+pub(super) fn resource_sid(segment: &str) -> Result<&str, TwilioError> {
     segment
         .strip_suffix(".json")
         .filter(|s| !s.is_empty() && s.len() <= 64)
@@ -318,7 +318,7 @@ pub(super) async fn fetch(
     TwilioAccount(account): TwilioAccount,
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<TwilioCall>, TwilioError> {
-    let c = own_call(&s, &account, call_sid(&segment)?).await?;
+    let c = own_call(&s, &account, resource_sid(&segment)?).await?;
     Ok(Json(twilio_call(&c, &account)))
 }
 
@@ -330,7 +330,7 @@ pub(super) async fn update(
     Path((_, segment)): Path<(String, String)>,
     form: FormBody,
 ) -> Result<Json<TwilioCall>, TwilioError> {
-    let sid = call_sid(&segment)?;
+    let sid = resource_sid(&segment)?;
     for p in ["Url", "Twiml", "FallbackUrl", "TimeLimit"] {
         if form.get(p).is_some() {
             return Err(TwilioError::unsupported(p));

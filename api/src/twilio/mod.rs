@@ -6,12 +6,14 @@
 //! Twilio's; answers and errors have Twilio's JSON shapes
 //! (<https://www.twilio.com/docs/usage/twilios-response>).
 //!
-//! What is built: the Calls resource (`calls.rs`). Parameters that would
+//! What is built: the Calls (`calls.rs`) and Messages (`messages.rs`)
+//! resources. Parameters that would
 //! change what a call does and are not carried out are refused with
 //! Twilio's error body naming them, never silently ignored.
 
 mod calls;
 mod error;
+mod messages;
 
 use crate::v1::ApiState;
 use axum::Router;
@@ -33,6 +35,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/2010-04-01/Accounts/{account}/Calls/{sid}",
             get(calls::fetch).post(calls::update),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages.json",
+            get(messages::list).post(messages::create),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages/{sid}",
+            get(messages::fetch),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

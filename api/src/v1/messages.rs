@@ -5,10 +5,10 @@ use super::ApiState;
 use super::calls::refusal;
 use super::common::check_id;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Auth, JsonBody, QueryParams};
+use super::extract::{Auth, JsonBody, PathParams, QueryParams};
 use super::idempotency::idempotent;
 use super::list::{after_row, cut, page_size};
-use super::schema::{MessageIn, MessageOut, MessagePage, PageQuery};
+use super::schema::{IdPath, MessageIn, MessageOut, MessagePage, PageQuery};
 use crate::store::MessageRecord;
 use axum::Json;
 use axum::extract::State;
@@ -110,4 +110,20 @@ pub(super) async fn list_messages(
         .await?;
     let rows = after_row(rows, q.cursor.as_deref(), |m| &m.id);
     Ok(Json(cut(rows, n, |m| &m.id, message_out).into()))
+}
+
+/// One of the account's messages.
+#[utoipa::path(get, path = "/v1/messages/{id}", params(IdPath), tag = "messages",
+    responses((status = 200, body = MessageOut), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_message(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+) -> Result<Json<MessageOut>, ApiError> {
+    let account = auth.account()?;
+    match s.store.get_message(&id).await? {
+        // Another account's message answers as a missing one.
+        Some(m) if m.account_id == account => Ok(Json(message_out(m))),
+        _ => Err(ApiError::not_found("message")),
+    }
 }

@@ -142,6 +142,7 @@ fn routes() -> Router<ApiState> {
             "/v1/messages",
             get(messages::list_messages).post(messages::send_message),
         )
+        .route("/v1/messages/{id}", get(messages::get_message))
         .route("/v1/nodes", get(nodes::list_nodes))
         .route("/v1/nodes/{id}", delete(nodes::delete_node))
         .route("/v1/nodes/{id}/drain", post(nodes::drain_node))

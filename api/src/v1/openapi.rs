@@ -31,7 +31,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         ds::list_denied_sources, ds::create_denied_source, ds::get_denied_source, ds::delete_denied_source,
         calls::list_calls, calls::create_call, calls::get_call, live::hangup_call, live::send_dtmf, live::transfer_call,
         live::start_stream, live::stop_stream,
-        messages::list_messages, messages::send_message,
+        messages::list_messages, messages::send_message, messages::get_message,
         nodes::list_nodes, nodes::drain_node, nodes::delete_node,
     ),
     components(schemas(
@@ -157,6 +157,7 @@ mod tests {
             "/v1/calls",
             "/v1/calls/{id}/hangup",
             "/v1/messages",
+            "/v1/messages/{id}",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }

@@ -35,6 +35,14 @@ try:
     elif step == "end":
         call = client.calls(a["sid"]).update(status="completed")
         out = {"sid": call.sid}
+    elif step == "message":
+        m = client.messages.create(to=a["to"], from_=a["from"], body=a["body"])
+        out = {"sid": m.sid, "status": m.status, "direction": m.direction}
+    elif step == "message_fetch":
+        m = client.messages(a["sid"]).fetch()
+        out = {"sid": m.sid, "status": m.status, "body": m.body, "from": m.from_, "to": m.to}
+    elif step == "message_list":
+        out = {"sids": [m.sid for m in client.messages.list(to=a["to"], page_size=1, limit=5)]}
     elif step == "unsupported":
         client.calls.create(to=a["to"], from_=a["from"], twiml="<Response/>",
                             machine_detection="Enable")
