@@ -330,6 +330,23 @@ fn sip_host(uri: &str) -> Option<&str> {
     hostport.split(':').next()
 }
 
+/// What in TwiML `verbs` the tenants' target policy refuses, if anything:
+/// stream URLs and `<Dial><Sip>` hosts. (`<Redirect>` and `action` URLs
+/// are checked when they are fetched.)
+pub fn twiml_target_refused(
+    targets: &crate::targets::TargetPolicy,
+    verbs: &[crate::twiml::Verb],
+) -> Option<crate::targets::Refused> {
+    verbs.iter().find_map(|v| match v {
+        crate::twiml::Verb::Connect(s) => targets.check_url(&s.url).err(),
+        crate::twiml::Verb::Dial(crate::twiml::Dial {
+            target: crate::twiml::DialTarget::Sip(uri),
+            ..
+        }) => sip_host(uri).and_then(|h| targets.check_host(h).err()),
+        _ => None,
+    })
+}
+
 /// Resolves webhook hosts and keeps only the addresses the target policy
 /// allows: a name that resolves inward is refused when it is used.
 struct GuardedResolver(crate::targets::TargetPolicy);
@@ -589,15 +606,7 @@ impl WebhookSender {
                 VoiceAnswer::Forward { to } => {
                     sip_host(to).and_then(|h| self.targets.check_host(h).err())
                 }
-                VoiceAnswer::Twiml(verbs) => verbs.iter().find_map(|v| match v {
-                    crate::twiml::Verb::Connect(s) => self.targets.check_url(&s.url).err(),
-                    crate::twiml::Verb::Dial(crate::twiml::Dial {
-                        target: crate::twiml::DialTarget::Sip(uri),
-                        ..
-                    }) => sip_host(uri).and_then(|h| self.targets.check_host(h).err()),
-                    // Redirect and action URLs are checked when fetched.
-                    _ => None,
-                }),
+                VoiceAnswer::Twiml(verbs) => twiml_target_refused(&self.targets, verbs),
                 _ => None,
             };
             match refused {

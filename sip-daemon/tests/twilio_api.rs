@@ -127,6 +127,17 @@ trunk = "far"
     let listed = twilio(&d, &token, "list", json!({"to": "+15557654321"}));
     assert_eq!(listed["sids"], json!([sid]), "{listed}");
 
+    // Twilio's `canceled` leaves a call in progress alone.
+    let calls = format!("/2010-04-01/Accounts/acct/Calls/{sid}.json");
+    let kept = twilio(
+        &d,
+        &token,
+        "raw",
+        json!({"method": "POST", "path": calls, "data": {"Status": "canceled"}}),
+    );
+    assert_eq!(kept["status"], 200, "{kept}");
+    assert_eq!(kept["body"]["status"], "in-progress");
+
     let ended = twilio(&d, &token, "end", json!({"sid": sid}));
     assert_eq!(ended["sid"], sid.as_str(), "{ended}");
     d.wait_cdr_cause("api_hangup");
@@ -168,6 +179,56 @@ trunk = "far"
     let denied = twilio(&d, &"0".repeat(32), "auth", json!({"sid": sid}));
     assert_eq!(denied["error"]["status"], 401, "{denied}");
     assert_eq!(denied["error"]["code"], 20003);
+    let list = "/2010-04-01/Accounts/acct/Calls.json";
+    let filtered = twilio(
+        &d,
+        &token,
+        "raw",
+        json!({"method": "GET", "path": list, "params": {"Status": "in-progress"}}),
+    );
+    assert_eq!(
+        filtered["status"], 400,
+        "a filter not carried out: {filtered}"
+    );
+    assert!(
+        filtered["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Status")
+    );
+    let far = twilio(
+        &d,
+        &token,
+        "raw",
+        json!({"method": "GET", "path": list, "params": {"Page": "4294967295", "PageSize": "1000"}}),
+    );
+    assert_eq!(far["status"], 200, "{far}");
+    let relative = twilio(
+        &d,
+        &token,
+        "raw",
+        json!({"method": "POST", "path": list, "data": {
+            "To": "+15557654321", "From": "+15558880000",
+            "Twiml": "<Response><Redirect>/next</Redirect></Response>",
+        }}),
+    );
+    assert_eq!(relative["status"], 400, "{relative}");
+    assert!(
+        relative["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("absolute")
+    );
+    let inward = twilio(
+        &d,
+        &token,
+        "raw",
+        json!({"method": "POST", "path": list, "data": {
+            "To": "+15557654321", "From": "+15558880000",
+            "Twiml": "<Response><Dial><Sip>sip:x@169.254.169.254</Sip></Dial></Response>",
+        }}),
+    );
+    assert_eq!(inward["status"], 400, "the target policy holds: {inward}");
 }
 
 #[test]

@@ -70,7 +70,7 @@ pub(super) fn twilio_call(c: &CallRecord, account: &str) -> TwilioCall {
         api_version: API_VERSION,
         date_created: Some(rfc2822(c.invite_at)),
         date_updated: Some(rfc2822(updated)),
-        start_time: c.answer_at.map(rfc2822),
+        start_time: Some(rfc2822(c.invite_at)),
         end_time: c.end_at.map(rfc2822),
         duration: c
             .end_at
@@ -98,6 +98,9 @@ pub(super) fn twilio_call(c: &CallRecord, account: &str) -> TwilioCall {
         subresource_uris: serde_json::json!({}),
     }
 }
+
+/// What relative URLs in inline TwiML resolve against (and are refused).
+const INLINE_BASE: &str = "https://inline-twiml.invalid/";
 
 /// Parameters that change what a call does and are not carried out here.
 const UNSUPPORTED: &[&str] = &[
@@ -142,17 +145,25 @@ pub(super) async fn create(
         .ok_or_else(|| TwilioError::bad_request("To must be an E.164 number (+15550001234)"))?;
     let start = match (form.get("Twiml"), form.get("Url")) {
         (Some(xml), None) => {
-            // Inline TwiML has no URL of its own: relative URLs in it
-            // cannot be resolved, so only absolute ones work.
-            let base = Url::parse("https://twiml.invalid/").expect("a valid base");
+            // Inline TwiML has no URL of its own: a relative URL in it
+            // resolves against this base and is refused below.
+            let base = Url::parse(INLINE_BASE).expect("a valid base");
             let verbs = crate::twiml::parse(xml.as_bytes(), &base)
                 .map_err(|e| TwilioError::bad_request(format!("Twiml: {e}")))?;
-            for v in &verbs {
-                if let crate::twiml::Verb::Connect(st) = v {
-                    s.targets
-                        .check_url(&st.url)
-                        .map_err(|e| TwilioError::bad_request(format!("Twiml: {e}")))?;
-                }
+            if verbs.iter().any(|v| match v {
+                crate::twiml::Verb::Redirect(f) => f.url.starts_with(INLINE_BASE),
+                crate::twiml::Verb::Dial(d) => d
+                    .action
+                    .as_ref()
+                    .is_some_and(|f| f.url.starts_with(INLINE_BASE)),
+                _ => false,
+            }) {
+                return Err(TwilioError::bad_request(
+                    "Twiml: a URL in inline TwiML must be absolute",
+                ));
+            }
+            if let Some(e) = crate::webhook::twiml_target_refused(&s.targets, &verbs) {
+                return Err(TwilioError::bad_request(format!("Twiml: {e}")));
             }
             TwimlStart::Verbs(verbs)
         }
@@ -338,6 +349,8 @@ pub(super) async fn update(
     }
     let c = own_call(&s, &account, sid).await?;
     match form.get("Status") {
+        // Twilio: `canceled` ends a call still queued or ringing only.
+        Some("canceled") if c.answer_at.is_some() => return Ok(Json(twilio_call(&c, &account))),
         Some("completed" | "canceled") => {}
         Some(other) => {
             return Err(TwilioError::bad_request(format!(
@@ -373,10 +386,23 @@ pub(super) async fn update(
         }
     }
     let c = own_call(&s, &account, sid).await?;
-    Ok(Json(twilio_call(&c, &account)))
+    let mut call = twilio_call(&c, &account);
+    if c.end_at.is_none() {
+        // The hangup is under way; the record closes a moment later.
+        call.status = if c.answer_at.is_some() {
+            "completed"
+        } else {
+            "canceled"
+        }
+        .into();
+    }
+    Ok(Json(call))
 }
 
+/// The filters carried out; any other (`Status`, `StartTime`…) is
+/// refused by name rather than ignored.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     #[serde(rename = "To")]
     to: Option<String>,
@@ -449,7 +475,7 @@ pub(super) async fn list(
         .map(|last| {
             format!(
                 "{base}?PageSize={page_size}{params}&Page={}&PageToken={last}",
-                page + 1
+                page.saturating_add(1)
             )
         });
     let count = rows.len() as u32;
@@ -460,8 +486,11 @@ pub(super) async fn list(
         previous_page_uri: None,
         page,
         page_size,
-        start: page * page_size,
-        end: (page * page_size + count).saturating_sub(1),
+        start: page.saturating_mul(page_size),
+        end: page
+            .saturating_mul(page_size)
+            .saturating_add(count)
+            .saturating_sub(1),
         uri: format!("{base}?PageSize={page_size}{params}&Page={page}"),
     }))
 }

@@ -141,7 +141,10 @@ pub(super) async fn fetch(
     }
 }
 
+/// The filters carried out; any other (`Status`, `StartTime`…) is
+/// refused by name rather than ignored.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     #[serde(rename = "To")]
     to: Option<String>,
@@ -218,7 +221,7 @@ pub(super) async fn list(
         .map(|last| {
             format!(
                 "{base}?PageSize={page_size}{params}&Page={}&PageToken={last}",
-                page + 1
+                page.saturating_add(1)
             )
         });
     let count = rows.len() as u32;
@@ -229,8 +232,11 @@ pub(super) async fn list(
         previous_page_uri: None,
         page,
         page_size,
-        start: page * page_size,
-        end: (page * page_size + count).saturating_sub(1),
+        start: page.saturating_mul(page_size),
+        end: page
+            .saturating_mul(page_size)
+            .saturating_add(count)
+            .saturating_sub(1),
         uri: format!("{base}?PageSize={page_size}{params}&Page={page}"),
     }))
 }

@@ -137,7 +137,7 @@ impl Core {
         let media_mode = match origination {
             Origination::Stream(_) => "stream",
             Origination::Forward(_) => "forward",
-            Origination::Twiml(_) => "twiml",
+            Origination::Twiml(..) => "twiml",
         };
         // A party's number goes out through the call's trunk; a sip: URI
         // to its own host (`on_ai_transfer`).
@@ -264,7 +264,7 @@ impl Core {
                 Origination::Stream(Box::new(spec))
             }
             Connect::Forward { to } => Origination::Forward(to.clone()),
-            Connect::Twiml(start) => Origination::Twiml(start.clone()),
+            Connect::Twiml(start) => Origination::Twiml(start.clone(), Box::new(number.clone())),
         }
     }
 
@@ -384,9 +384,9 @@ impl Core {
                 );
                 self.on_ai_transfer(now, h, to, None);
             }
-            Origination::Twiml(start) => {
+            Origination::Twiml(start, number) => {
                 self.schedule_call(h);
-                self.start_answered_twiml(now, h, start);
+                self.start_answered_twiml(now, h, start, *number);
             }
         }
     }

@@ -120,17 +120,21 @@ impl Core {
 
     /// The callee of outbound call `h` answered: its TwiML starts, given or
     /// fetched (signed with its account's token, `CallStatus` in-progress).
-    pub(super) fn start_answered_twiml(&mut self, now: Instant, h: CallHandle, start: TwimlStart) {
+    /// `number` is the account's number the call was placed from, as
+    /// resolved then: its account, pattern and trunk are what the
+    /// document's requests tell, whatever changed since.
+    pub(super) fn start_answered_twiml(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        start: TwimlStart,
+        number: Number,
+    ) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
         let from = uri_user(&call.dialog.local_uri);
         let to = uri_user(&call.dialog.remote_uri);
-        // The account's number the call is placed from: its account,
-        // pattern and trunk are what the document's requests tell.
-        let Some(number) = self.routing.number(&from).cloned() else {
-            return self.hangup(now, h, "route_unavailable");
-        };
         let pending = Box::new(PendingRoute {
             number: Number {
                 webhook_format: domain::model::WebhookFormat::Twilio,
@@ -246,7 +250,7 @@ impl Core {
         run.verbs.clear();
         if run.fetches > MAX_FETCHES {
             tracing::warn!(call = %call.sid, "TwiML fetched {MAX_FETCHES} documents: ending the call");
-            return self.refuse_parked(now, h, 500, "twiml_loop");
+            return self.end_twiml(now, h, 500, "twiml_loop");
         }
         let Some(pending) = call.pending.as_deref() else {
             return;

@@ -36,8 +36,9 @@ pub enum Origination {
     Stream(Box<StreamSpec>),
     /// The callee is bridged to this party (E.164 or `sip:` URI).
     Forward(String),
-    /// TwiML runs ([`crate::core::twiml`]).
-    Twiml(api::control::TwimlStart),
+    /// TwiML runs ([`crate::core::twiml`]), for the account's number the
+    /// call was placed from (resolved when it was placed).
+    Twiml(api::control::TwimlStart, Box<Number>),
 }
 
 /// How a request we originate (a call, an SMS) leaves: the caller id's

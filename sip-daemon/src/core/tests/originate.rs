@@ -665,3 +665,62 @@ fn an_outbound_calls_inline_twiml_pauses_then_hangs_up_with_a_bye() {
     let last = last.expect("completed");
     assert_eq!((last.status.as_str(), last.sequence), ("completed", 1));
 }
+
+#[test]
+fn an_outbound_call_whose_twiml_loops_or_cannot_be_fetched_gets_a_bye() {
+    let fetch = || {
+        api::control::TwimlStart::Fetch(api::twiml::Fetch {
+            url: "http://127.0.0.1:9/twiml".into(),
+            method: api::twiml::Method::Post,
+        })
+    };
+    let next_fetch = |h: &mut Harness| match h.hooks.pop() {
+        Some(Output::VoiceWebhook { call, .. }) => call,
+        other => panic!("expected a fetch, got {other:?}"),
+    };
+    // A document that redirects to itself: BYE once the limit is passed.
+    let mut h = Harness::new();
+    let (_, inv) = h.originated_with(twiml_request(fetch()));
+    h.trunk(&reply(&inv, 200, "OK", "cal", CALLEE_SDP));
+    h.take_sent();
+    let base = api::twiml::Url::parse("http://127.0.0.1:9/twiml").unwrap();
+    for _ in 0..crate::core::twiml::MAX_FETCHES {
+        let call = next_fetch(&mut h);
+        let verbs =
+            api::twiml::parse(b"<Response><Redirect>/twiml</Redirect></Response>", &base).unwrap();
+        h.core
+            .handle_voice_answer(h.now, call, Ok(api::webhook::VoiceAnswer::Twiml(verbs)));
+        h.drain();
+    }
+    assert!(h.take_sent().iter().any(|m| m.starts_with("BYE ")));
+    assert_eq!(h.last_cause().0, "twiml_loop");
+
+    // A fetch that fails: BYE too.
+    let mut h = Harness::new();
+    let (_, inv) = h.originated_with(twiml_request(fetch()));
+    h.trunk(&reply(&inv, 200, "OK", "cal", CALLEE_SDP));
+    h.take_sent();
+    let call = next_fetch(&mut h);
+    h.core.handle_voice_answer(
+        h.now,
+        call,
+        Err(crate::core::webhook::NoRoute::Failed("timed out".into())),
+    );
+    h.drain();
+    assert!(h.take_sent().iter().any(|m| m.starts_with("BYE ")));
+    assert_eq!(h.last_cause().0, "webhook_failed");
+}
+
+#[test]
+fn a_json_status_webhook_never_hears_initiated() {
+    let mut h = Harness::new();
+    let mut req = request("+15550000003");
+    req.status_webhook = Some("http://127.0.0.1:9/status".into());
+    let _ = h.originated_with(req);
+    assert!(
+        !h.hooks
+            .iter()
+            .any(|o| matches!(o, Output::StatusWebhook { .. })),
+        "the gateway's JSON events start at ringing"
+    );
+}
