@@ -1,7 +1,10 @@
-//! A bot written for Twilio, unchanged: Pipecat's own transport detection
-//! and `TwilioFrameSerializer` (PyPI `pipecat-ai`, installed by
-//! `scripts/setup.sh test` into `target/pipecat-venv`) serve a call on the
-//! stream route (`tests/peers/pipecat_twilio_bot.py`).
+//! Bots built on Pipecat's own telephony code, unchanged (PyPI
+//! `pipecat-ai`, installed by `scripts/setup.sh test` into
+//! `target/pipecat-venv`), serve calls on the stream route: a bot written
+//! for Twilio (`tests/peers/pipecat_twilio_bot.py`), and one that takes
+//! Telnyx's, Plivo's or Exotel's stream with that CPaaS's serializer,
+//! as Pipecat's transport detection picks it
+//! (`tests/peers/pipecat_cpaas_bot.py`).
 
 mod common;
 
@@ -27,13 +30,15 @@ fn python() -> String {
     })
 }
 
-#[test]
-fn pipecat_twilio_serializer_runs_a_call_unchanged() {
+/// Calls a number streaming in `dialect` to the bot `script`: 3 s of the
+/// caller saying 440 Hz with a `7` by SIP INFO on the way. What the bot
+/// wrote, and what the caller heard.
+fn call_the_bot(script: &str, dialect: &str, number: &str) -> (serde_json::Value, Vec<i16>) {
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let result = dir.path().join("result.json");
     let mut bot = Command::new(python())
-        .arg(BOT)
+        .arg(script)
         .arg(port.to_string())
         .arg(&result)
         .stdout(Stdio::piped())
@@ -50,11 +55,11 @@ fn pipecat_twilio_serializer_runs_a_call_unchanged() {
         extra: &format!(
             r#"
 [[numbers]]
-pattern = "+15557000003"
+pattern = "{number}"
 account = "acct"
 route = "stream"
 target = "ws://127.0.0.1:{port}/"
-dialect = "twilio"
+dialect = "{dialect}"
 "#
         ),
         ..Opts::default()
@@ -63,7 +68,7 @@ dialect = "twilio"
     media
         .set_read_timeout(Some(Duration::from_millis(5)))
         .unwrap();
-    let mut caller = Caller::new(d.sip_addr(), "pipecat-1@test").dialing("+15557000003");
+    let mut caller = Caller::new(d.sip_addr(), &format!("pipecat-{dialect}@test")).dialing(number);
     let rtp_addr = caller.invite(media.local_addr().unwrap().port());
 
     // 3 s of the caller saying 440 Hz, while collecting what comes back.
@@ -105,6 +110,22 @@ dialect = "twilio"
 
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    (r, heard)
+}
+
+/// The frames of `heard` with a voice in them.
+fn voiced(heard: &[i16]) -> Vec<i16> {
+    heard
+        .chunks_exact(160)
+        .filter(|f| f.iter().any(|&s| s.abs() > 1000))
+        .flatten()
+        .copied()
+        .collect()
+}
+
+#[test]
+fn pipecat_twilio_serializer_runs_a_call_unchanged() {
+    let (r, heard) = call_the_bot(BOT, "twilio", "+15557000003");
     assert_eq!(
         r["transport"], "twilio",
         "Pipecat recognised our start: {r}"
@@ -120,15 +141,64 @@ dialect = "twilio"
     assert_eq!(r["custom"]["from_number"], "+14155550100");
     assert_eq!(r["custom"]["to_number"], "+15557000003");
     // The bot's reply, serialised by Pipecat, reached the caller.
-    let voiced: Vec<i16> = heard
-        .chunks_exact(160)
-        .filter(|f| f.iter().any(|&s| s.abs() > 1000))
-        .flatten()
-        .copied()
-        .collect();
+    let voiced = voiced(&heard);
     assert!(voiced.len() >= 40 * 160, "{} voiced samples", voiced.len());
     assert!(
         tone_share(&voiced, 1000.0, 8000.0) > 0.8,
         "Pipecat's 1 kHz reached the caller"
     );
+}
+
+const CPAAS_BOT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/peers/pipecat_cpaas_bot.py"
+);
+
+/// A CPaaS dialect end to end through Pipecat's serializer for it: the
+/// transport is detected as that CPaaS, the caller's audio and digit
+/// arrive, the bot's 2 s of 1 kHz reach the caller, and its interruption
+/// (barge-in, half a second later) cuts the rest off.
+fn cpaas_dialect_runs_a_call(dialect: &str, number: &str, interrupt: &str) {
+    let (r, heard) = call_the_bot(CPAAS_BOT, dialect, number);
+    assert_eq!(r["transport"], dialect, "Pipecat recognised our start: {r}");
+    assert!(r["stream_id"].as_str().unwrap().starts_with("MZ"), "{r}");
+    assert!(r["call_id"].as_str().unwrap().starts_with("CA"), "{r}");
+    if dialect != "plivo" {
+        assert_eq!(
+            (r["from"].as_str(), r["to"].as_str()),
+            (Some("+14155550100"), Some(number)),
+            "{r}"
+        );
+    }
+    assert_eq!(r["audio_rate"], 16000);
+    assert!(r["audio_seconds"].as_f64().unwrap() >= 2.5, "{r}");
+    assert_eq!(r["digits"], serde_json::json!(["7"]), "{r}");
+    assert_eq!(r["stopped"], true);
+    assert_eq!(r["interrupt"], interrupt);
+    let voiced = voiced(&heard);
+    assert!(
+        tone_share(&voiced, 1000.0, 8000.0) > 0.8,
+        "Pipecat's 1 kHz reached the caller"
+    );
+    // 2 s were sent; the interruption half a second later cut them short.
+    let frames = voiced.len() / 160;
+    assert!(
+        (10..=75).contains(&frames),
+        "{frames} frames of the bot's 100 were played before the barge-in"
+    );
+}
+
+#[test]
+fn pipecat_telnyx_serializer_runs_a_call_unchanged() {
+    cpaas_dialect_runs_a_call("telnyx", "+15557000004", "clear");
+}
+
+#[test]
+fn pipecat_plivo_serializer_runs_a_call_unchanged() {
+    cpaas_dialect_runs_a_call("plivo", "+15557000005", "clearAudio");
+}
+
+#[test]
+fn pipecat_exotel_serializer_runs_a_call_unchanged() {
+    cpaas_dialect_runs_a_call("exotel", "+15557000006", "clear");
 }

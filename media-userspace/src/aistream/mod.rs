@@ -6,7 +6,11 @@
 //! and back, sans-IO ([`twilio`], [`pcm`]); [`client`] is the socket edge.
 
 pub mod client;
+pub mod exotel;
+pub mod media_json;
 pub mod pcm;
+pub mod plivo;
+pub mod telnyx;
 pub mod twilio;
 
 use std::time::Duration;
@@ -20,17 +24,27 @@ pub enum Dialect {
     /// JSON control frames and binary 16-bit little-endian PCM frames at
     /// `sample_rate` (8000, 16000 or 24000).
     Pcm { sample_rate: u32 },
+    /// Telnyx media streaming: JSON text frames, base64 μ-law at 8 kHz.
+    Telnyx,
+    /// Plivo audio streams: JSON text frames, base64 μ-law at 8 kHz.
+    Plivo,
+    /// Exotel voicebot streams: JSON text frames, base64 16-bit PCM at
+    /// 8 kHz.
+    Exotel,
 }
 
 impl Dialect {
     /// Rates the `pcm` dialect offers.
     pub const PCM_RATES: [u32; 3] = [8000, 16000, 24000];
 
-    /// Parses a number's `dialect` setting: `twilio`, `pcm` (16 kHz) or
-    /// `pcm8`/`pcm16`/`pcm24`.
+    /// Parses a number's `dialect` setting: `twilio`, `telnyx`, `plivo`,
+    /// `exotel`, `pcm` (16 kHz) or `pcm8`/`pcm16`/`pcm24`.
     pub fn parse(s: &str) -> Option<Dialect> {
         match s {
             "twilio" => Some(Dialect::Twilio),
+            "telnyx" => Some(Dialect::Telnyx),
+            "plivo" => Some(Dialect::Plivo),
+            "exotel" => Some(Dialect::Exotel),
             "pcm" | "pcm16" => Some(Dialect::Pcm { sample_rate: 16000 }),
             "pcm8" => Some(Dialect::Pcm { sample_rate: 8000 }),
             "pcm24" => Some(Dialect::Pcm { sample_rate: 24000 }),
@@ -41,7 +55,7 @@ impl Dialect {
     /// Sampling rate of the audio on the socket.
     pub fn sample_rate(self) -> u32 {
         match self {
-            Dialect::Twilio => 8000,
+            Dialect::Twilio | Dialect::Telnyx | Dialect::Plivo | Dialect::Exotel => 8000,
             Dialect::Pcm { sample_rate } => sample_rate,
         }
     }
@@ -50,6 +64,9 @@ impl Dialect {
         match self {
             Dialect::Twilio => "twilio",
             Dialect::Pcm { .. } => "pcm",
+            Dialect::Telnyx => "telnyx",
+            Dialect::Plivo => "plivo",
+            Dialect::Exotel => "exotel",
         }
     }
 }
@@ -236,6 +253,9 @@ pub fn codec_for(spec: &StreamSpec) -> Box<dyn DialectCodec> {
     match spec.dialect {
         Dialect::Twilio => Box::new(twilio::TwilioCodec::new(spec)),
         Dialect::Pcm { .. } => Box::new(pcm::PcmCodec::new(spec)),
+        Dialect::Telnyx => Box::new(telnyx::TelnyxCodec::new(spec)),
+        Dialect::Plivo => Box::new(plivo::PlivoCodec::new(spec)),
+        Dialect::Exotel => Box::new(exotel::ExotelCodec::new(spec)),
     }
 }
 
@@ -286,6 +306,38 @@ pub fn transfer(to: String) -> Result<FromAi, ProtocolError> {
         return Err(ProtocolError::BadTarget(to.chars().take(64).collect()));
     }
     Ok(FromAi::Transfer { to })
+}
+
+/// A stream of `dialect` for the codecs' tests.
+#[cfg(test)]
+pub(crate) fn test_spec(dialect: Dialect) -> StreamSpec {
+    StreamSpec {
+        url: "ws://127.0.0.1:1/".into(),
+        dialect,
+        call_sid: "CA0123".into(),
+        account_sid: "AC4567".into(),
+        stream_sid: "MZ89ab".into(),
+        from: "+15551110000".into(),
+        to: "+15552220000".into(),
+        parameters: vec![
+            ("from".into(), "+15551110000".into()),
+            ("lang".into(), "en".into()),
+        ],
+        connect_timeout: Duration::from_secs(1),
+        reconnect_window: Duration::from_secs(1),
+        keepalive: Duration::from_secs(1),
+        max_frame_bytes: 1 << 16,
+        fork: false,
+    }
+}
+
+/// A text frame's JSON, for the codecs' tests.
+#[cfg(test)]
+pub(crate) fn json_of(f: Frame) -> serde_json::Value {
+    match f {
+        Frame::Text(t) => serde_json::from_str(&t).expect("JSON"),
+        Frame::Binary(_) => panic!("binary"),
+    }
 }
 
 /// `MZ` + 32 hex digits, as Twilio's stream SIDs.

@@ -9,7 +9,7 @@
 //! REST) carries both parties summed into the one channel (`"tracks":
 //! ["mixed"]`).
 
-use super::twilio::Parameters;
+use super::media_json::Parameters;
 use super::{
     DialectCodec, FRAME_MS, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf,
     unknown_event,

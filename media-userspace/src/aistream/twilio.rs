@@ -9,28 +9,10 @@
 //!
 //! From the AI: `media` (base64 μ-law of any length), `mark`, `clear`.
 
-use super::{
-    DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, send_dtmf, unknown_event,
-};
-use crate::g711;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
-
-/// `customParameters`: an object of strings.
-#[derive(Debug, Clone, Copy)]
-pub struct Parameters<'a>(pub &'a [(String, String)]);
-
-impl Serialize for Parameters<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
-    }
-}
+pub use super::media_json::Parameters;
+use super::media_json::{Encoding, JsonAudio, decode_inbound, text};
+use super::{DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi};
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -130,67 +112,26 @@ pub enum Outbound<'a> {
     },
 }
 
-#[derive(Deserialize, Debug)]
-pub struct MediaIn {
-    pub payload: String,
-}
-
-/// Messages from the AI. Other fields (`streamSid`) are accepted and
-/// ignored, as Twilio does.
-#[derive(Deserialize, Debug)]
-#[serde(tag = "event", rename_all = "lowercase")]
-pub enum Inbound {
-    Media {
-        media: MediaIn,
-    },
-    Mark {
-        mark: MarkBody,
-    },
-    Clear {},
-    /// Ours (Twilio has none): digits to play to the caller.
-    #[serde(rename = "sendDtmf", rename_all = "camelCase")]
-    SendDtmf {
-        digits: String,
-        duration_ms: Option<u32>,
-    },
-    /// Ours: transfer the caller.
-    Transfer {
-        to: String,
-    },
-    /// Ours: hang up the call (BYE), then `stop`.
-    Hangup {},
-    #[serde(other)]
-    Unknown,
-}
-
 pub struct TwilioCodec {
     spec: StreamSpec,
-    sequence: u64,
-    chunk: u64,
-    /// Reused base64 and μ-law buffers.
-    ulaw: Vec<u8>,
-    text: String,
+    /// Counters and reused base64 and μ-law buffers.
+    audio: JsonAudio,
 }
 
 impl TwilioCodec {
     pub fn new(spec: &StreamSpec) -> TwilioCodec {
         TwilioCodec {
             spec: spec.clone(),
-            sequence: 0,
-            chunk: 0,
-            ulaw: Vec::with_capacity(160),
-            text: String::with_capacity(256),
+            audio: JsonAudio::new(Encoding::Mulaw),
         }
     }
 
     fn next_sequence(&mut self) -> String {
-        self.sequence += 1;
-        self.sequence.to_string()
+        self.audio.next_sequence().to_string()
     }
 
     fn json(msg: &Outbound<'_>) -> Frame {
-        // Serialising these types cannot fail (string keys, no floats).
-        Frame::Text(serde_json::to_string(msg).unwrap_or_default())
+        text(msg)
     }
 }
 
@@ -233,19 +174,15 @@ impl DialectCodec for TwilioCodec {
                 timestamp_ms,
                 track,
             } => {
-                self.chunk += 1;
-                self.ulaw.clear();
-                self.ulaw
-                    .extend(samples.iter().map(|&s| g711::ulaw_encode(s)));
-                self.text.clear();
-                BASE64.encode_string(&self.ulaw, &mut self.text);
+                let chunk = self.audio.next_chunk().to_string();
+                let payload = self.audio.encode(samples);
                 Self::json(&Outbound::Media {
                     sequence_number,
                     media: MediaOut {
                         track: track.name(),
-                        chunk: self.chunk.to_string(),
+                        chunk,
                         timestamp: timestamp_ms.to_string(),
-                        payload: &self.text,
+                        payload,
                     },
                     stream_sid: &self.spec.stream_sid,
                 })
@@ -287,33 +224,10 @@ impl DialectCodec for TwilioCodec {
     }
 
     fn decode(&mut self, frame: Frame, out: &mut Vec<FromAi>) -> Result<(), ProtocolError> {
-        let text = match frame {
-            Frame::Text(t) => t,
-            Frame::Binary(_) => return Err(ProtocolError::UnexpectedBinary),
-        };
-        let msg: Inbound =
-            serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
-        match msg {
-            Inbound::Media { media } => {
-                self.ulaw.clear();
-                BASE64
-                    .decode_vec(media.payload.as_bytes(), &mut self.ulaw)
-                    .map_err(|_| ProtocolError::Base64)?;
-                out.push(FromAi::Audio(
-                    self.ulaw.iter().map(|&c| g711::ulaw_decode(c)).collect(),
-                ));
-            }
-            Inbound::Mark { mark } => out.push(FromAi::Mark { name: mark.name }),
-            Inbound::Clear {} => out.push(FromAi::Clear),
-            Inbound::SendDtmf {
-                digits,
-                duration_ms,
-            } => out.push(send_dtmf(digits, duration_ms)?),
-            Inbound::Transfer { to } => out.push(crate::aistream::transfer(to)?),
-            Inbound::Hangup {} => out.push(FromAi::Hangup),
-            Inbound::Unknown => return Err(unknown_event(&text)),
+        match frame {
+            Frame::Text(t) => decode_inbound(&t, &mut self.audio, out),
+            Frame::Binary(_) => Err(ProtocolError::UnexpectedBinary),
         }
-        Ok(())
     }
 }
 
@@ -321,35 +235,17 @@ impl DialectCodec for TwilioCodec {
 mod tests {
     use super::*;
     use crate::aistream::Dialect;
+    use crate::g711;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
     use serde_json::{Value, json};
-    use std::time::Duration;
 
     fn spec() -> StreamSpec {
-        StreamSpec {
-            url: "ws://127.0.0.1:1/".into(),
-            dialect: Dialect::Twilio,
-            call_sid: "CA0123".into(),
-            account_sid: "AC4567".into(),
-            stream_sid: "MZ89ab".into(),
-            from: "+15551110000".into(),
-            to: "+15552220000".into(),
-            parameters: vec![
-                ("from".into(), "+15551110000".into()),
-                ("lang".into(), "en".into()),
-            ],
-            connect_timeout: Duration::from_secs(1),
-            reconnect_window: Duration::from_secs(1),
-            keepalive: Duration::from_secs(1),
-            max_frame_bytes: 1 << 16,
-            fork: false,
-        }
+        crate::aistream::test_spec(Dialect::Twilio)
     }
 
     fn text(f: Frame) -> Value {
-        match f {
-            Frame::Text(t) => serde_json::from_str(&t).unwrap(),
-            Frame::Binary(_) => panic!("binary"),
-        }
+        crate::aistream::json_of(f)
     }
 
     #[test]

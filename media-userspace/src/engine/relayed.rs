@@ -139,7 +139,11 @@ pub(super) struct Fork {
 
 pub(super) fn start_fork(shared: &Shared, leg: LegId, pair: &RelayPair, spec: StreamSpec) -> Fork {
     let (side, socket_side) = client::link(to_ai_capacity(&spec), shared.streams.clone());
-    let mixed = matches!(spec.dialect, crate::aistream::Dialect::Pcm { .. });
+    // Dialects without a track field get both parties summed.
+    let mixed = matches!(
+        spec.dialect,
+        crate::aistream::Dialect::Pcm { .. } | crate::aistream::Dialect::Exotel
+    );
     let tap = crate::tap::Tap::new(
         [pair.media(Side::A), pair.media(Side::B)],
         spec.dialect.sample_rate(),

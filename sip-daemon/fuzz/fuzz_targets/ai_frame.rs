@@ -1,4 +1,4 @@
-//! Frames from the AI through both dialect decoders: any bytes, as text
+//! Frames from the AI through every dialect's decoder: any bytes, as text
 //! and as binary, must give a message or a counted error, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -6,7 +6,13 @@ use media_userspace::aistream::{Dialect, Frame, StreamSpec, codec_for};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
-    for dialect in [Dialect::Twilio, Dialect::Pcm { sample_rate: 16000 }] {
+    for dialect in [
+        Dialect::Twilio,
+        Dialect::Pcm { sample_rate: 16000 },
+        Dialect::Telnyx,
+        Dialect::Plivo,
+        Dialect::Exotel,
+    ] {
         let spec = StreamSpec {
             url: "ws://127.0.0.1:1/".into(),
             dialect,
