@@ -195,7 +195,8 @@ pub struct TrunkOut {
 pub struct StreamSpec {
     /// `ws://` or `wss://` URL of the AI platform.
     pub url: String,
-    /// `twilio` (default, Twilio Media Streams) or `pcm`, `pcm8`, `pcm16`, `pcm24`.
+    /// `twilio` (default, Twilio Media Streams), `telnyx`, `plivo`, `exotel`,
+    /// or `pcm`, `pcm8`, `pcm16`, `pcm24`.
     pub dialect: Option<String>,
     /// Custom parameters passed to the AI in `start` (string values).
     #[schema(value_type = Option<Object>)]
