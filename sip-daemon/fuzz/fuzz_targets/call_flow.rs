@@ -31,6 +31,8 @@ fn routing() -> RoutingTable {
         fallback: fallback.map(str::to_string),
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
+        webhook_format: Default::default(),
         media_security: Default::default(),
     };
     let trunk = |name: &str, cidr: &str, transfer: Option<&str>| Trunk {

@@ -39,6 +39,8 @@ fn routing() -> RoutingTable {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
+        webhook_format: Default::default(),
         media_security: Default::default(),
     };
     RoutingTable::build(

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = SessionDescription::parse(sdp.encode().as_bytes());
-    for policy in [MediaSecurity::Rtp, MediaSecurity::Srtp, MediaSecurity::SrtpOptional] {
+    for policy in [
+        MediaSecurity::Rtp,
+        MediaSecurity::Srtp,
+        MediaSecurity::SrtpOptional,
+    ] {
         for keys_allowed in [false, true] {
             let mut n = 0u8;
             let keying = LegKeying::new(policy, keys_allowed, &mut |b| {

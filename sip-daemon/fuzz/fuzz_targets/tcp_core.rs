@@ -44,6 +44,8 @@ fn routing() -> RoutingTable {
         fallback: None,
         voice_webhook: None,
         sms_webhook: None,
+        status_webhook: None,
+        webhook_format: Default::default(),
         media_security: Default::default(),
     };
     let user = SipUser {

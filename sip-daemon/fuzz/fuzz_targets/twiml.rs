@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
         for v in verbs {
             match v {
                 Verb::Pause(s) => assert!(s <= MAX_PAUSE_S),
-                Verb::Connect(s) => assert!(s.url.starts_with("ws://") || s.url.starts_with("wss://")),
+                Verb::Connect(s) => {
+                    assert!(s.url.starts_with("ws://") || s.url.starts_with("wss://"))
+                }
                 Verb::Redirect(f) => assert!(f.url.starts_with("http")),
                 _ => {}
             }
