@@ -884,7 +884,7 @@ impl Config {
                         && Dialect::parse(d).is_none()
                     {
                         out.push(format!(
-                            "number {:?}: dialect must be twilio, telnyx, plivo, exotel, pcm, pcm8, pcm16 or pcm24",
+                            "number {:?}: dialect must be twilio, telnyx, plivo, exotel, vonage, jambonz, jambonz16, pcm, pcm8, pcm16 or pcm24",
                             n.pattern
                         ));
                     }

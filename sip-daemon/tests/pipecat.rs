@@ -199,6 +199,11 @@ fn pipecat_plivo_serializer_runs_a_call_unchanged() {
 }
 
 #[test]
+fn pipecat_vonage_serializer_runs_a_call_unchanged() {
+    cpaas_dialect_runs_a_call("vonage", "+15557000007", "clear");
+}
+
+#[test]
 fn pipecat_exotel_serializer_runs_a_call_unchanged() {
     cpaas_dialect_runs_a_call("exotel", "+15557000006", "clear");
 }

@@ -628,6 +628,78 @@ fn pcm_dialect_streams_wideband_binary_frames_both_ways() {
     );
 }
 
+/// jambonz `listen` with bidirectional audio, spoken by a scripted app
+/// (jambonz has no Pipecat serializer): metadata first, binary L16 at
+/// 8 kHz both ways, `mark` answered with `playout`, `disconnect` hangs up.
+#[test]
+fn jambonz_listen_streams_binary_audio_both_ways_and_disconnect_hangs_up() {
+    let tone: Vec<u8> = (0..1600)
+        .flat_map(|i| {
+            let v = (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin() * 8000.0;
+            (v as i16).to_le_bytes()
+        })
+        .collect();
+    let ai = AiServer::start(vec![vec![
+        Step::Binary(tone),
+        Step::Text(json!({"type": "mark", "data": {"name": "m"}}).to_string()),
+        Step::Sleep(Duration::from_millis(700)),
+        Step::Text(json!({"type": "disconnect"}).to_string()),
+    ]]);
+    let d = daemon(&ai.url(), "jambonz", "");
+    let (caller, media, rtp_addr) = call(&d, "jambonz-1@test");
+    let ulaw = tone_ulaw(1000.0, 300);
+    for (i, c) in ulaw.chunks(160).enumerate() {
+        media
+            .send_to(&rtp(i as u16, i as u32 * 160, c), rtp_addr)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pkts = collect_rtp(&media, Duration::from_millis(300));
+    caller.expect_bye();
+    d.wait_cdr_cause("ai_hangup");
+    let first = match &ai.frames()[0].got {
+        Got::Text(v) => v.clone(),
+        other => panic!("metadata first, got {other:?}"),
+    };
+    assert!(first["callSid"].as_str().unwrap().starts_with("CA"));
+    assert_eq!(first["sampleRate"], 8000);
+    assert_eq!(first["metadata"]["lang"], "en-US");
+    let frames = ai.binary_frames();
+    assert!(frames.len() >= 10, "{} frames", frames.len());
+    assert!(
+        frames.iter().all(|f| f.len() == 320),
+        "20 ms of 16-bit 8 kHz"
+    );
+    assert!(
+        tone_share(&ai.binary_pcm()[160..], 1000.0, 8000.0) > 0.8,
+        "caller's tone"
+    );
+    let voiced: Vec<i16> = pkts
+        .iter()
+        .filter(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .flat_map(|(_, p)| {
+            p[12..]
+                .iter()
+                .map(|&b| g711::ulaw_decode(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(voiced.len() >= 1200, "{} samples", voiced.len());
+    assert!(tone_share(&voiced, 440.0, 8000.0) > 0.8, "the app's tone");
+    let mark = ai
+        .frames()
+        .into_iter()
+        .find_map(|f| match f.got {
+            Got::Text(v) if v["type"] == "mark" => Some(v),
+            _ => None,
+        })
+        .expect("the mark, once played");
+    assert_eq!(
+        mark,
+        json!({"type": "mark", "data": {"name": "m", "event": "playout"}})
+    );
+}
+
 #[test]
 fn rtcp_sender_reports_reach_the_callers_rtcp_port() {
     let ai = AiServer::start(vec![vec![]]);

@@ -87,7 +87,7 @@ pub(super) fn check_stream(
     {
         return Err(ApiError::field(
             format!("{at}dialect"),
-            "dialect must be twilio, telnyx, plivo, exotel, pcm, pcm8, pcm16 or pcm24",
+            "dialect must be twilio, telnyx, plivo, exotel, vonage, jambonz, jambonz16, pcm, pcm8, pcm16 or pcm24",
         ));
     }
     if let Some(params) = &st.params

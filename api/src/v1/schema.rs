@@ -196,7 +196,7 @@ pub struct StreamSpec {
     /// `ws://` or `wss://` URL of the AI platform.
     pub url: String,
     /// `twilio` (default, Twilio Media Streams), `telnyx`, `plivo`, `exotel`,
-    /// or `pcm`, `pcm8`, `pcm16`, `pcm24`.
+    /// `vonage`, `jambonz`, `jambonz16`, or `pcm`, `pcm8`, `pcm16`, `pcm24`.
     pub dialect: Option<String>,
     /// Custom parameters passed to the AI in `start` (string values).
     #[schema(value_type = Option<Object>)]

@@ -78,16 +78,7 @@ impl JsonAudio {
             .map_err(|_| ProtocolError::Base64)?;
         match self.encoding {
             Encoding::Mulaw => Ok(self.bytes.iter().map(|&c| g711::ulaw_decode(c)).collect()),
-            Encoding::Linear16 => {
-                if !self.bytes.len().is_multiple_of(2) {
-                    return Err(ProtocolError::FrameSize(self.bytes.len()));
-                }
-                Ok(self
-                    .bytes
-                    .chunks_exact(2)
-                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                    .collect())
-            }
+            Encoding::Linear16 => super::decode_l16(&self.bytes),
         }
     }
 }

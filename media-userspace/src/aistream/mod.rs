@@ -7,11 +7,13 @@
 
 pub mod client;
 pub mod exotel;
+pub mod jambonz;
 pub mod media_json;
 pub mod pcm;
 pub mod plivo;
 pub mod telnyx;
 pub mod twilio;
+pub mod vonage;
 
 use std::time::Duration;
 
@@ -31,6 +33,11 @@ pub enum Dialect {
     /// Exotel voicebot streams: JSON text frames, base64 16-bit PCM at
     /// 8 kHz.
     Exotel,
+    /// Vonage's WebSocket audio: binary 16-bit PCM at 16 kHz, JSON events.
+    Vonage,
+    /// jambonz `listen` with bidirectional audio: binary 16-bit PCM at
+    /// `sample_rate` (8000 or 16000), JSON commands.
+    Jambonz { sample_rate: u32 },
 }
 
 impl Dialect {
@@ -38,13 +45,17 @@ impl Dialect {
     pub const PCM_RATES: [u32; 3] = [8000, 16000, 24000];
 
     /// Parses a number's `dialect` setting: `twilio`, `telnyx`, `plivo`,
-    /// `exotel`, `pcm` (16 kHz) or `pcm8`/`pcm16`/`pcm24`.
+    /// `exotel`, `vonage`, `jambonz` (8 kHz) or `jambonz16`, `pcm`
+    /// (16 kHz) or `pcm8`/`pcm16`/`pcm24`.
     pub fn parse(s: &str) -> Option<Dialect> {
         match s {
             "twilio" => Some(Dialect::Twilio),
             "telnyx" => Some(Dialect::Telnyx),
             "plivo" => Some(Dialect::Plivo),
             "exotel" => Some(Dialect::Exotel),
+            "vonage" => Some(Dialect::Vonage),
+            "jambonz" => Some(Dialect::Jambonz { sample_rate: 8000 }),
+            "jambonz16" => Some(Dialect::Jambonz { sample_rate: 16000 }),
             "pcm" | "pcm16" => Some(Dialect::Pcm { sample_rate: 16000 }),
             "pcm8" => Some(Dialect::Pcm { sample_rate: 8000 }),
             "pcm24" => Some(Dialect::Pcm { sample_rate: 24000 }),
@@ -56,7 +67,8 @@ impl Dialect {
     pub fn sample_rate(self) -> u32 {
         match self {
             Dialect::Twilio | Dialect::Telnyx | Dialect::Plivo | Dialect::Exotel => 8000,
-            Dialect::Pcm { sample_rate } => sample_rate,
+            Dialect::Pcm { sample_rate } | Dialect::Jambonz { sample_rate } => sample_rate,
+            Dialect::Vonage => 16000,
         }
     }
 
@@ -67,6 +79,8 @@ impl Dialect {
             Dialect::Telnyx => "telnyx",
             Dialect::Plivo => "plivo",
             Dialect::Exotel => "exotel",
+            Dialect::Vonage => "vonage",
+            Dialect::Jambonz { .. } => "jambonz",
         }
     }
 }
@@ -256,7 +270,19 @@ pub fn codec_for(spec: &StreamSpec) -> Box<dyn DialectCodec> {
         Dialect::Telnyx => Box::new(telnyx::TelnyxCodec::new(spec)),
         Dialect::Plivo => Box::new(plivo::PlivoCodec::new(spec)),
         Dialect::Exotel => Box::new(exotel::ExotelCodec::new(spec)),
+        Dialect::Vonage => Box::new(vonage::VonageCodec::new(spec)),
+        Dialect::Jambonz { .. } => Box::new(jambonz::JambonzCodec::new(spec)),
     }
+}
+
+/// Binary audio: 16-bit little-endian PCM, a whole number of samples.
+pub fn decode_l16(b: &[u8]) -> Result<Vec<i16>, ProtocolError> {
+    if !b.len().is_multiple_of(2) {
+        return Err(ProtocolError::FrameSize(b.len()));
+    }
+    Ok(b.chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect())
 }
 
 /// The error for a well-formed message whose `event` we do not know,

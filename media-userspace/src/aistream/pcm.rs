@@ -147,16 +147,7 @@ impl DialectCodec for PcmCodec {
 
     fn decode(&mut self, frame: Frame, out: &mut Vec<FromAi>) -> Result<(), ProtocolError> {
         match frame {
-            Frame::Binary(b) => {
-                if b.len() % 2 != 0 {
-                    return Err(ProtocolError::FrameSize(b.len()));
-                }
-                out.push(FromAi::Audio(
-                    b.chunks_exact(2)
-                        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                        .collect(),
-                ));
-            }
+            Frame::Binary(b) => out.push(FromAi::Audio(super::decode_l16(&b)?)),
             Frame::Text(t) => {
                 match serde_json::from_str::<Inbound>(&t)
                     .map_err(|e| ProtocolError::Json(e.to_string()))?

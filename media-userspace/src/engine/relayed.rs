@@ -142,7 +142,10 @@ pub(super) fn start_fork(shared: &Shared, leg: LegId, pair: &RelayPair, spec: St
     // Dialects without a track field get both parties summed.
     let mixed = matches!(
         spec.dialect,
-        crate::aistream::Dialect::Pcm { .. } | crate::aistream::Dialect::Exotel
+        crate::aistream::Dialect::Pcm { .. }
+            | crate::aistream::Dialect::Exotel
+            | crate::aistream::Dialect::Vonage
+            | crate::aistream::Dialect::Jambonz { .. }
     );
     let tap = crate::tap::Tap::new(
         [pair.media(Side::A), pair.media(Side::B)],

@@ -12,6 +12,8 @@ fuzz_target!(|data: &[u8]| {
         Dialect::Telnyx,
         Dialect::Plivo,
         Dialect::Exotel,
+        Dialect::Vonage,
+        Dialect::Jambonz { sample_rate: 8000 },
     ] {
         let spec = StreamSpec {
             url: "ws://127.0.0.1:1/".into(),

@@ -179,7 +179,10 @@ async fn serve(
             Ok(Message::Close(_)) | Err(_) => Got::Closed,
             Ok(_) => continue,
         };
-        let is_start = matches!(&got, Got::Text(v) if v["event"] == "start");
+        // Twilio-like dialects say `start`; jambonz opens with the call's
+        // metadata (a top-level `callSid`).
+        let is_start =
+            matches!(&got, Got::Text(v) if v["event"] == "start" || v.get("callSid").is_some());
         let closed = matches!(got, Got::Closed);
         rec.lock().unwrap().push(Frame {
             conn,

@@ -1,9 +1,10 @@
 """A bot built on Pipecat's own telephony code, unchanged, as the AI of a
-`stream` call in the Telnyx, Plivo or Exotel dialect: Pipecat's transport
-detection must recognise our `start` as that CPaaS's, its serializer for
-it must turn our frames into audio and DTMF frames, and what it
-serialises (audio, then an interruption for barge-in) must reach the
-caller.
+`stream` call in the Telnyx, Plivo, Exotel or Vonage dialect: Pipecat's
+transport detection must recognise our `start` as that CPaaS's (Pipecat
+has no detection for Vonage, whose bots build its serializer when
+`websocket:connected` arrives, as here), its serializer must turn our
+frames into audio and DTMF frames, and what it serialises (audio, then an
+interruption for barge-in) must reach the caller.
 
 usage: pipecat_cpaas_bot.py PORT RESULT_JSON
 Serves one call on ws://127.0.0.1:PORT/, then writes what it saw.
@@ -27,6 +28,7 @@ from pipecat.runner.utils import _detect_transport_type_from_message
 from pipecat.serializers.exotel import ExotelFrameSerializer
 from pipecat.serializers.plivo import PlivoFrameSerializer
 from pipecat.serializers.telnyx import TelnyxFrameSerializer
+from pipecat.serializers.vonage import VonageFrameSerializer
 
 PIPELINE_RATE = 16000
 
@@ -41,6 +43,11 @@ def tone(hz, seconds, rate):
 
 def serializer_for(kind, data, result):
     """The serializer Pipecat's runner would build for this start message."""
+    if kind == "vonage":
+        result["stream_id"] = data["stream_sid"]
+        result["call_id"] = data["call_sid"]
+        result["from"], result["to"] = data.get("from"), data.get("to")
+        return VonageFrameSerializer()
     start = data["start"]
     if kind == "telnyx":
         result["stream_id"] = data["stream_id"]
@@ -74,9 +81,12 @@ async def serve(ws, result, done):
     spoke_at = None
     interrupted = False
     async for message in ws:
-        data = json.loads(message)
+        data = {} if isinstance(message, bytes) else json.loads(message)
         if serializer is None:
-            kind = _detect_transport_type_from_message(data)
+            if data.get("event") == "websocket:connected":
+                kind = "vonage"
+            else:
+                kind = _detect_transport_type_from_message(data)
             if kind == "unknown":
                 result.setdefault("before_start", []).append(data.get("event"))
                 continue
@@ -106,11 +116,12 @@ async def serve(ws, result, done):
                 # 2 bytes a sample): barge in, as Pipecat does on speech.
                 interrupted = True
                 payload = await serializer.serialize(InterruptionFrame())
-                result["interrupt"] = json.loads(payload).get("event")
+                sent = json.loads(payload)
+                result["interrupt"] = sent.get("event") or sent.get("action")
                 await ws.send(payload)
         elif isinstance(frame, InputDTMFFrame):
             result.setdefault("digits", []).append(frame.button.value)
-        elif data.get("event") == "stop":
+        elif data.get("event") in ("stop", "websocket:stop"):
             result["stopped"] = True
             break
     result["audio_seconds"] = audio_bytes / 2 / PIPELINE_RATE

@@ -1,0 +1,242 @@
+//! jambonz's `listen` verb with bidirectional audio, on the wire
+//! (<https://docs.jambonz.org/verbs/verbs/listen>): the gateway plays the
+//! part of jambonz toward an app written for it.
+//!
+//! To the AI: one text frame of call metadata (`callSid`, `streamSid`,
+//! `accountSid`, `from`, `to`, `direction`, `sampleRate`, `mixType`, and
+//! the custom parameters as the verb's `metadata`), then the caller's
+//! audio as binary frames of 20 ms of 16-bit little-endian PCM at 8 kHz
+//! (`jambonz`) or 16 kHz (`jambonz16`), DTMF as `{"event": "dtmf",
+//! "dtmf", "duration"}` (as with `passDtmf`), a played mark as `{"type":
+//! "mark", "data": {"name", "event": "playout"}}`, and `{"event":
+//! "stop"}` (ours) before the socket closes.
+//!
+//! From the AI: binary PCM (streaming bidirectional audio), `{"type":
+//! "playAudio", "data": {"audioContent": <base64 L16>}}`, `{"type":
+//! "killAudio"}` (barge-in), `{"type": "mark", "data": {"name"}}`,
+//! `{"type": "disconnect"}` (hang up), and our additions.
+
+use super::{
+    DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, decode_l16, send_dtmf,
+    unknown_event,
+};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+#[derive(Deserialize, Debug)]
+struct PlayData {
+    #[serde(rename = "audioContent")]
+    audio_content: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct MarkData {
+    name: String,
+}
+
+/// jambonz's commands from the app (`type`).
+#[derive(Deserialize, Debug)]
+#[serde(tag = "type")]
+enum Command {
+    #[serde(rename = "playAudio")]
+    PlayAudio { data: PlayData },
+    #[serde(rename = "killAudio")]
+    KillAudio {},
+    #[serde(rename = "mark")]
+    Mark { data: MarkData },
+    #[serde(rename = "clearMarks")]
+    ClearMarks {},
+    #[serde(rename = "disconnect")]
+    Disconnect {},
+    #[serde(other)]
+    Other,
+}
+
+/// Our own additions (`event`).
+#[derive(Deserialize, Debug)]
+#[serde(tag = "event")]
+enum Ours {
+    #[serde(rename = "sendDtmf", rename_all = "camelCase")]
+    SendDtmf {
+        digits: String,
+        duration_ms: Option<u32>,
+    },
+    #[serde(rename = "transfer")]
+    Transfer { to: String },
+    #[serde(rename = "hangup")]
+    Hangup {},
+}
+
+pub struct JambonzCodec {
+    spec: StreamSpec,
+}
+
+impl JambonzCodec {
+    pub fn new(spec: &StreamSpec) -> JambonzCodec {
+        JambonzCodec { spec: spec.clone() }
+    }
+}
+
+fn text(v: Value) -> Frame {
+    Frame::Text(v.to_string())
+}
+
+impl DialectCodec for JambonzCodec {
+    fn opening(&mut self) -> Vec<Frame> {
+        let s = &self.spec;
+        let metadata: Map<String, Value> = s
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        vec![text(json!({
+            "callSid": s.call_sid,
+            "streamSid": s.stream_sid,
+            "accountSid": s.account_sid,
+            "from": s.from,
+            "to": s.to,
+            "direction": "inbound",
+            "sampleRate": s.dialect.sample_rate(),
+            "mixType": "mono",
+            "metadata": metadata,
+        }))]
+    }
+
+    fn encode(&mut self, msg: &ToAi) -> Frame {
+        match msg {
+            ToAi::Audio { samples, .. } => {
+                Frame::Binary(samples.iter().flat_map(|s| s.to_le_bytes()).collect())
+            }
+            ToAi::Dtmf { digit, duration_ms } => text(json!({
+                "event": "dtmf",
+                "dtmf": digit.to_string(),
+                "duration": duration_ms.to_string(),
+            })),
+            ToAi::Mark { name } => text(json!({
+                "type": "mark",
+                "data": {"name": name, "event": "playout"},
+            })),
+            ToAi::TransferResult(result) => text(json!({
+                "event": "transferResult",
+                "status": result.status,
+                "sipStatus": result.sip_status,
+            })),
+            ToAi::Sms(sms) => text(json!({"event": "sms", "sms": sms})),
+        }
+    }
+
+    fn closing(&mut self, reason: &str) -> Frame {
+        text(json!({"event": "stop", "reason": reason}))
+    }
+
+    fn decode(&mut self, frame: Frame, out: &mut Vec<FromAi>) -> Result<(), ProtocolError> {
+        let t = match frame {
+            Frame::Binary(b) => {
+                out.push(FromAi::Audio(decode_l16(&b)?));
+                return Ok(());
+            }
+            Frame::Text(t) => t,
+        };
+        let value: Value =
+            serde_json::from_str(&t).map_err(|e| ProtocolError::Json(e.to_string()))?;
+        if value.get("type").is_some() {
+            match Command::deserialize(&value).map_err(|e| ProtocolError::Json(e.to_string()))? {
+                Command::PlayAudio { data } => {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(data.audio_content.as_bytes())
+                        .map_err(|_| ProtocolError::Base64)?;
+                    out.push(FromAi::Audio(decode_l16(&bytes)?));
+                }
+                Command::KillAudio {} => out.push(FromAi::Clear),
+                Command::Mark { data } => out.push(FromAi::Mark { name: data.name }),
+                // Marks not yet played are forgotten with the audio that
+                // a `killAudio` drops; alone, nothing to do.
+                Command::ClearMarks {} => {}
+                Command::Disconnect {} => out.push(FromAi::Hangup),
+                Command::Other => {
+                    let name = value["type"].as_str().unwrap_or_default();
+                    return Err(ProtocolError::UnknownEvent(name.chars().take(64).collect()));
+                }
+            }
+            return Ok(());
+        }
+        match Ours::deserialize(&value).map_err(|_| unknown_event(&t))? {
+            Ours::SendDtmf {
+                digits,
+                duration_ms,
+            } => out.push(send_dtmf(digits, duration_ms)?),
+            Ours::Transfer { to } => out.push(super::transfer(to)?),
+            Ours::Hangup {} => out.push(FromAi::Hangup),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aistream::{Dialect, Track, json_of, test_spec};
+
+    #[test]
+    fn speaks_jambonz_listen_with_binary_audio() {
+        let mut c = JambonzCodec::new(&test_spec(Dialect::Jambonz { sample_rate: 8000 }));
+        let open: Vec<_> = c.opening().into_iter().map(json_of).collect();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0]["callSid"].as_str(), open[0]["sampleRate"].as_u64()),
+            (Some("CA0123"), Some(8000))
+        );
+        assert_eq!(open[0]["metadata"]["lang"], "en");
+        assert_eq!(
+            c.encode(&ToAi::Audio {
+                samples: vec![2],
+                timestamp_ms: 0,
+                track: Track::Inbound
+            }),
+            Frame::Binary(vec![2, 0])
+        );
+        let d = json_of(c.encode(&ToAi::Dtmf {
+            digit: '#',
+            duration_ms: 80,
+        }));
+        assert_eq!(
+            (d["event"].as_str(), d["dtmf"].as_str()),
+            (Some("dtmf"), Some("#"))
+        );
+        let k = json_of(c.encode(&ToAi::Mark { name: "m".into() }));
+        assert_eq!(k["data"]["event"], "playout");
+        let mut out = Vec::new();
+        for msg in [
+            r#"{"type":"playAudio","data":{"audioContent":"AAE=","audioContentType":"raw","sampleRate":"8000"}}"#,
+            r#"{"type":"mark","data":{"name":"m1"}}"#,
+            r#"{"type":"killAudio"}"#,
+            r#"{"type":"clearMarks"}"#,
+            r#"{"type":"disconnect"}"#,
+        ] {
+            c.decode(Frame::Text(msg.into()), &mut out).unwrap();
+        }
+        c.decode(Frame::Binary(vec![0, 2]), &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                FromAi::Audio(vec![256]),
+                FromAi::Mark { name: "m1".into() },
+                FromAi::Clear,
+                FromAi::Hangup,
+                FromAi::Audio(vec![512]),
+            ]
+        );
+        assert_eq!(
+            c.decode(Frame::Text(r#"{"type":"dance"}"#.into()), &mut out),
+            Err(ProtocolError::UnknownEvent("dance".into()))
+        );
+        assert_eq!(
+            c.decode(
+                Frame::Text(r#"{"type":"playAudio","data":{"audioContent":"%"}}"#.into()),
+                &mut out
+            ),
+            Err(ProtocolError::Base64)
+        );
+    }
+}
