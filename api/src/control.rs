@@ -35,6 +35,14 @@ pub enum ControlRequest {
     },
     /// Stop that copy.
     StopStream { call_id: String },
+    /// Move a live AI call to another stream (URL, dialect, parameters):
+    /// the old socket gets `stop`, the new one `connected`/`start` with
+    /// the same callSid; the SIP leg is untouched.
+    Redirect {
+        call_id: String,
+        account: String,
+        stream: StreamTarget,
+    },
     /// Send an SMS (SIP MESSAGE through a trunk).
     SendMessage { req: Box<MessageRequest> },
     /// Place an outbound call.
@@ -249,6 +257,20 @@ impl CallControl {
         stream: StreamTarget,
     ) -> Option<ControlOutcome> {
         self.outcome(ControlRequest::StartStream {
+            call_id: call_id.to_string(),
+            account: account.to_string(),
+            stream,
+        })
+        .await
+    }
+
+    pub async fn redirect(
+        &self,
+        call_id: &str,
+        account: &str,
+        stream: StreamTarget,
+    ) -> Option<ControlOutcome> {
+        self.outcome(ControlRequest::Redirect {
             call_id: call_id.to_string(),
             account: account.to_string(),
             stream,

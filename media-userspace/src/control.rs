@@ -117,6 +117,12 @@ pub enum MediaCommand {
     StopFork {
         leg: LegId,
     },
+    /// Move a stream leg's AI to `spec` (same sample rate): the new
+    /// socket opens, the old one gets `stop`, the leg goes on.
+    Restream {
+        leg: LegId,
+        spec: Box<crate::aistream::StreamSpec>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -628,6 +628,87 @@ fn pcm_dialect_streams_wideband_binary_frames_both_ways() {
     );
 }
 
+/// A live redirect (`POST /v1/calls/{id}`): the first AI gets `stop`, the
+/// second `connected` and `start` with the same callSid and a new
+/// streamSid, and the caller's audio carries on without a frame lost (the
+/// media `timestamp`s run on across the two sockets).
+#[test]
+fn a_live_call_moves_to_another_ai_without_losing_caller_audio() {
+    let first = AiServer::start(vec![vec![]]);
+    let second = AiServer::start(vec![vec![]]);
+    let d = daemon(&first.url(), "twilio", "");
+    let (caller, media, rtp_addr) = call(&d, "redirect-1@test");
+    let token = d.token(Some("acct"), false);
+    // 3 s of the caller, the redirect after 1 s.
+    let ulaw = tone_ulaw(1000.0, 3000);
+    let mut call_sid = String::new();
+    for (i, c) in ulaw.chunks(160).enumerate() {
+        media
+            .send_to(&rtp(i as u16, i as u32 * 160, c), rtp_addr)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        if i == 50 {
+            call_sid = first.events("start")[0].2["start"]["callSid"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let (st, body, _) = d.api(
+                "POST",
+                &format!("/v1/calls/{call_sid}"),
+                Some(&token),
+                Some(&json!({"stream": {"url": second.url(), "params": {"agent": "billing"}}})),
+            );
+            assert_eq!(st, 202, "{body}");
+            // Another sample rate is refused: the leg keeps its rate.
+            let (st, body, _) = d.api(
+                "POST",
+                &format!("/v1/calls/{call_sid}"),
+                Some(&token),
+                Some(&json!({"stream": {"url": second.url(), "dialect": "pcm16"}})),
+            );
+            assert_eq!(st, 409, "{body}");
+        }
+    }
+    second.wait_for(Duration::from_secs(3), "media", |f| {
+        f.iter()
+            .filter(|f| matches!(&f.got, Got::Text(v) if v["event"] == "media"))
+            .count()
+            >= 50
+    });
+    caller.bye();
+    let stop = &first.events("stop")[0];
+    let start = &second.events("start")[0].2;
+    assert_eq!(start["start"]["callSid"], call_sid.as_str());
+    assert_ne!(
+        start["start"]["streamSid"],
+        first.events("start")[0].2["start"]["streamSid"]
+    );
+    assert_eq!(start["start"]["customParameters"]["agent"], "billing");
+    let stamps = |ai: &AiServer| -> Vec<(Instant, u64)> {
+        ai.events("media")
+            .into_iter()
+            .map(|(_, at, v)| {
+                (
+                    at,
+                    v["media"]["timestamp"].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (stamps(&first), stamps(&second));
+    let (last_a, first_b) = (a.last().unwrap(), b[0]);
+    assert!(last_a.0 <= stop.1, "the first AI's audio ends at its stop");
+    assert_eq!(
+        first_b.1,
+        last_a.1 + 20,
+        "the second AI's audio begins where the first's ended: no frame lost"
+    );
+    eprintln!(
+        "redirect: last frame to the first AI to the first frame to the second: {:.1} ms",
+        first_b.0.duration_since(last_a.0).as_secs_f64() * 1000.0
+    );
+}
+
 /// jambonz `listen` with bidirectional audio, spoken by a scripted app
 /// (jambonz has no Pipecat serializer): metadata first, binary L16 at
 /// 8 kHz both ways, `mark` answered with `playout`, `disconnect` hangs up.

@@ -127,6 +127,29 @@ trunk = "far"
     let listed = twilio(&d, &token, "list", json!({"to": "+15557654321"}));
     assert_eq!(listed["sids"], json!([sid]), "{listed}");
 
+    // New TwiML on the live call moves it to another AI (live redirect).
+    let next_ai = AiServer::start(vec![vec![]]);
+    let moved = twilio(
+        &d,
+        &token,
+        "raw",
+        json!({"method": "POST", "path": format!("/2010-04-01/Accounts/acct/Calls/{sid}.json"),
+               "data": {"Twiml": format!(r#"<Response><Connect><Stream url="{}"/></Connect></Response>"#, next_ai.url())}}),
+    );
+    assert_eq!(moved["status"], 200, "{moved}");
+    next_ai.wait_for(Duration::from_secs(5), "start", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "start"))
+    });
+    assert_eq!(
+        next_ai.events("start")[0].2["start"]["callSid"],
+        sid.as_str()
+    );
+    ai.wait_for(Duration::from_secs(5), "stop", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
+    });
+
     // Twilio's `canceled` leaves a call in progress alone.
     let calls = format!("/2010-04-01/Accounts/acct/Calls/{sid}.json");
     let kept = twilio(

@@ -342,12 +342,15 @@ pub(super) async fn update(
     form: FormBody,
 ) -> Result<Json<TwilioCall>, TwilioError> {
     let sid = resource_sid(&segment)?;
-    for p in ["Url", "Twiml", "FallbackUrl", "TimeLimit"] {
+    for p in ["Url", "FallbackUrl", "TimeLimit"] {
         if form.get(p).is_some() {
             return Err(TwilioError::unsupported(p));
         }
     }
     let c = own_call(&s, &account, sid).await?;
+    if let Some(xml) = form.get("Twiml") {
+        return redirect(&s, &account, c, xml).await;
+    }
     match form.get("Status") {
         // Twilio: `canceled` ends a call still queued or ringing only.
         Some("canceled") if c.answer_at.is_some() => return Ok(Json(twilio_call(&c, &account))),
@@ -397,6 +400,66 @@ pub(super) async fn update(
         .into();
     }
     Ok(Json(call))
+}
+
+/// A live AI call moved by new TwiML: `<Connect><Stream>` alone (a live
+/// redirect, same callSid, a new streamSid).
+async fn redirect(
+    s: &ApiState,
+    account: &str,
+    c: CallRecord,
+    xml: &str,
+) -> Result<Json<TwilioCall>, TwilioError> {
+    let base = Url::parse(INLINE_BASE).expect("a valid base");
+    let verbs = crate::twiml::parse(xml.as_bytes(), &base)
+        .map_err(|e| TwilioError::bad_request(format!("Twiml: {e}")))?;
+    let [crate::twiml::Verb::Connect(stream)] = verbs.as_slice() else {
+        return Err(TwilioError::unsupported(
+            "Twiml on a live call other than one <Connect><Stream>",
+        ));
+    };
+    if let Some(e) = crate::webhook::twiml_target_refused(&s.targets, &verbs) {
+        return Err(TwilioError::bad_request(format!("Twiml: {e}")));
+    }
+    if c.end_at.is_some() {
+        return Err(TwilioError::new(
+            StatusCode::CONFLICT,
+            21220,
+            "the call has already ended",
+        ));
+    }
+    let params = (!stream.parameters.is_empty()).then(|| {
+        let map: serde_json::Map<String, serde_json::Value> = stream
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    });
+    let target = crate::control::StreamTarget {
+        url: stream.url.clone(),
+        dialect: Some("twilio".into()),
+        params,
+    };
+    let Some(control) = &s.control else {
+        return Err(TwilioError::unavailable(
+            "no signalling core behind this API",
+        ));
+    };
+    match control.redirect(&c.id, account, target).await {
+        Some(crate::control::ControlOutcome::Accepted) => Ok(Json(twilio_call(&c, account))),
+        Some(crate::control::ControlOutcome::NotLive) => Err(TwilioError::new(
+            StatusCode::CONFLICT,
+            21220,
+            "the call is not live on this node",
+        )),
+        Some(crate::control::ControlOutcome::Refused(why)) => {
+            Err(TwilioError::new(StatusCode::CONFLICT, 21220, why))
+        }
+        None => Err(TwilioError::unavailable(
+            "the signalling core is busy; retry",
+        )),
+    }
 }
 
 /// The filters carried out; any other (`Status`, `StartTime`…) is

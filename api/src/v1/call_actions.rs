@@ -7,7 +7,7 @@ use super::calls::{own_call, party, ring_timeout};
 use super::common::{check_sip_target, check_stream};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, PathParams};
-use super::schema::{CallActionOut, DtmfIn, IdPath, StreamSpec, TransferIn};
+use super::schema::{CallActionOut, CallUpdateIn, DtmfIn, IdPath, StreamSpec, TransferIn};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -94,6 +94,34 @@ pub(super) async fn start_stream(
     };
     live_action(&s, &account, id, "streaming", async |c, id| {
         c.start_stream(id, &account, target).await
+    })
+    .await
+}
+
+/// Moves a live AI call to another stream: `{"stream": {"url", "dialect",
+/// "params"}}`. The old socket gets `stop`, the new one `connected` and
+/// `start` with the same callSid and a new streamSid; the caller's audio
+/// meanwhile waits in the stream's queue, so none is lost. The new
+/// dialect must have the stream's sample rate (8 kHz: twilio, telnyx,
+/// plivo, exotel, pcm8, jambonz; 16 kHz: pcm16, vonage, jambonz16; 24 kHz:
+/// pcm24).
+#[utoipa::path(post, path = "/v1/calls/{id}", params(IdPath), tag = "calls", request_body = CallUpdateIn,
+    responses((status = 202, body = CallActionOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn update_call(
+    State(s): State<ApiState>,
+    auth: Auth,
+    PathParams(IdPath { id }): PathParams<IdPath>,
+    JsonBody(b): JsonBody<CallUpdateIn>,
+) -> Result<(StatusCode, Json<CallActionOut>), ApiError> {
+    let account = auth.account()?.to_string();
+    let (url, dialect, params) = check_stream(&s, b.stream, "stream.")?;
+    let target = crate::control::StreamTarget {
+        url,
+        dialect,
+        params,
+    };
+    live_action(&s, &account, id, "redirected", async |c, id| {
+        c.redirect(id, &account, target).await
     })
     .await
 }

@@ -130,7 +130,10 @@ fn routes() -> Router<ApiState> {
             get(denied_sources::get_denied_source).delete(denied_sources::delete_denied_source),
         )
         .route("/v1/calls", get(calls::list_calls).post(calls::create_call))
-        .route("/v1/calls/{id}", get(calls::get_call))
+        .route(
+            "/v1/calls/{id}",
+            get(calls::get_call).post(call_actions::update_call),
+        )
         .route("/v1/calls/{id}/hangup", post(call_actions::hangup_call))
         .route("/v1/calls/{id}/dtmf", post(call_actions::send_dtmf))
         .route("/v1/calls/{id}/transfer", post(call_actions::transfer_call))

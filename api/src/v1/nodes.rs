@@ -164,8 +164,11 @@ pub async fn delete_node(
 /// The call id of a live-call action's path (`/v1/calls/{id}/hangup`,
 /// `…/dtmf`, `…/transfer`, `…/stream`), if it is one.
 fn live_action_call<'p>(method: &Method, path: &'p str) -> Option<&'p str> {
-    let (id, action) = path.strip_prefix("/v1/calls/")?.split_once('/')?;
+    let rest = path.strip_prefix("/v1/calls/")?;
+    // `POST /v1/calls/{id}` moves a live call's stream.
+    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
     let live = match action {
+        "" => method == Method::POST,
         "hangup" | "dtmf" | "transfer" => method == Method::POST,
         "stream" => method == Method::POST || method == Method::DELETE,
         _ => false,
@@ -345,7 +348,10 @@ mod tests {
             Some("CA1")
         );
         assert_eq!(live_action_call(&Method::GET, "/v1/calls/CA1/hangup"), None);
-        assert_eq!(live_action_call(&post, "/v1/calls/CA1"), None);
+        // `POST /v1/calls/{id}` moves a live call's stream.
+        assert_eq!(live_action_call(&post, "/v1/calls/CA1"), Some("CA1"));
+        assert_eq!(live_action_call(&Method::GET, "/v1/calls/CA1"), None);
+        assert_eq!(live_action_call(&post, "/v1/calls/"), None);
         assert_eq!(live_action_call(&post, "/v1/calls//hangup"), None);
         assert_eq!(live_action_call(&post, "/v1/calls/CA1/consult"), None);
         assert_eq!(live_action_call(&post, "/v1/numbers/x/hangup"), None);

@@ -97,6 +97,13 @@ pub struct CallQuery {
     pub active: Option<bool>,
 }
 
+/// What changes on a live call: its AI stream moves to `stream`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallUpdateIn {
+    pub stream: StreamSpec,
+}
+
 /// A new auth token, shown once: the key of `X-Twilio-Signature` on the
 /// account's `twilio`-format webhooks.
 #[derive(Debug, Serialize, ToSchema)]

@@ -116,6 +116,8 @@ pub struct LegSide {
     /// Notified when AI messages arrive.
     pub wake_leg: Arc<Notify>,
     stop: Option<oneshot::Sender<String>>,
+    /// Where the AI moves to (a live redirect).
+    redirect: tokio::sync::mpsc::UnboundedSender<StreamSpec>,
     stats: Arc<StreamStats>,
 }
 
@@ -127,6 +129,7 @@ pub struct SocketSide {
     wake_socket: Arc<Notify>,
     wake_leg: Arc<Notify>,
     stop: oneshot::Receiver<String>,
+    redirect: tokio::sync::mpsc::UnboundedReceiver<StreamSpec>,
     stats: Arc<StreamStats>,
 }
 
@@ -143,6 +146,7 @@ pub fn link(to_ai_cap: usize, stats: Arc<StreamStats>) -> (LegSide, SocketSide) 
     let wake_socket = Arc::new(Notify::new());
     let wake_leg = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = oneshot::channel();
+    let (redirect_tx, redirect_rx) = tokio::sync::mpsc::unbounded_channel();
     (
         LegSide {
             to_ai: to_tx,
@@ -152,6 +156,7 @@ pub fn link(to_ai_cap: usize, stats: Arc<StreamStats>) -> (LegSide, SocketSide) 
             wake_socket: wake_socket.clone(),
             wake_leg: wake_leg.clone(),
             stop: Some(stop_tx),
+            redirect: redirect_tx,
             stats: stats.clone(),
         },
         SocketSide {
@@ -161,12 +166,18 @@ pub fn link(to_ai_cap: usize, stats: Arc<StreamStats>) -> (LegSide, SocketSide) 
             wake_socket,
             wake_leg,
             stop: stop_rx,
+            redirect: redirect_rx,
             stats,
         },
     )
 }
 
 impl LegSide {
+    /// Moves the stream to `spec`'s AI (a live redirect).
+    pub fn redirect(&self, spec: StreamSpec) {
+        let _ = self.redirect.send(spec);
+    }
+
     /// Queues a message for the AI; never blocks. When the queue is full
     /// the oldest message goes.
     pub fn send(&self, msg: ToAi) {
@@ -338,11 +349,13 @@ enum SessionEnd {
     Closed,
     /// The socket broke or went silent.
     Lost(AiSocketError),
+    /// Call control moves the stream to another AI.
+    Redirect(StreamSpec),
 }
 
 /// Runs the stream until the call ends or the AI is gone.
 pub async fn run(
-    spec: StreamSpec,
+    mut spec: StreamSpec,
     mut side: SocketSide,
     guard: Option<ConnectGuard>,
     events: impl Fn(StreamEvent),
@@ -363,11 +376,19 @@ pub async fn run(
     };
     stats.connects.fetch_add(1, Ordering::Relaxed);
     let mut first = true;
+    // The socket goes on where it was (a redirect that failed), without
+    // `connected`/`start` again.
+    let mut resume = false;
     loop {
-        let opened = send_all(&mut ws, codec.opening()).await;
+        let opened = if std::mem::take(&mut resume) {
+            None
+        } else {
+            Some(send_all(&mut ws, codec.opening()).await)
+        };
         let end = match opened {
-            Err(e) => SessionEnd::Lost(e.into()),
-            Ok(()) => {
+            None => session(&spec, &mut ws, codec.as_mut(), &mut side, &events).await,
+            Some(Err(e)) => SessionEnd::Lost(e.into()),
+            Some(Ok(())) => {
                 if side.from_ai.send(FromAi::Connected).is_ok() {
                     side.wake_leg.notify_one();
                 }
@@ -389,6 +410,38 @@ pub async fn run(
                 let _ = ws.send(to_message(codec.closing(&reason))).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                 return;
+            }
+            SessionEnd::Redirect(next) => {
+                // The new AI opens first; only then does the old one get
+                // `stop`, so the caller's audio waits in the queue for the
+                // connect alone and none is lost.
+                let opened = tokio::select! {
+                    r = connect(&next, guard.as_ref(), &stats) => r,
+                    r = &mut side.stop => {
+                        let _ = ws.send(to_message(codec.closing(&r.unwrap_or_default()))).await;
+                        return;
+                    }
+                };
+                match opened {
+                    Ok(new_ws) => {
+                        stats.connects.fetch_add(1, Ordering::Relaxed);
+                        let _ = ws.send(to_message(codec.closing("redirected"))).await;
+                        let mut old = std::mem::replace(&mut ws, new_ws);
+                        tokio::task::spawn_local(async move {
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(1), old.close(None)).await;
+                        });
+                        tracing::info!(call = %spec.call_sid, url = %next.url, "AI stream redirected");
+                        codec = codec_for(&next);
+                        spec = next;
+                    }
+                    Err(e) => {
+                        // The old AI keeps the call.
+                        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(call = %spec.call_sid, url = %next.url, error = %e, "AI stream not redirected");
+                        resume = true;
+                    }
+                }
             }
             SessionEnd::Closed => {
                 tracing::info!(call = %spec.call_sid, "AI closed the stream");
@@ -474,6 +527,7 @@ async fn session(
         tokio::select! {
             biased;
             r = &mut side.stop => return SessionEnd::Stop(r.unwrap_or_default()),
+            Some(next) = side.redirect.recv() => return SessionEnd::Redirect(next),
             _ = side.wake_socket.notified() => {
                 let mut n = 0u64;
                 while let Ok(msg) = side.to_ai.try_recv() {

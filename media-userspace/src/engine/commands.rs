@@ -65,6 +65,10 @@ impl MediaEngine {
                 None
             }
             MediaCommand::StartFork { leg, spec } => self.start_fork(&legs, leg, spec),
+            MediaCommand::Restream { leg, spec } => {
+                self.post_ctl(&legs, leg, LegCtl::Restream(spec));
+                None
+            }
             MediaCommand::StopFork { leg } => {
                 if let Some(&(w, Some(_))) = legs.get(&leg) {
                     self.inner.workers[w].post(WorkerCmd::Ctl(leg, LegCtl::Unfork));

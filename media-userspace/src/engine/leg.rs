@@ -144,6 +144,7 @@ impl LegRun {
             (LegCore::Stream(s), LegCtl::SendDtmf(d, ms)) => {
                 s.core.send_dtmf(d, Duration::from_millis(u64::from(ms)));
             }
+            (LegCore::Stream(s), LegCtl::Restream(spec)) => s.side.redirect(*spec),
             (LegCore::Stream(s), LegCtl::ToAi(msg)) => {
                 s.side.send(msg);
                 s.side.flush();

@@ -13,6 +13,8 @@ pub(super) enum LegCtl {
     /// Start (or replace) a relay's listen-only fork.
     Fork(Box<StreamSpec>),
     Unfork,
+    /// Move a stream leg's AI to another stream.
+    Restream(Box<StreamSpec>),
     Close,
 }
 

@@ -132,14 +132,7 @@ impl Core {
                 caller,
                 max_forwards,
             } => self.open_forward(h, target, &caller, max_forwards),
-            Admission::Media { mode, media } => {
-                self.out.push_back(Output::Media(MediaCommand::Open {
-                    leg: h.own_leg(),
-                    mode,
-                    media,
-                    timeout: self.cfg.media_timeout,
-                }));
-            }
+            Admission::Media { mode, media } => self.open_media_leg(h, mode, media),
         }
     }
 }

@@ -99,6 +99,14 @@ impl Core {
                 None => ControlOutcome::NotLive,
                 Some(h) => self.start_fork(h, &account, &stream),
             }),
+            ControlRequest::Redirect {
+                call_id,
+                account,
+                stream,
+            } => ControlReply::Outcome(match self.live_call(&call_id) {
+                None => ControlOutcome::NotLive,
+                Some(h) => self.redirect_stream(h, &account, &stream),
+            }),
             ControlRequest::StopStream { call_id } => {
                 ControlReply::Outcome(match self.live_call(&call_id) {
                     None => ControlOutcome::NotLive,

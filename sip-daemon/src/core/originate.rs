@@ -214,6 +214,7 @@ impl Core {
                 origination: Some(origination),
                 pending: None,
                 twiml: None,
+                ai_rate: None,
                 // Its slots are reserved once its port is bound, before
                 // the INVITE leaves.
                 admission: (!scopes.is_empty())
@@ -369,12 +370,7 @@ impl Core {
         self.status_changed(now, h, "in-progress");
         match origination {
             Origination::Stream(spec) => {
-                self.out.push_back(Output::Media(MediaCommand::Open {
-                    leg: h.own_leg(),
-                    mode: LegMode::Stream(spec),
-                    media,
-                    timeout: self.cfg.media_timeout,
-                }));
+                self.open_media_leg(h, LegMode::Stream(spec), media);
                 self.schedule_call(h);
             }
             Origination::Forward(to) => {

@@ -82,6 +82,99 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Opens call `h`'s own media leg (echo or an AI stream); a stream's
+    /// sample rate is kept, for a live redirect to keep it.
+    pub(super) fn open_media_leg(
+        &mut self,
+        h: super::CallHandle,
+        mode: media_userspace::control::LegMode,
+        media: media_userspace::control::LegMedia,
+    ) {
+        if let (media_userspace::control::LegMode::Stream(spec), Some(c)) =
+            (&mode, self.calls.get_mut(&h))
+        {
+            c.ai_rate = Some(spec.dialect.sample_rate());
+        }
+        self.out.push_back(super::Output::Media(
+            media_userspace::control::MediaCommand::Open {
+                leg: h.own_leg(),
+                mode,
+                media,
+                timeout: self.cfg.media_timeout,
+            },
+        ));
+    }
+
+    /// Moves live AI call `h` to `target` (`POST /v1/calls/{id}`):
+    /// same callSid, a new streamSid, the same sample rate.
+    pub(super) fn redirect_stream(
+        &mut self,
+        h: super::CallHandle,
+        account: &str,
+        target: &api::control::StreamTarget,
+    ) -> api::control::ControlOutcome {
+        use api::control::ControlOutcome;
+        let Some(call) = self.calls.get(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        let Some(rate) = call.ai_rate.filter(|_| {
+            call.answered_at.is_some() && call.bridge.is_none() && call.media_leg == h.own_leg()
+        }) else {
+            return ControlOutcome::Refused(
+                "the call has no AI stream to move (not answered, relayed, or transferred)",
+            );
+        };
+        let dialect = target.dialect.as_deref().unwrap_or("twilio");
+        if Dialect::parse(dialect).map(Dialect::sample_rate) != Some(rate) {
+            return ControlOutcome::Refused(
+                "the new dialect's sample rate differs from the stream's: choose one of the same rate",
+            );
+        }
+        let (local, remote) = (
+            super::uri_user(&call.dialog.local_uri),
+            super::uri_user(&call.dialog.remote_uri),
+        );
+        let (from, to) = if call.outbound {
+            (local, remote)
+        } else {
+            (remote, local)
+        };
+        let number = Number {
+            pattern: call.number_pattern.clone().unwrap_or_default(),
+            account_id: account.to_string(),
+            route: domain::model::RouteKind::Stream,
+            target: Some(target.url.clone()),
+            dialect: target.dialect.clone(),
+            params: target.params.clone(),
+            trunk: None,
+            max_calls: None,
+            fallback: None,
+            voice_webhook: None,
+            sms_webhook: None,
+            status_webhook: None,
+            webhook_format: Default::default(),
+            media_security: Default::default(),
+        };
+        let spec = self.stream_spec(
+            &target.url,
+            &number,
+            &call.sid,
+            &from,
+            &to,
+            &call.dialog.key.call_id,
+        );
+        tracing::info!(call = h.get(), url = %target.url, "AI stream redirected");
+        self.out.push_back(super::Output::Media(
+            media_userspace::control::MediaCommand::Restream {
+                leg: h.own_leg(),
+                spec: Box::new(spec),
+            },
+        ));
+        ControlOutcome::Accepted
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

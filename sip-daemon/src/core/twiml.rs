@@ -184,12 +184,11 @@ impl Core {
             &pending.dialed,
             &pending.sip_call_id,
         );
-        self.out.push_back(Output::Media(MediaCommand::Open {
-            leg: h.own_leg(),
-            mode: media_userspace::control::LegMode::Stream(Box::new(spec)),
+        self.open_media_leg(
+            h,
+            media_userspace::control::LegMode::Stream(Box::new(spec)),
             media,
-            timeout: self.cfg.media_timeout,
-        }));
+        );
         self.schedule_call(h);
     }
 

@@ -222,12 +222,7 @@ impl Core {
                 };
             }
         };
-        self.out.push_back(Output::Media(MediaCommand::Open {
-            leg: h.own_leg(),
-            mode,
-            media,
-            timeout: self.cfg.media_timeout,
-        }));
+        self.open_media_leg(h, mode, media);
     }
 
     /// Tells call `h`'s status webhook (if any) that it is now `status`.

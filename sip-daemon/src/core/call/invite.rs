@@ -687,6 +687,7 @@ impl Core {
                 origination: None,
                 pending: None,
                 twiml: None,
+                ai_rate: None,
                 admission: None,
                 reserved: false,
                 status_webhook: number.status_webhook.clone().map(|url| {

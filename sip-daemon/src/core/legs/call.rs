@@ -191,6 +191,9 @@ pub struct Call {
     pub origination: Option<super::Origination>,
     /// Waiting for the number's voice webhook to pick the route.
     pub pending: Option<Box<super::PendingRoute>>,
+    /// The sample rate of the AI stream the call has (a live redirect
+    /// keeps it).
+    pub ai_rate: Option<u32>,
     /// The TwiML its voice webhook answered, while it runs.
     pub twiml: Option<Box<super::TwimlRun>>,
     /// Where this call's status changes are POSTed.
