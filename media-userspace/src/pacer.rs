@@ -169,6 +169,17 @@ impl Pacer {
         self.release_marks();
     }
 
+    /// Drops everything queued (audio, tones, marks, played marks not yet
+    /// told) without telling any: another AI takes the stream over.
+    pub fn reset(&mut self) {
+        self.counters.cleared_samples += self.queue.len() as u64;
+        self.sent_total += self.queue.len() as u64;
+        self.queue.clear();
+        self.marks.clear();
+        self.played_marks.clear();
+        self.tones.clear();
+    }
+
     /// Sends `digit` toward the caller after any digits already queued.
     pub fn queue_dtmf(&mut self, tone: DtmfTone) {
         self.tones.push_back(tone);
@@ -404,6 +415,34 @@ mod tests {
         assert_eq!(p.poll_mark(), None);
         tick(&mut p, t0 + PT * 2);
         assert_eq!(p.poll_mark().as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn reset_drops_audio_and_marks_without_telling_them() {
+        let t0 = Instant::now();
+        let mut p = pacer();
+        p.start(t0);
+        p.push_audio(&[9; 1600]);
+        p.mark("old".into());
+        let first = tick(&mut p, t0);
+        p.reset();
+        assert_eq!(
+            p.poll_mark(),
+            None,
+            "the old AI's mark is not the new one's"
+        );
+        let next = tick(&mut p, t0 + PT);
+        assert!(matches!(
+            next.body,
+            OutgoingBody::Audio { silence: true, .. }
+        ));
+        assert_eq!(
+            next.sequence,
+            first.sequence + 1,
+            "the caller's RTP runs on"
+        );
+        p.mark("new".into());
+        assert_eq!(p.poll_mark().as_deref(), Some("new"));
     }
 
     #[test]

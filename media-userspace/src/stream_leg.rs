@@ -301,6 +301,7 @@ impl StreamLeg {
             }
             FromAi::Mark { name } => self.pacer.mark(name),
             FromAi::Clear => self.pacer.clear(),
+            FromAi::Reset => self.pacer.reset(),
             FromAi::SendDtmf {
                 digits,
                 duration_ms,

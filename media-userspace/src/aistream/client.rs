@@ -379,6 +379,8 @@ pub async fn run(
     // The socket goes on where it was (a redirect that failed), without
     // `connected`/`start` again.
     let mut resume = false;
+    // Caller messages taken off the queue at a redirect, for the new AI.
+    let mut carry: Vec<ToAi> = Vec::new();
     loop {
         let opened = if std::mem::take(&mut resume) {
             None
@@ -389,6 +391,10 @@ pub async fn run(
             None => session(&spec, &mut ws, codec.as_mut(), &mut side, &events).await,
             Some(Err(e)) => SessionEnd::Lost(e.into()),
             Some(Ok(())) => {
+                // Caller audio held over a redirect, in order, first.
+                for msg in carry.drain(..) {
+                    let _ = ws.feed(to_message(codec.encode(&msg))).await;
+                }
                 if side.from_ai.send(FromAi::Connected).is_ok() {
                     side.wake_leg.notify_one();
                 }
@@ -418,19 +424,45 @@ pub async fn run(
                 let opened = tokio::select! {
                     r = connect(&next, guard.as_ref(), &stats) => r,
                     r = &mut side.stop => {
-                        let _ = ws.send(to_message(codec.closing(&r.unwrap_or_default()))).await;
+                        let closing = to_message(codec.closing(&r.unwrap_or_default()));
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(closing)).await;
                         return;
                     }
                 };
                 match opened {
                     Ok(new_ws) => {
                         stats.connects.fetch_add(1, Ordering::Relaxed);
-                        let _ = ws.send(to_message(codec.closing("redirected"))).await;
+                        // What answers the old AI (its played marks, a
+                        // transfer's result) ends its stream; the caller's
+                        // audio and digits go on to the new one.
+                        let mut farewell = Vec::new();
+                        while let Ok(msg) = side.to_ai.try_recv() {
+                            match msg {
+                                ToAi::Mark { .. } | ToAi::TransferResult(_) => {
+                                    farewell.push(to_message(codec.encode(&msg)));
+                                }
+                                other => carry.push(other),
+                            }
+                        }
+                        farewell.push(to_message(codec.closing("redirected")));
                         let mut old = std::mem::replace(&mut ws, new_ws);
+                        // Off this task, bounded: an old AI that stopped
+                        // reading cannot hold the new stream up.
                         tokio::task::spawn_local(async move {
-                            let _ =
-                                tokio::time::timeout(Duration::from_secs(1), old.close(None)).await;
+                            let bye = async {
+                                for m in farewell {
+                                    old.feed(m).await?;
+                                }
+                                old.flush().await?;
+                                old.close(None).await
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
                         });
+                        // The old AI's queued speech, tones and marks are
+                        // not the new one's to play or answer.
+                        if side.from_ai.send(FromAi::Reset).is_ok() {
+                            side.wake_leg.notify_one();
+                        }
                         tracing::info!(call = %spec.call_sid, url = %next.url, "AI stream redirected");
                         codec = codec_for(&next);
                         spec = next;
@@ -450,7 +482,18 @@ pub async fn run(
             }
             SessionEnd::Lost(why) => {
                 tracing::warn!(call = %spec.call_sid, error = %why, "AI stream lost; reconnecting");
-                match reconnect(&spec, guard.as_ref(), &mut side).await {
+                let sid = spec.stream_sid.clone();
+                match reconnect(&mut spec, guard.as_ref(), &mut side).await {
+                    Ok(new) if spec.stream_sid != sid => {
+                        // Redirected while reconnecting: the new AI's
+                        // stream, with its own codec.
+                        stats.connects.fetch_add(1, Ordering::Relaxed);
+                        if side.from_ai.send(FromAi::Reset).is_ok() {
+                            side.wake_leg.notify_one();
+                        }
+                        codec = codec_for(&spec);
+                        ws = new;
+                    }
                     Ok(new) => {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         ws = new;
@@ -468,9 +511,10 @@ pub async fn run(
 }
 
 /// Tries to reconnect until the window lapses (`Err(None)`) or the call
-/// ends (`Err(Some(reason))`).
+/// ends (`Err(Some(reason))`). A redirect that arrives meanwhile replaces
+/// `spec`: the next attempts go to the new AI.
 async fn reconnect(
-    spec: &StreamSpec,
+    spec: &mut StreamSpec,
     guard: Option<&ConnectGuard>,
     side: &mut SocketSide,
 ) -> Result<Ws, Option<String>> {
@@ -482,11 +526,16 @@ async fn reconnect(
                 return Ok(ws);
             },
             r = &mut side.stop => return Err(Some(r.unwrap_or_default())),
+            Some(next) = side.redirect.recv() => {
+                *spec = next;
+                continue;
+            }
         }
         let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             r = &mut side.stop => return Err(Some(r.unwrap_or_default())),
+            Some(next) = side.redirect.recv() => *spec = next,
         }
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }

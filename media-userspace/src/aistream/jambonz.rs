@@ -25,9 +25,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 #[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
 struct PlayData {
-    #[serde(rename = "audioContent")]
     audio_content: String,
+    /// `raw` (L16 at the stream's rate) is what this stream plays.
+    #[serde(default)]
+    audio_content_type: Option<String>,
+    /// A JSON number or string in jambonz's examples.
+    #[serde(default)]
+    sample_rate: Option<Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -98,7 +104,8 @@ impl DialectCodec for JambonzCodec {
             "to": s.to,
             "direction": "inbound",
             "sampleRate": s.dialect.sample_rate(),
-            "mixType": "mono",
+            // A listen-only fork sums both parties.
+            "mixType": if s.fork { "mixed" } else { "mono" },
             "metadata": metadata,
         }))]
     }
@@ -143,6 +150,20 @@ impl DialectCodec for JambonzCodec {
         if value.get("type").is_some() {
             match Command::deserialize(&value).map_err(|e| ProtocolError::Json(e.to_string()))? {
                 Command::PlayAudio { data } => {
+                    let rate = data.sample_rate.as_ref().map(|r| match r {
+                        Value::String(s) => s.parse::<u32>().ok(),
+                        other => other.as_u64().and_then(|n| u32::try_from(n).ok()),
+                    });
+                    let raw = data
+                        .audio_content_type
+                        .as_deref()
+                        .is_none_or(|t| t.eq_ignore_ascii_case("raw"))
+                        && rate.is_none_or(|r| r == Some(self.spec.dialect.sample_rate()));
+                    if !raw {
+                        return Err(ProtocolError::Json(
+                            "playAudio must be raw L16 at the stream's sample rate".into(),
+                        ));
+                    }
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(data.audio_content.as_bytes())
                         .map_err(|_| ProtocolError::Base64)?;

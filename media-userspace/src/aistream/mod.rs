@@ -183,6 +183,9 @@ pub struct TransferResult {
 pub enum FromAi {
     /// The socket is up (first and after reconnects): start playout.
     Connected,
+    /// The stream moved to another AI: drop what the old one queued
+    /// (audio, tones, marks) without reporting it.
+    Reset,
     /// Audio at the dialect's rate, any length.
     Audio(Vec<i16>),
     Mark {

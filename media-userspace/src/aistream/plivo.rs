@@ -92,13 +92,25 @@ enum Outbound<'a> {
     },
 }
 
-/// What a Plivo bot sends. Other fields (`streamId`, `contentType`,
-/// `sampleRate`) are accepted and ignored.
+/// `playAudio`'s media: μ-law at 8 kHz is what this stream plays.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct PlayMedia {
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    sample_rate: Option<u32>,
+    #[serde(flatten)]
+    media: MediaIn,
+}
+
+/// What a Plivo bot sends. Other fields (`streamId`) are accepted and
+/// ignored.
 #[derive(Deserialize, Debug)]
 #[serde(tag = "event", rename_all = "camelCase")]
 enum Inbound {
     PlayAudio {
-        media: MediaIn,
+        media: PlayMedia,
     },
     Checkpoint {
         name: String,
@@ -218,7 +230,19 @@ impl DialectCodec for PlivoCodec {
             serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
         match msg {
             Inbound::PlayAudio { media } => {
-                out.push(FromAi::Audio(self.audio.decode(&media.payload)?))
+                // Plivo also takes L16; this stream plays μ-law at 8 kHz
+                // only, and says so rather than play noise.
+                let mulaw = media
+                    .content_type
+                    .as_deref()
+                    .is_none_or(|t| t.eq_ignore_ascii_case("audio/x-mulaw"))
+                    && media.sample_rate.is_none_or(|r| r == 8000);
+                if !mulaw {
+                    return Err(ProtocolError::Json(
+                        "playAudio must be audio/x-mulaw at 8000 Hz".into(),
+                    ));
+                }
+                out.push(FromAi::Audio(self.audio.decode(&media.media.payload)?))
             }
             Inbound::Checkpoint { name }
             | Inbound::Mark {

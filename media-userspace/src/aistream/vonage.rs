@@ -99,7 +99,7 @@ impl DialectCodec for VonageCodec {
             })),
             ToAi::Mark { name } => text(json!({
                 "event": "websocket:notify",
-                "payload": {"name": name},
+                "payload": serde_json::from_str::<Value>(name).unwrap_or_else(|_| Value::String(name.clone())),
             })),
             ToAi::TransferResult(result) => text(json!({
                 "event": "transferResult",
@@ -127,15 +127,11 @@ impl DialectCodec for VonageCodec {
         if value.get("action").is_some() {
             match Action::deserialize(&value).map_err(|e| ProtocolError::Json(e.to_string()))? {
                 Action::Clear {} => out.push(FromAi::Clear),
-                Action::Notify { payload } => {
-                    // A notify's payload is the bot's own: its `name`, or
-                    // the whole payload as text.
-                    let name = match payload.get("name").and_then(Value::as_str) {
-                        Some(n) => n.to_string(),
-                        None => payload.to_string(),
-                    };
-                    out.push(FromAi::Mark { name });
-                }
+                // The payload is the bot's own and comes back unchanged
+                // (carried as its JSON text).
+                Action::Notify { payload } => out.push(FromAi::Mark {
+                    name: payload.to_string(),
+                }),
                 Action::Other => return Err(unknown_event(&t)),
             }
             return Ok(());
@@ -182,8 +178,10 @@ mod tests {
             (d["event"].as_str(), d["digit"].as_str()),
             (Some("websocket:dtmf"), Some("9"))
         );
-        let k = json_of(c.encode(&ToAi::Mark { name: "m".into() }));
-        assert_eq!(k["payload"]["name"], "m");
+        let k = json_of(c.encode(&ToAi::Mark {
+            name: r#"{"name":"m","n":1}"#.into(),
+        }));
+        assert_eq!(k["payload"], json!({"name": "m", "n": 1}));
         let mut out = Vec::new();
         c.decode(Frame::Binary(vec![0, 1]), &mut out).unwrap();
         c.decode(Frame::Text(r#"{"action":"clear"}"#.into()), &mut out)
@@ -200,7 +198,9 @@ mod tests {
             vec![
                 FromAi::Audio(vec![256]),
                 FromAi::Clear,
-                FromAi::Mark { name: "n1".into() },
+                FromAi::Mark {
+                    name: r#"{"name":"n1"}"#.into()
+                },
                 FromAi::Hangup
             ]
         );

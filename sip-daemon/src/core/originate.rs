@@ -214,7 +214,7 @@ impl Core {
                 origination: Some(origination),
                 pending: None,
                 twiml: None,
-                ai_rate: None,
+                ai_stream: None,
                 // Its slots are reserved once its port is bound, before
                 // the INVITE leaves.
                 admission: (!scopes.is_empty())

@@ -626,7 +626,7 @@ impl Core {
                 origination: None,
                 pending: None,
                 twiml: None,
-                ai_rate: None,
+                ai_stream: None,
                 admission: None,
                 // A resumed call keeps the slots its first run reserved.
                 reserved: self.cfg.cluster_limits,

@@ -94,7 +94,11 @@ impl Core {
         if let (media_userspace::control::LegMode::Stream(spec), Some(c)) =
             (&mode, self.calls.get_mut(&h))
         {
-            c.ai_rate = Some(spec.dialect.sample_rate());
+            c.ai_stream = Some(super::legs::AiStream {
+                rate: spec.dialect.sample_rate(),
+                from: spec.from.clone(),
+                to: spec.to.clone(),
+            });
         }
         self.out.push_back(super::Output::Media(
             media_userspace::control::MediaCommand::Open {
@@ -118,28 +122,24 @@ impl Core {
         let Some(call) = self.calls.get(&h) else {
             return ControlOutcome::NotLive;
         };
-        let Some(rate) = call.ai_rate.filter(|_| {
+        let Some(stream) = call.ai_stream.clone().filter(|_| {
             call.answered_at.is_some() && call.bridge.is_none() && call.media_leg == h.own_leg()
         }) else {
             return ControlOutcome::Refused(
                 "the call has no AI stream to move (not answered, relayed, or transferred)",
             );
         };
+        if call.transfer.is_some() || call.refer_until.is_some() {
+            return ControlOutcome::Refused(
+                "a transfer of this call is under way: move it once that is settled",
+            );
+        }
         let dialect = target.dialect.as_deref().unwrap_or("twilio");
-        if Dialect::parse(dialect).map(Dialect::sample_rate) != Some(rate) {
+        if Dialect::parse(dialect).map(Dialect::sample_rate) != Some(stream.rate) {
             return ControlOutcome::Refused(
                 "the new dialect's sample rate differs from the stream's: choose one of the same rate",
             );
         }
-        let (local, remote) = (
-            super::uri_user(&call.dialog.local_uri),
-            super::uri_user(&call.dialog.remote_uri),
-        );
-        let (from, to) = if call.outbound {
-            (local, remote)
-        } else {
-            (remote, local)
-        };
         let number = Number {
             pattern: call.number_pattern.clone().unwrap_or_default(),
             account_id: account.to_string(),
@@ -160,8 +160,8 @@ impl Core {
             &target.url,
             &number,
             &call.sid,
-            &from,
-            &to,
+            &stream.from,
+            &stream.to,
             &call.dialog.key.call_id,
         );
         tracing::info!(call = h.get(), url = %target.url, "AI stream redirected");

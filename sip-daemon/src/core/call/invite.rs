@@ -687,7 +687,7 @@ impl Core {
                 origination: None,
                 pending: None,
                 twiml: None,
-                ai_rate: None,
+                ai_stream: None,
                 admission: None,
                 reserved: false,
                 status_webhook: number.status_webhook.clone().map(|url| {

@@ -97,6 +97,14 @@ impl SessionTimer {
     }
 }
 
+/// What a live redirect keeps of a call's AI stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AiStream {
+    pub rate: u32,
+    pub from: String,
+    pub to: String,
+}
+
 /// Where a call's status changes go, and how they are written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusHook {
@@ -191,9 +199,9 @@ pub struct Call {
     pub origination: Option<super::Origination>,
     /// Waiting for the number's voice webhook to pick the route.
     pub pending: Option<Box<super::PendingRoute>>,
-    /// The sample rate of the AI stream the call has (a live redirect
-    /// keeps it).
-    pub ai_rate: Option<u32>,
+    /// The AI stream the call has: its sample rate and the `from`/`to`
+    /// it told the AI (a live redirect keeps all three).
+    pub ai_stream: Option<AiStream>,
     /// The TwiML its voice webhook answered, while it runs.
     pub twiml: Option<Box<super::TwimlRun>>,
     /// Where this call's status changes are POSTed.

@@ -7,7 +7,7 @@ mod call;
 mod far;
 mod pending;
 
-pub use call::{Call, CallState, OkRetransmit, SessionTimer, StatusHook};
+pub use call::{AiStream, Call, CallState, OkRetransmit, SessionTimer, StatusHook};
 pub use far::{OutLeg, OutState, OutTarget, RelaySide};
 pub(in crate::core) use pending::OutboundRoute;
 pub use pending::{Admission, BridgeSide, Origination, PendingReinvite, PendingRoute, TwimlRun};
