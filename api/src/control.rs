@@ -43,6 +43,14 @@ pub enum ControlRequest {
         account: String,
         stream: StreamTarget,
     },
+    /// Fetch TwiML for a live AI call (Twilio's update with `Url`), signed
+    /// with the account's token, and carry it out: `<Connect><Stream>`
+    /// moves the call as [`ControlRequest::Redirect`] does.
+    RedirectFetch {
+        call_id: String,
+        account: String,
+        fetch: crate::twiml::Fetch,
+    },
     /// Send an SMS (SIP MESSAGE through a trunk).
     SendMessage { req: Box<MessageRequest> },
     /// Place an outbound call.
@@ -274,6 +282,20 @@ impl CallControl {
             call_id: call_id.to_string(),
             account: account.to_string(),
             stream,
+        })
+        .await
+    }
+
+    pub async fn redirect_fetch(
+        &self,
+        call_id: &str,
+        account: &str,
+        fetch: crate::twiml::Fetch,
+    ) -> Option<ControlOutcome> {
+        self.outcome(ControlRequest::RedirectFetch {
+            call_id: call_id.to_string(),
+            account: account.to_string(),
+            fetch,
         })
         .await
     }

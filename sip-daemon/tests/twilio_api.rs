@@ -8,7 +8,7 @@
 mod common;
 
 use common::ai::{AiServer, Got, Step};
-use common::hooks::HookServer;
+use common::hooks::{HookServer, Reply};
 use common::{Daemon, Opts};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -90,7 +90,18 @@ trunk = "far"
     let token = body["auth_token"].as_str().unwrap().to_string();
     // The AI keeps the call until the API ends it.
     let ai = AiServer::start(vec![vec![Step::Sleep(Duration::from_secs(20))]]);
-    let hooks = HookServer::start(vec![]);
+    let third_ai = AiServer::start(vec![vec![]]);
+    let hooks = HookServer::start(vec![(
+        "/moved",
+        Reply {
+            status: 200,
+            body: format!(
+                r#"<Response><Connect><Stream url="{}"><Parameter name="leg" value="third"/></Stream></Connect></Response>"#,
+                third_ai.url()
+            ),
+            delay: Duration::ZERO,
+        },
+    )]);
 
     let created = twilio(
         &d,
@@ -149,6 +160,35 @@ trunk = "far"
         f.iter()
             .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "stop"))
     });
+    // A `Url` on the live call: fetched, signed, and its <Connect><Stream>
+    // moves the call again.
+    let fetched_moved = twilio(
+        &d,
+        &token,
+        "raw",
+        json!({"method": "POST", "path": format!("/2010-04-01/Accounts/acct/Calls/{sid}.json"),
+               "data": {"Url": hooks.url("/moved")}}),
+    );
+    assert_eq!(fetched_moved["status"], 200, "{fetched_moved}");
+    third_ai.wait_for(Duration::from_secs(5), "start", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "start"))
+    });
+    let third_start = &third_ai.events("start")[0].2["start"];
+    assert_eq!(third_start["callSid"], sid.as_str());
+    assert_eq!(third_start["customParameters"]["leg"], "third");
+    let moved_hit = &hooks.wait("/moved", 1, Duration::from_secs(5))[0];
+    assert!(
+        moved_hit.body.contains("CallStatus=in-progress"),
+        "{}",
+        moved_hit.body
+    );
+    assert!(
+        moved_hit.body.contains("Direction=outbound-api"),
+        "{}",
+        moved_hit.body
+    );
+    assert!(moved_hit.headers.contains_key("x-twilio-signature"));
 
     // Twilio's `canceled` leaves a call in progress alone.
     let calls = format!("/2010-04-01/Accounts/acct/Calls/{sid}.json");

@@ -342,7 +342,7 @@ pub(super) async fn update(
     form: FormBody,
 ) -> Result<Json<TwilioCall>, TwilioError> {
     let sid = resource_sid(&segment)?;
-    for p in ["Url", "FallbackUrl", "TimeLimit"] {
+    for p in ["FallbackUrl", "TimeLimit"] {
         if form.get(p).is_some() {
             return Err(TwilioError::unsupported(p));
         }
@@ -350,6 +350,9 @@ pub(super) async fn update(
     let c = own_call(&s, &account, sid).await?;
     if let Some(xml) = form.get("Twiml") {
         return redirect(&s, &account, c, xml).await;
+    }
+    if let Some(url) = form.get("Url") {
+        return redirect_fetch(&s, &account, c, url, form.get("Method")).await;
     }
     match form.get("Status") {
         // Twilio: `canceled` ends a call still queued or ringing only.
@@ -400,6 +403,62 @@ pub(super) async fn update(
         .into();
     }
     Ok(Json(call))
+}
+
+/// A live AI call given new TwiML at `url`: the gateway fetches it
+/// (signed, `CallStatus=in-progress`) and carries it out; its
+/// `<Connect><Stream>` moves the call's stream.
+async fn redirect_fetch(
+    s: &ApiState,
+    account: &str,
+    c: CallRecord,
+    url: &str,
+    method: Option<&str>,
+) -> Result<Json<TwilioCall>, TwilioError> {
+    if !crate::webhook::valid_url(url) {
+        return Err(TwilioError::bad_request(
+            "Url must be an absolute http(s) URL",
+        ));
+    }
+    s.targets
+        .check_url(url)
+        .map_err(|e| TwilioError::bad_request(format!("Url: {e}")))?;
+    let method = match method {
+        None => Method::Post,
+        Some(m) if m.eq_ignore_ascii_case("POST") => Method::Post,
+        Some(m) if m.eq_ignore_ascii_case("GET") => Method::Get,
+        Some(_) => return Err(TwilioError::bad_request("Method must be GET or POST")),
+    };
+    if c.end_at.is_some() {
+        return Err(TwilioError::new(
+            StatusCode::CONFLICT,
+            21220,
+            "the call has already ended",
+        ));
+    }
+    let Some(control) = &s.control else {
+        return Err(TwilioError::unavailable(
+            "no signalling core behind this API",
+        ));
+    };
+    let fetch = Fetch {
+        url: url.to_string(),
+        method,
+    };
+    match control.redirect_fetch(&c.id, account, fetch).await {
+        Some(crate::control::ControlOutcome::Accepted) => Ok(Json(twilio_call(&c, account))),
+        Some(crate::control::ControlOutcome::NotLive) => Err(TwilioError::new(
+            StatusCode::CONFLICT,
+            21220,
+            "the call is not live on this node",
+        )),
+        Some(crate::control::ControlOutcome::Refused(why)) => {
+            Err(TwilioError::new(StatusCode::CONFLICT, 21220, why))
+        }
+        None => Err(TwilioError::unavailable(
+            "the signalling core is busy; retry",
+        )),
+    }
 }
 
 /// A live AI call moved by new TwiML: `<Connect><Stream>` alone (a live

@@ -107,6 +107,14 @@ impl Core {
                 None => ControlOutcome::NotLive,
                 Some(h) => self.redirect_stream(h, &account, &stream),
             }),
+            ControlRequest::RedirectFetch {
+                call_id,
+                account,
+                fetch,
+            } => ControlReply::Outcome(match self.live_call(&call_id) {
+                None => ControlOutcome::NotLive,
+                Some(h) => self.redirect_fetch(now, h, &account, fetch),
+            }),
             ControlRequest::StopStream { call_id } => {
                 ControlReply::Outcome(match self.live_call(&call_id) {
                     None => ControlOutcome::NotLive,

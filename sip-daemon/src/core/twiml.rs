@@ -64,14 +64,16 @@ impl Core {
                 return;
             };
             let answered = call.answered_at.is_some();
-            if answered != call.outbound {
-                // An inbound call runs TwiML until it is answered; an
-                // outbound call from its answer on.
-                return;
-            }
             let Some(run) = call.twiml.as_mut() else {
                 return;
             };
+            if answered != call.outbound && !run.live {
+                // An inbound call runs TwiML until it is answered; an
+                // outbound call from its answer on; a live call's update
+                // whenever it comes.
+                return;
+            }
+            let live = run.live;
             let Some(verb) = run.verbs.pop_front() else {
                 return self.end_twiml(now, h, 603, "twiml_ended");
             };
@@ -98,6 +100,7 @@ impl Core {
                     return self.end_twiml(now, h, why.sip_status(), "twiml_rejected");
                 }
                 Verb::Redirect(fetch) => return self.fetch_twiml(now, h, fetch, None),
+                Verb::Connect(stream) if live => return self.twiml_stream_live(h, stream),
                 Verb::Connect(stream) if answered => {
                     return self.twiml_stream_answered(now, h, stream);
                 }
@@ -190,6 +193,100 @@ impl Core {
             media,
         );
         self.schedule_call(h);
+    }
+
+    /// Twilio's update of a live AI call with `Url`: the document is
+    /// fetched (signed, `CallStatus=in-progress`) and carried out on the
+    /// answered call.
+    pub(super) fn redirect_fetch(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        account: &str,
+        fetch: Fetch,
+    ) -> api::control::ControlOutcome {
+        use api::control::ControlOutcome;
+        let Some(call) = self.calls.get(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        let Some(stream) = call.ai_stream.clone().filter(|_| {
+            call.answered_at.is_some() && call.bridge.is_none() && call.media_leg == h.own_leg()
+        }) else {
+            return ControlOutcome::Refused(
+                "the call has no AI stream to move (not answered, relayed, or transferred)",
+            );
+        };
+        if call.pending.is_some() || call.twiml.is_some() {
+            return ControlOutcome::Refused("TwiML for this call is already being fetched");
+        }
+        let number = call
+            .number_pattern
+            .as_deref()
+            .and_then(|p| self.routing.number(p))
+            .filter(|n| n.account_id == account)
+            .cloned()
+            .unwrap_or_else(|| Number {
+                pattern: call.number_pattern.clone().unwrap_or_default(),
+                account_id: account.to_string(),
+                route: RouteKind::Stream,
+                target: None,
+                dialect: None,
+                params: None,
+                trunk: call.route_trunk.clone(),
+                max_calls: None,
+                fallback: None,
+                voice_webhook: None,
+                sms_webhook: None,
+                status_webhook: None,
+                webhook_format: Default::default(),
+                media_security: Default::default(),
+            });
+        let pending = Box::new(PendingRoute {
+            number: Number {
+                webhook_format: domain::model::WebhookFormat::Twilio,
+                ..number
+            },
+            caller: stream.from,
+            dialed: stream.to,
+            sip_call_id: call.dialog.key.call_id.clone(),
+            max_forwards: 70,
+        });
+        let Some(call) = self.calls.get_mut(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        call.pending = Some(pending);
+        call.twiml = Some(Box::new(super::legs::TwimlRun {
+            started: Some(now),
+            live: true,
+            ..Default::default()
+        }));
+        self.fetch_twiml(now, h, fetch, None);
+        ControlOutcome::Accepted
+    }
+
+    /// `<Connect><Stream>` fetched for a live AI call: a live redirect.
+    fn twiml_stream_live(&mut self, h: CallHandle, stream: Stream) {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let Some(pending) = call.pending.take() else {
+            return;
+        };
+        call.twiml = None;
+        let params = stream_number(&pending.number, stream.url.clone(), stream.parameters).params;
+        let target = api::control::StreamTarget {
+            url: stream.url,
+            dialect: Some("twilio".into()),
+            params,
+        };
+        let outcome = self.redirect_stream(h, &pending.number.account_id, &target);
+        if outcome != api::control::ControlOutcome::Accepted {
+            tracing::warn!(
+                call = h.get(),
+                ?outcome,
+                "live call's <Connect><Stream> not carried out"
+            );
+        }
     }
 
     /// `<Dial>` on an answered outbound call: the callee is bridged to the

@@ -81,10 +81,17 @@ impl Core {
             return;
         };
         if answered {
-            // An answered outbound call's TwiML (Twilio's Calls API `Url`):
-            // only TwiML goes on; the JSON actions are for calls ringing.
+            // An answered call's TwiML (Twilio's Calls API `Url`, or an
+            // update of a live call): only TwiML goes on; the JSON actions
+            // are for calls ringing.
+            let live = call.twiml.as_ref().is_some_and(|t| t.live);
             return match answer {
                 Ok(VoiceAnswer::Twiml(verbs)) => self.start_twiml(now, h, pending, verbs),
+                // A live call's redirect that fails leaves the AI the call.
+                other if live => {
+                    tracing::warn!(call = h.get(), answer = ?other.err(), "live call's TwiML not fetched; the call goes on");
+                    call.twiml = None;
+                }
                 other => {
                     tracing::warn!(call = h.get(), answer = ?other.err(), "outbound call's TwiML not fetched");
                     self.hangup(now, h, "webhook_failed")

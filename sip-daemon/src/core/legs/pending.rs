@@ -81,6 +81,9 @@ pub struct TwimlRun {
     pub started: Option<Instant>,
     /// 180 Ringing went to the caller (at the first `<Pause>`).
     pub rang: bool,
+    /// Fetched for a live AI call (Twilio's update with `Url`): its
+    /// `<Connect><Stream>` moves the call's stream.
+    pub live: bool,
 }
 
 /// What an admitted INVITE does next: at once, or once its slots are

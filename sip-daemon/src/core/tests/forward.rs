@@ -1076,7 +1076,7 @@ fn a_stream_call_whose_ai_is_unreachable_goes_to_the_fallback() {
 impl Harness {
     /// A stream call to +17770001 answered once its AI is up; ACKed.
     /// Returns (stream leg, caller tag).
-    fn stream_call(&mut self, call_id: &str) -> (u64, String) {
+    pub(super) fn stream_call(&mut self, call_id: &str) -> (u64, String) {
         self.recv(&invite("+17770001", call_id, "z9hG4bK-st1", "", SDP));
         let leg = match self.media.last() {
             Some(MediaCommand::Open {

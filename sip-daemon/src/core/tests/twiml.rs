@@ -317,3 +317,57 @@ fn a_dial_that_failed_after_early_media_reaches_the_caller_as_it_is() {
     assert!(h.hooks.is_empty(), "the action is not asked");
     assert_eq!(h.last_cause().0, "busy");
 }
+
+#[test]
+fn a_live_calls_url_update_moves_its_stream_and_a_failed_fetch_leaves_it() {
+    let mut h = Harness::new();
+    let (leg, _) = h.stream_call("tw10");
+    let sid = match h.cdr.iter().find_map(|c| match c {
+        CdrEvent::Started(r) => Some(r.id.clone()),
+        _ => None,
+    }) {
+        Some(s) => s,
+        None => panic!("a started record"),
+    };
+    let call = h.core.live_call(&sid).expect("live");
+    let fetch = api::twiml::Fetch {
+        url: "http://127.0.0.1:9/moved".into(),
+        method: api::twiml::Method::Post,
+    };
+    // A fetch that fails: the AI keeps the call.
+    assert_eq!(
+        h.core.redirect_fetch(h.now, call, "acme", fetch.clone()),
+        api::control::ControlOutcome::Accepted
+    );
+    h.drain();
+    let (_, url, req) = h.next_hook();
+    assert_eq!(url, "http://127.0.0.1:9/moved");
+    assert_eq!(
+        (req.call_status, req.call_id.as_str()),
+        ("in-progress", sid.as_str())
+    );
+    h.core
+        .handle_voice_answer(h.now, call, Err(NoRoute::Failed("timed out".into())));
+    h.drain();
+    assert!(!h.take_sent().iter().any(|m| m.starts_with("BYE ")));
+    assert_eq!(h.core.active_calls(), 1);
+    // A document with <Connect><Stream>: the stream moves.
+    h.core.redirect_fetch(h.now, call, "acme", fetch);
+    h.drain();
+    let (c, _, _) = h.next_hook();
+    h.core.handle_voice_answer(
+        h.now,
+        c,
+        twiml(r#"<Response><Connect><Stream url="wss://ai.example/next"/></Connect></Response>"#),
+    );
+    h.drain();
+    match h.media.last() {
+        Some(MediaCommand::Restream { leg: l, spec }) => {
+            assert_eq!(*l, leg);
+            assert_eq!(spec.url, "wss://ai.example/next");
+            assert_eq!(spec.call_sid, sid);
+        }
+        other => panic!("expected the stream to move, got {other:?}"),
+    }
+    assert!(!h.take_sent().iter().any(|m| m.starts_with("BYE ")));
+}
