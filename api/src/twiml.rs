@@ -43,6 +43,11 @@ pub enum Verb {
     Pause(u32),
     /// `<Redirect>`: fetch the next document from this URL.
     Redirect(Fetch),
+    /// `<Start><Stream>`: a listen-only copy of the call's audio (both
+    /// parties) to this WebSocket once a `<Dial>` connects the call.
+    Start(Stream),
+    /// `<Stop><Stream>`: no such copy after all.
+    Stop,
 }
 
 /// `<Stream>` inside `<Connect>`.
@@ -339,6 +344,42 @@ fn verb(e: &Element, base: &Url) -> Result<Verb, TwimlError> {
             };
             Ok(Verb::Pause(length))
         }
+        "Start" => {
+            e.only_attrs("Start", &[])?;
+            let [child] = e.children.as_slice() else {
+                return Err(TwimlError::Content {
+                    verb: "Start",
+                    why: "must hold exactly one <Stream>",
+                });
+            };
+            if child.name != "Stream" {
+                return Err(TwimlError::Unsupported(format!("Start><{}", child.name)));
+            }
+            // Both parties are copied (Twilio's `both_tracks`).
+            child.only_attrs("Stream", &["url", "name", "track"])?;
+            if child.attr("track").is_some_and(|t| t != "both_tracks") {
+                return Err(TwimlError::Attribute {
+                    verb: "Stream",
+                    attr: "track".into(),
+                    why: "a <Start> stream here copies both_tracks",
+                });
+            }
+            Ok(Verb::Start(stream_noun(child)?))
+        }
+        "Stop" => {
+            e.only_attrs("Stop", &[])?;
+            match e.children.as_slice() {
+                [s] if s.name == "Stream" => {
+                    s.only_attrs("Stream", &["name"])?;
+                    s.no_children("Stream")?;
+                    Ok(Verb::Stop)
+                }
+                _ => Err(TwimlError::Content {
+                    verb: "Stop",
+                    why: "must hold exactly one <Stream>",
+                }),
+            }
+        }
         "Redirect" => {
             e.only_attrs("Redirect", &["method"])?;
             e.no_children("Redirect")?;
@@ -376,6 +417,11 @@ fn connect(e: &Element) -> Result<Verb, TwimlError> {
             why: "a <Connect> stream carries inbound_track only",
         });
     }
+    Ok(Verb::Connect(stream_noun(stream)?))
+}
+
+/// A `<Stream>` noun's URL and `<Parameter>`s.
+fn stream_noun(stream: &Element) -> Result<Stream, TwimlError> {
     let url = stream.attr("url").unwrap_or_default().trim();
     let parsed = Url::parse(url).ok();
     if !parsed
@@ -419,10 +465,10 @@ fn connect(e: &Element) -> Result<Verb, TwimlError> {
             why: "at most 32 <Parameter>s",
         });
     }
-    Ok(Verb::Connect(Stream {
+    Ok(Stream {
         url: url.to_string(),
         parameters,
-    }))
+    })
 }
 
 fn dial(e: &Element, base: &Url) -> Result<Verb, TwimlError> {
@@ -657,6 +703,29 @@ mod tests {
         assert_eq!(p("<Response/>").unwrap(), vec![]);
         assert_eq!(RejectReason::Busy.sip_status(), 486);
         assert_eq!(RejectReason::Rejected.sip_status(), 603);
+    }
+
+    #[test]
+    fn start_and_stop_stream() {
+        assert_eq!(
+            p(r#"<Response><Start><Stream url="wss://rec.example/s" track="both_tracks"><Parameter name="a" value="b"/></Stream></Start><Stop><Stream name="x"/></Stop></Response>"#)
+                .unwrap(),
+            vec![
+                Verb::Start(Stream {
+                    url: "wss://rec.example/s".into(),
+                    parameters: vec![("a".into(), "b".into())],
+                }),
+                Verb::Stop,
+            ]
+        );
+        let err = |xml: &str| p(xml).unwrap_err().to_string();
+        assert!(err(r#"<Response><Start><Stream url="wss://x/" track="inbound_track"/></Start></Response>"#).contains("both_tracks"));
+        assert!(err(r#"<Response><Start><Siprec/></Start></Response>"#).contains("Start><Siprec"));
+        assert!(err("<Response><Stop/></Response>").contains("exactly one"));
+        assert!(
+            err(r#"<Response><Start><Stream url="http://x/"/></Start></Response>"#)
+                .contains("ws://")
+        );
     }
 
     #[test]

@@ -338,7 +338,9 @@ pub fn twiml_target_refused(
     verbs: &[crate::twiml::Verb],
 ) -> Option<crate::targets::Refused> {
     verbs.iter().find_map(|v| match v {
-        crate::twiml::Verb::Connect(s) => targets.check_url(&s.url).err(),
+        crate::twiml::Verb::Connect(s) | crate::twiml::Verb::Start(s) => {
+            targets.check_url(&s.url).err()
+        }
         crate::twiml::Verb::Dial(crate::twiml::Dial {
             target: crate::twiml::DialTarget::Sip(uri),
             ..

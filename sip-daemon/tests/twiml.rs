@@ -278,3 +278,39 @@ fn twiml_the_gateway_does_not_carry_out_refuses_the_call_and_says_what() {
         d.metric("gateway_webhook_requests_total{kind=\"voice\",outcome=\"bad_answer\"}") >= 1.0
     );
 }
+
+#[test]
+fn start_stream_copies_a_dialed_call_to_a_websocket_once_it_connects() {
+    let far_port = common::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    // SIPp's own answering UAS: 200 OK with SDP, then it waits for BYE.
+    let phone = std::process::Command::new("sipp")
+        .current_dir(tmp.path())
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &far_port.to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt package sip-tester)");
+    let fork = AiServer::start(vec![vec![]]);
+    let hooks = HookServer::start(vec![(
+        "/voice",
+        xml(&format!(
+            r#"<Response><Start><Stream url="{}"><Parameter name="purpose" value="qa"/></Stream></Start><Dial><Sip>sip:+15551112222@127.0.0.1:{far_port}</Sip></Dial></Response>"#,
+            fork.url()
+        )),
+    )]);
+    let (d, _) = daemon(&hooks);
+    let mut caller = Caller::new(d.sip_addr(), "tw-start@test").dialing("+15556660000");
+    caller.invite(44_130);
+    fork.wait_for(Duration::from_secs(5), "start", |f| {
+        f.iter()
+            .any(|f| matches!(&f.got, Got::Text(v) if v["event"] == "start"))
+    });
+    let start = &fork.events("start")[0].2["start"];
+    assert_eq!(start["tracks"], serde_json::json!(["inbound", "outbound"]));
+    assert_eq!(start["customParameters"]["purpose"], "qa");
+    caller.bye();
+    assert!(phone.wait_with_output().unwrap().status.success());
+    d.wait_cdr_cause("caller_hangup");
+}

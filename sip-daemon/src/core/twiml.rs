@@ -83,6 +83,8 @@ impl Core {
                 return self.refuse_parked(now, h, 480, "twiml_timeout");
             }
             match verb {
+                Verb::Start(stream) => run.fork = Some(stream),
+                Verb::Stop => run.fork = None,
                 Verb::Pause(0) => {}
                 Verb::Pause(secs) => {
                     let wake = now + Duration::from_secs(secs.into());

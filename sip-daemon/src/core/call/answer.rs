@@ -119,12 +119,18 @@ impl Core {
             b.body("application/sdp", body)
         });
         self.after_2xx(now, h, txn);
+        let mut fork = None;
         if let Some(call) = self.calls.get_mut(&h) {
             call.state = CallState::Answered;
             call.answered_at = Some(now);
-            // Its route is settled (a TwiML <Dial> kept both until now).
-            call.pending = None;
-            call.twiml = None;
+            // Its route is settled (a TwiML <Dial> kept both until now);
+            // a <Start><Stream> before the <Dial> begins now.
+            let pending = call.pending.take();
+            fork = call
+                .twiml
+                .take()
+                .and_then(|t| t.fork)
+                .zip(pending.map(|p| p.number.account_id.clone()));
             self.metrics
                 .call_setup
                 .with_label_values(&["inbound"])
@@ -139,6 +145,29 @@ impl Core {
         }));
         self.status_changed(now, h, "in-progress");
         self.schedule_call(h);
+        if let Some((stream, account)) = fork {
+            let params = (!stream.parameters.is_empty()).then(|| {
+                let map: serde_json::Map<String, serde_json::Value> = stream
+                    .parameters
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
+                serde_json::Value::Object(map).to_string()
+            });
+            let target = api::control::StreamTarget {
+                url: stream.url,
+                dialect: Some("twilio".into()),
+                params,
+            };
+            let outcome = self.start_fork(h, &account, &target);
+            if outcome != api::control::ControlOutcome::Accepted {
+                tracing::info!(
+                    call = h.get(),
+                    ?outcome,
+                    "TwiML <Start><Stream> not started"
+                );
+            }
+        }
     }
 
     /// How each leg of call `h` carries its media, for the CDR.

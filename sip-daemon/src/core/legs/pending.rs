@@ -84,6 +84,9 @@ pub struct TwimlRun {
     /// Fetched for a live AI call (Twilio's update with `Url`): its
     /// `<Connect><Stream>` moves the call's stream.
     pub live: bool,
+    /// `<Start><Stream>`: the listen-only copy that starts once a
+    /// `<Dial>` connects the call.
+    pub fork: Option<api::twiml::Stream>,
 }
 
 /// What an admitted INVITE does next: at once, or once its slots are
