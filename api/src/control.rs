@@ -43,6 +43,13 @@ pub enum ControlRequest {
         account: String,
         stream: StreamTarget,
     },
+    /// Record a live AI call (both tracks) as recording `recording_id`.
+    Record {
+        call_id: String,
+        account: String,
+        recording_id: String,
+        status_callback: Option<String>,
+    },
     /// Fetch TwiML for a live AI call (Twilio's update with `Url`), signed
     /// with the account's token, and carry it out: `<Connect><Stream>`
     /// moves the call as [`ControlRequest::Redirect`] does.
@@ -282,6 +289,22 @@ impl CallControl {
             call_id: call_id.to_string(),
             account: account.to_string(),
             stream,
+        })
+        .await
+    }
+
+    pub async fn record(
+        &self,
+        call_id: &str,
+        account: &str,
+        recording_id: &str,
+        status_callback: Option<String>,
+    ) -> Option<ControlOutcome> {
+        self.outcome(ControlRequest::Record {
+            call_id: call_id.to_string(),
+            account: account.to_string(),
+            recording_id: recording_id.to_string(),
+            status_callback,
         })
         .await
     }

@@ -296,6 +296,40 @@ impl MessageEvent {
     }
 }
 
+/// A recording that is written (or failed), for its status callback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordingEvent {
+    /// `recording.completed` or `recording.failed`.
+    pub event: &'static str,
+    pub recording_id: String,
+    pub call_id: String,
+    pub account: String,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    /// Where to download it (the API's path).
+    pub url: String,
+    pub error: Option<String>,
+}
+
+impl RecordingEvent {
+    pub fn of(r: &crate::store::RecordingRecord) -> RecordingEvent {
+        RecordingEvent {
+            event: if r.error.is_some() {
+                "recording.failed"
+            } else {
+                "recording.completed"
+            },
+            recording_id: r.id.clone(),
+            call_id: r.call_id.clone(),
+            account: r.account_id.clone(),
+            duration_ms: r.duration_ms,
+            bytes: r.bytes,
+            url: format!("/v1/recordings/{}/audio", r.id),
+            error: r.error.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("request failed: {0}")]
@@ -443,6 +477,7 @@ impl WebhookSender {
             ("voice", &["ok", "error", "timeout", "bad_answer"][..]),
             ("status", &["ok", "error"][..]),
             ("message", &["ok", "error"][..]),
+            ("recording", &["ok", "error"][..]),
         ] {
             for outcome in outcomes {
                 requests.with_label_values(&[kind, outcome]);
@@ -696,6 +731,20 @@ impl WebhookSender {
             };
             if !me.post_retried(&url, "message", &payload).await {
                 tracing::warn!(%url, message = %ev.message_id, "SMS webhook given up");
+            }
+        });
+    }
+
+    /// Delivers a recording's event in the background, retried.
+    pub fn deliver_recording(&self, url: String, ev: RecordingEvent) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let payload = Payload::Json {
+                event: ev.event,
+                body: serde_json::to_vec(&ev).unwrap_or_default(),
+            };
+            if !me.post_retried(&url, "recording", &payload).await {
+                tracing::warn!(%url, recording = %ev.recording_id, "recording webhook given up");
             }
         });
     }

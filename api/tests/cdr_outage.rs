@@ -67,6 +67,18 @@ impl Store for FlakyStore {
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>> {
         self.inner.get_message(id).await
     }
+    async fn insert_recording(&self, r: &RecordingRecord) -> Result<()> {
+        self.inner.insert_recording(r).await
+    }
+    async fn list_recordings(&self, a: &str, limit: u32) -> Result<Vec<RecordingRecord>> {
+        self.inner.list_recordings(a, limit).await
+    }
+    async fn get_recording(&self, id: &str) -> Result<Option<RecordingRecord>> {
+        self.inner.get_recording(id).await
+    }
+    async fn delete_recording(&self, id: &str) -> Result<bool> {
+        self.inner.delete_recording(id).await
+    }
     async fn upsert_trunk(&self, t: &Trunk) -> Result<()> {
         self.inner.upsert_trunk(t).await
     }

@@ -1501,6 +1501,36 @@ async fn messages_insert_and_list(s: Arc<dyn Store>) {
     assert_eq!(s.get_message("SM3").await.unwrap(), Some(m3));
     assert_eq!(s.get_message("SM4").await.unwrap(), Some(other));
     assert_eq!(s.get_message("SM9").await.unwrap(), None);
+
+    // Recordings: stored once, listed per account newest first, deleted.
+    let rec = |id: &str, account: &str, at| RecordingRecord {
+        id: id.into(),
+        account_id: account.into(),
+        call_id: "CA1".into(),
+        path: format!("/var/rec/{id}.wav"),
+        duration_ms: 1500,
+        bytes: 48_044,
+        status: "completed".into(),
+        error: None,
+        created_at: at,
+    };
+    let (r1, r2) = (rec("RE1", "acc-a", 10), rec("RE2", "acc-a", 20));
+    let failed = RecordingRecord {
+        status: "failed".into(),
+        error: Some("No space left on device".into()),
+        ..rec("RE3", "acc-b", 30)
+    };
+    for r in [&r1, &r2, &failed, &r1] {
+        s.insert_recording(r).await.unwrap();
+    }
+    assert_eq!(
+        s.list_recordings("acc-a", 10).await.unwrap(),
+        vec![r2.clone(), r1.clone()]
+    );
+    assert_eq!(s.get_recording("RE3").await.unwrap(), Some(failed));
+    assert!(s.delete_recording("RE1").await.unwrap());
+    assert!(!s.delete_recording("RE1").await.unwrap());
+    assert_eq!(s.list_recordings("acc-a", 10).await.unwrap(), vec![r2]);
     assert!(s.list_messages("acc-c", 10).await.unwrap().is_empty());
     // Ids are unique.
     let dup = s.insert_message(&m1).await;

@@ -491,6 +491,25 @@ pub struct CallFilter {
     pub limit: u32,
 }
 
+/// A call recording: a stereo WAV on the node that made it (the caller
+/// left, what the caller heard right).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingRecord {
+    /// `RE` + 32 hex digits.
+    pub id: String,
+    pub account_id: String,
+    pub call_id: String,
+    /// The file, on the node that recorded it.
+    pub path: String,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    /// `completed`, or `failed` with `error`.
+    pub status: String,
+    pub error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
 /// An SMS (SIP MESSAGE or REST).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {

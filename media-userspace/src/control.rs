@@ -117,6 +117,13 @@ pub enum MediaCommand {
     StopFork {
         leg: LegId,
     },
+    /// Record a stream leg: the caller and what the caller hears, as a
+    /// stereo WAV at `spec.path`; `RecordingDone` tells when it is
+    /// written (after the leg closes).
+    Record {
+        leg: LegId,
+        spec: Box<crate::recorder::RecordingSpec>,
+    },
     /// Move a stream leg's AI to `spec` (same sample rate): the new
     /// socket opens, the old one gets `stop`, the leg goes on.
     Restream {
@@ -127,6 +134,8 @@ pub enum MediaCommand {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaEvent {
+    /// A recording is written (or failed: `error` says why).
+    RecordingDone(Box<crate::recorder::RecordingDone>),
     Opened {
         leg: LegId,
         local: SocketAddr,

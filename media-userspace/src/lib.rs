@@ -15,6 +15,7 @@ pub mod mmsg;
 pub mod offload;
 pub mod pacer;
 pub mod ports;
+pub mod recorder;
 pub mod relay;
 pub mod resample;
 pub mod rtcp;

@@ -68,6 +68,8 @@ pub struct StreamLeg {
     rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
     to_ai: VecDeque<ToAi>,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Both tracks, while the call is recorded.
+    recorder: Option<crate::recorder::Recorder>,
     scratch: Vec<i16>,
     pub counters: LegCounters,
     pub stream: StreamCounters,
@@ -113,6 +115,7 @@ impl StreamLeg {
             rtcp_out: VecDeque::new(),
             to_ai: VecDeque::new(),
             transmit: VecDeque::new(),
+            recorder: None,
             scratch: Vec::new(),
             counters: LegCounters::default(),
             stream: StreamCounters::default(),
@@ -270,7 +273,17 @@ impl StreamLeg {
         self.feed_uplink(&filler);
     }
 
+    /// Records the caller and what the caller hears from now on, at the
+    /// call's codec rate.
+    pub fn record(&mut self, spec: crate::recorder::RecordingSpec, done: crate::recorder::Done) {
+        let rate = self.media.codec.sample_rate();
+        self.recorder = Some(crate::recorder::Recorder::start(spec, rate, done));
+    }
+
     fn feed_uplink(&mut self, pcm: &[i16]) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.caller(pcm);
+        }
         self.up.process(pcm, &mut self.uplink);
         let mut start = 0;
         while self.uplink.len() - start >= self.frame_len {
@@ -362,6 +375,9 @@ impl StreamLeg {
             pkt.resize(rtp::HEADER_LEN, 0);
             let pt = match &out.body {
                 OutgoingBody::Audio { samples, .. } => {
+                    if let Some(r) = self.recorder.as_mut() {
+                        r.heard(samples);
+                    }
                     if !self.encoder.encode(samples, &mut pkt) {
                         continue;
                     }

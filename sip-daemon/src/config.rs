@@ -58,6 +58,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
+    pub recordings: RecordingsSection,
+    #[serde(default)]
     pub accounts: Vec<AccountEntry>,
     #[serde(default)]
     pub trunks: Vec<TrunkEntry>,
@@ -558,6 +560,16 @@ impl Default for LogSection {
     }
 }
 
+/// `[recordings]`: where call recordings are written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsSection {
+    /// A directory on this node (unset: recording is refused). Files are
+    /// `<dir>/<account>/<recording id>.wav`.
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountEntry {
@@ -1039,6 +1051,7 @@ impl Config {
             },
         };
         c.challenge_invites = self.sip.challenge_invites;
+        c.recordings_dir = self.recordings.dir.clone();
         c.targets = api::targets::TargetPolicy::new(self.api.allowed_target_networks.clone());
         if self.sip.auth_secret.is_empty() {
             // Nonces then only verify on this process: fine for one node,

@@ -709,6 +709,124 @@ fn a_live_call_moves_to_another_ai_without_losing_caller_audio() {
     );
 }
 
+/// A live AI call recorded over REST: both tracks in a stereo WAV (the
+/// caller's 1 kHz left, the AI's 440 Hz right), its status callback, then
+/// listed, downloaded and deleted.
+#[test]
+fn a_recorded_call_keeps_both_tracks_and_is_listed_downloaded_and_deleted() {
+    let rec_dir = tempfile::tempdir().unwrap();
+    let tone: Vec<u8> = (0..8000)
+        .map(|i| {
+            let v = (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin() * 8000.0;
+            g711::ulaw_encode(v as i16)
+        })
+        .collect();
+    let ai = AiServer::start(vec![vec![
+        Step::Sleep(Duration::from_millis(300)),
+        Step::Text(
+            json!({"event": "media", "streamSid": "x", "media": {"payload": BASE64.encode(&tone)}})
+                .to_string(),
+        ),
+    ]]);
+    let hooks = common::hooks::HookServer::start(vec![]);
+    let d = daemon(
+        &ai.url(),
+        "twilio",
+        &format!("[recordings]\ndir = \"{}\"\n", rec_dir.path().display()),
+    );
+    let (caller, media, rtp_addr) = call(&d, "record-1@test");
+    let token = d.token(Some("acct"), false);
+    let ulaw = tone_ulaw(1000.0, 2000);
+    let mut recording = String::new();
+    for (i, c) in ulaw.chunks(160).enumerate() {
+        media
+            .send_to(&rtp(i as u16, i as u32 * 160, c), rtp_addr)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        if i == 5 {
+            let call_sid = ai.events("start")[0].2["start"]["callSid"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let (st, body, _) = d.api(
+                "POST",
+                &format!("/v1/calls/{call_sid}/recording"),
+                Some(&token),
+                Some(&json!({"status_callback": hooks.url("/recorded")})),
+            );
+            assert_eq!(st, 202, "{body}");
+            assert_eq!(body["status"], "recording");
+            recording = body["id"].as_str().unwrap().to_string();
+        }
+    }
+    caller.bye();
+    let hit = &hooks.wait("/recorded", 1, Duration::from_secs(10))[0];
+    let ev: serde_json::Value = serde_json::from_str(&hit.body).unwrap();
+    assert_eq!(ev["event"], "recording.completed", "{ev}");
+    assert_eq!(ev["recording_id"], recording.as_str());
+    let (st, list, _) = d.api("GET", "/v1/recordings", Some(&token), None);
+    assert_eq!(st, 200);
+    assert_eq!(list["data"][0]["id"], recording.as_str());
+    assert_eq!(list["data"][0]["status"], "completed");
+    let ms = list["data"][0]["duration_ms"].as_i64().unwrap();
+    assert!((1500..=2100).contains(&ms), "{ms} ms recorded");
+    let (st, _, _) = d.api(
+        "GET",
+        &format!("/v1/recordings/{recording}/audio"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(st, 200);
+    let path = rec_dir.path().join("acct").join(format!("{recording}.wav"));
+    let wav = std::fs::read(&path).unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "stereo");
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    assert!(
+        tone_share(&left, 1000.0, 8000.0) > 0.8,
+        "the caller on the left"
+    );
+    let voiced: Vec<i16> = right
+        .chunks_exact(160)
+        .filter(|f| f.iter().any(|&s| s.abs() > 1000))
+        .flatten()
+        .copied()
+        .collect();
+    assert!(voiced.len() >= 4000, "{} samples of the AI", voiced.len());
+    assert!(
+        tone_share(&voiced, 440.0, 8000.0) > 0.8,
+        "the AI on the right"
+    );
+    let other = d.token(Some("someone-else"), false);
+    let (st, _, _) = d.api(
+        "GET",
+        &format!("/v1/recordings/{recording}"),
+        Some(&other),
+        None,
+    );
+    assert_eq!(st, 404, "another account's recording is not found");
+    let (st, _, _) = d.api(
+        "DELETE",
+        &format!("/v1/recordings/{recording}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(st, 204);
+    assert!(!path.exists(), "the file is gone");
+    let (st, _, _) = d.api(
+        "GET",
+        &format!("/v1/recordings/{recording}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(st, 404);
+}
+
 /// jambonz `listen` with bidirectional audio, spoken by a scripted app
 /// (jambonz has no Pipecat serializer): metadata first, binary L16 at
 /// 8 kHz both ways, `mark` answered with `playout`, `disconnect` hangs up.

@@ -787,6 +787,62 @@ macro_rules! impl_store {
                 .transpose()
             }
 
+            async fn insert_recording(
+                &self,
+                r: &$crate::store::RecordingRecord,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::sql::INSERT_RECORDING)
+                    .bind(&r.id)
+                    .bind(&r.account_id)
+                    .bind(&r.call_id)
+                    .bind(&r.path)
+                    .bind(r.duration_ms)
+                    .bind(r.bytes)
+                    .bind(&r.status)
+                    .bind(r.error.as_deref())
+                    .bind(r.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_recordings(
+                &self,
+                account_id: &str,
+                limit: u32,
+            ) -> $crate::store::Result<Vec<$crate::store::RecordingRecord>> {
+                let rows = sqlx::query_as::<_, $crate::store::rows::RecordingRow>(
+                    $crate::store::sql::LIST_RECORDINGS,
+                )
+                .bind(account_id)
+                .bind($crate::store::sql::clamp_limit(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::rows::collect(rows, $crate::store::rows::recording_from_row)
+            }
+
+            async fn get_recording(
+                &self,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::RecordingRecord>> {
+                sqlx::query_as::<_, $crate::store::rows::RecordingRow>(
+                    $crate::store::sql::GET_RECORDING,
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::store::rows::recording_from_row)
+                .transpose()
+            }
+
+            async fn delete_recording(&self, id: &str) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::sql::DELETE_RECORDING)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
             async fn register_node(
                 &self,
                 n: &$crate::store::NodeRecord,

@@ -206,6 +206,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_messages(&self, account_id: &str, limit: u32) -> Result<Vec<MessageRecord>>;
     /// Message `id` (any account's: callers check the owner).
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>>;
+    /// Stores a recording's row (again: no change).
+    async fn insert_recording(&self, r: &RecordingRecord) -> Result<()>;
+    /// The account's recordings, newest first.
+    async fn list_recordings(&self, account_id: &str, limit: u32) -> Result<Vec<RecordingRecord>>;
+    /// Recording `id` (any account's: callers check the owner).
+    async fn get_recording(&self, id: &str) -> Result<Option<RecordingRecord>>;
+    /// Deletes recording `id`'s row; whether there was one.
+    async fn delete_recording(&self, id: &str) -> Result<bool>;
 
     /// Records node `n` at its start: inserted, or replaced with its drain
     /// request cleared (a request was for the run that ended).

@@ -119,6 +119,33 @@ pub(crate) type CallRow = (
     Option<String>,
     Option<String>,
 );
+pub(crate) type RecordingRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    i64,
+);
+
+pub(crate) fn recording_from_row(r: RecordingRow) -> Result<RecordingRecord> {
+    let (id, account_id, call_id, path, duration_ms, bytes, status, error, created_at) = r;
+    Ok(RecordingRecord {
+        id,
+        account_id,
+        call_id,
+        path,
+        duration_ms,
+        bytes,
+        status,
+        error,
+        created_at,
+    })
+}
+
 pub(crate) type MessageRow = (String, String, String, String, String, String, String, i64);
 
 fn corrupt(table: &'static str, column: &'static str, value: impl ToString) -> StoreError {

@@ -295,6 +295,27 @@ pub(crate) const LIST_MESSAGES: &str = "SELECT id, account_id, direction, from_n
      to_number, body, status, created_at FROM messages WHERE account_id = $1 \
      ORDER BY created_at DESC, id DESC LIMIT $2";
 
+pub(crate) const INSERT_RECORDING: &str = "INSERT INTO recordings \
+     (id, account_id, call_id, path, duration_ms, bytes, status, error, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING";
+/// The columns of [`RecordingRow`], in order.
+macro_rules! recording_columns {
+    () => {
+        "id, account_id, call_id, path, duration_ms, bytes, status, error, created_at"
+    };
+}
+pub(crate) const LIST_RECORDINGS: &str = concat!(
+    "SELECT ",
+    recording_columns!(),
+    " FROM recordings WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+);
+pub(crate) const GET_RECORDING: &str = concat!(
+    "SELECT ",
+    recording_columns!(),
+    " FROM recordings WHERE id = $1"
+);
+pub(crate) const DELETE_RECORDING: &str = "DELETE FROM recordings WHERE id = $1";
+
 pub(crate) const GET_MESSAGE: &str = "SELECT id, account_id, direction, from_number, \
      to_number, body, status, created_at FROM messages WHERE id = $1";
 

@@ -18,6 +18,7 @@ pub mod nodes;
 mod numbers;
 pub mod openapi;
 pub mod ratelimit;
+mod recordings;
 pub mod schema;
 mod sip_users;
 mod trunks;
@@ -146,6 +147,19 @@ fn routes() -> Router<ApiState> {
             get(messages::list_messages).post(messages::send_message),
         )
         .route("/v1/messages/{id}", get(messages::get_message))
+        .route(
+            "/v1/calls/{id}/recording",
+            post(recordings::start_recording),
+        )
+        .route("/v1/recordings", get(recordings::list_recordings))
+        .route(
+            "/v1/recordings/{id}",
+            get(recordings::get_recording).delete(recordings::delete_recording),
+        )
+        .route(
+            "/v1/recordings/{id}/audio",
+            get(recordings::download_recording),
+        )
         .route("/v1/nodes", get(nodes::list_nodes))
         .route("/v1/nodes/{id}", delete(nodes::delete_node))
         .route("/v1/nodes/{id}/drain", post(nodes::drain_node))

@@ -171,6 +171,7 @@ fn live_action_call<'p>(method: &Method, path: &'p str) -> Option<&'p str> {
         "" => method == Method::POST,
         "hangup" | "dtmf" | "transfer" => method == Method::POST,
         "stream" => method == Method::POST || method == Method::DELETE,
+        "recording" => method == Method::POST,
         _ => false,
     };
     (live && !id.is_empty()).then_some(id)

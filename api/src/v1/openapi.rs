@@ -5,7 +5,7 @@ use super::error::{ErrorBody, ErrorDetail};
 use super::schema::*;
 use super::{
     accounts, blocked_numbers as blocks, call_actions as live, calls, denied_sources as ds,
-    messages, nodes, numbers, sip_users, trunks,
+    messages, nodes, numbers, recordings, sip_users, trunks,
 };
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -32,12 +32,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         calls::list_calls, calls::create_call, calls::get_call, live::hangup_call, live::send_dtmf, live::transfer_call,
         live::start_stream, live::stop_stream, live::update_call,
         messages::list_messages, messages::send_message, messages::get_message,
+        recordings::start_recording, recordings::list_recordings, recordings::get_recording,
+        recordings::download_recording, recordings::delete_recording,
         nodes::list_nodes, nodes::drain_node, nodes::delete_node,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, AccountIn, AccountOut, AccountPage, AuthTokenOut, TrunkIn, TrunkOut, TrunkPage, crate::store::TrunkTls, crate::store::MediaSecurity, crate::store::LegsSecurity,
         StreamSpec, NumberIn, NumberOut, NumberPage, BlockIn, BlockOut, BlockPage, SipUserIn,
-        SipUserOut, SipUserPage, DeniedSourceIn, crate::store::DeniedSource, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, CallActionOut, CallUpdateIn, DtmfIn, TransferIn,
+        SipUserOut, SipUserPage, DeniedSourceIn, crate::store::DeniedSource, DeniedSourcePage, CallIn, CallOut, CallPage, MessageIn, MessageOut, MessagePage, RecordingIn, RecordingOut, RecordingPage, CallActionOut, CallUpdateIn, DtmfIn, TransferIn,
         NodeOut, NodeList, NodeDrainOut,
     )),
     modifiers(&BearerAuth, &CommonErrors),

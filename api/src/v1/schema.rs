@@ -402,6 +402,30 @@ pub struct MessageOut {
     pub created_at: i64,
 }
 
+/// Starts recording a live AI call.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingIn {
+    /// http(s) URL told when the recording is written
+    /// (`recording.completed` or `recording.failed`, signed, retried).
+    pub status_callback: Option<String>,
+}
+
+/// A call recording: a stereo WAV (the caller left, what the caller heard
+/// right) at the call's codec rate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingOut {
+    /// `RE` + 32 hex digits.
+    pub id: String,
+    pub call_id: String,
+    /// `recording` while the call goes on; then `completed` or `failed`.
+    pub status: String,
+    pub duration_ms: Option<i64>,
+    pub bytes: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: Option<i64>,
+}
+
 /// A live-control request the call took.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallActionOut {
@@ -503,3 +527,4 @@ page!(SipUserPage, SipUserOut);
 page!(DeniedSourcePage, crate::store::DeniedSource);
 page!(CallPage, CallOut);
 page!(MessagePage, MessageOut);
+page!(RecordingPage, RecordingOut);

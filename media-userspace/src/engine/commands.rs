@@ -65,6 +65,14 @@ impl MediaEngine {
                 None
             }
             MediaCommand::StartFork { leg, spec } => self.start_fork(&legs, leg, spec),
+            MediaCommand::Record { leg, spec } => {
+                let events = self.inner.shared.events.clone();
+                let done: crate::recorder::Done = Box::new(move |d| {
+                    let _ = events.send(MediaEvent::RecordingDone(Box::new(d)));
+                });
+                self.post_ctl(&legs, leg, LegCtl::Record(spec, done));
+                None
+            }
             MediaCommand::Restream { leg, spec } => {
                 self.post_ctl(&legs, leg, LegCtl::Restream(spec));
                 None

@@ -145,6 +145,7 @@ impl LegRun {
                 s.core.send_dtmf(d, Duration::from_millis(u64::from(ms)));
             }
             (LegCore::Stream(s), LegCtl::Restream(spec)) => s.side.redirect(*spec),
+            (LegCore::Stream(s), LegCtl::Record(spec, done)) => s.core.record(*spec, done),
             (LegCore::Stream(s), LegCtl::ToAi(msg)) => {
                 s.side.send(msg);
                 s.side.flush();

@@ -15,6 +15,8 @@ pub(super) enum LegCtl {
     Unfork,
     /// Move a stream leg's AI to another stream.
     Restream(Box<StreamSpec>),
+    /// Record a stream leg; the callback is told when it is written.
+    Record(Box<crate::recorder::RecordingSpec>, crate::recorder::Done),
     Close,
 }
 

@@ -107,6 +107,15 @@ impl Core {
                 None => ControlOutcome::NotLive,
                 Some(h) => self.redirect_stream(h, &account, &stream),
             }),
+            ControlRequest::Record {
+                call_id,
+                account,
+                recording_id,
+                status_callback,
+            } => ControlReply::Outcome(match self.live_call(&call_id) {
+                None => ControlOutcome::NotLive,
+                Some(h) => self.record_call(h, &account, &recording_id, status_callback),
+            }),
             ControlRequest::RedirectFetch {
                 call_id,
                 account,

@@ -130,6 +130,8 @@ pub struct CoreConfig {
     pub challenge_invites: bool,
     /// Where direct (not through a trunk) forward targets may be.
     pub targets: api::targets::TargetPolicy,
+    /// Where recordings are written (`None`: recording is refused).
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 /// The answer to a request from an unknown source: never a transaction,
@@ -203,6 +205,7 @@ impl Default for CoreConfig {
             max_dialogs: 65_536,
             challenge_invites: false,
             targets: api::targets::TargetPolicy::allow_all(),
+            recordings_dir: None,
         }
     }
 }
@@ -240,6 +243,9 @@ pub enum Output {
         status: &'static str,
         sip_status: u16,
     },
+    /// A recording is written (or failed): store its row, tell its
+    /// status callback.
+    Recording(Box<media_userspace::recorder::RecordingDone>),
     /// POST a call's status change (in the background, retried).
     StatusWebhook {
         url: String,
@@ -517,6 +523,7 @@ impl Core {
                 reason,
             } => self.fork_ended(leg, &stream_sid, &reason),
             MediaEvent::RelayOpened { legs, locals } => self.on_relay_opened(now, legs, locals),
+            MediaEvent::RecordingDone(done) => self.out.push_back(Output::Recording(done)),
             MediaEvent::StreamConnected { leg } => {
                 self.on_stream_connected(now, CallHandle::of_leg(leg))
             }

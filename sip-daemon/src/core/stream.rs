@@ -175,6 +175,53 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Records live AI call `h` (both tracks) under this node's
+    /// recordings directory.
+    pub(super) fn record_call(
+        &mut self,
+        h: super::CallHandle,
+        account: &str,
+        recording_id: &str,
+        status_callback: Option<String>,
+    ) -> api::control::ControlOutcome {
+        use api::control::ControlOutcome;
+        let Some(dir) = self.cfg.recordings_dir.clone() else {
+            return ControlOutcome::Refused(
+                "recordings are not configured on this node ([recordings] dir)",
+            );
+        };
+        let Some(call) = self.calls.get(&h) else {
+            return ControlOutcome::NotLive;
+        };
+        if call.ai_stream.is_none() || call.answered_at.is_none() || call.media_leg != h.own_leg() {
+            return ControlOutcome::Refused("only answered calls with an AI stream are recorded");
+        }
+        // Ids and account ids are checked characters ([A-Za-z0-9_-]):
+        // the path stays under `dir`.
+        let path = dir.join(account).join(format!("{recording_id}.wav"));
+        let spec = media_userspace::recorder::RecordingSpec {
+            id: recording_id.to_string(),
+            path,
+            call_sid: call.sid.clone(),
+            account: account.to_string(),
+            status_callback,
+        };
+        tracing::info!(
+            call = h.get(),
+            recording = recording_id,
+            "recording started"
+        );
+        self.out.push_back(super::Output::Media(
+            media_userspace::control::MediaCommand::Record {
+                leg: h.own_leg(),
+                spec: Box::new(spec),
+            },
+        ));
+        ControlOutcome::Accepted
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,7 +247,8 @@ impl Harness {
                 | Output::SourceLockedOut { .. }
                 | Output::ReserveCapacity { .. }
                 | Output::ReleaseCapacity { .. }
-                | Output::ControlReply { .. }) => self.hooks.push(o),
+                | Output::ControlReply { .. }
+                | Output::Recording(_)) => self.hooks.push(o),
             }
         }
     }

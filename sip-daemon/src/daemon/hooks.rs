@@ -97,6 +97,50 @@ impl Hooks {
         });
     }
 
+    /// Stores a finished recording's row (retried while the store is
+    /// away), then tells its status callback.
+    pub(super) fn recording(&self, done: media_userspace::recorder::RecordingDone) {
+        let (store, sender) = (self.store.clone(), self.sender.clone());
+        tokio::spawn(async move {
+            let created_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let rec = api::store::RecordingRecord {
+                id: done.spec.id.clone(),
+                account_id: done.spec.account.clone(),
+                call_id: done.spec.call_sid.clone(),
+                path: done.spec.path.display().to_string(),
+                duration_ms: i64::try_from(done.duration_ms).unwrap_or(i64::MAX),
+                bytes: i64::try_from(done.bytes).unwrap_or(i64::MAX),
+                status: if done.error.is_some() {
+                    "failed"
+                } else {
+                    "completed"
+                }
+                .into(),
+                error: done.error.clone(),
+                created_at,
+            };
+            if done.dropped_blocks > 0 {
+                tracing::warn!(recording = %rec.id, blocks = done.dropped_blocks, "recording lost audio: the disk did not keep up");
+            }
+            let mut wait = Duration::from_millis(100);
+            for _ in 0..8 {
+                match store.insert_recording(&rec).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recording row not stored yet; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if let Some(url) = done.spec.status_callback {
+                sender.deliver_recording(url, api::webhook::RecordingEvent::of(&rec));
+            }
+        });
+    }
+
     /// Queues an SMS row for the writer.
     pub(super) fn sms(&self, write: SmsWrite) {
         let _ = self.sms.send(write);

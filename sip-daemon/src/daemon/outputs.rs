@@ -50,6 +50,7 @@ impl Edges {
                 Output::VoiceWebhook { call, url, request } => {
                     self.hooks.ask_voice(call, url, request)
                 }
+                Output::Recording(done) => self.hooks.recording(*done),
                 Output::StatusWebhook { url, event } => {
                     self.hooks.sender.deliver_status(url, event)
                 }
