@@ -3,8 +3,8 @@
 //! call's codec rate, written off the media hot path.
 //!
 //! The leg hands each 20 ms frame to its [`Recorder`], which interleaves
-//! the two tracks and passes 32 KiB blocks to one writer thread over a
-//! bounded queue. A slow or full disk costs dropped blocks (counted in the
+//! the two tracks and passes 32 KiB blocks to one writer thread, at most
+//! 256 queued. A slow or full disk costs dropped blocks (counted in the
 //! result) or a failed recording, never a late packet or a broken call.
 
 use std::collections::{HashMap, VecDeque};
@@ -63,19 +63,28 @@ const QUEUE_BLOCKS: usize = 256;
 const BLOCK_BYTES: usize = 32 * 1024;
 const WAV_HEADER: u64 = 44;
 
-fn writer() -> &'static crossbeam_channel::Sender<WriterMsg> {
-    static WRITER: OnceLock<crossbeam_channel::Sender<WriterMsg>> = OnceLock::new();
+/// The writer's queue: one FIFO for every message (a recording's open,
+/// data and finish stay in order), with audio blocks capped by a count.
+struct Writer {
+    tx: crossbeam_channel::Sender<WriterMsg>,
+    queued_blocks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn writer() -> &'static Writer {
+    static WRITER: OnceLock<Writer> = OnceLock::new();
     WRITER.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE_BLOCKS);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let queued_blocks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let queued = queued_blocks.clone();
         let spawned = std::thread::Builder::new()
             .name("recordings".into())
-            .spawn(move || write_loop(rx));
+            .spawn(move || write_loop(rx, &queued));
         if let Err(e) = spawned {
             // The channel's receiver is gone: every send fails, every
             // recording reports it.
             tracing::error!(error = %e, "recording writer thread not started");
         }
-        tx
+        Writer { tx, queued_blocks }
     })
 }
 
@@ -89,9 +98,12 @@ struct Open {
     done: Done,
 }
 
-fn write_loop(rx: crossbeam_channel::Receiver<WriterMsg>) {
+fn write_loop(rx: crossbeam_channel::Receiver<WriterMsg>, queued: &std::sync::atomic::AtomicUsize) {
     let mut open: HashMap<u64, Open> = HashMap::new();
     for msg in rx {
+        if matches!(msg, WriterMsg::Data { .. }) {
+            queued.fetch_sub(1, Ordering::Relaxed);
+        }
         match msg {
             WriterMsg::Open {
                 key,
@@ -228,9 +240,19 @@ impl Recorder {
             rate,
             done: Box::new(done),
         };
-        // Opening waits for room, as finishing does: they are two
-        // messages a call, and losing one loses the recording.
-        send_now_or_later(open);
+        // Opening and finishing always go (two messages a call); only
+        // audio blocks are capped.
+        if let Err(crossbeam_channel::SendError(WriterMsg::Open { spec, done, .. })) =
+            writer().tx.send(open)
+        {
+            done(RecordingDone {
+                spec,
+                bytes: 0,
+                duration_ms: 0,
+                dropped_blocks: 0,
+                error: Some("the recording writer is not running".into()),
+            });
+        }
         Recorder {
             key,
             max_skew: rate as usize,
@@ -283,13 +305,21 @@ impl Recorder {
             return;
         }
         let bytes = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_BYTES));
-        if writer()
-            .try_send(WriterMsg::Data {
+        let w = writer();
+        // A writer that does not keep up costs audio, never a wait.
+        if w.queued_blocks.fetch_add(1, Ordering::Relaxed) >= QUEUE_BLOCKS {
+            w.queued_blocks.fetch_sub(1, Ordering::Relaxed);
+            self.dropped_blocks += 1;
+            return;
+        }
+        if w.tx
+            .send(WriterMsg::Data {
                 key: self.key,
                 bytes,
             })
             .is_err()
         {
+            w.queued_blocks.fetch_sub(1, Ordering::Relaxed);
             self.dropped_blocks += 1;
         }
     }
@@ -305,27 +335,10 @@ impl Drop for Recorder {
             .extend(std::iter::repeat_n(0, c.saturating_sub(h)));
         self.interleave();
         self.flush();
-        send_now_or_later(WriterMsg::Finish {
+        let _ = writer().tx.send(WriterMsg::Finish {
             key: self.key,
             dropped_blocks: self.dropped_blocks,
         });
-    }
-}
-
-/// Sends at once when the queue has room; else hands the message to a
-/// thread that waits for room, so no media thread ever waits.
-fn send_now_or_later(msg: WriterMsg) {
-    match writer().try_send(msg) {
-        Ok(()) => {}
-        Err(crossbeam_channel::TrySendError::Full(msg)) => {
-            let tx = writer().clone();
-            let _ = std::thread::Builder::new()
-                .name("recording-send".into())
-                .spawn(move || {
-                    let _ = tx.send(msg);
-                });
-        }
-        Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
     }
 }
 

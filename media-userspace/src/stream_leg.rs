@@ -130,6 +130,10 @@ impl StreamLeg {
             let rate = media.codec.sample_rate();
             let old_rate = self.media.codec.sample_rate();
             if rate != old_rate {
+                // A WAV has one rate: the recording ends here, whole.
+                if self.recorder.take().is_some() {
+                    tracing::info!("codec rate changed: the call's recording ends here");
+                }
                 // AI audio queued at the old rate plays at the new one.
                 let mut r = Resampler::new(old_rate, rate);
                 self.pacer.convert_queue(|s| {
@@ -384,6 +388,11 @@ impl StreamLeg {
                     self.media.payload_type
                 }
                 OutgoingBody::Event(e) => {
+                    // A digit's frame is silence on the recording, so the
+                    // tracks stay aligned.
+                    if let Some(r) = self.recorder.as_mut() {
+                        r.heard(&vec![0; self.pacer.config().frame_samples]);
+                    }
                     let Some(te) = self.media.telephone_event else {
                         continue;
                     };

@@ -757,6 +757,13 @@ fn a_recorded_call_keeps_both_tracks_and_is_listed_downloaded_and_deleted() {
             assert_eq!(st, 202, "{body}");
             assert_eq!(body["status"], "recording");
             recording = body["id"].as_str().unwrap().to_string();
+            let (st, body, _) = d.api(
+                "POST",
+                &format!("/v1/calls/{call_sid}/recording"),
+                Some(&token),
+                Some(&json!({})),
+            );
+            assert_eq!(st, 409, "one recording per call: {body}");
         }
     }
     caller.bye();

@@ -98,6 +98,7 @@ impl Core {
                 rate: spec.dialect.sample_rate(),
                 from: spec.from.clone(),
                 to: spec.to.clone(),
+                recording: None,
             });
         }
         self.out.push_back(super::Output::Media(
@@ -191,14 +192,32 @@ impl Core {
                 "recordings are not configured on this node ([recordings] dir)",
             );
         };
-        let Some(call) = self.calls.get(&h) else {
+        // The account names a directory under `dir`: only plain names,
+        // so no id (from a config file or a token's claim) leads outside.
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !plain(account) || !plain(recording_id) {
+            return ControlOutcome::Refused(
+                "this account's id cannot name a recordings directory ([A-Za-z0-9_-], at most 64)",
+            );
+        }
+        let Some(call) = self.calls.get_mut(&h) else {
             return ControlOutcome::NotLive;
         };
-        if call.ai_stream.is_none() || call.answered_at.is_none() || call.media_leg != h.own_leg() {
+        if call.answered_at.is_none() || call.media_leg != h.own_leg() {
             return ControlOutcome::Refused("only answered calls with an AI stream are recorded");
         }
-        // Ids and account ids are checked characters ([A-Za-z0-9_-]):
-        // the path stays under `dir`.
+        let Some(stream) = call.ai_stream.as_mut() else {
+            return ControlOutcome::Refused("only answered calls with an AI stream are recorded");
+        };
+        if stream.recording.is_some() {
+            return ControlOutcome::Refused("the call is being recorded already");
+        }
+        stream.recording = Some(recording_id.to_string());
         let path = dir.join(account).join(format!("{recording_id}.wav"));
         let spec = media_userspace::recorder::RecordingSpec {
             id: recording_id.to_string(),

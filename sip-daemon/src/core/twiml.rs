@@ -107,7 +107,9 @@ impl Core {
                     return self.twiml_stream_answered(now, h, stream);
                 }
                 Verb::Connect(stream) => return self.twiml_stream(now, h, stream),
-                Verb::Dial(dial) if answered => return self.twiml_dial_answered(now, h, dial),
+                Verb::Dial(dial) if answered => {
+                    return self.twiml_dial_answered(now, h, dial, live);
+                }
                 Verb::Dial(dial) => return self.twiml_dial(now, h, dial),
             }
         }
@@ -221,6 +223,11 @@ impl Core {
         if call.pending.is_some() || call.twiml.is_some() {
             return ControlOutcome::Refused("TwiML for this call is already being fetched");
         }
+        if call.transfer.is_some() || call.refer_until.is_some() {
+            return ControlOutcome::Refused(
+                "a transfer of this call is under way: update it once that is settled",
+            );
+        }
         let number = call
             .number_pattern
             .as_deref()
@@ -293,7 +300,7 @@ impl Core {
 
     /// `<Dial>` on an answered outbound call: the callee is bridged to the
     /// target as a click-to-call is; when that leg fails, the call ends.
-    fn twiml_dial_answered(&mut self, now: Instant, h: CallHandle, dial: Dial) {
+    fn twiml_dial_answered(&mut self, now: Instant, h: CallHandle, dial: Dial, live: bool) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -301,7 +308,11 @@ impl Core {
             return;
         };
         call.twiml = None;
-        call.click_to_call = true;
+        // An outbound call's callee has no AI to go back to; a live AI
+        // call's caller does, as after the AI's own `transfer`.
+        if !live {
+            call.click_to_call = true;
+        }
         let to = match dial.target {
             DialTarget::Number(e164) => {
                 if self.routing.is_blocked(

@@ -103,6 +103,8 @@ pub struct AiStream {
     pub rate: u32,
     pub from: String,
     pub to: String,
+    /// The recording under way (one per call).
+    pub recording: Option<String>,
 }
 
 /// Where a call's status changes go, and how they are written.
