@@ -107,6 +107,15 @@ pub struct OriginateRequest {
     /// Twilio's `StatusCallbackEvent`: which of `initiated`, `ringing`,
     /// `answered`, `completed` are sent (empty: every change).
     pub status_events: Vec<String>,
+    /// Record the call once its TwiML streams it (Twilio's `Record`),
+    /// telling this URL when the file is written.
+    pub record: Option<RecordRequest>,
+}
+
+/// A recording asked for with a call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordRequest {
+    pub status_callback: Option<String>,
 }
 
 /// A WebSocket to stream a call to.

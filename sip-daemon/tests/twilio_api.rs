@@ -45,6 +45,7 @@ fn twilio(d: &Daemon, token: &str, step: &str, extra: Value) -> Value {
 
 #[test]
 fn twilios_python_library_places_fetches_lists_and_ends_a_call() {
+    let rec_dir = tempfile::tempdir().unwrap();
     let far_port = common::free_port();
     let tmp = tempfile::tempdir().unwrap();
     let carrier = std::process::Command::new("sipp")
@@ -80,7 +81,11 @@ pattern = "+15558880000"
 account = "acct"
 route = "echo"
 trunk = "far"
-"#
+
+[recordings]
+dir = "{}"
+"#,
+            rec_dir.path().display()
         ),
         ..Opts::default()
     });
@@ -112,6 +117,8 @@ trunk = "far"
             "from": "+15558880000",
             "twiml": format!(r#"<Response><Connect><Stream url="{}"><Parameter name="campaign" value="renewals"/></Stream></Connect></Response>"#, ai.url()),
             "status_callback": hooks.url("/status"),
+            "record": true,
+            "recording_status_callback": hooks.url("/recording"),
         }),
     );
     assert_eq!(created["status"], "queued", "{created}");
@@ -205,6 +212,16 @@ trunk = "far"
     assert_eq!(ended["sid"], sid.as_str(), "{ended}");
     d.wait_cdr_cause("api_hangup");
     assert!(carrier.wait_with_output().unwrap().status.success());
+
+    // Record=true: the streamed call was recorded, and told.
+    let rec_hit = &hooks.wait("/recording", 1, Duration::from_secs(10))[0];
+    let rec: Value = serde_json::from_str(&rec_hit.body).unwrap();
+    assert_eq!(rec["event"], "recording.completed", "{rec}");
+    assert_eq!(rec["call_id"], sid.as_str());
+    let acct = d.token(Some("acct"), false);
+    let (st, list, _) = d.api("GET", "/v1/recordings", Some(&acct), None);
+    assert_eq!(st, 200);
+    assert_eq!(list["data"][0]["call_id"], sid.as_str(), "{list}");
 
     // Its status callback: the events asked for, Twilio's way.
     let hits = hooks.wait("/status", 3, Duration::from_secs(10));

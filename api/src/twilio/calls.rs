@@ -109,7 +109,6 @@ const UNSUPPORTED: &[&str] = &[
     "SendDigits",
     "FallbackUrl",
     "TimeLimit",
-    "RecordingStatusCallback",
     "RecordingChannels",
     "Trim",
     "SipAuthUsername",
@@ -129,12 +128,37 @@ pub(super) async fn create(
     if let Some(p) = UNSUPPORTED.iter().find(|p| form.get(p).is_some()) {
         return Err(TwilioError::unsupported(p));
     }
-    if form
-        .get("Record")
-        .is_some_and(|r| r.eq_ignore_ascii_case("true"))
-    {
-        return Err(TwilioError::unsupported("Record"));
-    }
+    // Record: both tracks once the TwiML streams the call to an AI
+    // (`POST /v1/calls/{id}/recording`'s recording).
+    let record = match form.get("Record") {
+        Some(r) if r.eq_ignore_ascii_case("true") => {
+            let status_callback = match form.get("RecordingStatusCallback") {
+                None => None,
+                Some(url) => {
+                    if !crate::webhook::valid_url(url) {
+                        return Err(TwilioError::bad_request(
+                            "RecordingStatusCallback must be an absolute http(s) URL",
+                        ));
+                    }
+                    s.targets.check_url(url).map_err(|e| {
+                        TwilioError::bad_request(format!("RecordingStatusCallback: {e}"))
+                    })?;
+                    Some(url.to_string())
+                }
+            };
+            Some(crate::control::RecordRequest { status_callback })
+        }
+        Some(r) if r.eq_ignore_ascii_case("false") => None,
+        Some(_) => return Err(TwilioError::bad_request("Record must be true or false")),
+        None => {
+            if form.get("RecordingStatusCallback").is_some() {
+                return Err(TwilioError::bad_request(
+                    "RecordingStatusCallback needs Record=true",
+                ));
+            }
+            None
+        }
+    };
     let from = form
         .get("From")
         .and_then(crate::e164::normalize_e164)
@@ -259,6 +283,7 @@ pub(super) async fn create(
             status_webhook,
             status_format: WebhookFormat::Twilio,
             status_events,
+            record,
         })
         .await
         .ok_or_else(|| TwilioError::unavailable("the signalling core is busy; retry"))?;

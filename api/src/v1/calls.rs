@@ -232,6 +232,7 @@ async fn place_call(
             status_webhook,
             status_format: Default::default(),
             status_events: vec![],
+            record: None,
         })
         .await
         .ok_or_else(|| {

@@ -265,7 +265,9 @@ impl Core {
                 Origination::Stream(Box::new(spec))
             }
             Connect::Forward { to } => Origination::Forward(to.clone()),
-            Connect::Twiml(start) => Origination::Twiml(start.clone(), Box::new(number.clone())),
+            Connect::Twiml(start) => {
+                Origination::Twiml(start.clone(), Box::new(number.clone()), req.record.clone())
+            }
         }
     }
 
@@ -380,9 +382,9 @@ impl Core {
                 );
                 self.on_ai_transfer(now, h, to, None);
             }
-            Origination::Twiml(start, number) => {
+            Origination::Twiml(start, number, record) => {
                 self.schedule_call(h);
-                self.start_answered_twiml(now, h, start, *number);
+                self.start_answered_twiml(now, h, start, *number, record);
             }
         }
     }

@@ -136,6 +136,7 @@ impl Core {
         h: CallHandle,
         start: TwimlStart,
         number: Number,
+        record: Option<api::control::RecordRequest>,
     ) {
         let Some(call) = self.calls.get(&h) else {
             return;
@@ -152,17 +153,26 @@ impl Core {
             sip_call_id: call.dialog.key.call_id.clone(),
             max_forwards: 70,
         });
+        if let Some(call) = self.calls.get_mut(&h) {
+            call.twiml = Some(Box::new(super::legs::TwimlRun {
+                started: Some(now),
+                record,
+                ..Default::default()
+            }));
+        }
         match start {
-            TwimlStart::Verbs(verbs) => self.start_twiml(now, h, pending, verbs),
+            TwimlStart::Verbs(verbs) => {
+                // The given document counts as the first.
+                if let Some(run) = self.calls.get_mut(&h).and_then(|c| c.twiml.as_mut()) {
+                    run.fetches = 1;
+                }
+                self.start_twiml(now, h, pending, verbs)
+            }
             TwimlStart::Fetch(fetch) => {
                 let Some(call) = self.calls.get_mut(&h) else {
                     return;
                 };
                 call.pending = Some(pending);
-                call.twiml = Some(Box::new(super::legs::TwimlRun {
-                    started: Some(now),
-                    ..Default::default()
-                }));
                 self.fetch_twiml(now, h, fetch, None);
             }
         }
@@ -177,7 +187,7 @@ impl Core {
         let Some(pending) = call.pending.take() else {
             return;
         };
-        call.twiml = None;
+        let record = call.twiml.take().and_then(|t| t.record);
         let Some(media) = call.negotiated.as_ref().map(leg_media) else {
             return self.hangup(now, h, "failed");
         };
@@ -197,6 +207,17 @@ impl Core {
             media,
         );
         self.schedule_call(h);
+        if let Some(r) = record {
+            let id = format!("RE{}", self.random_hex(16));
+            let outcome = self.record_call(h, &pending.number.account_id, &id, r.status_callback);
+            if outcome != api::control::ControlOutcome::Accepted {
+                tracing::warn!(
+                    call = h.get(),
+                    ?outcome,
+                    "the call's Record not carried out"
+                );
+            }
+        }
     }
 
     /// Twilio's update of a live AI call with `Url`: the document is

@@ -24,6 +24,8 @@ try:
             status_callback=a["status_callback"],
             status_callback_event=["initiated", "answered", "completed"],
             timeout=20,
+            record=a.get("record", False),
+            recording_status_callback=a.get("recording_status_callback"),
         )
         out = {"sid": call.sid, "status": call.status, "direction": call.direction}
     elif step == "fetch":

@@ -38,7 +38,11 @@ pub enum Origination {
     Forward(String),
     /// TwiML runs ([`crate::core::twiml`]), for the account's number the
     /// call was placed from (resolved when it was placed).
-    Twiml(api::control::TwimlStart, Box<Number>),
+    Twiml(
+        api::control::TwimlStart,
+        Box<Number>,
+        Option<api::control::RecordRequest>,
+    ),
 }
 
 /// How a request we originate (a call, an SMS) leaves: the caller id's
@@ -87,6 +91,9 @@ pub struct TwimlRun {
     /// `<Start><Stream>`: the listen-only copy that starts once a
     /// `<Dial>` connects the call.
     pub fork: Option<api::twiml::Stream>,
+    /// Record the call once its `<Connect><Stream>` opens (Twilio's
+    /// `Record` on a call it placed).
+    pub record: Option<api::control::RecordRequest>,
 }
 
 /// What an admitted INVITE does next: at once, or once its slots are

@@ -25,6 +25,7 @@ fn request(from: &str) -> OriginateRequest {
         status_webhook: None,
         status_format: Default::default(),
         status_events: vec![],
+        record: None,
     }
 }
 
