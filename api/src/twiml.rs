@@ -59,6 +59,26 @@ pub struct Stream {
     pub parameters: Vec<(String, String)>,
 }
 
+impl Stream {
+    /// The stream this noun names: the `twilio` dialect, with its
+    /// `<Parameter>`s as the AI's `customParameters` (JSON object text).
+    pub fn target(&self) -> crate::control::StreamTarget {
+        let params = (!self.parameters.is_empty()).then(|| {
+            let map: serde_json::Map<String, serde_json::Value> = self
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        });
+        crate::control::StreamTarget {
+            url: self.url.clone(),
+            dialect: Some("twilio".into()),
+            params,
+        }
+    }
+}
+
 /// `<Dial>`: forward the call to one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dial {

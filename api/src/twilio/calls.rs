@@ -6,6 +6,7 @@
 //! Twilio's. Updating a live call's `Url`/`Twiml` (redirect) is refused as
 //! not supported yet.
 
+use super::paging::{ListQuery, PageMeta};
 use super::{API_VERSION, FormBody, TwilioAccount, TwilioError};
 use crate::control::{Connect, OriginateRequest, TwimlStart};
 use crate::store::{CallFilter, CallRecord, Direction, WebhookFormat};
@@ -14,7 +15,7 @@ use crate::v1::ApiState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// One call as Twilio's API writes it.
 #[derive(Debug, Serialize)]
@@ -332,6 +333,27 @@ pub(super) fn refusal(why: crate::control::OriginateRefused) -> TwilioError {
     }
 }
 
+/// What the core answered a live-call request with, as Twilio's error
+/// when it did not take it (21220: the call is not in a state for it).
+fn accepted(outcome: Option<crate::control::ControlOutcome>) -> Result<(), TwilioError> {
+    use crate::control::ControlOutcome;
+    match outcome {
+        Some(ControlOutcome::Accepted) => Ok(()),
+        // Another node holds it (or it ended a moment ago).
+        Some(ControlOutcome::NotLive) => Err(TwilioError::new(
+            StatusCode::CONFLICT,
+            21220,
+            "the call is not live on this node",
+        )),
+        Some(ControlOutcome::Refused(why)) => {
+            Err(TwilioError::new(StatusCode::CONFLICT, 21220, why))
+        }
+        None => Err(TwilioError::unavailable(
+            "the signalling core is busy; retry",
+        )),
+    }
+}
+
 /// The `{sid}.json` path segment's resource id.
 pub(super) fn resource_sid(segment: &str) -> Result<&str, TwilioError> {
     segment
@@ -396,25 +418,7 @@ pub(super) async fn update(
                 "no signalling core behind this API",
             ));
         };
-        match control.hangup(sid).await {
-            Some(crate::control::ControlOutcome::Accepted) => {}
-            // Another node holds it (or it ended a moment ago).
-            Some(crate::control::ControlOutcome::NotLive) => {
-                return Err(TwilioError::new(
-                    StatusCode::CONFLICT,
-                    21220,
-                    "the call is not live on this node",
-                ));
-            }
-            Some(crate::control::ControlOutcome::Refused(why)) => {
-                return Err(TwilioError::new(StatusCode::CONFLICT, 21220, why));
-            }
-            None => {
-                return Err(TwilioError::unavailable(
-                    "the signalling core is busy; retry",
-                ));
-            }
-        }
+        accepted(control.hangup(sid).await)?;
     }
     let c = own_call(&s, &account, sid).await?;
     let mut call = twilio_call(&c, &account);
@@ -470,20 +474,8 @@ async fn redirect_fetch(
         url: url.to_string(),
         method,
     };
-    match control.redirect_fetch(&c.id, account, fetch).await {
-        Some(crate::control::ControlOutcome::Accepted) => Ok(Json(twilio_call(&c, account))),
-        Some(crate::control::ControlOutcome::NotLive) => Err(TwilioError::new(
-            StatusCode::CONFLICT,
-            21220,
-            "the call is not live on this node",
-        )),
-        Some(crate::control::ControlOutcome::Refused(why)) => {
-            Err(TwilioError::new(StatusCode::CONFLICT, 21220, why))
-        }
-        None => Err(TwilioError::unavailable(
-            "the signalling core is busy; retry",
-        )),
-    }
+    accepted(control.redirect_fetch(&c.id, account, fetch).await)?;
+    Ok(Json(twilio_call(&c, account)))
 }
 
 /// A live AI call moved by new TwiML: `<Connect><Stream>` alone (a live
@@ -512,70 +504,22 @@ async fn redirect(
             "the call has already ended",
         ));
     }
-    let params = (!stream.parameters.is_empty()).then(|| {
-        let map: serde_json::Map<String, serde_json::Value> = stream
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        serde_json::Value::Object(map).to_string()
-    });
-    let target = crate::control::StreamTarget {
-        url: stream.url.clone(),
-        dialect: Some("twilio".into()),
-        params,
-    };
+    let target = stream.target();
     let Some(control) = &s.control else {
         return Err(TwilioError::unavailable(
             "no signalling core behind this API",
         ));
     };
-    match control.redirect(&c.id, account, target).await {
-        Some(crate::control::ControlOutcome::Accepted) => Ok(Json(twilio_call(&c, account))),
-        Some(crate::control::ControlOutcome::NotLive) => Err(TwilioError::new(
-            StatusCode::CONFLICT,
-            21220,
-            "the call is not live on this node",
-        )),
-        Some(crate::control::ControlOutcome::Refused(why)) => {
-            Err(TwilioError::new(StatusCode::CONFLICT, 21220, why))
-        }
-        None => Err(TwilioError::unavailable(
-            "the signalling core is busy; retry",
-        )),
-    }
-}
-
-/// The filters carried out; any other (`Status`, `StartTime`…) is
-/// refused by name rather than ignored.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ListQuery {
-    #[serde(rename = "To")]
-    to: Option<String>,
-    #[serde(rename = "From")]
-    from: Option<String>,
-    #[serde(rename = "PageSize")]
-    page_size: Option<u32>,
-    /// The last call of the previous page (our cursor).
-    #[serde(rename = "PageToken")]
-    page_token: Option<String>,
-    #[serde(rename = "Page")]
-    page: Option<u32>,
+    accepted(control.redirect(&c.id, account, target).await)?;
+    Ok(Json(twilio_call(&c, account)))
 }
 
 /// A page of calls, newest first.
 #[derive(Debug, Serialize)]
 pub(super) struct CallPage {
-    pub calls: Vec<TwilioCall>,
-    pub first_page_uri: String,
-    pub next_page_uri: Option<String>,
-    pub previous_page_uri: Option<String>,
-    pub page: u32,
-    pub page_size: u32,
-    pub start: u32,
-    pub end: u32,
-    pub uri: String,
+    calls: Vec<TwilioCall>,
+    #[serde(flatten)]
+    meta: PageMeta,
 }
 
 /// Calls, newest first: `GET …/Calls.json` (`To`, `From`, `PageSize`,
@@ -586,22 +530,15 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<CallPage>, TwilioError> {
     let Query(q) = query.map_err(|e| TwilioError::bad_request(e.body_text()))?;
-    let page_size = q.page_size.unwrap_or(50).clamp(1, 1000);
-    let number = |field: &str, v: Option<String>| -> Result<Option<String>, TwilioError> {
-        v.map(|v| {
-            crate::e164::normalize_e164(&v)
-                .ok_or_else(|| TwilioError::bad_request(format!("{field} must be E.164")))
-        })
-        .transpose()
-    };
+    let q = q.checked()?;
     let filter = CallFilter {
         account_id: Some(account.clone()),
         direction: None,
-        from_number: number("From", q.from)?,
-        to_number: number("To", q.to)?,
+        from_number: q.from.clone(),
+        to_number: q.to.clone(),
         active: None,
         before_id: q.page_token.clone(),
-        limit: page_size,
+        limit: q.page_size,
     };
     let rows = s
         .store
@@ -609,35 +546,10 @@ pub(super) async fn list(
         .await
         .map_err(|e| TwilioError::internal(&e))?;
     let base = format!("/{API_VERSION}/Accounts/{account}/Calls.json");
-    let mut params = String::new();
-    for (k, v) in [("To", &filter.to_number), ("From", &filter.from_number)] {
-        if let Some(v) = v {
-            params.push_str(&format!("&{k}={}", v.replace('+', "%2B")));
-        }
-    }
-    let page = q.page.unwrap_or(0);
-    let next_page_uri = (rows.len() as u32 == page_size)
-        .then(|| rows.last().map(|c| c.id.clone()))
-        .flatten()
-        .map(|last| {
-            format!(
-                "{base}?PageSize={page_size}{params}&Page={}&PageToken={last}",
-                page.saturating_add(1)
-            )
-        });
-    let count = rows.len() as u32;
+    let full = rows.len() == q.page_size as usize;
+    let next = rows.last().filter(|_| full).map(|c| c.id.as_str());
     Ok(Json(CallPage {
+        meta: q.meta(&base, rows.len(), next),
         calls: rows.iter().map(|c| twilio_call(c, &account)).collect(),
-        first_page_uri: format!("{base}?PageSize={page_size}{params}&Page=0"),
-        next_page_uri,
-        previous_page_uri: None,
-        page,
-        page_size,
-        start: page.saturating_mul(page_size),
-        end: page
-            .saturating_mul(page_size)
-            .saturating_add(count)
-            .saturating_sub(1),
-        uri: format!("{base}?PageSize={page_size}{params}&Page={page}"),
     }))
 }

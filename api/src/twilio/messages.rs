@@ -2,13 +2,14 @@
 //! create (an SMS sent as a SIP MESSAGE through the `From` number's
 //! trunk, as `POST /v1/messages`), fetch and list.
 
+use super::paging::{ListQuery, PageMeta};
 use super::{API_VERSION, FormBody, TwilioAccount, TwilioError};
 use crate::store::{Direction, MessageRecord};
 use crate::v1::ApiState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Largest body (RFC 3428 §7 keeps a MESSAGE under 1300 bytes).
 const MAX_BODY_BYTES: usize = 1300;
@@ -141,34 +142,11 @@ pub(super) async fn fetch(
     }
 }
 
-/// The filters carried out; any other (`Status`, `StartTime`…) is
-/// refused by name rather than ignored.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ListQuery {
-    #[serde(rename = "To")]
-    to: Option<String>,
-    #[serde(rename = "From")]
-    from: Option<String>,
-    #[serde(rename = "PageSize")]
-    page_size: Option<u32>,
-    #[serde(rename = "PageToken")]
-    page_token: Option<String>,
-    #[serde(rename = "Page")]
-    page: Option<u32>,
-}
-
 #[derive(Debug, Serialize)]
 pub(super) struct MessagePage {
     messages: Vec<TwilioMessage>,
-    first_page_uri: String,
-    next_page_uri: Option<String>,
-    previous_page_uri: Option<String>,
-    page: u32,
-    page_size: u32,
-    start: u32,
-    end: u32,
-    uri: String,
+    #[serde(flatten)]
+    meta: PageMeta,
 }
 
 /// Messages, newest first: `GET …/Messages.json` (`To`, `From`,
@@ -179,15 +157,7 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MessagePage>, TwilioError> {
     let Query(q) = query.map_err(|e| TwilioError::bad_request(e.body_text()))?;
-    let page_size = q.page_size.unwrap_or(50).clamp(1, 1000);
-    let number = |field: &str, v: Option<String>| -> Result<Option<String>, TwilioError> {
-        v.map(|v| {
-            crate::e164::normalize_e164(&v)
-                .ok_or_else(|| TwilioError::bad_request(format!("{field} must be E.164")))
-        })
-        .transpose()
-    };
-    let (to, from) = (number("To", q.to)?, number("From", q.from)?);
+    let q = q.checked()?;
     let rows = s
         .store
         .list_messages(&account, crate::store::MAX_LIMIT)
@@ -195,8 +165,8 @@ pub(super) async fn list(
         .map_err(|e| TwilioError::internal(&e))?;
     let mut rows: Vec<MessageRecord> = rows
         .into_iter()
-        .filter(|m| to.as_ref().is_none_or(|t| &m.to_number == t))
-        .filter(|m| from.as_ref().is_none_or(|f| &m.from_number == f))
+        .filter(|m| q.to.as_ref().is_none_or(|t| &m.to_number == t))
+        .filter(|m| q.from.as_ref().is_none_or(|f| &m.from_number == f))
         .collect();
     if let Some(after) = &q.page_token {
         let at = rows
@@ -205,38 +175,12 @@ pub(super) async fn list(
             .map_or(rows.len(), |i| i + 1);
         rows.drain(..at);
     }
-    let more = rows.len() > page_size as usize;
-    rows.truncate(page_size as usize);
+    let more = rows.len() > q.page_size as usize;
+    rows.truncate(q.page_size as usize);
     let base = format!("/{API_VERSION}/Accounts/{account}/Messages.json");
-    let mut params = String::new();
-    for (k, v) in [("To", &to), ("From", &from)] {
-        if let Some(v) = v {
-            params.push_str(&format!("&{k}={}", v.replace('+', "%2B")));
-        }
-    }
-    let page = q.page.unwrap_or(0);
-    let next_page_uri = more
-        .then(|| rows.last().map(|m| m.id.clone()))
-        .flatten()
-        .map(|last| {
-            format!(
-                "{base}?PageSize={page_size}{params}&Page={}&PageToken={last}",
-                page.saturating_add(1)
-            )
-        });
-    let count = rows.len() as u32;
+    let next = rows.last().filter(|_| more).map(|m| m.id.as_str());
     Ok(Json(MessagePage {
+        meta: q.meta(&base, rows.len(), next),
         messages: rows.iter().map(twilio_message).collect(),
-        first_page_uri: format!("{base}?PageSize={page_size}{params}&Page=0"),
-        next_page_uri,
-        previous_page_uri: None,
-        page,
-        page_size,
-        start: page.saturating_mul(page_size),
-        end: page
-            .saturating_mul(page_size)
-            .saturating_add(count)
-            .saturating_sub(1),
-        uri: format!("{base}?PageSize={page_size}{params}&Page={page}"),
     }))
 }

@@ -14,6 +14,7 @@
 mod calls;
 mod error;
 mod messages;
+mod paging;
 
 use crate::v1::ApiState;
 use axum::Router;

@@ -192,7 +192,7 @@ impl Core {
             return self.hangup(now, h, "failed");
         };
         let sid = call.sid.clone();
-        let number = stream_number(&pending.number, stream.url.clone(), stream.parameters);
+        let number = stream_number(&pending.number, &stream);
         let spec = self.stream_spec(
             &stream.url,
             &number,
@@ -303,12 +303,7 @@ impl Core {
             return;
         };
         call.twiml = None;
-        let params = stream_number(&pending.number, stream.url.clone(), stream.parameters).params;
-        let target = api::control::StreamTarget {
-            url: stream.url,
-            dialect: Some("twilio".into()),
-            params,
-        };
+        let target = stream.target();
         let outcome = self.redirect_stream(h, &pending.number.account_id, &target);
         if outcome != api::control::ControlOutcome::Accepted {
             tracing::warn!(
@@ -405,7 +400,7 @@ impl Core {
             return;
         };
         call.twiml = None;
-        let number = stream_number(&pending.number, stream.url, stream.parameters);
+        let number = stream_number(&pending.number, &stream);
         self.start_route(now, h, &number, &pending);
     }
 
@@ -542,19 +537,13 @@ impl Core {
 
 /// `number` streaming to `url` in the `twilio` dialect with these
 /// `<Parameter>`s as its `customParameters`.
-fn stream_number(number: &Number, url: String, parameters: Vec<(String, String)>) -> Number {
-    let params = (!parameters.is_empty()).then(|| {
-        let map: serde_json::Map<String, serde_json::Value> = parameters
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect();
-        serde_json::Value::Object(map).to_string()
-    });
+fn stream_number(number: &Number, stream: &Stream) -> Number {
+    let target = stream.target();
     Number {
         route: RouteKind::Stream,
-        target: Some(url),
-        dialect: Some("twilio".into()),
-        params,
+        target: Some(target.url),
+        dialect: target.dialect,
+        params: target.params,
         ..number.clone()
     }
 }

@@ -146,19 +146,7 @@ impl Core {
         self.status_changed(now, h, "in-progress");
         self.schedule_call(h);
         if let Some((stream, account)) = fork {
-            let params = (!stream.parameters.is_empty()).then(|| {
-                let map: serde_json::Map<String, serde_json::Value> = stream
-                    .parameters
-                    .into_iter()
-                    .map(|(k, v)| (k, serde_json::Value::String(v)))
-                    .collect();
-                serde_json::Value::Object(map).to_string()
-            });
-            let target = api::control::StreamTarget {
-                url: stream.url,
-                dialect: Some("twilio".into()),
-                params,
-            };
+            let target = stream.target();
             let outcome = self.start_fork(h, &account, &target);
             if outcome != api::control::ControlOutcome::Accepted {
                 tracing::info!(
