@@ -130,28 +130,8 @@ pub fn unescape(s: &str) -> Result<String, UriError> {
 }
 
 fn is_user_char(b: u8) -> bool {
-    // unreserved / escaped / user-unreserved (RFC 3261 §25.1)
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'_'
-                | b'.'
-                | b'!'
-                | b'~'
-                | b'*'
-                | b'\''
-                | b'('
-                | b')'
-                | b'%'
-                | b'&'
-                | b'='
-                | b'+'
-                | b'$'
-                | b','
-                | b';'
-                | b'?'
-                | b'/'
-        )
+    // user-unreserved beyond what a password takes (RFC 3261 §25.1)
+    is_password_char(b) || matches!(b, b';' | b'?' | b'/')
 }
 
 /// uric of RFC 2396 (RFC 3261 §25.1): reserved, unreserved or escaped,
@@ -161,6 +141,7 @@ fn is_uric(b: u8) -> bool {
 }
 
 fn is_password_char(b: u8) -> bool {
+    // unreserved / escaped / "&" / "=" / "+" / "$" / "," (RFC 3261 §25.1)
     b.is_ascii_alphanumeric()
         || matches!(
             b,

@@ -172,7 +172,7 @@ pub(super) async fn create(
         (Some(xml), None) => {
             // Inline TwiML has no URL of its own: a relative URL in it
             // resolves against this base and is refused below.
-            let base = Url::parse(INLINE_BASE).expect("a valid base");
+            let base = Url::parse(INLINE_BASE).map_err(|e| TwilioError::internal(&e))?;
             let verbs = crate::twiml::parse(xml.as_bytes(), &base)
                 .map_err(|e| TwilioError::bad_request(format!("Twiml: {e}")))?;
             if verbs.iter().any(|v| match v {
@@ -486,7 +486,7 @@ async fn redirect(
     c: CallRecord,
     xml: &str,
 ) -> Result<Json<TwilioCall>, TwilioError> {
-    let base = Url::parse(INLINE_BASE).expect("a valid base");
+    let base = Url::parse(INLINE_BASE).map_err(|e| TwilioError::internal(&e))?;
     let verbs = crate::twiml::parse(xml.as_bytes(), &base)
         .map_err(|e| TwilioError::bad_request(format!("Twiml: {e}")))?;
     let [crate::twiml::Verb::Connect(stream)] = verbs.as_slice() else {

@@ -17,8 +17,8 @@
 //! `{"type": "disconnect"}` (hang up), and our additions.
 
 use super::{
-    DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, decode_l16, send_dtmf,
-    unknown_event,
+    DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, decode_l16, decode_our_event,
+    json_frame, sms_frame, transfer_result_frame,
 };
 use base64::Engine as _;
 use serde::Deserialize;
@@ -59,21 +59,6 @@ enum Command {
     Other,
 }
 
-/// Our own additions (`event`).
-#[derive(Deserialize, Debug)]
-#[serde(tag = "event")]
-enum Ours {
-    #[serde(rename = "sendDtmf", rename_all = "camelCase")]
-    SendDtmf {
-        digits: String,
-        duration_ms: Option<u32>,
-    },
-    #[serde(rename = "transfer")]
-    Transfer { to: String },
-    #[serde(rename = "hangup")]
-    Hangup {},
-}
-
 pub struct JambonzCodec {
     spec: StreamSpec,
 }
@@ -84,10 +69,6 @@ impl JambonzCodec {
     }
 }
 
-fn text(v: Value) -> Frame {
-    Frame::Text(v.to_string())
-}
-
 impl DialectCodec for JambonzCodec {
     fn opening(&mut self) -> Vec<Frame> {
         let s = &self.spec;
@@ -96,7 +77,7 @@ impl DialectCodec for JambonzCodec {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
-        vec![text(json!({
+        vec![json_frame(json!({
             "callSid": s.call_sid,
             "streamSid": s.stream_sid,
             "accountSid": s.account_sid,
@@ -115,26 +96,22 @@ impl DialectCodec for JambonzCodec {
             ToAi::Audio { samples, .. } => {
                 Frame::Binary(samples.iter().flat_map(|s| s.to_le_bytes()).collect())
             }
-            ToAi::Dtmf { digit, duration_ms } => text(json!({
+            ToAi::Dtmf { digit, duration_ms } => json_frame(json!({
                 "event": "dtmf",
                 "dtmf": digit.to_string(),
                 "duration": duration_ms.to_string(),
             })),
-            ToAi::Mark { name } => text(json!({
+            ToAi::Mark { name } => json_frame(json!({
                 "type": "mark",
                 "data": {"name": name, "event": "playout"},
             })),
-            ToAi::TransferResult(result) => text(json!({
-                "event": "transferResult",
-                "status": result.status,
-                "sipStatus": result.sip_status,
-            })),
-            ToAi::Sms(sms) => text(json!({"event": "sms", "sms": sms})),
+            ToAi::TransferResult(result) => transfer_result_frame(result),
+            ToAi::Sms(sms) => sms_frame(sms),
         }
     }
 
     fn closing(&mut self, reason: &str) -> Frame {
-        text(json!({"event": "stop", "reason": reason}))
+        json_frame(json!({"event": "stop", "reason": reason}))
     }
 
     fn decode(&mut self, frame: Frame, out: &mut Vec<FromAi>) -> Result<(), ProtocolError> {
@@ -182,15 +159,7 @@ impl DialectCodec for JambonzCodec {
             }
             return Ok(());
         }
-        match Ours::deserialize(&value).map_err(|_| unknown_event(&t))? {
-            Ours::SendDtmf {
-                digits,
-                duration_ms,
-            } => out.push(send_dtmf(digits, duration_ms)?),
-            Ours::Transfer { to } => out.push(super::transfer(to)?),
-            Ours::Hangup {} => out.push(FromAi::Hangup),
-        }
-        Ok(())
+        decode_our_event(&value, &t, out)
     }
 }
 

@@ -288,6 +288,61 @@ pub fn decode_l16(b: &[u8]) -> Result<Vec<i16>, ProtocolError> {
         .collect())
 }
 
+/// A JSON text frame.
+pub(crate) fn json_frame(v: serde_json::Value) -> Frame {
+    Frame::Text(v.to_string())
+}
+
+/// Our `transferResult` in the dialects that build their JSON by hand
+/// (vonage, jambonz).
+pub(crate) fn transfer_result_frame(result: &TransferResult) -> Frame {
+    json_frame(serde_json::json!({
+        "event": "transferResult",
+        "status": result.status,
+        "sipStatus": result.sip_status,
+    }))
+}
+
+/// Our `sms` event in those dialects.
+pub(crate) fn sms_frame(sms: &SmsIn) -> Frame {
+    json_frame(serde_json::json!({"event": "sms", "sms": sms}))
+}
+
+/// Our own events from the AI (`sendDtmf`, `transfer`, `hangup`) in the
+/// dialects whose own messages have another tag (vonage's `action`,
+/// jambonz's `type`).
+#[derive(serde::Deserialize, Debug)]
+#[serde(tag = "event")]
+enum OurEvent {
+    #[serde(rename = "sendDtmf", rename_all = "camelCase")]
+    SendDtmf {
+        digits: String,
+        duration_ms: Option<u32>,
+    },
+    #[serde(rename = "transfer")]
+    Transfer { to: String },
+    #[serde(rename = "hangup")]
+    Hangup {},
+}
+
+/// Decodes one of [`OurEvent`] from `value` (the frame `text`, parsed).
+pub(crate) fn decode_our_event(
+    value: &serde_json::Value,
+    text: &str,
+    out: &mut Vec<FromAi>,
+) -> Result<(), ProtocolError> {
+    use serde::Deserialize as _;
+    match OurEvent::deserialize(value).map_err(|_| unknown_event(text))? {
+        OurEvent::SendDtmf {
+            digits,
+            duration_ms,
+        } => out.push(send_dtmf(digits, duration_ms)?),
+        OurEvent::Transfer { to } => out.push(transfer(to)?),
+        OurEvent::Hangup {} => out.push(FromAi::Hangup),
+    }
+    Ok(())
+}
+
 /// The error for a well-formed message whose `event` we do not know,
 /// naming the event.
 pub fn unknown_event(text: &str) -> ProtocolError {

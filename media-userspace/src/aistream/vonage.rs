@@ -18,8 +18,8 @@
 //! `VonageFrameSerializer` runs unchanged against it.
 
 use super::{
-    DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, decode_l16, send_dtmf,
-    unknown_event,
+    DialectCodec, Frame, FromAi, ProtocolError, StreamSpec, ToAi, decode_l16, decode_our_event,
+    json_frame, sms_frame, transfer_result_frame, unknown_event,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -38,20 +38,6 @@ enum Action {
     Other,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(tag = "event")]
-enum Ours {
-    #[serde(rename = "sendDtmf", rename_all = "camelCase")]
-    SendDtmf {
-        digits: String,
-        duration_ms: Option<u32>,
-    },
-    #[serde(rename = "transfer")]
-    Transfer { to: String },
-    #[serde(rename = "hangup")]
-    Hangup {},
-}
-
 pub struct VonageCodec {
     spec: StreamSpec,
 }
@@ -60,10 +46,6 @@ impl VonageCodec {
     pub fn new(spec: &StreamSpec) -> VonageCodec {
         VonageCodec { spec: spec.clone() }
     }
-}
-
-fn text(v: Value) -> Frame {
-    Frame::Text(v.to_string())
 }
 
 impl DialectCodec for VonageCodec {
@@ -84,7 +66,7 @@ impl DialectCodec for VonageCodec {
         m.insert("account_sid".into(), s.account_sid.clone().into());
         m.insert("from".into(), s.from.clone().into());
         m.insert("to".into(), s.to.clone().into());
-        vec![text(Value::Object(m))]
+        vec![json_frame(Value::Object(m))]
     }
 
     fn encode(&mut self, msg: &ToAi) -> Frame {
@@ -92,26 +74,22 @@ impl DialectCodec for VonageCodec {
             ToAi::Audio { samples, .. } => {
                 Frame::Binary(samples.iter().flat_map(|s| s.to_le_bytes()).collect())
             }
-            ToAi::Dtmf { digit, duration_ms } => text(json!({
+            ToAi::Dtmf { digit, duration_ms } => json_frame(json!({
                 "event": "websocket:dtmf",
                 "digit": digit.to_string(),
                 "duration": duration_ms,
             })),
-            ToAi::Mark { name } => text(json!({
+            ToAi::Mark { name } => json_frame(json!({
                 "event": "websocket:notify",
                 "payload": serde_json::from_str::<Value>(name).unwrap_or_else(|_| Value::String(name.clone())),
             })),
-            ToAi::TransferResult(result) => text(json!({
-                "event": "transferResult",
-                "status": result.status,
-                "sipStatus": result.sip_status,
-            })),
-            ToAi::Sms(sms) => text(json!({"event": "sms", "sms": sms})),
+            ToAi::TransferResult(result) => transfer_result_frame(result),
+            ToAi::Sms(sms) => sms_frame(sms),
         }
     }
 
     fn closing(&mut self, reason: &str) -> Frame {
-        text(json!({"event": "websocket:stop", "reason": reason}))
+        json_frame(json!({"event": "websocket:stop", "reason": reason}))
     }
 
     fn decode(&mut self, frame: Frame, out: &mut Vec<FromAi>) -> Result<(), ProtocolError> {
@@ -136,15 +114,7 @@ impl DialectCodec for VonageCodec {
             }
             return Ok(());
         }
-        match Ours::deserialize(&value).map_err(|_| unknown_event(&t))? {
-            Ours::SendDtmf {
-                digits,
-                duration_ms,
-            } => out.push(send_dtmf(digits, duration_ms)?),
-            Ours::Transfer { to } => out.push(super::transfer(to)?),
-            Ours::Hangup {} => out.push(FromAi::Hangup),
-        }
-        Ok(())
+        decode_our_event(&value, &t, out)
     }
 }
 

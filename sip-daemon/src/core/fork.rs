@@ -6,7 +6,6 @@
 
 use super::*;
 use api::control::{ControlOutcome, StreamTarget};
-use domain::model::{Number, RouteKind};
 
 impl Core {
     /// Starts (or replaces) the fork of relayed call `h`.
@@ -36,22 +35,8 @@ impl Core {
                 uri_user(&call.dialog.local_uri),
             )
         };
-        let number = Number {
-            pattern: call.number_pattern.clone().unwrap_or_default(),
-            account_id: account.to_string(),
-            route: RouteKind::Stream,
-            target: Some(target.url.clone()),
-            dialect: target.dialect.clone(),
-            params: target.params.clone(),
-            trunk: None,
-            max_calls: None,
-            fallback: None,
-            voice_webhook: None,
-            sms_webhook: None,
-            status_webhook: None,
-            webhook_format: Default::default(),
-            media_security: Default::default(),
-        };
+        let number =
+            super::stream::stream_number_for(call.number_pattern.as_deref(), account, target);
         let mut spec = self.stream_spec(
             &target.url,
             &number,

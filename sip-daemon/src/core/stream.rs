@@ -111,6 +111,32 @@ impl Core {
         ));
     }
 
+    /// Call `h`'s AI stream when it may be moved or updated: answered,
+    /// still with its AI (not relayed or transferred), no transfer under
+    /// way. Else the answer to give.
+    pub(super) fn live_ai_stream(
+        &self,
+        h: super::CallHandle,
+    ) -> Result<super::legs::AiStream, api::control::ControlOutcome> {
+        use api::control::ControlOutcome;
+        let Some(call) = self.calls.get(&h) else {
+            return Err(ControlOutcome::NotLive);
+        };
+        let Some(stream) = call.ai_stream.clone().filter(|_| {
+            call.answered_at.is_some() && call.bridge.is_none() && call.media_leg == h.own_leg()
+        }) else {
+            return Err(ControlOutcome::Refused(
+                "the call has no AI stream to move (not answered, relayed, or transferred)",
+            ));
+        };
+        if call.transfer.is_some() || call.refer_until.is_some() {
+            return Err(ControlOutcome::Refused(
+                "a transfer of this call is under way: act once that is settled",
+            ));
+        }
+        Ok(stream)
+    }
+
     /// Moves live AI call `h` to `target` (`POST /v1/calls/{id}`):
     /// same callSid, a new streamSid, the same sample rate.
     pub(super) fn redirect_stream(
@@ -120,43 +146,20 @@ impl Core {
         target: &api::control::StreamTarget,
     ) -> api::control::ControlOutcome {
         use api::control::ControlOutcome;
+        let stream = match self.live_ai_stream(h) {
+            Ok(s) => s,
+            Err(why) => return why,
+        };
         let Some(call) = self.calls.get(&h) else {
             return ControlOutcome::NotLive;
         };
-        let Some(stream) = call.ai_stream.clone().filter(|_| {
-            call.answered_at.is_some() && call.bridge.is_none() && call.media_leg == h.own_leg()
-        }) else {
-            return ControlOutcome::Refused(
-                "the call has no AI stream to move (not answered, relayed, or transferred)",
-            );
-        };
-        if call.transfer.is_some() || call.refer_until.is_some() {
-            return ControlOutcome::Refused(
-                "a transfer of this call is under way: move it once that is settled",
-            );
-        }
         let dialect = target.dialect.as_deref().unwrap_or("twilio");
         if Dialect::parse(dialect).map(Dialect::sample_rate) != Some(stream.rate) {
             return ControlOutcome::Refused(
                 "the new dialect's sample rate differs from the stream's: choose one of the same rate",
             );
         }
-        let number = Number {
-            pattern: call.number_pattern.clone().unwrap_or_default(),
-            account_id: account.to_string(),
-            route: domain::model::RouteKind::Stream,
-            target: Some(target.url.clone()),
-            dialect: target.dialect.clone(),
-            params: target.params.clone(),
-            trunk: None,
-            max_calls: None,
-            fallback: None,
-            voice_webhook: None,
-            sms_webhook: None,
-            status_webhook: None,
-            webhook_format: Default::default(),
-            media_security: Default::default(),
-        };
+        let number = stream_number_for(call.number_pattern.as_deref(), account, target);
         let spec = self.stream_spec(
             &target.url,
             &number,
@@ -238,6 +241,31 @@ impl Core {
             },
         ));
         ControlOutcome::Accepted
+    }
+}
+
+/// What a stream started for a live call (a fork, a redirect) tells the
+/// AI about the call's number: its pattern and account, and `target`.
+pub(super) fn stream_number_for(
+    pattern: Option<&str>,
+    account: &str,
+    target: &api::control::StreamTarget,
+) -> Number {
+    Number {
+        pattern: pattern.unwrap_or_default().to_string(),
+        account_id: account.to_string(),
+        route: domain::model::RouteKind::Stream,
+        target: Some(target.url.clone()),
+        dialect: target.dialect.clone(),
+        params: target.params.clone(),
+        trunk: None,
+        max_calls: None,
+        fallback: None,
+        voice_webhook: None,
+        sms_webhook: None,
+        status_webhook: None,
+        webhook_format: Default::default(),
+        media_security: Default::default(),
     }
 }
 

@@ -231,23 +231,15 @@ impl Core {
         fetch: Fetch,
     ) -> api::control::ControlOutcome {
         use api::control::ControlOutcome;
+        let stream = match self.live_ai_stream(h) {
+            Ok(s) => s,
+            Err(why) => return why,
+        };
         let Some(call) = self.calls.get(&h) else {
             return ControlOutcome::NotLive;
         };
-        let Some(stream) = call.ai_stream.clone().filter(|_| {
-            call.answered_at.is_some() && call.bridge.is_none() && call.media_leg == h.own_leg()
-        }) else {
-            return ControlOutcome::Refused(
-                "the call has no AI stream to move (not answered, relayed, or transferred)",
-            );
-        };
         if call.pending.is_some() || call.twiml.is_some() {
             return ControlOutcome::Refused("TwiML for this call is already being fetched");
-        }
-        if call.transfer.is_some() || call.refer_until.is_some() {
-            return ControlOutcome::Refused(
-                "a transfer of this call is under way: update it once that is settled",
-            );
         }
         let number = call
             .number_pattern
